@@ -1,0 +1,129 @@
+//! Gateway → device messages.
+
+use serde::{Deserialize, Serialize};
+
+/// One command from the gateway to a field device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Downlink {
+    /// Schema version, [`crate::SCHEMA_VERSION`] when written by this crate.
+    pub v: u8,
+    /// Command id chosen by the gateway; the device echoes it in
+    /// [`crate::CommandAck::cmd_seq`].
+    pub seq: u32,
+    /// Gateway clock when the command was issued, Unix milliseconds. Devices without a
+    /// clock of their own may set theirs from it.
+    pub ts_ms: u64,
+    /// The command.
+    pub body: DownlinkBody,
+}
+
+/// The kind-specific part of a [`Downlink`]. Encoded like [`crate::UplinkBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownlinkBody {
+    /// Switch the building's interconnected sounders on or off (fire linkage, GB 20517-2025
+    /// §5.12 interconnection).
+    Sounders {
+        /// `true` to sound, `false` to silence.
+        on: bool,
+    },
+    /// Silence a sounding alarm for a bounded time. Heavy smoke overrides the hush.
+    Hush {
+        /// How long, in seconds (1 to 900).
+        duration_s: u16,
+    },
+    /// Run the self-test: sounder, chamber and battery under load; results arrive as uplinks.
+    SelfTest {},
+    /// Change the heartbeat period.
+    SetHeartbeat {
+        /// New period in seconds (60 s to 7 days).
+        interval_s: u32,
+    },
+    /// Change the detection thresholds.
+    SetThresholds {
+        /// Pre-alarm threshold in dB/m.
+        pre_alarm_db_m: f32,
+        /// Alarm threshold in dB/m; above the pre-alarm threshold.
+        alarm_db_m: f32,
+    },
+    /// Application-level acknowledgement: the gateway has durably accepted the uplink
+    /// `(boot, seq)`, so the device may drop it from its outbox.
+    Ack {
+        /// The uplink's boot counter.
+        boot: u16,
+        /// The uplink's sequence number.
+        seq: u32,
+    },
+}
+
+/// The kinds of downlink, as they appear in topics and JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DownlinkKind {
+    /// [`DownlinkBody::Sounders`]
+    Sounders,
+    /// [`DownlinkBody::Hush`]
+    Hush,
+    /// [`DownlinkBody::SelfTest`]
+    SelfTest,
+    /// [`DownlinkBody::SetHeartbeat`]
+    SetHeartbeat,
+    /// [`DownlinkBody::SetThresholds`]
+    SetThresholds,
+    /// [`DownlinkBody::Ack`]
+    Ack,
+}
+
+impl DownlinkKind {
+    /// Every kind, in wire-index order.
+    pub const ALL: [DownlinkKind; 6] = [
+        DownlinkKind::Sounders,
+        DownlinkKind::Hush,
+        DownlinkKind::SelfTest,
+        DownlinkKind::SetHeartbeat,
+        DownlinkKind::SetThresholds,
+        DownlinkKind::Ack,
+    ];
+
+    /// The kind's name in topics and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DownlinkKind::Sounders => "sounders",
+            DownlinkKind::Hush => "hush",
+            DownlinkKind::SelfTest => "self_test",
+            DownlinkKind::SetHeartbeat => "set_heartbeat",
+            DownlinkKind::SetThresholds => "set_thresholds",
+            DownlinkKind::Ack => "ack",
+        }
+    }
+
+    /// Parses a kind name; `None` for names this schema version does not define.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl DownlinkBody {
+    /// The body's kind.
+    pub const fn kind(&self) -> DownlinkKind {
+        match self {
+            DownlinkBody::Sounders { .. } => DownlinkKind::Sounders,
+            DownlinkBody::Hush { .. } => DownlinkKind::Hush,
+            DownlinkBody::SelfTest {} => DownlinkKind::SelfTest,
+            DownlinkBody::SetHeartbeat { .. } => DownlinkKind::SetHeartbeat,
+            DownlinkBody::SetThresholds { .. } => DownlinkKind::SetThresholds,
+            DownlinkBody::Ack { .. } => DownlinkKind::Ack,
+        }
+    }
+}
+
+impl Downlink {
+    /// A command of the current schema version.
+    pub fn new(seq: u32, ts_ms: u64, body: DownlinkBody) -> Self {
+        Downlink { v: crate::SCHEMA_VERSION, seq, ts_ms, body }
+    }
+
+    /// The command's kind.
+    pub const fn kind(&self) -> DownlinkKind {
+        self.body.kind()
+    }
+}

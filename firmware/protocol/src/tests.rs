@@ -1,0 +1,524 @@
+//! Codec and validation tests: table-driven rejection cases, round-trip and fuzz properties,
+//! and the measured encoded sizes that `README.md` documents.
+
+use proptest::prelude::*;
+
+use crate::*;
+
+const NOW_MS: u64 = 1_763_860_000_000;
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+fn text<const N: usize>(s: &str) -> heapless::String<N> {
+    heapless::String::try_from(s).unwrap()
+}
+
+/// One realistic message of every uplink kind (and both ends of each state), from a device
+/// with a 15-digit IMEI as its id: what the size table in README.md is measured on.
+fn samples() -> Vec<(&'static str, Uplink)> {
+    let up = |seq, body| Uplink::new(dev("862177040123456"), 3, seq, NOW_MS, body);
+    vec![
+        (
+            "heartbeat",
+            up(
+                1,
+                UplinkBody::Heartbeat(Heartbeat {
+                    battery_mv: Some(3012),
+                    signal_dbm: -97,
+                    chamber_baseline: Some(1480),
+                    drift_pct: Some(12),
+                    temperature_c: 23.5,
+                    firmware: text("1.4.2"),
+                    uptime_s: 86_400,
+                }),
+            ),
+        ),
+        (
+            "state (alarm)",
+            up(2, UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.21 })),
+        ),
+        ("fault", up(3, UplinkBody::Fault(Fault { fault: FaultKind::LowBattery, active: true }))),
+        (
+            "camera_event",
+            up(
+                4,
+                UplinkBody::CameraEvent(CameraEvent {
+                    channel: 12,
+                    event: CameraEventKind::Smoke,
+                    active: true,
+                    confidence_pct: 87,
+                    snapshot: Some(text("snap/cam-0042/12/20261123T031502Z.jpg")),
+                }),
+            ),
+        ),
+        (
+            "camera_health",
+            up(5, UplinkBody::CameraHealth(CameraHealth { channel: 12, status: ChannelStatus::VideoLoss })),
+        ),
+        ("water", up(6, UplinkBody::Water(WaterReading { pressure_mpa: Some(0.35), level_m: None }))),
+        (
+            "command_ack",
+            up(7, UplinkBody::CommandAck(CommandAck { cmd_seq: 41, result: AckResult::Applied })),
+        ),
+    ]
+}
+
+fn downlink_samples() -> Vec<(&'static str, Downlink)> {
+    let down = |body| Downlink::new(41, NOW_MS, body);
+    vec![
+        ("sounders", down(DownlinkBody::Sounders { on: true })),
+        ("hush", down(DownlinkBody::Hush { duration_s: 600 })),
+        ("self_test", down(DownlinkBody::SelfTest {})),
+        ("set_heartbeat", down(DownlinkBody::SetHeartbeat { interval_s: 86_400 })),
+        ("set_thresholds", down(DownlinkBody::SetThresholds { pre_alarm_db_m: 0.08, alarm_db_m: 0.15 })),
+        ("ack", down(DownlinkBody::Ack { boot: 3, seq: 2 })),
+    ]
+}
+
+fn encoded(msg: &Uplink, enc: Encoding) -> Vec<u8> {
+    let mut buf = [0u8; MAX_PAYLOAD];
+    msg.encode(enc, &mut buf).unwrap().to_vec()
+}
+
+fn json(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// The data-driven check: `payload` must be received (detected, decoded, validated) as
+/// `expected`.
+fn check(payload: &[u8], expected: Result<&Uplink, Error>) {
+    let got = Uplink::receive(payload, NOW_MS, &Limits::default());
+    assert_eq!(got.as_ref().map_err(|e| *e), expected, "payload {:?}", String::from_utf8_lossy(payload));
+    if let Err(e) = got {
+        assert!(!e.reason().is_empty());
+    }
+}
+
+#[test]
+fn samples_round_trip_in_both_encodings() {
+    for (name, msg) in samples() {
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let bytes = encoded(&msg, enc);
+            assert_eq!(Encoding::detect(&bytes), enc, "{name}");
+            check(&bytes, Ok(&msg));
+        }
+    }
+    for (name, cmd) in downlink_samples() {
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let mut buf = [0u8; MAX_PAYLOAD];
+            let bytes = cmd.encode(enc, &mut buf).unwrap();
+            assert_eq!(Downlink::receive(bytes, &Limits::default()), Ok(cmd.clone()), "{name} {enc}");
+        }
+    }
+}
+
+#[test]
+fn json_wire_format_is_stable() {
+    // The documented example in README.md, byte for byte: vendors implement this.
+    let (_, alarm) = &samples()[1];
+    assert_eq!(
+        String::from_utf8(encoded(alarm, Encoding::Json)).unwrap(),
+        r#"{"v":1,"dev":"862177040123456","boot":3,"seq":2,"ts_ms":1763860000000,"body":{"state":{"state":"alarm","obscuration_db_m":0.21}}}"#
+    );
+}
+
+#[test]
+fn tolerates_unknown_fields_escapes_and_whitespace() {
+    let expected = Uplink::new(
+        dev("sd-1"),
+        0,
+        9,
+        0,
+        UplinkBody::State(StateChange { state: DetectorState::PreAlarm, obscuration_db_m: 0.1 }),
+    );
+    // Unknown fields at every level, a newer firmware's habit, are ignored.
+    check(
+        &json(
+            r#" {"v":1,"vendor":{"x":[1,{"y":null}]},"dev":"sd-1","boot":0,"seq":9,"ts_ms":0,
+                "body":{"state":{"state":"pre_alarm","obscuration_db_m":0.1,"ir":123}},"rssi":-80} "#,
+        ),
+        Ok(&expected),
+    );
+    // JSON escapes in strings are decoded, not passed through.
+    check(
+        &json(
+            r#"{"v":1,"dev":"sd\u002d1","boot":0,"seq":9,"ts_ms":0,"body":{"state":{"state":"pre_alarm","obscuration_db_m":0.1}}}"#,
+        ),
+        Ok(&expected),
+    );
+    // Compact: bytes appended by a newer schema are ignored.
+    let mut bytes = encoded(&expected, Encoding::Compact);
+    bytes.extend_from_slice(&[7, 7, 7]);
+    check(&bytes, Ok(&expected));
+}
+
+#[test]
+fn rejects_invalid_messages_with_typed_errors() {
+    let body = r#""body":{"state":{"state":"alarm","obscuration_db_m":0.2}}"#;
+    let with = |header: &str, body: &str| json(&format!("{{{header},{body}}}"));
+    let hdr = r#""v":1,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#;
+
+    check(&vec![b' '; MAX_PAYLOAD + 1], Err(Error::TooLarge { len: MAX_PAYLOAD + 1, max: MAX_PAYLOAD }));
+    check(b"", Err(Error::Malformed { encoding: Encoding::Compact }));
+    check(b"{", Err(Error::Malformed { encoding: Encoding::Json }));
+    check(b"{}", Err(Error::Malformed { encoding: Encoding::Json }));
+    check(&with(hdr, body)[..20], Err(Error::Malformed { encoding: Encoding::Json }));
+    check(&json(&format!("{{{hdr},{body}}} trailing")), Err(Error::Malformed { encoding: Encoding::Json }));
+    check(
+        &with(hdr, r#""body":{"state":{"state":"smouldering","obscuration_db_m":0.2}}"#),
+        Err(Error::Malformed { encoding: Encoding::Json }),
+    );
+    check(
+        &with(hdr, r#""body":{"state":{"state":"alarm"}}"#),
+        Err(Error::Malformed { encoding: Encoding::Json }),
+    );
+    check(
+        &with(hdr, r#""body":{"state":{"state":"alarm","obscuration_db_m":"0.2"}}"#),
+        Err(Error::Malformed { encoding: Encoding::Json }),
+    );
+    // serde-json-core reads `null` as NaN for an f32; validation then names the field.
+    check(
+        &with(hdr, r#""body":{"state":{"state":"alarm","obscuration_db_m":null}}"#),
+        Err(Error::OutOfRange { field: "obscuration_db_m" }),
+    );
+
+    // Unknown kinds, in JSON and compact.
+    check(&with(hdr, r#""body":{"earthquake":{"magnitude":5}}"#), Err(Error::UnknownKind));
+    check(
+        &with(hdr, r#""body":{"earthquake_with_a_very_long_kind_name_beyond_32_bytes":{}}"#),
+        Err(Error::UnknownKind),
+    );
+    let mut compact = encoded(&samples()[2].1, Encoding::Compact);
+    let tag_at = compact.len() - 2; // fault body: tag, fault kind, active
+    compact[tag_at - 1] = 99;
+    check(&compact, Err(Error::UnknownKind));
+
+    // Versions.
+    check(
+        &with(r#""v":2,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#, body),
+        Err(Error::UnsupportedVersion { version: 2 }),
+    );
+    check(
+        &with(r#""v":0,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#, body),
+        Err(Error::UnsupportedVersion { version: 0 }),
+    );
+    let mut compact = encoded(&samples()[1].1, Encoding::Compact);
+    compact[0] = 9;
+    check(&compact, Err(Error::UnsupportedVersion { version: 9 }));
+
+    // Ids.
+    for (id, err) in [
+        ("", IdError::Empty),
+        ("sd+1", IdError::BadChar { at: 2 }),
+        ("sd#", IdError::BadChar { at: 2 }),
+        ("a/b", IdError::BadChar { at: 1 }),
+        ("sd\\n1", IdError::BadChar { at: 2 }),
+        ("abcdefghijklmnopqrstuvwxyz0123456789", IdError::TooLong { len: 36 }),
+    ] {
+        let header = format!(r#""v":1,"dev":"{id}","boot":0,"seq":1,"ts_ms":0"#);
+        check(&with(&header, body), Err(Error::BadDeviceId(err)));
+    }
+
+    // Physical ranges.
+    let out = |field| Err(Error::OutOfRange { field });
+    check(
+        &with(hdr, r#""body":{"state":{"state":"alarm","obscuration_db_m":-0.1}}"#),
+        out("obscuration_db_m"),
+    );
+    check(
+        &with(hdr, r#""body":{"state":{"state":"alarm","obscuration_db_m":1e9}}"#),
+        out("obscuration_db_m"),
+    );
+    let hb = |battery: &str, signal: &str, temp: &str, fw: &str| {
+        format!(
+            r#""body":{{"heartbeat":{{"battery_mv":{battery},"signal_dbm":{signal},"chamber_baseline":null,"drift_pct":null,"temperature_c":{temp},"firmware":"{fw}","uptime_s":1}}}}"#
+        )
+    };
+    check(
+        &with(hdr, &hb("3000", "-90", "20", "1.0")),
+        Ok(&Uplink::receive(&with(hdr, &hb("3000", "-90", "20", "1.0")), NOW_MS, &Limits::default())
+            .unwrap()),
+    );
+    check(&with(hdr, &hb("0", "-90", "20", "1.0")), out("battery_mv"));
+    check(&with(hdr, &hb("65000", "-90", "20", "1.0")), out("battery_mv"));
+    check(&with(hdr, &hb("3000", "12", "20", "1.0")), out("signal_dbm"));
+    check(&with(hdr, &hb("3000", "-90", "300", "1.0")), out("temperature_c"));
+    check(&with(hdr, &hb("3000", "-90", "20", "1.0 beta")), Err(Error::BadText { field: "firmware" }));
+    check(&with(hdr, &hb("3000", "-90", "20", "")), Err(Error::BadText { field: "firmware" }));
+    check(&with(hdr, r#""body":{"water":{"pressure_mpa":-0.2,"level_m":null}}"#), out("pressure_mpa"));
+    check(&with(hdr, r#""body":{"water":{"pressure_mpa":null,"level_m":null}}"#), out("pressure_mpa"));
+    check(
+        &with(
+            hdr,
+            r#""body":{"camera_event":{"channel":1,"event":"fire","active":true,"confidence_pct":101,"snapshot":null}}"#,
+        ),
+        out("confidence_pct"),
+    );
+    check(
+        &with(
+            hdr,
+            r#""body":{"camera_event":{"channel":0,"event":"fire","active":true,"confidence_pct":90,"snapshot":null}}"#,
+        ),
+        out("channel"),
+    );
+    check(
+        &with(
+            hdr,
+            r#""body":{"camera_event":{"channel":1,"event":"fire","active":true,"confidence_pct":90,"snapshot":"a\"b"}}"#,
+        ),
+        Err(Error::BadText { field: "snapshot" }),
+    );
+
+    // A timestamp beyond the allowed skew.
+    let ahead = NOW_MS + 3_600_000;
+    check(
+        &with(&format!(r#""v":1,"dev":"sd-1","boot":0,"seq":1,"ts_ms":{ahead}"#), body),
+        Err(Error::TimestampInFuture { ts_ms: ahead, ahead_ms: 3_600_000 }),
+    );
+    // NaN written by a buggy encoder cannot slip through the compact path either.
+    let mut nan = samples()[1].1.clone();
+    nan.body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: f32::NAN });
+    check(&encoded(&nan, Encoding::Compact), out("obscuration_db_m"));
+}
+
+#[test]
+fn rejects_invalid_commands() {
+    let limits = Limits::default();
+    let check_cmd = |body: DownlinkBody, field: &'static str| {
+        let mut buf = [0u8; 256];
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let bytes = Downlink::new(1, NOW_MS, body.clone()).encode(enc, &mut buf).unwrap();
+            assert_eq!(Downlink::receive(bytes, &limits), Err(Error::OutOfRange { field }), "{body:?} {enc}");
+        }
+    };
+    check_cmd(DownlinkBody::Hush { duration_s: 0 }, "duration_s");
+    check_cmd(DownlinkBody::Hush { duration_s: 3600 }, "duration_s");
+    check_cmd(DownlinkBody::SetHeartbeat { interval_s: 5 }, "interval_s");
+    check_cmd(DownlinkBody::SetThresholds { pre_alarm_db_m: 0.2, alarm_db_m: 0.1 }, "pre_alarm_db_m");
+    check_cmd(DownlinkBody::SetThresholds { pre_alarm_db_m: 0.1, alarm_db_m: 9.0 }, "alarm_db_m");
+    check_cmd(DownlinkBody::SetThresholds { pre_alarm_db_m: f32::NAN, alarm_db_m: 0.2 }, "pre_alarm_db_m");
+    assert_eq!(
+        Downlink::receive(br#"{"v":1,"seq":1,"ts_ms":0,"body":{"reboot":{}}}"#, &limits),
+        Err(Error::UnknownKind)
+    );
+}
+
+#[test]
+fn kinds_and_classes() {
+    for (name, msg) in samples() {
+        assert_eq!(UplinkKind::from_name(msg.kind().as_str()), Some(msg.kind()), "{name}");
+    }
+    assert_eq!(UplinkKind::State.class(), Class::Alarm);
+    assert_eq!(UplinkKind::CameraEvent.class(), Class::Alarm);
+    assert_eq!(UplinkKind::Fault.class(), Class::Event);
+    assert_eq!(UplinkKind::Heartbeat.class(), Class::Telemetry);
+    assert!(Class::Alarm < Class::Event && Class::Event < Class::Telemetry, "sort order is send order");
+    for (name, cmd) in downlink_samples() {
+        assert_eq!(cmd.kind().as_str(), name);
+    }
+}
+
+/// Renders the size table README.md carries; `encoded_sizes_match_readme` keeps it true.
+fn size_table() -> String {
+    let mut out = String::from("| message | compact bytes | JSON bytes |\n|---|---:|---:|\n");
+    for (name, msg) in samples() {
+        let (c, j) = (encoded(&msg, Encoding::Compact).len(), encoded(&msg, Encoding::Json).len());
+        out += &format!("| uplink `{name}` | {c} | {j} |\n");
+    }
+    for (name, cmd) in downlink_samples() {
+        let mut buf = [0u8; 256];
+        let c = cmd.encode(Encoding::Compact, &mut buf).unwrap().len();
+        let j = cmd.encode(Encoding::Json, &mut buf).unwrap().len();
+        out += &format!("| downlink `{name}` | {c} | {j} |\n");
+    }
+    out
+}
+
+#[test]
+fn encoded_sizes_match_readme() {
+    let (_, alarm) = &samples()[1];
+    let compact = encoded(alarm, Encoding::Compact).len();
+    assert!(compact <= 64, "an alarm must fit in 64 bytes compact, it takes {compact}");
+    let table = size_table();
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&table),
+        "README.md's size table is out of date; the measured table is:\n{table}"
+    );
+}
+
+// ---- Property tests ----
+
+fn id_strategy() -> impl Strategy<Value = DeviceId> {
+    "[A-Za-z0-9._-]{1,32}".prop_map(|s| DeviceId::new(&s).unwrap())
+}
+
+fn in_range(lo: f32, hi: f32) -> impl Strategy<Value = f32> {
+    prop_oneof![Just(lo), Just(hi), lo..=hi]
+}
+
+fn text_strategy<const N: usize>(max: usize) -> impl Strategy<Value = heapless::String<N>> {
+    proptest::string::string_regex(&format!("[!#-&(-\\[\\]-~]{{1,{max}}}"))
+        .unwrap()
+        .prop_map(|s| heapless::String::try_from(s.as_str()).unwrap())
+}
+
+fn body_strategy() -> impl Strategy<Value = UplinkBody> {
+    let state = prop_oneof![
+        Just(DetectorState::Normal),
+        Just(DetectorState::PreAlarm),
+        Just(DetectorState::Alarm),
+        Just(DetectorState::Hush),
+        Just(DetectorState::Cleared),
+        Just(DetectorState::Test),
+    ];
+    let fault = prop_oneof![
+        Just(FaultKind::LowBattery),
+        Just(FaultKind::Contamination),
+        Just(FaultKind::Tamper),
+        Just(FaultKind::SensorFault),
+        Just(FaultKind::EndOfLife),
+    ];
+    let cam = prop_oneof![
+        Just(CameraEventKind::Smoke),
+        Just(CameraEventKind::Fire),
+        Just(CameraEventKind::FireLaneBlocked)
+    ];
+    let status = prop_oneof![
+        Just(ChannelStatus::Online),
+        Just(ChannelStatus::VideoLoss),
+        Just(ChannelStatus::Tampered),
+        Just(ChannelStatus::Offline)
+    ];
+    let ack = prop_oneof![Just(AckResult::Applied), Just(AckResult::Rejected), Just(AckResult::Unsupported)];
+    prop_oneof![
+        (
+            proptest::option::of(1_000u16..=12_000),
+            -150i16..=0,
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(0u8..=100),
+            in_range(-40.0, 125.0),
+            text_strategy::<16>(16),
+            any::<u32>()
+        )
+            .prop_map(
+                |(battery_mv, signal_dbm, chamber_baseline, drift_pct, temperature_c, firmware, uptime_s)| {
+                    UplinkBody::Heartbeat(Heartbeat {
+                        battery_mv,
+                        signal_dbm,
+                        chamber_baseline,
+                        drift_pct,
+                        temperature_c,
+                        firmware,
+                        uptime_s,
+                    })
+                }
+            ),
+        (state, in_range(0.0, 20.0))
+            .prop_map(|(state, obscuration_db_m)| UplinkBody::State(StateChange { state, obscuration_db_m })),
+        (fault, any::<bool>()).prop_map(|(fault, active)| UplinkBody::Fault(Fault { fault, active })),
+        (1u16.., cam, any::<bool>(), 0u8..=100, proptest::option::of(text_strategy::<96>(96))).prop_map(
+            |(channel, event, active, confidence_pct, snapshot)| {
+                UplinkBody::CameraEvent(CameraEvent { channel, event, active, confidence_pct, snapshot })
+            }
+        ),
+        (any::<u16>(), status)
+            .prop_map(|(channel, status)| UplinkBody::CameraHealth(CameraHealth { channel, status })),
+        (proptest::option::of(in_range(0.0, 10.0)), in_range(0.0, 100.0))
+            .prop_map(|(p, l)| { UplinkBody::Water(WaterReading { pressure_mpa: p, level_m: Some(l) }) }),
+        (any::<u32>(), ack)
+            .prop_map(|(cmd_seq, result)| UplinkBody::CommandAck(CommandAck { cmd_seq, result })),
+    ]
+}
+
+fn uplink_strategy() -> impl Strategy<Value = Uplink> {
+    (id_strategy(), any::<u16>(), any::<u32>(), 0..=NOW_MS, body_strategy())
+        .prop_map(|(dev, boot, seq, ts_ms, body)| Uplink::new(dev, boot, seq, ts_ms, body))
+}
+
+fn downlink_strategy() -> impl Strategy<Value = Downlink> {
+    let body = prop_oneof![
+        any::<bool>().prop_map(|on| DownlinkBody::Sounders { on }),
+        (1u16..=900).prop_map(|duration_s| DownlinkBody::Hush { duration_s }),
+        Just(DownlinkBody::SelfTest {}),
+        (60u32..=604_800).prop_map(|interval_s| DownlinkBody::SetHeartbeat { interval_s }),
+        (0.02f32..1.0, 1.0f32..=2.0).prop_map(|(pre_alarm_db_m, alarm_db_m)| DownlinkBody::SetThresholds {
+            pre_alarm_db_m,
+            alarm_db_m
+        }),
+        (any::<u16>(), any::<u32>()).prop_map(|(boot, seq)| DownlinkBody::Ack { boot, seq }),
+    ];
+    (any::<u32>(), any::<u64>(), body).prop_map(|(seq, ts_ms, body)| Downlink::new(seq, ts_ms, body))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn uplinks_round_trip(msg in uplink_strategy()) {
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let bytes = encoded(&msg, enc);
+            prop_assert!(bytes.len() <= MAX_PAYLOAD);
+            prop_assert_eq!(Uplink::receive(&bytes, NOW_MS, &Limits::default()), Ok(msg.clone()));
+        }
+    }
+
+    #[test]
+    fn downlinks_round_trip(cmd in downlink_strategy()) {
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let mut buf = [0u8; 256];
+            let bytes = cmd.encode(enc, &mut buf).unwrap();
+            prop_assert_eq!(Downlink::receive(bytes, &Limits::default()), Ok(cmd.clone()));
+        }
+    }
+}
+
+/// What a fuzz case asserts: decoding never panics, and anything accepted is a valid
+/// message that survives a round trip through both encodings.
+fn never_panics_and_accepts_only_valid(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(msg) = Uplink::receive(bytes, NOW_MS, &Limits::default()) {
+        for enc in [Encoding::Json, Encoding::Compact] {
+            prop_assert_eq!(
+                Uplink::receive(&encoded(&msg, enc), NOW_MS, &Limits::default()),
+                Ok(msg.clone())
+            );
+        }
+    }
+    if let Ok(cmd) = Downlink::receive(bytes, &Limits::default()) {
+        prop_assert!(cmd.validate().is_ok());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        never_panics_and_accepts_only_valid(&bytes)?;
+        // The same bytes behind a `{`, so the JSON decoder sees them too.
+        let mut as_json = b"{".to_vec();
+        as_json.extend_from_slice(&bytes);
+        never_panics_and_accepts_only_valid(&as_json)?;
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(
+        msg in uplink_strategy(),
+        json in any::<bool>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let mut bytes = encoded(&msg, if json { Encoding::Json } else { Encoding::Compact });
+        for (at, byte, op) in edits {
+            let i = at.index(bytes.len().max(1));
+            match op {
+                0 if !bytes.is_empty() => bytes[i] = byte,
+                1 => bytes.insert(i.min(bytes.len()), byte),
+                _ => bytes.truncate(i),
+            }
+        }
+        never_panics_and_accepts_only_valid(&bytes)?;
+    }
+}
