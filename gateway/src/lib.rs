@@ -4,4 +4,6 @@
 //! Main entry points so far: [`uplink::accept`], which turns an MQTT topic and payload into
 //! a checked [`firegrid_protocol::Uplink`] or the one reason it is rejected.
 
+pub mod series;
+pub mod spool;
 pub mod uplink;

@@ -1,0 +1,141 @@
+//! Line-protocol encoding: exact output for the escaping rules, and a property test that
+//! parses whatever is written back to the same values (the real-server version of that
+//! property lives in the integration tests).
+
+use influxdb_line_protocol::{FieldValue, parse_lines};
+use proptest::prelude::*;
+
+use super::*;
+
+fn check(point: &Point, expected: Result<&str, EncodeError>) {
+    let mut out = b"previous\n".to_vec();
+    let got = point.encode(&mut out);
+    match expected {
+        Ok(line) => {
+            assert_eq!(got, Ok(()));
+            assert_eq!(String::from_utf8(out).unwrap(), format!("previous\n{line}\n"));
+        }
+        Err(e) => {
+            assert_eq!(got, Err(e));
+            assert_eq!(out, b"previous\n", "output untouched on error");
+        }
+    }
+}
+
+#[test]
+fn escaping_sorting_and_refusals() {
+    let p = || Point::new("detector", 1_763_860_000_000_000_000);
+    check(
+        &p().tag("village", "fuhai-1").tag("device", "sd-1").field("battery_mv", Field::I64(3012)),
+        Ok("detector,device=sd-1,village=fuhai-1 battery_mv=3012i 1763860000000000000"),
+    );
+    check(
+        &p().tag("address", "Lane 3, No. 5=A").field("obscuration_db_m", Field::F64(0.25)),
+        Ok(r"detector,address=Lane\ 3\,\ No.\ 5\=A obscuration_db_m=0.25 1763860000000000000"),
+    );
+    check(
+        &Point::new("my meas,x", 5).field("note", Field::Str(r#"say "hi" \ bye"#.into())),
+        Ok(r#"my\ meas\,x note="say \"hi\" \\ bye" 5"#),
+    );
+    check(
+        &p().tag("grid", "").field("ok", Field::Bool(true)).field("n", Field::I64(-1)),
+        Ok("detector ok=true,n=-1i 1763860000000000000"),
+    );
+    check(&p().tag("a", "b"), Err(EncodeError::NoFields { measurement: "detector".into() }));
+    check(&p().field("x", Field::F64(f64::NAN)), Err(EncodeError::NotFinite { field: "x".into() }));
+    check(&p().field("x", Field::F64(f64::INFINITY)), Err(EncodeError::NotFinite { field: "x".into() }));
+    check(
+        &p().tag("a", "line\nbreak").field("x", Field::I64(1)),
+        Err(EncodeError::Unrepresentable { what: "tag value", value: "line\nbreak".into() }),
+    );
+    check(
+        &p().field("x", Field::Str("a\r\nb".into())),
+        Err(EncodeError::Unrepresentable { what: "field value", value: "a\r\nb".into() }),
+    );
+    check(
+        &Point::new("", 1).field("x", Field::I64(1)),
+        Err(EncodeError::Unrepresentable { what: "measurement", value: String::new() }),
+    );
+}
+
+/// Any text, weighted towards the characters that need escaping or cannot be carried.
+fn text() -> impl Strategy<Value = String> {
+    proptest::string::string_regex(r#"([ ,="\\a-z中文\t\n\r\x00]|.){0,12}"#).unwrap()
+}
+
+/// What the encoder promises to carry in names and tag values.
+fn representable(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['\n', '\r', '\t', '\0']) && !s.ends_with('\\')
+}
+
+fn field() -> impl Strategy<Value = Field> {
+    prop_oneof![
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Field::F64),
+        any::<i64>().prop_map(Field::I64),
+        any::<bool>().prop_map(Field::Bool),
+        text().prop_map(Field::Str),
+    ]
+}
+
+/// Any point with unique tag and field keys.
+fn point() -> impl Strategy<Value = Point> {
+    (
+        text(),
+        proptest::collection::btree_map(text(), text(), 0..5),
+        proptest::collection::btree_map(text(), field(), 1..5),
+        any::<i64>(),
+    )
+        .prop_map(|(measurement, tags, fields, ts_ns)| Point {
+            measurement,
+            tags: tags.into_iter().rev().collect(),
+            fields: fields.into_iter().collect(),
+            ts_ns,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn parses_back_to_the_same_values_or_is_refused(point in point()) {
+        let mut out = Vec::new();
+        let carried = representable(&point.measurement)
+            && point.tags.iter().all(|(k, v)| v.is_empty() || representable(k) && representable(v))
+            && point.fields.iter().all(|(k, v)| representable(k) && match v {
+                Field::Str(s) => !s.contains(['\n', '\r']),
+                _ => true,
+            });
+        let result = point.encode(&mut out);
+        prop_assert_eq!(result.is_ok(), carried, "{:?}", result);
+        if !carried {
+            return Ok(());
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = parse_lines(&text).collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        prop_assert_eq!(line.series.measurement.as_str(), point.measurement.as_str());
+        let tags: Vec<(String, String)> = line
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut expected_tags: Vec<_> = point.tags.iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+        expected_tags.sort();
+        prop_assert_eq!(tags, expected_tags, "tags come back sorted by key");
+        prop_assert_eq!(line.field_set.len(), point.fields.len());
+        for (k, v) in &point.fields {
+            let parsed = line.field_value(k).unwrap();
+            match (v, parsed) {
+                (Field::F64(a), FieldValue::F64(b)) => prop_assert_eq!(a, b),
+                (Field::I64(a), FieldValue::I64(b)) => prop_assert_eq!(a, b),
+                (Field::Bool(a), FieldValue::Boolean(b)) => prop_assert_eq!(a, b),
+                (Field::Str(a), FieldValue::String(b)) => prop_assert_eq!(a.as_str(), b.as_str()),
+                (a, b) => prop_assert!(false, "{:?} came back as {:?}", a, b),
+            }
+        }
+        prop_assert_eq!(line.timestamp, Some(point.ts_ns));
+    }
+}
