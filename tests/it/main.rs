@@ -1,0 +1,10 @@
+//! Integration tests for firegrid against real servers.
+//!
+//! For now they prove the `firegrid_tests` harness itself with real round trips: MQTT through
+//! Mosquitto, InfluxQL through InfluxDB 1.x, and InfluxDB line protocol into VictoriaMetrics,
+//! each across a server restart.
+
+mod harness;
+mod influxdb_v1;
+mod mqtt;
+mod victoria_metrics;

@@ -1,0 +1,32 @@
+//! Real servers for firegrid's integration tests and benchmarks.
+//!
+//! Each of [`Mosquitto`] (MQTT broker), [`InfluxDb1`] (InfluxDB 1.x) and [`VictoriaMetrics`]
+//! starts the Debian-packaged server as a child process on free 127.0.0.1 port(s) with its own
+//! temp dir for config, data and log, waits until it answers, and stops it when dropped, even
+//! when the test panics. `restart()` brings it back on the same port with the same data, so a
+//! test can check what survives; `kill()` simulates a crash. They share one supervision core,
+//! [`ServerProcess`], which any other server can use by implementing [`ServerKind`].
+//!
+//! Every fallible call returns [`Result`]; [`Error`]'s messages (also through `Debug`, i.e. in
+//! `.unwrap()`) quote the tail of the server's log on a failed start, and a missing binary
+//! fails with the `apt-get install` command that provides it. The API is blocking (it works
+//! inside tokio tests too). Nothing uses fixed ports or shared directories, so tests can run
+//! in parallel, in threads (`cargo test`) or processes (`cargo nextest`).
+//!
+//! ```no_run
+//! let broker = firegrid_tests::Mosquitto::start().unwrap();
+//! println!("broker at {}:{}", broker.host(), broker.port());
+//! ```
+
+mod error;
+mod http;
+pub mod influxdb;
+pub mod mosquitto;
+pub mod process;
+pub mod victoria;
+
+pub use error::{Error, Result};
+pub use influxdb::{InfluxDb1, InfluxSeries};
+pub use mosquitto::Mosquitto;
+pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
+pub use victoria::{VictoriaMetrics, VmSeries};
