@@ -5,5 +5,6 @@
 //! a checked [`firegrid_protocol::Uplink`] or the one reason it is rejected.
 
 pub mod series;
+pub mod sinks;
 pub mod spool;
 pub mod uplink;

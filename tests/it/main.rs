@@ -5,6 +5,7 @@
 //! each across a server restart.
 
 mod harness;
+mod influx_sink;
 mod influxdb_v1;
 mod mqtt;
 mod victoria_metrics;

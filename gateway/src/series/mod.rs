@@ -6,7 +6,7 @@
 //! renders line protocol through InfluxData's own builder (`influxdb-line-protocol`), which
 //! does the escaping; this module adds what the builder leaves to its caller: tags sorted by
 //! key (InfluxDB's fastest path), empty tags dropped, and values line protocol cannot carry
-//! (NaN, infinities, line breaks, tabs, trailing backslashes) refused with a typed error instead of a corrupt batch.
+//! (NaN, infinities, line breaks, tabs and backslashes in names and tags) refused with a typed error instead of a corrupt batch.
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
@@ -66,11 +66,12 @@ pub enum EncodeError {
 }
 
 /// Names and tag values: non-empty, no line breaks, tabs or NUL (separators or forbidden in
-/// the grammar, and the builder does not escape them), and no trailing backslash (the
-/// grammar reads `\\` before a separator as an escape of the separator, so such a value
-/// cannot be written unambiguously).
+/// the grammar, and the builder does not escape them), and no backslash at all: InfluxDB 1.x
+/// and 2.x (the Go parser) keep `\\` in a tag value as two characters while 3.x (the Rust
+/// parser the builder follows) reads it as one, so no spelling means the same to both.
+/// Registry data and ids never need one.
 fn plain(what: &'static str, value: &str) -> Result<(), EncodeError> {
-    if value.is_empty() || value.contains(['\n', '\r', '\t', '\0']) || value.ends_with('\\') {
+    if value.is_empty() || value.contains(['\n', '\r', '\t', '\0', '\\']) {
         Err(EncodeError::Unrepresentable { what, value: value.to_owned() })
     } else {
         Ok(())
@@ -99,6 +100,13 @@ impl Point {
     /// `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         plain("measurement", &self.measurement)?;
+        if self.measurement.starts_with('#') {
+            // A line starting with `#` is a comment in line protocol.
+            return Err(EncodeError::Unrepresentable {
+                what: "measurement",
+                value: self.measurement.clone(),
+            });
+        }
         let mut tags: Vec<&(String, String)> = self.tags.iter().filter(|(_, v)| !v.is_empty()).collect();
         tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in &tags {

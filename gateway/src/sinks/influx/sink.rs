@@ -1,0 +1,241 @@
+//! The drain loop of one destination.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::BackoffBuilder;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{Next, WriteFailure, classify};
+use super::config::DestinationConfig;
+use super::service::LineWriter;
+use crate::spool::{Record, Spool};
+
+/// Most payload bytes per request besides the line limit: keeps one request well under the
+/// 10 MB InfluxDB Cloud and 3.x accept, and bounds memory per destination.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a destination waits after an authentication, permission or missing-database
+/// error before trying again: long enough not to hammer a misconfigured server, short
+/// enough that data flows soon after a person fixes it.
+const HOLD_RETRY: Duration = Duration::from_secs(30);
+
+/// Counters and gauges of one destination, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    /// Lines the server acknowledged.
+    pub lines_written: AtomicU64,
+    /// Write requests that succeeded.
+    pub requests_ok: AtomicU64,
+    /// Write requests that failed (any reason).
+    pub requests_failed: AtomicU64,
+    /// Lines moved to the dead-letter file.
+    pub lines_dead_lettered: AtomicU64,
+    /// Duration of the last successful request, µs.
+    pub last_write_micros: AtomicU64,
+    /// 1 while the destination is held on an authentication, permission or database error.
+    pub held: AtomicU64,
+    /// Acceptance time (Unix ms) of the oldest record not yet written, 0 when caught up.
+    pub oldest_pending_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Drains `spool` into one destination until `shutdown` is cancelled. A write in progress is
+/// finished first; whatever is not acknowledged stays in the spool for the next start.
+///
+/// `notify` is signalled by whoever appends to the spool, so new data is picked up at once.
+/// Batches fill up to `batch_lines` or wait at most `flush_interval` since their oldest
+/// record was accepted.
+pub async fn run_destination(
+    spool: Arc<Mutex<Spool>>,
+    cfg: DestinationConfig,
+    writer: LineWriter,
+    notify: Arc<Notify>,
+    stats: Arc<DestinationStats>,
+    dead_letter_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(cfg.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
+    let name = cfg.name.as_str();
+    let dead_letters = DeadLetters { path: dead_letter_dir.join(format!("{name}.lp")), stats: &stats };
+    while !shutdown.is_cancelled() {
+        let read = spool.lock().unwrap().read(name, cfg.batch_lines, BATCH_BYTES);
+        let batch = match read {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(destination = name, %error, "Reading the spool failed.");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(first) = batch.first() else {
+            stats.oldest_pending_ms.store(0, Ordering::Relaxed);
+            tokio::select! {
+                _ = notify.notified() => {}
+                // A notification sent between the read and this wait is not lost: the timer
+                // looks again.
+                _ = tokio::time::sleep(cfg.flush_interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
+        };
+        stats.oldest_pending_ms.store(first.ts_ms, Ordering::Relaxed);
+        let age = Duration::from_millis(now_ms().saturating_sub(first.ts_ms));
+        if batch.len() < cfg.batch_lines && age < cfg.flush_interval {
+            // Give the batch time to fill; it is read again afterwards.
+            spool.lock().unwrap().rewind(name).ok();
+            pause(&shutdown, cfg.flush_interval - age).await;
+            continue;
+        }
+
+        let started = Instant::now();
+        match deliver(&writer, &batch, &dead_letters).await {
+            Ok(()) => {
+                let last = batch.last().unwrap().id;
+                let acked = spool.lock().unwrap().ack(name, last);
+                if let Err(error) = acked {
+                    tracing::error!(destination = name, %error, "Recording a delivered batch in the spool failed.");
+                }
+                stats.requests_ok.fetch_add(1, Ordering::Relaxed);
+                stats.lines_written.fetch_add(line_count(&batch), Ordering::Relaxed);
+                stats.last_write_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if stats.held.swap(0, Ordering::Relaxed) == 1 {
+                    tracing::info!(destination = name, "Destination accepts writes again.");
+                }
+                backoff = new_backoff();
+            }
+            Err((next, failure)) => {
+                stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                spool.lock().unwrap().rewind(name).ok();
+                let wait = match next {
+                    Next::Hold => {
+                        // Logged once per hold period: a person must fix credentials or create
+                        // the database, and the health metric stays raised until then.
+                        stats.held.store(1, Ordering::Relaxed);
+                        tracing::error!(
+                            destination = name,
+                            status = failure.status,
+                            error = %failure.message,
+                            "Destination refuses writes (credentials, permissions or database); holding the data and retrying."
+                        );
+                        HOLD_RETRY
+                    }
+                    Next::RetryAfter(wait) => wait,
+                    _ => backoff.next().unwrap_or(cfg.max_backoff),
+                };
+                tracing::warn!(
+                    destination = name,
+                    status = failure.status,
+                    error = %failure.message,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Write failed; will retry."
+                );
+                pause(&shutdown, wait).await;
+            }
+        }
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Lines in a batch: a record may hold several (all the points of one message).
+fn line_count(records: &[Record]) -> u64 {
+    records.iter().map(|r| r.payload.iter().filter(|b| **b == b'\n').count() as u64).sum()
+}
+
+fn body(records: &[Record]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.payload.len()).sum());
+    for r in records {
+        body.extend_from_slice(&r.payload);
+    }
+    body
+}
+
+/// Writes `records`; poison batches go to the dead-letter file and count as delivered, too
+/// large ones are split. `Err` means "retry the whole batch later".
+async fn deliver(
+    writer: &LineWriter,
+    records: &[Record],
+    dead_letters: &DeadLetters<'_>,
+) -> Result<(), (Next, WriteFailure)> {
+    let Err(failure) = writer.write(&body(records)).await else {
+        return Ok(());
+    };
+    match classify(&failure) {
+        Next::Split if records.len() > 1 => {
+            let (a, b) = records.split_at(records.len() / 2);
+            // Halves that were already written are written again if the other half fails and
+            // the batch is retried; same points, same timestamps, so they overwrite.
+            Box::pin(deliver(writer, a, dead_letters)).await?;
+            Box::pin(deliver(writer, b, dead_letters)).await
+        }
+        Next::Split | Next::DeadLetter => {
+            dead_letters.store(records, &failure).map_err(|e| {
+                let message =
+                    format!("cannot write the dead-letter file: {e}; original error: {}", failure.message);
+                (Next::Backoff, WriteFailure { message, ..failure.clone() })
+            })?;
+            Ok(())
+        }
+        next => Err((next, failure)),
+    }
+}
+
+/// The dead-letter file of one destination: refused batches in line protocol, each preceded
+/// by a `#` comment line (line protocol's comment syntax) with the time, status and the
+/// server's reason, so the file can be fixed by hand and replayed with any InfluxDB client.
+struct DeadLetters<'a> {
+    path: PathBuf,
+    stats: &'a DestinationStats,
+}
+
+impl DeadLetters<'_> {
+    fn store(&self, records: &[Record], failure: &WriteFailure) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let reason: String = failure.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let mut out = format!(
+            "# {} status={} lines={} reason={}\n",
+            humantime::format_rfc3339_millis(SystemTime::now()),
+            failure.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+            line_count(records),
+            reason.trim()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body(records));
+        file.write_all(&out)?;
+        file.sync_data()?;
+        self.stats.lines_dead_lettered.fetch_add(line_count(records), Ordering::Relaxed);
+        tracing::error!(
+            file = %self.path.display(),
+            lines = line_count(records),
+            status = failure.status,
+            reason = %reason.trim(),
+            "Server refused a batch for good; moved it to the dead-letter file."
+        );
+        Ok(())
+    }
+}
