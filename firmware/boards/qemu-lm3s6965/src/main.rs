@@ -1,0 +1,61 @@
+//! The firegrid detector core on a Cortex-M3: the QEMU `lm3s6965evb` board image.
+//!
+//! [`main`] runs the very code the host tests run, [`firegrid_detector::scenario::run_on`]
+//! with the real `Adpd188` driver talking to the simulated chip, over every vector in
+//! [`firegrid_detector::scenario::VECTORS`], and logs each decision through defmt over
+//! semihosting. `firmware/detector/tests/it/qemu.rs` decodes the log with `defmt-print`
+//! and requires it to equal the host's run line for line. The device state lives in a
+//! static, so the image's static RAM figure includes it.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::debug;
+use defmt_semihosting as _;
+use firegrid_detector::Device;
+use firegrid_detector::scenario::{self, VECTORS, What};
+
+/// Runs every vector, logs, and ends QEMU with the semihosting exit call.
+#[entry]
+fn main() -> ! {
+    let device: &'static mut Device =
+        cortex_m::singleton!(: Device = scenario::fresh_device()).unwrap_or_else(|| unreachable!());
+    defmt::info!("begin {=usize} vectors", VECTORS.len());
+    for v in VECTORS {
+        *device = scenario::fresh_device();
+        let o = scenario::run_on(device, v, |d| match d.what {
+            What::State(state, milli) => {
+                defmt::info!(
+                    "{=str} {=u64} state {=str} {=u32}",
+                    v.name,
+                    d.t_ms,
+                    scenario::state_name(state),
+                    milli
+                )
+            }
+            What::Fault(fault, on) => defmt::info!(
+                "{=str} {=u64} fault {=str} {=str}",
+                v.name,
+                d.t_ms,
+                scenario::fault_name(fault),
+                if on { "on" } else { "off" }
+            ),
+        });
+        defmt::info!("{=str} done {=u32} {=u32}", v.name, o.samples, o.uplink_bytes);
+    }
+    defmt::info!("end");
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// A panic ends QEMU with a failure status after logging, so the test sees it.
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    defmt::error!("panic");
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}

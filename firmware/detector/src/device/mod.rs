@@ -1,0 +1,551 @@
+//! The detector's state machine: what the device is doing and what it says about it.
+//!
+//! [`Device`] is sans-IO. The board calls `on_*` with what happened and the current time,
+//! [`Device::tick`] when time passed, asks [`Device::sound`] what the sounder plays, and
+//! moves messages between [`Device::outbox_mut`] and a transport ([`crate::link::pump`]).
+//!
+//! ```text
+//!            smoke ≥ pre-alarm              confirmed smoke
+//!  Standby ─────────────────────► PreAlarm ─────────────────► Alarm ◄──────┐
+//!     ▲  ◄───────────────────────     │  ◄──── smoke gone ──────┘  │ button/   │ heavy smoke
+//!     │       3 clean samples         │                             ▼ hush cmd  │ or hush over
+//!     │                               └────────── hush cmd ──────► Hush ───────┘
+//!     ├── short press ──► SelfTest ── result ──► Standby
+//!     └── long press ───► Drill ───── timeout or press ──► Standby
+//! ```
+//! Faults (low battery, contamination, chamber or sensor failure, removed from base, end
+//! of life) are orthogonal flags: each is reported when raised and cleared, each makes
+//! the sounder chirp, and none stops a fire alarm.
+
+use firegrid_protocol::{
+    AckResult, CommandAck, DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Fault, FaultKind,
+    FirmwareVersion, Heartbeat, Limits, StateChange, Uplink, UplinkBody,
+};
+
+use crate::config::{Calibration, Config};
+use crate::detect::{ChamberSample, Detector, Judgement};
+use crate::fmt::{info, warning};
+use crate::outbox::Outbox;
+use crate::sound::Sound;
+
+/// Outbox slots of a [`Device`]: each holds one decoded uplink (about 220 bytes of RAM; the
+/// whole `Device` with 16 slots is about 4 KiB, measured on the Cortex-M3 image).
+pub const OUTBOX_SLOTS: usize = 16;
+
+/// Consecutive failed reads of the front end before the sensor fault is raised.
+const BUS_ERROR_LIMIT: u8 = 3;
+/// The low-battery fault clears only this far above its threshold, so a cell hovering at
+/// the threshold does not flap between raised and cleared.
+const BATTERY_HYSTERESIS_MV: u16 = 100;
+
+/// Who the device is on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Device id, as in its topics.
+    pub dev: DeviceId,
+    /// Boot counter, incremented and stored in flash at every start by the board.
+    pub boot: u16,
+}
+
+/// What the device is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No smoke; sampling every 10 s.
+    Standby,
+    /// Smoke above the pre-alarm threshold, being confirmed.
+    PreAlarm,
+    /// Confirmed smoke; the sounder plays temporal-3.
+    Alarm,
+    /// Alarm silenced until `until_ms`; heavy smoke overrides.
+    Hush {
+        /// End of the hush.
+        until_ms: u64,
+    },
+    /// Self-test running: horn, chamber and battery under load.
+    SelfTest,
+    /// Drill (test mode): the sounder plays temporal-3 until `until_ms` or the next press.
+    Drill {
+        /// End of the drill.
+        until_ms: u64,
+    },
+}
+
+impl Mode {
+    /// The state reported on the wire.
+    pub const fn reported(self) -> DetectorState {
+        match self {
+            Mode::Standby => DetectorState::Normal,
+            Mode::PreAlarm => DetectorState::PreAlarm,
+            Mode::Alarm => DetectorState::Alarm,
+            Mode::Hush { .. } => DetectorState::Hush,
+            Mode::SelfTest | Mode::Drill { .. } => DetectorState::Test,
+        }
+    }
+}
+
+/// A press of the test button, classified by the board's [`crate::drivers::Inputs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Press {
+    /// Under 3 s: self-test, hush, or battery-chirp hush, depending on the state.
+    Short,
+    /// 3 s or more: drill.
+    Long,
+}
+
+/// The outcome of a self-test run by the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfTestResult {
+    /// The sounder drew current when driven.
+    pub horn_ok: bool,
+    /// The chamber answered a boosted LED pulse with more scattered light.
+    pub chamber_ok: bool,
+    /// Battery voltage under load (LED burst and horn), mV.
+    pub battery_mv: u16,
+}
+
+fn fault_index(kind: FaultKind) -> usize {
+    match kind {
+        FaultKind::LowBattery => 0,
+        FaultKind::Contamination => 1,
+        FaultKind::Tamper => 2,
+        FaultKind::SensorFault => 3,
+        FaultKind::EndOfLife => 4,
+    }
+}
+
+/// The detector device. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Device {
+    cfg: Config,
+    detector: Detector,
+    id: Identity,
+    seq: u32,
+    mode: Mode,
+    faults: [bool; 5],
+    boot_ms: u64,
+    last: Option<Judgement>,
+    alarm_since_ms: u64,
+    next_sample_ms: u64,
+    next_battery_ms: u64,
+    next_heartbeat_ms: u64,
+    bus_errors: u8,
+    chamber_fault: bool,
+    battery_mv: Option<u16>,
+    battery_hush_until_ms: Option<u64>,
+    linkage_since_ms: Option<u64>,
+    removed_since_ms: Option<u64>,
+    self_test_requested: bool,
+    wall_offset_ms: Option<u64>,
+    signal_dbm: i16,
+    temperature_c: f32,
+    outbox: Outbox<OUTBOX_SLOTS>,
+}
+
+impl Device {
+    /// A device started at `now_ms`. The chamber, the battery (GB 20517-2025 §5.11.1:
+    /// "right after power-up") and a first heartbeat are due at once.
+    pub fn new(cfg: Config, cal: Calibration, id: Identity, now_ms: u64) -> Self {
+        Device {
+            cfg,
+            detector: Detector::new(cal),
+            id,
+            seq: 0,
+            mode: Mode::Standby,
+            faults: [false; 5],
+            boot_ms: now_ms,
+            last: None,
+            alarm_since_ms: now_ms,
+            next_sample_ms: now_ms,
+            next_battery_ms: now_ms,
+            next_heartbeat_ms: now_ms,
+            bus_errors: 0,
+            chamber_fault: false,
+            battery_mv: None,
+            battery_hush_until_ms: None,
+            linkage_since_ms: None,
+            removed_since_ms: None,
+            self_test_requested: false,
+            wall_offset_ms: None,
+            signal_dbm: -150,
+            temperature_c: 20.0,
+            outbox: Outbox::new(),
+        }
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether `kind` is raised.
+    pub fn fault(&self, kind: FaultKind) -> bool {
+        self.faults[fault_index(kind)]
+    }
+
+    /// The configuration in force (thresholds and heartbeat change by downlink).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The detection core, for its baseline and drift figures.
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// The last judgement, if a sample was taken.
+    pub fn last_judgement(&self) -> Option<&Judgement> {
+        self.last.as_ref()
+    }
+
+    /// Messages waiting for acknowledgement.
+    pub fn outbox(&self) -> &Outbox<OUTBOX_SLOTS> {
+        &self.outbox
+    }
+
+    /// Messages waiting for acknowledgement, for the transport to send and mark.
+    pub fn outbox_mut(&mut self) -> &mut Outbox<OUTBOX_SLOTS> {
+        &mut self.outbox
+    }
+
+    /// Records the radio's signal strength for the next heartbeat.
+    pub fn set_signal_dbm(&mut self, dbm: i16) {
+        self.signal_dbm = dbm.clamp(-150, 0);
+    }
+
+    /// Records the board temperature for the next heartbeat.
+    pub fn set_temperature_c(&mut self, celsius: f32) {
+        if (-40.0..=125.0).contains(&celsius) {
+            self.temperature_c = celsius;
+        }
+    }
+
+    /// Whether the chamber should be sampled now.
+    pub fn chamber_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_sample_ms
+    }
+
+    /// Whether the battery should be measured under load now.
+    pub fn battery_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_battery_ms
+    }
+
+    /// When the device next needs the board's attention (sample, battery, timers,
+    /// retransmissions). While [`Device::sound`] is not [`Sound::Off`] the board also wakes
+    /// for the pattern's edges.
+    pub fn next_wake_ms(&self) -> u64 {
+        let mut next = self.next_sample_ms.min(self.next_battery_ms).min(self.next_heartbeat_ms);
+        if let Mode::Hush { until_ms } | Mode::Drill { until_ms } = self.mode {
+            next = next.min(until_ms);
+        }
+        if let Some(until) = self.battery_hush_until_ms {
+            next = next.min(until);
+        }
+        self.outbox.next_due_ms().map_or(next, |due| next.min(due))
+    }
+
+    /// Device time as Unix ms, once a downlink has told the device the time.
+    pub fn wall_clock_ms(&self, now_ms: u64) -> Option<u64> {
+        self.wall_offset_ms.map(|offset| offset + now_ms)
+    }
+
+    // ---- Inputs -------------------------------------------------------------------------
+
+    /// A chamber sample, or `Err(())` when the front end did not answer.
+    pub fn on_chamber(&mut self, now_ms: u64, sample: Result<ChamberSample, ()>) {
+        let Ok(sample) = sample else {
+            self.bus_errors = self.bus_errors.saturating_add(1);
+            if self.bus_errors >= BUS_ERROR_LIMIT {
+                self.set_fault(now_ms, FaultKind::SensorFault, true);
+            }
+            self.next_sample_ms = now_ms + self.cfg.verify_period_ms;
+            return;
+        };
+        self.bus_errors = 0;
+        let j = self.detector.judge(&self.cfg, now_ms, sample);
+        self.last = Some(j);
+        self.chamber_fault = j.chamber_fault;
+        self.set_fault(now_ms, FaultKind::SensorFault, j.chamber_fault);
+        self.set_fault(now_ms, FaultKind::Contamination, j.contamination);
+        self.next_sample_ms =
+            now_ms + if j.fast_sampling { self.cfg.verify_period_ms } else { self.cfg.standby_period_ms };
+
+        match self.mode {
+            Mode::Standby | Mode::PreAlarm if j.alarm => self.enter(now_ms, Mode::Alarm),
+            Mode::Standby if j.pre_alarm => self.enter(now_ms, Mode::PreAlarm),
+            Mode::PreAlarm if !j.pre_alarm => self.enter(now_ms, Mode::Standby),
+            Mode::Alarm if !j.alarm => self.leave_alarm(now_ms),
+            Mode::Hush { .. } if j.heavy && j.alarm => {
+                warning!("Heavy smoke overrides the hush.");
+                self.enter(now_ms, Mode::Alarm)
+            }
+            Mode::Hush { .. } if !j.alarm && !j.pre_alarm => self.leave_alarm(now_ms),
+            Mode::SelfTest | Mode::Drill { .. } if j.alarm => self.enter(now_ms, Mode::Alarm),
+            _ => {}
+        }
+        if let Some(cause) = j.cause {
+            info!("Alarm confirmed by {}.", cause.as_str());
+        }
+    }
+
+    /// A battery reading under load, in mV.
+    pub fn on_battery(&mut self, now_ms: u64, millivolts: u16) {
+        self.battery_mv = Some(millivolts);
+        self.next_battery_ms = now_ms + self.cfg.battery_check_ms;
+        let low = self.fault(FaultKind::LowBattery);
+        if millivolts <= self.cfg.low_battery_mv {
+            self.set_fault(now_ms, FaultKind::LowBattery, true);
+        } else if low && millivolts > self.cfg.low_battery_mv + BATTERY_HYSTERESIS_MV {
+            self.set_fault(now_ms, FaultKind::LowBattery, false);
+            self.battery_hush_until_ms = None;
+        }
+    }
+
+    /// A press of the test button.
+    pub fn on_button(&mut self, now_ms: u64, press: Press) {
+        let heavy = self.last.is_some_and(|j| j.heavy);
+        match (self.mode, press) {
+            (Mode::Alarm | Mode::PreAlarm, Press::Short) if !heavy => {
+                self.enter(now_ms, Mode::Hush { until_ms: now_ms + self.cfg.hush_ms })
+            }
+            (Mode::Alarm | Mode::PreAlarm, _) => warning!("Hush refused: heavy smoke."),
+            (Mode::Standby, Press::Short) if self.battery_chirping(now_ms) => {
+                info!("Low-battery chirp silenced.");
+                self.battery_hush_until_ms = Some(now_ms + self.cfg.battery_hush_ms);
+            }
+            (Mode::Standby, Press::Short) => self.start_self_test(now_ms),
+            (Mode::Standby, Press::Long) => {
+                self.enter(now_ms, Mode::Drill { until_ms: now_ms + self.cfg.drill_ms })
+            }
+            (Mode::Drill { .. }, _) => self.enter(now_ms, Mode::Standby),
+            (Mode::Hush { .. } | Mode::SelfTest, _) => {}
+        }
+    }
+
+    /// The base tamper switch: `in_base` is false once the detector is off its base.
+    pub fn on_tamper(&mut self, now_ms: u64, in_base: bool) {
+        if !in_base && !self.fault(FaultKind::Tamper) {
+            self.removed_since_ms = Some(now_ms);
+        }
+        self.set_fault(now_ms, FaultKind::Tamper, !in_base);
+    }
+
+    /// Whether a self-test was asked for (button or downlink) and not yet run; reading it
+    /// clears it. The board then runs the test with its drivers and calls
+    /// [`Device::on_self_test`].
+    pub fn take_self_test_request(&mut self) -> bool {
+        core::mem::take(&mut self.self_test_requested)
+    }
+
+    /// The board's self-test results: reported as fault changes and a heartbeat carrying
+    /// the battery voltage and chamber baseline.
+    pub fn on_self_test(&mut self, now_ms: u64, result: SelfTestResult) {
+        let failed = !result.chamber_ok || !result.horn_ok;
+        self.set_fault(now_ms, FaultKind::SensorFault, failed || self.chamber_fault);
+        self.on_battery(now_ms, result.battery_mv);
+        let heartbeat = self.heartbeat(now_ms);
+        self.push(now_ms, heartbeat);
+        if self.mode == Mode::SelfTest {
+            self.enter(now_ms, Mode::Standby);
+        }
+    }
+
+    /// A downlink payload from the gateway: validated, applied, answered.
+    pub fn on_downlink(&mut self, now_ms: u64, payload: &[u8]) {
+        let limits = Limits::default();
+        let cmd = match Downlink::receive(payload, &limits) {
+            Ok(cmd) => cmd,
+            Err(_) => {
+                // A command that decodes but fails validation is answered `rejected`; one
+                // that does not decode has no `seq` to answer.
+                if let Ok(cmd) = Downlink::decode(payload, Encoding::detect(payload), &limits)
+                    && !matches!(cmd.body, DownlinkBody::Ack { .. })
+                {
+                    self.answer(now_ms, cmd.seq, AckResult::Rejected);
+                }
+                warning!("Downlink rejected.");
+                return;
+            }
+        };
+        if cmd.ts_ms > 0 {
+            self.wall_offset_ms = Some(cmd.ts_ms.saturating_sub(now_ms));
+        }
+        let heavy = self.last.is_some_and(|j| j.heavy);
+        let result = match cmd.body {
+            DownlinkBody::Ack { boot, seq } => {
+                self.outbox.ack(boot, seq);
+                return;
+            }
+            DownlinkBody::Sounders { on } => {
+                self.linkage_since_ms = on.then_some(now_ms);
+                AckResult::Applied
+            }
+            DownlinkBody::Hush { duration_s } => match self.mode {
+                Mode::Alarm | Mode::PreAlarm | Mode::Hush { .. } if !heavy => {
+                    self.enter(now_ms, Mode::Hush { until_ms: now_ms + u64::from(duration_s) * 1_000 });
+                    AckResult::Applied
+                }
+                _ => AckResult::Rejected,
+            },
+            DownlinkBody::SelfTest {} if self.mode == Mode::Standby => {
+                self.start_self_test(now_ms);
+                AckResult::Applied
+            }
+            DownlinkBody::SelfTest {} => AckResult::Rejected,
+            DownlinkBody::SetHeartbeat { interval_s } => {
+                self.cfg.heartbeat_ms = u64::from(interval_s) * 1_000;
+                self.next_heartbeat_ms = now_ms + self.cfg.heartbeat_ms;
+                AckResult::Applied
+            }
+            DownlinkBody::SetThresholds { pre_alarm_db_m, alarm_db_m } => {
+                self.cfg.pre_alarm_db_m = pre_alarm_db_m;
+                self.cfg.alarm_db_m = alarm_db_m;
+                AckResult::Applied
+            }
+        };
+        self.answer(now_ms, cmd.seq, result);
+    }
+
+    /// Lets time pass: hush and drill ends, battery-hush end, heartbeats, end of life.
+    pub fn tick(&mut self, now_ms: u64) {
+        match self.mode {
+            Mode::Hush { until_ms } if now_ms >= until_ms => {
+                if self.detector.alarm() {
+                    self.enter(now_ms, Mode::Alarm)
+                } else {
+                    self.leave_alarm(now_ms)
+                }
+            }
+            Mode::Drill { until_ms } if now_ms >= until_ms => self.enter(now_ms, Mode::Standby),
+            _ => {}
+        }
+        if self.battery_hush_until_ms.is_some_and(|until| now_ms >= until) {
+            self.battery_hush_until_ms = None;
+        }
+        if now_ms >= self.next_heartbeat_ms {
+            let heartbeat = self.heartbeat(now_ms);
+            self.push(now_ms, heartbeat);
+            self.next_heartbeat_ms = now_ms + self.cfg.heartbeat_ms;
+        }
+        if self.cfg.manufactured_unix_ms > 0
+            && let Some(wall) = self.wall_clock_ms(now_ms)
+        {
+            let expired = wall >= self.cfg.manufactured_unix_ms.saturating_add(self.cfg.service_life_ms);
+            self.set_fault(now_ms, FaultKind::EndOfLife, expired);
+        }
+    }
+
+    // ---- Outputs ------------------------------------------------------------------------
+
+    /// What the sounder plays. A fire alarm (or drill, or building linkage) always wins
+    /// over fault chirps; a hushed alarm and a hushed battery chirp are silent.
+    pub fn sound(&self, now_ms: u64) -> Sound {
+        match self.mode {
+            Mode::Alarm => return Sound::Temporal3 { since_ms: self.alarm_since_ms },
+            Mode::Drill { .. } | Mode::SelfTest => return Sound::Temporal3 { since_ms: self.alarm_since_ms },
+            _ => {}
+        }
+        if let Some(since_ms) = self.linkage_since_ms {
+            return Sound::Temporal3 { since_ms };
+        }
+        let period_ms = self.cfg.chirp_period_ms;
+        if let Some(since_ms) = self.removed_since_ms.filter(|&t| now_ms < t + period_ms) {
+            return Sound::Chirps { since_ms, count: 3, period_ms };
+        }
+        let other_fault = self.faults.iter().enumerate().any(|(i, &on)| on && i != 0);
+        if other_fault {
+            Sound::Chirps { since_ms: self.boot_ms, count: 2, period_ms }
+        } else if self.battery_chirping(now_ms) {
+            Sound::Chirps { since_ms: self.boot_ms, count: 1, period_ms }
+        } else {
+            Sound::Off
+        }
+    }
+
+    /// Whether the red LED is lit: with the alarm sound, and a 100 ms blink per second in
+    /// pre-alarm.
+    pub fn led(&self, now_ms: u64) -> bool {
+        let sound = self.sound(now_ms);
+        (sound.is_alarm() && sound.is_on(now_ms)) || (self.mode == Mode::PreAlarm && now_ms % 1_000 < 100)
+    }
+
+    // ---- Internals ----------------------------------------------------------------------
+
+    fn battery_chirping(&self, now_ms: u64) -> bool {
+        self.fault(FaultKind::LowBattery) && self.battery_hush_until_ms.is_none_or(|until| now_ms >= until)
+    }
+
+    fn start_self_test(&mut self, now_ms: u64) {
+        self.self_test_requested = true;
+        self.enter(now_ms, Mode::SelfTest);
+    }
+
+    fn leave_alarm(&mut self, now_ms: u64) {
+        self.mode = Mode::Standby;
+        info!("Alarm cleared.");
+        self.push_state(now_ms, DetectorState::Cleared);
+    }
+
+    fn enter(&mut self, now_ms: u64, mode: Mode) {
+        if mode == self.mode {
+            return;
+        }
+        let was_sounding = matches!(self.mode, Mode::Alarm | Mode::Drill { .. } | Mode::SelfTest);
+        let sounding = matches!(mode, Mode::Alarm | Mode::Drill { .. } | Mode::SelfTest);
+        if sounding && !was_sounding {
+            self.alarm_since_ms = now_ms;
+        }
+        let reported_changed = mode.reported() != self.mode.reported();
+        self.mode = mode;
+        if reported_changed {
+            self.push_state(now_ms, mode.reported());
+        }
+    }
+
+    fn push_state(&mut self, now_ms: u64, state: DetectorState) {
+        let obscuration_db_m = self.last.map_or(0.0, |j| j.obscuration_db_m.min(20.0));
+        self.push(now_ms, UplinkBody::State(StateChange { state, obscuration_db_m }));
+    }
+
+    fn set_fault(&mut self, now_ms: u64, kind: FaultKind, active: bool) {
+        let slot = &mut self.faults[fault_index(kind)];
+        if *slot != active {
+            *slot = active;
+            warning!(
+                "Fault {} {}.",
+                crate::scenario::fault_name(kind),
+                if active { "raised" } else { "cleared" }
+            );
+            self.push(now_ms, UplinkBody::Fault(Fault { fault: kind, active }));
+        }
+    }
+
+    fn answer(&mut self, now_ms: u64, cmd_seq: u32, result: AckResult) {
+        self.push(now_ms, UplinkBody::CommandAck(CommandAck { cmd_seq, result }));
+    }
+
+    fn heartbeat(&self, now_ms: u64) -> UplinkBody {
+        let mut firmware = FirmwareVersion::new();
+        let _ = firmware.push_str(crate::FIRMWARE_VERSION);
+        UplinkBody::Heartbeat(Heartbeat {
+            battery_mv: self.battery_mv.map(|mv| mv.clamp(1_000, 12_000)),
+            signal_dbm: self.signal_dbm,
+            chamber_baseline: Some(self.detector.baseline_ir()),
+            drift_pct: Some(self.detector.drift_pct(&self.cfg)),
+            temperature_c: self.temperature_c,
+            firmware,
+            uptime_s: (now_ms.saturating_sub(self.boot_ms) / 1_000).min(u64::from(u32::MAX)) as u32,
+        })
+    }
+
+    fn push(&mut self, now_ms: u64, body: UplinkBody) {
+        let ts_ms = self.wall_clock_ms(now_ms).unwrap_or(0);
+        let msg = Uplink::new(self.id.dev.clone(), self.id.boot, self.seq, ts_ms, body);
+        self.seq = self.seq.wrapping_add(1);
+        if self.outbox.push(msg, now_ms).is_some() {
+            warning!("Outbox full: a message was shed.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

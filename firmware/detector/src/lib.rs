@@ -1,0 +1,50 @@
+//! The firegrid smoke detector firmware core: `#![no_std]`, no allocator, no clock, no I/O
+//! of its own.
+//!
+//! Its main types:
+//!
+//! - [`Detector`] turns chamber samples into smoke judgements: clean-air baseline with
+//!   bounded drift compensation, pre-alarm and alarm thresholds in dB/m, confirmation over
+//!   consecutive samples, a fast-rise path for flaming fires, a slow-smoulder path and a
+//!   dual-wavelength nuisance gate that may delay but never veto an alarm.
+//! - [`Device`] is the detector's state machine (standby, pre-alarm, alarm, hush,
+//!   self-test, drill, faults). It takes samples, button presses, tamper changes, battery
+//!   readings and downlink commands **together with the current time** and answers with
+//!   what the sounder and LED must do ([`Sound`]) and which messages to send.
+//! - [`Outbox`] holds the uplinks ([`firegrid_protocol::Uplink`]) until the gateway
+//!   acknowledges them: alarm class first, retransmitted, bounded, shedding the oldest
+//!   telemetry (never an alarm) when full.
+//! - [`link::Uplink`] is the transport seam; [`mqtt::MqttUplink`] implements it on minimq
+//!   over `embedded-nal`, and [`link::pump`] moves messages between outbox, transport and
+//!   device.
+//! - [`drivers`] holds the embedded-hal 1.0 drivers: the [`drivers::Adpd188`] chamber front
+//!   end behind [`drivers::ChamberSensor`], the [`drivers::Indicators`] (sounder and LED),
+//!   the [`drivers::Inputs`] (test button and base tamper switch), the
+//!   [`drivers::LoadedBattery`] probe and [`drivers::run_self_test`].
+//! - [`scenario`] generates the sensor traces of the detection contract from documented
+//!   physical models and runs the device over them, on the host and on the Cortex-M3 image
+//!   alike.
+//!
+//! Logging goes through `defmt` (feature `defmt`), `log` (feature `log`) or nowhere.
+#![cfg_attr(not(test), no_std)]
+
+mod fmt;
+
+pub mod config;
+pub mod detect;
+pub mod device;
+pub mod drivers;
+pub mod link;
+pub mod mqtt;
+pub mod outbox;
+pub mod scenario;
+pub mod sound;
+
+pub use config::{Calibration, Config};
+pub use detect::{Cause, Detector, Judgement};
+pub use device::{Device, Identity, Mode, Press, SelfTestResult};
+pub use outbox::Outbox;
+pub use sound::Sound;
+
+/// Firmware version reported in heartbeats.
+pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
