@@ -1,11 +1,17 @@
-//! `firegrid`: the gateway's command line. Parses arguments and calls the library.
+//! `firegrid`: the gateway's command line. Parses arguments, installs logging, and calls the
+//! library.
 
 use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use firegrid_gateway::config::Config;
+use firegrid_gateway::runtime::Gateway;
+use firegrid_gateway::sources::mqtt::MqttConfig;
 use firegrid_protocol::Limits;
 
 /// firegrid: fire-safety telemetry gateway for urban villages.
@@ -18,6 +24,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway. With no configuration it starts its own MQTT broker on
+    /// 127.0.0.1:1883, keeps a local archive in ./firegrid-data, and serves /metrics on
+    /// 127.0.0.1:8080.
+    Run {
+        /// Configuration file (see gateway/firegrid.example.toml).
+        #[arg(long, short, env = "FIREGRID_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (spool, dead letters, state); overrides the file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP address for /metrics and /healthz; overrides the file.
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
+        /// Use this external broker (host:port) instead of the file's or the embedded one.
+        #[arg(long)]
+        mqtt: Option<String>,
+    },
+    /// Check a configuration file and print what is wrong, with line numbers.
+    CheckConfig {
+        /// The file.
+        config: PathBuf,
+    },
     /// Check one device message the way the gateway does on receipt, and print what it
     /// decodes to or the single reason it is rejected (exit status 2).
     Inspect {
@@ -34,7 +62,49 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIREGRID_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
+        Command::Run { config, data_dir, http_listen, mqtt } => {
+            let mut cfg = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(dir) = data_dir {
+                cfg.data_dir = dir;
+            }
+            if let Some(listen) = http_listen {
+                cfg.http_listen = listen;
+            }
+            if let Some(broker) = mqtt {
+                let (host, port) = broker.rsplit_once(':').context("--mqtt takes host:port")?;
+                let port = port.parse().context("--mqtt: the port is not a number")?;
+                let base = cfg.mqtt.take().unwrap_or_default();
+                cfg.mqtt = Some(MqttConfig { host: host.to_owned(), port, ..base });
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            match Config::load(Some(&config), std::env::vars()).and_then(|c| c.check().map(|_| c)) {
+                Ok(cfg) => {
+                    println!(
+                        "{}: OK ({} database destination(s), {})",
+                        config.display(),
+                        cfg.influx.len(),
+                        if cfg.mqtt.is_some() { "external broker" } else { "embedded broker" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    println!("{error}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Inspect { topic, payload, hex } => {
             let mut text = payload;
             if text == "-" {
@@ -60,4 +130,20 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(cfg, None).await?;
+    eprintln!(
+        "firegrid is running: MQTT on {}:{}, metrics at http://{}/metrics. Ctrl-C stops it.",
+        gateway.mqtt.host, gateway.mqtt.port, gateway.http_addr
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("Stopping: finishing in-flight messages.");
+    gateway.stop().await;
+    Ok(())
 }

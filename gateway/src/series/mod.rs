@@ -10,6 +10,8 @@
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
+pub mod schema;
+
 /// A field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field {

@@ -413,6 +413,33 @@ impl Spool {
         Ok(out)
     }
 
+    /// The newest `n` records (fewer if the spool holds fewer), oldest first, whatever the
+    /// destinations have read. Used on start to remember what was stored just before a stop.
+    pub fn tail(&mut self, n: usize) -> Result<Vec<Record>, SpoolError> {
+        self.commit(Durability::Os)?;
+        let mut newest_first: Vec<Vec<Record>> = Vec::new();
+        let mut count = 0;
+        let mut buf = std::mem::take(&mut self.scratch);
+        for segment in self.segments.iter().rev() {
+            if count >= n {
+                break;
+            }
+            let path = segment_path(&self.cfg.dir, segment.first_id);
+            let file = File::open(&path).map_err(io_err(&path))?;
+            let mut reader = BufReader::with_capacity(256 * 1024, file.take(segment.bytes));
+            let mut records = Vec::new();
+            while let Some(Decoded::Record(rec, _)) = read_record(&mut reader, &mut buf).map_err(io_err(&path))? {
+                records.push(rec);
+            }
+            count += records.len();
+            newest_first.push(records);
+        }
+        self.scratch = buf;
+        let mut out: Vec<Record> = newest_first.into_iter().rev().flatten().collect();
+        out.drain(..out.len().saturating_sub(n));
+        Ok(out)
+    }
+
     /// Records that `dest` has read everything up to and including `upto`. Persists its
     /// position and deletes segments every destination is done with.
     pub fn ack(&mut self, dest: &str, upto: u64) -> Result<(), SpoolError> {

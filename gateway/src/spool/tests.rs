@@ -314,3 +314,17 @@ fn unknown_destination_and_oversized_records_are_errors() {
         Err(SpoolError::RecordTooLarge(_))
     ));
 }
+
+#[test]
+fn tail_returns_the_newest_records_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(cfg(dir.path()), &DESTS).unwrap();
+    assert!(spool.tail(5).unwrap().is_empty());
+    for i in 0..100 {
+        spool.append(Class::Event, i, &payload(i, 100)).unwrap();
+    }
+    assert!(spool.segments.len() > 2, "spans segments");
+    let ts: Vec<_> = spool.tail(30).unwrap().iter().map(|r| r.ts_ms).collect();
+    assert_eq!(ts, (70..100).collect::<Vec<_>>());
+    assert_eq!(spool.tail(1_000).unwrap().len(), 100);
+}

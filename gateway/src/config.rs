@@ -1,0 +1,358 @@
+//! The gateway's configuration: one TOML file, overridden by `FIREGRID_*` environment
+//! variables, overridden by command-line flags. Every field is documented here, and
+//! `gateway/firegrid.example.toml` shows them all with their defaults (a test loads it, so
+//! it cannot rot).
+//!
+//! Environment overrides name a key path with `__` between levels:
+//! `FIREGRID_MQTT__HOST=10.0.0.5` sets `[mqtt] host`, `FIREGRID_SPOOL__MAX_MIB=2048` sets
+//! `[spool] max_mib`. Values are read as TOML (numbers, booleans, quoted strings) and fall
+//! back to plain strings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::admission::AdmissionConfig;
+use crate::sinks::influx::DestinationConfig;
+use crate::sources::mqtt::MqttConfig;
+use crate::spool::{SpoolConfig, WhenFull};
+
+/// Everything the gateway reads at start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the spool, dead letters and state files live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP server for `/metrics` and `/healthz`.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// The external broker. Absent: the embedded broker is started (see `embedded_broker`).
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// The embedded broker, used when `[mqtt]` is absent.
+    #[serde(default)]
+    pub embedded_broker: EmbeddedBrokerConfig,
+    /// The device registry.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// The durable spool between ingest and the databases.
+    #[serde(default)]
+    pub spool: SpoolSettings,
+    /// Per-device duplicate, replay and rate checks.
+    #[serde(default)]
+    pub admission: AdmissionSettings,
+    /// Message checks.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Databases to write to (`[[influx]]`, any number). None: the spool is the local archive.
+    #[serde(default)]
+    pub influx: Vec<DestinationConfig>,
+}
+
+/// The embedded MQTT broker.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// Address it listens on.
+    #[serde(default = "default_broker_listen")]
+    pub listen: SocketAddr,
+    /// Most client connections it accepts.
+    #[serde(default = "default_broker_connections")]
+    pub max_connections: usize,
+}
+
+/// The device registry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// CSV file of devices (see `gateway/REGISTRY.md`). Absent: every device is unknown,
+    /// accepted and listed at `/api/unknown-devices`.
+    #[serde(default)]
+    pub csv: Option<PathBuf>,
+}
+
+/// Spool sizing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// Size limit of the whole spool, MiB.
+    #[serde(default = "default_spool_mib")]
+    pub max_mib: u64,
+    /// Segment file size, MiB.
+    #[serde(default = "default_segment_mib")]
+    pub segment_mib: u64,
+    /// What gives way at the limit: `shed_oldest_telemetry` (default) or
+    /// `drop_new_telemetry`. Alarm and event records are never dropped.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Without databases, how long the local archive keeps data.
+    #[serde(default = "default_archive_age", with = "humantime_serde")]
+    pub archive_max_age: Duration,
+}
+
+/// Admission checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// Sustained messages per second per device (telemetry and events).
+    #[serde(default = "default_rate")]
+    pub rate_per_s: f64,
+    /// Burst per device (telemetry and events).
+    #[serde(default = "default_burst")]
+    pub burst: f64,
+    /// Sustained alarm-class messages per second per device.
+    #[serde(default = "default_alarm_rate")]
+    pub alarm_rate_per_s: f64,
+    /// Alarm-class burst per device.
+    #[serde(default = "default_alarm_burst")]
+    pub alarm_burst: f64,
+}
+
+/// Message checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest payload accepted, bytes.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+    /// How far a device clock may run ahead of the gateway's.
+    #[serde(default = "default_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("firegrid-data")
+}
+fn default_http_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().unwrap()
+}
+fn default_broker_listen() -> SocketAddr {
+    "127.0.0.1:1883".parse().unwrap()
+}
+fn default_broker_connections() -> usize {
+    20_000
+}
+fn default_spool_mib() -> u64 {
+    1024
+}
+fn default_segment_mib() -> u64 {
+    16
+}
+fn default_archive_age() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_rate() -> f64 {
+    AdmissionConfig::default().rate_per_s
+}
+fn default_burst() -> f64 {
+    AdmissionConfig::default().burst
+}
+fn default_alarm_rate() -> f64 {
+    AdmissionConfig::default().alarm_rate_per_s
+}
+fn default_alarm_burst() -> f64 {
+    AdmissionConfig::default().alarm_burst
+}
+fn default_max_payload() -> usize {
+    firegrid_protocol::MAX_PAYLOAD
+}
+fn default_max_future() -> Duration {
+    Duration::from_millis(firegrid_protocol::Limits::default().max_future_ms)
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(Config, EmbeddedBrokerConfig, SpoolSettings, AdmissionSettings, LimitSettings);
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file (or an override) does not fit the schema; the message has the line and column.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file, or "environment".
+        origin: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path` (or the defaults, when `None`) and applies `FIREGRID_*` overrides from
+    /// `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?,
+            ),
+            None => ("defaults".to_owned(), String::new()),
+        };
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| (k.starts_with("FIREGRID_") && k.contains("__")) || is_top_level_override(k))
+            .collect();
+        if overrides.is_empty() {
+            // Parsing the text itself keeps line and column numbers in every error.
+            return toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid { origin, message: e.to_string() });
+        }
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+        for (key, value) in &overrides {
+            apply_override(&mut table, key, value);
+        }
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+            origin: format!(
+                "{origin} with overrides from {}",
+                overrides.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            message: e.to_string(),
+        })
+    }
+
+    /// The spool settings as the spool takes them.
+    pub fn spool_config(&self) -> SpoolConfig {
+        SpoolConfig {
+            dir: self.data_dir.join("spool"),
+            segment_bytes: self.spool.segment_mib * 1024 * 1024,
+            max_bytes: self.spool.max_mib * 1024 * 1024,
+            when_full: self.spool.when_full,
+            archive_max_age_ms: Some(self.spool.archive_max_age.as_millis() as u64),
+        }
+    }
+
+    /// The admission settings as the checks take them.
+    pub fn admission_config(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            rate_per_s: self.admission.rate_per_s,
+            burst: self.admission.burst,
+            alarm_rate_per_s: self.admission.alarm_rate_per_s,
+            alarm_burst: self.admission.alarm_burst,
+        }
+    }
+
+    /// The message limits as the protocol takes them.
+    pub fn protocol_limits(&self) -> firegrid_protocol::Limits {
+        firegrid_protocol::Limits {
+            max_payload: self.limits.max_payload,
+            max_future_ms: self.limits.max_future.as_millis() as u64,
+        }
+    }
+
+    /// Checks what serde cannot: unique destination names.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut names: Vec<&str> = self.influx.iter().map(|d| d.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid {
+                origin: "[[influx]]".into(),
+                message: format!("destination name {:?} is used twice", w[0]),
+            });
+        }
+        if let Some(mqtt) = &self.mqtt {
+            for session in crate::sources::mqtt::Session::ALL {
+                mqtt.filters(session)
+                    .map_err(|message| ConfigError::Invalid { origin: "[mqtt]".into(), message })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `FIREGRID_DATA_DIR` and `FIREGRID_HTTP_LISTEN` set top-level keys.
+fn is_top_level_override(key: &str) -> bool {
+    matches!(key, "FIREGRID_DATA_DIR" | "FIREGRID_HTTP_LISTEN")
+}
+
+fn apply_override(table: &mut toml::Table, key: &str, value: &str) {
+    let path: Vec<String> =
+        key.trim_start_matches("FIREGRID_").split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut node = table;
+    for part in &path[..path.len() - 1] {
+        let entry = node.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        node = entry.as_table_mut().unwrap();
+    }
+    node.insert(path[path.len() - 1].clone(), parsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_example_config_loads_and_equals_the_defaults_where_it_says_so() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("firegrid.example.toml");
+        let cfg = Config::load(Some(&path), env(&[])).unwrap();
+        cfg.check().unwrap();
+        assert_eq!(cfg.spool, SpoolSettings::default());
+        assert_eq!(cfg.admission, AdmissionSettings::default());
+        assert_eq!(cfg.limits, LimitSettings::default());
+        assert_eq!(cfg.influx.len(), 2);
+        assert!(cfg.mqtt.is_none(), "the example runs the embedded broker");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "data_dir = \"x\"\n\n[spool]\nmax_mb = 5\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("max_mb"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("FIREGRID_MQTT__HOST", "broker.local"),
+                ("FIREGRID_MQTT__PORT", "1884"),
+                ("FIREGRID_SPOOL__MAX_MIB", "64"),
+                ("FIREGRID_DATA_DIR", "/tmp/fg"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        let mqtt = cfg.mqtt.unwrap();
+        assert_eq!((mqtt.host.as_str(), mqtt.port), ("broker.local", 1884));
+        assert_eq!(cfg.spool.max_mib, 64);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/fg"));
+        let err = Config::load(None, env(&[("FIREGRID_SPOOL__MAX_MIB", "lots")])).unwrap_err().to_string();
+        assert!(err.contains("FIREGRID_SPOOL__MAX_MIB"), "{err}");
+    }
+}

@@ -1,0 +1,472 @@
+//! Ingest: from a batch of MQTT messages to durable spool records, acknowledgements and the
+//! hand-off to the alarm loop.
+//!
+//! [`Ingest::process`] is the one place every device message goes through, whichever MQTT
+//! session delivered it:
+//!
+//! 1. topic and payload checked against each other ([`crate::uplink::accept`]),
+//! 2. admission: duplicate, replay and rate-limit checks ([`crate::admission`]),
+//! 3. placement looked up in the registry (unknown devices are accepted, counted and listed:
+//!    an unregistered detector is a safety gap someone must see, and its fire alarm is still
+//!    a fire alarm),
+//! 4. the point appended to the spool, stamped once with the acceptance time,
+//! 5. one commit for the batch: fsynced when it holds an alarm- or event-class record,
+//!    written to the OS otherwise,
+//!
+//! and only then does the caller acknowledge to the broker, in arrival order, and publish the
+//! application-level `down/ack` to each device.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use firegrid_protocol::{
+    Class, DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink,
+};
+use influxdb_line_protocol::{FieldValue, parse_lines};
+use tokio::sync::Notify;
+
+use crate::admission::{Admission, AdmissionConfig, Verdict};
+use crate::metrics::Metrics;
+use crate::series::schema::{Placement, uplink_point};
+use crate::spool::{Appended, Durability, Spool, SpoolError};
+
+/// A device clock this far behind the gateway is flagged (the message is still accepted and
+/// stamped with the acceptance time). An hour is longer than any outage a device outbox
+/// should ride out unnoticed, and far beyond normal NTP or network-time drift.
+pub const SKEW_FLAG_MS: u64 = 3_600_000;
+
+/// Unknown devices remembered for the list; more are counted but not listed.
+const UNKNOWN_LIST_CAP: usize = 10_000;
+
+/// Where devices are. The registry implements it; [`NoDirectory`] knows no device.
+pub trait Directory: Send + Sync {
+    /// The placement of `device`, or `None` when it is not registered.
+    fn placement(&self, device: &DeviceId) -> Option<Placement<'_>>;
+}
+
+/// A directory without devices: every device is unknown (until a registry is loaded).
+#[derive(Debug, Default)]
+pub struct NoDirectory;
+
+impl Directory for NoDirectory {
+    fn placement(&self, _: &DeviceId) -> Option<Placement<'_>> {
+        None
+    }
+}
+
+/// A message accepted and stored, handed to the alarm loop and liveness tracking.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its topic.
+    pub topic: Topic,
+    /// The message.
+    pub msg: Uplink,
+    /// Acceptance time, Unix ms.
+    pub accepted_ms: u64,
+    /// Whether the device is in the registry.
+    pub registered: bool,
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Stored (or a duplicate of something stored): acknowledge to the broker and send the
+    /// device its application-level acknowledgement on `ack_topic`.
+    Accepted {
+        /// Topic of the `down/ack`.
+        ack_topic: String,
+        /// Encoded `down/ack`.
+        ack_payload: Vec<u8>,
+    },
+    /// Rejected or shed: acknowledge to the broker (so it is not redelivered) and nothing
+    /// else.
+    Dropped,
+}
+
+/// One processed batch.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// One outcome per input message, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// The fresh messages, for the alarm loop and liveness.
+    pub accepted: Vec<Accepted>,
+}
+
+/// An unknown device as listed by [`Ingest::unknown_devices`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnknownDevice {
+    /// Device id.
+    pub device: String,
+    /// Village from its topic.
+    pub village: String,
+    /// First message, Unix ms.
+    pub first_seen_ms: u64,
+    /// Last message, Unix ms.
+    pub last_seen_ms: u64,
+    /// Messages received.
+    pub messages: u64,
+}
+
+/// Shared ingest state; both MQTT sessions call [`Ingest::process`].
+pub struct Ingest {
+    spool: Arc<Mutex<Spool>>,
+    wake_destinations: Arc<Notify>,
+    directory: RwLock<Arc<dyn Directory>>,
+    admission: Mutex<Admission>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    unknown: Mutex<HashMap<DeviceId, UnknownDevice>>,
+    last_ts_ns: AtomicI64,
+    next_command: AtomicU32,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    /// Ingest into `spool`, waking `wake_destinations` after each commit.
+    ///
+    /// The admission window is seeded from the newest `recent` spool records, so messages
+    /// the gateway stored but could not acknowledge before a crash count as duplicates when
+    /// the broker redelivers them, instead of being stored twice.
+    pub fn new(
+        spool: Arc<Mutex<Spool>>,
+        wake_destinations: Arc<Notify>,
+        admission: AdmissionConfig,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        now_ms: u64,
+    ) -> Result<Self, SpoolError> {
+        let mut admission = Admission::new(admission);
+        let recent = spool.lock().unwrap().tail(RECENT_ON_START)?;
+        let remembered = remember_recent(&mut admission, &recent, now_ms);
+        if remembered > 0 {
+            tracing::info!(
+                messages = remembered,
+                "Seeded duplicate detection from the spool's newest records."
+            );
+        }
+        Ok(Ingest {
+            spool,
+            wake_destinations,
+            directory: RwLock::new(Arc::new(NoDirectory)),
+            admission: Mutex::new(admission),
+            limits,
+            metrics,
+            unknown: Mutex::new(HashMap::new()),
+            last_ts_ns: AtomicI64::new(0),
+            next_command: AtomicU32::new(1),
+        })
+    }
+
+    /// Replaces the directory (a registry reload). Batches in progress finish with the old
+    /// one.
+    pub fn set_directory(&self, directory: Arc<dyn Directory>) {
+        *self.directory.write().unwrap() = directory;
+    }
+
+    /// Unknown devices seen, most recent first.
+    pub fn unknown_devices(&self) -> Vec<UnknownDevice> {
+        let mut list: Vec<_> = self.unknown.lock().unwrap().values().cloned().collect();
+        list.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then_with(|| a.device.cmp(&b.device)));
+        list
+    }
+
+    /// The acceptance timestamp: the clock in ns, made strictly increasing so that two
+    /// messages of one device in the same millisecond never overwrite each other.
+    fn stamp(&self, now_ms: u64) -> i64 {
+        let now_ns = (now_ms as i64).saturating_mul(1_000_000);
+        let prev = self.last_ts_ns.fetch_max(now_ns, Ordering::Relaxed);
+        if prev < now_ns { now_ns } else { self.last_ts_ns.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+
+    /// Processes a batch of `(topic, payload)` received at `now_ms`. On `Err` nothing of the
+    /// batch may be acknowledged: the spool could not store it.
+    pub fn process(&self, batch: &[(&str, &[u8])], now_ms: u64) -> Result<Processed, SpoolError> {
+        let directory = self.directory.read().unwrap().clone();
+        let mut out = Processed { outcomes: Vec::with_capacity(batch.len()), accepted: Vec::new() };
+        let mut durability = None;
+        let mut line = Vec::with_capacity(256);
+        let mut spool = self.spool.lock().unwrap();
+        for (topic, payload) in batch {
+            let accepted = match crate::uplink::accept(topic, payload, now_ms, &self.limits) {
+                Ok(a) => a,
+                Err(error) => {
+                    self.metrics.rejected(error.reason(), topic, &error);
+                    out.outcomes.push(Outcome::Dropped);
+                    continue;
+                }
+            };
+            let msg = &accepted.msg;
+            let class = msg.class();
+            let verdict = self.admission.lock().unwrap().check(&msg.dev, msg.boot, msg.seq, class, now_ms);
+            match verdict {
+                Verdict::Fresh => {}
+                Verdict::Duplicate => {
+                    self.metrics.duplicates.inc();
+                    out.outcomes.push(self.ack_for(&accepted.topic, msg, payload));
+                    continue;
+                }
+                Verdict::Replayed | Verdict::RateLimited => {
+                    let error = format!(
+                        "{} (device {}, boot {}, seq {})",
+                        verdict.reason(),
+                        msg.dev,
+                        msg.boot,
+                        msg.seq
+                    );
+                    self.metrics.rejected(verdict.reason(), topic, &error);
+                    out.outcomes.push(Outcome::Dropped);
+                    continue;
+                }
+            }
+            if msg.ts_ms != 0 && now_ms.saturating_sub(msg.ts_ms) > SKEW_FLAG_MS {
+                self.metrics.skewed_timestamps.inc();
+                if let Some(suppressed) = self.metrics.may_log("skewed_timestamp") {
+                    tracing::warn!(
+                        device = %msg.dev,
+                        behind_ms = now_ms - msg.ts_ms,
+                        suppressed,
+                        "Device clock far behind the gateway's; stamped with the acceptance time."
+                    );
+                }
+            }
+            let placement = directory.placement(&msg.dev);
+            let registered = placement.is_some();
+            let place = placement.unwrap_or(Placement {
+                village: accepted.topic.village.as_str(),
+                device_kind: "unregistered",
+                ..Placement::default()
+            });
+            if !registered {
+                self.note_unknown(&accepted.topic, now_ms);
+            }
+            line.clear();
+            let point = uplink_point(msg, &place, self.stamp(now_ms));
+            if let Err(error) = point.encode(&mut line) {
+                // Cannot happen for validated messages and registry tags; counted if it does.
+                self.metrics.rejected("unencodable", topic, &error);
+                out.outcomes.push(Outcome::Dropped);
+                continue;
+            }
+            match spool.append(class, now_ms, &line)? {
+                Appended::Stored(_) => {}
+                Appended::Dropped => {
+                    self.metrics.rejected("spool_full", topic, &"telemetry shed: the spool is full");
+                    out.outcomes.push(Outcome::Dropped);
+                    continue;
+                }
+            }
+            let needed = if class == Class::Telemetry { Durability::Os } else { Durability::Disk };
+            durability = durability.max(Some(needed));
+            self.metrics.accepted(msg.kind().as_str());
+            out.outcomes.push(self.ack_for(&accepted.topic, msg, payload));
+            out.accepted.push(Accepted {
+                topic: accepted.topic,
+                msg: accepted.msg,
+                accepted_ms: now_ms,
+                registered,
+            });
+        }
+        if let Some(durability) = durability {
+            spool.commit(durability)?;
+            drop(spool);
+            self.wake_destinations.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    /// The application-level acknowledgement of `msg`, in the encoding the device used.
+    fn ack_for(&self, topic: &Topic, msg: &Uplink, payload: &[u8]) -> Outcome {
+        let cmd = Downlink::new(
+            self.next_command.fetch_add(1, Ordering::Relaxed),
+            0,
+            DownlinkBody::Ack { boot: msg.boot, seq: msg.seq },
+        );
+        let mut buf = [0u8; 128];
+        let ack_payload =
+            cmd.encode(Encoding::detect(payload), &mut buf).map(<[u8]>::to_vec).unwrap_or_default();
+        let ack_topic = Topic::downlink(topic.village.clone(), topic.device.clone(), DownlinkKind::Ack)
+            .to_buf()
+            .to_string();
+        Outcome::Accepted { ack_topic, ack_payload }
+    }
+
+    fn note_unknown(&self, topic: &Topic, now_ms: u64) {
+        let mut unknown = self.unknown.lock().unwrap();
+        let len = unknown.len();
+        match unknown.get_mut(&topic.device) {
+            Some(u) => {
+                u.last_seen_ms = now_ms;
+                u.messages += 1;
+            }
+            None if len < UNKNOWN_LIST_CAP => {
+                unknown.insert(
+                    topic.device.clone(),
+                    UnknownDevice {
+                        device: topic.device.to_string(),
+                        village: topic.village.to_string(),
+                        first_seen_ms: now_ms,
+                        last_seen_ms: now_ms,
+                        messages: 1,
+                    },
+                );
+            }
+            None => {}
+        }
+        let distinct = unknown.len();
+        drop(unknown);
+        self.metrics.unknown_device(topic.device.as_str(), distinct);
+    }
+}
+
+/// Spool records read back on start to seed duplicate detection: more than the broker can
+/// have in flight for the gateway when it stops (its inflight window, at most a few
+/// thousand), so every message stored but not acknowledged is among them.
+const RECENT_ON_START: usize = 20_000;
+
+/// Feeds the `(device, boot, seq)` of stored points to the admission window.
+fn remember_recent(admission: &mut Admission, records: &[crate::spool::Record], now_ms: u64) -> usize {
+    let mut n = 0;
+    for record in records {
+        let Ok(text) = std::str::from_utf8(&record.payload) else { continue };
+        for line in parse_lines(text).flatten() {
+            let device = line.tag_value("device").and_then(|d| DeviceId::new(d.as_str()).ok());
+            let int = |k| match line.field_value(k) {
+                Some(FieldValue::I64(v)) => Some(*v),
+                _ => None,
+            };
+            if let (Some(device), Some(boot), Some(seq)) = (device, int("boot"), int("seq")) {
+                admission.remember(&device, boot as u16, seq as u32, now_ms);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use firegrid_protocol::{DetectorState, Heartbeat, StateChange, UplinkBody};
+
+    use super::*;
+    use crate::spool::SpoolConfig;
+
+    const NOW: u64 = 1_763_860_000_000;
+
+    fn ingest(dir: &std::path::Path) -> (Ingest, Arc<Mutex<Spool>>, Arc<Metrics>) {
+        let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir), &["db"]).unwrap()));
+        let metrics = Arc::new(Metrics::new());
+        let ingest = Ingest::new(
+            spool.clone(),
+            Arc::new(Notify::new()),
+            AdmissionConfig::default(),
+            Limits::default(),
+            metrics.clone(),
+            NOW,
+        )
+        .unwrap();
+        (ingest, spool, metrics)
+    }
+
+    fn alarm(dev: &str, seq: u32, enc: Encoding) -> Vec<u8> {
+        let msg = Uplink::new(
+            DeviceId::new(dev).unwrap(),
+            1,
+            seq,
+            NOW,
+            UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.3 }),
+        );
+        msg.encode(enc, &mut [0u8; 512]).unwrap().to_vec()
+    }
+
+    fn heartbeat(dev: &str, seq: u32) -> Vec<u8> {
+        let body = UplinkBody::Heartbeat(Heartbeat {
+            battery_mv: Some(3000),
+            signal_dbm: -90,
+            chamber_baseline: None,
+            drift_pct: None,
+            temperature_c: 20.0,
+            firmware: heapless::String::try_from("1.0").unwrap(),
+            uptime_s: 5,
+        });
+        let msg = Uplink::new(DeviceId::new(dev).unwrap(), 1, seq, NOW, body);
+        msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec()
+    }
+
+    fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Accepted { .. } => "accepted",
+                Outcome::Dropped => "dropped",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_stored_acknowledged_and_rejected_message_by_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, spool, metrics) = ingest(dir.path());
+        let a = alarm("sd-1", 0, Encoding::Compact);
+        let hb = heartbeat("sd-2", 0);
+        let batch: Vec<(&str, &[u8])> = vec![
+            ("fg/v1/v/sd-1/up/state", &a),
+            ("fg/v1/v/sd-2/up/heartbeat", &hb),
+            ("fg/v1/v/sd-1/up/state", &a),     // a retransmission
+            ("fg/v1/v/sd-9/up/state", &a),     // spoofed: topic says sd-9
+            ("fg/v1/v/sd-1/up/state", b"{{{"), // malformed
+        ];
+        let out = ingest.process(&batch, NOW).unwrap();
+        assert_eq!(kinds(&out.outcomes), ["accepted", "accepted", "accepted", "dropped", "dropped"]);
+        assert_eq!(out.accepted.len(), 2, "the duplicate is acknowledged but not handed on");
+        let Outcome::Accepted { ack_topic, ack_payload } = &out.outcomes[0] else { unreachable!() };
+        assert_eq!(ack_topic, "fg/v1/v/sd-1/down/ack");
+        let ack = Downlink::receive(ack_payload, &Limits::default()).unwrap();
+        assert_eq!(ack.body, DownlinkBody::Ack { boot: 1, seq: 0 });
+        assert_eq!(Encoding::detect(ack_payload), Encoding::Compact, "answered in the device's encoding");
+
+        let stored = spool.lock().unwrap().read("db", 100, usize::MAX).unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].class, Class::Alarm);
+        let text = String::from_utf8(stored[0].payload.clone()).unwrap();
+        assert!(
+            text.starts_with("detector_state,device=sd-1,device_kind=unregistered,state=alarm,village=v "),
+            "{text}"
+        );
+        let m = metrics.encode();
+        assert!(m.contains(r#"firegrid_messages_rejected_total{reason="device_mismatch"} 1"#), "{m}");
+        assert!(m.contains(r#"firegrid_messages_rejected_total{reason="malformed"} 1"#), "{m}");
+        assert!(m.contains("firegrid_messages_duplicate_total 1"), "{m}");
+        assert_eq!(ingest.unknown_devices().len(), 2);
+    }
+
+    #[test]
+    fn stored_messages_are_duplicates_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = alarm("sd-1", 5, Encoding::Json);
+        {
+            let (ingest, _, _) = ingest(dir.path());
+            let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &a)], NOW).unwrap();
+            assert_eq!(out.accepted.len(), 1);
+        }
+        let (ingest, spool, _) = ingest(dir.path());
+        let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &a)], NOW + 1_000).unwrap();
+        assert_eq!(kinds(&out.outcomes), ["accepted"], "acknowledged again");
+        assert!(out.accepted.is_empty(), "but not stored twice");
+        assert_eq!(spool.lock().unwrap().read("db", 100, usize::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn timestamps_are_unique_even_within_a_millisecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, _, _) = ingest(dir.path());
+        let stamps: Vec<_> = (0..5).map(|_| ingest.stamp(NOW)).collect();
+        assert_eq!(stamps, (0..5).map(|i| NOW as i64 * 1_000_000 + i).collect::<Vec<_>>());
+        assert!(ingest.stamp(NOW + 1) > stamps[4]);
+    }
+}

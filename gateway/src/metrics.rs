@@ -1,0 +1,275 @@
+//! The gateway's metrics and the events that move them.
+//!
+//! Each event that matters (a message rejected, accepted, from an unknown device) is one call
+//! here that bumps its Prometheus counter and logs, so the two never disagree. Logs of
+//! repeated events are rate-limited per reason: the first occurrence is logged at once, later
+//! ones at most every [`LOG_EVERY`] with the number suppressed in between, so a flooding
+//! device cannot flood the log too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Shortest interval between two log lines about the same kind of event.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Label set with one `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Message kind, rejection reason, destination, ...
+    pub kind: String,
+}
+
+/// Label set with one `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Label set with one `destination` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    /// Destination name.
+    pub destination: String,
+}
+
+/// Label set with one `session` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabel {
+    /// MQTT session name (`alarm` or `telemetry`).
+    pub session: String,
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Messages accepted and stored, by kind.
+    pub accepted: Family<KindLabel, Counter>,
+    /// Messages rejected, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Duplicates (retransmissions, redeliveries): acknowledged again, not stored again.
+    pub duplicates: Counter,
+    /// Messages from devices missing from the registry (accepted, and listed).
+    pub unknown_device_messages: Counter,
+    /// Distinct unknown devices seen.
+    pub unknown_devices: Gauge,
+    /// Messages accepted with a device clock far behind the gateway's.
+    pub skewed_timestamps: Counter,
+    /// 1 while an MQTT session is connected.
+    pub mqtt_connected: Family<SessionLabel, Gauge>,
+    /// MQTT connection attempts that failed.
+    pub mqtt_connect_failures: Family<SessionLabel, Counter>,
+    /// Bytes in the spool.
+    pub spool_bytes: Gauge,
+    /// Records a destination has not acknowledged yet.
+    pub spool_depth: Family<DestinationLabel, Gauge>,
+    /// Age in seconds of the oldest record a destination has not written.
+    pub spool_age_seconds: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
+    /// Telemetry records shed because the spool was full.
+    pub spool_shed: Gauge,
+    /// Lines written per destination.
+    pub lines_written: Family<DestinationLabel, Gauge>,
+    /// Failed write requests per destination.
+    pub write_failures: Family<DestinationLabel, Gauge>,
+    /// Lines moved to the dead-letter file per destination.
+    pub dead_lettered: Family<DestinationLabel, Gauge>,
+    /// Duration of the last successful write per destination, seconds.
+    pub write_seconds: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
+    /// 1 while a destination refuses writes for credentials, permission or database reasons.
+    pub destination_held: Family<DestinationLabel, Gauge>,
+    limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `firegrid_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("firegrid");
+        let m = Metrics {
+            accepted: Family::default(),
+            rejected: Family::default(),
+            duplicates: Counter::default(),
+            unknown_device_messages: Counter::default(),
+            unknown_devices: Gauge::default(),
+            skewed_timestamps: Counter::default(),
+            mqtt_connected: Family::default(),
+            mqtt_connect_failures: Family::default(),
+            spool_bytes: Gauge::default(),
+            spool_depth: Family::default(),
+            spool_age_seconds: Family::default(),
+            spool_shed: Gauge::default(),
+            lines_written: Family::default(),
+            write_failures: Family::default(),
+            dead_lettered: Family::default(),
+            write_seconds: Family::default(),
+            destination_held: Family::default(),
+            limiter: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register("messages_accepted", "Messages accepted and stored, by kind", m.accepted.clone());
+        registry.register("messages_rejected", "Messages rejected, by reason", m.rejected.clone());
+        registry.register(
+            "messages_duplicate",
+            "Duplicates acknowledged again, not stored again",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "unknown_device_messages",
+            "Messages from devices missing from the registry",
+            m.unknown_device_messages.clone(),
+        );
+        registry.register("unknown_devices", "Distinct unknown devices seen", m.unknown_devices.clone());
+        registry.register(
+            "skewed_timestamps",
+            "Messages whose device clock was far behind the gateway's",
+            m.skewed_timestamps.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while the MQTT session is connected",
+            m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_connect_failures",
+            "Failed MQTT connection attempts",
+            m.mqtt_connect_failures.clone(),
+        );
+        registry.register("spool_bytes", "Bytes in the spool", m.spool_bytes.clone());
+        registry.register(
+            "spool_depth_records",
+            "Records not yet written to a destination",
+            m.spool_depth.clone(),
+        );
+        registry.register(
+            "spool_age_seconds",
+            "Age of the oldest record not yet written to a destination",
+            m.spool_age_seconds.clone(),
+        );
+        registry.register(
+            "spool_shed_records",
+            "Telemetry records shed because the spool was full",
+            m.spool_shed.clone(),
+        );
+        registry.register(
+            "destination_lines_written",
+            "Lines written to a destination",
+            m.lines_written.clone(),
+        );
+        registry.register("destination_write_failures", "Failed write requests", m.write_failures.clone());
+        registry.register(
+            "destination_dead_lettered_lines",
+            "Lines moved to the dead-letter file",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "destination_write_seconds",
+            "Duration of the last successful write",
+            m.write_seconds.clone(),
+        );
+        registry.register(
+            "destination_held",
+            "1 while a destination refuses writes (credentials, permissions, database)",
+            m.destination_held.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Whether an event of this `key` may be logged now, and how many were suppressed since
+    /// the last line.
+    pub fn may_log(&self, key: &'static str) -> Option<u64> {
+        let mut limiter = self.limiter.lock().unwrap();
+        let now = Instant::now();
+        match limiter.get_mut(key) {
+            None => {
+                limiter.insert(key, (now, 0));
+                Some(0)
+            }
+            Some((last, suppressed)) if now.duration_since(*last) >= LOG_EVERY => {
+                let n = *suppressed;
+                *last = now;
+                *suppressed = 0;
+                Some(n)
+            }
+            Some((_, suppressed)) => {
+                *suppressed += 1;
+                None
+            }
+        }
+    }
+
+    /// A message was rejected.
+    pub fn rejected(&self, reason: &'static str, topic: &str, error: &dyn std::fmt::Display) {
+        self.rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+        if let Some(suppressed) = self.may_log(reason) {
+            tracing::warn!(reason, topic, %error, suppressed, "Message rejected.");
+        }
+    }
+
+    /// A message was accepted and stored.
+    pub fn accepted(&self, kind: &'static str) {
+        self.accepted.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    }
+
+    /// A message came from a device missing from the registry.
+    pub fn unknown_device(&self, device: &str, distinct: usize) {
+        self.unknown_device_messages.inc();
+        self.unknown_devices.set(distinct as i64);
+        if let Some(suppressed) = self.may_log("unknown_device") {
+            tracing::warn!(
+                device,
+                distinct_unknown_devices = distinct,
+                suppressed,
+                "Message from a device missing from the registry; accepted and listed."
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_count_and_encode() {
+        let m = Metrics::new();
+        m.rejected("malformed", "fg/v1/v/d/up/state", &"bad");
+        m.rejected("malformed", "fg/v1/v/d/up/state", &"bad");
+        m.accepted("state");
+        let text = m.encode();
+        assert!(text.contains(r#"firegrid_messages_rejected_total{reason="malformed"} 2"#), "{text}");
+        assert!(text.contains(r#"firegrid_messages_accepted_total{kind="state"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn logs_are_rate_limited_per_key() {
+        let m = Metrics::new();
+        assert_eq!(m.may_log("a"), Some(0));
+        assert_eq!(m.may_log("a"), None);
+        assert_eq!(m.may_log("a"), None);
+        assert_eq!(m.may_log("b"), Some(0));
+        m.limiter.lock().unwrap().get_mut("a").unwrap().0 -= LOG_EVERY;
+        assert_eq!(m.may_log("a"), Some(2), "reports what it suppressed");
+    }
+}

@@ -1,0 +1,296 @@
+//! Starting and stopping the whole gateway: spool, destinations, MQTT sessions (and the
+//! embedded broker), HTTP server. [`Gateway::start`] is what `firegrid run` calls; tests and
+//! benchmarks call it too.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::{Accepted, Ingest};
+use crate::metrics::{DestinationLabel, Metrics, SessionLabel};
+use crate::sinks::influx::{DestinationStats, run_destination, writer_for};
+use crate::sources::mqtt::{MqttConfig, Session, run_session};
+use crate::spool::{Durability, Spool, SpoolError};
+
+/// How long a stopping gateway lets its destinations catch up before it leaves the rest in the
+/// spool for the next start.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A destination is misconfigured.
+    #[error("destination {name}: {message}")]
+    Destination {
+        /// Destination name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    /// The HTTP server could not bind.
+    #[error("HTTP server on {listen}: {source}")]
+    Http {
+        /// The address.
+        listen: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State the HTTP handlers read.
+pub struct Shared {
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Ingest, for the unknown-device list.
+    pub ingest: Arc<Ingest>,
+    spool: Arc<Mutex<Spool>>,
+    destinations: Vec<(String, Arc<DestinationStats>)>,
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    /// Both MQTT sessions connected and no destination refusing writes.
+    pub ok: bool,
+    /// Sessions not connected.
+    pub mqtt_disconnected: Vec<&'static str>,
+    /// Destinations refusing writes (credentials, permissions, database).
+    pub destinations_held: Vec<String>,
+    /// Bytes in the spool.
+    pub spool_bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shared {
+    /// Copies the spool's and destinations' own counters into the exported gauges.
+    pub fn refresh_gauges(&self) {
+        let spool = self.spool.lock().unwrap();
+        let m = &self.metrics;
+        m.spool_bytes.set(spool.total_bytes() as i64);
+        m.spool_shed.set(spool.stats().shed as i64);
+        let now = now_ms();
+        for (name, stats) in &self.destinations {
+            use std::sync::atomic::Ordering::Relaxed;
+            let label = DestinationLabel { destination: name.clone() };
+            m.spool_depth.get_or_create(&label).set(spool.depth(name).unwrap_or(0) as i64);
+            let oldest = stats.oldest_pending_ms.load(Relaxed);
+            let age = if oldest == 0 { 0.0 } else { now.saturating_sub(oldest) as f64 / 1000.0 };
+            m.spool_age_seconds.get_or_create(&label).set(age);
+            m.lines_written.get_or_create(&label).set(stats.lines_written.load(Relaxed) as i64);
+            m.write_failures.get_or_create(&label).set(stats.requests_failed.load(Relaxed) as i64);
+            m.dead_lettered.get_or_create(&label).set(stats.lines_dead_lettered.load(Relaxed) as i64);
+            m.write_seconds.get_or_create(&label).set(stats.last_write_micros.load(Relaxed) as f64 / 1e6);
+            m.destination_held.get_or_create(&label).set(stats.held.load(Relaxed) as i64);
+        }
+    }
+
+    /// The gateway's health.
+    pub fn health(&self) -> Health {
+        let mqtt_disconnected: Vec<_> = Session::ALL
+            .into_iter()
+            .filter(|s| {
+                self.metrics.mqtt_connected.get_or_create(&SessionLabel { session: s.name().into() }).get()
+                    != 1
+            })
+            .map(Session::name)
+            .collect();
+        let destinations_held: Vec<_> = self
+            .destinations
+            .iter()
+            .filter(|(_, s)| s.held.load(std::sync::atomic::Ordering::Relaxed) == 1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Health {
+            ok: mqtt_disconnected.is_empty() && destinations_held.is_empty(),
+            mqtt_disconnected,
+            destinations_held,
+            spool_bytes: self.spool.lock().unwrap().total_bytes(),
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Address of the HTTP server.
+    pub http_addr: SocketAddr,
+    /// The broker the gateway uses (the embedded one's address when it runs one).
+    pub mqtt: MqttConfig,
+    /// Shared state (metrics, ingest).
+    pub shared: Arc<Shared>,
+    spool: Arc<Mutex<Spool>>,
+    sessions: Vec<JoinHandle<Result<(), String>>>,
+    sessions_stop: CancellationToken,
+    destinations: Vec<JoinHandle<()>>,
+    destinations_stop: CancellationToken,
+    http: JoinHandle<()>,
+    http_stop: CancellationToken,
+    handoff: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts everything `cfg` describes. Accepted messages go to `handoff` (the alarm loop);
+    /// without one they are logged when alarm-class.
+    pub async fn start(
+        cfg: Config,
+        handoff: Option<mpsc::UnboundedSender<Accepted>>,
+    ) -> Result<Gateway, StartError> {
+        cfg.check()?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| SpoolError::Io { path: cfg.data_dir.clone(), source })?;
+        let names: Vec<&str> = cfg.influx.iter().map(|d| d.name.as_str()).collect();
+        let spool = Arc::new(Mutex::new(Spool::open(cfg.spool_config(), &names)?));
+        let metrics = Arc::new(Metrics::new());
+        let wake = Arc::new(Notify::new());
+
+        let destinations_stop = CancellationToken::new();
+        let mut destinations = Vec::new();
+        let mut destination_stats = Vec::new();
+        for dest in &cfg.influx {
+            let writer = writer_for(dest)
+                .map_err(|message| StartError::Destination { name: dest.name.clone(), message })?;
+            let stats = Arc::new(DestinationStats::default());
+            destination_stats.push((dest.name.clone(), stats.clone()));
+            destinations.push(tokio::spawn(run_destination(
+                spool.clone(),
+                dest.clone(),
+                writer,
+                wake.clone(),
+                stats,
+                cfg.data_dir.join("dead-letter"),
+                destinations_stop.clone(),
+            )));
+        }
+        if cfg.influx.is_empty() {
+            tracing::info!(dir = %cfg.spool_config().dir.display(), "No database configured; the spool is the local archive.");
+        }
+
+        let ingest = Arc::new(Ingest::new(
+            spool.clone(),
+            wake,
+            cfg.admission_config(),
+            cfg.protocol_limits(),
+            metrics.clone(),
+            now_ms(),
+        )?);
+
+        let mqtt = match &cfg.mqtt {
+            Some(mqtt) => mqtt.clone(),
+            None => {
+                let listen = cfg.embedded_broker.listen;
+                tokio::task::spawn_blocking(move || {
+                    crate::broker::start_embedded(listen, cfg.embedded_broker.max_connections)
+                })
+                .await
+                .expect("the broker start does not panic")?;
+                MqttConfig { host: listen.ip().to_string(), port: listen.port(), ..MqttConfig::default() }
+            }
+        };
+
+        let (handoff, handoff_task) = match handoff {
+            Some(tx) => (tx, None),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(tokio::spawn(log_alarms(rx))))
+            }
+        };
+        let sessions_stop = CancellationToken::new();
+        let sessions = Session::ALL
+            .into_iter()
+            .map(|session| {
+                tokio::spawn(run_session(
+                    session,
+                    mqtt.clone(),
+                    ingest.clone(),
+                    handoff.clone(),
+                    metrics.clone(),
+                    sessions_stop.clone(),
+                ))
+            })
+            .collect();
+
+        let shared =
+            Arc::new(Shared { metrics, ingest, spool: spool.clone(), destinations: destination_stats });
+        let http_stop = CancellationToken::new();
+        let (http_addr, http) = crate::http::serve(cfg.http_listen, shared.clone(), http_stop.clone())
+            .await
+            .map_err(|source| StartError::Http { listen: cfg.http_listen, source })?;
+        tracing::info!(%http_addr, mqtt = %format!("{}:{}", mqtt.host, mqtt.port), "Gateway running.");
+        Ok(Gateway {
+            http_addr,
+            mqtt,
+            shared,
+            spool,
+            sessions,
+            sessions_stop,
+            destinations,
+            destinations_stop,
+            http,
+            http_stop,
+            handoff: handoff_task,
+        })
+    }
+
+    /// Stops in order: the MQTT sessions finish and acknowledge what they took; the spool is
+    /// fsynced; the destinations get [`DRAIN_ON_STOP`] to catch up; then the HTTP server.
+    /// Nothing accepted is lost: what is not written stays in the spool.
+    pub async fn stop(self) {
+        self.sessions_stop.cancel();
+        for session in self.sessions {
+            match session.await {
+                Ok(Err(error)) => tracing::error!(%error, "MQTT session ended with an error."),
+                Err(error) => tracing::error!(%error, "MQTT session task failed."),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Err(error) = self.spool.lock().unwrap().commit(Durability::Disk) {
+            tracing::error!(%error, "Final spool sync failed.");
+        }
+        let started = Instant::now();
+        while started.elapsed() < DRAIN_ON_STOP {
+            let spool = self.spool.lock().unwrap();
+            let pending: u64 =
+                self.shared.destinations.iter().map(|(n, _)| spool.depth(n).unwrap_or(0)).sum();
+            drop(spool);
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.destinations_stop.cancel();
+        for d in self.destinations {
+            let _ = d.await;
+        }
+        self.http_stop.cancel();
+        let _ = self.http.await;
+        if let Some(h) = self.handoff {
+            h.abort();
+        }
+        tracing::info!("Gateway stopped.");
+    }
+}
+
+/// Until the alarm loop takes the hand-off, alarm-class messages are at least logged.
+async fn log_alarms(mut rx: mpsc::UnboundedReceiver<Accepted>) {
+    while let Some(a) = rx.recv().await {
+        if a.msg.class() == firegrid_protocol::Class::Alarm {
+            tracing::info!(device = %a.msg.dev, village = %a.topic.village, body = ?a.msg.body, "Alarm-class message accepted.");
+        }
+    }
+}

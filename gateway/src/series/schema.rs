@@ -1,0 +1,205 @@
+//! What the gateway writes for each accepted uplink: the time-series schema documented in
+//! `gateway/SCHEMA.md` (a test checks the two agree).
+//!
+//! Tags are the grid hierarchy and the device identity: bounded sets (a village has a few
+//! thousand devices) that dashboards filter and group by. Everything measured is a field.
+//! Enumerations with a handful of values (detector state, fault kind, camera event kind) are
+//! tags too, because panels group by them. Nothing unbounded (sequence numbers, free text,
+//! snapshot references) is ever a tag.
+
+use firegrid_protocol::{AckResult, ChannelStatus, DetectorState, Uplink, UplinkBody};
+
+use super::{Field, Point};
+
+/// Where a device sits: the tag values every point from it carries. Empty values are left out
+/// of the point (an unregistered device has only its village and id).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement<'a> {
+    /// Village id (from the topic).
+    pub village: &'a str,
+    /// Street.
+    pub street: &'a str,
+    /// Community.
+    pub community: &'a str,
+    /// Grid.
+    pub grid: &'a str,
+    /// Building id.
+    pub building: &'a str,
+    /// Device kind from the registry (`smoke_detector`, `camera`, ...), or `unregistered`.
+    pub device_kind: &'a str,
+}
+
+/// Measurement names, one per uplink kind.
+pub mod measurement {
+    /// Heartbeats: device health.
+    pub const HEARTBEAT: &str = "device_heartbeat";
+    /// Detector state changes.
+    pub const DETECTOR_STATE: &str = "detector_state";
+    /// Faults raised and cleared.
+    pub const FAULT: &str = "device_fault";
+    /// Camera analytics events.
+    pub const CAMERA_EVENT: &str = "camera_event";
+    /// Camera channel health.
+    pub const CAMERA_HEALTH: &str = "camera_health";
+    /// Water pressure and level.
+    pub const WATER: &str = "water";
+    /// Command acknowledgements.
+    pub const COMMAND_ACK: &str = "command_ack";
+}
+
+fn state_name(state: DetectorState) -> &'static str {
+    match state {
+        DetectorState::Normal => "normal",
+        DetectorState::PreAlarm => "pre_alarm",
+        DetectorState::Alarm => "alarm",
+        DetectorState::Hush => "hush",
+        DetectorState::Cleared => "cleared",
+        DetectorState::Test => "test",
+    }
+}
+
+/// A numeric severity for the state, so panels can plot and threshold it: 0 normal or
+/// cleared, 1 test, 2 hush, 3 pre-alarm, 4 alarm.
+fn state_level(state: DetectorState) -> i64 {
+    match state {
+        DetectorState::Normal | DetectorState::Cleared => 0,
+        DetectorState::Test => 1,
+        DetectorState::Hush => 2,
+        DetectorState::PreAlarm => 3,
+        DetectorState::Alarm => 4,
+    }
+}
+
+/// The wire name of an enum value (its serde name), for tags and string fields.
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Widens a device's `f32` through its shortest decimal form, so 0.21 is stored as 0.21 and
+/// not as 0.20999999284744263, the exact value of the nearest `f32`.
+fn wide(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+/// The point for one accepted uplink, stamped with the acceptance time `ts_ns`.
+pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
+    let (name, point) = match &msg.body {
+        UplinkBody::Heartbeat(hb) => {
+            let mut p = Point::new(measurement::HEARTBEAT, ts_ns)
+                .field("signal_dbm", Field::I64(hb.signal_dbm.into()))
+                .field("temperature_c", Field::F64(wide(hb.temperature_c)))
+                .field("uptime_s", Field::I64(hb.uptime_s.into()))
+                .field("firmware", Field::Str(hb.firmware.to_string()));
+            if let Some(mv) = hb.battery_mv {
+                p = p.field("battery_mv", Field::I64(mv.into()));
+            }
+            if let Some(b) = hb.chamber_baseline {
+                p = p.field("chamber_baseline", Field::I64(b.into()));
+            }
+            if let Some(d) = hb.drift_pct {
+                p = p.field("drift_pct", Field::I64(d.into()));
+            }
+            ("heartbeat", p)
+        }
+        UplinkBody::State(s) => (
+            "state",
+            Point::new(measurement::DETECTOR_STATE, ts_ns)
+                .tag("state", state_name(s.state))
+                .field("level", Field::I64(state_level(s.state)))
+                .field("obscuration_db_m", Field::F64(wide(s.obscuration_db_m))),
+        ),
+        UplinkBody::Fault(f) => (
+            "fault",
+            Point::new(measurement::FAULT, ts_ns)
+                .tag("fault", wire_name(&f.fault))
+                .field("active", Field::I64(f.active.into())),
+        ),
+        UplinkBody::CameraEvent(e) => {
+            let mut p = Point::new(measurement::CAMERA_EVENT, ts_ns)
+                .tag("channel", e.channel.to_string())
+                .tag("event", wire_name(&e.event))
+                .field("active", Field::I64(e.active.into()))
+                .field("confidence_pct", Field::I64(e.confidence_pct.into()));
+            if let Some(s) = &e.snapshot {
+                p = p.field("snapshot", Field::Str(s.to_string()));
+            }
+            ("camera_event", p)
+        }
+        UplinkBody::CameraHealth(h) => (
+            "camera_health",
+            Point::new(measurement::CAMERA_HEALTH, ts_ns)
+                .tag("channel", h.channel.to_string())
+                .field("online", Field::I64((h.status == ChannelStatus::Online).into()))
+                .field("status", Field::Str(wire_name(&h.status))),
+        ),
+        UplinkBody::Water(w) => {
+            let mut p = Point::new(measurement::WATER, ts_ns);
+            if let Some(v) = w.pressure_mpa {
+                p = p.field("pressure_mpa", Field::F64(wide(v)));
+            }
+            if let Some(v) = w.level_m {
+                p = p.field("level_m", Field::F64(wide(v)));
+            }
+            ("water", p)
+        }
+        UplinkBody::CommandAck(a) => (
+            "command_ack",
+            Point::new(measurement::COMMAND_ACK, ts_ns)
+                .field("cmd_seq", Field::I64(a.cmd_seq.into()))
+                .field("applied", Field::I64((a.result == AckResult::Applied).into()))
+                .field("result", Field::Str(wire_name(&a.result))),
+        ),
+    };
+    debug_assert_eq!(name, msg.kind().as_str());
+    let mut point = point
+        .tag("village", place.village)
+        .tag("street", place.street)
+        .tag("community", place.community)
+        .tag("grid", place.grid)
+        .tag("building", place.building)
+        .tag("device", msg.dev.as_str())
+        .tag("device_kind", place.device_kind)
+        .field("boot", Field::I64(msg.boot.into()))
+        .field("seq", Field::I64(msg.seq.into()));
+    if msg.ts_ms != 0 {
+        point = point.field("device_ts_ms", Field::I64(msg.ts_ms as i64));
+    }
+    point
+}
+
+#[cfg(test)]
+mod tests {
+    use firegrid_protocol::{DeviceId, StateChange};
+
+    use super::*;
+
+    #[test]
+    fn an_alarm_becomes_one_tagged_line() {
+        let msg = Uplink::new(
+            DeviceId::new("sd-1").unwrap(),
+            2,
+            17,
+            1_763_860_000_123,
+            UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.21 }),
+        );
+        let place = Placement {
+            village: "fuhai-1",
+            street: "fuhai",
+            community: "c1",
+            grid: "g3",
+            building: "b12",
+            device_kind: "smoke_detector",
+        };
+        let mut out = Vec::new();
+        uplink_point(&msg, &place, 1_763_860_000_200_000_001).encode(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "detector_state,building=b12,community=c1,device=sd-1,device_kind=smoke_detector,grid=g3,\
+             state=alarm,street=fuhai,village=fuhai-1 level=4i,obscuration_db_m=0.21,boot=2i,seq=17i,\
+             device_ts_ms=1763860000123i 1763860000200000001\n"
+        );
+    }
+}

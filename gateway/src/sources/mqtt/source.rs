@@ -1,0 +1,229 @@
+//! One MQTT session: the rumqttc event loop, and the task that processes what it receives.
+//!
+//! Two tasks, because rumqttc's `poll()` drives all I/O, acknowledgements included: awaiting
+//! `ack` or `publish` inside the task that polls would deadlock once the request channel is
+//! full. The poll task forwards each publish over an unbounded channel and never waits; the
+//! channel is bounded in practice by the broker, which sends at most its in-flight window of
+//! QoS 1 messages before it gets acknowledgements, and acknowledgements only come after the
+//! messages are stored.
+//!
+//! rumqttc reconnects at once in a tight loop when a connection fails, so the poll task
+//! sleeps with exponential backoff and jitter between attempts, and re-subscribes whenever the
+//! broker answers without the session (`session_present = false`: the broker restarted
+//! without persistence, or the session expired).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::BackoffBuilder;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{MqttConfig, Session};
+use crate::ingest::{Accepted, Ingest, Outcome};
+use crate::metrics::{Metrics, SessionLabel};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs one session until `shutdown` is cancelled, then stops taking messages, finishes and
+/// acknowledges what it has, and disconnects. Messages the broker sent but the gateway did
+/// not take stay unacknowledged and are redelivered to the persistent session on the next
+/// start.
+pub async fn run_session(
+    session: Session,
+    cfg: MqttConfig,
+    ingest: Arc<Ingest>,
+    handoff: mpsc::UnboundedSender<Accepted>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let filters = cfg.filters(session)?;
+    let label = SessionLabel { session: session.name().to_owned() };
+    let mut opts = MqttOptions::new(cfg.client_id(session), cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    if let Some(user) = &cfg.username {
+        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    // Acknowledgements and `down/ack` publishes queue here until the poll task sends them.
+    let (client, mut eventloop) = AsyncClient::new(opts, 4 * cfg.max_batch.max(256));
+    eventloop.network_options.set_connection_timeout(5);
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reset = CancellationToken::new();
+    let mut pipeline = tokio::spawn(process_loop(
+        session,
+        client.clone(),
+        rx,
+        ingest,
+        handoff,
+        cfg.max_batch,
+        reset.clone(),
+    ));
+
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(cfg.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
+    let name = session.name();
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = shutdown.cancelled() => break,
+            _ = reset.cancelled() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // Cannot fail while the processing task runs; if it stopped, the message
+                // stays unacknowledged and comes back after the reconnect below.
+                let _ = tx.send(publish);
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                metrics.mqtt_connected.get_or_create(&label).set(1);
+                backoff = new_backoff();
+                tracing::info!(
+                    session = name,
+                    session_present = ack.session_present,
+                    "MQTT session connected."
+                );
+                if !ack.session_present {
+                    let subs =
+                        filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(error) = client.try_subscribe_many(subs) {
+                        tracing::error!(session = name, %error, "Cannot queue the subscription.");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    tracing::error!(session = name, ?filters, "The broker refused a subscription.");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics.mqtt_connected.get_or_create(&label).set(0);
+                metrics.mqtt_connect_failures.get_or_create(&label).inc();
+                let wait = backoff.next().unwrap_or(cfg.max_backoff);
+                if let Some(suppressed) =
+                    metrics.may_log(if session == Session::Alarm { "mqtt_alarm" } else { "mqtt_telemetry" })
+                {
+                    tracing::warn!(
+                        session = name,
+                        %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        suppressed,
+                        "MQTT connection lost or refused; reconnecting."
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    // Stop taking messages; let the processing task finish and acknowledge what it holds,
+    // polling meanwhile so that the acknowledgements reach the broker.
+    drop(tx);
+    let drained = drive_until(&mut eventloop, &mut pipeline, Duration::from_secs(10)).await;
+    if !drained {
+        tracing::warn!(session = name, "Processing did not finish in time; the broker will redeliver.");
+    }
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+    metrics.mqtt_connected.get_or_create(&label).set(0);
+    if reset.is_cancelled() && !shutdown.is_cancelled() {
+        return Err("the spool could not store messages; session stopped".into());
+    }
+    Ok(())
+}
+
+/// Polls the event loop (sending queued acknowledgements) until `task` finishes.
+async fn drive_until(
+    eventloop: &mut EventLoop,
+    task: &mut tokio::task::JoinHandle<()>,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut *task => {
+                // Flush what the task queued last.
+                let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                    while eventloop.poll().await.is_ok() {}
+                })
+                .await;
+                return true;
+            }
+            event = eventloop.poll() => {
+                if event.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            _ = &mut deadline => return false,
+        }
+    }
+}
+
+/// Takes publishes in arrival order, in batches, through [`Ingest::process`], then
+/// acknowledges them in the same order and hands the fresh ones on.
+async fn process_loop(
+    session: Session,
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<Publish>,
+    ingest: Arc<Ingest>,
+    handoff: mpsc::UnboundedSender<Accepted>,
+    max_batch: usize,
+    reset: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let pairs: Vec<(&str, &[u8])> =
+            batch.iter().map(|p: &Publish| (p.topic.as_str(), &p.payload[..])).collect();
+        let processed = match ingest.process(&pairs, now_ms()) {
+            Ok(processed) => processed,
+            Err(error) => {
+                // Nothing of this batch is acknowledged: the broker keeps it for the
+                // persistent session and redelivers it after the reconnect.
+                tracing::error!(session = session.name(), %error, "Cannot store messages; reconnecting so the broker redelivers them.");
+                reset.cancel();
+                return;
+            }
+        };
+        for (publish, outcome) in batch.iter().zip(processed.outcomes) {
+            if client.ack(publish).await.is_err() {
+                return;
+            }
+            if let Outcome::Accepted { ack_topic, ack_payload } = outcome {
+                // QoS 1: a sleeping NB-IoT device gets it from its persistent session when it
+                // wakes. If it is lost anyway, the device retransmits and is answered again.
+                if client.publish(ack_topic, QoS::AtLeastOnce, false, ack_payload).await.is_err() {
+                    return;
+                }
+            }
+        }
+        for accepted in processed.accepted {
+            let _ = handoff.send(accepted);
+        }
+        batch.clear();
+    }
+}

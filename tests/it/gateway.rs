@@ -1,0 +1,367 @@
+//! The `firegrid` binary between a real Mosquitto and a real InfluxDB 1.x: thousands of
+//! devices, bad input, a broker restart, `kill -9` of the gateway, and two replicas sharing
+//! one broker. Every test counts sequence numbers in the database: nothing missing, nothing
+//! twice.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firegrid_protocol::{
+    DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody, UplinkKind,
+    VillageId,
+};
+use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+const DB: &str = "firegrid";
+const VILLAGE: &str = "fuhai-1";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn device(i: usize) -> DeviceId {
+    DeviceId::new(&format!("sd-{i:05}")).unwrap()
+}
+
+fn topic(dev: &DeviceId, kind: UplinkKind) -> String {
+    Topic::uplink(VillageId::new(VILLAGE).unwrap(), dev.clone(), kind).to_buf().to_string()
+}
+
+fn heartbeat(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
+    heartbeat_at(dev, 1, seq, now_ms())
+}
+
+fn heartbeat_at(dev: &DeviceId, boot: u16, seq: u32, ts_ms: u64) -> (String, Vec<u8>) {
+    let body = UplinkBody::Heartbeat(Heartbeat {
+        battery_mv: Some(3000 + (seq % 100) as u16),
+        signal_dbm: -90,
+        chamber_baseline: Some(1500),
+        drift_pct: Some(3),
+        temperature_c: 21.5,
+        firmware: heapless::String::try_from("1.4.2").unwrap(),
+        uptime_s: seq * 60,
+    });
+    let msg = Uplink::new(dev.clone(), boot, seq, ts_ms, body);
+    let enc = if seq % 2 == 0 { Encoding::Compact } else { Encoding::Json };
+    (topic(dev, UplinkKind::Heartbeat), msg.encode(enc, &mut [0u8; 512]).unwrap().to_vec())
+}
+
+fn alarm(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
+    let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
+    let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
+    (topic(dev, UplinkKind::State), msg.encode(Encoding::Compact, &mut [0u8; 512]).unwrap().to_vec())
+}
+
+/// The gateway's configuration for a test: the given broker and database, quick retries.
+fn gateway_config(
+    broker_port: u16,
+    db_port: u16,
+    client_id: &str,
+    shared_group: Option<&str>,
+) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static {
+    let client_id = client_id.to_owned();
+    let shared = shared_group.map(|g| format!("shared_group = \"{g}\"\n")).unwrap_or_default();
+    move |dir: &Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "{client_id}"
+max_backoff = "500ms"
+{shared}
+[[influx]]
+name = "street"
+url = "http://127.0.0.1:{db_port}"
+api = "v1"
+database = "{DB}"
+flush_interval = "100ms"
+max_backoff = "1s"
+"#,
+            data = dir.join("data").display()
+        )
+    }
+}
+
+/// A device-side MQTT client publishing at QoS 1 on behalf of many devices, counting the
+/// broker's acknowledgements. Its session is persistent, so messages in flight across a
+/// broker restart are retransmitted.
+struct Publisher {
+    client: AsyncClient,
+    acked: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    fn start(broker_port: u16, id: &str) -> Publisher {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", broker_port);
+        opts.set_clean_session(false).set_inflight(200).set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let acked = Arc::new(AtomicU64::new(0));
+        let counter = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Publisher { client, acked, task }
+    }
+
+    async fn send(&self, (topic, payload): (String, Vec<u8>)) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+
+    async fn wait_acked(&self, n: u64, timeout: Duration) {
+        let started = Instant::now();
+        while self.acked.load(Ordering::Relaxed) < n {
+            assert!(
+                started.elapsed() < timeout,
+                "broker acknowledged {} of {n}",
+                self.acked.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn count(db: &InfluxDb1, influxql: &str) -> i64 {
+    db.query_series(DB, influxql)
+        .ok()
+        .and_then(|s| s.first().and_then(|s| s.values[0][1].as_i64()))
+        .unwrap_or(0)
+}
+
+/// Waits until `influxql` counts `want`, then checks it stays there (nothing arrives twice).
+async fn wait_count(db: &InfluxDb1, influxql: &str, want: i64, timeout: Duration) {
+    let started = Instant::now();
+    let mut last = 0;
+    while started.elapsed() < timeout {
+        last = count(db, influxql);
+        if last >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, want, "{influxql} after {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(db, influxql), want, "{influxql}: more arrived later");
+}
+
+/// Every device's sequence numbers, exactly once each.
+fn assert_each_device_has(db: &InfluxDb1, measurement: &str, devices: usize, per_device: i64) {
+    let series =
+        db.query_series(DB, &format!("SELECT count(seq) FROM {measurement} GROUP BY device")).unwrap();
+    assert_eq!(series.len(), devices, "devices with data");
+    for s in &series {
+        assert_eq!(s.values[0][1], Value::from(per_device), "device {:?}", s.tags);
+    }
+}
+
+fn setup() -> (Mosquitto, InfluxDb1) {
+    let broker = Mosquitto::start().unwrap();
+    let db = InfluxDb1::start().unwrap();
+    db.create_database(DB).unwrap();
+    (broker, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_devices_every_message_arrives_once() {
+    let (broker, db) = setup();
+    let gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
+    let publisher = Publisher::start(broker.port(), "fleet-1");
+    const DEVICES: usize = 2_000;
+    const BEATS: u32 = 5;
+    for seq in 0..BEATS {
+        for i in 0..DEVICES {
+            publisher.send(heartbeat(&device(i), seq)).await;
+        }
+    }
+    for i in 0..200 {
+        publisher.send(alarm(&device(i), BEATS)).await;
+    }
+    publisher.wait_acked(DEVICES as u64 * BEATS as u64 + 200, Duration::from_secs(60)).await;
+    wait_count(
+        &db,
+        "SELECT count(seq) FROM device_heartbeat",
+        (DEVICES * BEATS as usize) as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_count(&db, "SELECT count(seq) FROM detector_state", 200, Duration::from_secs(10)).await;
+    assert_each_device_has(&db, "device_heartbeat", DEVICES, BEATS.into());
+    let accepted = gateway.metric(r#"firegrid_messages_accepted_total{kind="heartbeat"}"#).unwrap();
+    assert_eq!(accepted, Some((DEVICES * BEATS as usize) as f64));
+    // Unregistered devices are accepted and listed, not dropped.
+    let unknown: Vec<Value> = serde_json::from_str(&gateway.get("/api/unknown-devices").unwrap()).unwrap();
+    assert_eq!(unknown.len(), DEVICES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
+    let (broker, db) = setup();
+    let gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
+    let publisher = Publisher::start(broker.port(), "mixed");
+    let good = device(1);
+    let flooder = device(2);
+    let victim = device(3);
+    // Few enough rounds that the legitimate devices stay inside their own rate budgets.
+    const ROUNDS: u32 = 25;
+    let mut sent = 0u64;
+    let mut alarms = 0u32;
+    for round in 0..ROUNDS {
+        // The legitimate detector keeps raising alarms throughout.
+        publisher.send(alarm(&good, round)).await;
+        alarms += 1;
+        let hb = |seq| heartbeat(&victim, seq);
+        let (hb_topic, hb_payload) = hb(round);
+        let bad: Vec<(String, Vec<u8>)> = vec![
+            (hb_topic.clone(), b"{not json".to_vec()),
+            (hb_topic.clone(), vec![b' '; 2_000]),
+            // Spoofing: the flooder's payload on the victim's topic.
+            (hb_topic.clone(), heartbeat(&flooder, round).1),
+            // A timestamp an hour in the future.
+            heartbeat_at(&victim, 1, 10_000 + round, now_ms() + 3_600_000),
+            // An id outside the alphabet in the topic.
+            (format!("fg/v1/{VILLAGE}/sd%3/up/heartbeat"), hb_payload.clone()),
+            // Out-of-range value.
+            (topic(&victim, UplinkKind::State), br#"{"v":1,"dev":"sd-00003","boot":1,"seq":1,"ts_ms":0,"body":{"state":{"state":"alarm","obscuration_db_m":-3}}}"#.to_vec()),
+            // The valid heartbeat, then the same again (a retransmission).
+            (hb_topic.clone(), hb_payload.clone()),
+            (hb_topic, hb_payload),
+        ];
+        for m in bad {
+            publisher.send(m).await;
+        }
+        // A flooding device: 20 messages a round, far above its budget.
+        for k in 0..20 {
+            publisher.send(heartbeat(&flooder, round * 20 + k)).await;
+        }
+        sent += 1 + 8 + 20;
+    }
+    // A replay: a message of the victim's previous boot.
+    publisher.send(heartbeat_at(&victim, 0, 7, now_ms())).await;
+    sent += 1;
+    publisher.wait_acked(sent, Duration::from_secs(30)).await;
+
+    wait_count(&db, "SELECT count(seq) FROM detector_state", alarms.into(), Duration::from_secs(20)).await;
+    wait_count(
+        &db,
+        "SELECT count(seq) FROM device_heartbeat WHERE device = 'sd-00003'",
+        ROUNDS.into(),
+        Duration::from_secs(10),
+    )
+    .await;
+    for reason in [
+        "malformed",
+        "oversized",
+        "device_mismatch",
+        "future_timestamp",
+        "bad_topic",
+        "out_of_range",
+        "rate_limited",
+        "replayed",
+    ] {
+        let n = gateway.metric(&format!(r#"firegrid_messages_rejected_total{{reason="{reason}"}}"#)).unwrap();
+        assert!(
+            n.unwrap_or(0.0) >= 1.0,
+            "no rejection counted for {reason}:\n{}",
+            gateway.metrics().unwrap()
+        );
+    }
+    assert_eq!(gateway.metric("firegrid_messages_duplicate_total").unwrap(), Some(ROUNDS.into()));
+    let flooded = count(&db, "SELECT count(seq) FROM device_heartbeat WHERE device = 'sd-00002'");
+    assert!((30..150).contains(&flooded), "the flooder got its burst and a trickle, not all 500: {flooded}");
+    // One log line per reason and interval, not one per message.
+    let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+    let lines = log.lines().filter(|l| l.contains("Message rejected.")).count();
+    assert!(lines <= 20, "{lines} rejection log lines");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let (mut broker, db) = setup();
+    let _gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
+    let publisher = Publisher::start(broker.port(), "fleet-1");
+    for seq in 0..5u32 {
+        for i in 0..1_000 {
+            publisher.send(heartbeat(&device(i), seq)).await;
+        }
+    }
+    publisher.wait_acked(5_000, Duration::from_secs(30)).await;
+    // While the gateway is still working through the backlog.
+    broker.restart().unwrap();
+    for seq in 5..10u32 {
+        for i in 0..1_000 {
+            publisher.send(heartbeat(&device(i), seq)).await;
+        }
+    }
+    publisher.wait_acked(10_000, Duration::from_secs(60)).await;
+    wait_count(&db, "SELECT count(seq) FROM device_heartbeat", 10_000, Duration::from_secs(60)).await;
+    assert_each_device_has(&db, "device_heartbeat", 1_000, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_gateway_mid_stream_loses_nothing() {
+    let (broker, db) = setup();
+    let mut gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
+    let publisher = Publisher::start(broker.port(), "fleet-1");
+    const DEVICES: usize = 2_000;
+    const ROUNDS: u32 = 10;
+    let mut killed = false;
+    for seq in 0..ROUNDS {
+        for i in 0..DEVICES {
+            publisher.send(heartbeat(&device(i), seq)).await;
+        }
+        if seq == 3 {
+            gateway.kill().unwrap();
+            killed = true;
+        }
+        if seq == 6 {
+            gateway.restart().unwrap();
+        }
+    }
+    assert!(killed);
+    publisher.wait_acked(DEVICES as u64 * ROUNDS as u64, Duration::from_secs(60)).await;
+    let total = (DEVICES * ROUNDS as usize) as i64;
+    wait_count(&db, "SELECT count(seq) FROM device_heartbeat", total, Duration::from_secs(90)).await;
+    assert_each_device_has(&db, "device_heartbeat", DEVICES, ROUNDS.into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_a_shared_subscription_split_the_load() {
+    let (broker, db) = setup();
+    let a = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", Some("fuhai"))).unwrap();
+    let b = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-b", Some("fuhai"))).unwrap();
+    let publisher = Publisher::start(broker.port(), "fleet-1");
+    for seq in 0..5u32 {
+        for i in 0..2_000 {
+            publisher.send(heartbeat(&device(i), seq)).await;
+        }
+    }
+    publisher.wait_acked(10_000, Duration::from_secs(30)).await;
+    wait_count(&db, "SELECT count(seq) FROM device_heartbeat", 10_000, Duration::from_secs(60)).await;
+    let took = |g: &Firegrid| {
+        g.metric(r#"firegrid_messages_accepted_total{kind="heartbeat"}"#).unwrap().unwrap_or(0.0)
+    };
+    let (ta, tb) = (took(&a), took(&b));
+    assert_eq!(ta + tb, 10_000.0, "each message handled by exactly one replica");
+    assert!(ta > 1_000.0 && tb > 1_000.0, "both replicas took a share: {ta} / {tb}");
+}

@@ -1,0 +1,108 @@
+//! [`Firegrid`]: the `firegrid` gateway binary as a supervised child process, so tests can
+//! stop it, kill it with SIGKILL mid-stream and start it again on the same data directory.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::http::Http;
+use crate::process::{Binary, ServerKind, ServerProcess, forward_lifecycle};
+
+/// Writes the gateway's configuration for a start: given the process's temp dir and its HTTP
+/// port, returns the TOML text.
+pub type ConfigFn = dyn Fn(&Path, u16) -> String + Send + Sync;
+
+/// The gateway (`target/<profile>/firegrid`, built by `cargo build -p firegrid-gateway`).
+/// Ready when `/healthz` answers 200, i.e. both MQTT sessions are connected.
+pub struct Firegrid {
+    process: ServerProcess,
+    http: Http,
+}
+
+impl std::fmt::Debug for Firegrid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Firegrid").field("process", &self.process).finish_non_exhaustive()
+    }
+}
+
+forward_lifecycle!(Firegrid);
+
+/// The built gateway binary next to the running test binary (`target/<profile>/deps/..`).
+pub fn firegrid_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|source| Error::Io { context: "locating the test binary".into(), source })?;
+    let candidates = exe.ancestors().skip(1).take(3).map(|dir| dir.join("firegrid"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Io {
+        context: format!("the firegrid binary is not built next to {}", exe.display()),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            "build it with: cargo build -p firegrid-gateway --bin firegrid",
+        ),
+    })
+}
+
+struct FiregridKind {
+    exe: &'static str,
+    config: Box<ConfigFn>,
+}
+
+impl ServerKind for FiregridKind {
+    fn binary(&self) -> Binary {
+        Binary {
+            name: "firegrid",
+            default_path: self.exe,
+            apt_package: "(none: cargo build -p firegrid-gateway)",
+        }
+    }
+
+    fn args(&self, dir: &Path, ports: &[u16]) -> io::Result<Vec<OsString>> {
+        let path = dir.join("firegrid.toml");
+        std::fs::write(&path, (self.config)(dir, ports[0]))?;
+        Ok(vec!["run".into(), "--config".into(), path.into_os_string()])
+    }
+
+    fn is_ready(&self, ports: &[u16]) -> bool {
+        let http = Http::new(format!("http://127.0.0.1:{}", ports[0]), Duration::from_secs(1));
+        http.get("/healthz", &[]).is_ok_and(|r| r.status == 200)
+    }
+}
+
+impl Firegrid {
+    /// Starts the gateway with the configuration `config` writes and waits until both MQTT
+    /// sessions are connected.
+    pub fn start(config: impl Fn(&Path, u16) -> String + Send + Sync + 'static) -> Result<Self> {
+        let exe: &'static str = Box::leak(firegrid_binary()?.to_string_lossy().into_owned().into_boxed_str());
+        let process = ServerProcess::start(FiregridKind { exe, config: Box::new(config) })?;
+        let http = Http::new(format!("http://127.0.0.1:{}", process.ports()[0]), Duration::from_secs(5));
+        Ok(Firegrid { process, http })
+    }
+
+    /// The HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.process.ports()[0]
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> Result<String> {
+        Ok(self.http.get("/metrics", &[])?.body)
+    }
+
+    /// The value of one sample in `/metrics`, e.g.
+    /// `firegrid_messages_rejected_total{reason="malformed"}`; `None` when absent.
+    pub fn metric(&self, sample: &str) -> Result<Option<f64>> {
+        let text = self.metrics()?;
+        Ok(text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()))
+    }
+
+    /// The body of a GET on `path`.
+    pub fn get(&self, path: &str) -> Result<String> {
+        Ok(self.http.get(path, &[])?.body)
+    }
+}
