@@ -4,8 +4,10 @@
 //! Mosquitto, InfluxQL through InfluxDB 1.x, and InfluxDB line protocol into VictoriaMetrics,
 //! each across a server restart.
 
+mod gateway;
 mod harness;
 mod influx_sink;
 mod influxdb_v1;
+mod modbus;
 mod mqtt;
 mod victoria_metrics;

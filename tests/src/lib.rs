@@ -19,14 +19,18 @@
 //! ```
 
 mod error;
+pub mod firegrid;
 mod http;
 pub mod influxdb;
 pub mod mosquitto;
 pub mod process;
+pub mod pymodbus;
 pub mod victoria;
 
 pub use error::{Error, Result};
+pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;
 pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
+pub use pymodbus::{Pymodbus, SimRegisters, SimValue};
 pub use victoria::{VictoriaMetrics, VmSeries};

@@ -3,7 +3,7 @@
 //! per configured destination.
 //!
 //! - [`config`]: [`DestinationConfig`], what each destination needs.
-//! - [`classify`]: the pure policy turning a write's outcome into the next step.
+//! - [`mod@classify`]: the pure policy turning a write's outcome into the next step.
 //! - [`service`]: [`LineWriter`] and its two HTTP implementations, with the timeouts and
 //!   status handling the `influxdb2` crate lacks.
 //! - [`sink`]: [`run_destination`], the drain loop with batching, retries and dead letters.

@@ -1,0 +1,439 @@
+//! `firegrid-bench`: the benchmarks behind BENCHMARKS.md. Each starts its own real servers
+//! and reports ratios or percentiles measured side by side in one run, because the machines
+//! here are shared and absolute rates swing with the neighbours.
+//!
+//! ```text
+//! cargo run --release -p firegrid-tests --bin firegrid-bench -- all
+//! cargo run --release -p firegrid-tests --bin firegrid-bench -- ingest --messages 200000
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use firegrid_gateway::config::Config;
+use firegrid_gateway::ingest::Accepted;
+use firegrid_gateway::runtime::Gateway;
+use firegrid_gateway::series::{Field, Point};
+use firegrid_gateway::sinks::influx::{DestinationConfig, DestinationKind, DestinationStats, run_destination, writer_for};
+use firegrid_gateway::sources::mqtt::MqttConfig;
+use firegrid_gateway::spool::{Durability, Spool, SpoolConfig};
+use firegrid_protocol::{
+    Class, DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody,
+    VillageId,
+};
+use firegrid_tests::{InfluxDb1, Mosquitto, VictoriaMetrics};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "firegrid benchmarks against real servers started here")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Clone)]
+enum Bench {
+    /// Every benchmark with its default size.
+    All,
+    /// Gateway ingest rate ÷ bare rumqttc subscriber rate on the same broker and backlog.
+    Ingest {
+        /// Messages in the backlog.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Distinct devices sending them.
+        #[arg(long, default_value_t = 20_000)]
+        devices: usize,
+    },
+    /// Alarm publish → hand-off to the alarm loop while heartbeats are queued ahead of it.
+    AlarmLatency {
+        /// Heartbeats queued before each alarm.
+        #[arg(long, default_value_t = 20_000)]
+        heartbeats: usize,
+        /// Alarms measured.
+        #[arg(long, default_value_t = 50)]
+        alarms: usize,
+    },
+    /// Spool append rate (one commit per 500 lines, as ingest batches).
+    Spool {
+        /// Lines appended.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+    },
+    /// Drain rate into VictoriaMetrics of a spool filled during an outage.
+    Drain {
+        /// Lines spooled during the outage.
+        #[arg(long, default_value_t = 500_000)]
+        lines: usize,
+    },
+    /// Publish → queryable in InfluxDB 1.x at a steady rate.
+    EndToEnd {
+        /// Heartbeats per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn device(i: usize) -> DeviceId {
+    DeviceId::new(&format!("sd-{i:06}")).unwrap()
+}
+
+fn uplink(dev: &DeviceId, seq: u32, body: UplinkBody) -> (String, Vec<u8>) {
+    let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
+    let topic = Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev.clone(), msg.kind()).to_buf().to_string();
+    (topic, msg.encode(Encoding::Compact, &mut [0u8; 256]).unwrap().to_vec())
+}
+
+fn heartbeat(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
+    uplink(
+        dev,
+        seq,
+        UplinkBody::Heartbeat(Heartbeat {
+            battery_mv: Some(3000),
+            signal_dbm: -95,
+            chamber_baseline: Some(1500),
+            drift_pct: Some(4),
+            temperature_c: 22.0,
+            firmware: heapless::String::try_from("1.4.2").unwrap(),
+            uptime_s: seq,
+        }),
+    )
+}
+
+fn alarm(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
+    uplink(dev, seq, UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 }))
+}
+
+/// Publishes at QoS 1 and waits until the broker acknowledged everything.
+async fn publish_all(port: u16, id: &str, messages: &[(String, Vec<u8>)]) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_inflight(500).set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let acked = Arc::new(AtomicU64::new(0));
+    let counter = acked.clone();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::PubAck(_)) = event {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    for (topic, payload) in messages {
+        client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+    }
+    while acked.load(Ordering::Relaxed) < messages.len() as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+}
+
+/// Connects a persistent session once so that the broker queues for it while it is away.
+async fn register_session(port: u16, id: &str, filter: &str) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = eventloop.poll().await {
+            break;
+        }
+    }
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async { while eventloop.poll().await.is_ok() {} }).await;
+}
+
+/// The bare subscriber: resumes its session and counts the backlog, acknowledging
+/// automatically. Returns messages per second.
+async fn bare_subscriber(port: u16, id: &str, n: usize) -> f64 {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(false).set_max_packet_size(256 * 1024, 256 * 1024);
+    let (_client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let mut got = 0;
+    let mut started = None;
+    while got < n {
+        if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
+            started.get_or_insert_with(Instant::now);
+            got += 1;
+        }
+    }
+    n as f64 / started.unwrap().elapsed().as_secs_f64()
+}
+
+/// A gateway on `broker`. The per-device rate limits are lifted: these benchmarks measure the
+/// pipeline, and some send a device more than its burst within seconds.
+fn gateway_config(dir: &std::path::Path, broker: u16, influx: Vec<DestinationConfig>) -> Config {
+    let unlimited = firegrid_gateway::config::AdmissionSettings {
+        rate_per_s: 1e9,
+        burst: 1e9,
+        alarm_rate_per_s: 1e9,
+        alarm_burst: 1e9,
+    };
+    Config {
+        admission: unlimited,
+        data_dir: dir.to_path_buf(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        mqtt: Some(MqttConfig { port: broker, client_id: "bench-gw".into(), ..MqttConfig::default() }),
+        influx,
+        ..Config::default()
+    }
+}
+
+async fn ingest(messages: usize, devices: usize) {
+    let broker = Mosquitto::start().unwrap();
+    let stream: Vec<_> = (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    println!("ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from Mosquitto");
+
+    register_session(broker.port(), "bare", "fg/v1/+/+/up/+").await;
+    publish_all(broker.port(), "fleet", &stream).await;
+    let bare = bare_subscriber(broker.port(), "bare", messages).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Register the gateway's sessions, queue the same stream, then start it.
+    let cfg = gateway_config(dir.path(), broker.port(), vec![]);
+    for s in firegrid_gateway::sources::mqtt::Session::ALL {
+        let mqtt = cfg.mqtt.as_ref().unwrap();
+        for f in mqtt.filters(s).unwrap() {
+            register_session(broker.port(), &mqtt.client_id(s), &f).await;
+        }
+    }
+    publish_all(broker.port(), "fleet", &stream).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
+    let gateway = Gateway::start(cfg, Some(tx)).await.unwrap();
+    let mut got = 0;
+    let mut started = None;
+    while got < messages {
+        rx.recv().await.unwrap();
+        started.get_or_insert_with(Instant::now);
+        got += 1;
+    }
+    let full = messages as f64 / started.unwrap().elapsed().as_secs_f64();
+    gateway.stop().await;
+    println!("| bare rumqttc subscriber (count only) | {bare:.0} msg/s |");
+    println!("| firegrid gateway, full pipeline to the spool | {full:.0} msg/s |");
+    println!("| **ratio** | **{:.2}** |", full / bare);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn alarm_latency(heartbeats: usize, alarms: usize) {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
+    let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![]), Some(tx)).await.unwrap();
+    println!("alarm latency: {alarms} alarms, each published right after {heartbeats} heartbeats");
+    let mut latencies = Vec::new();
+    let mut seq = 0u32;
+    for a in 0..alarms {
+        let backlog: Vec<_> = (0..heartbeats).map(|k| heartbeat(&device(k), seq)).collect();
+        seq += 1;
+        publish_all(broker.port(), "fleet", &backlog).await;
+        let (topic, payload) = alarm(&device(heartbeats + a), 0);
+        let mut opts = MqttOptions::new(format!("alarm-{a}"), "127.0.0.1", broker.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 10);
+        let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let sent = Instant::now();
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        let mut behind = 0;
+        loop {
+            let accepted = rx.recv().await.unwrap();
+            if accepted.msg.class() == Class::Alarm {
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            behind += 1;
+        }
+        poller.abort();
+        // Let the heartbeat backlog finish before the next round.
+        while behind < heartbeats {
+            rx.recv().await.unwrap();
+            behind += 1;
+        }
+    }
+    gateway.stop().await;
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "| alarm → hand-off | p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+}
+
+fn line(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    Point::new("device_heartbeat", 1_763_000_000_000_000_000 + n as i64)
+        .tag("village", "fuhai-1")
+        .tag("grid", format!("g{}", n % 40))
+        .tag("building", format!("b{}", n % 1150))
+        .tag("device", format!("sd-{:06}", n % 6000))
+        .field("battery_mv", Field::I64(3000))
+        .field("signal_dbm", Field::I64(-95))
+        .field("seq", Field::I64(n as i64))
+        .encode(&mut out)
+        .unwrap();
+    out
+}
+
+fn spool_append(lines: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(SpoolConfig::new(dir.path()), &["db"]).unwrap();
+    let data: Vec<_> = (0..lines).map(line).collect();
+    let bytes: usize = data.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    for (i, l) in data.iter().enumerate() {
+        spool.append(Class::Telemetry, 0, l).unwrap();
+        if i % 500 == 499 {
+            spool.commit(Durability::Os).unwrap();
+        }
+    }
+    spool.commit(Durability::Disk).unwrap();
+    let s = started.elapsed().as_secs_f64();
+    println!(
+        "| spool append, {lines} lines of {} B, commit per 500 | {:.0} lines/s | {:.0} MB/s |",
+        bytes / lines,
+        lines as f64 / s,
+        bytes as f64 / s / 1e6
+    );
+}
+
+async fn drain(lines: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path().join("spool")), &["vm"]).unwrap()));
+    {
+        let mut s = spool.lock().unwrap();
+        for i in 0..lines {
+            s.append(Class::Telemetry, now_ms(), &line(i)).unwrap();
+        }
+        s.commit(Durability::Disk).unwrap();
+    }
+    // The database comes back: start it and time the drain.
+    let vm = VictoriaMetrics::start().unwrap();
+    let cfg = DestinationConfig::new(
+        "vm",
+        vm.url(),
+        DestinationKind::V2 { org: "fuhai".into(), bucket: "firegrid".into(), token: String::new() },
+    );
+    let stats = Arc::new(DestinationStats::default());
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(run_destination(
+        spool.clone(),
+        cfg.clone(),
+        writer_for(&cfg).unwrap(),
+        Arc::new(Notify::new()),
+        stats.clone(),
+        dir.path().join("dead"),
+        stop.clone(),
+    ));
+    while spool.lock().unwrap().depth("vm").unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = started.elapsed().as_secs_f64();
+    stop.cancel();
+    task.await.unwrap();
+    println!("| drain to VictoriaMetrics after an outage, {lines} lines, batches of 5,000 | {:.0} lines/s |", lines as f64 / s);
+}
+
+async fn end_to_end(rate: usize, seconds: u64) {
+    let broker = Mosquitto::start().unwrap();
+    let db = InfluxDb1::start().unwrap();
+    db.create_database("firegrid").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = DestinationConfig::new(
+        "street",
+        db.url(),
+        DestinationKind::V1 { database: "firegrid".into(), retention_policy: None, username: None, password: None },
+    );
+    let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![dest]), None).await.unwrap();
+    println!("end to end: {rate} heartbeats/s for {seconds} s from 6,000 devices; probe every 200 ms");
+    let mut opts = MqttOptions::new("fleet", "127.0.0.1", broker.port());
+    opts.set_inflight(500);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    // sent[k] = when message k was published; the probe finds the highest k queryable.
+    let sent = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let publisher = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let total = rate * seconds as usize;
+            let started = Instant::now();
+            for k in 0..total {
+                let due = started + Duration::from_secs_f64(k as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let (topic, payload) = heartbeat(&device(k % 6000), (k / 6000) as u32);
+                sent.lock().unwrap().push(Instant::now());
+                client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+            }
+        })
+    };
+    let mut latencies = Vec::new();
+    let total = rate * seconds as usize;
+    let mut seen = 0usize;
+    while seen < total {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let series = db.query_series("firegrid", "SELECT count(seq) FROM device_heartbeat").unwrap_or_default();
+        let count = series.first().and_then(|s| s.values[0][1].as_u64()).unwrap_or(0) as usize;
+        let now = Instant::now();
+        let sent = sent.lock().unwrap();
+        // Messages arrive in order per session, so the first `count` published are queryable.
+        for t in &sent[seen..count.min(sent.len())] {
+            latencies.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+        }
+        seen = seen.max(count);
+    }
+    publisher.await.unwrap();
+    gateway.stop().await;
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "| publish → queryable in InfluxDB 1.x (probe resolution 200 ms) | p50 {:.0} ms | p99 {:.0} ms | max {:.0} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    let all = matches!(cli.bench, Bench::All);
+    let run = |b: &Bench| all || std::mem::discriminant(b) == std::mem::discriminant(&cli.bench);
+    let pick = |default: Bench| if all { default } else { cli.bench.clone() };
+    if run(&Bench::Ingest { messages: 0, devices: 0 }) {
+        if let Bench::Ingest { messages, devices } = pick(Bench::Ingest { messages: 200_000, devices: 20_000 }) {
+            ingest(messages, devices).await;
+        }
+    }
+    if run(&Bench::AlarmLatency { heartbeats: 0, alarms: 0 }) {
+        if let Bench::AlarmLatency { heartbeats, alarms } = pick(Bench::AlarmLatency { heartbeats: 20_000, alarms: 50 }) {
+            alarm_latency(heartbeats, alarms).await;
+        }
+    }
+    if run(&Bench::Spool { lines: 0 }) {
+        if let Bench::Spool { lines } = pick(Bench::Spool { lines: 1_000_000 }) {
+            spool_append(lines);
+        }
+    }
+    if run(&Bench::Drain { lines: 0 }) {
+        if let Bench::Drain { lines } = pick(Bench::Drain { lines: 500_000 }) {
+            drain(lines).await;
+        }
+    }
+    if run(&Bench::EndToEnd { rate: 0, seconds: 0 }) {
+        if let Bench::EndToEnd { rate, seconds } = pick(Bench::EndToEnd { rate: 2_000, seconds: 20 }) {
+            end_to_end(rate, seconds).await;
+        }
+    }
+}
