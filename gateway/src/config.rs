@@ -50,6 +50,9 @@ pub struct Config {
     /// Databases to write to (`[[influx]]`, any number). None: the spool is the local archive.
     #[serde(default)]
     pub influx: Vec<DestinationConfig>,
+    /// Modbus water-pressure and tank-level sensors to poll (`[[modbus.devices]]`).
+    #[serde(default)]
+    pub modbus: Option<crate::sources::modbus::ModbusConfig>,
 }
 
 /// The embedded MQTT broker.

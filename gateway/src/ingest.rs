@@ -169,6 +169,54 @@ impl Ingest {
         *self.directory.write().unwrap() = directory;
     }
 
+    /// Stores a point the gateway produced itself for `device` (a Modbus reading, a
+    /// liveness change): placed like the device's MQTT messages, stamped like them, committed
+    /// at once (fsynced unless `class` is telemetry).
+    pub fn store_local(
+        &self,
+        device: &DeviceId,
+        class: Class,
+        now_ms: u64,
+        build: impl FnOnce(&Placement<'_>, i64) -> crate::series::Point,
+    ) -> Result<(), SpoolError> {
+        let directory = self.directory.read().unwrap().clone();
+        let place = directory
+            .placement(device)
+            .unwrap_or(Placement { device_kind: "unregistered", ..Placement::default() });
+        let point = build(&place, self.stamp(now_ms));
+        self.store_point(&point, class, now_ms, device.as_str())
+    }
+
+    /// Stores an event-class point about a whole scope (no device placement).
+    pub fn store_scope(
+        &self,
+        now_ms: u64,
+        build: impl FnOnce(i64) -> crate::series::Point,
+    ) -> Result<(), SpoolError> {
+        let point = build(self.stamp(now_ms));
+        self.store_point(&point, Class::Event, now_ms, "scope")
+    }
+
+    fn store_point(
+        &self,
+        point: &crate::series::Point,
+        class: Class,
+        now_ms: u64,
+        what: &str,
+    ) -> Result<(), SpoolError> {
+        let mut line = Vec::with_capacity(256);
+        if let Err(error) = point.encode(&mut line) {
+            self.metrics.rejected("unencodable", what, &error);
+            return Ok(());
+        }
+        let mut spool = self.spool.lock().unwrap();
+        spool.append(class, now_ms, &line)?;
+        spool.commit(if class == Class::Telemetry { Durability::Os } else { Durability::Disk })?;
+        drop(spool);
+        self.wake_destinations.notify_waiters();
+        Ok(())
+    }
+
     /// Unknown devices seen, most recent first.
     pub fn unknown_devices(&self) -> Vec<UnknownDevice> {
         let mut list: Vec<_> = self.unknown.lock().unwrap().values().cloned().collect();

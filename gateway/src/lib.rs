@@ -1,10 +1,23 @@
 //! The firegrid edge gateway: ingests device messages over MQTT (and Modbus), runs the
 //! alarm loop of `firegrid-alerting`, and writes time series to InfluxDB.
 //!
-//! Main entry points so far: [`uplink::accept`], which turns an MQTT topic and payload into
-//! a checked [`firegrid_protocol::Uplink`] or the one reason it is rejected.
+//! Main types: [`runtime::Gateway`] starts and stops everything from a [`config::Config`];
+//! [`ingest::Ingest`] takes device messages from the [`sources::mqtt`] sessions through
+//! checks ([`uplink::accept`], [`admission`]) into the durable [`spool::Spool`], which the
+//! [`sinks::influx`] destinations drain into InfluxDB as [`series::Point`]s.
 
+pub mod admission;
+pub mod broker;
+pub mod config;
+pub mod fleet;
+pub mod http;
+pub mod ingest;
+pub mod liveness;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
 pub mod series;
 pub mod sinks;
+pub mod sources;
 pub mod spool;
 pub mod uplink;

@@ -41,6 +41,14 @@ pub struct DestinationLabel {
     pub destination: String,
 }
 
+/// Label set with one `device` label (only for the few dozen polled devices: per-device
+/// metrics of thousands of MQTT devices belong in the time-series database, not here).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabel {
+    /// Device id.
+    pub device: String,
+}
+
 /// Label set with one `session` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabel {
@@ -86,6 +94,12 @@ pub struct Metrics {
     pub write_seconds: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
     /// 1 while a destination refuses writes for credentials, permission or database reasons.
     pub destination_held: Family<DestinationLabel, Gauge>,
+    /// Successful Modbus polls per device.
+    pub modbus_polls_ok: Family<DeviceLabel, Gauge>,
+    /// Failed Modbus polls per device.
+    pub modbus_polls_failed: Family<DeviceLabel, Gauge>,
+    /// 1 while a Modbus device is failing.
+    pub modbus_failing: Family<DeviceLabel, Gauge>,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
 }
 
@@ -117,6 +131,9 @@ impl Metrics {
             dead_lettered: Family::default(),
             write_seconds: Family::default(),
             destination_held: Family::default(),
+            modbus_polls_ok: Family::default(),
+            modbus_polls_failed: Family::default(),
+            modbus_failing: Family::default(),
             limiter: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -185,6 +202,9 @@ impl Metrics {
             "1 while a destination refuses writes (credentials, permissions, database)",
             m.destination_held.clone(),
         );
+        registry.register("modbus_polls_ok", "Successful Modbus polls", m.modbus_polls_ok.clone());
+        registry.register("modbus_polls_failed", "Failed Modbus polls", m.modbus_polls_failed.clone());
+        registry.register("modbus_failing", "1 while a Modbus device is failing", m.modbus_failing.clone());
         Metrics { registry, ..m }
     }
 

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ingest::{Accepted, Ingest};
-use crate::metrics::{DestinationLabel, Metrics, SessionLabel};
+use crate::metrics::{DestinationLabel, DeviceLabel, Metrics, SessionLabel};
 use crate::sinks::influx::{DestinationStats, run_destination, writer_for};
+use crate::sources::modbus::{ModbusEvent, ModbusStats};
 use crate::sources::mqtt::{MqttConfig, Session, run_session};
 use crate::spool::{Durability, Spool, SpoolError};
 
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// The registry file cannot be loaded (every bad line is listed).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Http {
@@ -59,6 +63,7 @@ pub struct Shared {
     pub ingest: Arc<Ingest>,
     spool: Arc<Mutex<Spool>>,
     destinations: Vec<(String, Arc<DestinationStats>)>,
+    modbus: Option<Arc<ModbusStats>>,
 }
 
 /// What `/healthz` reports.
@@ -99,6 +104,19 @@ impl Shared {
             m.write_seconds.get_or_create(&label).set(stats.last_write_micros.load(Relaxed) as f64 / 1e6);
             m.destination_held.get_or_create(&label).set(stats.held.load(Relaxed) as i64);
         }
+        for (device, stats) in self.modbus.iter().flat_map(|m| m.devices.iter()) {
+            use std::sync::atomic::Ordering::Relaxed;
+            let label = DeviceLabel { device: device.to_string() };
+            m.modbus_polls_ok.get_or_create(&label).set(stats.polls_ok.load(Relaxed) as i64);
+            m.modbus_polls_failed.get_or_create(&label).set(stats.polls_failed.load(Relaxed) as i64);
+            m.modbus_failing.get_or_create(&label).set(stats.failing.load(Relaxed) as i64);
+        }
+    }
+
+    /// Records not yet written, summed over destinations.
+    pub fn pending(&self) -> u64 {
+        let spool = self.spool.lock().unwrap();
+        self.destinations.iter().map(|(n, _)| spool.depth(n).unwrap_or(0)).sum()
     }
 
     /// The gateway's health.
@@ -141,7 +159,9 @@ pub struct Gateway {
     destinations_stop: CancellationToken,
     http: JoinHandle<()>,
     http_stop: CancellationToken,
-    handoff: Option<JoinHandle<()>>,
+    fleet: JoinHandle<()>,
+    fleet_stop: CancellationToken,
+    modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
 }
 
 impl Gateway {
@@ -203,13 +223,20 @@ impl Gateway {
             }
         };
 
-        let (handoff, handoff_task) = match handoff {
-            Some(tx) => (tx, None),
-            None => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (tx, Some(tokio::spawn(log_alarms(rx))))
+        // Every accepted message passes the fleet task (liveness) on its way to `handoff`.
+        let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+        let fleet_stop = CancellationToken::new();
+        let fleet = match &cfg.registry.csv {
+            Some(csv) => {
+                let snapshot = cfg.data_dir.join("liveness.json");
+                let (_, liveness) = crate::fleet::start(csv, &snapshot, &ingest)?;
+                let task =
+                    crate::fleet::FleetTask { csv: csv.clone(), snapshot, liveness, ingest: ingest.clone() };
+                tokio::spawn(crate::fleet::run(task, accepted_rx, handoff, fleet_stop.clone()))
             }
+            None => tokio::spawn(forward(accepted_rx, handoff)),
         };
+        let handoff = accepted_tx;
         let sessions_stop = CancellationToken::new();
         let sessions = Session::ALL
             .into_iter()
@@ -225,8 +252,30 @@ impl Gateway {
             })
             .collect();
 
-        let shared =
-            Arc::new(Shared { metrics, ingest, spool: spool.clone(), destinations: destination_stats });
+        let modbus_stats = cfg.modbus.as_ref().map(|m| Arc::new(ModbusStats::new(m)));
+        let modbus = match (&cfg.modbus, &modbus_stats) {
+            (Some(modbus), Some(stats)) if !modbus.devices.is_empty() => {
+                // Bounded: a stalled spool slows the pollers down rather than piling up
+                // readings in memory.
+                let (tx, rx) = mpsc::channel(1024);
+                let pollers = tokio::spawn(crate::sources::modbus::run(
+                    modbus.clone(),
+                    tx,
+                    stats.clone(),
+                    sessions_stop.clone(),
+                ));
+                Some((pollers, tokio::spawn(store_modbus(rx, ingest.clone()))))
+            }
+            _ => None,
+        };
+
+        let shared = Arc::new(Shared {
+            metrics,
+            ingest,
+            spool: spool.clone(),
+            destinations: destination_stats,
+            modbus: modbus_stats,
+        });
         let http_stop = CancellationToken::new();
         let (http_addr, http) = crate::http::serve(cfg.http_listen, shared.clone(), http_stop.clone())
             .await
@@ -243,12 +292,14 @@ impl Gateway {
             destinations_stop,
             http,
             http_stop,
-            handoff: handoff_task,
+            fleet,
+            fleet_stop,
+            modbus,
         })
     }
 
     /// Stops in order: the MQTT sessions finish and acknowledge what they took; the spool is
-    /// fsynced; the destinations get [`DRAIN_ON_STOP`] to catch up; then the HTTP server.
+    /// fsynced; the destinations get 5 s to catch up; then the HTTP server.
     /// Nothing accepted is lost: what is not written stays in the spool.
     pub async fn stop(self) {
         self.sessions_stop.cancel();
@@ -259,16 +310,16 @@ impl Gateway {
                 Ok(Ok(())) => {}
             }
         }
+        if let Some((pollers, store)) = self.modbus {
+            let _ = pollers.await;
+            let _ = store.await;
+        }
         if let Err(error) = self.spool.lock().unwrap().commit(Durability::Disk) {
             tracing::error!(%error, "Final spool sync failed.");
         }
         let started = Instant::now();
         while started.elapsed() < DRAIN_ON_STOP {
-            let spool = self.spool.lock().unwrap();
-            let pending: u64 =
-                self.shared.destinations.iter().map(|(n, _)| spool.depth(n).unwrap_or(0)).sum();
-            drop(spool);
-            if pending == 0 {
+            if self.shared.pending() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -279,18 +330,45 @@ impl Gateway {
         }
         self.http_stop.cancel();
         let _ = self.http.await;
-        if let Some(h) = self.handoff {
-            h.abort();
-        }
+        self.fleet_stop.cancel();
+        let _ = self.fleet.await;
         tracing::info!("Gateway stopped.");
     }
 }
 
-/// Until the alarm loop takes the hand-off, alarm-class messages are at least logged.
-async fn log_alarms(mut rx: mpsc::UnboundedReceiver<Accepted>) {
+/// Stores what the Modbus pollers report: readings as telemetry, conditions as events.
+async fn store_modbus(mut rx: mpsc::Receiver<ModbusEvent>, ingest: Arc<Ingest>) {
+    use crate::series::schema::{modbus_condition_point, modbus_reading_point};
+    while let Some(event) = rx.recv().await {
+        let stored = match &event {
+            ModbusEvent::Reading(r) => {
+                ingest.store_local(&r.device, firegrid_protocol::Class::Telemetry, r.ts_ms, |place, ts| {
+                    modbus_reading_point(r, place, ts)
+                })
+            }
+            ModbusEvent::Condition(c) => {
+                tracing::warn!(device = %c.device, condition = ?c.condition, active = c.active, value = c.value, "Water sensor condition changed.");
+                ingest.store_local(&c.device, firegrid_protocol::Class::Event, c.ts_ms, |place, ts| {
+                    modbus_condition_point(c, place, ts)
+                })
+            }
+            ModbusEvent::PollFailed { .. } => Ok(()),
+        };
+        if let Err(error) = stored {
+            tracing::error!(%error, "Cannot store a Modbus event in the spool.");
+        }
+    }
+}
+
+/// Without a registry there is no liveness to feed: accepted messages go straight on, and
+/// alarm-class ones are logged.
+async fn forward(mut rx: mpsc::UnboundedReceiver<Accepted>, onward: Option<mpsc::UnboundedSender<Accepted>>) {
     while let Some(a) = rx.recv().await {
         if a.msg.class() == firegrid_protocol::Class::Alarm {
             tracing::info!(device = %a.msg.dev, village = %a.topic.village, body = ?a.msg.body, "Alarm-class message accepted.");
+        }
+        if let Some(tx) = &onward {
+            let _ = tx.send(a);
         }
     }
 }

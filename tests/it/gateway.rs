@@ -46,7 +46,7 @@ fn heartbeat_at(dev: &DeviceId, boot: u16, seq: u32, ts_ms: u64) -> (String, Vec
         uptime_s: seq * 60,
     });
     let msg = Uplink::new(dev.clone(), boot, seq, ts_ms, body);
-    let enc = if seq % 2 == 0 { Encoding::Compact } else { Encoding::Json };
+    let enc = if seq.is_multiple_of(2) { Encoding::Compact } else { Encoding::Json };
     (topic(dev, UplinkKind::Heartbeat), msg.encode(enc, &mut [0u8; 512]).unwrap().to_vec())
 }
 

@@ -45,6 +45,100 @@ pub mod measurement {
     pub const WATER: &str = "water";
     /// Command acknowledgements.
     pub const COMMAND_ACK: &str = "command_ack";
+    /// Low pressure, low level and sensor-fault conditions of polled water sensors.
+    pub const WATER_CONDITION: &str = "water_condition";
+    /// Devices going offline (missed heartbeats) and coming back.
+    pub const DEVICE_STATUS: &str = "device_status";
+    /// Whole scopes (building, grid, community, village) going silent together, and back.
+    pub const COMMUNICATION_LOSS: &str = "communication_loss";
+}
+
+/// A device went offline (`online = false`, silent for `silent_ms`) or came back.
+pub fn device_status_point(
+    place: &Placement<'_>,
+    device: &str,
+    online: bool,
+    silent_ms: u64,
+    ts_ns: i64,
+) -> Point {
+    let p = Point::new(measurement::DEVICE_STATUS, ts_ns)
+        .field("online", Field::I64(online.into()))
+        .field("silent_ms", Field::I64(silent_ms as i64));
+    placed(p, place, device)
+}
+
+/// A scope lost (`lost = true`) or restored, with how many of its devices were silent.
+pub fn communication_loss_point(
+    level: &str,
+    scope: &str,
+    lost: bool,
+    offline: u32,
+    total: u32,
+    ts_ns: i64,
+) -> Point {
+    Point::new(measurement::COMMUNICATION_LOSS, ts_ns)
+        .tag("level", level)
+        .tag("scope", scope)
+        .field("lost", Field::I64(lost.into()))
+        .field("offline", Field::I64(offline.into()))
+        .field("total", Field::I64(total.into()))
+}
+
+/// Adds the placement and device tags every point carries.
+fn placed(point: Point, place: &Placement<'_>, device: &str) -> Point {
+    point
+        .tag("village", place.village)
+        .tag("street", place.street)
+        .tag("community", place.community)
+        .tag("grid", place.grid)
+        .tag("building", place.building)
+        .tag("device", device)
+        .tag("device_kind", place.device_kind)
+}
+
+/// The point for a Modbus poll: the same `water` measurement MQTT water sensors write, plus
+/// any other named values as fields, tagged `source=modbus`.
+pub fn modbus_reading_point(
+    reading: &crate::sources::modbus::Reading,
+    place: &Placement<'_>,
+    ts_ns: i64,
+) -> Point {
+    let mut p = Point::new(measurement::WATER, ts_ns).tag("source", "modbus");
+    if let Some(w) = &reading.water {
+        if let Some(v) = w.pressure_mpa {
+            p = p.field("pressure_mpa", Field::F64(wide(v)));
+        }
+        if let Some(v) = w.level_m {
+            p = p.field("level_m", Field::F64(wide(v)));
+        }
+    }
+    for (name, value) in &reading.other {
+        if value.is_finite() {
+            p = p.field(name.clone(), Field::F64(*value));
+        }
+    }
+    placed(p, place, reading.device.as_str())
+}
+
+/// The point for a condition raised or cleared by a polled sensor.
+pub fn modbus_condition_point(
+    event: &crate::sources::modbus::ConditionEvent,
+    place: &Placement<'_>,
+    ts_ns: i64,
+) -> Point {
+    use crate::sources::modbus::Condition;
+    let condition = match event.condition {
+        Condition::LowPressure => "low_pressure",
+        Condition::LowLevel => "low_level",
+        Condition::SensorFault => "sensor_fault",
+    };
+    let mut p = Point::new(measurement::WATER_CONDITION, ts_ns)
+        .tag("condition", condition)
+        .field("active", Field::I64(event.active.into()));
+    if let Some(v) = event.value.filter(|v| v.is_finite()) {
+        p = p.field("value", Field::F64(v));
+    }
+    placed(p, place, event.device.as_str())
 }
 
 fn state_name(state: DetectorState) -> &'static str {
@@ -154,14 +248,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
         ),
     };
     debug_assert_eq!(name, msg.kind().as_str());
-    let mut point = point
-        .tag("village", place.village)
-        .tag("street", place.street)
-        .tag("community", place.community)
-        .tag("grid", place.grid)
-        .tag("building", place.building)
-        .tag("device", msg.dev.as_str())
-        .tag("device_kind", place.device_kind)
+    let mut point = placed(point, place, msg.dev.as_str())
         .field("boot", Field::I64(msg.boot.into()))
         .field("seq", Field::I64(msg.seq.into()));
     if msg.ts_ms != 0 {

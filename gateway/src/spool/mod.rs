@@ -428,7 +428,9 @@ impl Spool {
             let file = File::open(&path).map_err(io_err(&path))?;
             let mut reader = BufReader::with_capacity(256 * 1024, file.take(segment.bytes));
             let mut records = Vec::new();
-            while let Some(Decoded::Record(rec, _)) = read_record(&mut reader, &mut buf).map_err(io_err(&path))? {
+            while let Some(Decoded::Record(rec, _)) =
+                read_record(&mut reader, &mut buf).map_err(io_err(&path))?
+            {
                 records.push(rec);
             }
             count += records.len();

@@ -16,12 +16,13 @@ use firegrid_gateway::config::Config;
 use firegrid_gateway::ingest::Accepted;
 use firegrid_gateway::runtime::Gateway;
 use firegrid_gateway::series::{Field, Point};
-use firegrid_gateway::sinks::influx::{DestinationConfig, DestinationKind, DestinationStats, run_destination, writer_for};
+use firegrid_gateway::sinks::influx::{
+    DestinationConfig, DestinationKind, DestinationStats, run_destination, writer_for,
+};
 use firegrid_gateway::sources::mqtt::MqttConfig;
 use firegrid_gateway::spool::{Durability, Spool, SpoolConfig};
 use firegrid_protocol::{
-    Class, DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody,
-    VillageId,
+    Class, DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody, VillageId,
 };
 use firegrid_tests::{InfluxDb1, Mosquitto, VictoriaMetrics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -48,13 +49,22 @@ enum Bench {
         #[arg(long, default_value_t = 20_000)]
         devices: usize,
     },
+    /// `Ingest::process` alone (decode, checks, spool) on the same stream, without MQTT.
+    IngestOnly {
+        /// Messages.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Distinct devices sending them.
+        #[arg(long, default_value_t = 20_000)]
+        devices: usize,
+    },
     /// Alarm publish → hand-off to the alarm loop while heartbeats are queued ahead of it.
     AlarmLatency {
         /// Heartbeats queued before each alarm.
         #[arg(long, default_value_t = 20_000)]
         heartbeats: usize,
         /// Alarms measured.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 20)]
         alarms: usize,
     },
     /// Spool append rate (one commit per 500 lines, as ingest batches).
@@ -90,7 +100,8 @@ fn device(i: usize) -> DeviceId {
 
 fn uplink(dev: &DeviceId, seq: u32, body: UplinkBody) -> (String, Vec<u8>) {
     let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
-    let topic = Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev.clone(), msg.kind()).to_buf().to_string();
+    let topic =
+        Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev.clone(), msg.kind()).to_buf().to_string();
     (topic, msg.encode(Encoding::Compact, &mut [0u8; 256]).unwrap().to_vec())
 }
 
@@ -149,7 +160,9 @@ async fn register_session(port: u16, id: &str, filter: &str) {
         }
     }
     client.disconnect().await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async { while eventloop.poll().await.is_ok() {} }).await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), async { while eventloop.poll().await.is_ok() {} })
+            .await;
 }
 
 /// The bare subscriber: resumes its session and counts the backlog, acknowledging
@@ -190,8 +203,11 @@ fn gateway_config(dir: &std::path::Path, broker: u16, influx: Vec<DestinationCon
 
 async fn ingest(messages: usize, devices: usize) {
     let broker = Mosquitto::start().unwrap();
-    let stream: Vec<_> = (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
-    println!("ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from Mosquitto");
+    let stream: Vec<_> =
+        (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    println!(
+        "ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from Mosquitto"
+    );
 
     register_session(broker.port(), "bare", "fg/v1/+/+/up/+").await;
     publish_all(broker.port(), "fleet", &stream).await;
@@ -234,10 +250,8 @@ async fn alarm_latency(heartbeats: usize, alarms: usize) {
     let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![]), Some(tx)).await.unwrap();
     println!("alarm latency: {alarms} alarms, each published right after {heartbeats} heartbeats");
     let mut latencies = Vec::new();
-    let mut seq = 0u32;
     for a in 0..alarms {
-        let backlog: Vec<_> = (0..heartbeats).map(|k| heartbeat(&device(k), seq)).collect();
-        seq += 1;
+        let backlog: Vec<_> = (0..heartbeats).map(|k| heartbeat(&device(k), a as u32)).collect();
         publish_all(broker.port(), "fleet", &backlog).await;
         let (topic, payload) = alarm(&device(heartbeats + a), 0);
         let mut opts = MqttOptions::new(format!("alarm-{a}"), "127.0.0.1", broker.port());
@@ -311,7 +325,8 @@ fn spool_append(lines: usize) {
 
 async fn drain(lines: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path().join("spool")), &["vm"]).unwrap()));
+    let spool =
+        Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path().join("spool")), &["vm"]).unwrap()));
     {
         let mut s = spool.lock().unwrap();
         for i in 0..lines {
@@ -344,7 +359,10 @@ async fn drain(lines: usize) {
     let s = started.elapsed().as_secs_f64();
     stop.cancel();
     task.await.unwrap();
-    println!("| drain to VictoriaMetrics after an outage, {lines} lines, batches of 5,000 | {:.0} lines/s |", lines as f64 / s);
+    println!(
+        "| drain to VictoriaMetrics after an outage, {lines} lines, batches of 5,000 | {:.0} lines/s |",
+        lines as f64 / s
+    );
 }
 
 async fn end_to_end(rate: usize, seconds: u64) {
@@ -355,7 +373,12 @@ async fn end_to_end(rate: usize, seconds: u64) {
     let dest = DestinationConfig::new(
         "street",
         db.url(),
-        DestinationKind::V1 { database: "firegrid".into(), retention_policy: None, username: None, password: None },
+        DestinationKind::V1 {
+            database: "firegrid".into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+        },
     );
     let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![dest]), None).await.unwrap();
     println!("end to end: {rate} heartbeats/s for {seconds} s from 6,000 devices; probe every 200 ms");
@@ -384,7 +407,8 @@ async fn end_to_end(rate: usize, seconds: u64) {
     let mut seen = 0usize;
     while seen < total {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let series = db.query_series("firegrid", "SELECT count(seq) FROM device_heartbeat").unwrap_or_default();
+        let series =
+            db.query_series("firegrid", "SELECT count(seq) FROM device_heartbeat").unwrap_or_default();
         let count = series.first().and_then(|s| s.values[0][1].as_u64()).unwrap_or(0) as usize;
         let now = Instant::now();
         let sent = sent.lock().unwrap();
@@ -407,33 +431,53 @@ async fn end_to_end(rate: usize, seconds: u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let cli = Cli::parse();
-    let all = matches!(cli.bench, Bench::All);
-    let run = |b: &Bench| all || std::mem::discriminant(b) == std::mem::discriminant(&cli.bench);
-    let pick = |default: Bench| if all { default } else { cli.bench.clone() };
-    if run(&Bench::Ingest { messages: 0, devices: 0 }) {
-        if let Bench::Ingest { messages, devices } = pick(Bench::Ingest { messages: 200_000, devices: 20_000 }) {
-            ingest(messages, devices).await;
+    let benches = match Cli::parse().bench {
+        Bench::All => vec![
+            Bench::Ingest { messages: 200_000, devices: 20_000 },
+            Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
+            Bench::Spool { lines: 1_000_000 },
+            Bench::Drain { lines: 500_000 },
+            Bench::EndToEnd { rate: 2_000, seconds: 20 },
+        ],
+        one => vec![one],
+    };
+    for bench in benches {
+        match bench {
+            Bench::All => unreachable!("expanded above"),
+            Bench::Ingest { messages, devices } => ingest(messages, devices).await,
+            Bench::IngestOnly { messages, devices } => ingest_only(messages, devices),
+            Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
+            Bench::Spool { lines } => spool_append(lines),
+            Bench::Drain { lines } => drain(lines).await,
+            Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
         }
     }
-    if run(&Bench::AlarmLatency { heartbeats: 0, alarms: 0 }) {
-        if let Bench::AlarmLatency { heartbeats, alarms } = pick(Bench::AlarmLatency { heartbeats: 20_000, alarms: 50 }) {
-            alarm_latency(heartbeats, alarms).await;
-        }
+}
+
+/// Ingest alone, without MQTT: tells the pipeline's cost from the MQTT client's.
+fn ingest_only(messages: usize, devices: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path()), &[]).unwrap()));
+    let metrics = Arc::new(firegrid_gateway::metrics::Metrics::new());
+    let cfg = gateway_config(dir.path(), 0, vec![]);
+    let ingest = firegrid_gateway::ingest::Ingest::new(
+        spool,
+        Arc::new(Notify::new()),
+        cfg.admission_config(),
+        cfg.protocol_limits(),
+        metrics,
+        now_ms(),
+    )
+    .unwrap();
+    let stream: Vec<_> =
+        (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    let started = Instant::now();
+    for chunk in stream.chunks(100) {
+        let pairs: Vec<(&str, &[u8])> = chunk.iter().map(|(t, p)| (t.as_str(), p.as_slice())).collect();
+        ingest.process(&pairs, now_ms()).unwrap();
     }
-    if run(&Bench::Spool { lines: 0 }) {
-        if let Bench::Spool { lines } = pick(Bench::Spool { lines: 1_000_000 }) {
-            spool_append(lines);
-        }
-    }
-    if run(&Bench::Drain { lines: 0 }) {
-        if let Bench::Drain { lines } = pick(Bench::Drain { lines: 500_000 }) {
-            drain(lines).await;
-        }
-    }
-    if run(&Bench::EndToEnd { rate: 0, seconds: 0 }) {
-        if let Bench::EndToEnd { rate, seconds } = pick(Bench::EndToEnd { rate: 2_000, seconds: 20 }) {
-            end_to_end(rate, seconds).await;
-        }
-    }
+    println!(
+        "| `Ingest::process` alone, batches of 100, no MQTT | {:.0} msg/s |",
+        messages as f64 / started.elapsed().as_secs_f64()
+    );
 }

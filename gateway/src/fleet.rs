@@ -1,0 +1,225 @@
+//! The registered fleet at run time: the registry (reloaded when its file changes) and the
+//! liveness engine (fed by every accepted message, ticked every second, persisted so that a
+//! restart neither floods false offline events nor forgets real ones).
+//!
+//! The pure parts live in [`crate::registry`] and [`crate::liveness`]; this module owns the
+//! clock, the files and the task.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use firegrid_protocol::{Class, DeviceId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{Accepted, Directory, Ingest};
+use crate::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessSnapshot};
+use crate::registry::{Device, Registry, ScopeLevel};
+use crate::series::schema::{Placement, communication_loss_point, device_status_point};
+
+/// How often the liveness state is written to disk. A crash loses at most this much of it,
+/// which only delays (never invents) an offline event by as much.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the registry file's modification time is checked.
+const REGISTRY_POLL: Duration = Duration::from_secs(5);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The placement tags of a registered device.
+pub fn placement(device: &Device) -> Placement<'_> {
+    let b = &device.building;
+    Placement {
+        village: &b.village,
+        street: &b.street,
+        community: &b.community,
+        grid: &b.grid,
+        building: &b.id,
+        device_kind: device.kind.as_str(),
+    }
+}
+
+impl Directory for Registry {
+    fn placement(&self, device: &DeviceId) -> Option<Placement<'_>> {
+        self.get(device).map(|d| placement(d))
+    }
+}
+
+/// The name of a scope level in series and logs.
+pub fn level_name(level: ScopeLevel) -> &'static str {
+    match level {
+        ScopeLevel::Building => "building",
+        ScopeLevel::Grid => "grid",
+        ScopeLevel::Community => "community",
+        ScopeLevel::Village => "village",
+    }
+}
+
+/// Loads the registry for the first time and restores (or starts) liveness.
+pub fn start(
+    csv: &Path,
+    snapshot: &Path,
+    ingest: &Ingest,
+) -> Result<(Arc<Registry>, Liveness), crate::registry::RegistryError> {
+    let registry = Arc::new(Registry::load(csv)?);
+    tracing::info!(devices = registry.len(), file = %csv.display(), "Registry loaded.");
+    ingest.set_directory(registry.clone());
+    let now = now_ms();
+    let liveness = match read_snapshot(snapshot) {
+        Some(s) => Liveness::restore(LivenessConfig::default(), s, registry.clone(), now),
+        None => Liveness::new(LivenessConfig::default(), registry.clone(), now),
+    };
+    Ok((registry, liveness))
+}
+
+fn read_snapshot(path: &Path) -> Option<LivenessSnapshot> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::error!(file = %path.display(), %error, "Liveness snapshot unreadable; starting fresh.");
+            None
+        }
+    }
+}
+
+fn write_snapshot(path: &Path, liveness: &Liveness) {
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec(&liveness.snapshot())
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(error) = written {
+        tracing::error!(file = %path.display(), %error, "Cannot write the liveness snapshot.");
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// What the fleet task needs.
+pub struct FleetTask {
+    /// The registry file.
+    pub csv: PathBuf,
+    /// Where the liveness snapshot lives.
+    pub snapshot: PathBuf,
+    /// The liveness engine, restored by [`start`].
+    pub liveness: Liveness,
+    /// Ingest, for storing events and swapping the directory.
+    pub ingest: Arc<Ingest>,
+}
+
+/// Runs until `shutdown`: feeds accepted messages to liveness and forwards them to `onward`
+/// (the alarm loop), ticks liveness every second, stores its events, reloads the registry when
+/// its file changes (a bad file keeps the old registry and logs every bad line), and writes
+/// the snapshot every 10 s and at the end.
+pub async fn run(
+    mut task: FleetTask,
+    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    onward: Option<mpsc::UnboundedSender<Accepted>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut snapshot_at = tokio::time::Instant::now() + SNAPSHOT_EVERY;
+    let mut registry_checked = tokio::time::Instant::now();
+    let mut registry_mtime = modified(&task.csv);
+    loop {
+        tokio::select! {
+            a = accepted.recv() => {
+                let Some(a) = a else { break };
+                let events = task.liveness.seen(&a.msg.dev, a.accepted_ms);
+                store(&task.ingest, &events);
+                log_alarm(&a);
+                if let Some(tx) = &onward {
+                    let _ = tx.send(a);
+                }
+            }
+            _ = tick.tick() => {
+                let events = task.liveness.tick(now_ms());
+                store(&task.ingest, &events);
+                let now = tokio::time::Instant::now();
+                if now >= snapshot_at {
+                    write_snapshot(&task.snapshot, &task.liveness);
+                    snapshot_at = now + SNAPSHOT_EVERY;
+                }
+                if now.duration_since(registry_checked) >= REGISTRY_POLL {
+                    registry_checked = now;
+                    let mtime = modified(&task.csv);
+                    if mtime != registry_mtime {
+                        registry_mtime = mtime;
+                        reload(&mut task);
+                    }
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    write_snapshot(&task.snapshot, &task.liveness);
+}
+
+fn reload(task: &mut FleetTask) {
+    match Registry::load(&task.csv) {
+        Ok(registry) => {
+            let registry = Arc::new(registry);
+            tracing::info!(devices = registry.len(), "Registry reloaded.");
+            task.ingest.set_directory(registry.clone());
+            task.liveness.reload(registry, now_ms());
+        }
+        Err(error) => {
+            tracing::error!(%error, "Registry file changed but cannot be loaded; keeping the previous registry.");
+        }
+    }
+}
+
+fn log_alarm(a: &Accepted) {
+    if a.msg.class() == Class::Alarm {
+        tracing::info!(device = %a.msg.dev, village = %a.topic.village, body = ?a.msg.body, "Alarm-class message accepted.");
+    }
+}
+
+/// Stores liveness events as series (events class: never shed) and logs them.
+fn store(ingest: &Ingest, events: &[LivenessEvent]) {
+    for event in events {
+        let stored = match event {
+            LivenessEvent::Offline { device, last_heard_ms, at_ms } => {
+                tracing::warn!(device = %device.id, building = %device.building.id, silent_ms = at_ms - last_heard_ms, "Device offline.");
+                ingest.store_local(&device.id, Class::Event, *at_ms, |place, ts| {
+                    device_status_point(place, device.id.as_str(), false, at_ms - last_heard_ms, ts)
+                })
+            }
+            LivenessEvent::Online { device, offline_since_ms, at_ms } => {
+                tracing::info!(device = %device.id, offline_ms = at_ms - offline_since_ms, "Device back online.");
+                ingest.store_local(&device.id, Class::Event, *at_ms, |place, ts| {
+                    device_status_point(place, device.id.as_str(), true, 0, ts)
+                })
+            }
+            LivenessEvent::ScopeLost { scope, offline, total, since_ms } => {
+                tracing::error!(level = level_name(scope.level), scope = %scope.name, offline, total, "Communication loss: most devices of this scope went silent together.");
+                ingest.store_scope(*since_ms, |ts| {
+                    communication_loss_point(level_name(scope.level), &scope.name, true, *offline, *total, ts)
+                })
+            }
+            LivenessEvent::ScopeRestored { scope, offline, total, at_ms, .. } => {
+                tracing::info!(level = level_name(scope.level), scope = %scope.name, offline, total, "Communication restored.");
+                ingest.store_scope(*at_ms, |ts| {
+                    communication_loss_point(
+                        level_name(scope.level),
+                        &scope.name,
+                        false,
+                        *offline,
+                        *total,
+                        ts,
+                    )
+                })
+            }
+        };
+        if let Err(error) = stored {
+            tracing::error!(%error, "Cannot store a liveness event in the spool.");
+        }
+    }
+}
