@@ -184,7 +184,7 @@ impl Ingest {
             .placement(device)
             .unwrap_or(Placement { device_kind: "unregistered", ..Placement::default() });
         let point = build(&place, self.stamp(now_ms));
-        self.store_point(&point, class, now_ms, device.as_str())
+        self.store_points(std::slice::from_ref(&point), class, now_ms)
     }
 
     /// Stores an event-class point about a whole scope (no device placement).
@@ -194,23 +194,27 @@ impl Ingest {
         build: impl FnOnce(i64) -> crate::series::Point,
     ) -> Result<(), SpoolError> {
         let point = build(self.stamp(now_ms));
-        self.store_point(&point, Class::Event, now_ms, "scope")
+        self.store_points(std::slice::from_ref(&point), Class::Event, now_ms)
     }
 
-    fn store_point(
+    /// Stores points the gateway produced itself, already stamped, with one commit (fsynced
+    /// unless `class` is telemetry).
+    pub fn store_points(
         &self,
-        point: &crate::series::Point,
+        points: &[crate::series::Point],
         class: Class,
         now_ms: u64,
-        what: &str,
     ) -> Result<(), SpoolError> {
-        let mut line = Vec::with_capacity(256);
-        if let Err(error) = point.encode(&mut line) {
-            self.metrics.rejected("unencodable", what, &error);
-            return Ok(());
-        }
         let mut spool = self.spool.lock().unwrap();
-        spool.append(class, now_ms, &line)?;
+        let mut line = Vec::with_capacity(256);
+        for point in points {
+            line.clear();
+            if let Err(error) = point.encode(&mut line) {
+                self.metrics.rejected("unencodable", &point.measurement, &error);
+                continue;
+            }
+            spool.append(class, now_ms, &line)?;
+        }
         spool.commit(if class == Class::Telemetry { Durability::Os } else { Durability::Disk })?;
         drop(spool);
         self.wake_destinations.notify_waiters();

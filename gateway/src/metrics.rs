@@ -6,7 +6,7 @@
 //! ones at most every [`LOG_EVERY`] with the number suppressed in between, so a flooding
 //! device cannot flood the log too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -101,6 +101,18 @@ pub struct Metrics {
     /// 1 while a Modbus device is failing.
     pub modbus_failing: Family<DeviceLabel, Gauge>,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
+    /// The same counts as `accepted` and `rejected`, readable for the gateway's own
+    /// time series (prometheus-client families cannot be iterated).
+    counts: Mutex<Counts>,
+}
+
+/// Message counts since start, by kind and by rejection reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Accepted, by kind.
+    pub accepted: BTreeMap<&'static str, u64>,
+    /// Rejected, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
 }
 
 impl Default for Metrics {
@@ -135,6 +147,7 @@ impl Metrics {
             modbus_polls_failed: Family::default(),
             modbus_failing: Family::default(),
             limiter: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             registry: Registry::default(),
         };
         registry.register("messages_accepted", "Messages accepted and stored, by kind", m.accepted.clone());
@@ -239,9 +252,15 @@ impl Metrics {
         }
     }
 
+    /// Counts since start.
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().unwrap().clone()
+    }
+
     /// A message was rejected.
     pub fn rejected(&self, reason: &'static str, topic: &str, error: &dyn std::fmt::Display) {
         self.rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+        *self.counts.lock().unwrap().rejected.entry(reason).or_default() += 1;
         if let Some(suppressed) = self.may_log(reason) {
             tracing::warn!(reason, topic, %error, suppressed, "Message rejected.");
         }
@@ -250,6 +269,7 @@ impl Metrics {
     /// A message was accepted and stored.
     pub fn accepted(&self, kind: &'static str) {
         self.accepted.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+        *self.counts.lock().unwrap().accepted.entry(kind).or_default() += 1;
     }
 
     /// A message came from a device missing from the registry.

@@ -113,6 +113,71 @@ impl Shared {
         }
     }
 
+    /// The gateway's own health as points: overall figures, message counts by kind and by
+    /// rejection reason, and each destination's backlog and writes. Counters are totals since
+    /// start; dashboards take their rate (`non_negative_derivative`).
+    pub fn health_points(&self, gateway: &str, ts_ns: i64) -> Vec<crate::series::Point> {
+        use crate::series::schema::measurement::{GATEWAY_DESTINATION, GATEWAY_HEALTH, GATEWAY_MESSAGES};
+        use crate::series::{Field, Point};
+        use std::sync::atomic::Ordering::Relaxed;
+        let counts = self.metrics.counts();
+        let health = self.health();
+        let spool = self.spool.lock().unwrap();
+        let mut points = vec![
+            Point::new(GATEWAY_HEALTH, ts_ns)
+                .tag("gateway", gateway)
+                .field("accepted", Field::I64(counts.accepted.values().sum::<u64>() as i64))
+                .field("rejected", Field::I64(counts.rejected.values().sum::<u64>() as i64))
+                .field("duplicates", Field::I64(self.metrics.duplicates.get() as i64))
+                .field("unknown_devices", Field::I64(self.metrics.unknown_devices.get()))
+                .field("mqtt_connected", Field::I64(health.mqtt_disconnected.is_empty().into()))
+                .field("spool_bytes", Field::I64(spool.total_bytes() as i64))
+                .field("spool_shed", Field::I64(spool.stats().shed as i64)),
+        ];
+        for (kind, n) in &counts.accepted {
+            points.push(
+                Point::new(GATEWAY_MESSAGES, ts_ns)
+                    .tag("gateway", gateway)
+                    .tag("outcome", "accepted")
+                    .tag("kind", *kind)
+                    .field("count", Field::I64(*n as i64)),
+            );
+        }
+        for (reason, n) in &counts.rejected {
+            points.push(
+                Point::new(GATEWAY_MESSAGES, ts_ns)
+                    .tag("gateway", gateway)
+                    .tag("outcome", "rejected")
+                    .tag("reason", *reason)
+                    .field("count", Field::I64(*n as i64)),
+            );
+        }
+        let now = now_ms();
+        for (name, stats) in &self.destinations {
+            let oldest = stats.oldest_pending_ms.load(Relaxed);
+            points.push(
+                Point::new(GATEWAY_DESTINATION, ts_ns)
+                    .tag("gateway", gateway)
+                    .tag("destination", name.as_str())
+                    .field("depth", Field::I64(spool.depth(name).unwrap_or(0) as i64))
+                    .field(
+                        "age_s",
+                        Field::F64(if oldest == 0 {
+                            0.0
+                        } else {
+                            now.saturating_sub(oldest) as f64 / 1000.0
+                        }),
+                    )
+                    .field("lines_written", Field::I64(stats.lines_written.load(Relaxed) as i64))
+                    .field("write_failures", Field::I64(stats.requests_failed.load(Relaxed) as i64))
+                    .field("dead_lettered", Field::I64(stats.lines_dead_lettered.load(Relaxed) as i64))
+                    .field("write_seconds", Field::F64(stats.last_write_micros.load(Relaxed) as f64 / 1e6))
+                    .field("held", Field::I64(stats.held.load(Relaxed) as i64)),
+            );
+        }
+        points
+    }
+
     /// Records not yet written, summed over destinations.
     pub fn pending(&self) -> u64 {
         let spool = self.spool.lock().unwrap();
@@ -161,6 +226,7 @@ pub struct Gateway {
     http_stop: CancellationToken,
     fleet: JoinHandle<()>,
     fleet_stop: CancellationToken,
+    health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
 }
 
@@ -276,6 +342,11 @@ impl Gateway {
             destinations: destination_stats,
             modbus: modbus_stats,
         });
+        let health_task = tokio::spawn(write_health(
+            shared.clone(),
+            cfg.mqtt.as_ref().map_or("embedded", |m| m.client_id.as_str()).to_owned(),
+            sessions_stop.clone(),
+        ));
         let http_stop = CancellationToken::new();
         let (http_addr, http) = crate::http::serve(cfg.http_listen, shared.clone(), http_stop.clone())
             .await
@@ -294,6 +365,7 @@ impl Gateway {
             http_stop,
             fleet,
             fleet_stop,
+            health_task,
             modbus,
         })
     }
@@ -310,6 +382,7 @@ impl Gateway {
                 Ok(Ok(())) => {}
             }
         }
+        let _ = self.health_task.await;
         if let Some((pollers, store)) = self.modbus {
             let _ = pollers.await;
             let _ = store.await;
@@ -333,6 +406,26 @@ impl Gateway {
         self.fleet_stop.cancel();
         let _ = self.fleet.await;
         tracing::info!("Gateway stopped.");
+    }
+}
+
+/// How often the gateway writes its own health into the spool.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
+/// Writes [`Shared::health_points`] into the spool every 10 s until `stop`.
+async fn write_health(shared: Arc<Shared>, gateway: String, stop: CancellationToken) {
+    let mut every = tokio::time::interval(HEALTH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = now_ms();
+        let points = shared.health_points(&gateway, (now as i64).saturating_mul(1_000_000));
+        if let Err(error) = shared.ingest.store_points(&points, firegrid_protocol::Class::Telemetry, now) {
+            tracing::error!(%error, "Cannot store the gateway's health.");
+        }
     }
 }
 

@@ -51,6 +51,12 @@ pub mod measurement {
     pub const DEVICE_STATUS: &str = "device_status";
     /// Whole scopes (building, grid, community, village) going silent together, and back.
     pub const COMMUNICATION_LOSS: &str = "communication_loss";
+    /// The gateway's own health, every 10 s.
+    pub const GATEWAY_HEALTH: &str = "gateway_health";
+    /// Messages accepted per kind and rejected per reason, every 10 s.
+    pub const GATEWAY_MESSAGES: &str = "gateway_messages";
+    /// Per destination: backlog, age, writes, failures, every 10 s.
+    pub const GATEWAY_DESTINATION: &str = "gateway_destination";
 }
 
 /// A device went offline (`online = false`, silent for `silent_ms`) or came back.
@@ -259,9 +265,133 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
 
 #[cfg(test)]
 mod tests {
-    use firegrid_protocol::{DeviceId, StateChange};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use firegrid_protocol::{
+        CameraEvent, CameraEventKind, CameraHealth, CommandAck, DeviceId, Fault, FaultKind, Heartbeat, StateChange,
+        WaterReading,
+    };
 
     use super::*;
+
+    /// `(tag|field, key)` pairs documented per measurement in SCHEMA.md, plus the hierarchy
+    /// tags and the per-message fields every device measurement carries.
+    fn documented() -> BTreeMap<String, BTreeSet<(String, String)>> {
+        let text = include_str!("../../SCHEMA.md");
+        let mut out: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        let mut common = BTreeSet::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("### `").and_then(|l| l.strip_suffix('`')) {
+                current = Some(name.to_owned());
+                out.entry(name.to_owned()).or_default();
+                continue;
+            }
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() > 3 && (cells[1] == "tag" || cells[1] == "field") {
+                let entry = (cells[1].to_owned(), cells[2].trim_matches('`').to_owned());
+                match &current {
+                    Some(m) => out.get_mut(m).unwrap().insert(entry),
+                    None => common.insert(entry),
+                };
+            }
+        }
+        for (m, keys) in out.iter_mut() {
+            if !m.starts_with("gateway_") && m != "communication_loss" {
+                keys.extend(common.iter().cloned());
+                for f in ["boot", "seq", "device_ts_ms"] {
+                    keys.insert(("field".into(), f.into()));
+                }
+            }
+        }
+        out
+    }
+
+    fn used(point: &Point) -> BTreeSet<(String, String)> {
+        let tags = point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.clone()));
+        tags.chain(point.fields.iter().map(|(k, _)| ("field".to_owned(), k.clone()))).collect()
+    }
+
+    #[test]
+    fn the_schema_document_lists_everything_the_writer_emits() {
+        let doc = documented();
+        let place = Placement {
+            village: "v",
+            street: "s",
+            community: "c",
+            grid: "g",
+            building: "b",
+            device_kind: "smoke_detector",
+        };
+        let dev = DeviceId::new("sd-1").unwrap();
+        let bodies = [
+            UplinkBody::Heartbeat(Heartbeat {
+                battery_mv: Some(3000),
+                signal_dbm: -90,
+                chamber_baseline: Some(1),
+                drift_pct: Some(2),
+                temperature_c: 20.0,
+                firmware: heapless::String::try_from("1").unwrap(),
+                uptime_s: 1,
+            }),
+            UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.2 }),
+            UplinkBody::Fault(Fault { fault: FaultKind::Tamper, active: true }),
+            UplinkBody::CameraEvent(CameraEvent {
+                channel: 1,
+                event: CameraEventKind::Fire,
+                active: true,
+                confidence_pct: 90,
+                snapshot: Some(heapless::String::try_from("s/1.jpg").unwrap()),
+            }),
+            UplinkBody::CameraHealth(CameraHealth { channel: 1, status: ChannelStatus::Online }),
+            UplinkBody::Water(WaterReading { pressure_mpa: Some(0.3), level_m: Some(2.0) }),
+            UplinkBody::CommandAck(CommandAck { cmd_seq: 1, result: AckResult::Applied }),
+        ];
+        let mut points: Vec<Point> =
+            bodies.into_iter().map(|b| uplink_point(&Uplink::new(dev.clone(), 1, 1, 5, b), &place, 1)).collect();
+        let reading = crate::sources::modbus::Reading {
+            device: dev.clone(),
+            ts_ms: 1,
+            water: Some(WaterReading { pressure_mpa: Some(0.3), level_m: None }),
+            other: vec![],
+        };
+        points.push(modbus_reading_point(&reading, &place, 1));
+        let condition = crate::sources::modbus::ConditionEvent {
+            device: dev.clone(),
+            condition: crate::sources::modbus::Condition::LowPressure,
+            active: true,
+            value: Some(0.05),
+            ts_ms: 1,
+        };
+        points.push(modbus_condition_point(&condition, &place, 1));
+        points.push(device_status_point(&place, "sd-1", false, 10, 1));
+        points.push(communication_loss_point("grid", "g", true, 10, 12, 1));
+        let mut seen = BTreeSet::new();
+        for point in &points {
+            let keys = doc.get(&point.measurement).unwrap_or_else(|| panic!("{} is not in SCHEMA.md", point.measurement));
+            let missing: Vec<_> = used(point).difference(keys).cloned().collect();
+            assert!(missing.is_empty(), "{}: not in SCHEMA.md: {missing:?}", point.measurement);
+            seen.insert(point.measurement.clone());
+        }
+        for name in [
+            measurement::HEARTBEAT,
+            measurement::DETECTOR_STATE,
+            measurement::FAULT,
+            measurement::CAMERA_EVENT,
+            measurement::CAMERA_HEALTH,
+            measurement::WATER,
+            measurement::COMMAND_ACK,
+            measurement::WATER_CONDITION,
+            measurement::DEVICE_STATUS,
+            measurement::COMMUNICATION_LOSS,
+            measurement::GATEWAY_HEALTH,
+            measurement::GATEWAY_MESSAGES,
+            measurement::GATEWAY_DESTINATION,
+        ] {
+            assert!(doc.contains_key(name), "{name} has no section in SCHEMA.md");
+        }
+        assert_eq!(seen.len(), 10);
+    }
 
     #[test]
     fn an_alarm_becomes_one_tagged_line() {
