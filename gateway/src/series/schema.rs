@@ -268,8 +268,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use firegrid_protocol::{
-        CameraEvent, CameraEventKind, CameraHealth, CommandAck, DeviceId, Fault, FaultKind, Heartbeat, StateChange,
-        WaterReading,
+        CameraEvent, CameraEventKind, CameraHealth, CommandAck, DeviceId, Fault, FaultKind, Heartbeat,
+        StateChange, WaterReading,
     };
 
     use super::*;
@@ -308,7 +308,8 @@ mod tests {
     }
 
     fn used(point: &Point) -> BTreeSet<(String, String)> {
-        let tags = point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.clone()));
+        let tags =
+            point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.clone()));
         tags.chain(point.fields.iter().map(|(k, _)| ("field".to_owned(), k.clone()))).collect()
     }
 
@@ -347,8 +348,10 @@ mod tests {
             UplinkBody::Water(WaterReading { pressure_mpa: Some(0.3), level_m: Some(2.0) }),
             UplinkBody::CommandAck(CommandAck { cmd_seq: 1, result: AckResult::Applied }),
         ];
-        let mut points: Vec<Point> =
-            bodies.into_iter().map(|b| uplink_point(&Uplink::new(dev.clone(), 1, 1, 5, b), &place, 1)).collect();
+        let mut points: Vec<Point> = bodies
+            .into_iter()
+            .map(|b| uplink_point(&Uplink::new(dev.clone(), 1, 1, 5, b), &place, 1))
+            .collect();
         let reading = crate::sources::modbus::Reading {
             device: dev.clone(),
             ts_ms: 1,
@@ -368,7 +371,9 @@ mod tests {
         points.push(communication_loss_point("grid", "g", true, 10, 12, 1));
         let mut seen = BTreeSet::new();
         for point in &points {
-            let keys = doc.get(&point.measurement).unwrap_or_else(|| panic!("{} is not in SCHEMA.md", point.measurement));
+            let keys = doc
+                .get(&point.measurement)
+                .unwrap_or_else(|| panic!("{} is not in SCHEMA.md", point.measurement));
             let missing: Vec<_> = used(point).difference(keys).cloned().collect();
             assert!(missing.is_empty(), "{}: not in SCHEMA.md: {missing:?}", point.measurement);
             seen.insert(point.measurement.clone());

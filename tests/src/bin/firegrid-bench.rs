@@ -58,6 +58,13 @@ enum Bench {
         #[arg(long, default_value_t = 20_000)]
         devices: usize,
     },
+    /// Resident memory of the `firegrid` process (release build) per registered device that
+    /// has sent a message, from the growth between registry sizes.
+    Memory {
+        /// Registry sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,5000,20000,50000")]
+        devices: Vec<usize>,
+    },
     /// Alarm publish → hand-off to the alarm loop while heartbeats are queued ahead of it.
     AlarmLatency {
         /// Heartbeats queued before each alarm.
@@ -438,6 +445,7 @@ async fn main() {
             Bench::Spool { lines: 1_000_000 },
             Bench::Drain { lines: 500_000 },
             Bench::EndToEnd { rate: 2_000, seconds: 20 },
+            Bench::Memory { devices: vec![1, 5_000, 20_000, 50_000] },
         ],
         one => vec![one],
     };
@@ -450,6 +458,7 @@ async fn main() {
             Bench::Spool { lines } => spool_append(lines),
             Bench::Drain { lines } => drain(lines).await,
             Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
+            Bench::Memory { devices } => memory(&devices).await,
         }
     }
 }
@@ -480,4 +489,81 @@ fn ingest_only(messages: usize, devices: usize) {
         "| `Ingest::process` alone, batches of 100, no MQTT | {:.0} msg/s |",
         messages as f64 / started.elapsed().as_secs_f64()
     );
+}
+
+/// Resident set size of `pid`, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A village of `n` devices: about 5 detectors a building, 30 buildings a grid, 8 grids a
+/// community (Fuhai's proportions).
+fn write_registry(path: &std::path::Path, n: usize) {
+    use firegrid_gateway::registry::{DeviceKind, DeviceRecord, Registry};
+    let records = (0..n).map(|i| {
+        let building = i / 5;
+        let grid = building / 30;
+        DeviceRecord {
+            id: device(i),
+            kind: DeviceKind::SmokeDetector,
+            model: "JTY-GD-1".into(),
+            building: format!("b{building:05}"),
+            address: format!("Lane {}, No. {}", building / 40, building % 40),
+            lat: 25.0 + building as f64 * 1e-5,
+            lon: 102.6,
+            grid: format!("g{grid:04}"),
+            community: format!("c{:03}", grid / 8),
+            street: "fuhai".into(),
+            village: VillageId::new("fuhai-1").unwrap(),
+            district: None,
+            heartbeat_ms: None,
+            channels: None,
+        }
+    });
+    Registry::from_records(records).unwrap().save(path).unwrap();
+}
+
+async fn memory(sizes: &[usize]) {
+    println!("memory: firegrid (release) RSS after every registered device sent one heartbeat");
+    let mut results = Vec::new();
+    for &n in sizes {
+        let broker = Mosquitto::start().unwrap();
+        let registry_dir = tempfile::tempdir().unwrap();
+        let csv = registry_dir.path().join("devices.csv");
+        write_registry(&csv, n);
+        let port = broker.port();
+        let csv_path = csv.display().to_string();
+        let gateway = firegrid_tests::Firegrid::start(move |dir, http| {
+            format!(
+                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[registry]\ncsv = \"{csv_path}\"\n[mqtt]\nport = {port}\nclient_id = \"mem\"\n",
+                dir.join("data").display()
+            )
+        })
+        .unwrap();
+        let pid = gateway.pid().unwrap();
+        let stream: Vec<_> = (0..n).map(|i| heartbeat(&device(i), 0)).collect();
+        publish_all(port, "fleet", &stream).await;
+        let sample = r#"firegrid_messages_accepted_total{kind="heartbeat"}"#;
+        while gateway.metric(sample).unwrap().unwrap_or(0.0) < n as f64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let liveness tick and the allocator settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let bytes = rss(pid);
+        println!("| {n} devices | RSS {:.1} MiB |", bytes as f64 / 1048576.0);
+        results.push((n, bytes));
+    }
+    for w in results.windows(2) {
+        let ((n0, r0), (n1, r1)) = (w[0], w[1]);
+        println!(
+            "| {n0} → {n1} devices | **{:.0} B per device** |",
+            (r1 as f64 - r0 as f64) / (n1 - n0) as f64
+        );
+    }
 }
