@@ -188,58 +188,6 @@ fn heartbeat_text_round_trips() {
     }
 }
 
-/// Per-device memory of the registry and the liveness engine at 50,000 devices. Two
-/// figures: the resident-set growth while building both from a lazily generated village
-/// (after a warm-up build, so the loader's temporary rows mostly reuse freed memory),
-/// and the size of what stays (structs, map entries, index vectors, amortised shared
-/// strings). Run alone, since other tests allocate concurrently:
-/// `cargo test -p firegrid-gateway --lib registry::tests::memory -- --ignored --nocapture`.
-#[test]
-#[ignore = "measurement; run alone"]
-fn memory_per_device() {
-    fn rss() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-    }
-    let n = 50_000;
-    // A first build and drop leaves the loader's temporary memory with the allocator, so
-    // the second build's growth is mostly what it keeps.
-    drop(Registry::from_records(village(n)).unwrap());
-    let before = rss();
-    let registry = Arc::new(Registry::from_records(village(n)).unwrap());
-    println!("registry alone: {} B/device", rss().saturating_sub(before) / n as u64);
-    let liveness =
-        crate::liveness::Liveness::new(crate::liveness::LivenessConfig::default(), registry.clone(), 0);
-    let grown = rss().saturating_sub(before) / n as u64;
-
-    // What stays per device: the device behind its Arc (two counters), its id again as the
-    // map key with the index, with hashbrown's 1 control byte per bucket at up to 7/8 load;
-    // four scope-member indexes; the liveness entry and its deadline-queue slot.
-    let device = size_of::<Device>() + 16 + 8;
-    let by_id = (size_of::<DeviceId>() + 4 + 1) * 8 / 7;
-    let scope_members = 4 * 4;
-    let liveness_entry = 48 + 16;
-    // Shared per building (6 devices each) and per name.
-    let building = (size_of::<Building>() + 16) / 6;
-    let fixed = device + by_id + scope_members + liveness_entry + building;
-    println!("RSS growth {grown} B/device; retained structures {fixed} B/device");
-    assert!(fixed < 500, "{fixed}");
-    assert!(grown < 1_000, "{grown}");
-
-    // Throughput of the hot path: one `seen` per message, a `tick` per second.
-    let mut liveness = liveness;
-    let ids: Vec<DeviceId> = registry.devices().iter().map(|d| d.id.clone()).collect();
-    let start = std::time::Instant::now();
-    for round in 0..20u64 {
-        for id in &ids {
-            liveness.seen(id, round * 1_000);
-        }
-        liveness.tick(round * 1_000);
-    }
-    let per_seen = start.elapsed() / (20 * n as u32);
-    println!("seen + tick share: {per_seen:?} per message");
-}
-
 /// A village of `n` devices: 6 per building, 10 buildings per grid, 5 grids per community.
 pub(crate) fn village(n: usize) -> Vec<DeviceRecord> {
     (0..n)
