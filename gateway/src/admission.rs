@@ -124,13 +124,8 @@ impl Admission {
     /// Judges a message from `dev` and, when fresh, remembers it.
     pub fn check(&mut self, dev: &DeviceId, boot: u16, seq: u32, class: Class, now_ms: u64) -> Verdict {
         let cfg = &self.cfg;
-        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState {
-            boot,
-            max_seq: seq,
-            seen: 0,
-            alarm: Bucket::full(cfg.alarm_burst, now_ms),
-            other: Bucket::full(cfg.burst, now_ms),
-        });
+        let state =
+            self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
         let verdict = state.window_verdict(boot, seq);
         if verdict != Verdict::Fresh {
             return verdict;
@@ -151,13 +146,8 @@ impl Admission {
     /// redelivery by the broker counts as a duplicate. Rate limits are not charged.
     pub fn remember(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
         let cfg = &self.cfg;
-        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState {
-            boot,
-            max_seq: seq,
-            seen: 0,
-            alarm: Bucket::full(cfg.alarm_burst, now_ms),
-            other: Bucket::full(cfg.burst, now_ms),
-        });
+        let state =
+            self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
         if state.window_verdict(boot, seq) == Verdict::Fresh {
             state.remember(boot, seq);
         }
@@ -175,6 +165,17 @@ impl Admission {
 }
 
 impl DeviceState {
+    /// A device seen for the first time: nothing remembered yet, full buckets.
+    fn new(cfg: &AdmissionConfig, boot: u16, seq: u32, now_ms: u64) -> Self {
+        DeviceState {
+            boot,
+            max_seq: seq,
+            seen: 0,
+            alarm: Bucket::full(cfg.alarm_burst, now_ms),
+            other: Bucket::full(cfg.burst, now_ms),
+        }
+    }
+
     fn window_verdict(&self, boot: u16, seq: u32) -> Verdict {
         if boot_after(boot, self.boot) {
             return Verdict::Fresh;

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod liveness;
 pub mod metrics;
 pub mod registry;
+pub mod retry;
 pub mod runtime;
 pub mod series;
 pub mod sinks;

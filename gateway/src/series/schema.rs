@@ -147,17 +147,6 @@ pub fn modbus_condition_point(
     placed(p, place, event.device.as_str())
 }
 
-fn state_name(state: DetectorState) -> &'static str {
-    match state {
-        DetectorState::Normal => "normal",
-        DetectorState::PreAlarm => "pre_alarm",
-        DetectorState::Alarm => "alarm",
-        DetectorState::Hush => "hush",
-        DetectorState::Cleared => "cleared",
-        DetectorState::Test => "test",
-    }
-}
-
 /// A numeric severity for the state, so panels can plot and threshold it: 0 normal or
 /// cleared, 1 test, 2 hush, 3 pre-alarm, 4 alarm.
 fn state_level(state: DetectorState) -> i64 {
@@ -207,7 +196,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
         UplinkBody::State(s) => (
             "state",
             Point::new(measurement::DETECTOR_STATE, ts_ns)
-                .tag("state", state_name(s.state))
+                .tag("state", wire_name(&s.state))
                 .field("level", Field::I64(state_level(s.state)))
                 .field("obscuration_db_m", Field::F64(wide(s.obscuration_db_m))),
         ),

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backon::BackoffBuilder;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -63,14 +62,7 @@ pub async fn run_destination(
     dead_letter_dir: PathBuf,
     shutdown: CancellationToken,
 ) {
-    let new_backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(cfg.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
+    let new_backoff = || crate::retry::backoff(Duration::from_millis(200), cfg.max_backoff);
     let mut backoff = new_backoff();
     let name = cfg.name.as_str();
     let dead_letters = DeadLetters { path: dead_letter_dir.join(format!("{name}.lp")), stats: &stats };

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::BackoffBuilder;
 use firegrid_protocol::DeviceId;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -107,14 +106,7 @@ pub async fn run_device(
     stats: Arc<DeviceStats>,
     shutdown: CancellationToken,
 ) {
-    let new_backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(device.poll_interval.max(MIN_BACKOFF))
-            .with_max_delay(device.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
+    let new_backoff = || crate::retry::backoff(device.poll_interval.max(MIN_BACKOFF), device.max_backoff);
     let mut backoff = new_backoff();
     let reads = plan_reads(&device.points);
     let mut monitor = DeviceMonitor::new(&device);

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::BackoffBuilder;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -70,14 +69,7 @@ pub async fn run_session(
         reset.clone(),
     ));
 
-    let new_backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(cfg.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
+    let new_backoff = || crate::retry::backoff(Duration::from_millis(100), cfg.max_backoff);
     let mut backoff = new_backoff();
     let name = session.name();
     loop {
