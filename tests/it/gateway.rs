@@ -318,31 +318,48 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     assert_each_device_has(&db, "device_heartbeat", 1_000, 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_gateway_mid_stream_loses_nothing() {
+/// Stops the gateway mid-stream (SIGKILL or SIGTERM), publishes on while it is down, starts
+/// it again, and checks every sequence number arrives exactly once.
+async fn stop_mid_stream_loses_nothing(sigkill: bool) {
     let (broker, db) = setup();
     let mut gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
     let publisher = Publisher::start(broker.port(), "fleet-1");
     const DEVICES: usize = 2_000;
     const ROUNDS: u32 = 10;
-    let mut killed = false;
     for seq in 0..ROUNDS {
         for i in 0..DEVICES {
             publisher.send(heartbeat(&device(i), seq)).await;
         }
         if seq == 3 {
-            gateway.kill().unwrap();
-            killed = true;
+            if sigkill {
+                gateway.kill().unwrap()
+            } else {
+                gateway.stop().unwrap()
+            }
+            assert!(!gateway.is_running());
         }
         if seq == 6 {
             gateway.restart().unwrap();
         }
     }
-    assert!(killed);
     publisher.wait_acked(DEVICES as u64 * ROUNDS as u64, Duration::from_secs(60)).await;
     let total = (DEVICES * ROUNDS as usize) as i64;
     wait_count(&db, "SELECT count(seq) FROM device_heartbeat", total, Duration::from_secs(90)).await;
     assert_each_device_has(&db, "device_heartbeat", DEVICES, ROUNDS.into());
+    if !sigkill {
+        let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+        assert!(log.contains("Gateway stopped."), "the SIGTERM stop finished cleanly:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_gateway_mid_stream_loses_nothing() {
+    stop_mid_stream_loses_nothing(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_finishes_in_flight_work_and_loses_nothing() {
+    stop_mid_stream_loses_nothing(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
