@@ -307,7 +307,7 @@ impl Gateway {
         let sessions = Session::ALL
             .into_iter()
             .map(|session| {
-                tokio::spawn(run_session(
+                tokio::spawn(supervise_session(
                     session,
                     mqtt.clone(),
                     ingest.clone(),
@@ -406,6 +406,44 @@ impl Gateway {
         self.fleet_stop.cancel();
         let _ = self.fleet.await;
         tracing::info!("Gateway stopped.");
+    }
+}
+
+/// How long a session whose batch could not be stored waits before it reconnects.
+const SESSION_RESTART: Duration = Duration::from_secs(5);
+
+/// Runs a session until `stop`. A session that ends early (the spool could not store a
+/// batch, say on a full disk) is started again after [`SESSION_RESTART`]; the broker then
+/// redelivers everything it had not had acknowledged. A configuration error ends it for good.
+async fn supervise_session(
+    session: Session,
+    mqtt: MqttConfig,
+    ingest: Arc<Ingest>,
+    handoff: mpsc::UnboundedSender<Accepted>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    mqtt.filters(session)?;
+    loop {
+        let ended = run_session(
+            session,
+            mqtt.clone(),
+            ingest.clone(),
+            handoff.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )
+        .await;
+        if stop.is_cancelled() {
+            return ended;
+        }
+        if let Err(error) = ended {
+            tracing::error!(session = session.name(), %error, retry_in_s = SESSION_RESTART.as_secs(), "MQTT session stopped; restarting.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_RESTART) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
     }
 }
 
