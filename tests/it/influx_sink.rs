@@ -305,3 +305,38 @@ async fn influxdb1_parses_encoded_points_back_to_the_same_values() {
     }
     drain.stop().await;
 }
+
+/// A server that refuses large bodies (HTTP 413): the batch is split until it fits, and a
+/// single line too large for any request goes to the dead-letter file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_batches_are_split_until_they_fit() {
+    let db = InfluxDb1::start_with_max_body_size(64 * 1024).unwrap();
+    db.create_database(DB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Uncompressed, so the body the server measures is the one the sink sends.
+    let cfg = DestinationConfig { gzip: false, ..v1(&db, DB) };
+    let drain = Drain::start(dir.path(), cfg);
+    // 5,000 readings of about 95 bytes: a batch seven times the limit.
+    let lines: Vec<u8> = (0..5_000).flat_map(reading).collect();
+    assert!(lines.len() > 4 * 64 * 1024);
+    drain.append(Class::Telemetry, &lines);
+    let mut huge = Vec::new();
+    Point::new("reading", 1_763_000_000_000_000_000 - 1)
+        .field("n", Field::I64(-5))
+        .field("note", Field::Str("x".repeat(70 * 1024)))
+        .encode(&mut huge)
+        .unwrap();
+    drain.append(Class::Telemetry, &huge);
+    wait_for("count", Duration::from_secs(30), 5_000.into(), || scalar(&db, "SELECT count(n) FROM reading"))
+        .await;
+    assert_eq!(scalar(&db, "SELECT sum(n) FROM reading"), Some((5_000i64 * 4_999 / 2).into()));
+    let started = Instant::now();
+    while drain.stats.lines_dead_lettered.load(Ordering::Relaxed) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the oversized line was never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter/street.lp")).unwrap();
+    assert!(dead.contains("status=413"), "{}", &dead[..200.min(dead.len())]);
+    assert_eq!(drain.stats.lines_dead_lettered.load(Ordering::Relaxed), 1);
+    drain.stop().await;
+}

@@ -60,7 +60,16 @@ impl InfluxDb1 {
     /// # Errors
     /// See [`ServerProcess::start`]; a missing binary names the install command.
     pub fn start() -> Result<Self> {
-        Ok(InfluxDb1 { process: ServerProcess::start(InfluxKind)? })
+        Ok(InfluxDb1 { process: ServerProcess::start(InfluxKind { max_body_size: None })? })
+    }
+
+    /// Like [`start`](Self::start), with the server refusing (HTTP 413) request bodies larger
+    /// than `bytes`.
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start).
+    pub fn start_with_max_body_size(bytes: u64) -> Result<Self> {
+        Ok(InfluxDb1 { process: ServerProcess::start(InfluxKind { max_body_size: Some(bytes) })? })
     }
 
     /// The HTTP API port on 127.0.0.1.
@@ -192,7 +201,11 @@ fn check_results(json: &Value) -> Result<()> {
     }
 }
 
-struct InfluxKind;
+/// The configuration knobs a test may set.
+struct InfluxKind {
+    /// `[http] max-body-size`, bytes.
+    max_body_size: Option<u64>,
+}
 
 impl ServerKind for InfluxKind {
     fn binary(&self) -> Binary {
@@ -233,6 +246,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   log-enabled = false
   write-tracing = false
   pprof-enabled = false
+  max-body-size = {max_body}
 
 [logging]
   level = "error"
@@ -247,6 +261,8 @@ bind-address = "127.0.0.1:{rpc_port}"
             meta = path("meta"),
             data = path("data"),
             wal = path("wal"),
+            // 25 MB is influxd's own default.
+            max_body = self.max_body_size.unwrap_or(25_000_000),
         );
         let file = dir.join("influxdb.conf");
         std::fs::write(&file, config)?;

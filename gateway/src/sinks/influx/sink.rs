@@ -97,7 +97,7 @@ pub async fn run_destination(
         }
 
         let started = Instant::now();
-        match deliver(&writer, &batch, &dead_letters).await {
+        match deliver(&writer, &lines(&batch), &dead_letters).await {
             Ok(()) => {
                 let last = batch.last().unwrap().id;
                 let acked = spool.lock().unwrap().ack(name, last);
@@ -151,39 +151,38 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) {
     }
 }
 
-/// Lines in a batch: a record may hold several (all the points of one message).
+/// The lines of a batch, each with its `\n`: a record may hold several, and a batch that is
+/// too large is split by lines, not records.
+fn lines(records: &[Record]) -> Vec<&[u8]> {
+    records.iter().flat_map(|r| r.payload.split_inclusive(|b| *b == b'\n')).collect()
+}
+
+/// Lines in a batch.
 fn line_count(records: &[Record]) -> u64 {
     records.iter().map(|r| r.payload.iter().filter(|b| **b == b'\n').count() as u64).sum()
 }
 
-fn body(records: &[Record]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(records.iter().map(|r| r.payload.len()).sum());
-    for r in records {
-        body.extend_from_slice(&r.payload);
-    }
-    body
-}
-
-/// Writes `records`; poison batches go to the dead-letter file and count as delivered, too
-/// large ones are split. `Err` means "retry the whole batch later".
+/// Writes `lines`; poison batches go to the dead-letter file and count as delivered, too
+/// large ones are split in halves down to single lines. `Err` means "retry the whole batch
+/// later".
 async fn deliver(
     writer: &LineWriter,
-    records: &[Record],
+    lines: &[&[u8]],
     dead_letters: &DeadLetters<'_>,
 ) -> Result<(), (Next, WriteFailure)> {
-    let Err(failure) = writer.write(&body(records)).await else {
+    let Err(failure) = writer.write(&lines.concat()).await else {
         return Ok(());
     };
     match classify(&failure) {
-        Next::Split if records.len() > 1 => {
-            let (a, b) = records.split_at(records.len() / 2);
+        Next::Split if lines.len() > 1 => {
+            let (a, b) = lines.split_at(lines.len() / 2);
             // Halves that were already written are written again if the other half fails and
             // the batch is retried; same points, same timestamps, so they overwrite.
             Box::pin(deliver(writer, a, dead_letters)).await?;
             Box::pin(deliver(writer, b, dead_letters)).await
         }
         Next::Split | Next::DeadLetter => {
-            dead_letters.store(records, &failure).map_err(|e| {
+            dead_letters.store(lines, &failure).map_err(|e| {
                 let message =
                     format!("cannot write the dead-letter file: {e}; original error: {}", failure.message);
                 (Next::Backoff, WriteFailure { message, ..failure.clone() })
@@ -203,7 +202,7 @@ struct DeadLetters<'a> {
 }
 
 impl DeadLetters<'_> {
-    fn store(&self, records: &[Record], failure: &WriteFailure) -> std::io::Result<()> {
+    fn store(&self, lines: &[&[u8]], failure: &WriteFailure) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -213,17 +212,17 @@ impl DeadLetters<'_> {
             "# {} status={} lines={} reason={}\n",
             humantime::format_rfc3339_millis(SystemTime::now()),
             failure.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
-            line_count(records),
+            lines.len(),
             reason.trim()
         )
         .into_bytes();
-        out.extend_from_slice(&body(records));
+        out.extend_from_slice(&lines.concat());
         file.write_all(&out)?;
         file.sync_data()?;
-        self.stats.lines_dead_lettered.fetch_add(line_count(records), Ordering::Relaxed);
+        self.stats.lines_dead_lettered.fetch_add(lines.len() as u64, Ordering::Relaxed);
         tracing::error!(
             file = %self.path.display(),
-            lines = line_count(records),
+            lines = lines.len(),
             status = failure.status,
             reason = %reason.trim(),
             "Server refused a batch for good; moved it to the dead-letter file."
