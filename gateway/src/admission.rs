@@ -142,6 +142,27 @@ impl Admission {
         Verdict::Fresh
     }
 
+    /// Judges a message that is exempt from the replay window (a device's `status`, whose
+    /// last-will copy is composed at connect time, before the messages it follows): only the
+    /// rate limit applies, and nothing is remembered.
+    pub fn check_rate_only(
+        &mut self,
+        dev: &DeviceId,
+        boot: u16,
+        seq: u32,
+        class: Class,
+        now_ms: u64,
+    ) -> Verdict {
+        let cfg = &self.cfg;
+        let state =
+            self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
+        let allowed = match class {
+            Class::Alarm => state.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
+            Class::Event | Class::Telemetry => state.other.take(cfg.rate_per_s, cfg.burst, now_ms),
+        };
+        if allowed { Verdict::Fresh } else { Verdict::RateLimited }
+    }
+
     /// Remembers a message accepted before a restart (read back from the spool), so that its
     /// redelivery by the broker counts as a duplicate. Rate limits are not charged.
     pub fn remember(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
@@ -271,6 +292,23 @@ mod tests {
         msgs.push((1, burst + 2, Telemetry, 1_000));
         want.push(RateLimited);
         check(&msgs, &want);
+    }
+
+    #[test]
+    fn exempt_messages_are_rate_limited_only() {
+        let mut admission = Admission::new(AdmissionConfig::default());
+        let dev = DeviceId::new("cam-1").unwrap();
+        assert_eq!(admission.check(&dev, 4, 500, Class::Event, T0), Fresh);
+        // A last will composed at connect time, long before seq 500: accepted, twice.
+        assert_eq!(admission.check_rate_only(&dev, 4, 2, Class::Event, T0), Fresh);
+        assert_eq!(admission.check_rate_only(&dev, 4, 2, Class::Event, T0), Fresh);
+        // And it did not disturb the window.
+        assert_eq!(admission.check(&dev, 4, 500, Class::Event, T0), Duplicate);
+        assert_eq!(admission.check(&dev, 4, 501, Class::Event, T0), Fresh);
+        let burst = AdmissionConfig::default().burst as u32;
+        let verdicts: Vec<_> =
+            (0..burst).map(|_| admission.check_rate_only(&dev, 4, 2, Class::Event, T0)).collect();
+        assert_eq!(verdicts.last(), Some(&RateLimited));
     }
 
     #[test]

@@ -132,7 +132,13 @@ pub async fn run(
         tokio::select! {
             a = accepted.recv() => {
                 let Some(a) = a else { break };
-                let events = task.liveness.seen(&a.msg.dev, a.accepted_ms);
+                let events = match &a.msg.body {
+                    // The device's last will: its connection is gone now.
+                    firegrid_protocol::UplinkBody::Status(s) if !s.online => {
+                        task.liveness.disconnected(&a.msg.dev, a.accepted_ms)
+                    }
+                    _ => task.liveness.seen(&a.msg.dev, a.accepted_ms),
+                };
                 store(&task.ingest, &events);
                 log_alarm(&a);
                 if let Some(tx) = &onward {

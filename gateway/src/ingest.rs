@@ -255,7 +255,14 @@ impl Ingest {
             };
             let msg = &accepted.msg;
             let class = msg.class();
-            let verdict = self.admission.lock().unwrap().check(&msg.dev, msg.boot, msg.seq, class, now_ms);
+            let verdict = {
+                let mut admission = self.admission.lock().unwrap();
+                if msg.kind() == firegrid_protocol::UplinkKind::Status {
+                    admission.check_rate_only(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                } else {
+                    admission.check(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                }
+            };
             match verdict {
                 Verdict::Fresh => {}
                 Verdict::Duplicate => {

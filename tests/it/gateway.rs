@@ -382,3 +382,66 @@ async fn two_replicas_on_a_shared_subscription_split_the_load() {
     assert_eq!(ta + tb, 10_000.0, "each message handled by exactly one replica");
     assert!(ta > 1_000.0 && tb > 1_000.0, "both replicas took a share: {ta} / {tb}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_powered_device_whose_connection_drops_is_offline_at_once() {
+    let (broker, db) = setup();
+    let registry = tempfile::tempdir().unwrap();
+    let csv = registry.path().join("devices.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "device_id,kind,model,building_id,building_address,lat,lon,grid,community,street,village\n\
+             cam-1,camera,DS-2CD,B1,\"Lane 3, No. 5\",25.0,102.6,G1,C1,fuhai,{VILLAGE}\n\
+             cam-2,camera,DS-2CD,B2,Lane 4,25.0,102.6,G1,C1,fuhai,{VILLAGE}\n"
+        ),
+    )
+    .unwrap();
+    let base = gateway_config(broker.port(), db.port(), "gw-a", None);
+    let csv_path = csv.display().to_string();
+    let _gateway =
+        Firegrid::start(move |dir, port| format!("{}\n[registry]\ncsv = \"{csv_path}\"\n", base(dir, port)))
+            .unwrap();
+
+    // The camera connects with its last will, says it is online, then its network dies.
+    let cam = DeviceId::new("cam-1").unwrap();
+    let status = |seq, online| {
+        let msg = Uplink::new(
+            cam.clone(),
+            7,
+            seq,
+            now_ms(),
+            UplinkBody::Status(firegrid_protocol::Status { online }),
+        );
+        (topic(&cam, UplinkKind::Status), msg.encode(Encoding::Json, &mut [0u8; 256]).unwrap().to_vec())
+    };
+    let (will_topic, will_payload) = status(0, false);
+    let mut opts = MqttOptions::new("cam-1", "127.0.0.1", broker.port());
+    opts.set_last_will(rumqttc::LastWill::new(will_topic, will_payload, QoS::AtLeastOnce, false));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let (online_topic, online_payload) = status(1, true);
+    client.publish(online_topic, QoS::AtLeastOnce, false, online_payload).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+            break;
+        }
+    }
+    let dropped_at = Instant::now();
+    // No DISCONNECT: the socket just closes, so the broker publishes the will.
+    drop(eventloop);
+    drop(client);
+
+    // Offline within seconds, not after three missed 60 s heartbeats.
+    let offline = "SELECT count(silent_ms) FROM device_status WHERE device = 'cam-1' AND online = 0";
+    wait_count(&db, offline, 1, Duration::from_secs(20)).await;
+    assert!(dropped_at.elapsed() < Duration::from_secs(30), "took {:?}", dropped_at.elapsed());
+    // The will itself is stored too, and nothing was said about the other camera.
+    wait_count(
+        &db,
+        "SELECT count(online) FROM device_status WHERE source = 'mqtt'",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(count(&db, "SELECT count(online) FROM device_status WHERE device = 'cam-2'"), 0);
+}

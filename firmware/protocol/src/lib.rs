@@ -8,8 +8,8 @@
 //!   [`VillageId`] and [`DeviceId`] restricted to a safe alphabet.
 //! - [`Uplink`] (device → gateway) carries a header (schema version, device id, boot
 //!   counter, sequence number, device time) and an [`UplinkBody`]: heartbeat, detector state
-//!   change, fault, camera event, camera channel health, water reading or command
-//!   acknowledgement. [`Class`] says how urgently each kind travels.
+//!   change, fault, camera event, camera channel health, water reading, command
+//!   acknowledgement or connection status. [`Class`] says how urgently each kind travels.
 //! - [`Downlink`] (gateway → device) carries a [`DownlinkBody`]: sounders, hush, self-test,
 //!   heartbeat interval, thresholds, or an application-level acknowledgement of an uplink.
 //! - [`Encoding`] selects JSON (interoperable, what third-party devices send) or the compact
@@ -37,8 +37,8 @@ pub use id::{DeviceId, ID_MAX_LEN, VillageId, check_id};
 pub use topic::{Direction, MAX_TOPIC_LEN, Topic, TopicBuf, TopicKind, downlink_filter, uplink_filter};
 pub use uplink::{
     AckResult, CameraEvent, CameraEventKind, CameraHealth, ChannelStatus, Class, CommandAck, DetectorState,
-    Fault, FaultKind, FirmwareVersion, Heartbeat, SnapshotRef, StateChange, Uplink, UplinkBody, UplinkKind,
-    WaterReading,
+    Fault, FaultKind, FirmwareVersion, Heartbeat, SnapshotRef, StateChange, Status, Uplink, UplinkBody,
+    UplinkKind, WaterReading,
 };
 pub use validate::Limits;
 

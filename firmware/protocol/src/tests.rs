@@ -62,6 +62,7 @@ fn samples() -> Vec<(&'static str, Uplink)> {
             "command_ack",
             up(7, UplinkBody::CommandAck(CommandAck { cmd_seq: 41, result: AckResult::Applied })),
         ),
+        ("status", up(8, UplinkBody::Status(Status { online: false }))),
     ]
 }
 
@@ -430,6 +431,7 @@ fn body_strategy() -> impl Strategy<Value = UplinkBody> {
             .prop_map(|(p, l)| { UplinkBody::Water(WaterReading { pressure_mpa: p, level_m: Some(l) }) }),
         (any::<u32>(), ack)
             .prop_map(|(cmd_seq, result)| UplinkBody::CommandAck(CommandAck { cmd_seq, result })),
+        any::<bool>().prop_map(|online| UplinkBody::Status(Status { online })),
     ]
 }
 

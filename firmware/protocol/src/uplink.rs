@@ -49,6 +49,10 @@ pub enum UplinkBody {
     Water(WaterReading),
     /// The device's answer to a downlink command.
     CommandAck(CommandAck),
+    /// The device's connection state, for powered devices that stay connected: `online`
+    /// after connecting, and `offline` as their MQTT last will, which the broker publishes
+    /// when the connection drops without a goodbye.
+    Status(Status),
 }
 
 /// The kinds of uplink, as they appear in topics and JSON.
@@ -68,11 +72,13 @@ pub enum UplinkKind {
     Water,
     /// [`UplinkBody::CommandAck`]
     CommandAck,
+    /// [`UplinkBody::Status`]
+    Status,
 }
 
 impl UplinkKind {
     /// Every kind, in wire-index order.
-    pub const ALL: [UplinkKind; 7] = [
+    pub const ALL: [UplinkKind; 8] = [
         UplinkKind::Heartbeat,
         UplinkKind::State,
         UplinkKind::Fault,
@@ -80,6 +86,7 @@ impl UplinkKind {
         UplinkKind::CameraHealth,
         UplinkKind::Water,
         UplinkKind::CommandAck,
+        UplinkKind::Status,
     ];
 
     /// The kind's name in topics and JSON.
@@ -92,6 +99,7 @@ impl UplinkKind {
             UplinkKind::CameraHealth => "camera_health",
             UplinkKind::Water => "water",
             UplinkKind::CommandAck => "command_ack",
+            UplinkKind::Status => "status",
         }
     }
 
@@ -104,7 +112,9 @@ impl UplinkKind {
     pub const fn class(self) -> Class {
         match self {
             UplinkKind::State | UplinkKind::CameraEvent => Class::Alarm,
-            UplinkKind::Fault | UplinkKind::CameraHealth | UplinkKind::CommandAck => Class::Event,
+            UplinkKind::Fault | UplinkKind::CameraHealth | UplinkKind::CommandAck | UplinkKind::Status => {
+                Class::Event
+            }
             UplinkKind::Heartbeat | UplinkKind::Water => Class::Telemetry,
         }
     }
@@ -137,6 +147,7 @@ impl UplinkBody {
             UplinkBody::CameraHealth(_) => UplinkKind::CameraHealth,
             UplinkBody::Water(_) => UplinkKind::Water,
             UplinkBody::CommandAck(_) => UplinkKind::CommandAck,
+            UplinkBody::Status(_) => UplinkKind::Status,
         }
     }
 }
@@ -319,4 +330,16 @@ pub struct CommandAck {
     pub cmd_seq: u32,
     /// The outcome.
     pub result: AckResult,
+}
+
+/// A device's connection state.
+///
+/// A device that uses it publishes `online: true` after each connect and sets its MQTT last
+/// will to `online: false` with the same boot counter and a sequence number reserved at
+/// connect time. Because a will is written before the messages it follows, receivers exempt
+/// `status` from the replay window (they still rate-limit it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `true` when connected, `false` when the connection was lost.
+    pub online: bool,
 }

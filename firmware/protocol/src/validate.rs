@@ -81,7 +81,10 @@ impl Uplink {
         match &self.body {
             UplinkBody::Heartbeat(hb) => hb.validate(),
             UplinkBody::State(s) => s.validate(),
-            UplinkBody::Fault(_) | UplinkBody::CameraHealth(_) | UplinkBody::CommandAck(_) => Ok(()),
+            UplinkBody::Fault(_)
+            | UplinkBody::CameraHealth(_)
+            | UplinkBody::CommandAck(_)
+            | UplinkBody::Status(_) => Ok(()),
             UplinkBody::CameraEvent(e) => e.validate(),
             UplinkBody::Water(w) => w.validate(),
         }

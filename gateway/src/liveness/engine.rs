@@ -256,37 +256,11 @@ impl Liveness {
         events
     }
 
-    /// Advances time to `now_ms`: devices whose deadline passed turn late or offline,
-    /// scopes are lost and restored. Call it about once a second; calling it less often
-    /// only delays events, their times (`at_ms`) stay exact.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<LivenessEvent> {
+    /// Devices that just turned offline (status `Offline { reported: false }`, their
+    /// `offline_since_ms` set): one `ScopeLost` for the widest scope that now qualifies, and an
+    /// `Offline` for each device not inside a lost scope.
+    fn declare_offline(&mut self, newly_offline: Vec<usize>, now_ms: u64) -> Vec<LivenessEvent> {
         let mut events = Vec::new();
-        let mut newly_offline = Vec::new();
-        while let Some(&Reverse((deadline, i))) = self.queue.peek() {
-            if deadline > now_ms {
-                break;
-            }
-            self.queue.pop();
-            let interval = self.registry.devices()[i as usize].heartbeat_ms;
-            let t = &mut self.devices[i as usize];
-            t.queued = false;
-            if t.status == Status::Healthy && now_ms >= t.heard_ms + interval + self.config.grace_ms {
-                t.status = Status::Late;
-                for s in t.scopes {
-                    self.scopes[s as usize].late += 1;
-                }
-            }
-            if t.status == Status::Late && now_ms >= offline_at(t, interval, &self.config) {
-                t.status = Status::Offline { reported: false };
-                t.offline_since_ms = offline_at(t, interval, &self.config);
-                newly_offline.push(i as usize);
-            }
-            if let Some(next) = next_deadline(t, interval, &self.config) {
-                t.queued = true;
-                self.queue.push(Reverse((next, i)));
-            }
-        }
-
         for i in newly_offline {
             // The widest scope that qualifies, so one cell going down is one event. Scopes
             // inside one already lost are not looked at: the wider case covers them, and a
@@ -318,6 +292,64 @@ impl Liveness {
                 });
             }
         }
+
+        events
+    }
+
+    /// The device's connection dropped (its MQTT last will arrived): it is offline now,
+    /// without waiting for missed heartbeats, and correlated like any other offline device.
+    /// Its next message brings it back. Unknown and already offline devices are ignored.
+    pub fn disconnected(&mut self, id: &DeviceId, now_ms: u64) -> Vec<LivenessEvent> {
+        let Some(i) = self.registry.index_of(id) else { return Vec::new() };
+        let t = &mut self.devices[i];
+        match t.status {
+            Status::Offline { .. } => return Vec::new(),
+            Status::Healthy => {
+                t.status = Status::Late;
+                for s in t.scopes {
+                    self.scopes[s as usize].late += 1;
+                }
+            }
+            Status::Late => {}
+        }
+        let t = &mut self.devices[i];
+        t.status = Status::Offline { reported: false };
+        t.offline_since_ms = now_ms;
+        self.declare_offline(vec![i], now_ms)
+    }
+
+    /// Advances time to `now_ms`: devices whose deadline passed turn late or offline,
+    /// scopes are lost and restored. Call it about once a second; calling it less often
+    /// only delays events, their times (`at_ms`) stay exact.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<LivenessEvent> {
+        let mut events = Vec::new();
+        let mut newly_offline = Vec::new();
+        while let Some(&Reverse((deadline, i))) = self.queue.peek() {
+            if deadline > now_ms {
+                break;
+            }
+            self.queue.pop();
+            let interval = self.registry.devices()[i as usize].heartbeat_ms;
+            let t = &mut self.devices[i as usize];
+            t.queued = false;
+            if t.status == Status::Healthy && now_ms >= t.heard_ms + interval + self.config.grace_ms {
+                t.status = Status::Late;
+                for s in t.scopes {
+                    self.scopes[s as usize].late += 1;
+                }
+            }
+            if t.status == Status::Late && now_ms >= offline_at(t, interval, &self.config) {
+                t.status = Status::Offline { reported: false };
+                t.offline_since_ms = offline_at(t, interval, &self.config);
+                newly_offline.push(i as usize);
+            }
+            if let Some(next) = next_deadline(t, interval, &self.config) {
+                t.queued = true;
+                self.queue.push(Reverse((next, i)));
+            }
+        }
+
+        events.extend(self.declare_offline(newly_offline, now_ms));
 
         for s in std::mem::take(&mut self.dirty) {
             let scope = &mut self.scopes[s as usize];

@@ -52,6 +52,8 @@ enum Step {
     Restart(u64),
     /// The registry is swapped at this time.
     Reload(Arc<Registry>, u64),
+    /// A device's MQTT last will arrived at a time (ms).
+    Dropped(String, u64),
 }
 use Step::*;
 
@@ -93,6 +95,7 @@ fn check(registry: Arc<Registry>, config: LivenessConfig, steps: Vec<Step>, expe
                 engine.reload(r, at);
                 Vec::new()
             }
+            Dropped(d, at) => engine.disconnected(&id(&d), at),
         };
         got.extend(events.iter().map(render));
     }
@@ -110,7 +113,7 @@ fn ticks(from: u64, to: u64, every: u64) -> impl Iterator<Item = Step> {
 fn timeline(mut steps: Vec<Step>) -> Vec<Step> {
     steps.sort_by_key(|s| match s {
         Restart(t) | Reload(_, t) => (*t, 0),
-        Seen(_, t) => (*t, 1),
+        Seen(_, t) | Dropped(_, t) => (*t, 1),
         Tick(t) => (*t, 2),
     });
     steps
@@ -148,6 +151,36 @@ fn offline_exactly_after_n_intervals_and_not_before() {
     // N is configurable.
     let config = LivenessConfig { missed_heartbeats: 5, ..LivenessConfig::default() };
     check(r, config, vec![Tick(329_999), Tick(330 * S)], &["330s offline c1"]);
+}
+
+#[test]
+fn a_dropped_connection_is_offline_at_once_and_correlated() {
+    let dropped = |d: &str, at| Dropped(d.to_owned(), at);
+    let r = registry(vec![
+        rec("c1", DeviceKind::Camera, "B1", "G1", None),
+        rec("w1", DeviceKind::WaterSensor, "B1", "G1", None),
+    ]);
+    // Offline the moment the will arrives, not 210 s later; once only; back on the next
+    // message; and the heartbeat deadline does not report it a second time.
+    check(
+        r.clone(),
+        LivenessConfig::default(),
+        vec![dropped("c1", 5 * S), dropped("c1", 6 * S), Tick(300 * S), seen("c1", 400 * S), Tick(401 * S)],
+        &["5s offline c1", "400s online c1"],
+    );
+    // Unknown devices are ignored.
+    check(r, LivenessConfig::default(), vec![dropped("nobody", 5 * S)], &[]);
+    // Ten cameras dropping together: the first four (below the 5-device minimum of a scope)
+    // are reported one by one, the fifth makes the widest scope lost, the rest are covered
+    // by it.
+    let cams: Vec<_> = (0..10).map(|k| rec(&format!("c{k}"), DeviceKind::Camera, "B9", "G9", None)).collect();
+    let drops: Vec<_> = (0..10).map(|k| dropped(&format!("c{k}"), 10 * S)).collect();
+    check(
+        registry(cams),
+        LivenessConfig::default(),
+        drops,
+        &["10s offline c0", "10s offline c1", "10s offline c2", "10s offline c3", "10s lost village v1 5/10"],
+    );
 }
 
 #[test]

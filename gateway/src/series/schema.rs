@@ -234,6 +234,12 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
             }
             ("water", p)
         }
+        UplinkBody::Status(st) => (
+            "status",
+            Point::new(measurement::DEVICE_STATUS, ts_ns)
+                .tag("source", "mqtt")
+                .field("online", Field::I64(st.online.into())),
+        ),
         UplinkBody::CommandAck(a) => (
             "command_ack",
             Point::new(measurement::COMMAND_ACK, ts_ns)
@@ -336,6 +342,7 @@ mod tests {
             UplinkBody::CameraHealth(CameraHealth { channel: 1, status: ChannelStatus::Online }),
             UplinkBody::Water(WaterReading { pressure_mpa: Some(0.3), level_m: Some(2.0) }),
             UplinkBody::CommandAck(CommandAck { cmd_seq: 1, result: AckResult::Applied }),
+            UplinkBody::Status(firegrid_protocol::Status { online: false }),
         ];
         let mut points: Vec<Point> = bodies
             .into_iter()
