@@ -130,11 +130,7 @@ impl Admission {
         if verdict != Verdict::Fresh {
             return verdict;
         }
-        let allowed = match class {
-            Class::Alarm => state.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
-            Class::Event | Class::Telemetry => state.other.take(cfg.rate_per_s, cfg.burst, now_ms),
-        };
-        if !allowed {
+        if !state.take_token(cfg, class, now_ms) {
             // Not remembered: the device may retransmit it later, within its budget.
             return Verdict::RateLimited;
         }
@@ -156,11 +152,7 @@ impl Admission {
         let cfg = &self.cfg;
         let state =
             self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
-        let allowed = match class {
-            Class::Alarm => state.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
-            Class::Event | Class::Telemetry => state.other.take(cfg.rate_per_s, cfg.burst, now_ms),
-        };
-        if allowed { Verdict::Fresh } else { Verdict::RateLimited }
+        if state.take_token(cfg, class, now_ms) { Verdict::Fresh } else { Verdict::RateLimited }
     }
 
     /// Remembers a message accepted before a restart (read back from the spool), so that its
@@ -194,6 +186,14 @@ impl DeviceState {
             seen: 0,
             alarm: Bucket::full(cfg.alarm_burst, now_ms),
             other: Bucket::full(cfg.burst, now_ms),
+        }
+    }
+
+    /// Takes one token from the bucket of `class`; `false` when it is empty.
+    fn take_token(&mut self, cfg: &AdmissionConfig, class: Class, now_ms: u64) -> bool {
+        match class {
+            Class::Alarm => self.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
+            Class::Event | Class::Telemetry => self.other.take(cfg.rate_per_s, cfg.burst, now_ms),
         }
     }
 
