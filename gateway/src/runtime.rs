@@ -95,9 +95,7 @@ impl Shared {
             use std::sync::atomic::Ordering::Relaxed;
             let label = DestinationLabel { destination: name.clone() };
             m.spool_depth.get_or_create(&label).set(spool.depth(name).unwrap_or(0) as i64);
-            let oldest = stats.oldest_pending_ms.load(Relaxed);
-            let age = if oldest == 0 { 0.0 } else { now.saturating_sub(oldest) as f64 / 1000.0 };
-            m.spool_age_seconds.get_or_create(&label).set(age);
+            m.spool_age_seconds.get_or_create(&label).set(stats.backlog_age_s(now));
             m.lines_written.get_or_create(&label).set(stats.lines_written.load(Relaxed) as i64);
             m.write_failures.get_or_create(&label).set(stats.requests_failed.load(Relaxed) as i64);
             m.dead_lettered.get_or_create(&label).set(stats.lines_dead_lettered.load(Relaxed) as i64);
@@ -154,20 +152,12 @@ impl Shared {
         }
         let now = now_ms();
         for (name, stats) in &self.destinations {
-            let oldest = stats.oldest_pending_ms.load(Relaxed);
             points.push(
                 Point::new(GATEWAY_DESTINATION, ts_ns)
                     .tag("gateway", gateway)
                     .tag("destination", name.as_str())
                     .field("depth", Field::I64(spool.depth(name).unwrap_or(0) as i64))
-                    .field(
-                        "age_s",
-                        Field::F64(if oldest == 0 {
-                            0.0
-                        } else {
-                            now.saturating_sub(oldest) as f64 / 1000.0
-                        }),
-                    )
+                    .field("age_s", Field::F64(stats.backlog_age_s(now)))
                     .field("lines_written", Field::I64(stats.lines_written.load(Relaxed) as i64))
                     .field("write_failures", Field::I64(stats.requests_failed.load(Relaxed) as i64))
                     .field("dead_lettered", Field::I64(stats.lines_dead_lettered.load(Relaxed) as i64))

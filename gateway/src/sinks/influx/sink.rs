@@ -43,6 +43,16 @@ pub struct DestinationStats {
     pub oldest_pending_ms: AtomicU64,
 }
 
+impl DestinationStats {
+    /// Age in seconds at `now_ms` of the oldest record not yet written; 0 when caught up.
+    pub fn backlog_age_s(&self, now_ms: u64) -> f64 {
+        match self.oldest_pending_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            oldest => now_ms.saturating_sub(oldest) as f64 / 1000.0,
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
