@@ -1,14 +1,47 @@
 //! The firegrid alarm engine: the closed loop 预警 warning → 响应 response → 应案 handling →
 //! 反馈 feedback, escalating up the grid hierarchy until a duty officer answers.
 //!
-//! This crate is sans-IO: it takes events and the current time as arguments and returns
-//! actions; it never reads a clock, spawns, or touches a socket or file. Its vocabulary so
-//! far: [`Level`], the administrative levels an alarm escalates through, and [`Stage`],
-//! the four stages every case is carried through.
+//! This crate is sans-IO: [`Engine::handle`] takes an [`Input`] (a device [`Signal`], an
+//! officer's [`Command`], a delivery result) with the current time, [`Engine::tick`] takes
+//! the current time alone, and both return [`Action`]s (notify a desk, sound a building,
+//! record a [`Transition`], report a [`Kpi`]). It never reads a clock, spawns, or touches a
+//! socket or file, so every timer is testable in microseconds and a log of inputs replays
+//! to the same state after a restart.
+//!
+//! Main types: [`Engine`], [`Case`] (with the ISA-18.2 state of each [`case::Alarm`]),
+//! [`Config`] and its per-[`Severity`] [`Policy`], [`Level`], [`Stage`], [`Scope`].
+
+pub mod case;
+mod config;
+mod engine;
+mod input;
+mod output;
+mod scope;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use case::{Case, CaseId, CaseKind};
+pub use config::{Config, Deadline, Policy, Severity};
+pub use engine::{Engine, Refusal};
+pub use input::{
+    Command, Condition, Disposition, FalseAlarmCause, Feedback, Input, Officer, Signal, VerifyMethod,
+    WorkOrder,
+};
+pub use output::{Action, Kpi, Notification, NotifyReason, Transition, TransitionKind};
+pub use scope::{Location, Scope, ScopeParseError};
+
+/// Time as the caller's clock gives it: Unix milliseconds.
+pub type Millis = u64;
+
+use serde::{Deserialize, Serialize};
 
 /// An administrative level of the grid hierarchy, lowest first. Small matters stay in the
 /// community grid; big matters go up to the street (小事不出社区网格,大事上报街道网格).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Level {
     /// 网格: a grid of a few buildings with a grid leader and grid workers.
     Grid,
@@ -34,10 +67,21 @@ impl Level {
             Level::District => None,
         }
     }
+
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Grid => "grid",
+            Level::Community => "community",
+            Level::Street => "street",
+            Level::District => "district",
+        }
+    }
 }
 
 /// The four stages of a case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// 预警: raised and routed to the responsible grid, not yet acknowledged.
     Warning,
@@ -56,29 +100,14 @@ impl Stage {
     pub fn may_advance_to(self, to: Stage) -> bool {
         to > self
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escalation_climbs_every_level_once_and_stops_at_the_district() {
-        let mut path = vec![Level::Grid];
-        while let Some(next) = path.last().unwrap().escalate() {
-            path.push(next);
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Warning => "warning",
+            Stage::Response => "response",
+            Stage::Handling => "handling",
+            Stage::Feedback => "feedback",
         }
-        assert_eq!(path, Level::ALL);
-    }
-
-    #[test]
-    fn stages_only_move_forward_and_feedback_is_terminal() {
-        let all = [Stage::Warning, Stage::Response, Stage::Handling, Stage::Feedback];
-        for (i, from) in all.iter().enumerate() {
-            for (j, to) in all.iter().enumerate() {
-                assert_eq!(from.may_advance_to(*to), j > i, "{from:?} → {to:?}");
-            }
-        }
-        assert!(!all.iter().any(|to| Stage::Feedback.may_advance_to(*to)));
     }
 }

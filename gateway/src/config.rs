@@ -53,6 +53,12 @@ pub struct Config {
     /// Modbus water-pressure and tank-level sensors to poll (`[[modbus.devices]]`).
     #[serde(default)]
     pub modbus: Option<crate::sources::modbus::ModbusConfig>,
+    /// The alarm loop: deadlines, officers, notification routes.
+    #[serde(default)]
+    pub alerting: crate::cases::AlertingConfig,
+    /// Notification channels (`[notify.channels.<name>]`) and delivery settings.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// The embedded MQTT broker.
@@ -326,6 +332,16 @@ mod tests {
         assert_eq!(cfg.limits, LimitSettings::default());
         assert_eq!(cfg.influx.len(), 2);
         assert!(cfg.mqtt.is_none(), "the example runs the embedded broker");
+        // The engine settings shown are the defaults, so the example documents them.
+        assert_eq!(cfg.alerting.engine, firegrid_alerting::Config::default());
+        assert_eq!(cfg.alerting.retention, crate::cases::AlertingConfig::default().retention);
+        let channels = crate::notify::build_channels(&cfg.notify.channels).unwrap();
+        for names in cfg.alerting.routes.values() {
+            assert!(
+                names.iter().all(|n| channels.contains_key(n)),
+                "routes name configured channels: {names:?}"
+            );
+        }
     }
 
     #[test]

@@ -46,6 +46,16 @@ impl Directory for Registry {
     fn placement(&self, device: &DeviceId) -> Option<Placement<'_>> {
         self.get(device).map(|d| placement(d))
     }
+
+    fn devices_in(&self, building: &str) -> Vec<(firegrid_protocol::VillageId, DeviceId)> {
+        self.devices()
+            .iter()
+            .filter(|d| &*d.building.id == building)
+            .filter_map(|d| {
+                Some((firegrid_protocol::VillageId::new(&d.building.village).ok()?, d.id.clone()))
+            })
+            .collect()
+    }
 }
 
 /// The name of a scope level in series and logs.
@@ -111,6 +121,8 @@ pub struct FleetTask {
     pub liveness: Liveness,
     /// Ingest, for storing events and swapping the directory.
     pub ingest: Arc<Ingest>,
+    /// The alarm loop and the district name, when it runs.
+    pub alarms: Option<(crate::cases::Cases, String)>,
 }
 
 /// Runs until `shutdown`: feeds accepted messages to liveness and forwards them to `onward`
@@ -140,6 +152,7 @@ pub async fn run(
                     _ => task.liveness.seen(&a.msg.dev, a.accepted_ms),
                 };
                 store(&task.ingest, &events);
+                signal(&task, &events);
                 log_alarm(&a);
                 if let Some(tx) = &onward {
                     let _ = tx.send(a);
@@ -148,6 +161,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let events = task.liveness.tick(now_ms());
                 store(&task.ingest, &events);
+                signal(&task, &events);
                 let now = tokio::time::Instant::now();
                 if now >= snapshot_at {
                     write_snapshot(&task.snapshot, &task.liveness);
@@ -179,6 +193,50 @@ fn reload(task: &mut FleetTask) {
         Err(error) => {
             tracing::error!(%error, "Registry file changed but cannot be loaded; keeping the previous registry.");
         }
+    }
+}
+
+/// Tells the alarm loop about devices offline and scopes lost, and their recovery.
+fn signal(task: &FleetTask, events: &[LivenessEvent]) {
+    use firegrid_alerting::{Condition, Location, Signal};
+    let Some((cases, district)) = &task.alarms else { return };
+    let place = |b: &crate::registry::Building, building: bool| Location {
+        district: district.clone(),
+        street: b.street.to_string(),
+        community: b.community.to_string(),
+        grid: b.grid.to_string(),
+        building: if building { b.id.to_string() } else { String::new() },
+    };
+    for event in events {
+        let signal = match event {
+            LivenessEvent::Offline { device, .. } | LivenessEvent::Online { device, .. } => Signal {
+                device: device.id.to_string(),
+                location: place(&device.building, true),
+                condition: Condition::Offline,
+                active: matches!(event, LivenessEvent::Offline { .. }),
+            },
+            LivenessEvent::ScopeLost { scope, .. } | LivenessEvent::ScopeRestored { scope, .. } => {
+                let Some(building) = task.liveness.building_in(scope) else { continue };
+                // The case sits at the lost scope: a grid's loss belongs to its grid desk, a
+                // community's to the community (its grid left empty), a village's to the street.
+                let mut location = place(&building, scope.level == ScopeLevel::Building);
+                match scope.level {
+                    ScopeLevel::Building | ScopeLevel::Grid => {}
+                    ScopeLevel::Community => location.grid.clear(),
+                    ScopeLevel::Village => {
+                        location.grid.clear();
+                        location.community.clear();
+                    }
+                }
+                Signal {
+                    device: format!("{}:{}", level_name(scope.level), scope.name),
+                    location,
+                    condition: Condition::CommunicationLoss,
+                    active: matches!(event, LivenessEvent::ScopeLost { .. }),
+                }
+            }
+        };
+        cases.signal(signal);
     }
 }
 

@@ -1,5 +1,6 @@
-//! The gateway's HTTP server: `/metrics` (Prometheus text), `/healthz`, and
-//! `/api/unknown-devices` (devices that sent messages but are missing from the registry).
+//! The gateway's HTTP server: `/metrics` (Prometheus text), `/healthz`,
+//! `/api/unknown-devices` (devices that sent messages but are missing from the registry), and
+//! the duty-officer API of [`crate::api`] when the alarm loop runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +27,15 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/unknown-devices", get(unknown_devices))
-        .with_state(shared);
+        .with_state(shared.clone());
+    let app = match &shared.api {
+        Some(api) => app.merge(crate::api::router(api.clone())),
+        None => app,
+    };
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
         if let Err(error) = served {
             tracing::error!(%error, "HTTP server stopped.");
         }

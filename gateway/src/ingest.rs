@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use firegrid_protocol::{
-    Class, DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink,
+    Class, DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink, VillageId,
 };
 use influxdb_line_protocol::{FieldValue, parse_lines};
 use tokio::sync::Notify;
@@ -43,6 +43,11 @@ const UNKNOWN_LIST_CAP: usize = 10_000;
 pub trait Directory: Send + Sync {
     /// The placement of `device`, or `None` when it is not registered.
     fn placement(&self, device: &DeviceId) -> Option<Placement<'_>>;
+
+    /// The devices installed in `building`, with their village (for downlink topics).
+    fn devices_in(&self, _building: &str) -> Vec<(VillageId, DeviceId)> {
+        Vec::new()
+    }
 }
 
 /// A directory without devices: every device is unknown (until a registry is loaded).
@@ -167,6 +172,11 @@ impl Ingest {
     /// one.
     pub fn set_directory(&self, directory: Arc<dyn Directory>) {
         *self.directory.write().unwrap() = directory;
+    }
+
+    /// The current directory.
+    pub fn directory(&self) -> Arc<dyn Directory> {
+        self.directory.read().unwrap().clone()
     }
 
     /// Stores a point the gateway produced itself for `device` (a Modbus reading, a

@@ -7,13 +7,17 @@
 //! [`sinks::influx`] destinations drain into InfluxDB as [`series::Point`]s.
 
 pub mod admission;
+pub mod api;
 pub mod broker;
+pub mod cases;
 pub mod config;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod liveness;
 pub mod metrics;
+pub mod notify;
+pub mod officers;
 pub mod registry;
 pub mod retry;
 pub mod runtime;

@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         hex: bool,
     },
+    /// Make a new duty-officer API token: prints the token (give it to the officer) and the
+    /// `token_sha256` line for the officer directory (only the hash is stored).
+    OfficerToken,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -107,6 +110,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::OfficerToken => {
+            let (token, hash) = firegrid_gateway::officers::new_token();
+            println!("token (give to the officer, shown once): {token}");
+            println!("token_sha256 = \"{hash}\"");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { topic, payload, hex } => {
             let mut text = payload;
             if text == "-" {
@@ -137,8 +146,10 @@ fn main() -> anyhow::Result<ExitCode> {
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let gateway = Gateway::start(cfg, None).await?;
     eprintln!(
-        "firegrid is running: MQTT on {}:{}, metrics at http://{}/metrics. Ctrl-C stops it.",
-        gateway.mqtt.host, gateway.mqtt.port, gateway.http_addr
+        "firegrid is running: MQTT on {}:{}, metrics at http://{addr}/metrics, officer API at http://{addr}/api/v1 (described at /api/v1/openapi.json). Ctrl-C stops it.",
+        gateway.mqtt.host,
+        gateway.mqtt.port,
+        addr = gateway.http_addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -100,6 +100,12 @@ pub struct Metrics {
     pub modbus_polls_failed: Family<DeviceLabel, Gauge>,
     /// 1 while a Modbus device is failing.
     pub modbus_failing: Family<DeviceLabel, Gauge>,
+    /// Notification delivery attempts, by outcome (`delivered`, a failure reason, `gave_up`).
+    pub notifications: Family<ReasonLabel, Counter>,
+    /// Officer API requests refused, by reason (`unauthenticated`, `forbidden`, `out_of_scope`, ...).
+    pub api_refused: Family<ReasonLabel, Counter>,
+    /// Open alarm cases.
+    pub open_cases: Gauge,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
     /// The same counts as `accepted` and `rejected`, readable for the gateway's own
     /// time series (prometheus-client families cannot be iterated).
@@ -146,10 +152,20 @@ impl Metrics {
             modbus_polls_ok: Family::default(),
             modbus_polls_failed: Family::default(),
             modbus_failing: Family::default(),
+            notifications: Family::default(),
+            api_refused: Family::default(),
+            open_cases: Gauge::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             registry: Registry::default(),
         };
+        registry.register(
+            "notification_attempts",
+            "Notification delivery attempts, by outcome",
+            m.notifications.clone(),
+        );
+        registry.register("api_refused", "Officer API requests refused, by reason", m.api_refused.clone());
+        registry.register("open_cases", "Open alarm cases", m.open_cases.clone());
         registry.register("messages_accepted", "Messages accepted and stored, by kind", m.accepted.clone());
         registry.register("messages_rejected", "Messages rejected, by reason", m.rejected.clone());
         registry.register(

@@ -45,6 +45,9 @@ pub enum StartError {
     /// The registry file cannot be loaded (every bad line is listed).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The alarm loop did not start.
+    #[error("alarm loop: {0}")]
+    Alarm(#[from] crate::cases::launch::LaunchError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Http {
@@ -64,6 +67,8 @@ pub struct Shared {
     spool: Arc<Mutex<Spool>>,
     destinations: Vec<(String, Arc<DestinationStats>)>,
     modbus: Option<Arc<ModbusStats>>,
+    /// The officer API, when the alarm loop runs.
+    pub api: Option<crate::api::ApiState>,
 }
 
 /// What `/healthz` reports.
@@ -90,6 +95,9 @@ impl Shared {
         let m = &self.metrics;
         m.spool_bytes.set(spool.total_bytes() as i64);
         m.spool_shed.set(spool.stats().shed as i64);
+        if let Some(api) = &self.api {
+            m.open_cases.set(api.cases.open_cases() as i64);
+        }
         let now = now_ms();
         for (name, stats) in &self.destinations {
             use std::sync::atomic::Ordering::Relaxed;
@@ -218,6 +226,7 @@ pub struct Gateway {
     fleet_stop: CancellationToken,
     health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    alarm: Option<crate::cases::AlarmLoop>,
 }
 
 impl Gateway {
@@ -279,6 +288,37 @@ impl Gateway {
             }
         };
 
+        let alarm = if cfg.alerting.enabled {
+            let started = crate::cases::AlarmLoop::start(
+                &cfg.alerting,
+                &cfg.notify,
+                &cfg.data_dir,
+                ingest.clone(),
+                metrics.clone(),
+                &mqtt,
+            )
+            .await?;
+            Some(started)
+        } else {
+            None
+        };
+        // Accepted messages go on to the alarm loop (which passes them on to `handoff`).
+        let handoff = match &alarm {
+            Some(alarm) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(crate::cases::launch::feed_accepted(
+                    rx,
+                    handoff,
+                    alarm.cases.clone(),
+                    ingest.clone(),
+                    cfg.alerting.district.clone(),
+                ));
+                Some(tx)
+            }
+            None => handoff,
+        };
+        let alarms = alarm.as_ref().map(|a| (a.cases.clone(), cfg.alerting.district.clone()));
+
         // Every accepted message passes the fleet task (liveness) on its way to `handoff`.
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let fleet_stop = CancellationToken::new();
@@ -286,8 +326,13 @@ impl Gateway {
             Some(csv) => {
                 let snapshot = cfg.data_dir.join("liveness.json");
                 let (_, liveness) = crate::fleet::start(csv, &snapshot, &ingest)?;
-                let task =
-                    crate::fleet::FleetTask { csv: csv.clone(), snapshot, liveness, ingest: ingest.clone() };
+                let task = crate::fleet::FleetTask {
+                    csv: csv.clone(),
+                    snapshot,
+                    liveness,
+                    ingest: ingest.clone(),
+                    alarms: alarms.clone(),
+                };
                 tokio::spawn(crate::fleet::run(task, accepted_rx, handoff, fleet_stop.clone()))
             }
             None => tokio::spawn(forward(accepted_rx, handoff)),
@@ -320,17 +365,22 @@ impl Gateway {
                     stats.clone(),
                     sessions_stop.clone(),
                 ));
-                Some((pollers, tokio::spawn(store_modbus(rx, ingest.clone()))))
+                Some((pollers, tokio::spawn(store_modbus(rx, ingest.clone(), alarms.clone()))))
             }
             _ => None,
         };
 
         let shared = Arc::new(Shared {
-            metrics,
+            metrics: metrics.clone(),
             ingest,
             spool: spool.clone(),
             destinations: destination_stats,
             modbus: modbus_stats,
+            api: alarm.as_ref().map(|a| crate::api::ApiState {
+                cases: a.cases.clone(),
+                officers: a.officers.clone(),
+                metrics: metrics.clone(),
+            }),
         });
         let health_task = tokio::spawn(write_health(
             shared.clone(),
@@ -357,6 +407,7 @@ impl Gateway {
             fleet_stop,
             health_task,
             modbus,
+            alarm,
         })
     }
 
@@ -376,6 +427,9 @@ impl Gateway {
         if let Some((pollers, store)) = self.modbus {
             let _ = pollers.await;
             let _ = store.await;
+        }
+        if let Some(alarm) = self.alarm {
+            alarm.stop().await;
         }
         if let Err(error) = self.spool.lock().unwrap().commit(Durability::Disk) {
             tracing::error!(%error, "Final spool sync failed.");
@@ -458,7 +512,11 @@ async fn write_health(shared: Arc<Shared>, gateway: String, stop: CancellationTo
 }
 
 /// Stores what the Modbus pollers report: readings as telemetry, conditions as events.
-async fn store_modbus(mut rx: mpsc::Receiver<ModbusEvent>, ingest: Arc<Ingest>) {
+async fn store_modbus(
+    mut rx: mpsc::Receiver<ModbusEvent>,
+    ingest: Arc<Ingest>,
+    alarms: Option<(crate::cases::Cases, String)>,
+) {
     use crate::series::schema::{modbus_condition_point, modbus_reading_point};
     while let Some(event) = rx.recv().await {
         let stored = match &event {
@@ -468,6 +526,11 @@ async fn store_modbus(mut rx: mpsc::Receiver<ModbusEvent>, ingest: Arc<Ingest>) 
                 })
             }
             ModbusEvent::Condition(c) => {
+                if let Some((cases, district)) = &alarms
+                    && let Some(location) = crate::cases::launch::location_of(&ingest, &c.device, district)
+                {
+                    cases.signal(crate::cases::signals::from_modbus(c, &location));
+                }
                 tracing::warn!(device = %c.device, condition = ?c.condition, active = c.active, value = c.value, "Water sensor condition changed.");
                 ingest.store_local(&c.device, firegrid_protocol::Class::Event, c.ts_ms, |place, ts| {
                     modbus_condition_point(c, place, ts)

@@ -4,6 +4,7 @@
 //! Mosquitto, InfluxQL through InfluxDB 1.x, and InfluxDB line protocol into VictoriaMetrics,
 //! each across a server restart.
 
+mod alarm_loop;
 mod gateway;
 mod harness;
 mod influx_sink;

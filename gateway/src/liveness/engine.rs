@@ -125,6 +125,25 @@ impl Liveness {
         LivenessSnapshot { devices, lost }
     }
 
+    /// A building inside `scope`, to place a case about the scope in the hierarchy.
+    pub fn building_in(&self, scope: &Scope) -> Option<Arc<crate::registry::Building>> {
+        use crate::registry::ScopeLevel;
+        self.registry
+            .devices()
+            .iter()
+            .map(|d| &d.building)
+            .find(|b| {
+                let name = match scope.level {
+                    ScopeLevel::Building => &b.id,
+                    ScopeLevel::Grid => &b.grid,
+                    ScopeLevel::Community => &b.community,
+                    ScopeLevel::Village => &b.village,
+                };
+                **name == *scope.name
+            })
+            .cloned()
+    }
+
     /// Switches to a reloaded registry: devices still in it keep their state, new ones
     /// start their clock at `now_ms`, removed devices and scopes are forgotten without
     /// events (their cases are the registry editor's business, not an outage).

@@ -57,6 +57,59 @@ pub mod measurement {
     pub const GATEWAY_MESSAGES: &str = "gateway_messages";
     /// Per destination: backlog, age, writes, failures, every 10 s.
     pub const GATEWAY_DESTINATION: &str = "gateway_destination";
+    /// Every transition of an alarm case (opened, acknowledged, escalated, closed, ...).
+    pub const CASE_TRANSITION: &str = "case_transition";
+    /// Alarm floods at a desk (ISA-18.2: more than 10 alarms in 10 minutes).
+    pub const ALARM_FLOOD: &str = "alarm_flood";
+}
+
+/// One transition of an alarm case. Durations since the case opened are what the
+/// time-to-acknowledge, time-to-dispatch and time-to-close KPIs are computed from.
+pub fn case_transition_point(t: &firegrid_alerting::Transition, ts_ns: i64) -> Point {
+    use firegrid_alerting::TransitionKind;
+    let mut p = Point::new(measurement::CASE_TRANSITION, ts_ns)
+        .tag("transition", t.kind.as_str())
+        .tag("stage", t.stage.as_str())
+        .tag("level", t.level.as_str())
+        .tag("severity", t.severity.as_str())
+        .tag("case_kind", t.case_kind.as_str())
+        .tag("street", t.location.street.as_str())
+        .tag("community", t.location.community.as_str())
+        .tag("grid", t.location.grid.as_str())
+        .tag("building", t.location.building.as_str())
+        .tag("drill", if t.drill { "true" } else { "false" })
+        .field("case_id", Field::I64(t.case.0 as i64))
+        .field("since_open_s", Field::F64(t.since_open_ms as f64 / 1000.0));
+    if let Some(officer) = &t.officer {
+        p = p.tag("officer", officer.as_str());
+    }
+    if let Some(device) = &t.device {
+        p = p.tag("device", device.as_str());
+    }
+    match &t.kind {
+        TransitionKind::Disposed { disposition } => {
+            p = p.tag("disposition", disposition.as_str());
+            if let firegrid_alerting::Disposition::FalseAlarm { cause } = disposition {
+                p = p.tag("cause", cause.as_str());
+            }
+        }
+        TransitionKind::Escalated { from, .. } => p = p.tag("from_level", from.as_str()),
+        _ => {}
+    }
+    p
+}
+
+/// A desk's alarm flood began (`flooding = 1`, with the pages in the window) or ended.
+pub fn alarm_flood_point(kpi: &firegrid_alerting::Kpi, ts_ns: i64) -> Point {
+    let (desk, flooding, pages) = match kpi {
+        firegrid_alerting::Kpi::Flood { desk, pages, .. } => (desk, 1, *pages as i64),
+        firegrid_alerting::Kpi::FloodEnded { desk, .. } => (desk, 0, 0),
+    };
+    Point::new(measurement::ALARM_FLOOD, ts_ns)
+        .tag("desk", desk.to_string())
+        .tag("level", desk.level.as_str())
+        .field("flooding", Field::I64(flooding))
+        .field("pages", Field::I64(pages))
 }
 
 /// A device went offline (`online = false`, silent for `silent_ms`) or came back.
@@ -292,7 +345,9 @@ mod tests {
             }
         }
         for (m, keys) in out.iter_mut() {
-            if !m.starts_with("gateway_") && m != "communication_loss" {
+            if !m.starts_with("gateway_")
+                && !["communication_loss", "case_transition", "alarm_flood"].contains(&m.as_str())
+            {
                 keys.extend(common.iter().cloned());
                 for f in ["boot", "seq", "device_ts_ms"] {
                     keys.insert(("field".into(), f.into()));
@@ -365,6 +420,35 @@ mod tests {
         points.push(modbus_condition_point(&condition, &place, 1));
         points.push(device_status_point(&place, "sd-1", false, 10, 1));
         points.push(communication_loss_point("grid", "g", true, 10, 12, 1));
+        let transition = firegrid_alerting::Transition {
+            case: firegrid_alerting::CaseId(1),
+            at: 1,
+            kind: firegrid_alerting::TransitionKind::Disposed {
+                disposition: firegrid_alerting::Disposition::FalseAlarm {
+                    cause: firegrid_alerting::FalseAlarmCause::Cooking,
+                },
+            },
+            stage: firegrid_alerting::Stage::Handling,
+            level: firegrid_alerting::Level::Grid,
+            severity: firegrid_alerting::Severity::PreAlarm,
+            case_kind: firegrid_alerting::CaseKind::Fire,
+            location: firegrid_alerting::Location::default(),
+            officer: Some("o".into()),
+            device: Some("d".into()),
+            since_open_ms: 1,
+            drill: false,
+        };
+        points.push(case_transition_point(&transition, 1));
+        let escalated = firegrid_alerting::Transition {
+            kind: firegrid_alerting::TransitionKind::Escalated {
+                from: firegrid_alerting::Level::Grid,
+                reason: firegrid_alerting::NotifyReason::Escalated,
+            },
+            ..transition
+        };
+        points.push(case_transition_point(&escalated, 1));
+        let desk: firegrid_alerting::Scope = "grid:g".parse().unwrap();
+        points.push(alarm_flood_point(&firegrid_alerting::Kpi::Flood { desk, pages: 11, at: 1 }, 1));
         let mut seen = BTreeSet::new();
         for point in &points {
             let keys = doc
@@ -388,10 +472,12 @@ mod tests {
             measurement::GATEWAY_HEALTH,
             measurement::GATEWAY_MESSAGES,
             measurement::GATEWAY_DESTINATION,
+            measurement::CASE_TRANSITION,
+            measurement::ALARM_FLOOD,
         ] {
             assert!(doc.contains_key(name), "{name} has no section in SCHEMA.md");
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 12);
     }
 
     #[test]

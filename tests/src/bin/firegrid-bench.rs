@@ -77,6 +77,31 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         alarms: usize,
     },
+    /// The alarm engine alone: events per second with this many cases open.
+    Engine {
+        /// Cases open before the measurement.
+        #[arg(long, default_value_t = 10_000)]
+        cases: usize,
+        /// Events measured.
+        #[arg(long, default_value_t = 500_000)]
+        events: usize,
+    },
+    /// Alarm published → first notification at a webhook receiver on loopback, while
+    /// heartbeats flow at a steady rate.
+    AlarmNotify {
+        /// Heartbeats per second in the background.
+        #[arg(long, default_value_t = 10_000)]
+        rate: usize,
+        /// Alarms measured (each in a building of its own, so each opens a case).
+        #[arg(long, default_value_t = 100)]
+        alarms: usize,
+    },
+    /// The case store's commit rate (fsynced transactions) with batches of 1 and of 100.
+    CaseStore {
+        /// Steps committed per batch size.
+        #[arg(long, default_value_t = 2_000)]
+        steps: usize,
+    },
     /// Spool append rate (one commit per 500 lines, as ingest batches).
     Spool {
         /// Lines appended.
@@ -501,6 +526,9 @@ async fn main() {
         Bench::All => vec![
             Bench::Ingest { messages: 200_000, devices: 20_000, rounds: 5 },
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
+            Bench::Engine { cases: 10_000, events: 500_000 },
+            Bench::CaseStore { steps: 2_000 },
+            Bench::AlarmNotify { rate: 10_000, alarms: 100 },
             Bench::Spool { lines: 1_000_000 },
             Bench::Drain { lines: 500_000, batch_lines: 5_000 },
             Bench::EndToEnd { rate: 2_000, seconds: 20 },
@@ -514,6 +542,9 @@ async fn main() {
             Bench::Ingest { messages, devices, rounds } => ingest(messages, devices, rounds).await,
             Bench::IngestOnly { messages, devices } => ingest_only(messages, devices),
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
+            Bench::Engine { cases, events } => engine(cases, events),
+            Bench::CaseStore { steps } => case_store(steps),
+            Bench::AlarmNotify { rate, alarms } => alarm_notify(rate, alarms).await,
             Bench::Spool { lines } => spool_append(lines),
             Bench::Drain { lines, batch_lines } => drain(lines, batch_lines).await,
             Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
@@ -623,6 +654,201 @@ async fn memory(sizes: &[usize]) {
         println!(
             "| {n0} → {n1} devices | **{:.0} B per device** |",
             (r1 as f64 - r0 as f64) / (n1 - n0) as f64
+        );
+    }
+}
+
+/// The alarm engine alone: `cases` open cases (one per building), then `events` signals that
+/// merge into them (alarms rising and clearing, faults) with a tick every 100 events.
+fn engine(cases: usize, events: usize) {
+    use firegrid_alerting::{Condition, Config as EngineConfig, Engine, Input, Location, Signal};
+    let location = |b: usize| Location {
+        district: "Xishan".into(),
+        street: "Fuhai".into(),
+        community: format!("C{}", b % 12),
+        grid: format!("G{}", b % 40),
+        building: format!("B{b}"),
+    };
+    let signal = |dev: usize, b: usize, condition, active| {
+        Input::Signal(Signal { device: format!("sd-{dev}"), location: location(b), condition, active })
+    };
+    // Spread detection off: 10,000 fires in 40 grids would all be one spread.
+    let mut engine = Engine::new(EngineConfig { spread_buildings: usize::MAX, ..EngineConfig::default() });
+    let mut now = 1_800_000_000_000u64;
+    for b in 0..cases {
+        engine.handle(now, &signal(b, b, Condition::Smoke, true)).unwrap();
+    }
+    let inputs: Vec<Input> = (0..events)
+        .map(|k| {
+            let b = k % cases;
+            match k % 4 {
+                0 => signal(b, b, Condition::Smoke, false),
+                1 => signal(b, b, Condition::Smoke, true),
+                2 => signal(cases + b, b, Condition::Fault, true),
+                _ => signal(cases + b, b, Condition::Fault, false),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let mut actions = 0usize;
+    for (k, input) in inputs.iter().enumerate() {
+        now += 10;
+        actions += engine.handle(now, input).unwrap().len();
+        if k % 100 == 0 {
+            actions += engine.tick(now).len();
+        }
+    }
+    let s = started.elapsed().as_secs_f64();
+    println!(
+        "| alarm engine, {} cases open, {events} events + ticks | {:.0} events/s | {actions} actions |",
+        engine.open_cases(),
+        events as f64 / s
+    );
+}
+
+/// Alarm → webhook while heartbeats flow: the gateway in-process with a registry, one
+/// webhook channel for every desk, a receiver on loopback.
+async fn alarm_notify(rate: usize, alarms: usize) {
+    use axum::routing::post;
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeat_devices = rate.max(1);
+    let mut csv = String::from(
+        "device_id,kind,model,building_id,building_address,lat,lon,grid,community,street,village\n",
+    );
+    for k in 0..heartbeat_devices + alarms {
+        // Heartbeat devices share 1,000 buildings; each alarm device has a building of its own.
+        let building = if k < heartbeat_devices { format!("H{}", k % 1000) } else { format!("A{k}") };
+        csv.push_str(&format!(
+            "{},smoke_detector,m,{building},addr,25.0,102.7,G{},C1,Fuhai,fuhai-1\n",
+            device(k),
+            k % 40
+        ));
+    }
+    let registry = dir.path().join("registry.csv");
+    std::fs::write(&registry, csv).unwrap();
+
+    let (tx, mut received) = mpsc::unbounded_channel::<(Instant, u64)>();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                if let Some(case) = body.0["case_id"].as_u64() {
+                    let _ = tx.send((Instant::now(), case));
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut cfg = gateway_config(dir.path(), broker.port(), vec![]);
+    cfg.registry.csv = Some(registry);
+    let extra: Config = toml::from_str(&format!(
+        "[alerting]\nroutes = {{ \"*\" = [\"hook\"] }}\n[notify.channels.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n"
+    ))
+    .unwrap();
+    cfg.alerting = extra.alerting;
+    cfg.notify = extra.notify;
+    let gateway = Gateway::start(cfg, None).await.unwrap();
+
+    let stop = CancellationToken::new();
+    let flow = {
+        let stop = stop.clone();
+        let port = broker.port();
+        tokio::spawn(async move {
+            let mut opts = MqttOptions::new("heartbeats", "127.0.0.1", port);
+            opts.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
+            let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+            tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = (rate / 100).max(1);
+            let mut k = 0usize;
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let (topic, payload) =
+                        heartbeat(&device(k % heartbeat_devices), (k / heartbeat_devices) as u32);
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, false, payload);
+                    k += 1;
+                    sent += 1;
+                }
+            }
+            sent as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut opts = MqttOptions::new("alarms", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let mut latencies = Vec::new();
+    for a in 0..alarms {
+        let (topic, payload) = alarm(&device(heartbeat_devices + a), 0);
+        let sent = Instant::now();
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        let (at, _) = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+        latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while received.try_recv().is_ok() {}
+    }
+    stop.cancel();
+    let achieved = flow.await.unwrap();
+    gateway.stop().await;
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "| alarm publish → first webhook request, {alarms} alarms, heartbeats at {achieved:.0}/s | p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+}
+
+/// Alarm-sized steps (one input, one transition, one case upsert) committed to the SQLite
+/// case store with `synchronous = FULL`, one transaction per batch.
+fn case_store(steps: usize) {
+    use firegrid_gateway::cases::store::{CaseRow, CaseStore, Step, TransitionRow};
+    let input = r#"{"input":"signal","device":"sd-000001","active":true}"#;
+    let case = r#"{"id":1,"stage":"warning","severity":"pre_alarm","location":{"building":"b1"}}"#;
+    let transitions = [TransitionRow { case_id: 1, at_ms: 0, kind: "opened", json: case }];
+    let cases = [CaseRow {
+        case_id: 1,
+        opened_ms: 0,
+        closed_ms: None,
+        stage: "warning",
+        severity: "pre_alarm",
+        street: "s",
+        community: "c",
+        grid: "g",
+        building: "b1",
+        json: case,
+    }];
+    for batch in [1usize, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CaseStore::open(dir.path().join("cases.sqlite")).unwrap();
+        let step = Step {
+            at_ms: 0,
+            kind: "signal",
+            audit: None,
+            input_json: input,
+            transitions: &transitions,
+            cases: &cases,
+        };
+        let batch_steps = vec![step; batch];
+        let started = Instant::now();
+        for _ in 0..steps / batch {
+            store.commit(&batch_steps).unwrap();
+        }
+        let s = started.elapsed().as_secs_f64();
+        println!(
+            "| case store, batches of {batch}, synchronous=FULL | {:.0} steps/s | {:.0} commits/s |",
+            steps as f64 / s,
+            (steps / batch) as f64 / s
         );
     }
 }

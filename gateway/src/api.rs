@@ -1,0 +1,318 @@
+//! The duty-officer API under `/api/v1`: list and read cases within one's scope, act on them,
+//! and follow them live (SSE). Officers authenticate with `Authorization: Bearer <token>`;
+//! every refusal is counted by reason and logged, and every action is audited by the alarm
+//! loop with the officer and the remote address. `/api/v1/openapi.json` describes it all.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use firegrid_alerting::{Command, Level, Location, Officer, Refusal};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::cases::store::{Audit, CaseFilter, CaseState};
+use crate::cases::{CaseError, Cases};
+use crate::metrics::ReasonLabel;
+use crate::officers::DirectoryWatch;
+
+/// What the API handlers need.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The alarm loop.
+    pub cases: Cases,
+    /// The officer directory.
+    pub officers: Option<Arc<DirectoryWatch>>,
+    /// Metrics, for refusals.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The routes, to be merged into the gateway's router.
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/cases", get(list))
+        .route("/api/v1/cases/{id}", get(case))
+        .route("/api/v1/cases/{id}/actions", post(act))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// An API error: a status, a stable reason and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, reason, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.reason, "message": self.message }))).into_response()
+    }
+}
+
+impl From<CaseError> for ApiError {
+    fn from(e: CaseError) -> ApiError {
+        let (status, reason) = match &e {
+            CaseError::Refused(r) => match r {
+                Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Refusal::OutOfScope(_) => (StatusCode::FORBIDDEN, "out_of_scope"),
+                Refusal::Invalid(_) | Refusal::UnknownDevice(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+                }
+                _ => (StatusCode::CONFLICT, "conflict"),
+            },
+            CaseError::Store(_) | CaseError::NotDurable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+            CaseError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        };
+        ApiError::new(status, reason, e.to_string())
+    }
+}
+
+/// Authenticates the request; refusals are counted and logged (rate-limited).
+fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), ApiError> {
+    let refuse = |reason: &'static str, message: String| {
+        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        if let Some(suppressed) = state.metrics.may_log(reason) {
+            tracing::warn!(reason, suppressed, "Officer API request refused.");
+        }
+        ApiError::new(StatusCode::UNAUTHORIZED, reason, message)
+    };
+    let Some(watch) = &state.officers else {
+        return Err(refuse(
+            "no_directory",
+            "no officer directory is configured ([alerting] officers)".into(),
+        ));
+    };
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = crate::officers::bearer(header).map_err(|e| refuse("unauthenticated", e.to_string()))?;
+    let directory = watch.current();
+    let entry = directory.authenticate(token).map_err(|e| refuse("unauthenticated", e.to_string()))?;
+    Ok((entry.officer(), entry.may_act()))
+}
+
+fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
+    state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "out_of_scope".into() }).inc();
+    tracing::warn!(officer = %officer.id, scope = %officer.scope, what, "Officer asked for a case outside their scope.");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "out_of_scope",
+        format!("{what} is outside your scope {}", officer.scope),
+    )
+}
+
+fn location(case: &Value) -> Option<Location> {
+    serde_json::from_value(case.get("location")?.clone()).ok()
+}
+
+async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let (officer, may_act) = officer(&state, &headers)?;
+    Ok(Json(json!({ "id": officer.id, "scope": officer.scope.to_string(), "may_act": may_act })))
+}
+
+/// `GET /api/v1/cases` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `open` (default), `closed` or `any`.
+    state: Option<String>,
+    /// Only this stage.
+    stage: Option<String>,
+    /// Only this severity.
+    severity: Option<String>,
+    /// At most this many (default 100, max 1000).
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (officer, _) = officer(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let open = match q.state.as_deref().unwrap_or("open") {
+        "open" => CaseState::Open,
+        "closed" => CaseState::Closed,
+        "any" => CaseState::Any,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("state {other:?} is not open, closed or any"),
+            ));
+        }
+    };
+    let mut filter = CaseFilter {
+        state: open,
+        stage: q.stage,
+        severity: q.severity,
+        limit: q.limit,
+        ..CaseFilter::default()
+    };
+    let name = Some(officer.scope.name.clone());
+    match officer.scope.level {
+        Level::Grid => filter.grid = name,
+        Level::Community => filter.community = name,
+        Level::Street => filter.street = name,
+        Level::District => {}
+    }
+    let docs = state.cases.list(filter).await?;
+    let cases: Vec<Value> = docs
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|c| location(c).is_some_and(|l| officer.scope.covers(&l)))
+        .collect();
+    Ok(Json(json!({ "cases": cases })))
+}
+
+async fn case(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let (officer, _) = officer(&state, &headers)?;
+    let doc =
+        state.cases.get(id).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("case {id} not found"))
+        })?;
+    let case: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
+    if !location(&case).is_some_and(|l| officer.scope.covers(&l)) {
+        return Err(forbidden(&state, &officer, &format!("case {id}")));
+    }
+    let timeline: Vec<Value> = state
+        .cases
+        .timeline(id)
+        .await?
+        .into_iter()
+        .map(|t| serde_json::from_str(&t.json).unwrap_or(Value::Null))
+        .collect();
+    Ok(Json(json!({ "case": case, "timeline": timeline })))
+}
+
+async fn act(
+    State(state): State<ApiState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (officer, may_act) = officer(&state, &headers)?;
+    if !may_act {
+        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "read_only".into() }).inc();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "your role may read cases, not act on them",
+        ));
+    }
+    let Json(mut body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
+    let Some(object) = body.as_object_mut() else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "the body must be a JSON object"));
+    };
+    object.insert("case".into(), json!(id));
+    let command: Command = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("not a valid command: {e}"))
+    })?;
+    let audit = Audit { actor: officer.id.clone(), origin: remote.ip().to_string() };
+    let doc = state.cases.act(officer.clone(), command, audit).await.map_err(|e| {
+        if matches!(e, CaseError::Refused(Refusal::OutOfScope(_))) {
+            forbidden(&state, &officer, &format!("case {id}"))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(Json(json!({ "case": serde_json::from_str::<Value>(&doc).unwrap_or(Value::Null) })))
+}
+
+async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (officer, _) = officer(&state, &headers)?;
+    let stream = BroadcastStream::new(state.cases.subscribe()).filter_map(move |t| {
+        let t = t.ok()?;
+        let value: Value = serde_json::from_str(&t).ok()?;
+        let covered = location(&value).is_some_and(|l| officer.scope.covers(&l));
+        covered.then(|| Ok(Event::default().event("transition").data(t)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(spec())
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn spec() -> Value {
+    let bearer = json!([{ "bearer": [] }]);
+    let error = json!({ "$ref": "#/components/schemas/Error" });
+    let errors = json!({
+        "401": { "description": "missing or unknown token", "content": { "application/json": { "schema": error } } },
+        "403": { "description": "outside your scope, or a read-only role", "content": { "application/json": { "schema": error } } },
+        "404": { "description": "no such case", "content": { "application/json": { "schema": error } } }
+    });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "firegrid duty-officer API", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error", "message"],
+                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+                "Command": { "type": "object", "required": ["command"], "description": "One officer command; `case` is taken from the path.",
+                    "oneOf": [
+                        { "properties": { "command": { "const": "acknowledge" } } },
+                        { "properties": { "command": { "const": "dispatch" }, "assignee": { "type": "string" } }, "required": ["assignee"] },
+                        { "properties": { "command": { "const": "verify" }, "method": { "enum": ["camera", "on_site", "phone"] }, "finding": { "type": "string" } }, "required": ["method", "finding"] },
+                        { "properties": { "command": { "const": "dispose" }, "disposition": { "type": "object", "description": "{\"outcome\": \"real_fire\" | \"false_alarm\" (with \"cause\") | \"drill\" | \"no_access\" | \"resolved\"}" } }, "required": ["disposition"] },
+                        { "properties": { "command": { "const": "close" }, "feedback": { "type": "object", "properties": { "report": { "type": "string" }, "work_orders": { "type": "array" }, "resident_informed": { "type": "boolean" } } } }, "required": ["feedback"] },
+                        { "properties": { "command": { "const": "note" }, "text": { "type": "string" } }, "required": ["text"] },
+                        { "properties": { "command": { "const": "shelve" }, "device": { "type": "string" }, "duration": { "type": "string", "examples": ["30m"] }, "reason": { "type": "string" } }, "required": ["device", "duration", "reason"] },
+                        { "properties": { "command": { "const": "unshelve" }, "device": { "type": "string" } }, "required": ["device"] },
+                        { "properties": { "command": { "const": "reset_latch" }, "device": { "type": ["string", "null"] } } }
+                    ] }
+            }
+        },
+        "security": bearer,
+        "paths": {
+            "/api/v1/me": { "get": { "summary": "Who the token belongs to", "responses": { "200": { "description": "id, scope, may_act" }, "401": errors["401"] } } },
+            "/api/v1/cases": { "get": { "summary": "Cases within your scope, newest first",
+                "parameters": [
+                    { "name": "state", "in": "query", "schema": { "enum": ["open", "closed", "any"] } },
+                    { "name": "stage", "in": "query", "schema": { "enum": ["warning", "response", "handling", "feedback"] } },
+                    { "name": "severity", "in": "query", "schema": { "enum": ["fire", "pre_alarm", "water", "communication_loss", "offline", "fault"] } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } }
+                ],
+                "responses": { "200": { "description": "{\"cases\": [...]}" }, "400": { "description": "bad query" }, "401": errors["401"] } } },
+            "/api/v1/cases/{id}": { "get": { "summary": "A case and its full timeline",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "responses": { "200": { "description": "{\"case\": ..., \"timeline\": [...]}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } },
+            "/api/v1/cases/{id}/actions": { "post": { "summary": "Acknowledge, dispatch, verify, dispose, close, note, shelve, unshelve, reset a latch",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
+                "responses": { "200": { "description": "the case after the action, once it is durable" },
+                    "400": { "description": "not JSON" }, "401": errors["401"], "403": errors["403"], "404": errors["404"],
+                    "409": { "description": "not possible in the case's state (closed, already acknowledged, latched ...)" },
+                    "422": { "description": "not a valid command" } } } },
+            "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } }
+        }
+    })
+}

@@ -1,0 +1,267 @@
+//! Starting the alarm loop inside the gateway: its store, the notification outbox and its
+//! delivery worker, the linkage command client, and the feeds from ingest, liveness and
+//! Modbus.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use firegrid_alerting::{Location, Millis};
+use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Topic, VillageId};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::service::{Cases, DeskChannels, Wiring};
+use super::store::CaseStore;
+use super::{AlertingConfig, feed_deliveries};
+use crate::ingest::{Accepted, Ingest};
+use crate::metrics::Metrics;
+use crate::notify::{NotifyConfig, Outbox};
+use crate::officers::DirectoryWatch;
+use crate::sources::mqtt::MqttConfig;
+
+/// The running alarm loop and its helpers.
+pub struct AlarmLoop {
+    /// The handle the API and the feeds use.
+    pub cases: Cases,
+    /// The officer directory, if configured.
+    pub officers: Option<Arc<DirectoryWatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// Why the alarm loop did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The case store.
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
+    /// The outbox.
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::OutboxError),
+    /// A channel's configuration.
+    #[error(transparent)]
+    Channel(#[from] crate::notify::ConfigError),
+    /// The officer directory.
+    #[error(transparent)]
+    Officers(#[from] crate::officers::DirectoryError),
+    /// Inconsistent settings.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AlarmLoop {
+    /// Opens everything under `data_dir` and starts the loop.
+    pub async fn start(
+        cfg: &AlertingConfig,
+        notify: &NotifyConfig,
+        data_dir: &std::path::Path,
+        ingest: Arc<Ingest>,
+        metrics: Arc<Metrics>,
+        mqtt: &MqttConfig,
+    ) -> Result<AlarmLoop, LaunchError> {
+        cfg.engine.validate().map_err(LaunchError::Invalid)?;
+        let channels = crate::notify::build_channels(&notify.channels)?;
+        for (desk, names) in &cfg.routes {
+            if desk != "*" && desk.parse::<firegrid_alerting::Scope>().is_err() {
+                return Err(LaunchError::Invalid(format!(
+                    "[alerting.routes] {desk:?} is not `level:name` or `*`"
+                )));
+            }
+            if let Some(missing) = names.iter().find(|n| !channels.contains_key(*n)) {
+                return Err(LaunchError::Invalid(format!(
+                    "[alerting.routes] {desk:?} names unknown channel {missing:?}"
+                )));
+            }
+        }
+        let console_only = channels.is_empty();
+        if console_only {
+            tracing::warn!(
+                "No notification channel is configured ([notify.channels]): cases show in the API and console only."
+            );
+        }
+        let officers = match &cfg.officers {
+            Some(path) => Some(Arc::new(DirectoryWatch::open(path.clone())?)),
+            None => None,
+        };
+        let dir = data_dir.to_owned();
+        let (store, outbox) = tokio::task::spawn_blocking(move || {
+            Ok::<_, LaunchError>((
+                CaseStore::open(dir.join("cases.sqlite"))?,
+                Outbox::open(&dir.join("notify-outbox.sqlite"))?,
+            ))
+        })
+        .await
+        .expect("opening files does not panic")?;
+
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let (reports_tx, reports_rx) = mpsc::channel(4096);
+        tasks.push(tokio::spawn(crate::notify::outbox::run(
+            outbox.clone(),
+            channels,
+            notify.delivery.clone(),
+            reports_tx,
+            stop.clone(),
+        )));
+
+        let routes = cfg.routes.clone();
+        let directory = officers.clone();
+        let desk_channels: DeskChannels = Arc::new(move |desk: &str| {
+            let mut names: Vec<String> =
+                routes.get(desk).into_iter().chain(routes.get("*")).flatten().cloned().collect();
+            if let (Some(dir), Ok(scope)) = (&directory, desk.parse::<firegrid_alerting::Scope>()) {
+                names.extend(dir.current().on_duty_channels(&scope));
+            }
+            names.sort();
+            names.dedup();
+            names
+        });
+
+        let (commands, command_loop) = command_client(mqtt, stop.clone());
+        tasks.push(command_loop);
+        let sound_ingest = ingest.clone();
+        let sound = Arc::new(move |location: &Location| {
+            let directory = sound_ingest.directory();
+            for (village, device) in directory.devices_in(&location.building) {
+                sound_sounders(&commands, village, device);
+            }
+        });
+        let series_ingest = ingest.clone();
+        let series = Arc::new(move |action: &firegrid_alerting::Action, at: Millis| {
+            use crate::series::schema::{alarm_flood_point, case_transition_point};
+            let ts = (at as i64).saturating_mul(1_000_000);
+            let point = match action {
+                firegrid_alerting::Action::Record(t) => case_transition_point(t, ts),
+                firegrid_alerting::Action::Kpi(k) => alarm_flood_point(k, ts),
+                _ => return,
+            };
+            if let Err(error) = series_ingest.store_points(&[point], firegrid_protocol::Class::Event, at) {
+                tracing::error!(%error, "Cannot store a case transition in the spool.");
+            }
+        });
+        let pending = Arc::new(Mutex::new(HashMap::new()));
+        let wiring = Wiring {
+            outbox,
+            desk_channels,
+            series,
+            sound,
+            console_url: cfg.console_url.clone(),
+            pending: pending.clone(),
+            console_only,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let engine = cfg.engine.clone();
+        // Restoring replays the log and queues its notifications through the runtime, so it
+        // runs off the async threads.
+        let (cases, thread) = tokio::task::spawn_blocking(move || Cases::start(store, engine, wiring))
+            .await
+            .expect("restoring does not panic")?;
+        tasks.push(tokio::spawn(feed_deliveries(reports_rx, pending, cases.clone(), metrics)));
+        if let Some(watch) = &officers {
+            tasks.push(tokio::spawn(crate::officers::run(
+                watch.clone(),
+                Duration::from_secs(5),
+                stop.clone(),
+            )));
+        }
+        Ok(AlarmLoop { cases, officers, thread: Some(thread), tasks, stop })
+    }
+
+    /// Stops the loop (it snapshots) and its helpers.
+    pub async fn stop(mut self) {
+        self.cases.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The location of a registered device as the engine sees it.
+pub fn location_of(ingest: &Ingest, device: &DeviceId, district: &str) -> Option<Location> {
+    let directory = ingest.directory();
+    let place = directory.placement(device)?;
+    Some(Location {
+        district: district.to_owned(),
+        street: place.street.to_owned(),
+        community: place.community.to_owned(),
+        grid: place.grid.to_owned(),
+        building: place.building.to_owned(),
+    })
+}
+
+/// Feeds accepted device messages to the alarm loop, and on to `onward`.
+pub async fn feed_accepted(
+    mut rx: mpsc::UnboundedReceiver<Accepted>,
+    onward: Option<mpsc::UnboundedSender<Accepted>>,
+    cases: Cases,
+    ingest: Arc<Ingest>,
+    district: String,
+) {
+    while let Some(a) = rx.recv().await {
+        let signals = match location_of(&ingest, &a.msg.dev, &district) {
+            Some(location) => super::signals::from_uplink(&a.msg, &location),
+            None => Vec::new(),
+        };
+        if signals.is_empty() && a.msg.class() == firegrid_protocol::Class::Alarm && !a.registered {
+            tracing::error!(device = %a.msg.dev, "Alarm from an unregistered device: no grid to route it to; see /api/unknown-devices.");
+        }
+        for signal in signals {
+            cases.signal(signal);
+        }
+        if let Some(tx) = &onward {
+            let _ = tx.send(a);
+        }
+    }
+}
+
+/// A client for linkage commands, with its own session so its publishes survive reconnects.
+fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, JoinHandle<()>) {
+    let mut opts = MqttOptions::new(format!("{}-commands", mqtt.client_id), mqtt.host.clone(), mqtt.port);
+    opts.set_keep_alive(mqtt.keep_alive).set_clean_session(false);
+    if let Some(user) = &mqtt.username {
+        opts.set_credentials(user.clone(), mqtt.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let max = mqtt.max_backoff;
+    let task = tokio::spawn(async move {
+        let mut waits = crate::retry::backoff(Duration::from_millis(200), max);
+        loop {
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(_) => waits = crate::retry::backoff(Duration::from_millis(200), max),
+                    Err(error) => {
+                        tracing::debug!(%error, "Command client disconnected.");
+                        let wait = waits.next().unwrap_or(max);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    (client, task)
+}
+
+fn sound_sounders(client: &AsyncClient, village: VillageId, device: DeviceId) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let cmd = Downlink::new((now / 1000) as u32, now, DownlinkBody::Sounders { on: true });
+    let mut buf = [0u8; 128];
+    let Ok(payload) = cmd.encode(Encoding::Json, &mut buf) else { return };
+    let topic = Topic::downlink(village, device, DownlinkKind::Sounders).to_buf().to_string();
+    if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
+        tracing::error!(%error, "Cannot queue a sounder command.");
+    }
+}

@@ -1,0 +1,130 @@
+//! The alarm loop in the gateway: the [`service::Cases`] thread that runs the
+//! `firegrid-alerting` engine over the durable [`store::CaseStore`], the [`signals`] it is
+//! fed, and its configuration.
+
+pub mod launch;
+pub mod service;
+pub mod signals;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+pub use launch::AlarmLoop;
+pub use service::{CaseError, Cases};
+
+use crate::notify::{DeliveryReport, Outcome};
+
+/// `[alerting]`: the alarm loop.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Whether the alarm loop runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The district this gateway's streets belong to: the name of the top desk
+    /// (`district:<name>`).
+    #[serde(default = "default_district")]
+    pub district: String,
+    /// The duty-officer directory (TOML, reloaded when it changes). Without one the API
+    /// accepts no token.
+    #[serde(default)]
+    pub officers: Option<PathBuf>,
+    /// Desk → notification channel names (from `[notify.channels]`); the desk `"*"` reaches
+    /// every desk. On-duty officers' own channels are added.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// How long closed cases are kept in the store.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// Base URL of the console, for links in notifications.
+    #[serde(default)]
+    pub console_url: Option<String>,
+    /// Deadlines, correlation and flood thresholds (`[alerting.engine]`, `[alerting.engine.fire]`
+    /// ...); see `firegrid_alerting::Config` for every field and its default.
+    #[serde(default)]
+    pub engine: firegrid_alerting::Config,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_district() -> String {
+    "district".into()
+}
+
+/// A year and a month: a full year of cases for the annual report, whenever it is run.
+fn default_retention() -> Duration {
+    Duration::from_secs(400 * 86_400)
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            enabled: true,
+            district: default_district(),
+            officers: None,
+            routes: BTreeMap::new(),
+            retention: default_retention(),
+            console_url: None,
+            engine: firegrid_alerting::Config::default(),
+        }
+    }
+}
+
+/// Turns the outbox's per-channel reports into one result per notification for the engine:
+/// delivered as soon as any channel got it through; failed once every channel has failed
+/// at least once (a desk with a working channel was reached, even if its SMS gateway is down).
+pub async fn feed_deliveries(
+    mut reports: mpsc::Receiver<DeliveryReport>,
+    pending: Arc<Mutex<HashMap<u64, usize>>>,
+    cases: Cases,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut failed: HashMap<u64, std::collections::HashSet<String>> = HashMap::new();
+    while let Some(report) = reports.recv().await {
+        let id = report.notification_id;
+        match &report.outcome {
+            Outcome::Delivered { .. } => {
+                metrics
+                    .notifications
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: "delivered".into() })
+                    .inc();
+                failed.remove(&id);
+                if pending.lock().unwrap().remove(&id).is_some() {
+                    cases.delivery(id, true);
+                }
+            }
+            Outcome::Failed { reason, attempt, .. } => {
+                metrics
+                    .notifications
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: (*reason).into() })
+                    .inc();
+                if *attempt > 1 {
+                    continue;
+                }
+                let targets = pending.lock().unwrap().get(&id).copied();
+                let Some(targets) = targets else { continue };
+                let set = failed.entry(id).or_default();
+                set.insert(report.target.clone());
+                if set.len() >= targets {
+                    failed.remove(&id);
+                    pending.lock().unwrap().remove(&id);
+                    cases.delivery(id, false);
+                }
+            }
+            Outcome::GaveUp { .. } => {
+                metrics
+                    .notifications
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: "gave_up".into() })
+                    .inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! The alarm loop at run time: one thread owns the [`Engine`] and the [`CaseStore`]. It
+//! takes signals, officer commands and delivery results over a channel, logs each input
+//! durably (group commit) *before* acting on it, then queues notifications in the outbox,
+//! writes transitions as series and answers the officer. After a restart it loads the
+//! latest snapshot, replays the inputs logged after it (re-queueing their notifications,
+//! which the outbox drops when it already has them) and ticks at once, so a deadline that
+//! passed while the gateway was down fires immediately.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use firegrid_alerting::{
+    Action, CaseId, Command, Engine, Input, Millis, Notification, Officer, Refusal, Signal,
+};
+use tokio::sync::{broadcast, oneshot};
+
+use super::store::{Audit, CaseFilter, CaseRow, CaseStore, StoreError, StoredTransition, TransitionRow};
+use crate::notify::{Message, Outbox};
+
+/// Inputs logged between two snapshots: a restart replays at most this many.
+const SNAPSHOT_EVERY: u64 = 2_000;
+/// Most requests taken into one commit.
+const BATCH: usize = 256;
+
+fn clock_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why the case service could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// The engine refused the command; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed; the command was not carried out.
+    #[error("case store: {0}")]
+    Store(#[from] StoreError),
+    /// The action was taken but could not be made durable.
+    #[error("the action was taken but not stored: {0}")]
+    NotDurable(String),
+    /// The service has stopped.
+    #[error("the alarm loop is not running")]
+    Stopped,
+}
+
+/// Where notifications go: desk (`grid:G1`) → channel names; `"*"` applies to every desk.
+pub type Routes = BTreeMap<String, Vec<String>>;
+
+/// Writes a transition or KPI as a series point, at the given time.
+pub type SeriesWriter = Arc<dyn Fn(&Action, Millis) + Send + Sync>;
+
+/// Sounds the sounders of a building.
+pub type Sounder = Arc<dyn Fn(&firegrid_alerting::Location) + Send + Sync>;
+
+/// Finds the channels that reach a desk: the routes plus on-duty officers of that desk.
+pub type DeskChannels = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+enum Request {
+    Signal(Signal),
+    Delivery {
+        notification: u64,
+        delivered: bool,
+    },
+    Officer {
+        officer: Officer,
+        command: Command,
+        audit: Audit,
+        reply: oneshot::Sender<Result<String, CaseError>>,
+    },
+    Get {
+        id: u64,
+        reply: oneshot::Sender<Result<Option<String>, CaseError>>,
+    },
+    List {
+        filter: CaseFilter,
+        reply: oneshot::Sender<Result<Vec<String>, CaseError>>,
+    },
+    Timeline {
+        id: u64,
+        reply: oneshot::Sender<Result<Vec<StoredTransition>, CaseError>>,
+    },
+    Stop,
+}
+
+/// A handle on the alarm loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Cases {
+    tx: Sender<Request>,
+    events: broadcast::Sender<String>,
+    open: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the loop thread needs besides its store.
+pub struct Wiring {
+    /// The notification outbox.
+    pub outbox: Outbox,
+    /// Desk → channel names.
+    pub desk_channels: DeskChannels,
+    /// Writes transitions and KPIs as series points (JSON of the action, at ms).
+    pub series: SeriesWriter,
+    /// Sounds a building's sounders.
+    pub sound: Sounder,
+    /// Link to the console, for notification texts.
+    pub console_url: Option<String>,
+    /// Notifications waiting for delivery results: id → targets not yet failed.
+    pub pending: Arc<Mutex<HashMap<u64, usize>>>,
+    /// No notification channel is configured at all: cases are seen in the console only.
+    pub console_only: bool,
+    /// A Tokio runtime handle, to queue into the async outbox from the loop thread.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Cases {
+    /// Opens the store, restores the engine (snapshot + replay) and starts the loop thread.
+    pub fn start(
+        store: CaseStore,
+        config: firegrid_alerting::Config,
+        wiring: Wiring,
+    ) -> Result<(Cases, std::thread::JoinHandle<()>), StoreError> {
+        let (engine, replayed) = restore(&store, config)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (events, _) = broadcast::channel(1024);
+        let open = Arc::new(std::sync::atomic::AtomicU64::new(engine.open_cases() as u64));
+        let mut worker = Worker {
+            engine,
+            store,
+            wiring,
+            events: events.clone(),
+            since_snapshot: 0,
+            now: 0,
+            open: open.clone(),
+        };
+        tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
+        // Notifications of replayed inputs: queue again (the outbox keeps one per id).
+        worker.carry_out(&replayed, false);
+        let thread = std::thread::Builder::new()
+            .name("alarm-loop".into())
+            .spawn(move || worker.run(rx))
+            .expect("a thread can be spawned");
+        Ok((Cases { tx, events, open }, thread))
+    }
+
+    /// Open cases, as of the last batch.
+    pub fn open_cases(&self) -> u64 {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hands a device condition to the engine (never blocks).
+    pub fn signal(&self, signal: Signal) {
+        let _ = self.tx.send(Request::Signal(signal));
+    }
+
+    /// Reports a delivery result.
+    pub fn delivery(&self, notification: u64, delivered: bool) {
+        let _ = self.tx.send(Request::Delivery { notification, delivered });
+    }
+
+    /// Carries out an officer's command; returns the case (JSON) once the action is durable.
+    pub async fn act(&self, officer: Officer, command: Command, audit: Audit) -> Result<String, CaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Officer { officer, command, audit, reply }).map_err(|_| CaseError::Stopped)?;
+        rx.await.map_err(|_| CaseError::Stopped)?
+    }
+
+    /// A case (JSON), from the engine if it holds it, else from the store.
+    pub async fn get(&self, id: u64) -> Result<Option<String>, CaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Get { id, reply }).map_err(|_| CaseError::Stopped)?;
+        rx.await.map_err(|_| CaseError::Stopped)?
+    }
+
+    /// Cases matching `filter` (JSON documents), newest first.
+    pub async fn list(&self, filter: CaseFilter) -> Result<Vec<String>, CaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::List { filter, reply }).map_err(|_| CaseError::Stopped)?;
+        rx.await.map_err(|_| CaseError::Stopped)?
+    }
+
+    /// Every transition of a case, in order.
+    pub async fn timeline(&self, id: u64) -> Result<Vec<StoredTransition>, CaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Timeline { id, reply }).map_err(|_| CaseError::Stopped)?;
+        rx.await.map_err(|_| CaseError::Stopped)?
+    }
+
+    /// Every transition as it is committed (JSON of [`firegrid_alerting::Transition`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    /// Stops the loop after it has committed what it has; it writes a snapshot on the way.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
+    }
+}
+
+/// The engine as the store last knew it, and the actions of the replayed inputs.
+fn restore(
+    store: &CaseStore,
+    config: firegrid_alerting::Config,
+) -> Result<(Engine, Vec<(Millis, Action)>), StoreError> {
+    let loaded = store.load()?;
+    let mut engine = match &loaded.snapshot {
+        Some(s) => Engine::restore(config.clone(), &mut serde_json::Deserializer::from_str(&s.json))
+            .map_err(|source| StoreError::InvalidJson { what: "engine snapshot", source })?,
+        None => Engine::new(config),
+    };
+    let mut actions = Vec::new();
+    for input in &loaded.inputs {
+        if input.kind == "tick" {
+            actions.extend(engine.tick(input.at_ms).into_iter().map(|a| (input.at_ms, a)));
+            continue;
+        }
+        let parsed: Input = serde_json::from_str(&input.json)
+            .map_err(|source| StoreError::InvalidJson { what: "logged input", source })?;
+        // A logged input was accepted once; the engine is deterministic, so it is again.
+        if let Ok(out) = engine.handle(input.at_ms, &parsed) {
+            actions.extend(out.into_iter().map(|a| (input.at_ms, a)));
+        }
+    }
+    Ok((engine, actions))
+}
+
+struct Worker {
+    engine: Engine,
+    store: CaseStore,
+    wiring: Wiring,
+    events: broadcast::Sender<String>,
+    since_snapshot: u64,
+    now: Millis,
+    open: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One input handled, waiting for its commit.
+struct Done {
+    kind: &'static str,
+    audit: Option<Audit>,
+    input: String,
+    actions: Vec<Action>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Request>) {
+        let mut stop = false;
+        while !stop {
+            let wait = self.engine.next_wake().map_or(Duration::from_secs(1), |w| {
+                Duration::from_millis(w.saturating_sub(clock_ms()).min(1000))
+            });
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(r) => batch.push(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            // Monotonic, so the log replays in order even if the wall clock steps back.
+            self.now = self.now.max(clock_ms());
+            stop |= self.step(batch);
+        }
+        self.snapshot();
+    }
+
+    /// Handles a batch: engine, one commit, then effects and replies. True on `Stop`.
+    fn step(&mut self, batch: Vec<Request>) -> bool {
+        let now = self.now;
+        let mut done: Vec<Done> = Vec::new();
+        let mut replies = Vec::new();
+        let mut queries = Vec::new();
+        let mut stop = false;
+        if self.engine.next_wake().is_some_and(|w| w <= now) {
+            let actions = self.engine.tick(now);
+            done.push(Done { kind: "tick", audit: None, input: String::new(), actions });
+        }
+        for request in batch {
+            match request {
+                Request::Signal(signal) => self.handle(now, Input::Signal(signal), None, &mut done),
+                Request::Delivery { notification, delivered } => {
+                    self.handle(now, Input::Delivery { notification, delivered }, None, &mut done)
+                }
+                Request::Officer { officer, command, audit, reply } => {
+                    let id = command.case();
+                    let input = Input::Officer { officer, command };
+                    match self.engine.handle(now, &input) {
+                        Ok(actions) => {
+                            let json = serde_json::to_string(&input).expect("inputs serialise");
+                            done.push(Done { kind: input.kind(), audit: Some(audit), input: json, actions });
+                            replies.push((id, reply));
+                        }
+                        Err(refusal) => {
+                            tracing::info!(officer = %audit.actor, origin = %audit.origin, case = %id, %refusal, "Officer command refused.");
+                            let _ = reply.send(Err(refusal.into()));
+                        }
+                    }
+                }
+                Request::Stop => stop = true,
+                query => queries.push(query),
+            }
+        }
+        let committed = self.commit(now, &done);
+        let failed = committed.as_ref().err().map(|e| e.to_string());
+        if let Some(error) = &failed {
+            tracing::error!(%error, "Cannot commit alarm-loop inputs; their effects are still carried out.");
+        }
+        // Effects go out even if the commit failed: a fire must page whether or not the
+        // disk is healthy. Such inputs would be missing after a restart, which the error
+        // log and the metrics say.
+        let actions: Vec<(Millis, Action)> =
+            done.into_iter().flat_map(|d| d.actions.into_iter().map(move |a| (now, a))).collect();
+        self.carry_out(&actions, true);
+        for (id, reply) in replies {
+            let answer = match &failed {
+                Some(error) => Err(CaseError::NotDurable(error.clone())),
+                None => Ok(self.case_json(id.0).ok().flatten().unwrap_or_default()),
+            };
+            let _ = reply.send(answer);
+        }
+        for query in queries {
+            self.answer(query);
+        }
+        self.open.store(self.engine.open_cases() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.since_snapshot >= SNAPSHOT_EVERY {
+            self.snapshot();
+        }
+        stop
+    }
+
+    fn handle(&mut self, now: Millis, input: Input, audit: Option<Audit>, done: &mut Vec<Done>) {
+        if let Ok(actions) = self.engine.handle(now, &input) {
+            let json = serde_json::to_string(&input).expect("inputs serialise");
+            done.push(Done { kind: input.kind(), audit, input: json, actions });
+        }
+    }
+
+    fn commit(&mut self, now: Millis, done: &[Done]) -> Result<(), StoreError> {
+        // Skip ticks that changed nothing visible *and* had no due timer: those are never
+        // pushed. Every other step is logged, including ticks without actions.
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut transitions: Vec<Vec<(u64, Millis, &'static str, String)>> = Vec::new();
+        let mut cases: Vec<Vec<(u64, String)>> = Vec::new();
+        for d in done {
+            let mut rows = Vec::new();
+            let mut touched = Vec::new();
+            for action in &d.actions {
+                if let Action::Record(t) = action {
+                    rows.push((
+                        t.case.0,
+                        t.at,
+                        t.kind.as_str(),
+                        serde_json::to_string(t).expect("serialises"),
+                    ));
+                    if !touched.contains(&t.case.0) {
+                        touched.push(t.case.0);
+                    }
+                }
+            }
+            let docs = touched
+                .into_iter()
+                .filter_map(|id| {
+                    self.engine.case(CaseId(id)).map(|c| (id, serde_json::to_string(c).expect("serialises")))
+                })
+                .collect();
+            transitions.push(rows);
+            cases.push(docs);
+        }
+        let mut steps = Vec::new();
+        let transition_rows: Vec<Vec<TransitionRow<'_>>> = transitions
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .map(|(case_id, at_ms, kind, json)| TransitionRow {
+                        case_id: *case_id,
+                        at_ms: *at_ms,
+                        kind,
+                        json,
+                    })
+                    .collect()
+            })
+            .collect();
+        let case_rows: Vec<Vec<CaseRow<'_>>> = cases
+            .iter()
+            .map(|docs| {
+                docs.iter()
+                    .filter_map(|(id, json)| {
+                        let c = self.engine.case(CaseId(*id))?;
+                        Some(CaseRow {
+                            case_id: *id,
+                            opened_ms: c.opened,
+                            closed_ms: c.closed.as_ref().map(|(s, _)| s.at),
+                            stage: c.stage.as_str(),
+                            severity: c.severity.as_str(),
+                            street: &c.location.street,
+                            community: &c.location.community,
+                            grid: &c.location.grid,
+                            building: &c.location.building,
+                            json,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        for (i, d) in done.iter().enumerate() {
+            steps.push(super::store::Step {
+                at_ms: now,
+                kind: d.kind,
+                audit: d.audit.as_ref(),
+                input_json: &d.input,
+                transitions: &transition_rows[i],
+                cases: &case_rows[i],
+            });
+        }
+        self.store.commit(&steps)?;
+        self.since_snapshot += steps.len() as u64;
+        Ok(())
+    }
+
+    fn snapshot(&mut self) {
+        let mut json = Vec::new();
+        if let Err(error) = self.engine.snapshot(&mut serde_json::Serializer::new(&mut json)) {
+            tracing::error!(%error, "Cannot serialise the alarm engine.");
+            return;
+        }
+        let upto = match self.store.stats() {
+            Ok(stats) => stats.last_seq,
+            Err(error) => {
+                tracing::error!(%error, "Cannot read the case store.");
+                return;
+            }
+        };
+        let json = String::from_utf8(json).expect("serde_json writes UTF-8");
+        match self.store.save_snapshot(upto, self.now, &json) {
+            Ok(()) => self.since_snapshot = 0,
+            Err(error) => tracing::error!(%error, "Cannot save the alarm engine snapshot."),
+        }
+    }
+
+    /// Notifications to the outbox, transitions to series and SSE, sounders to the field.
+    /// `live` is false while replaying: then only notifications are queued again.
+    fn carry_out(&mut self, actions: &[(Millis, Action)], live: bool) {
+        for (at, action) in actions {
+            match action {
+                Action::Notify(n) => self.notify(n, *at, live),
+                Action::SoundBuilding { location, case } if live => {
+                    tracing::warn!(case = %case, building = %location.building, "Confirmed fire: sounding the building's sounders.");
+                    (self.wiring.sound)(location);
+                }
+                Action::Record(t) if live => {
+                    (self.wiring.series)(action, *at);
+                    let _ = self.events.send(serde_json::to_string(t).expect("serialises"));
+                }
+                Action::Kpi(_) if live => (self.wiring.series)(action, *at),
+                _ => {}
+            }
+        }
+    }
+
+    fn notify(&mut self, n: &Notification, at: Millis, live: bool) {
+        let desk = n.desk.to_string();
+        let targets = (self.wiring.desk_channels)(&desk);
+        if targets.is_empty() {
+            // With no channel configured at all, the console and the API are the only way
+            // cases are seen: nothing to deliver, nothing failed.
+            if live && !self.wiring.console_only {
+                tracing::warn!(desk = %desk, case = %n.case, "No notification channel reaches this desk; counting it as a failed delivery.");
+                self.wiring.pending.lock().unwrap().remove(&n.id);
+                // Nobody can be told at this desk: the engine escalates at once.
+                let _ = self.engine_delivery_later(n.id);
+            }
+            return;
+        }
+        let msg = message(n, at, self.wiring.console_url.as_deref());
+        self.wiring.pending.lock().unwrap().insert(n.id, targets.len());
+        let outbox = self.wiring.outbox.clone();
+        if let Err(error) = self.wiring.runtime.block_on(outbox.enqueue(&msg, &targets)) {
+            tracing::error!(%error, case = %n.case, "Cannot queue a notification.");
+        }
+    }
+
+    /// A delivery that failed before it started, fed back through the normal path.
+    fn engine_delivery_later(&mut self, notification: u64) -> Result<(), Refusal> {
+        let now = self.now;
+        let input = Input::Delivery { notification, delivered: false };
+        let actions = self.engine.handle(now, &input)?;
+        let json = serde_json::to_string(&input).expect("inputs serialise");
+        let done = [Done { kind: "delivery", audit: None, input: json, actions }];
+        if let Err(error) = self.commit(now, &done) {
+            tracing::error!(%error, "Cannot commit a delivery failure.");
+        }
+        let [done] = done;
+        let actions: Vec<(Millis, Action)> = done.actions.into_iter().map(|a| (now, a)).collect();
+        self.carry_out(&actions, true);
+        Ok(())
+    }
+
+    fn case_json(&self, id: u64) -> Result<Option<String>, StoreError> {
+        if let Some(case) = self.engine.case(CaseId(id)) {
+            return Ok(Some(serde_json::to_string(case).expect("serialises")));
+        }
+        Ok(self.store.case(id)?.map(|c| c.json))
+    }
+
+    fn answer(&self, query: Request) {
+        match query {
+            Request::Get { id, reply } => {
+                let _ = reply.send(self.case_json(id).map_err(Into::into));
+            }
+            Request::List { filter, reply } => {
+                let listed =
+                    self.store.list(&filter).map(|cases| cases.into_iter().map(|c| c.json).collect());
+                let _ = reply.send(listed.map_err(Into::into));
+            }
+            Request::Timeline { id, reply } => {
+                let _ = reply.send(self.store.timeline(id).map_err(Into::into));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The human message for a notification.
+pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
+    use firegrid_alerting::NotifyReason::*;
+    let why = match n.reason {
+        Opened => "新警情 new case",
+        Confirmed => "确认火警 confirmed fire",
+        Spread => "多楼火情 spreading across buildings",
+        Escalated => "升级 escalated: not acknowledged in time",
+        Reminder => "提醒 reminder: still not acknowledged",
+        HandlingOverdue => "处置超时 handling overdue",
+        DeliveryFailed => "升级 escalated: the desk below could not be reached",
+    };
+    let place = &n.location;
+    let title = format!("{} {} {}", place.building, n.kind.as_str(), why);
+    let mut text = format!(
+        "{} / {} / {} / {}; devices: {}",
+        place.street,
+        place.community,
+        place.grid,
+        place.building,
+        n.devices.join(", ")
+    );
+    if n.chattering {
+        text.push_str("; chattering device (频繁误报)");
+    }
+    if let Some(deadline) = n.deadline {
+        text.push_str(&format!("; answer by {}", crate::notify::message::timestamp(deadline)));
+    }
+    Message {
+        notification_id: n.id,
+        case_id: n.case.0,
+        severity: n.severity.as_str().to_owned(),
+        level: n.desk.level.as_str().to_owned(),
+        desk: n.desk.to_string(),
+        title,
+        text,
+        url: console.map(|base| format!("{}/cases/{}", base.trim_end_matches('/'), n.case)),
+        at_ms: at,
+    }
+}

@@ -1,0 +1,34 @@
+//! The Feishu bot channel.
+
+use super::config::FeishuConfig;
+use super::request;
+use crate::notify::secret::Env;
+use crate::notify::transport::{self, exchange};
+use crate::notify::{ConfigError, Message, Notifier, Secret, SendError, unix_ms};
+
+/// A configured Feishu/Lark custom bot.
+#[derive(Debug, Clone)]
+pub struct Feishu {
+    client: reqwest::Client,
+    url: String,
+    secret: Option<Secret>,
+}
+
+impl Feishu {
+    /// Checks `cfg` and builds the channel, reading the secret from `env` if so configured.
+    pub fn new(cfg: &FeishuConfig, env: &Env<'_>) -> Result<Feishu, ConfigError> {
+        transport::parse_url(&cfg.url)?;
+        Ok(Feishu {
+            client: transport::client(cfg.timeout)?,
+            url: cfg.url.clone(),
+            secret: Secret::resolve(cfg.secret.as_ref(), cfg.secret_env.as_deref(), env)?,
+        })
+    }
+}
+
+impl Notifier for Feishu {
+    async fn send(&self, msg: &Message) -> Result<(), SendError> {
+        let request = request::request(&self.url, self.secret.as_ref(), msg, unix_ms() / 1000);
+        request::judge(&exchange(&self.client, request).await?)
+    }
+}

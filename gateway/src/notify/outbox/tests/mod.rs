@@ -1,0 +1,339 @@
+//! The retry policy (pure), the store (against SQLite in a temporary directory, including a
+//! model-based test), and in `delivery` the worker against a real HTTP receiver.
+
+mod delivery;
+mod receiver;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::policy::{AfterFailure, after_failure, backoff};
+use super::*;
+use crate::notify::SendError;
+use crate::notify::tests::sample;
+
+fn msg(notification_id: u64) -> Message {
+    Message { notification_id, case_id: 1000 + notification_id, ..sample() }
+}
+
+fn targets(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn key(notification_id: u64, target: &str) -> DeliveryKey {
+    DeliveryKey { notification_id, target: target.to_owned() }
+}
+
+// ---- policy ----
+
+#[test]
+fn backoff_doubles_from_the_floor_to_the_cap_with_jitter() {
+    let check = |attempt: u32, jitter: f64, expected_ms: u64| {
+        let wait = backoff(attempt, Duration::from_secs(1), Duration::from_secs(300), jitter);
+        assert_eq!(wait, Duration::from_millis(expected_ms), "attempt {attempt} jitter {jitter}");
+    };
+    // Equal jitter: between half and all of min·2^(attempt-1), never below min.
+    check(1, 0.0, 1_000);
+    check(1, 0.99, 1_000);
+    check(2, 0.0, 1_000);
+    check(2, 0.5, 1_500);
+    check(3, 0.0, 2_000);
+    check(3, 1.0, 4_000);
+    check(9, 0.0, 128_000);
+    check(10, 0.0, 150_000);
+    check(10, 1.0, 300_000);
+    check(60, 1.0, 300_000);
+    check(u32::MAX, 0.5, 225_000);
+    // A floor above the cap is the cap.
+    assert_eq!(backoff(1, Duration::from_secs(10), Duration::from_secs(2), 0.0), Duration::from_secs(2));
+}
+
+#[test]
+fn after_failure_retries_until_the_maximum_age_and_gives_up_on_permanent_failures() {
+    let settings = DeliveryConfig::default();
+    let hour = 3_600_000;
+    let network = SendError::Network("refused".into());
+    let check = |error: &SendError, attempt: u32, now: u64, expected: AfterFailure| {
+        assert_eq!(
+            after_failure(error, attempt, 0, now, &settings, 0.0),
+            expected,
+            "{error} #{attempt} at {now}"
+        );
+    };
+    check(&network, 1, 1_000, AfterFailure::RetryAt(2_000));
+    check(&network, 3, 10_000, AfterFailure::RetryAt(12_000));
+    check(&network, 20, 60_000, AfterFailure::RetryAt(210_000));
+    // The last attempt is made at the maximum age, not skipped.
+    check(&network, 20, hour - 1_000, AfterFailure::RetryAt(hour));
+    check(&network, 21, hour, AfterFailure::GiveUp);
+    check(&SendError::from_status(404, None, b""), 1, 1_000, AfterFailure::GiveUp);
+    check(&SendError::UnknownTarget("x".into()), 1, 1_000, AfterFailure::GiveUp);
+    // Retry-After is honoured up to the cap.
+    let later = SendError::from_status(429, Some(Duration::from_secs(30)), b"");
+    check(&later, 1, 1_000, AfterFailure::RetryAt(31_000));
+    let much_later = SendError::from_status(503, Some(Duration::from_secs(86_400)), b"");
+    check(&much_later, 1, 1_000, AfterFailure::RetryAt(301_000));
+}
+
+// ---- store ----
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("outbox").join("notify.sqlite")).unwrap()
+}
+
+fn pending_keys(store: &Store) -> Vec<(u64, String, u64)> {
+    store
+        .earliest(100)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.key.notification_id, p.key.target, p.next_attempt_ms))
+        .collect()
+}
+
+#[test]
+fn enqueue_is_idempotent_per_notification_and_target_in_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b"]), 10).unwrap(), 2);
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 20).unwrap(), 1, "only c is new");
+    store.delivered(&key(1, "a"), 1, 30).unwrap();
+    store.dead(&key(1, "b"), 1, "refused", 30).unwrap();
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 40).unwrap(), 0, "replay after delivery");
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "a"]), 40).unwrap(), 0);
+    assert_eq!(pending_keys(&store), [(1, "c".to_owned(), 20)]);
+    let history: Vec<_> = store.history(1001).unwrap().into_iter().map(|h| (h.target, h.status)).collect();
+    assert_eq!(
+        history,
+        [
+            ("a".to_owned(), Status::Delivered),
+            ("b".to_owned(), Status::Dead),
+            ("c".to_owned(), Status::Pending)
+        ]
+    );
+}
+
+#[test]
+fn earliest_lists_pending_rows_by_due_time_with_their_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store.enqueue(&msg(1), &targets(&["a"]), 100).unwrap();
+    store.enqueue(&msg(2), &targets(&["a", "b"]), 200).unwrap();
+    store.retry_at(&key(1, "a"), 1, 500, "HTTP 500").unwrap();
+    store.delivered(&key(2, "b"), 1, 210).unwrap();
+    assert_eq!(pending_keys(&store), [(2, "a".to_owned(), 200), (1, "a".to_owned(), 500)]);
+    let first = &store.earliest(1).unwrap()[0];
+    assert_eq!(first.message, Ok(msg(2)));
+    assert_eq!((first.case_id, first.attempts, first.enqueued_ms), (1002, 0, 200));
+    let retried = &store.earliest(2).unwrap()[1];
+    assert_eq!((retried.attempts, retried.enqueued_ms), (1, 100), "a retry keeps its enqueue time");
+}
+
+#[test]
+fn outcomes_change_only_pending_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store.enqueue(&msg(1), &targets(&["a"]), 0).unwrap();
+    store.retry_at(&key(1, "a"), 1, 50, "timed out").unwrap();
+    store.delivered(&key(1, "a"), 2, 60).unwrap();
+    store.dead(&key(1, "a"), 3, "late", 70).unwrap();
+    store.retry_at(&key(1, "a"), 3, 80, "late").unwrap();
+    let entry = &store.history(1001).unwrap()[0];
+    assert_eq!(
+        *entry,
+        HistoryEntry {
+            notification_id: 1,
+            target: "a".to_owned(),
+            status: Status::Delivered,
+            attempts: 2,
+            last_error: Some("timed out".to_owned()),
+            enqueued_ms: 0,
+            next_attempt_ms: None,
+            delivered_ms: Some(60),
+            gave_up_ms: None,
+        }
+    );
+}
+
+#[test]
+fn prune_deletes_only_finished_rows_past_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store.enqueue(&msg(1), &targets(&["old", "new", "dead", "pending"]), 0).unwrap();
+    store.delivered(&key(1, "old"), 1, 100).unwrap();
+    store.delivered(&key(1, "new"), 1, 300).unwrap();
+    store.dead(&key(1, "dead"), 1, "refused", 100).unwrap();
+    assert_eq!(store.prune(200).unwrap(), 2);
+    let left: Vec<_> = store.history(1001).unwrap().into_iter().map(|h| h.target).collect();
+    assert_eq!(left, ["new", "pending"]);
+    assert_eq!((store.pending_count().unwrap(), store.dead_count().unwrap()), (1, 0));
+}
+
+#[test]
+fn ids_above_i64_max_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let big = Message { notification_id: u64::MAX - 1, case_id: u64::MAX, ..sample() };
+    store.enqueue(&big, &targets(&["a"]), 1).unwrap();
+    let row = &store.earliest(1).unwrap()[0];
+    assert_eq!((row.key.notification_id, row.case_id), (u64::MAX - 1, u64::MAX));
+    assert_eq!(store.history(u64::MAX).unwrap()[0].notification_id, u64::MAX - 1);
+    assert_eq!(store.enqueue(&big, &targets(&["a"]), 2).unwrap(), 0);
+}
+
+#[test]
+fn reopening_keeps_rows_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sqlite");
+    let mut store = Store::open(&path).unwrap();
+    store.enqueue(&msg(1), &targets(&["a", "b"]), 5).unwrap();
+    store.retry_at(&key(1, "a"), 1, 99, "HTTP 502").unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pending_keys(&store), [(1, "b".to_owned(), 5), (1, "a".to_owned(), 99)]);
+    drop(store);
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn an_unreadable_stored_message_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sqlite");
+    let mut store = Store::open(&path).unwrap();
+    store.enqueue(&msg(1), &targets(&["a"]), 5).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE delivery SET message = '{\"x\":'", [])
+        .unwrap();
+    let row = &store.earliest(1).unwrap()[0];
+    assert!(row.message.is_err(), "{row:?}");
+    assert_eq!(row.case_id, 1001, "the case is known without the message");
+}
+
+// ---- model-based: random operation sequences against a map ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue { id: u64, targets: Vec<&'static str>, now: u64 },
+    Deliver { pick: usize, now: u64 },
+    Retry { pick: usize, next: u64 },
+    Kill { pick: usize, now: u64 },
+    Prune { bound: u64 },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let target = prop::sample::select(vec!["a", "b", "c"]);
+    prop_oneof![
+        3 => (0..6u64, prop::collection::vec(target, 0..4), 0..1000u64)
+            .prop_map(|(id, targets, now)| Op::Enqueue { id, targets, now }),
+        2 => (any::<usize>(), 0..1000u64).prop_map(|(pick, now)| Op::Deliver { pick, now }),
+        2 => (any::<usize>(), 0..1000u64).prop_map(|(pick, next)| Op::Retry { pick, next }),
+        1 => (any::<usize>(), 0..1000u64).prop_map(|(pick, now)| Op::Kill { pick, now }),
+        1 => (0..1000u64).prop_map(|bound| Op::Prune { bound }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The model: (id, target) → (status, attempts, next_attempt_ms, finished_ms).
+type Model = BTreeMap<(u64, String), (Status, u32, u64, Option<u64>)>;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_a_map_model(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        let mut model = Model::new();
+        for op in ops {
+            let pending: Vec<(u64, String)> =
+                model.iter().filter(|(_, v)| v.0 == Status::Pending).map(|(k, _)| k.clone()).collect();
+            let pick = |i: usize| (!pending.is_empty()).then(|| pending[i % pending.len()].clone());
+            match op {
+                Op::Enqueue { id, targets, now } => {
+                    let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+                    let mut new = 0;
+                    for t in &names {
+                        if let std::collections::btree_map::Entry::Vacant(e) = model.entry((id, t.clone())) {
+                            e.insert((Status::Pending, 0, now, None));
+                            new += 1;
+                        }
+                    }
+                    prop_assert_eq!(store.enqueue(&msg(id), &names, now).unwrap(), new);
+                }
+                Op::Deliver { pick: i, now } => if let Some((id, t)) = pick(i) {
+                    let row = model.get_mut(&(id, t.clone())).unwrap();
+                    *row = (Status::Delivered, row.1 + 1, row.2, Some(now));
+                    store.delivered(&key(id, &t), row.1, now).unwrap();
+                },
+                Op::Retry { pick: i, next } => if let Some((id, t)) = pick(i) {
+                    let row = model.get_mut(&(id, t.clone())).unwrap();
+                    *row = (Status::Pending, row.1 + 1, next, None);
+                    store.retry_at(&key(id, &t), row.1, next, "failed").unwrap();
+                },
+                Op::Kill { pick: i, now } => if let Some((id, t)) = pick(i) {
+                    let row = model.get_mut(&(id, t.clone())).unwrap();
+                    *row = (Status::Dead, row.1 + 1, row.2, Some(now));
+                    store.dead(&key(id, &t), row.1, "refused", now).unwrap();
+                },
+                Op::Prune { bound } => {
+                    let before = model.len();
+                    model.retain(|_, v| v.0 == Status::Pending || v.3.is_some_and(|f| f >= bound));
+                    prop_assert_eq!(store.prune(bound).unwrap(), before - model.len());
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = Store::open(&path).unwrap();
+                }
+            }
+            let count = |s| model.values().filter(|v| v.0 == s).count() as u64;
+            prop_assert_eq!(store.pending_count().unwrap(), count(Status::Pending));
+            prop_assert_eq!(store.dead_count().unwrap(), count(Status::Dead));
+            let earliest = store.earliest(1000).unwrap();
+            prop_assert!(earliest.windows(2).all(|w| w[0].next_attempt_ms <= w[1].next_attempt_ms));
+            let mut got: Vec<_> = earliest
+                .iter()
+                .map(|p| ((p.key.notification_id, p.key.target.clone()), p.attempts, p.next_attempt_ms))
+                .collect();
+            got.sort();
+            let expected: Vec<_> = model
+                .iter()
+                .filter(|(_, v)| v.0 == Status::Pending)
+                .map(|(k, v)| (k.clone(), v.1, v.2))
+                .collect();
+            prop_assert_eq!(got, expected);
+            for id in 0..6u64 {
+                let history: Vec<_> = store
+                    .history(1000 + id)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| (h.target, h.status, h.attempts))
+                    .collect();
+                let mut history = history;
+                history.sort_by(|a, b| a.0.cmp(&b.0));
+                let expected: Vec<_> = model
+                    .iter()
+                    .filter(|((i, _), _)| *i == id)
+                    .map(|((_, t), v)| (t.clone(), v.0, v.1))
+                    .collect();
+                prop_assert_eq!(history, expected);
+            }
+        }
+    }
+}
+
+/// Fast retries for the delivery tests: same shape as production, 20× quicker.
+fn quick() -> DeliveryConfig {
+    DeliveryConfig {
+        concurrency: NonZeroUsize::new(16).unwrap(),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        ..DeliveryConfig::default()
+    }
+}

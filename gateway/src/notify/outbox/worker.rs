@@ -1,0 +1,246 @@
+//! The delivery worker: takes due deliveries from the outbox, sends them concurrently, records
+//! and reports each outcome.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{AfterFailure, after_failure};
+use super::store::{DeliveryKey, Pending};
+use super::{DeliveryConfig, DeliveryReport, Outbox, Outcome};
+use crate::notify::{Channel, Notifier, SendError, unix_ms};
+
+/// Longest sleep without looking at the table: bounds the effect of a wall-clock jump on the
+/// due times, which are wall-clock times because they outlive the process.
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Pause after the database failed, so a broken disk slows the worker down instead of making
+/// it spin (and resend deliveries whose outcome could not be recorded).
+const DB_ERROR_PAUSE: Duration = Duration::from_secs(5);
+
+/// How long sends in flight may finish after shutdown; the rest are abandoned, stay pending
+/// and are sent after the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often delivered and given-up deliveries past retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Delivers the outbox through `channels` (by name) until `shutdown` is cancelled.
+///
+/// Up to `settings.concurrency` deliveries are in flight at once, each in its own task, so a
+/// slow channel holds only its own deliveries. Each outcome is recorded in the outbox first and
+/// then sent to `reports`; when the receiver is slow, only the reporting task waits. A closed
+/// `reports` is ignored (deliveries go on). Pending deliveries to a name missing from
+/// `channels` fail permanently and are given up.
+pub async fn run(
+    outbox: Outbox,
+    channels: HashMap<String, Channel>,
+    settings: DeliveryConfig,
+    reports: mpsc::Sender<DeliveryReport>,
+    shutdown: CancellationToken,
+) {
+    let concurrency = settings.concurrency.get();
+    let job = Arc::new(Job { outbox: outbox.clone(), channels, settings, reports });
+    let mut tasks = JoinSet::new();
+    let mut in_flight: HashMap<tokio::task::Id, DeliveryKey> = HashMap::new();
+    let mut last_prune: Option<Instant> = None;
+    tracing::info!(
+        channels = job.channels.len(),
+        path = %outbox.path().display(),
+        "Notification delivery started."
+    );
+
+    while !shutdown.is_cancelled() {
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            prune(&job).await;
+        }
+
+        // The earliest `concurrency` pending rows always include every row that can be started
+        // now: at most `in_flight.len()` of them are already being sent.
+        let rows = match outbox.call(move |store| store.earliest(concurrency)).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%error, "Reading the notification outbox failed.");
+                pause(&shutdown, DB_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let now = unix_ms();
+        let busy: HashSet<&DeliveryKey> = in_flight.values().collect();
+        let mut next_due = None;
+        let mut start = Vec::new();
+        for row in rows {
+            if busy.contains(&row.key) {
+                continue;
+            }
+            if row.next_attempt_ms > now {
+                next_due = Some(row.next_attempt_ms);
+                break;
+            }
+            if busy.len() + start.len() < concurrency {
+                start.push(row);
+            }
+        }
+        for row in start {
+            let key = row.key.clone();
+            let handle = tasks.spawn(deliver(job.clone(), row));
+            in_flight.insert(handle.id(), key);
+        }
+
+        let wait = next_due.map_or(IDLE_RECHECK, |due| Duration::from_millis(due.saturating_sub(now)));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = outbox.inner.wake.notified() => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let recorded = match done {
+                    Ok((id, recorded)) => {
+                        in_flight.remove(&id);
+                        recorded
+                    }
+                    Err(error) => {
+                        // A panicking channel: the row stays pending and is tried again.
+                        in_flight.remove(&error.id());
+                        tracing::error!(%error, "A notification delivery task failed.");
+                        false
+                    }
+                };
+                if !recorded {
+                    pause(&shutdown, DB_ERROR_PAUSE).await;
+                }
+            }
+            _ = tokio::time::sleep(wait.min(IDLE_RECHECK)) => {}
+        }
+    }
+
+    if !tasks.is_empty() {
+        let waited =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} });
+        if waited.await.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "Notification sends still running at shutdown were abandoned; \
+                 they are retried after the next start."
+            );
+            tasks.abort_all();
+        }
+    }
+    tracing::info!("Notification delivery stopped.");
+}
+
+/// What every delivery task shares.
+struct Job {
+    outbox: Outbox,
+    channels: HashMap<String, Channel>,
+    settings: DeliveryConfig,
+    reports: mpsc::Sender<DeliveryReport>,
+}
+
+/// Makes one attempt of `row`, records the outcome and reports it. Returns whether the outcome
+/// was recorded.
+async fn deliver(job: Arc<Job>, row: Pending) -> bool {
+    let Pending { key, case_id, message, attempts, enqueued_ms, .. } = row;
+    let attempt = attempts + 1;
+    let sent = match (&message, job.channels.get(&key.target)) {
+        (Err(e), _) => Err(SendError::Unreadable(e.clone())),
+        (Ok(_), None) => Err(SendError::UnknownTarget(key.target.clone())),
+        (Ok(msg), Some(channel)) => channel.send(msg).await,
+    };
+    let now = unix_ms();
+    let report = |outcome| DeliveryReport {
+        notification_id: key.notification_id,
+        case_id,
+        target: key.target.clone(),
+        outcome,
+    };
+
+    let (recorded, outcomes) = match sent {
+        Ok(()) => {
+            tracing::info!(
+                target = %key.target,
+                notification_id = key.notification_id,
+                case_id,
+                attempt,
+                "Notification delivered."
+            );
+            let k = key.clone();
+            let recorded = job.outbox.call(move |s| s.delivered(&k, attempt, now)).await;
+            (recorded, vec![Outcome::Delivered { attempt }])
+        }
+        Err(error) => {
+            let text = error.to_string();
+            let next = after_failure(&error, attempt, enqueued_ms, now, &job.settings, fastrand::f64());
+            let failed = Outcome::Failed {
+                error: text.clone(),
+                reason: error.reason(),
+                retryable: error.is_retryable(),
+                attempt,
+            };
+            let k = key.clone();
+            match next {
+                AfterFailure::RetryAt(at) => {
+                    tracing::warn!(
+                        target = %key.target,
+                        notification_id = key.notification_id,
+                        case_id,
+                        attempt,
+                        reason = error.reason(),
+                        retry_in_ms = at.saturating_sub(now),
+                        error = %error,
+                        "Notification delivery failed; will retry."
+                    );
+                    let recorded = job.outbox.call(move |s| s.retry_at(&k, attempt, at, &text)).await;
+                    (recorded, vec![failed])
+                }
+                AfterFailure::GiveUp => {
+                    tracing::error!(
+                        target = %key.target,
+                        notification_id = key.notification_id,
+                        case_id,
+                        attempt,
+                        reason = error.reason(),
+                        retryable = error.is_retryable(),
+                        error = %error,
+                        "Notification delivery failed; giving up."
+                    );
+                    let recorded = job.outbox.call(move |s| s.dead(&k, attempt, &text, now)).await;
+                    (recorded, vec![failed, Outcome::GaveUp { attempts: attempt }])
+                }
+            }
+        }
+    };
+    if let Err(error) = &recorded {
+        tracing::error!(
+            target = %key.target,
+            notification_id = key.notification_id,
+            %error,
+            "Recording a notification delivery outcome failed; it may be sent again."
+        );
+    }
+    for outcome in outcomes {
+        // A closed receiver means nobody listens any more (shutdown); deliveries go on.
+        let _ = job.reports.send(report(outcome)).await;
+    }
+    recorded.is_ok()
+}
+
+/// Deletes finished deliveries past retention.
+async fn prune(job: &Job) {
+    let bound = unix_ms().saturating_sub(job.settings.retention.as_millis() as u64);
+    match job.outbox.prune(bound).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "Pruned finished notification deliveries past retention."),
+        Err(error) => tracing::error!(%error, "Pruning the notification outbox failed."),
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
