@@ -319,9 +319,11 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
         killed.elapsed()
     );
 
-    // The street desk answers and carries the case to closure.
+    // The street desk answers and carries the case to closure, while the wall screen follows
+    // the case live.
     let api =
         Api { base: format!("http://127.0.0.1:{}", gateway.http_port()), client: reqwest::Client::new() };
+    let live = sse(gateway.http_port(), &viewer).await;
     let steps = [
         json!({"command": "acknowledge"}),
         json!({"command": "dispatch", "assignee": "Fuhai fire brigade"}),
@@ -332,6 +334,8 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
         let (status, body) = api.act(&street, case, step.clone()).await;
         assert_eq!(status, 200, "{step} → {body}");
     }
+    let seen = live.await.unwrap();
+    assert!(seen.contains("event: transition") && seen.contains("acknowledged"), "live stream: {seen}");
     // Latched: closing waits for the detectors to clear and the latch to be reset.
     let feedback = json!({"command": "close", "feedback": {"report": "kitchen fire put out", "work_orders": [{"kind": "replace_detector", "detail": "sd-a1 soot"}], "resident_informed": true}});
     let (status, body) = api.act(&street, case, feedback.clone()).await;
@@ -404,4 +408,35 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
         api.call(reqwest::Method::GET, "/api/v1/openapi.json", None, None).await.1["openapi"],
         "3.1.0"
     );
+}
+
+/// Opens the officer event stream and returns a task that yields what arrived once an
+/// `acknowledged` transition has.
+async fn sse(port: u16, token: &str) -> tokio::task::JoinHandle<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    tokio::spawn(async move {
+        let mut seen = String::from_utf8_lossy(&head[..n]).into_owned();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.contains("acknowledged") && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => {}
+            }
+        }
+        seen
+    })
 }

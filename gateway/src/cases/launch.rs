@@ -152,6 +152,7 @@ impl AlarmLoop {
             console_url: cfg.console_url.clone(),
             pending: pending.clone(),
             console_only,
+            retention: cfg.retention,
             runtime: tokio::runtime::Handle::current(),
         };
         let engine = cfg.engine.clone();

@@ -106,6 +106,8 @@ pub struct Wiring {
     pub console_url: Option<String>,
     /// Notifications waiting for delivery results: id → targets not yet failed.
     pub pending: Arc<Mutex<HashMap<u64, usize>>>,
+    /// How long closed cases are kept.
+    pub retention: Duration,
     /// No notification channel is configured at all: cases are seen in the console only.
     pub console_only: bool,
     /// A Tokio runtime handle, to queue into the async outbox from the loop thread.
@@ -244,7 +246,24 @@ struct Done {
 impl Worker {
     fn run(mut self, rx: Receiver<Request>) {
         let mut stop = false;
+        let mut pruned_at: Option<std::time::Instant> = None;
         while !stop {
+            // Retention: hourly, closed cases older than the retention and the log entries
+            // a replay no longer needs go.
+            if pruned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                pruned_at = Some(std::time::Instant::now());
+                match self.store.prune(clock_ms(), self.wiring.retention) {
+                    Ok(pruned) if pruned.cases > 0 || pruned.inputs > 0 => {
+                        tracing::info!(
+                            cases = pruned.cases,
+                            inputs = pruned.inputs,
+                            "Old closed cases pruned."
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "Cannot prune the case store."),
+                }
+            }
             let wait = self.engine.next_wake().map_or(Duration::from_secs(1), |w| {
                 Duration::from_millis(w.saturating_sub(clock_ms()).min(1000))
             });
