@@ -675,17 +675,23 @@ fn engine(cases: usize, events: usize) {
     // Spread detection off: 10,000 fires in 40 grids would all be one spread.
     let mut engine = Engine::new(EngineConfig { spread_buildings: usize::MAX, ..EngineConfig::default() });
     let mut now = 1_800_000_000_000u64;
+    // Open cases, acknowledged by the street desk: the state of a busy street, where cases
+    // wait in handling. (Unacknowledged cases would spend the run in reminders instead.)
+    let desk = firegrid_alerting::Officer { id: "street".into(), scope: "street:Fuhai".parse().unwrap() };
     for b in 0..cases {
         engine.handle(now, &signal(b, b, Condition::Smoke, true)).unwrap();
+        let ack = firegrid_alerting::Command::Acknowledge { case: firegrid_alerting::CaseId(b as u64 + 1) };
+        engine.handle(now, &Input::Officer { officer: desk.clone(), command: ack }).unwrap();
     }
     let inputs: Vec<Input> = (0..events)
         .map(|k| {
             let b = k % cases;
-            match k % 4 {
+            match (k / cases) % 4 {
                 0 => signal(b, b, Condition::Smoke, false),
                 1 => signal(b, b, Condition::Smoke, true),
-                2 => signal(cases + b, b, Condition::Fault, true),
-                _ => signal(cases + b, b, Condition::Fault, false),
+                // A second detector in an acknowledged building confirms a fire and raises it.
+                2 => signal(cases + b, b, Condition::Smoke, true),
+                _ => signal(cases + b, b, Condition::Smoke, false),
             }
         })
         .collect();
