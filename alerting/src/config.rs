@@ -245,6 +245,9 @@ impl Config {
             if policy.ack.contains(&Deadline::After(Duration::ZERO)) {
                 return Err(format!("{}: an `ack` deadline of 0 s escalates at once", severity.as_str()));
             }
+            if policy.handle == Deadline::After(Duration::ZERO) {
+                return Err(format!("{}: a `handle` deadline of 0 s escalates at once", severity.as_str()));
+            }
         }
         if self.spread_buildings < 2 || self.chatter_cycles < 2 || self.flood_threshold == 0 {
             return Err("spread_buildings and chatter_cycles must be ≥ 2, flood_threshold ≥ 1".into());

@@ -508,13 +508,13 @@ impl Engine {
         }
         let case = &self.state.cases[&id];
         let policy = self.config.policy(case.severity).clone();
-        if case.silenced(now) {
-            // Shelved: deadlines wait for the shelve to end (its expiry wakes the case).
+        if case.acknowledged.is_none() && case.silenced(now) {
+            // Shelved: the acknowledgement clock and reminders wait for the shelve to end (its
+            // expiry wakes the case). An acknowledged case's handling deadline does not wait:
+            // shelving silences an alarm, it does not excuse the handling of the case.
             let case = self.state.cases.get_mut(&id).unwrap();
-            if case.acknowledged.is_none() {
-                case.ack_due = None;
-                case.next_reminder = None;
-            }
+            case.ack_due = None;
+            case.next_reminder = None;
         } else if case.acknowledged.is_none() {
             if case.ack_due.is_some_and(|due| due <= now) {
                 self.escalate(now, id, NotifyReason::Escalated, out);
@@ -529,6 +529,15 @@ impl Engine {
             self.escalate(now, id, NotifyReason::HandlingOverdue, out);
         }
         self.reschedule(id);
+        // Whatever was due at `now` has been dealt with; a wake time not in the future would
+        // be a bug that spins `tick` forever, so it is caught here in tests and, in a
+        // release build, turned into a retry a millisecond later.
+        if let Some(at) = self.wake.get(&id).copied().filter(|at| *at <= now) {
+            debug_assert!(false, "case {id} wakes again at {at} after being handled at {now}");
+            self.timers.remove(&(at, id));
+            self.timers.insert((now + 1, id));
+            self.wake.insert(id, now + 1);
+        }
     }
 
     /// One level up (if there is one), telling the new level and reminding the others.

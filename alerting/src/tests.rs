@@ -541,3 +541,24 @@ fn failed_deliveries_at_the_district_are_recorded_without_escalating_further() {
     assert_eq!(recorded, sent, "every failed notification is recorded once");
     assert_eq!(engine.case(CaseId(1)).unwrap().level, Level::District);
 }
+
+#[test]
+fn a_shelved_acknowledged_case_still_escalates_when_its_handling_is_overdue() {
+    let shelve = Command::Shelve {
+        case: CaseId(1),
+        device: "d1".into(),
+        duration: Duration::from_secs(8 * 3600),
+        reason: "crew on site, detector keeps sounding".into(),
+    };
+    let (_, trace) = run(
+        Config::default(),
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(10, by("grid:G1", ack(1))),
+            In(20, by("grid:G1", shelve)),
+            Run(2000),
+        ],
+    );
+    assert!(trace.contains("1810s #1 escalated response/community"), "{trace}");
+    assert!(trace.contains("1810s notify community:C1 HandlingOverdue #1 pre_alarm"), "{trace}");
+}

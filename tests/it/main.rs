@@ -5,10 +5,12 @@
 //! each across a server restart.
 
 mod alarm_loop;
+mod dashboards;
 mod gateway;
 mod harness;
 mod influx_sink;
 mod influxdb_v1;
 mod modbus;
 mod mqtt;
+mod sim;
 mod victoria_metrics;

@@ -102,6 +102,22 @@ enum Bench {
         #[arg(long, default_value_t = 2_000)]
         steps: usize,
     },
+    /// The fleet simulator: devices in one process (platform mode) against Mosquitto, with
+    /// a subscriber acknowledging every message as the gateway would; messages/s, CPU, RSS.
+    Sim {
+        /// Detectors.
+        #[arg(long, default_value_t = 20_000)]
+        devices: usize,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Simulated minutes.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        /// `direct` or `platform`.
+        #[arg(long, default_value = "platform")]
+        mode: String,
+    },
     /// Spool append rate (one commit per 500 lines, as ingest batches).
     Spool {
         /// Lines appended.
@@ -528,6 +544,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
             Bench::CaseStore { steps: 2_000 },
+            Bench::Sim { devices: 20_000, speed: 10.0, minutes: 5, mode: "platform".into() },
             Bench::AlarmNotify { rate: 10_000, alarms: 100 },
             Bench::Spool { lines: 1_000_000 },
             Bench::Drain { lines: 500_000, batch_lines: 5_000 },
@@ -544,6 +561,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
             Bench::CaseStore { steps } => case_store(steps),
+            Bench::Sim { devices, speed, minutes, mode } => sim(devices, speed, minutes, &mode).await,
             Bench::AlarmNotify { rate, alarms } => alarm_notify(rate, alarms).await,
             Bench::Spool { lines } => spool_append(lines),
             Bench::Drain { lines, batch_lines } => drain(lines, batch_lines).await,
@@ -857,4 +875,94 @@ fn case_store(steps: usize) {
             (steps / batch) as f64 / s
         );
     }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+async fn sim(devices: usize, speed: f64, minutes: u64, mode: &str) {
+    use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
+    let broker = Mosquitto::start().unwrap();
+    // The gateway's part: acknowledge every uplink with a down/ack, as the gateway does.
+    let mut opts = MqttOptions::new("acker", "127.0.0.1", broker.port());
+    opts.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 200_000);
+    let mut acks_opts = MqttOptions::new("acker-out", "127.0.0.1", broker.port());
+    acks_opts.set_inflight(1000);
+    let (acker, mut acks_loop) = AsyncClient::new(acks_opts, 200_000);
+    tokio::spawn(async move { while acks_loop.poll().await.is_ok() {} });
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("fg/v1/+/+/up/#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let (Ok(topic), Ok(msg)) = (
+                        Topic::parse(&p.topic),
+                        Uplink::decode(&p.payload, Encoding::Compact, &firegrid_protocol::Limits::default()),
+                    ) else {
+                        continue;
+                    };
+                    let ack = firegrid_protocol::Downlink::new(
+                        0,
+                        0,
+                        firegrid_protocol::DownlinkBody::Ack { boot: msg.boot, seq: msg.seq },
+                    );
+                    let mut buf = [0u8; 64];
+                    let payload = ack.encode(Encoding::Compact, &mut buf).unwrap().to_vec();
+                    let down = Topic::downlink(
+                        topic.village.clone(),
+                        topic.device.clone(),
+                        firegrid_protocol::DownlinkKind::Ack,
+                    );
+                    let _ = acker.try_publish(down.to_buf().to_string(), QoS::AtLeastOnce, false, payload);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let params = VillageParams {
+        detectors: devices,
+        buildings: (devices / 5).max(1),
+        camera_channels: 0,
+        water_sensors: 0,
+        heartbeat: Duration::from_secs(60),
+        ..VillageParams::default()
+    };
+    let village = Village::generate(&params, 1).unwrap();
+    let duration = Duration::from_secs(minutes * 60);
+    let cpu0 = cpu_seconds();
+    let mut fleet = Fleet::new(village, &Scenario::default(), duration, 1, Encoding::Compact).unwrap();
+    let mode = match mode {
+        "direct" => Mode::Direct,
+        _ => Mode::Platform { connections: 16 },
+    };
+    let cfg = RunConfig {
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+        mode,
+        speed,
+        duration,
+        report_every: None,
+        camera_state: None,
+    };
+    let report = firegrid_sim::run(&mut fleet, &cfg, None, Duration::from_secs(30)).await;
+    let cpu = cpu_seconds() - cpu0;
+    let rss = rss(std::process::id()) as f64 / 1e6;
+    let wall = report.wall.as_secs_f64();
+    println!(
+        "| simulator: {devices} detectors, {mode:?}, ×{speed} for {minutes} simulated min | {:.0} msg/s sent ({:.0} first sends + retransmissions) | CPU {:.2} cores | RSS {rss:.0} MB (with the acker) | {} left in outboxes |",
+        report.sent as f64 / wall,
+        report.sent,
+        cpu / wall,
+        report.outbox_total
+    );
 }

@@ -1,0 +1,27 @@
+//! A village in a box: the firegrid fleet simulator.
+//!
+//! Main types: [`village::Village`] (streets, communities, grids, buildings with coordinates
+//! and their devices, generated from [`village::VillageParams`] with a seed and written as the
+//! gateway's registry CSV), [`scenario::Scenario`] (what happens, as data), [`fleet::Fleet`]
+//! (every detector is the `firegrid-detector` firmware core on a simulated ADPD188 front end
+//! whose room follows the scenario's physics; messages leave only through the firmware's own
+//! outbox and pump), [`transport::Transport`] (direct or carrier-platform MQTT) and
+//! [`runner::run`] (simulated time at any speed). Camera channels run through the real camera
+//! agent (`firegrid-camera`) fed with the vendor's own stream format ([`cameras::Cameras`]).
+//!
+//! The simulator never publishes for a working device itself: sequence numbers, priorities
+//! and retransmission until the gateway acknowledges are the firmware's. Only devices with
+//! "bad firmware" in the scenario publish malformed messages directly.
+
+pub mod cameras;
+pub mod fleet;
+pub mod runner;
+pub mod scenario;
+pub mod transport;
+pub mod village;
+
+pub use fleet::Fleet;
+pub use runner::{Report, RunConfig, run};
+pub use scenario::Scenario;
+pub use transport::Mode;
+pub use village::{Village, VillageParams};

@@ -1,0 +1,143 @@
+//! `firegrid-sim`: generate a village's registry, or run a village against a broker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
+
+#[derive(Parser)]
+#[command(about = "firegrid fleet simulator: detectors running the real firmware core, over MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct VillageArgs {
+    /// Load the village from this registry CSV instead of generating one.
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Detectors (generated villages).
+    #[arg(long, default_value_t = 6_000)]
+    detectors: usize,
+    /// Buildings (generated villages).
+    #[arg(long, default_value_t = 1_150)]
+    buildings: usize,
+    /// Camera channels (generated villages), each run through the camera agent.
+    #[arg(long, default_value_t = 1_200)]
+    camera_channels: usize,
+    /// Detector heartbeat interval.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// Village id.
+    #[arg(long, default_value = "fuhai-1")]
+    village: String,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the registry CSV of a generated village (give it to the gateway).
+    Generate {
+        #[command(flatten)]
+        village: VillageArgs,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Run the village against a broker.
+    Run {
+        #[command(flatten)]
+        village: VillageArgs,
+        /// Broker `host:port`.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Scenario file (TOML; see the `scenario` module docs).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// `direct` (one connection per device) or `platform`.
+        #[arg(long, default_value = "platform")]
+        mode: String,
+        /// Platform connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Simulated time to run.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+fn village(args: &VillageArgs) -> anyhow::Result<Village> {
+    Ok(match &args.registry {
+        Some(path) => Village::from_registry(path)?,
+        None => Village::generate(
+            &VillageParams {
+                village: args.village.clone(),
+                detectors: args.detectors,
+                buildings: args.buildings,
+                camera_channels: args.camera_channels,
+                heartbeat: args.heartbeat,
+                ..VillageParams::default()
+            },
+            args.seed,
+        )?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    match Cli::parse().command {
+        Cmd::Generate { village: args, out } => {
+            let v = village(&args)?;
+            std::fs::write(&out, v.registry_csv()).with_context(|| format!("writing {}", out.display()))?;
+            println!("{}: {} devices in {} buildings", out.display(), v.devices.len(), v.buildings.len());
+        }
+        Cmd::Run { village: args, broker, scenario, mode, connections, speed, duration } => {
+            let v = village(&args)?;
+            let scenario = match scenario {
+                Some(path) => Scenario::from_toml(
+                    &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                )?,
+                None => Scenario::default(),
+            };
+            let mode = match mode.as_str() {
+                "direct" => Mode::Direct,
+                "platform" => Mode::Platform { connections },
+                other => anyhow::bail!("--mode {other:?}: direct or platform"),
+            };
+            let (host, port) = broker.rsplit_once(':').context("--broker takes host:port")?;
+            let mut fleet =
+                Fleet::new(v, &scenario, duration, args.seed, firegrid_protocol::Encoding::Compact)?;
+            println!(
+                "{} detectors, {:?}, speed ×{speed}, {}",
+                fleet.detectors(),
+                mode,
+                humantime::format_duration(duration)
+            );
+            let cfg = RunConfig {
+                host: host.to_owned(),
+                port: port.parse().context("--broker: the port is not a number")?,
+                mode,
+                speed,
+                duration,
+                report_every: Some(Duration::from_secs(5)),
+                camera_state: Some(
+                    std::env::temp_dir().join(format!("firegrid-sim-cameras-{}", std::process::id())),
+                ),
+            };
+            let report =
+                firegrid_sim::run(&mut fleet, &cfg, scenario.bad_firmware.as_ref(), Duration::from_secs(30))
+                    .await;
+            println!("{report:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Scenarios as data: a small TOML format (or the same structs built in Rust) saying what
+//! happens in the village and when, in simulated time from the start of the run.
+//!
+//! ```toml
+//! [[fire]]                 # a fire in B0042 ten minutes in, spreading to the buildings
+//! building = "B0042"       # within 15 m four minutes later
+//! at = "10m"
+//! growth = "flaming"       # or "smouldering"
+//! spread_after = "4m"
+//! spread_radius_m = 15.0
+//!
+//! [[cooking]]              # dinner: 2 % of buildings have a cooking plume in one room
+//! at = "18h"
+//! share = 0.02
+//!
+//! [[outage]]               # a grid loses its NB-IoT cell for 20 minutes
+//! grid = "C0-G3"
+//! at = "30m"
+//! duration = "20m"
+//!
+//! [[removal]]              # a detector pulled off its base
+//! device = "sd-00010"
+//! at = "5m"
+//!
+//! [[chatter]]              # a detector with insects in it: smoke puffs every 15 s
+//! device = "sd-00020"
+//! at = "2m"
+//! period = "15s"
+//! cycles = 8
+//!
+//! [dust]                   # chambers slowly contaminated over the run
+//! share = 0.01
+//! ir_counts = 1500.0
+//!
+//! [battery]                # cells near their end
+//! share = 0.01
+//! from = 0.93
+//! to = 1.0
+//!
+//! [bad_firmware]           # devices sending malformed messages
+//! devices = 3
+//! per_minute = 2.0
+//! ```
+//!
+//! Each detector's room becomes a `firegrid_detector::scenario::Model` (the firmware's own
+//! physics: obscuration curves, particle colour ratios, dust, battery discharge), which the
+//! simulated ADPD188 front end answers from; the firmware decides the rest.
+
+use std::time::Duration;
+
+use firegrid_detector::scenario::{Discharge, Dust, Growth, Model, Source};
+use serde::{Deserialize, Serialize};
+
+use crate::village::{Kind, Village};
+
+/// A whole scenario.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    /// Fires.
+    pub fire: Vec<Fire>,
+    /// Cooking waves.
+    pub cooking: Vec<Cooking>,
+    /// Connectivity outages of grids.
+    pub outage: Vec<Outage>,
+    /// Detectors removed from their base.
+    pub removal: Vec<Removal>,
+    /// Chattering detectors.
+    pub chatter: Vec<Chatter>,
+    /// Dust build-up.
+    pub dust: Option<DustLoad>,
+    /// Batteries near their end.
+    pub battery: Option<BatteryDecay>,
+    /// Devices with bad firmware.
+    pub bad_firmware: Option<BadFirmware>,
+}
+
+/// How a fire grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FireGrowth {
+    /// A t-squared flaming fire: 1 dB/m at three minutes (NFPA 72 Annex B, "medium").
+    Flaming,
+    /// A smouldering fire: exponential growth over tens of minutes.
+    Smouldering,
+}
+
+/// A fire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fire {
+    /// Building id.
+    pub building: String,
+    /// When it starts.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// How it grows.
+    pub growth: FireGrowth,
+    /// Neighbours catch fire this much later.
+    #[serde(default, with = "humantime_serde::option")]
+    pub spread_after: Option<Duration>,
+    /// Buildings within this distance are neighbours.
+    #[serde(default = "default_radius")]
+    pub spread_radius_m: f64,
+}
+
+fn default_radius() -> f64 {
+    15.0
+}
+
+/// A cooking wave at a meal time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cooking {
+    /// When.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// Share of buildings where one detector sees a strong cooking plume.
+    pub share: f64,
+}
+
+/// A grid without connectivity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    /// The grid.
+    pub grid: String,
+    /// From.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// For how long.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+/// A detector taken off its base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Removal {
+    /// The device.
+    pub device: String,
+    /// When.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+}
+
+/// A detector seeing smoke puffs, alarming and clearing again and again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chatter {
+    /// The device.
+    pub device: String,
+    /// From.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// Time between puffs.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Puffs.
+    pub cycles: u8,
+}
+
+/// Dust accumulating in some chambers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DustLoad {
+    /// Share of detectors.
+    pub share: f64,
+    /// Extra IR counts at the end of the run (1,500 exhausts the drift compensation).
+    pub ir_counts: f32,
+}
+
+/// Batteries discharging over the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatteryDecay {
+    /// Share of detectors.
+    pub share: f64,
+    /// Consumed fraction at the start.
+    pub from: f32,
+    /// Consumed fraction at the end.
+    pub to: f32,
+}
+
+/// Devices with bad firmware, publishing malformed messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadFirmware {
+    /// How many devices.
+    pub devices: usize,
+    /// Malformed messages per device per simulated minute.
+    pub per_minute: f64,
+}
+
+/// Why a scenario does not fit a village.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// TOML.
+    #[error("scenario file: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A name that is not in the village.
+    #[error("scenario names {what} {name:?}, which is not in the village")]
+    Unknown {
+        /// Building, device or grid.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Seconds between the detectors of one building seeing a fire's smoke: the rooms further
+/// from the seat of the fire fill later.
+pub const ROOM_DELAY: Duration = Duration::from_secs(30);
+
+impl Scenario {
+    /// Parses the TOML format.
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// When each building's fire starts, ms (the seat, then its neighbours).
+    pub fn fire_starts(&self, village: &Village) -> Result<Vec<Option<(u64, FireGrowth)>>, ScenarioError> {
+        let mut starts: Vec<Option<(u64, FireGrowth)>> = vec![None; village.buildings.len()];
+        for fire in &self.fire {
+            let b =
+                village.buildings.iter().position(|x| x.id == fire.building).ok_or_else(|| {
+                    ScenarioError::Unknown { what: "building", name: fire.building.clone() }
+                })?;
+            let at = fire.at.as_millis() as u64;
+            let mut set = |b: usize, t: u64| {
+                if starts[b].is_none_or(|(s, _)| t < s) {
+                    starts[b] = Some((t, fire.growth));
+                }
+            };
+            set(b, at);
+            if let Some(after) = fire.spread_after {
+                for n in village.neighbours(b, fire.spread_radius_m) {
+                    set(n, at + after.as_millis() as u64);
+                }
+            }
+        }
+        Ok(starts)
+    }
+
+    /// The room of every detector, by device index (`None` for other kinds), for a run of
+    /// `duration`.
+    pub fn rooms(
+        &self,
+        village: &Village,
+        _duration: Duration,
+        seed: u64,
+    ) -> Result<Vec<Option<Model>>, ScenarioError> {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5EED);
+        let fires = self.fire_starts(village)?;
+        let mut rooms: Vec<Option<Model>> = village
+            .devices
+            .iter()
+            .map(|d| {
+                (d.kind == Kind::Detector).then_some(Model {
+                    sources: [None, None],
+                    dust: None,
+                    led_failure_ms: None,
+                    discharge: None,
+                })
+            })
+            .collect();
+        let add = |room: &mut Model, source: Source| {
+            if let Some(slot) = room.sources.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(source);
+            }
+        };
+        for (b, fire) in fires.iter().enumerate() {
+            let Some((start, growth)) = fire else { continue };
+            for (k, d) in village.detectors_in(b).enumerate() {
+                let source = Source {
+                    start_ms: start + k as u64 * ROOM_DELAY.as_millis() as u64,
+                    growth: growth.curve(),
+                    ratio: growth.ratio(),
+                };
+                add(rooms[d].as_mut().unwrap(), source);
+            }
+        }
+        for chatter in &self.chatter {
+            let d = find_device(village, &chatter.device)?;
+            let growth = Growth::Puffs {
+                peak: 0.6,
+                period_s: chatter.period.as_secs_f32(),
+                decay_s: 3.0,
+                count: chatter.cycles,
+            };
+            if let Some(room) = rooms[d].as_mut() {
+                add(room, Source { start_ms: chatter.at.as_millis() as u64, growth, ratio: 1.6 });
+            }
+        }
+        for cooking in &self.cooking {
+            for b in 0..village.buildings.len() {
+                if rng.f64() < cooking.share
+                    && let Some(d) = village.detectors_in(b).next()
+                {
+                    // A wok on a high flame under the detector: strong enough to alarm
+                    // (a cooking false alarm), with cooking oil's colour ratio.
+                    let growth = Growth::Plume { peak: 0.45, rise_s: 90.0, end_s: 420.0, decay_s: 120.0 };
+                    let start = cooking.at.as_millis() as u64 + rng.u64(0..600_000);
+                    add(rooms[d].as_mut().unwrap(), Source { start_ms: start, growth, ratio: 0.85 });
+                }
+            }
+        }
+        for room in rooms.iter_mut().flatten() {
+            if let Some(dust) = &self.dust
+                && rng.f64() < dust.share
+            {
+                room.dust = Some(Dust { ir_counts: dust.ir_counts, ratio: 0.8 });
+            }
+            if let Some(battery) = &self.battery
+                && rng.f64() < battery.share
+            {
+                room.discharge = Some(Discharge { from: battery.from, to: battery.to });
+            }
+        }
+        for removal in &self.removal {
+            find_device(village, &removal.device)?;
+        }
+        for outage in &self.outage {
+            if !village.buildings.iter().any(|b| b.grid == outage.grid) {
+                return Err(ScenarioError::Unknown { what: "grid", name: outage.grid.clone() });
+            }
+        }
+        Ok(rooms)
+    }
+}
+
+fn find_device(village: &Village, id: &str) -> Result<usize, ScenarioError> {
+    village
+        .devices
+        .iter()
+        .position(|d| d.id == id)
+        .ok_or_else(|| ScenarioError::Unknown { what: "device", name: id.to_owned() })
+}
+
+impl FireGrowth {
+    fn curve(self) -> Growth {
+        match self {
+            FireGrowth::Flaming => Growth::TSquared { m_ref: 1.0, t_ref_s: 180.0 },
+            FireGrowth::Smouldering => Growth::Exponential { scale: 0.02, tau_s: 300.0, max: 4.0 },
+        }
+    }
+
+    /// Blue/IR ratio of the smoke (flaming soot 1.3–1.4, smouldering 1.5–1.8).
+    fn ratio(self) -> f32 {
+        match self {
+            FireGrowth::Flaming => 1.35,
+            FireGrowth::Smouldering => 1.6,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::village::VillageParams;
+
+    #[test]
+    fn the_documented_example_parses_and_fits_a_default_village() {
+        let doc = include_str!("scenario.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start().to_owned() + "\n")
+            .collect();
+        let scenario = Scenario::from_toml(&example).unwrap();
+        assert_eq!(scenario.fire.len(), 1);
+        let village = Village::generate(&VillageParams::default(), 1).unwrap();
+        let rooms = scenario.rooms(&village, Duration::from_secs(3_600), 1).unwrap();
+        let burning = rooms
+            .iter()
+            .flatten()
+            .filter(|r| r.sources.iter().flatten().any(|s| matches!(s.growth, Growth::TSquared { .. })))
+            .count();
+        assert!(burning > village.detectors_in(42).count(), "the seat and its neighbours burn: {burning}");
+    }
+
+    #[test]
+    fn names_not_in_the_village_are_refused() {
+        let village =
+            Village::generate(&VillageParams { buildings: 10, detectors: 10, ..VillageParams::default() }, 1)
+                .unwrap();
+        let bad = Scenario::from_toml("[[fire]]\nbuilding = \"B9999\"\nat = \"1m\"\ngrowth = \"flaming\"\n")
+            .unwrap();
+        assert!(matches!(
+            bad.rooms(&village, Duration::from_secs(60), 1),
+            Err(ScenarioError::Unknown { what: "building", .. })
+        ));
+        assert!(
+            Scenario::from_toml("[[fire]]\nbuilding = \"B1\"\nat = \"1m\"\ngrowth = \"flaming\"\nsize = 3\n")
+                .is_err()
+        );
+    }
+}
