@@ -8,13 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firegrid_protocol::{
-    DetectorState, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink, UplinkBody,
-};
+use firegrid_protocol::{DetectorState, Encoding, Limits, Uplink, UplinkBody};
 use firegrid_sim::village::Kind;
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
 use firegrid_tests::Mosquitto;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// One device's messages: (boot, seq) → payload and first arrival.
 type Messages = BTreeMap<(u16, u32), (Vec<u8>, Instant)>;
@@ -30,51 +27,20 @@ struct Seen {
 
 fn gateway_side(port: u16) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let mut opts = MqttOptions::new("gateway-side", "127.0.0.1", port);
-    opts.set_clean_session(false).set_inflight(1000).set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100_000);
-    let mut acks_opts = MqttOptions::new("gateway-acks", "127.0.0.1", port);
-    acks_opts.set_inflight(1000);
-    let (acker, mut acks_loop) = AsyncClient::new(acks_opts, 100_000);
-    tokio::spawn(async move { while acks_loop.poll().await.is_ok() {} });
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe("fg/v1/+/+/up/#", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(topic) = Topic::parse(&p.topic) else { continue };
-                    let Ok(msg) = Uplink::decode(&p.payload, Encoding::Compact, &Limits::default()) else {
-                        continue;
-                    };
-                    let mut seen = record.lock().unwrap();
-                    seen.received += 1;
-                    let entry = seen.messages.entry(topic.device.to_string()).or_default();
-                    match entry.get(&(msg.boot, msg.seq)) {
-                        Some((payload, _)) if *payload != p.payload.to_vec() => {
-                            let conflict = format!(
-                                "{} {}/{} carried two different messages",
-                                topic.device, msg.boot, msg.seq
-                            );
-                            seen.conflicts.push(conflict);
-                        }
-                        Some(_) => {}
-                        None => {
-                            entry.insert((msg.boot, msg.seq), (p.payload.to_vec(), Instant::now()));
-                        }
-                    }
-                    drop(seen);
-                    let ack = Downlink::new(0, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
-                    let mut buf = [0u8; 64];
-                    let payload = ack.encode(Encoding::Compact, &mut buf).unwrap().to_vec();
-                    let down =
-                        Topic::downlink(topic.village.clone(), topic.device.clone(), DownlinkKind::Ack);
-                    let _ = acker.try_publish(down.to_buf().to_string(), QoS::AtLeastOnce, false, payload);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+    firegrid_tests::ack_uplinks(port, move |topic, msg, payload| {
+        let mut seen = record.lock().unwrap();
+        seen.received += 1;
+        let entry = seen.messages.entry(topic.device.to_string()).or_default();
+        match entry.get(&(msg.boot, msg.seq)) {
+            Some((first, _)) if first.as_slice() != payload => {
+                let conflict =
+                    format!("{} {}/{} carried two different messages", topic.device, msg.boot, msg.seq);
+                seen.conflicts.push(conflict);
+            }
+            Some(_) => {}
+            None => {
+                entry.insert((msg.boot, msg.seq), (payload.to_vec(), Instant::now()));
             }
         }
     });

@@ -18,6 +18,7 @@
 //! println!("broker at {}:{}", broker.host(), broker.port());
 //! ```
 
+pub mod acker;
 mod error;
 pub mod firegrid;
 mod http;
@@ -27,6 +28,7 @@ pub mod process;
 pub mod pymodbus;
 pub mod victoria;
 
+pub use acker::ack_uplinks;
 pub use error::{Error, Result};
 pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};

@@ -889,45 +889,7 @@ async fn sim(devices: usize, speed: f64, minutes: u64, mode: &str) {
     use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
     let broker = Mosquitto::start().unwrap();
     // The gateway's part: acknowledge every uplink with a down/ack, as the gateway does.
-    let mut opts = MqttOptions::new("acker", "127.0.0.1", broker.port());
-    opts.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 200_000);
-    let mut acks_opts = MqttOptions::new("acker-out", "127.0.0.1", broker.port());
-    acks_opts.set_inflight(1000);
-    let (acker, mut acks_loop) = AsyncClient::new(acks_opts, 200_000);
-    tokio::spawn(async move { while acks_loop.poll().await.is_ok() {} });
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe("fg/v1/+/+/up/#", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let (Ok(topic), Ok(msg)) = (
-                        Topic::parse(&p.topic),
-                        Uplink::decode(&p.payload, Encoding::Compact, &firegrid_protocol::Limits::default()),
-                    ) else {
-                        continue;
-                    };
-                    let ack = firegrid_protocol::Downlink::new(
-                        0,
-                        0,
-                        firegrid_protocol::DownlinkBody::Ack { boot: msg.boot, seq: msg.seq },
-                    );
-                    let mut buf = [0u8; 64];
-                    let payload = ack.encode(Encoding::Compact, &mut buf).unwrap().to_vec();
-                    let down = Topic::downlink(
-                        topic.village.clone(),
-                        topic.device.clone(),
-                        firegrid_protocol::DownlinkKind::Ack,
-                    );
-                    let _ = acker.try_publish(down.to_buf().to_string(), QoS::AtLeastOnce, false, payload);
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
+    firegrid_tests::ack_uplinks(broker.port(), |_, _, _| {});
     tokio::time::sleep(Duration::from_millis(300)).await;
     let params = VillageParams {
         detectors: devices,

@@ -98,8 +98,7 @@ pub async fn run_session(
     let reset = CancellationToken::new();
     let mut pipeline = tokio::spawn(process_loop(
         session,
-        client.clone(),
-        downlinks,
+        Acks { broker: client.clone(), devices: downlinks },
         rx,
         ingest,
         handoff,
@@ -222,10 +221,16 @@ async fn drive_until(
 
 /// Takes publishes in arrival order, in batches, through [`Ingest::process`], then
 /// acknowledges them in the same order and hands the fresh ones on.
+/// Where acknowledgements go: to the broker on the session's connection, to the devices
+/// (`down/ack`) on a connection of their own.
+struct Acks {
+    broker: AsyncClient,
+    devices: AsyncClient,
+}
+
 async fn process_loop(
     session: Session,
-    client: AsyncClient,
-    downlinks: AsyncClient,
+    acks: Acks,
     mut rx: mpsc::UnboundedReceiver<Publish>,
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
@@ -247,7 +252,7 @@ async fn process_loop(
             }
         };
         for (publish, outcome) in batch.iter().zip(processed.outcomes) {
-            if client.ack(publish).await.is_err() {
+            if acks.broker.ack(publish).await.is_err() {
                 return;
             }
             if let Outcome::Accepted { ack_topic, ack_payload } = outcome {
@@ -256,7 +261,7 @@ async fn process_loop(
                 // batch would wait a round trip for its downlinks (measured: 6x slower ingest).
                 // A lost acknowledgement costs one retransmission by the device, which the
                 // duplicate check answers again without storing anything twice.
-                if downlinks.publish(ack_topic, QoS::AtMostOnce, false, ack_payload).await.is_err() {
+                if acks.devices.publish(ack_topic, QoS::AtMostOnce, false, ack_payload).await.is_err() {
                     return;
                 }
             }
