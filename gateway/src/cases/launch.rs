@@ -207,10 +207,13 @@ pub async fn feed_accepted(
     district: String,
 ) {
     while let Some(a) = rx.recv().await {
-        let signals = match location_of(&ingest, &a.msg.dev, &district) {
-            Some(location) => super::signals::from_uplink(&a.msg, &location),
-            None => Vec::new(),
-        };
+        // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
+        // they skip the registry lookup.
+        let signals =
+            match super::signals::may_signal(&a.msg).then(|| location_of(&ingest, &a.msg.dev, &district)) {
+                Some(Some(location)) => super::signals::from_uplink(&a.msg, &location),
+                _ => Vec::new(),
+            };
         if signals.is_empty() && a.msg.class() == firegrid_protocol::Class::Alarm && !a.registered {
             tracing::error!(device = %a.msg.dev, "Alarm from an unregistered device: no grid to route it to; see /api/unknown-devices.");
         }

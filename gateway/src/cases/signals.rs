@@ -6,6 +6,17 @@ use firegrid_protocol::{ChannelStatus, DetectorState, Uplink, UplinkBody};
 
 use crate::sources::modbus::conditions::{Condition as ModbusCondition, ConditionEvent};
 
+/// Whether a message of this kind can raise or clear a signal (readings never do).
+pub fn may_signal(msg: &Uplink) -> bool {
+    matches!(
+        msg.body,
+        UplinkBody::State(_)
+            | UplinkBody::Fault(_)
+            | UplinkBody::CameraEvent(_)
+            | UplinkBody::CameraHealth(_)
+    )
+}
+
 /// The signals one accepted device message raises or clears (none for readings).
 ///
 /// Device faults and camera channels are alarms of their own (`dev/low_battery`,
@@ -116,5 +127,14 @@ mod tests {
         check(camera(CameraEventKind::Smoke, true), &[("d1/ch3", Condition::Camera, true)]);
         check(camera(CameraEventKind::Fire, false), &[("d1/ch3", Condition::Camera, false)]);
         check(camera(CameraEventKind::FireLaneBlocked, true), &[]);
+    }
+
+    #[test]
+    fn only_messages_that_can_signal_need_a_location() {
+        assert!(may_signal(&uplink(state(DetectorState::Alarm))));
+        assert!(may_signal(&uplink(UplinkBody::Fault(Fault { fault: FaultKind::Tamper, active: true }))));
+        let reading =
+            UplinkBody::Water(firegrid_protocol::WaterReading { pressure_mpa: Some(0.3), level_m: None });
+        assert!(!may_signal(&uplink(reading)));
     }
 }
