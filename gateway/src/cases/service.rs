@@ -133,6 +133,7 @@ impl Cases {
             since_snapshot: 0,
             now: 0,
             open: open.clone(),
+            requests: tx.clone(),
         };
         tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
         // Notifications of replayed inputs: queue again (the outbox keeps one per id).
@@ -233,6 +234,8 @@ struct Worker {
     since_snapshot: u64,
     now: Millis,
     open: Arc<std::sync::atomic::AtomicU64>,
+    /// Its own queue: a delivery that fails before it starts goes back in like any other.
+    requests: Sender<Request>,
 }
 
 /// One input handled, waiting for its commit.
@@ -358,39 +361,55 @@ impl Worker {
     }
 
     fn commit(&mut self, now: Millis, done: &[Done]) -> Result<(), StoreError> {
-        // Skip ticks that changed nothing visible *and* had no due timer: those are never
-        // pushed. Every other step is logged, including ticks without actions.
         if done.is_empty() {
             return Ok(());
         }
-        let mut transitions: Vec<Vec<(u64, Millis, &'static str, String)>> = Vec::new();
-        let mut cases: Vec<Vec<(u64, String)>> = Vec::new();
-        for d in done {
-            let mut rows = Vec::new();
-            let mut touched = Vec::new();
-            for action in &d.actions {
-                if let Action::Record(t) = action {
-                    rows.push((
-                        t.case.0,
-                        t.at,
-                        t.kind.as_str(),
-                        serde_json::to_string(t).expect("serialises"),
-                    ));
-                    if !touched.contains(&t.case.0) {
-                        touched.push(t.case.0);
-                    }
-                }
+        // Each step's transitions; each touched case's document once, with the last step that
+        // touched it (the store replaces a case's row, so only its final state counts).
+        let transitions: Vec<Vec<(u64, Millis, &'static str, String)>> = done
+            .iter()
+            .map(|d| {
+                d.actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Record(t) => Some((
+                            t.case.0,
+                            t.at,
+                            t.kind.as_str(),
+                            serde_json::to_string(t).expect("serialises"),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut last_touch: BTreeMap<u64, usize> = BTreeMap::new();
+        for (i, rows) in transitions.iter().enumerate() {
+            for (case, ..) in rows {
+                last_touch.insert(*case, i);
             }
-            let docs = touched
-                .into_iter()
-                .filter_map(|id| {
-                    self.engine.case(CaseId(id)).map(|c| (id, serde_json::to_string(c).expect("serialises")))
-                })
-                .collect();
-            transitions.push(rows);
-            cases.push(docs);
         }
-        let mut steps = Vec::new();
+        let docs: Vec<(usize, &firegrid_alerting::Case, String)> = last_touch
+            .into_iter()
+            .filter_map(|(id, i)| {
+                self.engine.case(CaseId(id)).map(|c| (i, c, serde_json::to_string(c).expect("serialises")))
+            })
+            .collect();
+        let mut case_rows: Vec<Vec<CaseRow<'_>>> = done.iter().map(|_| Vec::new()).collect();
+        for (i, c, json) in &docs {
+            case_rows[*i].push(CaseRow {
+                case_id: c.id.0,
+                opened_ms: c.opened,
+                closed_ms: c.closed.as_ref().map(|(s, _)| s.at),
+                stage: c.stage.as_str(),
+                severity: c.severity.as_str(),
+                street: &c.location.street,
+                community: &c.location.community,
+                grid: &c.location.grid,
+                building: &c.location.building,
+                json,
+            });
+        }
         let transition_rows: Vec<Vec<TransitionRow<'_>>> = transitions
             .iter()
             .map(|rows| {
@@ -404,38 +423,18 @@ impl Worker {
                     .collect()
             })
             .collect();
-        let case_rows: Vec<Vec<CaseRow<'_>>> = cases
+        let steps: Vec<super::store::Step<'_>> = done
             .iter()
-            .map(|docs| {
-                docs.iter()
-                    .filter_map(|(id, json)| {
-                        let c = self.engine.case(CaseId(*id))?;
-                        Some(CaseRow {
-                            case_id: *id,
-                            opened_ms: c.opened,
-                            closed_ms: c.closed.as_ref().map(|(s, _)| s.at),
-                            stage: c.stage.as_str(),
-                            severity: c.severity.as_str(),
-                            street: &c.location.street,
-                            community: &c.location.community,
-                            grid: &c.location.grid,
-                            building: &c.location.building,
-                            json,
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        for (i, d) in done.iter().enumerate() {
-            steps.push(super::store::Step {
+            .zip(transition_rows.iter().zip(&case_rows))
+            .map(|(d, (transitions, cases))| super::store::Step {
                 at_ms: now,
                 kind: d.kind,
                 audit: d.audit.as_ref(),
                 input_json: &d.input,
-                transitions: &transition_rows[i],
-                cases: &case_rows[i],
-            });
-        }
+                transitions,
+                cases,
+            })
+            .collect();
         self.store.commit(&steps)?;
         self.since_snapshot += steps.len() as u64;
         Ok(())
@@ -489,9 +488,9 @@ impl Worker {
             // cases are seen: nothing to deliver, nothing failed.
             if live && !self.wiring.console_only {
                 tracing::warn!(desk = %desk, case = %n.case, "No notification channel reaches this desk; counting it as a failed delivery.");
-                self.wiring.pending.lock().unwrap().remove(&n.id);
-                // Nobody can be told at this desk: the engine escalates at once.
-                let _ = self.engine_delivery_later(n.id);
+                // Nobody can be told at this desk: the engine escalates at once (the next
+                // batch, which starts without waiting since the queue is not empty).
+                let _ = self.requests.send(Request::Delivery { notification: n.id, delivered: false });
             }
             return;
         }
@@ -501,22 +500,6 @@ impl Worker {
         if let Err(error) = self.wiring.runtime.block_on(outbox.enqueue(&msg, &targets)) {
             tracing::error!(%error, case = %n.case, "Cannot queue a notification.");
         }
-    }
-
-    /// A delivery that failed before it started, fed back through the normal path.
-    fn engine_delivery_later(&mut self, notification: u64) -> Result<(), Refusal> {
-        let now = self.now;
-        let input = Input::Delivery { notification, delivered: false };
-        let actions = self.engine.handle(now, &input)?;
-        let json = serde_json::to_string(&input).expect("inputs serialise");
-        let done = [Done { kind: "delivery", audit: None, input: json, actions }];
-        if let Err(error) = self.commit(now, &done) {
-            tracing::error!(%error, "Cannot commit a delivery failure.");
-        }
-        let [done] = done;
-        let actions: Vec<(Millis, Action)> = done.actions.into_iter().map(|a| (now, a)).collect();
-        self.carry_out(&actions, true);
-        Ok(())
     }
 
     fn case_json(&self, id: u64) -> Result<Option<String>, StoreError> {
