@@ -33,6 +33,10 @@ pub struct ApiState {
     pub officers: Option<Arc<DirectoryWatch>>,
     /// Metrics, for refusals.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Buildings, devices and camera events, for case detail and the building list.
+    pub site: Arc<crate::site::Site>,
+    /// The district (the top of every location).
+    pub district: String,
 }
 
 /// The routes, to be merged into the gateway's router.
@@ -43,6 +47,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/cases/{id}", get(case))
         .route("/api/v1/cases/{id}/actions", post(act))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/buildings", get(buildings))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -203,7 +208,61 @@ async fn case(
         .into_iter()
         .map(|t| serde_json::from_str(&t.json).unwrap_or(Value::Null))
         .collect();
-    Ok(Json(json!({ "case": case, "timeline": timeline })))
+    let building = case.pointer("/location/building").and_then(Value::as_str).unwrap_or_default();
+    let place = state.site.registry().and_then(|registry| {
+        let devices: Vec<Value> = registry
+            .devices()
+            .iter()
+            .filter(|d| &*d.building.id == building)
+            .map(|d| json!({ "id": d.id.to_string(), "kind": d.kind.as_str(), "model": &*d.model }))
+            .collect();
+        let b = registry.devices().iter().find(|d| &*d.building.id == building)?.building.clone();
+        Some(json!({
+            "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon, "devices": devices,
+        }))
+    });
+    let camera = state.site.nearest_camera(building);
+    Ok(Json(json!({ "case": case, "timeline": timeline, "building": place, "camera": camera })))
+}
+
+/// `GET /api/v1/buildings`: every registered building in the officer's scope, with its
+/// coordinates and device counts (the console colours them by their open cases).
+async fn buildings(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let (officer, _) = officer(&state, &headers)?;
+    let Some(registry) = state.site.registry() else {
+        return Ok(Json(json!({ "buildings": [] })));
+    };
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    let mut out: Vec<Value> = Vec::new();
+    for d in registry.devices() {
+        let b = &d.building;
+        let location = Location {
+            district: state.district.clone(),
+            street: b.street.to_string(),
+            community: b.community.to_string(),
+            grid: b.grid.to_string(),
+            building: b.id.to_string(),
+        };
+        if !officer.scope.covers(&location) {
+            continue;
+        }
+        let index = *seen.entry(&b.id).or_insert_with(|| {
+            out.push(json!({
+                "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon,
+                "grid": &*b.grid, "community": &*b.community, "street": &*b.street,
+                "detectors": 0, "cameras": 0, "water_sensors": 0, "other": 0,
+            }));
+            out.len() - 1
+        });
+        let counter = match d.kind {
+            crate::registry::DeviceKind::SmokeDetector => "detectors",
+            crate::registry::DeviceKind::Camera => "cameras",
+            crate::registry::DeviceKind::WaterSensor => "water_sensors",
+            crate::registry::DeviceKind::Other => "other",
+        };
+        out[index][counter] = json!(out[index][counter].as_u64().unwrap_or(0) + 1);
+    }
+    Ok(Json(json!({ "buildings": out })))
 }
 
 async fn act(
@@ -302,9 +361,9 @@ pub fn spec() -> Value {
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } }
                 ],
                 "responses": { "200": { "description": "{\"cases\": [...]}" }, "400": { "description": "bad query" }, "401": errors["401"] } } },
-            "/api/v1/cases/{id}": { "get": { "summary": "A case and its full timeline",
+            "/api/v1/cases/{id}": { "get": { "summary": "A case, its full timeline, its building with the building's devices, and the nearest camera with its latest event and snapshot reference",
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
-                "responses": { "200": { "description": "{\"case\": ..., \"timeline\": [...]}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } },
+                "responses": { "200": { "description": "{\"case\": ..., \"timeline\": [...], \"building\": {id, address, lat, lon, devices: [{id, kind, model}]} | null, \"camera\": {device, building, distance_m, latest: {channel, event, active, confidence_pct, snapshot, at_ms} | null} | null}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } },
             "/api/v1/cases/{id}/actions": { "post": { "summary": "Acknowledge, dispatch, verify, dispose, close, note, shelve, unshelve, reset a latch",
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
@@ -312,7 +371,8 @@ pub fn spec() -> Value {
                     "400": { "description": "not JSON" }, "401": errors["401"], "403": errors["403"], "404": errors["404"],
                     "409": { "description": "not possible in the case's state (closed, already acknowledged, latched ...)" },
                     "422": { "description": "not a valid command" } } } },
-            "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } }
+            "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
+            "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } }
         }
     })
 }

@@ -123,6 +123,8 @@ pub struct FleetTask {
     pub ingest: Arc<Ingest>,
     /// The alarm loop and the district name, when it runs.
     pub alarms: Option<(crate::cases::Cases, String)>,
+    /// What the console shows; gets every reloaded registry.
+    pub site: Arc<crate::site::Site>,
 }
 
 /// Runs until `shutdown`: feeds accepted messages to liveness and forwards them to `onward`
@@ -188,6 +190,7 @@ fn reload(task: &mut FleetTask) {
             let registry = Arc::new(registry);
             tracing::info!(devices = registry.len(), "Registry reloaded.");
             task.ingest.set_directory(registry.clone());
+            task.site.set_registry(registry.clone());
             task.liveness.reload(registry, now_ms());
         }
         Err(error) => {

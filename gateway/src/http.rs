@@ -29,7 +29,7 @@ pub async fn serve(
         .route("/api/unknown-devices", get(unknown_devices))
         .with_state(shared.clone());
     let app = match &shared.api {
-        Some(api) => app.merge(crate::api::router(api.clone())),
+        Some(api) => app.merge(crate::api::router(api.clone())).merge(crate::console::router()),
         None => app,
     };
     let task = tokio::spawn(async move {

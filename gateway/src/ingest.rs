@@ -14,7 +14,12 @@
 //!    written to the OS otherwise,
 //!
 //! and only then does the caller acknowledge to the broker, in arrival order, and publish the
-//! application-level `down/ack` to each device.
+//! application-level `down/ack` for each alarm- and event-class message.
+//!
+//! Telemetry gets no `down/ack` ([`Class::is_acknowledged`]): a newer reading supersedes it,
+//! QoS 1 carries it to the broker, and from there this persistent session, acknowledged only
+//! after the commit, carries it; liveness tolerates a missed heartbeat. One `down/ack` per
+//! heartbeat cost about a third of the ingest rate (BENCHMARKS.md, "Ingest efficiency").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -76,14 +81,17 @@ pub struct Accepted {
 /// What became of one message of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Stored (or a duplicate of something stored): acknowledge to the broker and send the
-    /// device its application-level acknowledgement on `ack_topic`.
+    /// An alarm- or event-class message stored (or a duplicate of one stored): acknowledge to
+    /// the broker and send the device its application-level acknowledgement on `ack_topic`.
     Accepted {
         /// Topic of the `down/ack`.
         ack_topic: String,
         /// Encoded `down/ack`.
         ack_payload: Vec<u8>,
     },
+    /// A telemetry message stored (or a duplicate of one stored): acknowledge to the broker
+    /// and nothing else; the device does not wait for a `down/ack` (module documentation).
+    Stored,
     /// Rejected or shed: acknowledge to the broker (so it is not redelivered) and nothing
     /// else.
     Dropped,
@@ -349,8 +357,12 @@ impl Ingest {
         Ok(out)
     }
 
-    /// The application-level acknowledgement of `msg`, in the encoding the device used.
+    /// The outcome of a stored (or duplicate) `msg`: for alarm and event classes its
+    /// application-level acknowledgement, in the encoding the device used.
     fn ack_for(&self, topic: &Topic, msg: &Uplink, payload: &[u8]) -> Outcome {
+        if !msg.class().is_acknowledged() {
+            return Outcome::Stored;
+        }
         let cmd = Downlink::new(
             self.next_command.fetch_add(1, Ordering::Relaxed),
             0,
@@ -420,7 +432,7 @@ fn remember_recent(admission: &mut Admission, records: &[crate::spool::Record], 
 
 #[cfg(test)]
 mod tests {
-    use firegrid_protocol::{DetectorState, Heartbeat, StateChange, UplinkBody};
+    use firegrid_protocol::{DetectorState, Fault, FaultKind, Heartbeat, StateChange, UplinkBody};
 
     use super::*;
     use crate::spool::SpoolConfig;
@@ -472,9 +484,16 @@ mod tests {
             .iter()
             .map(|o| match o {
                 Outcome::Accepted { .. } => "accepted",
+                Outcome::Stored => "stored",
                 Outcome::Dropped => "dropped",
             })
             .collect()
+    }
+
+    fn fault(dev: &str, seq: u32) -> Vec<u8> {
+        let body = UplinkBody::Fault(Fault { fault: FaultKind::Tamper, active: true });
+        let msg = Uplink::new(DeviceId::new(dev).unwrap(), 1, seq, NOW, body);
+        msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec()
     }
 
     #[test]
@@ -491,7 +510,7 @@ mod tests {
             ("fg/v1/v/sd-1/up/state", b"{{{"), // malformed
         ];
         let out = ingest.process(&batch, NOW).unwrap();
-        assert_eq!(kinds(&out.outcomes), ["accepted", "accepted", "accepted", "dropped", "dropped"]);
+        assert_eq!(kinds(&out.outcomes), ["accepted", "stored", "accepted", "dropped", "dropped"]);
         assert_eq!(out.accepted.len(), 2, "the duplicate is acknowledged but not handed on");
         let Outcome::Accepted { ack_topic, ack_payload } = &out.outcomes[0] else { unreachable!() };
         assert_eq!(ack_topic, "fg/v1/v/sd-1/down/ack");
@@ -512,6 +531,41 @@ mod tests {
         assert!(m.contains(r#"firegrid_messages_rejected_total{reason="malformed"} 1"#), "{m}");
         assert!(m.contains("firegrid_messages_duplicate_total 1"), "{m}");
         assert_eq!(ingest.unknown_devices().len(), 2);
+    }
+
+    #[test]
+    fn alarms_and_events_get_a_down_ack_telemetry_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, spool, _) = ingest(dir.path());
+        let (a, f, hb) = (alarm("sd-1", 0, Encoding::Json), fault("sd-1", 1), heartbeat("sd-1", 2));
+        let batch: Vec<(&str, &[u8])> = vec![
+            ("fg/v1/v/sd-1/up/heartbeat", &hb),
+            ("fg/v1/v/sd-1/up/state", &a),
+            ("fg/v1/v/sd-1/up/fault", &f),
+            ("fg/v1/v/sd-1/up/heartbeat", &hb), // a duplicate heartbeat: still no down/ack
+        ];
+        let out = ingest.process(&batch, NOW).unwrap();
+        assert_eq!(kinds(&out.outcomes), ["stored", "accepted", "accepted", "stored"]);
+        let acked: Vec<_> = out
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Accepted { ack_topic, ack_payload } => Some((
+                    ack_topic.as_str(),
+                    Downlink::receive(ack_payload, &Limits::default()).unwrap().body,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            acked,
+            [
+                ("fg/v1/v/sd-1/down/ack", DownlinkBody::Ack { boot: 1, seq: 0 }),
+                ("fg/v1/v/sd-1/down/ack", DownlinkBody::Ack { boot: 1, seq: 1 }),
+            ]
+        );
+        assert_eq!(out.accepted.len(), 3, "the heartbeat is stored and handed on like the others");
+        assert_eq!(spool.lock().unwrap().read("db", 100, usize::MAX).unwrap().len(), 3);
     }
 
     #[test]

@@ -24,6 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything on this machine: the broker, the gateway with its alarm loop and
+    /// archive, the duty-officer console, and a simulated village (the detector firmware on
+    /// simulated hardware) playing a scripted day with a fire. Prints console links with demo
+    /// officer tokens. Ctrl-C stops it.
+    Demo(DemoArgs),
     /// Run the gateway. With no configuration it starts its own MQTT broker on
     /// 127.0.0.1:1883, keeps a local archive in ./firegrid-data, and serves /metrics on
     /// 127.0.0.1:8080.
@@ -63,14 +68,69 @@ enum Command {
     OfficerToken,
 }
 
+/// `firegrid demo` flags.
+#[derive(clap::Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    village: firegrid_sim::VillageShape,
+    /// Simulated seconds per real second: 10 plays the scripted day in 2.4 hours, the fire
+    /// 30 s after the start. Escalation deadlines run on the real clock.
+    #[arg(long, default_value_t = 10.0)]
+    speed: f64,
+    /// Simulated time to play.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Keep the generated files, the archive and the case store here (default: a temporary
+    /// directory removed at exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the console, the officer API and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Address of the embedded MQTT broker.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: SocketAddr,
+    /// Use this external broker (host:port) instead of the embedded one.
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// Also write the time series to this InfluxDB 1.x-compatible server (base URL, e.g.
+    /// http://127.0.0.1:8086); the local spool archive is kept either way.
+    #[arg(long)]
+    influx: Option<String>,
+    /// The InfluxDB database for --influx.
+    #[arg(long, default_value = "firegrid")]
+    influx_database: String,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5)]
+    report_every: u64,
+    /// When the scripted fire starts (simulated time).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    fire_at: std::time::Duration,
+    /// How long after it starts in each building the fire is put out (simulated time).
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    fire_out_after: std::time::Duration,
+}
+
+fn host_port(text: &str, flag: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = text.rsplit_once(':').with_context(|| format!("{flag} takes host:port"))?;
+    let port = port.parse().with_context(|| format!("{flag}: the port is not a number"))?;
+    Ok((host.to_owned(), port))
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // The demo's own output is its progress lines; the gateway's log shows warnings only.
+    let default_log = if matches!(cli.command, Command::Demo(_)) {
+        "warn,rumqttd=off,firegrid_camera=error"
+    } else {
+        "info,rumqttd=off"
+    };
     // The embedded broker (rumqttd) logs every connection at info and routine disconnects as
     // errors; it is quiet unless asked for, e.g. FIREGRID_LOG=info,rumqttd=info.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIREGRID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -84,13 +144,34 @@ fn main() -> anyhow::Result<ExitCode> {
                 cfg.http_listen = listen;
             }
             if let Some(broker) = mqtt {
-                let (host, port) = broker.rsplit_once(':').context("--mqtt takes host:port")?;
-                let port = port.parse().context("--mqtt: the port is not a number")?;
+                let (host, port) = host_port(&broker, "--mqtt")?;
                 let base = cfg.mqtt.take().unwrap_or_default();
-                cfg.mqtt = Some(MqttConfig { host: host.to_owned(), port, ..base });
+                cfg.mqtt = Some(MqttConfig { host, port, ..base });
             }
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let defaults = firegrid_gateway::demo::DemoOptions::default();
+            let opts = firegrid_gateway::demo::DemoOptions {
+                village: args.village.params(),
+                seed: args.village.seed,
+                speed: args.speed,
+                duration: args.duration,
+                data_dir: args.data_dir,
+                http_listen: args.http,
+                broker_listen: args.broker,
+                mqtt: args.mqtt.as_deref().map(|m| host_port(m, "--mqtt")).transpose()?,
+                influx: args.influx.map(|url| (url, args.influx_database)),
+                report_every: std::time::Duration::from_secs(args.report_every.max(1)),
+                fire_at: args.fire_at,
+                fire_out_after: args.fire_out_after,
+                ..defaults
+            };
+            anyhow::ensure!(opts.speed > 0.0, "--speed must be above 0");
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(firegrid_gateway::demo::run(opts, stop_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
@@ -151,12 +232,24 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         gateway.mqtt.port,
         addr = gateway.http_addr
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    stop_signal().await;
     tracing::info!("Stopping: finishing in-flight messages.");
     gateway.stop().await;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot watch SIGTERM; Ctrl-C still stops.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -69,6 +69,8 @@ pub struct Shared {
     modbus: Option<Arc<ModbusStats>>,
     /// The officer API, when the alarm loop runs.
     pub api: Option<crate::api::ApiState>,
+    /// Buildings, devices heard from and camera events.
+    pub site: Arc<crate::site::Site>,
 }
 
 /// What `/healthz` reports.
@@ -288,6 +290,7 @@ impl Gateway {
             }
         };
 
+        let site = Arc::new(crate::site::Site::new());
         let alarm = if cfg.alerting.enabled {
             let started = crate::cases::AlarmLoop::start(
                 &cfg.alerting,
@@ -312,6 +315,7 @@ impl Gateway {
                     alarm.cases.clone(),
                     ingest.clone(),
                     cfg.alerting.district.clone(),
+                    site.clone(),
                 ));
                 Some(tx)
             }
@@ -325,13 +329,15 @@ impl Gateway {
         let fleet = match &cfg.registry.csv {
             Some(csv) => {
                 let snapshot = cfg.data_dir.join("liveness.json");
-                let (_, liveness) = crate::fleet::start(csv, &snapshot, &ingest)?;
+                let (registry, liveness) = crate::fleet::start(csv, &snapshot, &ingest)?;
+                site.set_registry(registry);
                 let task = crate::fleet::FleetTask {
                     csv: csv.clone(),
                     snapshot,
                     liveness,
                     ingest: ingest.clone(),
                     alarms: alarms.clone(),
+                    site: site.clone(),
                 };
                 tokio::spawn(crate::fleet::run(task, accepted_rx, handoff, fleet_stop.clone()))
             }
@@ -380,7 +386,10 @@ impl Gateway {
                 cases: a.cases.clone(),
                 officers: a.officers.clone(),
                 metrics: metrics.clone(),
+                site: site.clone(),
+                district: cfg.alerting.district.clone(),
             }),
+            site: site.clone(),
         });
         let health_task = tokio::spawn(write_health(
             shared.clone(),

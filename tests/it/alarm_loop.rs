@@ -6,74 +6,21 @@
 //! the database hold every step.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::routing::post;
 use firegrid_protocol::{
     DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
 };
-use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto};
+use firegrid_tests::officers::{Officer, OfficerApi, write_directory};
+use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto, WebhookReceiver};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const VILLAGE: &str = "fuhai-1";
 const DB: &str = "firegrid";
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// A webhook receiver: records every notification it is sent, with the time it arrived.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<(Instant, Value)>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
-        let sink = got.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            post(move |body: axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push((Instant::now(), body.0));
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { port, got }
-    }
-
-    fn desks(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v["desk"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    /// Waits until some notification satisfies `pred`.
-    async fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let started = Instant::now();
-        loop {
-            if let Some((_, v)) = self.got.lock().unwrap().iter().find(|(_, v)| pred(v)) {
-                return v.clone();
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "no notification {what} within {timeout:?}; got desks {:?}",
-                self.desks()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 fn registry(dir: &Path) -> std::path::PathBuf {
@@ -94,50 +41,18 @@ fn registry(dir: &Path) -> std::path::PathBuf {
 
 /// Officers: the grid G1 leader, the grid G2 leader, the street desk, a viewer.
 fn officers(dir: &Path) -> (std::path::PathBuf, [String; 4]) {
-    let tokens: Vec<(String, String)> = (0..4).map(|_| firegrid_gateway::officers::new_token()).collect();
-    let toml = format!(
-        r#"
-[[officer]]
-id = "g1-leader"
-name = "G1 leader"
-role = "grid_leader"
-scope = "grid:G1"
-on_duty = true
-token_sha256 = "{}"
-channels = []
-
-[[officer]]
-id = "g2-leader"
-name = "G2 leader"
-role = "grid_leader"
-scope = "grid:G2"
-on_duty = true
-token_sha256 = "{}"
-channels = []
-
-[[officer]]
-id = "street-desk"
-name = "Fuhai street desk"
-role = "duty_officer"
-scope = "street:Fuhai"
-on_duty = true
-token_sha256 = "{}"
-channels = []
-
-[[officer]]
-id = "watcher"
-name = "wall screen"
-role = "viewer"
-scope = "street:Fuhai"
-on_duty = false
-token_sha256 = "{}"
-channels = []
-"#,
-        tokens[0].1, tokens[1].1, tokens[2].1, tokens[3].1
-    );
     let path = dir.join("officers.toml");
-    std::fs::write(&path, toml).unwrap();
-    (path, tokens.into_iter().map(|t| t.0).collect::<Vec<_>>().try_into().unwrap())
+    let officer = |id, name, role, scope, on_duty| Officer { id, name, role, scope, on_duty };
+    let tokens = write_directory(
+        &path,
+        &[
+            officer("g1-leader", "G1 leader", "grid_leader", "grid:G1", true),
+            officer("g2-leader", "G2 leader", "grid_leader", "grid:G2", true),
+            officer("street-desk", "Fuhai street desk", "duty_officer", "street:Fuhai", true),
+            officer("watcher", "wall screen", "viewer", "street:Fuhai", false),
+        ],
+    );
+    (path, tokens.try_into().unwrap())
 }
 
 fn config(
@@ -197,50 +112,18 @@ fn state(dev: &str, seq: u32, state: DetectorState) -> (String, Vec<u8>) {
     (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn act(&self, token: &str, case: u64, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, &format!("/api/v1/cases/{case}/actions"), Some(token), Some(body))
-            .await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried_to_closure() {
     let broker = Mosquitto::start().unwrap();
     let db = InfluxDb1::start().unwrap();
     db.create_database(DB).unwrap();
-    let hook = Receiver::start().await;
+    let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (officers_path, [g1, g2, street, viewer]) = officers(dir.path());
     let mut gateway =
-        Firegrid::start(config(broker.port(), db.port(), hook.port, registry(dir.path()), officers_path))
+        Firegrid::start(config(broker.port(), db.port(), hook.port(), registry(dir.path()), officers_path))
             .unwrap();
-    let api =
-        Api { base: format!("http://127.0.0.1:{}", gateway.http_port()), client: reqwest::Client::new() };
+    let api = OfficerApi::new(gateway.http_port());
 
     let mut opts = MqttOptions::new("detectors", "127.0.0.1", broker.port());
     opts.set_clean_session(false);
@@ -321,8 +204,7 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
 
     // The street desk answers and carries the case to closure, while the wall screen follows
     // the case live.
-    let api =
-        Api { base: format!("http://127.0.0.1:{}", gateway.http_port()), client: reqwest::Client::new() };
+    let api = OfficerApi::new(gateway.http_port());
     let live = sse(gateway.http_port(), &viewer).await;
     let steps = [
         json!({"command": "acknowledge"}),

@@ -17,7 +17,8 @@ use firegrid_protocol::{
     CameraEvent, CameraEventKind, CameraHealth, ChannelStatus, DetectorState, DeviceId, Encoding, Fault,
     FaultKind, Heartbeat, StateChange, Status, Topic, Uplink, UplinkBody, VillageId, WaterReading,
 };
-use firegrid_tests::{InfluxDb1, InfluxSeries, Mosquitto, Pymodbus, SimRegisters, SimValue};
+use firegrid_tests::officers::{Officer, OfficerApi, write_directory};
+use firegrid_tests::{InfluxDb1, InfluxSeries, Mosquitto, Pymodbus, SimRegisters, SimValue, WebhookReceiver};
 use regex::Regex;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{Value, json};
@@ -612,33 +613,15 @@ fn registry(dir: &Path) -> PathBuf {
 }
 
 /// The grid leader of Dongfeng-1 and the district desk; returns their tokens.
-fn officers(dir: &Path) -> (PathBuf, String, String) {
-    let (leader, leader_hash) = firegrid_gateway::officers::new_token();
-    let (desk, desk_hash) = firegrid_gateway::officers::new_token();
-    let toml = format!(
-        r#"
-[[officer]]
-id = "dongfeng1-leader"
-name = "Dongfeng-1 grid leader"
-role = "grid_leader"
-scope = "grid:Dongfeng-1"
-on_duty = true
-token_sha256 = "{leader_hash}"
-channels = []
-
-[[officer]]
-id = "district-desk"
-name = "Xishan district desk"
-role = "duty_officer"
-scope = "district:Xishan"
-on_duty = true
-token_sha256 = "{desk_hash}"
-channels = []
-"#
-    );
-    let path = dir.join("officers.toml");
-    std::fs::write(&path, toml).unwrap();
-    (path, leader, desk)
+fn officers(dir: &Path) -> (String, String) {
+    let officer = |id, name, role, scope| Officer { id, name, role, scope, on_duty: true };
+    let directory = [
+        officer("dongfeng1-leader", "Dongfeng-1 grid leader", "grid_leader", "grid:Dongfeng-1"),
+        officer("district-desk", "Xishan district desk", "duty_officer", "district:Xishan"),
+    ];
+    let [leader, desk]: [String; 2] =
+        write_directory(&dir.join("officers.toml"), &directory).try_into().unwrap();
+    (leader, desk)
 }
 
 /// The gateway's configuration: the test's broker, database, Modbus sensor and webhook; a
@@ -769,52 +752,27 @@ impl Devices {
     }
 }
 
-/// The officer API.
-struct Api {
-    base: String,
-    client: reqwest::Client,
+/// Acts on `case`, which must succeed.
+async fn must(api: &OfficerApi, token: &str, case: u64, body: Value) {
+    let (status, answer) = api.act(token, case, body.clone()).await;
+    assert_eq!(status, 200, "{body} → {answer}");
 }
 
-impl Api {
-    async fn get(&self, token: &str, path: &str) -> Value {
-        let resp = self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "GET {path}");
-        resp.json().await.unwrap()
-    }
-
-    async fn act(&self, token: &str, case: u64, body: Value) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(format!("{}/api/v1/cases/{case}/actions", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn must(&self, token: &str, case: u64, body: Value) {
-        let (status, answer) = self.act(token, case, body.clone()).await;
-        assert_eq!(status, 200, "{body} → {answer}");
-    }
-
-    /// The open case of `kind` in `building`, waiting for it to open.
-    async fn case(&self, token: &str, kind: &str, building: &str) -> u64 {
-        let started = Instant::now();
-        loop {
-            let listed = self.get(token, "/api/v1/cases").await;
-            let found = listed["cases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["kind"] == kind && c["location"]["building"] == building);
-            if let Some(case) = found {
-                return case["id"].as_u64().unwrap();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "no {kind} case in {building}: {listed}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// The open case of `kind` in `building`, waiting for it to open.
+async fn case(api: &OfficerApi, token: &str, kind: &str, building: &str) -> u64 {
+    let started = Instant::now();
+    loop {
+        let listed = api.get(token, "/api/v1/cases").await;
+        let found = listed["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind && c["location"]["building"] == building);
+        if let Some(case) = found {
+            return case["id"].as_u64().unwrap();
         }
+        assert!(started.elapsed() < Duration::from_secs(20), "no {kind} case in {building}: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -826,15 +784,6 @@ async fn wait_for(db: &InfluxDb1, what: &str, query: &str, deadline: Instant) {
         assert!(Instant::now() < deadline, "{what} never reached the database: {query}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// A webhook receiver that answers every notification with 200.
-async fn webhook() -> u16 {
-    let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
 }
 
 /// One query run: where it comes from, and the rows with every variable "All" and with the
@@ -861,17 +810,17 @@ async fn every_query_of_every_panel_returns_rows_from_a_simulated_village() {
         input: Vec::new(),
     })
     .unwrap();
-    let hook = webhook().await;
+    let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let registry = registry(dir.path());
-    let (_, leader, desk) = officers(dir.path());
+    let (leader, desk) = officers(dir.path());
     let gateway = firegrid_gateway::runtime::Gateway::start(
-        config(dir.path(), broker.port(), db.port(), &modbus.address(), hook),
+        config(dir.path(), broker.port(), db.port(), &modbus.address(), hook.port()),
         None,
     )
     .await
     .unwrap();
-    let api = Api { base: format!("http://{}", gateway.http_addr), client: reqwest::Client::new() };
+    let api = OfficerApi::new(gateway.http_addr.port());
     let mut field = Devices::connect(broker.port());
 
     // Every detector reports: batteries from fresh to flat, drift from clean to dirty, signal
@@ -940,10 +889,11 @@ async fn every_query_of_every_panel_returns_rows_from_a_simulated_village() {
     }
 
     // The grid leader carries the cooking alarm to closure.
-    let cooking = api.case(&leader, "fire", "B02").await;
-    api.must(&leader, cooking, json!({"command": "acknowledge"})).await;
-    api.must(&leader, cooking, json!({"command": "dispatch", "assignee": "grid worker Li"})).await;
-    api.must(
+    let cooking = case(&api, &leader, "fire", "B02").await;
+    must(&api, &leader, cooking, json!({"command": "acknowledge"})).await;
+    must(&api, &leader, cooking, json!({"command": "dispatch", "assignee": "grid worker Li"})).await;
+    must(
+        &api,
         &leader,
         cooking,
         json!({"command": "dispose", "disposition": {"outcome": "false_alarm", "cause": "cooking"}}),
@@ -964,10 +914,10 @@ async fn every_query_of_every_panel_returns_rows_from_a_simulated_village() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The district desk acknowledges the low battery and sends someone to the market hall.
-    let battery = api.case(&desk, "fault", "B03").await;
-    api.must(&desk, battery, json!({"command": "acknowledge"})).await;
-    let market = api.case(&desk, "offline", "B11").await;
-    api.must(&desk, market, json!({"command": "dispatch", "assignee": "electrician Wang"})).await;
+    let battery = case(&api, &desk, "fault", "B03").await;
+    must(&api, &desk, battery, json!({"command": "acknowledge"})).await;
+    let market = case(&api, &desk, "offline", "B11").await;
+    must(&api, &desk, market, json!({"command": "dispatch", "assignee": "electrician Wang"})).await;
     // One market camera comes back.
     field.camera("cam-11-1", 1, ChannelStatus::Online).await;
 
@@ -995,8 +945,8 @@ async fn every_query_of_every_panel_returns_rows_from_a_simulated_village() {
         wait_for(&db, what, q, deadline).await;
     }
     // The newest transition is an officer's, so "Latest case transitions" shows one.
-    let fire_case = api.case(&desk, "fire", "B01").await;
-    api.must(&desk, fire_case, json!({"command": "note", "text": "brigade on site"})).await;
+    let fire_case = case(&api, &desk, "fire", "B01").await;
+    must(&api, &desk, fire_case, json!({"command": "note", "text": "brigade on site"})).await;
     wait_for(
         &db,
         "the note",

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_protocol::{
-    DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody, UplinkKind,
-    VillageId,
+    DetectorState, DeviceId, DownlinkBody, Encoding, FaultKind, Heartbeat, StateChange, Topic, Uplink,
+    UplinkBody, UplinkKind, VillageId,
 };
 use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -444,4 +444,56 @@ async fn a_powered_device_whose_connection_drops_is_offline_at_once() {
     )
     .await;
     assert_eq!(count(&db, "SELECT count(online) FROM device_status WHERE device = 'cam-2'"), 0);
+}
+
+/// The application-level acknowledgement (firmware/protocol/README.md): an alarm and an event
+/// get a `down/ack`, a retransmitted alarm gets another (its first answer may have been lost),
+/// and a heartbeat, stored like them, gets none, retransmitted or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_and_events_get_a_down_ack_and_heartbeats_none() {
+    let (broker, db) = setup();
+    let dev = device(7);
+    // The device's side: subscribed to its downlinks before it sends anything.
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new(dev.as_str(), "127.0.0.1", broker.port()), 100);
+    client.subscribe(format!("fg/v1/{VILLAGE}/{dev}/down/#"), QoS::AtLeastOnce).await.unwrap();
+    while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::SubAck(_))) {}
+    let downlinks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = downlinks.clone();
+    let listener = tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let cmd =
+                    firegrid_protocol::Downlink::receive(&p.payload, &firegrid_protocol::Limits::default());
+                seen.lock().unwrap().push((p.topic, cmd.unwrap().body));
+            }
+        }
+    });
+
+    let _gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
+    let publisher = Publisher::start(broker.port(), "acks");
+    let fault = {
+        let body = UplinkBody::Fault(firegrid_protocol::Fault { fault: FaultKind::Tamper, active: true });
+        let msg = Uplink::new(dev.clone(), 1, 2, now_ms(), body);
+        (topic(&dev, UplinkKind::Fault), msg.encode(Encoding::Json, &mut [0u8; 256]).unwrap().to_vec())
+    };
+    for m in [heartbeat(&dev, 0), alarm(&dev, 1), fault, heartbeat(&dev, 0), alarm(&dev, 1)] {
+        publisher.send(m).await;
+    }
+    publisher.wait_acked(5, Duration::from_secs(10)).await;
+    wait_count(&db, "SELECT count(seq) FROM device_heartbeat", 1, Duration::from_secs(20)).await;
+    wait_count(&db, "SELECT count(seq) FROM detector_state", 1, Duration::from_secs(5)).await;
+    wait_count(&db, "SELECT count(seq) FROM device_fault", 1, Duration::from_secs(5)).await;
+
+    // Stored means answered: the acknowledgements follow each batch's commit at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    listener.abort();
+    let mut acked: Vec<(String, DownlinkBody)> = downlinks.lock().unwrap().clone();
+    acked.sort_by_key(|(_, body)| match body {
+        DownlinkBody::Ack { seq, .. } => *seq,
+        _ => u32::MAX,
+    });
+    let ack = |seq| (format!("fg/v1/{VILLAGE}/{dev}/down/ack"), DownlinkBody::Ack { boot: 1, seq });
+    assert_eq!(acked, [ack(1), ack(1), ack(2)], "the alarm twice, the fault once, the heartbeat never");
 }

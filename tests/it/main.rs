@@ -5,7 +5,9 @@
 //! each across a server restart.
 
 mod alarm_loop;
+mod console;
 mod dashboards;
+mod e2e;
 mod gateway;
 mod harness;
 mod influx_sink;

@@ -1,6 +1,7 @@
 //! The Modbus source against real servers: an in-process tokio-modbus TCP server (whose
 //! registers the test changes at will) and the pymodbus simulator, an independent
-//! implementation started as a child process.
+//! implementation started as a child process. Last, the simulator's water sensors
+//! (`firegrid_sim::WaterSensors`) polled with the `[modbus]` section they write.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -527,4 +528,158 @@ async fn rtu_over_a_pseudo_terminal() {
         assert_eq!(got[name], expected, "{name}");
     }
     assert_eq!(stats.connects.load(Ordering::Relaxed), 1);
+}
+
+// ---- The simulator's water sensors, polled as the section it writes says. ---------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_water_sensors_raise_low_pressure_and_low_level_only_during_their_drops() {
+    use firegrid_gateway::config::Config;
+    use firegrid_sim::{Scenario, Village, VillageParams, WaterSensors};
+
+    let params = VillageParams {
+        buildings: 20,
+        detectors: 20,
+        camera_channels: 0,
+        water_sensors: 4,
+        ..VillageParams::default()
+    };
+    let village = Village::generate(&params, 3).unwrap();
+    // ws-000 and ws-002 are pressure transmitters, ws-001 and ws-003 tank level sensors.
+    let scenario = Scenario::from_toml(
+        r#"
+[[water]]
+device = "ws-000"
+at = "30s"
+value = 0.05
+duration = "1m"
+
+[[water]]
+device = "ws-001"
+at = "45s"
+value = 0.4
+duration = "1m"
+"#,
+    )
+    .unwrap();
+    // A simulated minute per real second: the gateway polls every 100 ms, 6 simulated s.
+    let sensors = WaterSensors::start(&village, &scenario, 60.0).unwrap();
+
+    // The section appended to a gateway configuration, as the demo writes it, loaded as the
+    // gateway loads its file.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.csv");
+    std::fs::write(&registry, village.registry_csv()).unwrap();
+    let path = dir.path().join("firegrid.toml");
+    let text = format!(
+        "http_listen = \"127.0.0.1:0\"\n\n[registry]\ncsv = {:?}\n\n{}",
+        registry.display().to_string(),
+        sensors.gateway_modbus_toml()
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(Some(&path), std::iter::empty()).unwrap();
+    assert_eq!(config.registry.csv.as_deref(), Some(registry.as_path()));
+    let modbus = config.modbus.expect("a [modbus] section");
+    let ids: Vec<String> = modbus.devices.iter().map(|d| d.id.as_str().to_owned()).collect();
+    assert_eq!(ids, ["ws-000", "ws-001", "ws-002", "ws-003"]);
+    let registered: Vec<&str> = village
+        .devices
+        .iter()
+        .filter(|d| d.kind == firegrid_sim::village::Kind::Water)
+        .map(|d| d.id.as_str())
+        .collect();
+    assert_eq!(ids, registered);
+    assert!(modbus.devices.iter().all(|d| d.poll_interval == Duration::from_millis(100)));
+
+    let stats = Arc::new(ModbusStats::new(&modbus));
+    let (tx, mut rx) = mpsc::channel(1024);
+    let stop = CancellationToken::new();
+    let source = tokio::spawn(run(modbus, tx, stats.clone(), stop.clone()));
+
+    // Every event with the simulated time at which it arrived, until both drops are over
+    // and a few more polls have passed.
+    let mut seen: Vec<(u64, ModbusEvent)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sensors.simulated_ms() < 135_000 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(event)) => seen.push((sensors.simulated_ms(), event)),
+            Ok(None) => panic!("the source stopped; saw {seen:#?}"),
+            Err(_) => panic!("135 simulated s not within 30 s; saw {seen:#?}"),
+        }
+    }
+    let changes = |device: &str| -> Vec<(u64, Condition, bool)> {
+        seen.iter()
+            .filter_map(|(t, e)| match e {
+                ModbusEvent::Condition(c) if c.device.as_str() == device => Some((*t, c.condition, c.active)),
+                _ => None,
+            })
+            .collect()
+    };
+    let values = |device: &str, of: fn(&firegrid_protocol::WaterReading) -> Option<f32>| -> Vec<f32> {
+        seen.iter()
+            .filter_map(|(_, e)| match e {
+                ModbusEvent::Reading(r) if r.device.as_str() == device => r.water.as_ref().and_then(of),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(!seen.iter().any(|(_, e)| matches!(e, ModbusEvent::PollFailed { .. })), "{seen:#?}");
+
+    // Raised once the drop has begun (never before: the sensor read normal until then), and
+    // within four polls; cleared once it is over.
+    let pressure = changes("ws-000");
+    let kinds = |c: &[(u64, Condition, bool)]| c.iter().map(|&(_, k, a)| (k, a)).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(&pressure),
+        [(Condition::LowPressure, true), (Condition::LowPressure, false)],
+        "{seen:#?}"
+    );
+    assert!((30_000..54_000).contains(&pressure[0].0), "{pressure:?}");
+    assert!((90_000..114_000).contains(&pressure[1].0), "{pressure:?}");
+    let level = changes("ws-001");
+    assert_eq!(kinds(&level), [(Condition::LowLevel, true), (Condition::LowLevel, false)], "{seen:#?}");
+    assert!((45_000..69_000).contains(&level[0].0), "{level:?}");
+    assert!((105_000..129_000).contains(&level[1].0), "{level:?}");
+    // The dropped values themselves reached the gateway, scaled to MPa and m.
+    assert!(values("ws-000", |w| w.pressure_mpa).iter().any(|v| (v - 0.05).abs() < 1e-6), "{seen:#?}");
+    assert!(values("ws-001", |w| w.level_m).contains(&0.4), "{seen:#?}");
+
+    // The other two read normal values with noise the whole time, and raise nothing.
+    assert!(changes("ws-002").is_empty() && changes("ws-003").is_empty(), "{seen:#?}");
+    let normal_pressure = values("ws-002", |w| w.pressure_mpa);
+    let normal_level = values("ws-003", |w| w.level_m);
+    assert!(normal_pressure.len() >= 10 && normal_level.len() >= 10, "{seen:#?}");
+    assert!(normal_pressure.iter().all(|v| (0.345..=0.355).contains(v)), "{normal_pressure:?}");
+    assert!(normal_level.iter().all(|v| (1.99..=2.01).contains(v)), "{normal_level:?}");
+    let distinct = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::collections::HashSet<_>>().len();
+    assert!(distinct(&normal_pressure) > 1 && distinct(&normal_level) > 1, "no noise");
+    assert!(values("ws-000", |w| w.level_m).is_empty() && values("ws-001", |w| w.pressure_mpa).is_empty());
+
+    // Stopped, the servers close their connections and refuse new ones: every sensor goes
+    // into sensor fault.
+    sensors.stop().await;
+    let stopped_at = seen.len();
+    let faulted = |seen: &[(u64, ModbusEvent)]| {
+        ids.iter()
+            .filter(|id| {
+                seen[stopped_at..].iter().any(|(_, e)| {
+                    matches!(e, ModbusEvent::Condition(c)
+                        if c.device.as_str() == id.as_str() && c.condition == Condition::SensorFault && c.active)
+                })
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while faulted(&seen) < ids.len() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(event)) => seen.push((0, event)),
+            Ok(None) => panic!("the source stopped; saw {seen:#?}"),
+            Err(_) => panic!("not every sensor in fault within 15 s; saw {:#?}", &seen[stopped_at..]),
+        }
+    }
+    stop.cancel();
+    with_timeout(source).await.unwrap().unwrap();
+    for id in &ids {
+        assert!(stats.device(id).unwrap().polls_failed.load(Ordering::Relaxed) >= 3, "{id}");
+    }
 }

@@ -9,9 +9,14 @@
 //!
 //! Every fallible call returns [`Result`]; [`Error`]'s messages (also through `Debug`, i.e. in
 //! `.unwrap()`) quote the tail of the server's log on a failed start, and a missing binary
-//! fails with the `apt-get install` command that provides it. The API is blocking (it works
-//! inside tokio tests too). Nothing uses fixed ports or shared directories, so tests can run
-//! in parallel, in threads (`cargo test`) or processes (`cargo nextest`).
+//! fails with the `apt-get install` command that provides it. The servers' API is blocking
+//! (it works inside tokio tests too). Nothing uses fixed ports or shared directories, so tests
+//! can run in parallel, in threads (`cargo test`) or processes (`cargo nextest`).
+//!
+//! Around the servers: [`Firegrid`] runs the gateway binary the same way; [`WebhookReceiver`]
+//! records the notifications it sends; [`officers`] writes a duty-officer directory and calls
+//! the officer API; [`watch_uplinks`] and [`ack_uplinks`] subscribe to the devices' uplinks
+//! (the first only watching, the second answering as the gateway would).
 //!
 //! ```no_run
 //! let broker = firegrid_tests::Mosquitto::start().unwrap();
@@ -19,14 +24,18 @@
 //! ```
 
 pub mod acker;
+pub mod browser;
 mod error;
 pub mod firegrid;
 mod http;
 pub mod influxdb;
 pub mod mosquitto;
+pub mod officers;
 pub mod process;
 pub mod pymodbus;
+pub mod uplinks;
 pub mod victoria;
+pub mod webhook;
 
 pub use acker::ack_uplinks;
 pub use error::{Error, Result};
@@ -35,4 +44,6 @@ pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;
 pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
 pub use pymodbus::{Pymodbus, SimRegisters, SimValue};
+pub use uplinks::watch_uplinks;
 pub use victoria::{VictoriaMetrics, VmSeries};
+pub use webhook::WebhookReceiver;

@@ -11,9 +11,9 @@
 //!   self-test, drill, faults). It takes samples, button presses, tamper changes, battery
 //!   readings and downlink commands **together with the current time** and answers with
 //!   what the sounder and LED must do ([`Sound`]) and which messages to send.
-//! - [`Outbox`] holds the uplinks ([`firegrid_protocol::Uplink`]) until the gateway
-//!   acknowledges them: alarm class first, retransmitted, bounded, shedding the oldest
-//!   telemetry (never an alarm) when full.
+//! - [`Outbox`] holds the uplinks ([`firegrid_protocol::Uplink`]): alarms and events until
+//!   the gateway acknowledges them (retransmitted), telemetry until it is handed to the link;
+//!   alarm class first, bounded, shedding the oldest telemetry (never an alarm) when full.
 //! - [`link::Uplink`] is the transport seam; [`mqtt::MqttUplink`] implements it on minimq
 //!   over `embedded-nal`, and [`link::pump`] moves messages between outbox, transport and
 //!   device.

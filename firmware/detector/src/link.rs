@@ -21,8 +21,11 @@ pub trait Uplink {
     /// Whether a message can be handed over now (connected, subscribed, window open).
     fn ready(&mut self) -> bool;
 
-    /// Hands over one encoded uplink of `kind`. Delivery is proven only by the gateway's
-    /// `ack` downlink, never by this returning `Ok`.
+    /// Hands over one encoded uplink of `kind`, to be published at QoS 1 (or the transport's
+    /// equivalent: kept and retried by the client until the broker has it). For alarm and
+    /// event kinds delivery is proven only by the gateway's `ack` downlink, never by this
+    /// returning `Ok`; a telemetry message is done once this returns `Ok` (the gateway does
+    /// not acknowledge telemetry, see [`crate::outbox`]).
     fn send(&mut self, kind: UplinkKind, payload: &[u8]) -> Result<(), Self::Error>;
 
     /// Drives the transport (connects, keeps alive, reads) and passes every received
@@ -31,8 +34,9 @@ pub trait Uplink {
 }
 
 /// Moves messages once: received downlinks into the device (acknowledgements first shrink
-/// the outbox), then every due outbox message out, alarm class first. Returns how many
-/// messages were sent.
+/// the outbox), then every due outbox message out while the transport is ready, alarm class
+/// first. A sent telemetry message leaves the outbox; alarms and events stay until
+/// acknowledged. Returns how many messages were sent.
 pub fn pump<U: Uplink>(
     device: &mut Device,
     uplink: &mut U,
@@ -42,13 +46,18 @@ pub fn pump<U: Uplink>(
     uplink.poll(&mut |payload| device.on_downlink(now_ms, payload))?;
     let mut sent = 0;
     let mut buf = [0u8; MAX_UPLINK];
-    while sent < device.outbox().len() && uplink.ready() {
+    // Each message goes out at most once per pump: a sent one is either gone (telemetry) or
+    // not due again before its resend period.
+    let queued = device.outbox().len();
+    while sent < queued && uplink.ready() {
         let Some(msg) = device.outbox().next_due(now_ms) else { break };
         let (boot, seq, kind) = (msg.boot, msg.seq, msg.kind());
         match msg.encode(encoding, &mut buf) {
+            // A transport error returns before `mark_sent`: the message stays queued and due.
             Ok(bytes) => uplink.send(kind, bytes)?,
-            // Cannot happen for the detector's messages (see MAX_UPLINK); dropping the
-            // message would lose it, so it stays queued and is retried later.
+            // Cannot happen for the detector's messages (see MAX_UPLINK). Marked as sent so the
+            // loop moves on: an alarm or event stays queued and is retried later; telemetry is
+            // given up, the next reading supersedes it.
             Err(_) => crate::fmt::warning!("Uplink too large to encode."),
         }
         device.outbox_mut().mark_sent(boot, seq, now_ms);

@@ -3,8 +3,10 @@
 //!
 //! Uplinks are published at QoS 1 on `fg/v1/{village}/{device}/up/{kind}`; the device
 //! subscribes to `fg/v1/{village}/{device}/down/+`. QoS 1 only gets a message to the
-//! broker; the outbox keeps it until the gateway's `ack` downlink, which also covers a
-//! broker restart that loses the session.
+//! broker; the outbox keeps an alarm or event until the gateway's `ack` downlink, which also
+//! covers a broker restart that loses the session. Telemetry is left to QoS 1 alone (minimq
+//! keeps it in flight until the broker's PUBACK): the gateway does not acknowledge it, and a
+//! heartbeat lost with a broker's session is superseded by the next.
 
 use firegrid_protocol::{DeviceId, Topic, UplinkKind, VillageId, downlink_filter};
 use minimq::broker::Broker;
@@ -90,7 +92,7 @@ impl<S: TcpClientStack, C: Clock, B: Broker> Uplink for MqttUplink<'_, S, C, B> 
                 Ok(Some(Err(()))) => return Err(MqttError::DownlinkTooLarge),
                 Ok(None) => return Ok(()),
                 // The broker forgot our session (restart without persistence): subscribe
-                // again; unacknowledged uplinks are still in the outbox.
+                // again; unacknowledged alarms and events are still in the outbox.
                 Err(minimq::Error::SessionReset) => {
                     self.subscribed = false;
                     return Ok(());

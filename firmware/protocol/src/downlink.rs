@@ -47,7 +47,8 @@ pub enum DownlinkBody {
         alarm_db_m: f32,
     },
     /// Application-level acknowledgement: the gateway has durably accepted the uplink
-    /// `(boot, seq)`, so the device may drop it from its outbox.
+    /// `(boot, seq)`, so the device may drop it from its outbox. Sent for alarm- and
+    /// event-class uplinks only ([`crate::Class::is_acknowledged`]).
     Ack {
         /// The uplink's boot counter.
         boot: u16,

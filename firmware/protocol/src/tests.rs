@@ -316,6 +316,12 @@ fn kinds_and_classes() {
     assert_eq!(UplinkKind::Fault.class(), Class::Event);
     assert_eq!(UplinkKind::Heartbeat.class(), Class::Telemetry);
     assert!(Class::Alarm < Class::Event && Class::Event < Class::Telemetry, "sort order is send order");
+    let acknowledged: Vec<_> = UplinkKind::ALL.into_iter().filter(|k| k.class().is_acknowledged()).collect();
+    assert!(
+        !acknowledged.contains(&UplinkKind::Heartbeat) && !acknowledged.contains(&UplinkKind::Water),
+        "telemetry gets no down/ack"
+    );
+    assert_eq!(acknowledged.len(), UplinkKind::ALL.len() - 2, "every alarm and event kind does");
     for (name, cmd) in downlink_samples() {
         assert_eq!(cmd.kind().as_str(), name);
     }

@@ -120,11 +120,14 @@ impl UplinkKind {
     }
 }
 
-/// Delivery class of a message: how it is queued, and what may be shed under pressure.
+/// Delivery class of a message: how it is queued, what may be shed under pressure, and
+/// whether the gateway acknowledges it.
 ///
 /// Both the detector's outbox and the gateway's queues send `Alarm` before anything else
 /// and never drop `Alarm` or `Event` messages; only `Telemetry`, which the next periodic
-/// message supersedes, is shed (oldest first) when a bounded queue is full.
+/// message supersedes, is shed (oldest first) when a bounded queue is full. For the same
+/// reason only `Alarm` and `Event` messages get the gateway's application-level
+/// acknowledgement ([`Class::is_acknowledged`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
     /// Fire-relevant: detector state changes and camera smoke/fire events. Never queued
@@ -134,6 +137,20 @@ pub enum Class {
     Event,
     /// Periodic readings that a newer reading supersedes: heartbeats, water readings.
     Telemetry,
+}
+
+impl Class {
+    /// Whether the gateway answers messages of this class with a `down/ack`
+    /// ([`crate::DownlinkBody::Ack`]), and a device therefore keeps them and resends them
+    /// until it comes: `Alarm` and `Event`.
+    ///
+    /// `Telemetry` is not acknowledged: a newer reading supersedes it, QoS 1 carries it to the
+    /// broker, and the gateway's persistent session (acknowledged to the broker only after
+    /// the message is durable) carries it from there. One `down/ack` per heartbeat cost the
+    /// gateway about a third of its ingest rate (BENCHMARKS.md, "Ingest efficiency").
+    pub const fn is_acknowledged(self) -> bool {
+        matches!(self, Class::Alarm | Class::Event)
+    }
 }
 
 impl UplinkBody {

@@ -12,12 +12,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::village::{Kind, Village};
 
+/// What a camera has reported of a fire in its building.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmokeSeen {
+    Not,
+    Active,
+    Ended,
+}
+
 /// The running camera agents.
 pub struct Cameras {
     feeds: Vec<(usize, CameraFeed, u16)>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
-    smoke_sent: Vec<bool>,
+    smoke_sent: Vec<SmokeSeen>,
 }
 
 /// Why the cameras did not start.
@@ -65,7 +73,7 @@ impl Cameras {
             }));
             feeds.push((index, feed, channels));
         }
-        let smoke_sent = vec![false; feeds.len()];
+        let smoke_sent = vec![SmokeSeen::Not; feeds.len()];
         Ok(Cameras { feeds, tasks, stop, smoke_sent })
     }
 
@@ -85,30 +93,43 @@ impl Cameras {
     }
 
     /// At simulated `now`, a camera in a building whose fire started at least a minute ago
-    /// sees smoke on its first channel (once).
+    /// sees smoke on its first channel (once, with a snapshot reference), and sees it end a
+    /// minute after the fire is put out (`ends`).
     pub fn see_fires(
         &mut self,
         village: &Village,
         fires: &[Option<(u64, crate::scenario::FireGrowth)>],
+        ends: &[Option<u64>],
         now: u64,
     ) {
         for (k, (index, feed, _)) in self.feeds.iter().enumerate() {
             let building = village.devices[*index].building;
-            let burning = fires[building].is_some_and(|(start, _)| now >= start + 60_000);
-            if burning && !self.smoke_sent[k] {
-                self.smoke_sent[k] = true;
-                let feed = feed.clone();
-                tokio::spawn(async move {
-                    let smoke = CameraSignal {
-                        channel: Some(1),
-                        kind: SignalKind::Smoke,
-                        active: true,
-                        confidence_pct: Some(90),
-                        snapshot: None,
-                    };
-                    let _ = feed.send(&smoke, 0).await;
-                });
-            }
+            let Some((start, _)) = fires[building] else { continue };
+            // The analytics see smoke a minute in, and see it gone a minute after the fire is
+            // put out.
+            let seen = now >= start + 60_000;
+            let gone = ends[building].is_some_and(|end| now >= end + 60_000);
+            let state = &mut self.smoke_sent[k];
+            let send = match (*state, seen, gone) {
+                (SmokeSeen::Not, true, _) => Some(true),
+                (SmokeSeen::Active, _, true) => Some(false),
+                _ => None,
+            };
+            let Some(active) = send else { continue };
+            *state = if active { SmokeSeen::Active } else { SmokeSeen::Ended };
+            let feed = feed.clone();
+            let camera = village.devices[*index].id.clone();
+            tokio::spawn(async move {
+                let smoke = CameraSignal {
+                    channel: Some(1),
+                    kind: SignalKind::Smoke,
+                    active,
+                    confidence_pct: Some(90),
+                    // Where the recorder keeps the picture taken at the event.
+                    snapshot: active.then(|| format!("snap/{camera}/1/{}.jpg", start + 60_000)),
+                };
+                let _ = feed.send(&smoke, 0).await;
+            });
         }
     }
 

@@ -1,9 +1,10 @@
 //! The simulated fleet: every detector is the firmware's [`Device`] with the firmware's
 //! ADPD188 driver over a simulated front end that answers from its room's physics. The
 //! fleet steps each device at the simulated instants the firmware asks to be woken, moves
-//! messages with the firmware's own [`pump`] (so sequence numbers, priorities and
-//! retransmission until acknowledged are the firmware's), and hands what the firmware sent
-//! to a transport. Pure: time comes in as an argument; no I/O.
+//! messages with the firmware's own [`pump`] (so sequence numbers, priorities, and
+//! retransmission of alarms and events until acknowledged are the firmware's; telemetry is
+//! done once handed over), and hands what the firmware sent to a transport. Pure: time comes
+//! in as an argument; no I/O.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -85,6 +86,7 @@ pub struct Fleet {
     encoding: Encoding,
     duration_ms: u64,
     fires: Vec<Option<(u64, crate::scenario::FireGrowth)>>,
+    fire_ends: Vec<Option<u64>>,
     /// Messages handed to the transport, for reports.
     sent: u64,
 }
@@ -101,6 +103,7 @@ impl Fleet {
     ) -> Result<Fleet, crate::scenario::ScenarioError> {
         let rooms = scenario.rooms(&village, duration, seed)?;
         let fires = scenario.fire_starts(&village)?;
+        let fire_ends = scenario.fire_ends(&village)?;
         let grids: Vec<&str> = {
             let mut g: Vec<&str> = village.buildings.iter().map(|b| b.grid.as_str()).collect();
             g.sort();
@@ -157,7 +160,18 @@ impl Fleet {
             })
             .collect();
         let heap = detectors.iter().enumerate().map(|(i, d)| Reverse((d.scheduled, i))).collect();
-        Ok(Fleet { village, detectors, slot, heap, outages, encoding, duration_ms, fires, sent: 0 })
+        Ok(Fleet {
+            village,
+            detectors,
+            slot,
+            heap,
+            outages,
+            encoding,
+            duration_ms,
+            fires,
+            fire_ends,
+            sent: 0,
+        })
     }
 
     /// The village.
@@ -168,6 +182,11 @@ impl Fleet {
     /// When each building's fire starts (simulated ms), if it burns.
     pub fn fires(&self) -> &[Option<(u64, crate::scenario::FireGrowth)>] {
         &self.fires
+    }
+
+    /// When each building's fire is put out, simulated ms (`None`: never).
+    pub fn fire_ends(&self) -> &[Option<u64>] {
+        &self.fire_ends
     }
 
     /// Simulated detectors.
@@ -185,7 +204,8 @@ impl Fleet {
         self.sent
     }
 
-    /// Messages waiting in the detectors' outboxes (not yet acknowledged), and the fullest.
+    /// Messages waiting in the detectors' outboxes (alarms and events not yet acknowledged,
+    /// anything not yet sent), and the fullest.
     pub fn outbox_depth(&self) -> (usize, usize) {
         self.detectors
             .iter()
@@ -275,8 +295,9 @@ mod tests {
     use crate::scenario::Scenario;
     use crate::village::VillageParams;
 
-    /// Runs the fleet in simulated time over a perfect link that acknowledges everything at
-    /// once, returning every first transmission as (time, device index, message).
+    /// Runs the fleet in simulated time over a perfect link that acknowledges at once what
+    /// the gateway acknowledges (alarm and event classes), returning every first transmission
+    /// as (time, device index, message).
     fn run(fleet: &mut Fleet, until: u64) -> Vec<(u64, usize, Uplink)> {
         let mut log = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -292,10 +313,15 @@ mod tests {
                     let ack = Downlink::new(0, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
                     let mut buf = [0u8; 64];
                     let ack = ack.encode(Encoding::Compact, &mut buf).unwrap().to_vec();
-                    if seen.insert((s.device, msg.boot, msg.seq)) {
+                    let first = seen.insert((s.device, msg.boot, msg.seq));
+                    let acknowledged = msg.class().is_acknowledged();
+                    assert!(first || acknowledged, "telemetry is sent once: {msg:?}");
+                    if acknowledged {
+                        fleet.deliver(s.device, &ack, t, &mut answers);
+                    }
+                    if first {
                         log.push((t, s.device, msg));
                     }
-                    fleet.deliver(s.device, &ack, t, &mut answers);
                 }
                 out = answers;
             }
@@ -388,6 +414,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("detector {d} alarm never sent"));
             assert!(*t >= 330_000, "sent only after the outage ended at 5m30s: {t}");
         }
-        assert_eq!(fleet.outbox_depth().0, 0, "everything acknowledged in the end");
+        assert_eq!(fleet.outbox_depth().0, 0, "everything sent, every alarm and event acknowledged");
     }
 }

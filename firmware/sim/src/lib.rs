@@ -8,6 +8,8 @@
 //! outbox and pump), [`transport::Transport`] (direct or carrier-platform MQTT) and
 //! [`runner::run`] (simulated time at any speed). Camera channels run through the real camera
 //! agent (`firegrid-camera`) fed with the vendor's own stream format ([`cameras::Cameras`]).
+//! Water sensors answer the gateway's Modbus TCP polls from a simulated pump-room gateway
+//! ([`water::WaterSensors`]), which also writes the gateway's `[modbus]` section.
 //!
 //! The simulator never publishes for a working device itself: sequence numbers, priorities
 //! and retransmission until the gateway acknowledges are the firmware's. Only devices with
@@ -19,9 +21,11 @@ pub mod runner;
 pub mod scenario;
 pub mod transport;
 pub mod village;
+pub mod water;
 
 pub use fleet::Fleet;
 pub use runner::{Report, RunConfig, run};
 pub use scenario::Scenario;
 pub use transport::Mode;
-pub use village::{Village, VillageParams};
+pub use village::{Village, VillageParams, VillageShape};
+pub use water::WaterSensors;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
+use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageShape};
 
 #[derive(Parser)]
 #[command(about = "firegrid fleet simulator: detectors running the real firmware core, over MQTT")]
@@ -19,24 +19,8 @@ struct VillageArgs {
     /// Load the village from this registry CSV instead of generating one.
     #[arg(long)]
     registry: Option<PathBuf>,
-    /// Detectors (generated villages).
-    #[arg(long, default_value_t = 6_000)]
-    detectors: usize,
-    /// Buildings (generated villages).
-    #[arg(long, default_value_t = 1_150)]
-    buildings: usize,
-    /// Camera channels (generated villages), each run through the camera agent.
-    #[arg(long, default_value_t = 1_200)]
-    camera_channels: usize,
-    /// Detector heartbeat interval.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
-    /// Village id.
-    #[arg(long, default_value = "fuhai-1")]
-    village: String,
-    /// Random seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    shape: VillageShape,
 }
 
 #[derive(Subcommand)]
@@ -77,17 +61,7 @@ enum Cmd {
 fn village(args: &VillageArgs) -> anyhow::Result<Village> {
     Ok(match &args.registry {
         Some(path) => Village::from_registry(path)?,
-        None => Village::generate(
-            &VillageParams {
-                village: args.village.clone(),
-                detectors: args.detectors,
-                buildings: args.buildings,
-                camera_channels: args.camera_channels,
-                heartbeat: args.heartbeat,
-                ..VillageParams::default()
-            },
-            args.seed,
-        )?,
+        None => Village::generate(&args.shape.params(), args.shape.seed)?,
     })
 }
 
@@ -115,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let (host, port) = broker.rsplit_once(':').context("--broker takes host:port")?;
             let mut fleet =
-                Fleet::new(v, &scenario, duration, args.seed, firegrid_protocol::Encoding::Compact)?;
+                Fleet::new(v, &scenario, duration, args.shape.seed, firegrid_protocol::Encoding::Compact)?;
             println!(
                 "{} detectors, {:?}, speed ×{speed}, {}",
                 fleet.detectors(),

@@ -41,9 +41,13 @@ pub struct Report {
     pub sent: u64,
     /// Publishes handed to MQTT.
     pub published: u64,
+    /// Publishes the MQTT client refused (its queue was full): an alarm or event is resent by
+    /// the firmware, a heartbeat is lost (the firmware was done with it once handed over).
+    pub refused: u64,
     /// Downlinks received (acknowledgements, commands).
     pub downlinks: u64,
-    /// Messages still unacknowledged in outboxes at the end.
+    /// Messages still in outboxes at the end (alarms and events not acknowledged, anything
+    /// not yet sent).
     pub outbox_total: usize,
     /// The fullest outbox at the end.
     pub outbox_max: usize,
@@ -113,7 +117,7 @@ pub async fn run(fleet: &mut Fleet, cfg: &RunConfig, bad: Option<&BadFirmware>, 
                 camera_beat = Instant::now();
                 cameras.heartbeat();
             }
-            cameras.see_fires(fleet.village(), fleet.fires(), now);
+            cameras.see_fires(fleet.village(), fleet.fires(), fleet.fire_ends(), now);
         }
         while next_bad <= now && !bad_devices.is_empty() {
             for d in &bad_devices {
@@ -149,6 +153,7 @@ pub async fn run(fleet: &mut Fleet, cfg: &RunConfig, bad: Option<&BadFirmware>, 
         wall: epoch.elapsed(),
         sent: fleet.sent(),
         published: stats.published.load(Ordering::Relaxed),
+        refused: stats.refused.load(Ordering::Relaxed),
         downlinks: stats.downlinks.load(Ordering::Relaxed),
         outbox_total,
         outbox_max,

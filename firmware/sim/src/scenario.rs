@@ -8,6 +8,7 @@
 //! growth = "flaming"       # or "smouldering"
 //! spread_after = "4m"
 //! spread_radius_m = 15.0
+//! out_after = "25m"        # put out 25 minutes after it starts in each building (optional)
 //!
 //! [[cooking]]              # dinner: 2 % of buildings have a cooking plume in one room
 //! at = "18h"
@@ -27,6 +28,12 @@
 //! at = "2m"
 //! period = "15s"
 //! cycles = 8
+//!
+//! [[water]]                # the sprinkler main at ws-000 loses pressure for 15 minutes
+//! device = "ws-000"        # (its booster pump trips): 0.05 MPa, under the gateway's
+//! at = "12m"               # 0.15 MPa threshold; then it reads normal again
+//! value = 0.05             # MPa for pressure transmitters, m for tank level sensors
+//! duration = "15m"         # (which sensor is which: the `water` module)
 //!
 //! [dust]                   # chambers slowly contaminated over the run
 //! share = 0.01
@@ -67,6 +74,8 @@ pub struct Scenario {
     pub removal: Vec<Removal>,
     /// Chattering detectors.
     pub chatter: Vec<Chatter>,
+    /// Water sensors whose reading drops for a while (served by [`crate::water`]).
+    pub water: Vec<WaterDrop>,
     /// Dust build-up.
     pub dust: Option<DustLoad>,
     /// Batteries near their end.
@@ -102,6 +111,11 @@ pub struct Fire {
     /// Buildings within this distance are neighbours.
     #[serde(default = "default_radius")]
     pub spread_radius_m: f64,
+    /// The fire brigade puts it out this long after it starts in each building; its smoke
+    /// then clears (and the detectors return to normal). Absent: it burns to the end of the
+    /// run.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub out_after: Option<Duration>,
 }
 
 fn default_radius() -> f64 {
@@ -160,6 +174,25 @@ pub struct Chatter {
     pub cycles: u8,
 }
 
+/// A water sensor's reading dropping for a while: a tripped booster pump or a closed valve
+/// on a sprinkler main, a tank drained by a leak or a failed float valve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaterDrop {
+    /// The water sensor (a `water_sensor` of the registry, e.g. `ws-000`).
+    pub device: String,
+    /// From.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// What it reads meanwhile, in its engineering unit: MPa for a pressure transmitter, m
+    /// for a tank level sensor. Below the gateway's low threshold (0.15 MPa, 1.2 m) it raises
+    /// low pressure or low level.
+    pub value: f64,
+    /// For how long; then it reads normal again.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
 /// Dust accumulating in some chambers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +239,14 @@ pub enum ScenarioError {
         /// The name.
         name: String,
     },
+    /// A value no device can take.
+    #[error("scenario {what}: value {value} is not possible")]
+    Value {
+        /// Which entry.
+        what: String,
+        /// The value.
+        value: f64,
+    },
 }
 
 /// Seconds between the detectors of one building seeing a fire's smoke: the rooms further
@@ -242,6 +283,26 @@ impl Scenario {
         Ok(starts)
     }
 
+    /// When each building's fire is put out, ms (`None`: not on fire, or never put out).
+    pub fn fire_ends(&self, village: &Village) -> Result<Vec<Option<u64>>, ScenarioError> {
+        let starts = self.fire_starts(village)?;
+        let mut ends = vec![None; starts.len()];
+        for fire in &self.fire {
+            let Some(out) = fire.out_after else { continue };
+            let b = find_building(village, &fire.building)?;
+            let mut buildings = vec![b];
+            if fire.spread_after.is_some() {
+                buildings.extend(village.neighbours(b, fire.spread_radius_m));
+            }
+            for b in buildings {
+                if let Some((start, _)) = starts[b] {
+                    ends[b] = Some(start + out.as_millis() as u64);
+                }
+            }
+        }
+        Ok(ends)
+    }
+
     /// The room of every detector, by device index (`None` for other kinds), for a run of
     /// `duration`.
     pub fn rooms(
@@ -269,14 +330,24 @@ impl Scenario {
                 *slot = Some(source);
             }
         };
+        let ends = self.fire_ends(village)?;
         for (b, fire) in fires.iter().enumerate() {
             let Some((start, growth)) = fire else { continue };
             for (k, d) in village.detectors_in(b).enumerate() {
-                let source = Source {
-                    start_ms: start + k as u64 * ROOM_DELAY.as_millis() as u64,
-                    growth: growth.curve(),
-                    ratio: growth.ratio(),
+                let start_ms = start + k as u64 * ROOM_DELAY.as_millis() as u64;
+                let curve = match ends[b] {
+                    // A fire that is put out: smoke rising towards a few dB/m (the alarm
+                    // threshold within about half a minute, as the t-squared fire), cleared by
+                    // ventilation from when it is out.
+                    Some(end) => Growth::Plume {
+                        peak: 3.0,
+                        rise_s: 600.0,
+                        end_s: end.saturating_sub(start_ms) as f32 / 1000.0,
+                        decay_s: 45.0,
+                    },
+                    None => growth.curve(),
                 };
+                let source = Source { start_ms, growth: curve, ratio: growth.ratio() };
                 add(rooms[d].as_mut().unwrap(), source);
             }
         }
@@ -320,6 +391,7 @@ impl Scenario {
         for removal in &self.removal {
             find_device(village, &removal.device)?;
         }
+        self.water_sensors(village)?;
         for outage in &self.outage {
             if !village.buildings.iter().any(|b| b.grid == outage.grid) {
                 return Err(ScenarioError::Unknown { what: "grid", name: outage.grid.clone() });
@@ -327,6 +399,41 @@ impl Scenario {
         }
         Ok(rooms)
     }
+}
+
+impl Scenario {
+    /// The device index of each `[[water]]` drop's sensor, in order.
+    ///
+    /// # Errors
+    /// A drop naming a device that is not in the village or is not a water sensor, or
+    /// reading a negative or non-finite value (no transmitter reads that while it works).
+    pub fn water_sensors(&self, village: &Village) -> Result<Vec<usize>, ScenarioError> {
+        self.water
+            .iter()
+            .map(|drop| {
+                let unknown = || ScenarioError::Unknown { what: "water sensor", name: drop.device.clone() };
+                let d = find_device(village, &drop.device).map_err(|_| unknown())?;
+                if village.devices[d].kind != Kind::Water {
+                    return Err(unknown());
+                }
+                if !(drop.value.is_finite() && drop.value >= 0.0) {
+                    return Err(ScenarioError::Value {
+                        what: format!("[[water]] {}", drop.device),
+                        value: drop.value,
+                    });
+                }
+                Ok(d)
+            })
+            .collect()
+    }
+}
+
+fn find_building(village: &Village, id: &str) -> Result<usize, ScenarioError> {
+    village
+        .buildings
+        .iter()
+        .position(|b| b.id == id)
+        .ok_or_else(|| ScenarioError::Unknown { what: "building", name: id.to_owned() })
 }
 
 fn find_device(village: &Village, id: &str) -> Result<usize, ScenarioError> {
@@ -371,14 +478,56 @@ mod tests {
             .collect();
         let scenario = Scenario::from_toml(&example).unwrap();
         assert_eq!(scenario.fire.len(), 1);
+        assert_eq!(scenario.water.len(), 1);
         let village = Village::generate(&VillageParams::default(), 1).unwrap();
         let rooms = scenario.rooms(&village, Duration::from_secs(3_600), 1).unwrap();
         let burning = rooms
             .iter()
             .flatten()
-            .filter(|r| r.sources.iter().flatten().any(|s| matches!(s.growth, Growth::TSquared { .. })))
+            .filter(|r| {
+                r.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.start_ms >= 600_000 && s.ratio == FireGrowth::Flaming.ratio())
+            })
             .count();
         assert!(burning > village.detectors_in(42).count(), "the seat and its neighbours burn: {burning}");
+    }
+
+    #[test]
+    fn a_fire_that_is_put_out_clears_in_every_building_it_reached() {
+        let village = Village::generate(&VillageParams::default(), 1).unwrap();
+        let seat = (0..village.buildings.len())
+            .find(|&b| village.detectors_in(b).count() >= 2 && !village.neighbours(b, 15.0).is_empty())
+            .unwrap();
+        let fire = |out_after| Fire {
+            building: village.buildings[seat].id.clone(),
+            at: Duration::from_secs(600),
+            growth: FireGrowth::Flaming,
+            spread_after: Some(Duration::from_secs(240)),
+            spread_radius_m: 15.0,
+            out_after,
+        };
+        let burning = Scenario { fire: vec![fire(None)], ..Scenario::default() };
+        let put_out = Scenario { fire: vec![fire(Some(Duration::from_secs(1_200)))], ..Scenario::default() };
+        assert!(burning.fire_ends(&village).unwrap().iter().all(Option::is_none), "never put out");
+        let ends = put_out.fire_ends(&village).unwrap();
+        assert_eq!(ends[seat], Some(1_800_000), "the seat: 10 min + 20 min");
+        for n in village.neighbours(seat, 15.0) {
+            assert_eq!(ends[n], Some(2_040_000), "a neighbour: 14 min + 20 min");
+        }
+        assert_eq!(ends.iter().flatten().count(), 1 + village.neighbours(seat, 15.0).len());
+        // Its detectors' smoke stops at the end (then decays); an unextinguished fire keeps
+        // growing.
+        let rooms = put_out.rooms(&village, Duration::from_secs(3_600), 1).unwrap();
+        for d in village.detectors_in(seat) {
+            let source = rooms[d].as_ref().unwrap().sources[0].expect("a fire source");
+            let Growth::Plume { end_s, .. } = source.growth else { panic!("not a plume: {source:?}") };
+            assert_eq!(source.start_ms + (end_s * 1000.0) as u64, 1_800_000, "device {d}");
+        }
+        let rooms = burning.rooms(&village, Duration::from_secs(3_600), 1).unwrap();
+        let d = village.detectors_in(seat).next().unwrap();
+        assert!(matches!(rooms[d].as_ref().unwrap().sources[0].unwrap().growth, Growth::TSquared { .. }));
     }
 
     #[test]
@@ -396,5 +545,35 @@ mod tests {
             Scenario::from_toml("[[fire]]\nbuilding = \"B1\"\nat = \"1m\"\ngrowth = \"flaming\"\nsize = 3\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn water_drops_must_name_a_water_sensor_and_a_possible_value() {
+        let village = Village::generate(
+            &VillageParams { buildings: 10, detectors: 10, water_sensors: 2, ..VillageParams::default() },
+            1,
+        )
+        .unwrap();
+        let check = |device: &str, value: f64, expected: Result<(), &str>| {
+            let value = toml::Value::Float(value);
+            let text = format!(
+                "[[water]]\ndevice = \"{device}\"\nat = \"1m\"\nvalue = {value}\nduration = \"1m\"\n"
+            );
+            let scenario = Scenario::from_toml(&text).unwrap();
+            let got =
+                scenario.rooms(&village, Duration::from_secs(60), 1).map(|_| ()).map_err(|e| e.to_string());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{device} {value}"),
+                Err(part) => {
+                    assert!(got.as_ref().is_err_and(|e| e.contains(part)), "{device} {value}: {got:?}")
+                }
+            }
+        };
+        check("ws-001", 0.4, Ok(()));
+        check("ws-001", 0.0, Ok(()));
+        check("ws-002", 0.4, Err("water sensor \"ws-002\""));
+        check("sd-00001", 0.4, Err("water sensor \"sd-00001\""));
+        check("ws-000", -0.1, Err("not possible"));
+        check("ws-000", f64::NAN, Err("not possible"));
     }
 }

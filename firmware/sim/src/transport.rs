@@ -43,7 +43,9 @@ pub struct TransportStats {
     pub connected: AtomicUsize,
     /// Publishes handed to the MQTT client.
     pub published: AtomicU64,
-    /// Publishes the client could not take (its queue was full): the firmware resends.
+    /// Publishes the client could not take (its queue was full): the firmware resends an
+    /// alarm or event; a heartbeat is lost, since the firmware is done with telemetry once it
+    /// is handed over.
     pub refused: AtomicU64,
     /// Downlinks received.
     pub downlinks: AtomicU64,
@@ -179,7 +181,8 @@ impl Transport {
     }
 
     /// Publishes what the firmware sent, at QoS 1, never waiting: a full client queue is
-    /// counted, and the firmware resends the message when its outbox says.
+    /// counted (`refused`); the firmware resends an alarm or event when its outbox says, and a
+    /// refused heartbeat is lost.
     pub fn publish(&self, sent: &[Sent]) {
         for s in sent {
             let Some(client) = self.client(s.device) else { continue };

@@ -33,6 +33,48 @@ pub struct VillageParams {
     pub heartbeat: Duration,
 }
 
+/// The command-line flags that shape a generated village (`firegrid-sim` and `firegrid demo`),
+/// with the defaults of [`VillageParams::default`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct VillageShape {
+    /// Detectors (generated villages).
+    #[arg(long, default_value_t = 6_000)]
+    pub detectors: usize,
+    /// Buildings (generated villages).
+    #[arg(long, default_value_t = 1_150)]
+    pub buildings: usize,
+    /// Camera channels (generated villages), each run through the camera agent.
+    #[arg(long, default_value_t = 1_200)]
+    pub camera_channels: usize,
+    /// Water pressure and tank level sensors (generated villages), polled over Modbus.
+    #[arg(long, default_value_t = 36)]
+    pub water_sensors: usize,
+    /// Detector heartbeat interval.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+    /// Village id.
+    #[arg(long, default_value = "fuhai-1")]
+    pub village: String,
+    /// Random seed (the same seed gives the same village and device behaviour).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl VillageShape {
+    /// The village parameters these flags describe.
+    pub fn params(&self) -> VillageParams {
+        VillageParams {
+            village: self.village.clone(),
+            detectors: self.detectors,
+            buildings: self.buildings,
+            camera_channels: self.camera_channels,
+            water_sensors: self.water_sensors,
+            heartbeat: self.heartbeat,
+            ..VillageParams::default()
+        }
+    }
+}
+
 impl Default for VillageParams {
     /// One of Fuhai street's three villages: about 6,000 detectors in 1,150 buildings and
     /// 1,200 camera channels.

@@ -205,8 +205,10 @@ pub async fn feed_accepted(
     cases: Cases,
     ingest: Arc<Ingest>,
     district: String,
+    site: Arc<crate::site::Site>,
 ) {
     while let Some(a) = rx.recv().await {
+        site.record(&a.msg, a.accepted_ms);
         // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
         // they skip the registry lookup.
         let signals =

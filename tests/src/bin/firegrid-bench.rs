@@ -142,6 +142,66 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Spool drain after a database outage: heartbeats flow at a steady rate through Mosquitto
+    /// into the gateway (in-process) and one InfluxDB 1.x destination, which is stopped and
+    /// restarted; backlog at restart, catch-up time and drain rate against the steady rate, and
+    /// an exact count of the points in the database.
+    Recovery {
+        /// Heartbeats per second, throughout.
+        #[arg(long, default_value_t = 5_000)]
+        rate: usize,
+        /// Distinct devices sending them.
+        #[arg(long, default_value_t = 20_000)]
+        devices: usize,
+        /// Steady state before the outage (its second half gives the steady rate).
+        #[arg(long, default_value = "10s", value_parser = duration_arg)]
+        warm_up: Duration,
+        /// How long the database is down (`60s`, `2m`).
+        #[arg(long, default_value = "60s", value_parser = duration_arg)]
+        outage: Duration,
+    },
+    /// The largest simulated village one gateway carries: for each size, the fleet simulator
+    /// (platform mode, cameras through the camera agent) and the `firegrid` binary (release)
+    /// with the alarm loop and a webhook for every desk; probe alarms from buildings of their
+    /// own measure publish → first webhook request. Passes when p99 ≤ 50 ms, no probe is lost
+    /// and the gateway has caught up within 5 s of the fleet stopping.
+    Village {
+        /// Detectors per village, comma-separated (buildings = detectors / 5.2, camera
+        /// channels = detectors / 5).
+        #[arg(long, value_delimiter = ',', default_value = "6000,20000,50000")]
+        detectors: Vec<usize>,
+        /// Simulated seconds per real second (60: hourly heartbeats once a real minute).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Real seconds of each run, from the fleet's first message.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Detector heartbeat interval, simulated. The simulator spreads boots (each
+        /// detector's first heartbeat) over at most one simulated minute, so with `1h` at ×60
+        /// the whole village reports within one real second each real minute; `--speed 1
+        /// --heartbeat 1m` sends the same rate spread evenly.
+        #[arg(long, default_value = "1h", value_parser = duration_arg)]
+        heartbeat: Duration,
+        /// Leave the cameras out.
+        #[arg(long)]
+        no_cameras: bool,
+    },
+}
+
+/// A duration argument: `60s`, `2m`, `500ms`, `1h`, or plain seconds.
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("`{text}`: expected a duration such as 60s, 2m or 500ms");
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn now_ms() -> u64 {
@@ -271,6 +331,26 @@ fn gateway_config(dir: &std::path::Path, broker: u16, influx: Vec<DestinationCon
     }
 }
 
+/// Counts the `down/ack` publishes on the broker at `port` from now on.
+async fn count_down_acks(port: u16) -> Arc<AtomicU64> {
+    let mut opts = MqttOptions::new("down-ack-probe", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    client.subscribe("fg/v1/+/+/down/ack", QoS::AtMostOnce).await.unwrap();
+    while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::SubAck(_))) {}
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(_)) = event {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    count
+}
+
 async fn ingest(messages: usize, devices: usize, rounds: usize) {
     let broker = Mosquitto::start().unwrap();
     let stream: Vec<_> =
@@ -279,6 +359,9 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
         "ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from \
          Mosquitto; {rounds} rounds alternating the bare subscriber and the gateway"
     );
+    // Heartbeats are telemetry, which the gateway stores and acknowledges to the broker but
+    // answers with no `down/ack` (firmware/protocol/README.md); the probe shows it does not.
+    let down_acks = count_down_acks(broker.port()).await;
     let probe_dir = tempfile::tempdir().unwrap();
     let probe = gateway_config(probe_dir.path(), broker.port(), vec![]);
     let mqtt = probe.mqtt.as_ref().unwrap();
@@ -318,8 +401,10 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
         let full = messages as f64 / started.unwrap().elapsed().as_secs_f64();
         gateway.stop().await;
         println!(
-            "| round {round}: bare rumqttc subscriber {bare:.0} msg/s | gateway {full:.0} msg/s | ratio {:.2} |",
-            full / bare
+            "| round {round}: bare rumqttc subscriber {bare:.0} msg/s | gateway {full:.0} msg/s | ratio {:.2} | \
+             down/acks so far {} |",
+            full / bare,
+            down_acks.load(Ordering::Relaxed)
         );
         ratios.push(full / bare);
     }
@@ -550,6 +635,19 @@ async fn main() {
             Bench::Drain { lines: 500_000, batch_lines: 5_000 },
             Bench::EndToEnd { rate: 2_000, seconds: 20 },
             Bench::Memory { devices: vec![1, 5_000, 20_000, 50_000] },
+            Bench::Recovery {
+                rate: 5_000,
+                devices: 20_000,
+                warm_up: Duration::from_secs(10),
+                outage: Duration::from_secs(60),
+            },
+            Bench::Village {
+                detectors: vec![6_000, 20_000, 50_000],
+                speed: 60.0,
+                seconds: 60,
+                heartbeat: Duration::from_secs(3600),
+                no_cameras: false,
+            },
         ],
         one => vec![one],
     };
@@ -567,6 +665,12 @@ async fn main() {
             Bench::Drain { lines, batch_lines } => drain(lines, batch_lines).await,
             Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
             Bench::Memory { devices } => memory(&devices).await,
+            Bench::Recovery { rate, devices, warm_up, outage } => {
+                recovery(rate, devices, warm_up, outage).await
+            }
+            Bench::Village { detectors, speed, seconds, heartbeat, no_cameras } => {
+                village(&detectors, speed, seconds, heartbeat, !no_cameras).await
+            }
         }
     }
 }
@@ -730,10 +834,39 @@ fn engine(cases: usize, events: usize) {
     );
 }
 
+/// A webhook receiver on loopback (axum): every POST to `/hook` is passed on with the time it
+/// arrived. Returns the port and the stream of (arrival, JSON body).
+async fn webhook_receiver() -> (u16, mpsc::UnboundedReceiver<(Instant, serde_json::Value)>) {
+    use axum::routing::post;
+    let (tx, received) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((Instant::now(), body.0));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (hook, received)
+}
+
+/// The alarm loop's part of a gateway configuration (TOML): every desk routed to one webhook
+/// channel pointing at [`webhook_receiver`] on `hook`, and the duty-officer directory if any.
+fn alarm_toml(hook: u16, officers: Option<&std::path::Path>) -> String {
+    let officers = officers.map_or(String::new(), |p| format!("officers = \"{}\"\n", p.display()));
+    format!(
+        "[alerting]\n{officers}routes = {{ \"*\" = [\"hook\"] }}\n[notify.channels.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n"
+    )
+}
+
 /// Alarm → webhook while heartbeats flow: the gateway in-process with a registry, one
 /// webhook channel for every desk, a receiver on loopback.
 async fn alarm_notify(rate: usize, alarms: usize) {
-    use axum::routing::post;
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let heartbeat_devices = rate.max(1);
@@ -752,29 +885,10 @@ async fn alarm_notify(rate: usize, alarms: usize) {
     let registry = dir.path().join("registry.csv");
     std::fs::write(&registry, csv).unwrap();
 
-    let (tx, mut received) = mpsc::unbounded_channel::<(Instant, u64)>();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |body: axum::Json<serde_json::Value>| {
-            let tx = tx.clone();
-            async move {
-                if let Some(case) = body.0["case_id"].as_u64() {
-                    let _ = tx.send((Instant::now(), case));
-                }
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    let (hook, mut received) = webhook_receiver().await;
     let mut cfg = gateway_config(dir.path(), broker.port(), vec![]);
     cfg.registry.csv = Some(registry);
-    let extra: Config = toml::from_str(&format!(
-        "[alerting]\nroutes = {{ \"*\" = [\"hook\"] }}\n[notify.channels.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n"
-    ))
-    .unwrap();
+    let extra: Config = toml::from_str(&alarm_toml(hook, None)).unwrap();
     cfg.alerting = extra.alerting;
     cfg.notify = extra.notify;
     let gateway = Gateway::start(cfg, None).await.unwrap();
@@ -879,10 +993,16 @@ fn case_store(steps: usize) {
 
 /// CPU seconds (user + system) this process has used.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    stat_cpu_seconds("/proc/self/stat").unwrap()
+}
+
+/// CPU seconds (user + system) from a `/proc/.../stat` file of a process or a thread; `None`
+/// when it is gone.
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 async fn sim(devices: usize, speed: f64, minutes: u64, mode: &str) {
@@ -927,4 +1047,625 @@ async fn sim(devices: usize, speed: f64, minutes: u64, mode: &str) {
         cpu / wall,
         report.outbox_total
     );
+}
+
+/// Prints a progress line at most once a second.
+struct Progress(Instant);
+
+impl Progress {
+    fn new() -> Progress {
+        Progress(Instant::now() - Duration::from_secs(1))
+    }
+
+    fn show(&mut self, line: impl FnOnce() -> String) {
+        if self.0.elapsed() >= Duration::from_secs(1) {
+            self.0 = Instant::now();
+            println!("  {}", line());
+        }
+    }
+}
+
+/// Seconds left until `end`, rounded up, for progress lines.
+fn left(end: Instant) -> u64 {
+    end.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u64
+}
+
+/// A publisher of heartbeats at a steady rate, from the first device to the last and round
+/// again, until stopped.
+struct SteadyHeartbeats {
+    /// Handed to the MQTT client.
+    published: Arc<AtomicU64>,
+    /// Acknowledged by the broker (QoS 1).
+    acked: Arc<AtomicU64>,
+    stop: CancellationToken,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl SteadyHeartbeats {
+    /// Starts publishing `rate` heartbeats a second from `devices` devices, paced every 10 ms.
+    /// `publish` waits when the client's queue is full, so none is dropped on this side.
+    fn start(port: u16, rate: usize, devices: usize) -> SteadyHeartbeats {
+        let mut opts = MqttOptions::new("steady-heartbeats", "127.0.0.1", port);
+        opts.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+        let acked = Arc::new(AtomicU64::new(0));
+        let counter = acked.clone();
+        let poller = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let published = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        {
+            let (published, stop) = (published.clone(), stop.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut k = 0usize;
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
+                    while k < due {
+                        let (topic, payload) = heartbeat(&device(k % devices), (k / devices) as u32);
+                        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+                        published.fetch_add(1, Ordering::Relaxed);
+                        k += 1;
+                    }
+                }
+            });
+        }
+        SteadyHeartbeats { published, acked, stop, poller }
+    }
+
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Stops publishing and waits until the broker acknowledged everything; returns the count.
+    async fn finish(self) -> u64 {
+        self.stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let published = self.published();
+        while self.acked.load(Ordering::Relaxed) < published {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.poller.abort();
+        published
+    }
+}
+
+/// A 60 s database outage under a steady heartbeat flow, into InfluxDB 1.x (the street
+/// database the dashboards read; VictoriaMetrics' drain is the `drain` benchmark).
+async fn recovery(rate: usize, devices: usize, warm_up: Duration, outage: Duration) {
+    use firegrid_gateway::metrics::DestinationLabel;
+    let broker = Mosquitto::start().unwrap();
+    let mut db = InfluxDb1::start().unwrap();
+    db.create_database("firegrid").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = DestinationConfig::new(
+        "street",
+        db.url(),
+        DestinationKind::V1 {
+            database: "firegrid".into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+        },
+    );
+    let max_backoff = dest.max_backoff;
+    let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![dest]), None).await.unwrap();
+    println!(
+        "recovery: {rate} heartbeats/s from {devices} devices through Mosquitto and the gateway into InfluxDB 1.x \
+         (destination defaults: batches of 5,000 lines, flush 200 ms, retry backoff up to {} s); {} s steady, \
+         then the database stopped for {} s and restarted",
+        max_backoff.as_secs(),
+        warm_up.as_secs(),
+        outage.as_secs()
+    );
+    let label = DestinationLabel { destination: "street".into() };
+    let written = || {
+        gateway.shared.refresh_gauges();
+        gateway.shared.metrics.lines_written.get_or_create(&label).get() as u64
+    };
+    let depth = || gateway.shared.pending();
+    let flow = SteadyHeartbeats::start(broker.port(), rate, devices);
+    let mut progress = Progress::new();
+
+    // Steady state. Its second half gives the yardstick (lines written per second while the
+    // database keeps up) and the spool depth that counts as "drained": one flush interval's
+    // worth of lines waits in the spool even when nothing is behind.
+    let end = Instant::now() + warm_up;
+    let mut steady: Option<(Instant, u64)> = None;
+    let mut steady_depth = 0;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() >= end - warm_up / 2 {
+            steady.get_or_insert_with(|| (Instant::now(), written()));
+            steady_depth = steady_depth.max(depth());
+        }
+        progress.show(|| {
+            format!("warm-up: {} s left, spool depth {}, lines written {}", left(end), depth(), written())
+        });
+    }
+    let (steady_from, steady_written) = steady.unwrap();
+    let steady_rate = (written() - steady_written) as f64 / steady_from.elapsed().as_secs_f64();
+
+    // The outage.
+    db.stop().unwrap();
+    let end = Instant::now() + outage;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.show(|| format!("outage: database down, {} s left, spool depth {}", left(end), depth()));
+    }
+    let restarting = Instant::now();
+    println!("  restarting the database");
+    db.restart().unwrap();
+    let restarted = Instant::now();
+    let (backlog, written_at_restart, published_at_restart) = (depth(), written(), flow.published());
+
+    // Catch-up: until the spool is back to its steady depth.
+    let mut first_write: Option<(Instant, u64)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let w = written();
+        if first_write.is_none() && w > written_at_restart {
+            first_write = Some((Instant::now(), w));
+        }
+        if depth() <= steady_depth {
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(600), "not drained in 10 minutes");
+        progress.show(|| {
+            format!(
+                "catching up: {:.0} s since restart, spool depth {}, written since restart {}",
+                restarted.elapsed().as_secs_f64(),
+                depth(),
+                w - written_at_restart
+            )
+        });
+    }
+    let drained = Instant::now();
+    let written_at_drained = written();
+    let arrived = flow.published() - published_at_restart;
+    let catch_up = drained.duration_since(restarted).as_secs_f64();
+    let drain_rate = (backlog + arrived) as f64 / catch_up;
+    let (first_at, first_written) = first_write.unwrap();
+    let active_rate =
+        (written_at_drained - first_written) as f64 / drained.duration_since(first_at).as_secs_f64();
+
+    // A little more steady flow, then every line must be in the database, exactly once.
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.show(|| format!("after the catch-up: {} s left, spool depth {}", left(end), depth()));
+    }
+    let published = flow.finish().await;
+    let accepted = || gateway.shared.metrics.counts().accepted.get("heartbeat").copied().unwrap_or(0);
+    while accepted() < published || depth() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let series = db.query_series("firegrid", "SELECT count(seq) FROM device_heartbeat").unwrap();
+    let stored = series.first().and_then(|s| s.values[0][1].as_u64()).unwrap_or(0);
+    gateway.stop().await;
+    println!(
+        "| {rate}/s, {} s outage | steady {steady_rate:.0} lines/s | backlog at restart {backlog} | database start {:.1} s | \
+         first write {:.1} s after restart | caught up {catch_up:.1} s after restart ({arrived} arrived meanwhile) | \
+         drain {drain_rate:.0} lines/s ({:.1}× steady) | from the first write {active_rate:.0} lines/s ({:.1}× steady) | \
+         in the database {stored} of {published} published{} |",
+        outage.as_secs(),
+        restarted.duration_since(restarting).as_secs_f64(),
+        first_at.duration_since(restarted).as_secs_f64(),
+        drain_rate / steady_rate,
+        active_rate / steady_rate,
+        if stored == published { ", exactly" } else { " **MISMATCH**" }
+    );
+}
+
+/// The sum of every sample of `family` in a Prometheus text exposition.
+fn metric_sum(metrics: &str, family: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.strip_prefix(family).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Messages the `firegrid` process has dealt with: accepted, acknowledged again as
+/// duplicates, or rejected.
+fn processed(gateway: &firegrid_tests::Firegrid) -> f64 {
+    let metrics = gateway.metrics().unwrap();
+    [
+        "firegrid_messages_accepted_total",
+        "firegrid_messages_duplicate_total",
+        "firegrid_messages_rejected_total",
+    ]
+    .iter()
+    .map(|family| metric_sum(&metrics, family))
+    .sum()
+}
+
+/// CPU seconds of this process's threads called `name`.
+fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .filter_map(|task| stat_cpu_seconds(&task.path().join("stat").display().to_string()))
+        .sum()
+}
+
+/// CPU seconds used so far by each party of the village benchmark.
+#[derive(Clone, Copy)]
+struct VillageCpu {
+    at: Instant,
+    gateway: f64,
+    broker: f64,
+    bench: f64,
+    sim_loop: f64,
+    sim_io: f64,
+}
+
+impl VillageCpu {
+    fn now(gateway: u32, broker: u32) -> VillageCpu {
+        VillageCpu {
+            at: Instant::now(),
+            gateway: stat_cpu_seconds(&format!("/proc/{gateway}/stat")).unwrap_or(0.0),
+            broker: stat_cpu_seconds(&format!("/proc/{broker}/stat")).unwrap_or(0.0),
+            bench: cpu_seconds(),
+            sim_loop: thread_cpu_seconds(SIM_LOOP_THREAD),
+            sim_io: thread_cpu_seconds(SIM_IO_THREADS),
+        }
+    }
+
+    /// Cores used on average since `before`: gateway, broker, simulator (all), simulator's
+    /// device loop, and the rest of the bench process (probes, webhook receiver).
+    fn cores_since(&self, before: &VillageCpu) -> [f64; 5] {
+        let wall = self.at.duration_since(before.at).as_secs_f64();
+        let sim = (self.sim_loop - before.sim_loop) + (self.sim_io - before.sim_io);
+        [
+            (self.gateway - before.gateway) / wall,
+            (self.broker - before.broker) / wall,
+            sim / wall,
+            (self.sim_loop - before.sim_loop) / wall,
+            ((self.bench - before.bench) - sim) / wall,
+        ]
+    }
+}
+
+/// The simulator's own thread, which runs every device (the firmware cores).
+const SIM_LOOP_THREAD: &str = "sim";
+/// The simulator's runtime workers (MQTT connections, camera agents).
+const SIM_IO_THREADS: &str = "sim-io";
+/// One probe alarm this often: 120 a minute, one at a time.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// The alarm-loop goal: device publish → first notification p99.
+const LATENCY_GOAL_MS: f64 = 50.0;
+/// "Keeping up": after the fleet stops, the gateway has dealt with everything within this.
+const CATCH_UP_GOAL: Duration = Duration::from_secs(5);
+
+/// One village size, as measured.
+struct VillageRun {
+    detectors: usize,
+    registered: usize,
+    camera_channels: usize,
+    rate: f64,
+    peak: f64,
+    /// Gateway, broker, simulator, simulator device loop, rest of the bench: cores.
+    cores: [f64; 5],
+    gateway_rss: u64,
+    bench_rss: u64,
+    /// Sorted, ms.
+    latencies: Vec<f64>,
+    /// The three slowest probes: (seconds into the window, ms).
+    slowest: Vec<(f64, f64)>,
+    lost: usize,
+    backlog: f64,
+    /// The gateway's rejections by reason, at the end.
+    rejected: String,
+    caught_up: Duration,
+    report: firegrid_sim::Report,
+}
+
+impl VillageRun {
+    fn p(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() { f64::NAN } else { percentile(&self.latencies, q) }
+    }
+
+    fn passes(&self) -> bool {
+        self.lost == 0 && self.p(0.99) <= LATENCY_GOAL_MS && self.caught_up <= CATCH_UP_GOAL
+    }
+}
+
+async fn village(sizes: &[usize], speed: f64, seconds: u64, heartbeat: Duration, cameras: bool) {
+    println!(
+        "village: per size, the fleet simulator (platform mode, 16 connections, ×{speed}, heartbeat every {} s \
+         simulated, cameras {}) and the firegrid binary (release; alarm loop, officers, one webhook for every desk) on one \
+         Mosquitto; a probe alarm every {} ms for {seconds} s from the fleet's first message",
+        heartbeat.as_secs(),
+        if cameras { "through the camera agent" } else { "off" },
+        PROBE_EVERY.as_millis()
+    );
+    let mut runs = Vec::new();
+    for &detectors in sizes {
+        let run = village_run(detectors, speed, seconds, heartbeat, cameras).await;
+        let [gateway, broker, sim, sim_loop, rest] = run.cores;
+        println!(
+            "| {} detectors, {} devices registered ({} camera channels) | {:.0} msg/s (peak {:.0}/s) | gateway CPU \
+             {gateway:.2} cores, RSS {:.0} MB | simulator CPU {sim:.2} cores (device loop {sim_loop:.2}), RSS {:.0} MB \
+             with the bench | broker CPU {broker:.2} | bench rest {rest:.2} | p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms \
+             (slowest {}) | {} probes, {} lost | backlog when the fleet stopped {:.0}, caught up in {:.1} s | rejected: {} | \
+             simulator: {} sent, {} refused, {} left in outboxes | **{}** |",
+            run.detectors,
+            run.registered,
+            run.camera_channels,
+            run.rate,
+            run.peak,
+            run.gateway_rss as f64 / 1e6,
+            run.bench_rss as f64 / 1e6,
+            run.p(0.5),
+            run.p(0.99),
+            run.latencies.last().copied().unwrap_or(f64::NAN),
+            run.slowest
+                .iter()
+                .map(|(t, ms)| format!("{ms:.0} ms at {t:.0} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            run.latencies.len() + run.lost,
+            run.lost,
+            run.backlog,
+            run.caught_up.as_secs_f64(),
+            run.rejected,
+            run.report.sent,
+            run.report.refused,
+            run.report.outbox_total,
+            if run.passes() { "pass" } else { "fail" }
+        );
+        runs.push(run);
+    }
+    match runs.iter().filter(|r| r.passes()).map(|r| r.detectors).max() {
+        Some(n) => println!("| **largest village that passes** | **{n} detectors** |"),
+        None => println!("| **largest village that passes** | **none of {sizes:?}** |"),
+    }
+}
+
+async fn village_run(
+    detectors: usize,
+    speed: f64,
+    seconds: u64,
+    heartbeat: Duration,
+    cameras: bool,
+) -> VillageRun {
+    use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
+    use firegrid_tests::officers::{Officer, write_directory};
+    const SEED: u64 = 7;
+    println!("village, {detectors} detectors: starting");
+    let broker = Mosquitto::start().unwrap();
+    let (hook, mut received) = webhook_receiver().await;
+
+    // Fuhai's proportions: 5.2 detectors a building, a camera channel per 5 detectors, about
+    // 29 buildings a grid, 10 grids a community.
+    let buildings = (detectors as f64 / 5.2) as usize;
+    let params = VillageParams {
+        detectors,
+        buildings,
+        communities: (buildings / 290).max(1),
+        grids_per_community: 10,
+        camera_channels: if cameras { detectors / 5 } else { 0 },
+        water_sensors: 0,
+        heartbeat,
+        ..VillageParams::default()
+    };
+    let village = Village::generate(&params, SEED).unwrap();
+    // A fire in a building with three detectors five simulated minutes in, spreading to its
+    // neighbours, put out after half an hour; a cooking wave in 1 % of buildings at 20 min.
+    let seat = (100..village.buildings.len()).find(|b| village.detectors_in(*b).count() >= 3).unwrap();
+    let scenario = Scenario::from_toml(&format!(
+        "[[fire]]\nbuilding = \"{}\"\nat = \"5m\"\ngrowth = \"flaming\"\nspread_after = \"4m\"\n\
+         spread_radius_m = 15.0\nout_after = \"30m\"\n\n[[cooking]]\nat = \"20m\"\nshare = 0.01\n",
+        village.buildings[seat].id
+    ))
+    .unwrap();
+
+    // Probe detectors, registered in buildings of their own (P0000, P0001, ...) spread over
+    // the village's grids, so every probe alarm opens a case of its own and none is part of
+    // the fire or the cooking.
+    let probes = (seconds * 1000 / PROBE_EVERY.as_millis() as u64) as usize + 10;
+    let mut csv = village.registry_csv();
+    for a in 0..probes {
+        let b = &village.buildings[(a * 97) % village.buildings.len()];
+        csv.push_str(&format!(
+            "probe-{a:04},smoke_detector,probe,P{a:04},Probe lane No. {a},{:.6},{:.6},{},{},{},{},1h,\n",
+            25.1 + a as f64 * 1e-3,
+            102.7,
+            b.grid,
+            b.community,
+            village.street,
+            village.village
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.csv");
+    std::fs::write(&registry, csv).unwrap();
+    let officers = dir.path().join("officers.toml");
+    let street = format!("street:{}", village.street);
+    let desk = Officer {
+        id: "street-desk",
+        name: "Street desk",
+        role: "duty_officer",
+        scope: &street,
+        on_duty: true,
+    };
+    write_directory(&officers, &[desk]);
+    let registered = village.devices.len() + probes;
+    let camera_channels = params.camera_channels;
+
+    let port = broker.port();
+    let csv_path = registry.display().to_string();
+    let alarm_section = alarm_toml(hook, Some(&officers));
+    // A detector that a downlink has told the time runs its clock at the simulator's speed, so
+    // at ×60 it is five minutes ahead of the gateway after five real seconds and everything it
+    // sends afterwards would be refused as stamped in the future (and resent by its outbox
+    // forever). The limit is lifted to the whole simulated run plus the default 5 minutes.
+    let max_future = seconds as f64 * speed + 300.0;
+    let gateway = firegrid_tests::Firegrid::start(move |dir, http| {
+        format!(
+            "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[mqtt]\nport = {port}\nclient_id = \"village\"\n\
+             [limits]\nmax_future = \"{max_future:.0}s\"\n[registry]\ncsv = \"{csv_path}\"\n{alarm_section}",
+            dir.join("data").display()
+        )
+    })
+    .unwrap();
+    let gateway_pid = gateway.pid().unwrap();
+    let broker_pid = broker.pid().unwrap();
+
+    let mut opts = MqttOptions::new("probes", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+
+    // The simulator on threads of its own, so that its device loop's CPU time can be told from
+    // the probes' and the receiver's (which stay on this runtime).
+    let simulated = Duration::from_secs_f64(seconds as f64 * speed);
+    let sim_cfg = RunConfig {
+        host: "127.0.0.1".into(),
+        port,
+        mode: Mode::Platform { connections: 16 },
+        speed,
+        duration: simulated,
+        report_every: None,
+        camera_state: cameras.then(|| dir.path().join("cameras")),
+    };
+    let sim = std::thread::Builder::new()
+        .name(SIM_LOOP_THREAD.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(SIM_IO_THREADS)
+                // Blocking threads that exit take their CPU time out of `/proc/self/task`.
+                .thread_keep_alive(Duration::from_secs(3600))
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut fleet = Fleet::new(village, &scenario, simulated, SEED, Encoding::Compact).unwrap();
+                firegrid_sim::run(&mut fleet, &sim_cfg, None, Duration::from_secs(10)).await
+            })
+        })
+        .unwrap();
+    let mut progress = Progress::new();
+    let booting = Instant::now();
+    while processed(&gateway) == 0.0 {
+        assert!(booting.elapsed() < Duration::from_secs(300), "the fleet sent nothing in 5 minutes");
+        progress
+            .show(|| format!("booting the fleet and connecting: {:.0} s", booting.elapsed().as_secs_f64()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The measured window: probes one at a time, each from a probe detector of its own,
+    // timed from its publish to the first webhook request about its building.
+    let cpu_before = VillageCpu::now(gateway_pid, broker_pid);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let processed_before = processed(&gateway);
+    let mut last_sample = (start, processed_before);
+    let mut peak = 0.0f64;
+    let mut latencies = Vec::new();
+    let mut timeline = Vec::new();
+    let mut lost = 0;
+    let mut a = 0;
+    while Instant::now() < end && a < probes {
+        let building = format!("P{a:04}");
+        let (topic, payload) = alarm(&DeviceId::new(&format!("probe-{a:04}")).unwrap(), 0);
+        let sent = Instant::now();
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        let deadline = tokio::time::Instant::from_std(sent + Duration::from_secs(5));
+        loop {
+            match tokio::time::timeout_at(deadline, received.recv()).await {
+                Ok(Some((at, body))) => {
+                    let title = body["title"].as_str().unwrap_or_default();
+                    if title.split(' ').next() == Some(building.as_str()) {
+                        latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                        timeline.push((sent.duration_since(start).as_secs_f64(), *latencies.last().unwrap()));
+                        break;
+                    }
+                }
+                Ok(None) => unreachable!("the receiver runs as long as the bench"),
+                Err(_) => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+        a += 1;
+        if last_sample.0.elapsed() >= Duration::from_secs(1) {
+            let now = (Instant::now(), processed(&gateway));
+            peak = peak.max((now.1 - last_sample.1) / now.0.duration_since(last_sample.0).as_secs_f64());
+            last_sample = now;
+        }
+        progress.show(|| {
+            let last = latencies.last().copied().unwrap_or(f64::NAN);
+            format!(
+                "{detectors} detectors: probing, {} s left, {a} probes ({lost} lost), last {last:.1} ms, \
+                 gateway has dealt with {:.0} messages",
+                left(end),
+                last_sample.1
+            )
+        });
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start + PROBE_EVERY * a as u32)).await;
+    }
+    let cpu_after = VillageCpu::now(gateway_pid, broker_pid);
+    let rate = (processed(&gateway) - processed_before) / start.elapsed().as_secs_f64();
+    let gateway_rss = rss(gateway_pid);
+    let bench_rss = rss(std::process::id());
+
+    // Keeping up: once the fleet has stopped (and its outboxes are empty or given up on),
+    // how much was the gateway still behind, and how long did it take to deal with it?
+    while !sim.is_finished() {
+        progress.show(|| "fleet finishing (simulated end, outboxes)".into());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = sim.join().unwrap();
+    let stopped = Instant::now();
+    let at_stop = processed(&gateway);
+    let mut last = (stopped, at_stop);
+    while last.0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = processed(&gateway);
+        if now > last.1 {
+            last = (Instant::now(), now);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    timeline.sort_by(|a, b| b.1.total_cmp(&a.1));
+    timeline.truncate(3);
+    let metrics = gateway.metrics().unwrap();
+    let rejected: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("firegrid_messages_rejected_total{reason=\""))
+        .collect();
+    let rejected = if rejected.is_empty() { "none".into() } else { rejected.join(", ").replace("\"}", ":") };
+    VillageRun {
+        detectors,
+        registered,
+        camera_channels,
+        rate,
+        peak,
+        cores: cpu_after.cores_since(&cpu_before),
+        gateway_rss,
+        bench_rss,
+        latencies,
+        slowest: timeline,
+        lost,
+        backlog: last.1 - at_stop,
+        rejected,
+        caught_up: last.0.duration_since(stopped),
+        report,
+    }
 }

@@ -197,12 +197,12 @@ impl Device {
         self.last.as_ref()
     }
 
-    /// Messages waiting for acknowledgement.
+    /// Messages waiting to be sent or acknowledged.
     pub fn outbox(&self) -> &Outbox<OUTBOX_SLOTS> {
         &self.outbox
     }
 
-    /// Messages waiting for acknowledgement, for the transport to send and mark.
+    /// Messages waiting to be sent or acknowledged, for the transport to send and mark.
     pub fn outbox_mut(&mut self) -> &mut Outbox<OUTBOX_SLOTS> {
         &mut self.outbox
     }

@@ -272,15 +272,80 @@ fn downlink_commands_are_validated_applied_and_answered() {
     assert_eq!(drain(&mut d), ["pre_alarm", "alarm", "ack:9:Rejected", "hush", "ack:10:Applied"]);
 }
 
+/// The transport seam as a test double: up or down, recording what it was handed.
+#[derive(Default)]
+struct Link {
+    up: bool,
+    sent: Vec<UplinkKind>,
+}
+
+impl crate::link::Uplink for Link {
+    type Error = core::convert::Infallible;
+
+    fn ready(&mut self) -> bool {
+        self.up
+    }
+
+    fn send(&mut self, kind: UplinkKind, _: &[u8]) -> Result<(), Self::Error> {
+        self.sent.push(kind);
+        Ok(())
+    }
+
+    fn poll(&mut self, _: &mut dyn FnMut(&[u8])) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+fn pump(d: &mut Device, link: &mut Link, now: u64) -> usize {
+    crate::link::pump(d, link, now, Encoding::Compact).unwrap()
+}
+
+fn queued(d: &Device) -> Vec<UplinkKind> {
+    d.outbox().entries().iter().map(|e| e.msg.kind()).collect()
+}
+
 #[test]
-fn heartbeats_follow_the_configured_period_and_acks_empty_the_outbox() {
+fn heartbeats_follow_the_configured_period_and_an_ack_empties_the_outbox() {
     let mut d = device();
     hold(&mut d, 0, DAY_MS + 1, 0.0, 1.0);
-    let beats = d.outbox().entries().iter().filter(|e| e.msg.kind() == UplinkKind::Heartbeat).count();
-    assert_eq!(beats, 1, "one heartbeat a day");
+    assert_eq!(queued(&d), [UplinkKind::Heartbeat], "one heartbeat a day");
+    d.on_tamper(DAY_MS, false);
+    pump(&mut d, &mut Link { up: true, ..Link::default() }, DAY_MS);
+    assert_eq!(queued(&d), [UplinkKind::Fault], "the heartbeat left on publish, the fault waits");
     let (boot, seq) = (d.outbox().entries()[0].msg.boot, d.outbox().entries()[0].msg.seq);
     downlink(&mut d, DAY_MS, 1, DownlinkBody::Ack { boot, seq });
     assert!(d.outbox().is_empty(), "the ack is not answered and removes the message");
+}
+
+#[test]
+fn a_heartbeat_leaves_on_publish_without_an_ack_and_an_alarm_stays_until_acknowledged() {
+    let mut d =
+        Device::new(Config::default(), CAL, Identity { dev: DeviceId::new("sd-1").unwrap(), boot: 3 }, 0);
+    d.on_battery(0, 3_400);
+    d.tick(0);
+    let t = hold(&mut d, 0, 20_000, 0.2, 1.6);
+    assert_eq!(d.mode(), Mode::Alarm);
+    assert_eq!(queued(&d), [UplinkKind::Heartbeat, UplinkKind::State, UplinkKind::State]);
+    // The link is down: everything stays queued, the heartbeat included.
+    let mut link = Link::default();
+    assert_eq!(pump(&mut d, &mut link, t), 0);
+    assert_eq!(d.outbox().len(), 3);
+    // The link is up: all three go out, alarm class first; only the alarm-class ones stay.
+    link.up = true;
+    assert_eq!(pump(&mut d, &mut link, t), 3);
+    assert_eq!(link.sent, [UplinkKind::State, UplinkKind::State, UplinkKind::Heartbeat]);
+    assert_eq!(queued(&d), [UplinkKind::State, UplinkKind::State], "no ack needed for the heartbeat");
+    // No ack: the state changes are resent at the alarm pace, the heartbeat never.
+    link.sent.clear();
+    let later = t + crate::outbox::ALARM_RETRY_MS;
+    assert_eq!(pump(&mut d, &mut link, later), 2);
+    assert_eq!(link.sent, [UplinkKind::State, UplinkKind::State]);
+    // The gateway's acks empty the outbox.
+    let ids: Vec<(u16, u32)> = d.outbox().entries().iter().map(|e| (e.msg.boot, e.msg.seq)).collect();
+    for (k, (boot, seq)) in ids.into_iter().enumerate() {
+        downlink(&mut d, later, k as u32, DownlinkBody::Ack { boot, seq });
+    }
+    assert!(d.outbox().is_empty());
 }
 
 /// One random step of the property test.

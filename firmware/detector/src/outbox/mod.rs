@@ -1,15 +1,25 @@
-//! Messages waiting for the gateway's application-level acknowledgement.
+//! Uplinks on their way to the gateway, kept for as long as their class needs.
 //!
-//! MQTT's PUBACK only proves the broker has a message; the gateway's `down/ack` proves it
-//! is durable and in front of the alerting engine. So every uplink stays in the [`Outbox`]
-//! until its `(boot, seq)` is acknowledged, and is sent again when no ack came in time.
+//! - **Alarm and event** messages must arrive. MQTT's PUBACK only proves the broker has a
+//!   message; the gateway's `down/ack` proves it is durable and in front of the alerting
+//!   engine. So each stays in the [`Outbox`] until its `(boot, seq)` is acknowledged, and is
+//!   sent again when no ack came in time.
+//! - **Telemetry** (heartbeats) is done once handed to the link for a QoS 1 publish:
+//!   [`Outbox::mark_sent`] removes it. The gateway sends no `down/ack` for it
+//!   ([`Class::is_acknowledged`]): a newer reading supersedes it, QoS 1 carries it to the
+//!   broker, the gateway's persistent session (acknowledged to the broker only after its
+//!   spool commit) carries it from there, and liveness tolerates a missed heartbeat. One
+//!   acknowledgement per heartbeat cost the gateway a third of its ingest rate
+//!   (BENCHMARKS.md, "Ingest efficiency"). While the link is down telemetry stays queued
+//!   like everything else; since only the newest reading of a kind matters, it is what a full
+//!   outbox sheds first, oldest first.
 
 use firegrid_protocol::{Class, Uplink};
 
 /// Resend period of alarm-class messages: GB 26875.1-2011 gives a fire alarm 10 s to
 /// reach the monitoring centre, so an unacknowledged alarm is retried at that pace.
 pub const ALARM_RETRY_MS: u64 = 10_000;
-/// First resend period of event and telemetry messages, doubled per attempt ...
+/// First resend period of event messages, doubled per attempt ...
 pub const RETRY_MS: u64 = 30_000;
 /// ... up to this, so a long outage costs little airtime and battery.
 pub const MAX_RETRY_MS: u64 = 600_000;
@@ -26,6 +36,9 @@ pub struct Entry {
 }
 
 /// A bounded outbox of `N` messages. See the module documentation.
+///
+/// A message leaves when the gateway acknowledges it ([`Outbox::ack`]: alarms and events) or
+/// when it is handed to the link ([`Outbox::mark_sent`]: telemetry).
 ///
 /// Order: every due alarm-class message before any event, every event before any
 /// telemetry; within a class, oldest first. When full, the oldest *telemetry* message is
@@ -94,19 +107,29 @@ impl<const N: usize> Outbox<N> {
             .map(|e| &e.msg)
     }
 
-    /// Records that `(boot, seq)` went out at `now_ms` and schedules its resend.
+    /// Records that `(boot, seq)` was handed to the link at `now_ms`: telemetry is done and
+    /// leaves the outbox; an alarm or event waits for its acknowledgement and is scheduled for
+    /// its resend.
     pub fn mark_sent(&mut self, boot: u16, seq: u32, now_ms: u64) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.msg.boot == boot && e.msg.seq == seq) {
-            let wait = match e.msg.class() {
-                Class::Alarm => ALARM_RETRY_MS,
-                _ => (RETRY_MS << e.attempts.min(8)).min(MAX_RETRY_MS),
-            };
-            e.attempts = e.attempts.saturating_add(1);
-            e.due_ms = now_ms + wait;
+        let Some(i) = self.entries.iter().position(|e| e.msg.boot == boot && e.msg.seq == seq) else {
+            return;
+        };
+        let class = self.entries[i].msg.class();
+        if !class.is_acknowledged() {
+            self.entries.remove(i);
+            return;
         }
+        let e = &mut self.entries[i];
+        let wait = match class {
+            Class::Alarm => ALARM_RETRY_MS,
+            _ => (RETRY_MS << e.attempts.min(8)).min(MAX_RETRY_MS),
+        };
+        e.attempts = e.attempts.saturating_add(1);
+        e.due_ms = now_ms + wait;
     }
 
-    /// The gateway acknowledged `(boot, seq)`: forget it. Returns whether it was queued.
+    /// The gateway acknowledged `(boot, seq)`: forget it. Returns whether it was queued (an
+    /// ack for telemetry still queued behind a down link is honoured too).
     pub fn ack(&mut self, boot: u16, seq: u32) -> bool {
         match self.entries.iter().position(|e| e.msg.boot == boot && e.msg.seq == seq) {
             Some(i) => {
@@ -132,7 +155,7 @@ impl<const N: usize> Outbox<N> {
         self.entries.len()
     }
 
-    /// Whether nothing waits for an acknowledgement.
+    /// Whether nothing waits to be sent or acknowledged.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

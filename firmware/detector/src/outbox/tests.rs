@@ -85,7 +85,107 @@ fn retransmits_until_acknowledged() {
     let _ = CommandAck { cmd_seq: 0, result: AckResult::Applied };
 }
 
+#[test]
+fn telemetry_leaves_when_handed_to_the_link_alarms_and_events_when_acknowledged() {
+    let mut outbox: Outbox<4> = Outbox::new();
+    outbox.push(msg(0, Class::Telemetry), 0);
+    outbox.push(msg(1, Class::Alarm), 0);
+    outbox.push(msg(2, Class::Event), 0);
+    // While the link is down nothing is handed over, and the heartbeat waits with the rest
+    // for as long as it takes.
+    assert_eq!(outbox.next_due(MAX_RETRY_MS).map(|m| m.seq), Some(1));
+    assert_eq!(outbox.len(), 3);
+    // The link is up: each is handed over once, alarm first.
+    let mut order = Vec::new();
+    while let Some(m) = outbox.next_due(0) {
+        let seq = m.seq;
+        order.push(seq);
+        outbox.mark_sent(1, seq, 0);
+    }
+    assert_eq!(order, [1, 2, 0]);
+    let queued: Vec<u32> = outbox.entries().iter().map(|e| e.msg.seq).collect();
+    assert_eq!(queued, [1, 2], "the heartbeat left without an ack; the alarm and the event wait for theirs");
+    // Never resent, however long no ack comes; the alarm and the event are.
+    let mut resent = Vec::new();
+    let mut now = 0;
+    while now <= 2 * MAX_RETRY_MS {
+        while let Some(m) = outbox.next_due(now) {
+            let seq = m.seq;
+            resent.push(seq);
+            outbox.mark_sent(1, seq, now);
+        }
+        now += 1_000;
+    }
+    assert!(!resent.contains(&0) && resent.contains(&1) && resent.contains(&2), "{resent:?}");
+    assert!(outbox.ack(1, 1) && outbox.ack(1, 2));
+    assert!(outbox.is_empty());
+}
+
+/// One step of the delivery model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Push(Class),
+    /// The link takes every due message (or is down and takes none), then time passes.
+    Pump {
+        up: bool,
+        wait_ms: u64,
+    },
+    /// The gateway acknowledges the n-th message ever pushed.
+    Ack(usize),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let class = prop_oneof![Just(Class::Alarm), Just(Class::Event), Just(Class::Telemetry)];
+    prop_oneof![
+        3 => class.prop_map(Op::Push),
+        3 => (any::<bool>(), 0u64..2 * MAX_RETRY_MS).prop_map(|(up, wait_ms)| Op::Pump { up, wait_ms }),
+        2 => (0usize..40).prop_map(Op::Ack),
+    ]
+}
+
 proptest::proptest! {
+    /// Model-based: against a reference set of live messages, a message is in the outbox
+    /// exactly while it is pushed, not shed, and neither acknowledged nor (for telemetry)
+    /// handed to the link; telemetry goes out at most once.
+    #[test]
+    fn delivery_follows_the_class_rule(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut outbox: Outbox<6> = Outbox::new();
+        let mut live = std::collections::BTreeSet::new();
+        let mut sent = std::collections::BTreeSet::new();
+        let mut pushed = 0u32;
+        let mut now = 0;
+        for op in ops {
+            match op {
+                Op::Push(class) => {
+                    live.insert(pushed);
+                    if let Some(shed) = outbox.push(msg(pushed, class), now) {
+                        live.remove(&shed.seq);
+                    }
+                    pushed += 1;
+                }
+                Op::Pump { up, wait_ms } => {
+                    while let Some(m) = outbox.next_due(now).filter(|_| up) {
+                        let (seq, class) = (m.seq, m.class());
+                        let first = sent.insert(seq);
+                        if class == Class::Telemetry {
+                            proptest::prop_assert!(first, "telemetry is sent once");
+                            live.remove(&seq);
+                        }
+                        outbox.mark_sent(1, seq, now);
+                    }
+                    now += wait_ms;
+                }
+                Op::Ack(n) => {
+                    let seq = n as u32;
+                    proptest::prop_assert_eq!(outbox.ack(1, seq), live.remove(&seq));
+                }
+            }
+            let queued: std::collections::BTreeSet<u32> = outbox.entries().iter().map(|e| e.msg.seq).collect();
+            proptest::prop_assert_eq!(&queued, &live);
+        }
+    }
+
     /// Model-based: whatever is pushed, an alarm is only ever shed when the outbox holds
     /// nothing but alarms, and telemetry is always shed before anything else.
     #[test]

@@ -49,7 +49,7 @@ pub async fn run_session(
     if let Some(user) = &cfg.username {
         opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
     }
-    // Acknowledgements and `down/ack` publishes queue here until the poll task sends them.
+    // Broker acknowledgements queue here until the poll task sends them.
     let (client, mut eventloop) = AsyncClient::new(opts, 4 * cfg.max_batch.max(256));
     eventloop.network_options.set_connection_timeout(5);
     // Acknowledgements leave in small writes after each batch; with Nagle's algorithm they
@@ -255,6 +255,8 @@ async fn process_loop(
             if acks.broker.ack(publish).await.is_err() {
                 return;
             }
+            // Only alarm- and event-class messages are answered with a `down/ack`; telemetry
+            // (`Outcome::Stored`) ends with the broker acknowledgement above.
             if let Outcome::Accepted { ack_topic, ack_payload } = outcome {
                 // QoS 0. At QoS 1 rumqttc stops taking requests, broker acknowledgements
                 // included, while 100 of its own publishes await the broker's answer, so every

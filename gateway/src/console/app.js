@@ -1,0 +1,522 @@
+// firegrid duty-officer console: plain JavaScript over the officer API (/api/v1), no build
+// step. The token stays in this tab's sessionStorage and travels only in the Authorization
+// header; live updates come from /api/v1/events (SSE) read through fetch so that the header
+// can be sent.
+'use strict';
+
+const TEXT = {
+  zh: {
+    title: 'firegrid 消防值班台', token: '值班令牌', login: '登录', logout: '退出',
+    sound_on: '提示音：开', sound_off: '提示音：关', tab_cases: '警情', tab_map: '村庄地图',
+    no_cases: '辖区内没有未结警情。', back: '← 返回', place: '建筑与设备', camera: '最近摄像头',
+    escalation: '升级路径', timeline: '处置记录', actions: '操作', acknowledge: '确认响应',
+    dispatch: '派员', verify: '核实', dispose: '定性', close: '结案反馈', note: '备注',
+    shelve: '屏蔽', reset_latch: '复位', assignee: '派往人员/队伍', finding: '核实结果',
+    report: '处置情况', work_order: '后续工单（可选）', resident_informed: '已告知住户',
+    reason: '屏蔽原因', m_camera: '视频核实', m_on_site: '现场核实', m_phone: '电话核实',
+    o_real_fire: '真实火警', o_false_alarm: '误报', o_drill: '演练/测试', o_no_access: '无法进入',
+    o_resolved: '已处理', c_cooking: '烹饪', c_steam: '水汽', c_dust: '灰尘', c_smoking: '吸烟',
+    c_insects: '虫', c_device_fault: '设备故障', c_malicious: '恶意', c_other: '其他',
+    sev_fire: '火警', sev_pre_alarm: '预警', sev_water: '水压/水位', sev_communication_loss: '通信中断',
+    sev_offline: '离线', sev_fault: '故障', other_case: '其他警情', quiet: '正常',
+    stage_warning: '预警', stage_response: '响应', stage_handling: '应案', stage_feedback: '反馈',
+    level_grid: '网格', level_community: '社区', level_street: '街道', level_district: '区',
+    building: '建筑', grid: '网格', devices: '设备', state: '状态',
+    escalates_in: '升级倒计时', overdue: '已超时', handle_in: '处置时限', closed: '已结案',
+    live: '实时', offline_feed: '连接中断，重连中', confirmed: '已确认火警', drill: '演练',
+    no_camera: '附近没有登记的摄像头。', no_event: '暂无事件', distance: '距离', snapshot: '抓拍',
+    reached: '已通知', acked_by: '响应人', read_only: '只读权限', bad_token: '令牌无效',
+    t_opened: '立案', t_confirmed: '确认火警', t_spread: '蔓延', t_escalated: '升级',
+    t_alarm_changed: '报警变化', t_chattering: '频繁报警', t_stale: '长时间报警', t_acknowledged: '响应',
+    t_dispatched: '派员', t_verified: '核实', t_disposed: '定性', t_closed: '结案', t_noted: '备注',
+    t_shelved: '屏蔽', t_unshelved: '取消屏蔽', t_latch_reset: '复位', t_delivery_failed: '通知失败',
+  },
+  en: {
+    title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
+    sound_on: 'Sound: on', sound_off: 'Sound: off', tab_cases: 'Cases', tab_map: 'Village map',
+    no_cases: 'No open cases in your scope.', back: '← Back', place: 'Building and devices',
+    camera: 'Nearest camera', escalation: 'Escalation path', timeline: 'Timeline', actions: 'Actions',
+    acknowledge: 'Acknowledge', dispatch: 'Dispatch', verify: 'Verify', dispose: 'Disposition',
+    close: 'Close with feedback', note: 'Note', shelve: 'Shelve', reset_latch: 'Reset latch',
+    assignee: 'Who goes', finding: 'What was found', report: 'What happened and what was done',
+    work_order: 'Follow-up work order (optional)', resident_informed: 'Resident informed',
+    reason: 'Why shelve', m_camera: 'By camera', m_on_site: 'On site', m_phone: 'By phone',
+    o_real_fire: 'Real fire', o_false_alarm: 'False alarm', o_drill: 'Drill / test',
+    o_no_access: 'No access', o_resolved: 'Resolved', c_cooking: 'Cooking', c_steam: 'Steam',
+    c_dust: 'Dust', c_smoking: 'Smoking', c_insects: 'Insects', c_device_fault: 'Device fault',
+    c_malicious: 'Malicious', c_other: 'Other', sev_fire: 'Fire', sev_pre_alarm: 'Pre-alarm',
+    sev_water: 'Water', sev_communication_loss: 'Communication loss', sev_offline: 'Offline',
+    sev_fault: 'Fault', other_case: 'Other case', quiet: 'Quiet', stage_warning: 'Warning',
+    stage_response: 'Response', stage_handling: 'Handling', stage_feedback: 'Feedback',
+    level_grid: 'Grid', level_community: 'Community', level_street: 'Street', level_district: 'District',
+    building: 'Building', grid: 'Grid', devices: 'Devices', state: 'State',
+    escalates_in: 'Escalates in', overdue: 'Overdue by', handle_in: 'Handling due in', closed: 'Closed',
+    live: 'Live', offline_feed: 'Feed lost, reconnecting', confirmed: 'Confirmed fire', drill: 'Drill',
+    no_camera: 'No registered camera nearby.', no_event: 'No event yet', distance: 'distance',
+    snapshot: 'snapshot', reached: 'notified', acked_by: 'Acknowledged by', read_only: 'Read-only role',
+    bad_token: 'Token not accepted',
+    t_opened: 'Opened', t_confirmed: 'Confirmed fire', t_spread: 'Spread', t_escalated: 'Escalated',
+    t_alarm_changed: 'Alarm changed', t_chattering: 'Chattering', t_stale: 'Stale', t_acknowledged: 'Acknowledged',
+    t_dispatched: 'Dispatched', t_verified: 'Verified', t_disposed: 'Disposition', t_closed: 'Closed',
+    t_noted: 'Note', t_shelved: 'Shelved', t_unshelved: 'Unshelved', t_latch_reset: 'Latch reset',
+    t_delivery_failed: 'Delivery failed',
+  },
+};
+
+const SEVERITY_RANK = { fire: 6, pre_alarm: 5, water: 4, communication_loss: 3, offline: 2, fault: 1 };
+// Transitions that call for the officer's attention: a sound and a flash.
+const LOUD = new Set(['opened', 'confirmed', 'spread', 'escalated', 'reminder', 'handling_overdue']);
+
+const state = {
+  lang: localStorage.getItem('firegrid.lang') || (navigator.language.startsWith('zh') ? 'zh' : 'en'),
+  token: sessionStorage.getItem('firegrid.token'),
+  me: null,
+  cases: [],
+  fresh: new Set(),
+  buildings: [],
+  detail: null,
+  sound: true,
+  audio: null,
+  feed: null,
+  refresh: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const t = (key) => TEXT[state.lang][key] ?? key;
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const child of children) node.append(child);
+  return node;
+};
+
+function translate() {
+  document.documentElement.lang = state.lang === 'zh' ? 'zh-CN' : 'en';
+  document.querySelectorAll('[data-t]').forEach((n) => { n.textContent = t(n.dataset.t); });
+  document.querySelectorAll('[data-tp]').forEach((n) => { n.placeholder = t(n.dataset.tp); });
+  $('#lang').textContent = state.lang === 'zh' ? 'EN' : '中文';
+  $('#sound').textContent = t(state.sound ? 'sound_on' : 'sound_off');
+  document.title = t('title');
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (options.body) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { ...options, headers });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const error = new Error(body.message || `${res.status} ${res.statusText}`);
+    error.status = res.status;
+    throw error;
+  }
+  return body;
+}
+
+// ---- sign in / out ----
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    state.me = await api('/api/v1/me');
+  } catch (error) {
+    state.token = null;
+    sessionStorage.removeItem('firegrid.token');
+    $('#login-error').textContent = `${t('bad_token')}: ${error.message}`;
+    return;
+  }
+  sessionStorage.setItem('firegrid.token', token);
+  $('#login').hidden = true;
+  $('#app').hidden = false;
+  $('#logout').hidden = false;
+  $('#sound').hidden = false;
+  $('#live').hidden = false;
+  $('#who').textContent = `${state.me.id} · ${state.me.scope}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
+  $('#actions').hidden = !state.me.may_act;
+  await Promise.all([loadCases(), loadBuildings()]);
+  follow();
+}
+
+function signOut() {
+  sessionStorage.removeItem('firegrid.token');
+  location.reload();
+}
+
+// ---- cases ----
+
+async function loadCases() {
+  const { cases } = await api('/api/v1/cases?state=open&limit=1000');
+  cases.sort((a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) || (b.opened - a.opened));
+  state.cases = cases;
+  renderCases();
+  renderMap();
+}
+
+function refreshSoon() {
+  clearTimeout(state.refresh);
+  state.refresh = setTimeout(async () => {
+    await loadCases().catch(() => {});
+    if (state.detail) await openCase(state.detail.case.id).catch(() => {});
+  }, 200);
+}
+
+function due(c, now = Date.now()) {
+  if (c.stage === 'feedback') return null;
+  if (c.stage === 'warning' && c.ack_due) return { key: 'escalates_in', at: c.ack_due };
+  if (c.handle_due) return { key: 'handle_in', at: c.handle_due };
+  return null;
+}
+
+function countdown(c) {
+  const d = due(c);
+  if (!d) return { text: c.stage === 'feedback' ? t('closed') : '', late: false };
+  const left = Math.round((d.at - Date.now()) / 1000);
+  const abs = Math.abs(left);
+  const clock = abs >= 3600
+    ? `${Math.floor(abs / 3600)}h ${String(Math.floor(abs / 60) % 60).padStart(2, '0')}m`
+    : `${Math.floor(abs / 60)}:${String(abs % 60).padStart(2, '0')}`;
+  return left >= 0 ? { text: `${t(d.key)} ${clock}`, late: false } : { text: `${t('overdue')} ${clock}`, late: true };
+}
+
+function where(c) {
+  const l = c.location;
+  return l.building ? `${l.building} · ${l.grid} · ${l.community}` : `${l.grid} · ${l.community} · ${l.street}`;
+}
+
+function renderCases() {
+  const list = $('#cases');
+  list.replaceChildren();
+  $('#cases-empty').hidden = state.cases.length > 0;
+  for (const c of state.cases) {
+    const due = el('span', { className: 'due' });
+    const item = el('li', { className: `case sev-${c.severity}` },
+      el('span', { className: 'sev' }, t(`sev_${c.severity}`) + (c.drill ? ` · ${t('drill')}` : '')),
+      el('span', { className: 'where' }, `#${c.id} ${where(c)}`),
+      due,
+      el('span', { className: 'meta' },
+        `${t(`stage_${c.stage}`)} · ${t(`level_${c.level}`)} · ${Object.keys(c.alarms).length} ${t('devices')}`));
+    item.dataset.case = c.id;
+    item.dataset.severity = c.severity;
+    item.dataset.stage = c.stage;
+    if (state.fresh.has(c.id)) item.classList.add('new');
+    item.addEventListener('click', () => openCase(c.id));
+    list.append(item);
+  }
+  state.fresh.clear();
+  tick();
+}
+
+function tick() {
+  document.querySelectorAll('#cases li').forEach((item) => {
+    const c = state.cases.find((x) => String(x.id) === item.dataset.case);
+    if (!c) return;
+    const { text, late } = countdown(c);
+    const span = item.querySelector('.due');
+    span.textContent = text;
+    span.classList.toggle('overdue', late);
+  });
+  if (state.detail) {
+    const { text, late } = countdown(state.detail.case);
+    $('#detail-countdown').textContent = text;
+    $('#detail-countdown').classList.toggle('overdue', late);
+  }
+}
+
+// ---- case detail ----
+
+async function openCase(id) {
+  const detail = await api(`/api/v1/cases/${id}`);
+  state.detail = detail;
+  renderDetail();
+  showView('detail');
+}
+
+function fmtTime(ms) {
+  return new Date(ms).toLocaleString(state.lang === 'zh' ? 'zh-CN' : 'en-GB', { hour12: false });
+}
+
+function renderDetail() {
+  const { case: c, timeline, building, camera } = state.detail;
+  const section = $('#detail');
+  section.dataset.case = c.id;
+  section.dataset.stage = c.stage;
+  $('#detail-title').textContent = `#${c.id} ${t(`sev_${c.severity}`)} · ${where(c)}`;
+  const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
+  if (c.confirmed) flags.push(t('confirmed'));
+  if (c.drill) flags.push(t('drill'));
+  if (c.acknowledged) flags.push(`${t('acked_by')} ${c.acknowledged.officer}`);
+  $('#detail-summary').textContent = flags.join(' · ');
+
+  $('#detail-building').textContent = building
+    ? `${building.id} · ${building.address} (${building.lat.toFixed(5)}, ${building.lon.toFixed(5)})`
+    : c.location.building || where(c);
+  const devices = $('#detail-devices');
+  devices.replaceChildren();
+  const listed = building ? building.devices : Object.keys(c.alarms).map((id) => ({ id, kind: '', model: '' }));
+  for (const d of listed) {
+    const alarm = c.alarms[d.id];
+    const status = alarm
+      ? `${alarm.active ? 'ACTIVE' : 'cleared'}${alarm.latched ? ' · latched' : ''}${alarm.shelved_until ? ' · shelved' : ''}`
+      : '';
+    const item = el('li', {}, `${d.id} ${d.kind} ${d.model} `, el('strong', {}, status));
+    devices.append(item);
+  }
+
+  const cam = $('#detail-camera');
+  if (!camera) {
+    cam.textContent = t('no_camera');
+  } else {
+    const latest = camera.latest;
+    const head = `${camera.device} (${camera.building}, ${t('distance')} ${Math.round(camera.distance_m)} m)`;
+    cam.textContent = latest
+      ? `${head}: ch${latest.channel} ${latest.event} ${latest.active ? 'ACTIVE' : 'ended'} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
+        + (latest.snapshot ? ` · ${t('snapshot')}: ${latest.snapshot}` : '')
+      : `${head}: ${t('no_event')}`;
+  }
+
+  const path = $('#detail-path');
+  path.replaceChildren();
+  for (const entry of timeline.filter((x) => ['opened', 'escalated', 'spread', 'confirmed'].includes(x.kind.transition))) {
+    path.append(el('li', {}, `${t(`level_${entry.level}`)} · ${t(`t_${entry.kind.transition}`)} · ${fmtTime(entry.at)}`));
+  }
+
+  const list = $('#detail-timeline');
+  list.replaceChildren();
+  for (const entry of timeline) {
+    const k = entry.kind;
+    const extra = k.assignee || k.finding || k.text || k.reason
+      || (k.disposition && (k.disposition.cause ? `${k.disposition.outcome}: ${k.disposition.cause}` : k.disposition.outcome))
+      || (k.feedback && k.feedback.report) || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '');
+    const who = entry.officer || entry.device || '';
+    const item = el('li', {}, `${fmtTime(entry.at)} ${t(`t_${k.transition}`)} ${who} ${extra || ''}`);
+    item.dataset.transition = k.transition;
+    list.append(item);
+  }
+
+  const shelve = $('#act-shelve select[name=device]');
+  shelve.replaceChildren(...Object.keys(c.alarms).map((id) => el('option', { value: id }, id)));
+  const closed = c.stage === 'feedback';
+  $('#act-acknowledge').disabled = c.stage !== 'warning';
+  for (const form of ['dispatch', 'verify', 'dispose']) {
+    $(`#act-${form} button`).disabled = closed || c.stage === 'warning';
+  }
+  $('#act-close button').disabled = closed || !c.disposition;
+  $('#act-shelve button').disabled = closed;
+  $('#act-reset_latch').disabled = !Object.values(c.alarms).some((a) => a.latched);
+  $('#action-error').textContent = '';
+  tick();
+}
+
+async function act(body) {
+  const id = state.detail.case.id;
+  $('#action-error').textContent = '';
+  try {
+    await api(`/api/v1/cases/${id}/actions`, { method: 'POST', body: JSON.stringify(body) });
+    await openCase(id);
+    await loadCases();
+  } catch (error) {
+    $('#action-error').textContent = error.message;
+  }
+}
+
+function wireActions() {
+  $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }));
+  $('#act-reset_latch').addEventListener('click', () => act({ command: 'reset_latch', device: null }));
+  const on = (id, build) => $(`#act-${id}`).addEventListener('submit', (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    act(build(form));
+    event.target.reset();
+  });
+  on('dispatch', (f) => ({ command: 'dispatch', assignee: f.get('assignee') }));
+  on('verify', (f) => ({ command: 'verify', method: f.get('method'), finding: f.get('finding') }));
+  on('dispose', (f) => {
+    const outcome = f.get('outcome');
+    const disposition = outcome === 'false_alarm' ? { outcome, cause: f.get('cause') } : { outcome };
+    return { command: 'dispose', disposition };
+  });
+  on('close', (f) => {
+    const order = (f.get('work_order') || '').trim();
+    return {
+      command: 'close',
+      feedback: {
+        report: f.get('report'),
+        work_orders: order ? [{ kind: 'follow_up', detail: order }] : [],
+        resident_informed: f.get('resident_informed') === 'on',
+      },
+    };
+  });
+  on('note', (f) => ({ command: 'note', text: f.get('text') }));
+  on('shelve', (f) => ({ command: 'shelve', device: f.get('device'), duration: f.get('duration'), reason: f.get('reason') }));
+}
+
+// ---- village map ----
+
+async function loadBuildings() {
+  const { buildings } = await api('/api/v1/buildings');
+  state.buildings = buildings;
+  renderMap();
+}
+
+function worstByBuilding() {
+  const worst = new Map();
+  for (const c of state.cases) {
+    const b = c.location.building;
+    if (b && (!worst.has(b) || SEVERITY_RANK[c.severity] > SEVERITY_RANK[worst.get(b).severity])) worst.set(b, c);
+  }
+  return worst;
+}
+
+function colourClass(c) {
+  if (!c) return 'sev-none';
+  return c.severity === 'fire' || c.severity === 'pre_alarm' ? `sev-${c.severity}` : 'sev-other';
+}
+
+const FILL = { 'sev-fire': '#c62828', 'sev-pre_alarm': '#ef6c00', 'sev-other': '#6a1b9a', 'sev-none': '#bdbdbd' };
+
+function renderMap() {
+  if (!state.buildings.length) return;
+  const worst = worstByBuilding();
+  const lats = state.buildings.map((b) => b.lat);
+  const lons = state.buildings.map((b) => b.lon);
+  const [minLat, maxLat, minLon, maxLon] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
+  const x = (lon) => 10 + ((lon - minLon) / ((maxLon - minLon) || 1)) * 980;
+  const y = (lat) => 10 + ((maxLat - lat) / ((maxLat - minLat) || 1)) * 680;
+  const svg = $('#map');
+  const ns = 'http://www.w3.org/2000/svg';
+  svg.replaceChildren();
+  // Quiet buildings first so that buildings with cases are drawn on top.
+  const ordered = [...state.buildings].sort((a, b) => (worst.has(a.id) ? 1 : 0) - (worst.has(b.id) ? 1 : 0));
+  for (const b of ordered) {
+    const c = worst.get(b.id);
+    const dot = document.createElementNS(ns, 'circle');
+    dot.setAttribute('cx', x(b.lon).toFixed(1));
+    dot.setAttribute('cy', y(b.lat).toFixed(1));
+    dot.setAttribute('r', c ? 8 : 4);
+    dot.setAttribute('fill', FILL[colourClass(c)]);
+    dot.dataset.building = b.id;
+    const title = document.createElementNS(ns, 'title');
+    title.textContent = `${b.id} ${b.address}${c ? ` · #${c.id} ${t(`sev_${c.severity}`)}` : ''}`;
+    dot.append(title);
+    if (c) dot.addEventListener('click', () => openCase(c.id));
+    svg.append(dot);
+  }
+  const body = $('#buildings tbody');
+  body.replaceChildren();
+  const rows = [...state.buildings].sort((a, b) =>
+    (SEVERITY_RANK[worst.get(b.id)?.severity] || 0) - (SEVERITY_RANK[worst.get(a.id)?.severity] || 0)
+    || a.id.localeCompare(b.id));
+  for (const b of rows) {
+    const c = worst.get(b.id);
+    const row = el('tr', { className: colourClass(c) },
+      el('td', {}, `${b.id} ${b.address}`), el('td', {}, b.grid),
+      el('td', {}, `${b.detectors}/${b.cameras}/${b.water_sensors}`),
+      el('td', {}, c ? `#${c.id} ${t(`sev_${c.severity}`)} · ${t(`stage_${c.stage}`)}` : t('quiet')));
+    row.dataset.building = b.id;
+    if (c) row.addEventListener('click', () => openCase(c.id));
+    body.append(row);
+  }
+}
+
+// ---- live feed ----
+
+function beep() {
+  if (!state.sound) return;
+  try {
+    state.audio = state.audio || new AudioContext();
+    const osc = state.audio.createOscillator();
+    const gain = state.audio.createGain();
+    osc.frequency.value = 880;
+    gain.gain.value = 0.2;
+    osc.connect(gain).connect(state.audio.destination);
+    osc.start();
+    osc.stop(state.audio.currentTime + 0.25);
+  } catch (_) { /* no audio device: the flash still shows */ }
+}
+
+function setLive(up) {
+  const badge = $('#live');
+  badge.textContent = t(up ? 'live' : 'offline_feed');
+  badge.classList.toggle('down', !up);
+  badge.dataset.up = up;
+}
+
+function onTransition(entry) {
+  if (LOUD.has(entry.kind.transition) && !entry.drill) {
+    state.fresh.add(entry.case);
+    beep();
+  }
+  refreshSoon();
+}
+
+async function follow() {
+  for (;;) {
+    try {
+      const res = await fetch('/api/v1/events', { headers: { Authorization: `Bearer ${state.token}` } });
+      if (!res.ok) throw new Error(`${res.status}`);
+      setLive(true);
+      // Whatever happened while the feed was down is in the list now.
+      refreshSoon();
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n/g, '\n');
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let name = 'message';
+          const data = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event:')) name = line.slice(6).trim();
+            else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+          }
+          if (name === 'transition' && data.length) onTransition(JSON.parse(data.join('\n')));
+        }
+      }
+    } catch (_) { /* reconnect below */ }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// ---- views ----
+
+function showView(view) {
+  $('#cases-view').hidden = view !== 'cases';
+  $('#map-view').hidden = view !== 'map';
+  $('#detail').hidden = view !== 'detail';
+  if (view !== 'detail') state.detail = null;
+  document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
+}
+
+function start() {
+  translate();
+  $('#lang').addEventListener('click', () => {
+    state.lang = state.lang === 'zh' ? 'en' : 'zh';
+    localStorage.setItem('firegrid.lang', state.lang);
+    translate();
+    renderCases();
+    renderMap();
+    if (state.detail) renderDetail();
+  });
+  $('#sound').addEventListener('click', () => { state.sound = !state.sound; translate(); });
+  $('#logout').addEventListener('click', signOut);
+  $('#back').addEventListener('click', () => showView('cases'));
+  document.querySelectorAll('nav button').forEach((b) => b.addEventListener('click', () => showView(b.dataset.view)));
+  $('#login-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    $('#login-error').textContent = '';
+    signIn($('#token').value.trim());
+  });
+  wireActions();
+  setInterval(tick, 1000);
+  // A token in the URL fragment (the demo prints such a link) signs in at once; the fragment
+  // never reaches the server and is removed from the address bar.
+  const fragment = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fragment) history.replaceState(null, '', location.pathname);
+  const token = fragment || state.token;
+  if (token) signIn(token);
+}
+
+start();

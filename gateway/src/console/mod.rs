@@ -1,0 +1,74 @@
+//! The duty-officer console: one HTML page, a script and a stylesheet, compiled into the
+//! binary and served at `/console` next to the officer API it calls. Chinese and English, no
+//! framework and no build step; it works on a phone screen.
+//!
+//! The page signs in with an officer token (typed in, or passed in the URL fragment, which
+//! never reaches the server), lists the open cases of the officer's scope most severe and
+//! newest first with a countdown to each escalation deadline, follows `/api/v1/events` live
+//! with a sound and a flash for new and escalated cases, shows a case's timeline, devices,
+//! building, nearest camera and escalation path, carries out every officer action, and draws
+//! the village's buildings coloured by their open cases.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+
+const INDEX: &str = include_str!("index.html");
+const SCRIPT: &str = include_str!("app.js");
+const STYLE: &str = include_str!("app.css");
+
+/// Only the page's own files and API: no inline script, nothing from elsewhere.
+const POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+}
+
+/// `/console` (and `/`, redirected there), `/console/app.js`, `/console/app.css`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/console") }))
+        .route("/console", get(|| async { file("text/html; charset=utf-8", INDEX) }))
+        .route("/console/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/console/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `data-t` key the page uses has a text in both languages, and the script's own
+    /// lookups too (a missing key would show the raw key to an officer).
+    #[test]
+    fn every_text_key_exists_in_both_languages() {
+        let keys_in = |text: &str, attr: &str| -> Vec<String> {
+            text.split(attr).skip(1).filter_map(|rest| rest.split('"').nth(1).map(str::to_owned)).collect()
+        };
+        let mut keys = keys_in(INDEX, "data-t=");
+        keys.extend(keys_in(INDEX, "data-tp="));
+        // `t('key')` calls (not `get('name')`: the character before `t` is not a letter).
+        keys.extend(SCRIPT.match_indices("t('").filter_map(|(at, _)| {
+            let before = SCRIPT[..at].chars().next_back()?;
+            let key = SCRIPT[at + 3..].split('\'').next()?;
+            (!before.is_alphanumeric() && before != '.').then(|| key.to_owned())
+        }));
+        assert!(keys.len() > 60, "found only {} keys", keys.len());
+        let zh = &SCRIPT[SCRIPT.find("zh: {").unwrap()..SCRIPT.find("en: {").unwrap()];
+        let en = &SCRIPT[SCRIPT.find("en: {").unwrap()..SCRIPT.find("const SEVERITY_RANK").unwrap()];
+        for key in keys {
+            for (lang, table) in [("zh", zh), ("en", en)] {
+                assert!(table.contains(&format!(" {key}: ")), "key {key:?} has no {lang} text");
+            }
+        }
+    }
+}

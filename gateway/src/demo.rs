@@ -1,0 +1,552 @@
+//! `firegrid demo`: the whole system on one machine with nothing else installed.
+//!
+//! One process runs the embedded broker (or uses an external one), the gateway with its
+//! alarm loop and local spool archive (or an external InfluxDB), and a simulated village in
+//! which every detector is the detector firmware core on a simulated front end
+//! (`firegrid-sim`) and every camera channel goes through the camera agent. The village
+//! plays a scripted day ([`scripted_day`]) in simulated time; the alarm loop's deadlines run
+//! on the real clock, so an unanswered case escalates while one watches.
+//!
+//! Everything the demo generates is written to its data directory as ordinary files
+//! (`registry.csv`, `scenario.toml`, `officers.toml`, `gateway.toml`), so the same gateway
+//! can be started again with `firegrid run --config <dir>/gateway.toml`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use firegrid_sim::scenario::{
+    BatteryDecay, Chatter, Cooking, DustLoad, Fire, FireGrowth, Outage, Removal, WaterDrop,
+};
+use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams, WaterSensors};
+
+use crate::cases::store::{CaseFilter, CaseState};
+use crate::config::Config;
+use crate::runtime::Gateway;
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The village parameters make no village.
+    #[error("generating the village: {0}")]
+    Village(#[from] firegrid_sim::village::VillageError),
+    /// The village is too small for the script.
+    #[error("the village is too small for the scripted day: {0}; give it more buildings")]
+    TooSmall(&'static str),
+    /// The scenario does not fit the village (a bug: the script picks from the village).
+    #[error("the scripted day: {0}")]
+    Scenario(#[from] firegrid_sim::scenario::ScenarioError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The generated configuration does not load (a bug).
+    #[error("the generated gateway configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The gateway did not start.
+    #[error(
+        "the gateway did not start: {error}\n(the demo needs the HTTP address {http} and, without --mqtt, the \
+         broker address {broker}: free them or choose others with --http and --broker)"
+    )]
+    Start {
+        /// Why.
+        error: Box<crate::runtime::StartError>,
+        /// The HTTP address asked for.
+        http: SocketAddr,
+        /// The broker address asked for.
+        broker: SocketAddr,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The village's shape.
+    pub village: VillageParams,
+    /// Seed for the village and its devices (same seed, same village).
+    pub seed: u64,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Simulated time to play.
+    pub duration: Duration,
+    /// Where to keep the generated files and the gateway's data; `None`: a temporary
+    /// directory removed at exit.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address of the console, API and metrics.
+    pub http_listen: SocketAddr,
+    /// Address of the embedded broker.
+    pub broker_listen: SocketAddr,
+    /// An external broker (host, port) instead of the embedded one.
+    pub mqtt: Option<(String, u16)>,
+    /// An external InfluxDB 1.x-compatible `/write` endpoint (base URL) instead of the local
+    /// archive only, with its database.
+    pub influx: Option<(String, String)>,
+    /// The district (top desk).
+    pub district: String,
+    /// How often to print progress.
+    pub report_every: Duration,
+    /// When the scripted fire starts, simulated time.
+    pub fire_at: Duration,
+    /// How long after it starts (in each building) the fire is put out.
+    pub fire_out_after: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            village: VillageParams::default(),
+            seed: 1,
+            speed: 10.0,
+            duration: Duration::from_secs(24 * 3_600),
+            data_dir: None,
+            http_listen: ([127, 0, 0, 1], 8080).into(),
+            broker_listen: ([127, 0, 0, 1], 1883).into(),
+            mqtt: None,
+            influx: None,
+            district: "Xishan".into(),
+            report_every: Duration::from_secs(5),
+            fire_at: Duration::from_secs(5 * 60),
+            fire_out_after: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+/// The buildings and devices the script uses, for the intro text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The building that catches fire.
+    pub fire_building: String,
+    /// Its grid.
+    pub fire_grid: String,
+    /// A grid with nothing of the fire in it (its officer sees none of it).
+    pub other_grid: String,
+}
+
+/// The scripted day for `village`: a cooking false alarm a few minutes in, a detector pulled
+/// off its base, a chattering detector, a flaming fire at `fire_at` (the demo: minute 5) that
+/// spreads to the neighbouring buildings four minutes later and is put out `fire_out_after`
+/// (the demo: 20 minutes) after it starts in each (so that its latched alarms can be reset and
+/// the cases closed), a grid losing its NB-IoT cell for three hours
+/// (its detectors go silent: offline, then a communication loss), a sprinkler main's pressure
+/// falling while the fire is fought, meal-time cooking waves,
+/// dusty chambers and failing batteries (faults). Nobody acknowledges anything unless the
+/// person at the console does, so every case escalates on schedule.
+pub fn scripted_day(
+    village: &Village,
+    fire_at: Duration,
+    fire_out_after: Duration,
+) -> Result<Script, DemoError> {
+    let detectors = |b: usize| village.detectors_in(b).count();
+    let fire = (0..village.buildings.len())
+        .find(|&b| detectors(b) >= 2 && village.neighbours(b, 15.0).iter().any(|&n| detectors(n) >= 2))
+        .ok_or(DemoError::TooSmall("no building with two detectors next to another such building"))?;
+    let fire_building = &village.buildings[fire];
+    let first_detector = |skip: &dyn Fn(&str) -> bool| {
+        village.buildings.iter().enumerate().find_map(|(b, building)| {
+            if skip(&building.grid) {
+                return None;
+            }
+            village.detectors_in(b).next().map(|d| village.devices[d].id.clone())
+        })
+    };
+    let in_fire_grid = |grid: &str| grid == fire_building.grid;
+    let removed = first_detector(&in_fire_grid).ok_or(DemoError::TooSmall("a single grid"))?;
+    let mut grids: Vec<&str> = village.buildings.iter().map(|b| b.grid.as_str()).collect();
+    grids.sort();
+    grids.dedup();
+    let other_grid =
+        grids.iter().find(|g| **g != fire_building.grid).ok_or(DemoError::TooSmall("a single grid"))?;
+    let outage_grid = grids.iter().rev().find(|g| **g != fire_building.grid && *g != other_grid);
+    let chatterer = village
+        .buildings
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(b, building)| {
+            (!in_fire_grid(&building.grid)).then(|| village.detectors_in(b).next()).flatten()
+        })
+        .map(|d| village.devices[d].id.clone());
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    let scenario = Scenario {
+        fire: vec![Fire {
+            building: fire_building.id.clone(),
+            at: fire_at,
+            growth: FireGrowth::Flaming,
+            spread_after: Some(minutes(4)),
+            spread_radius_m: 15.0,
+            out_after: Some(fire_out_after),
+        }],
+        cooking: vec![
+            // At least one building, however small the village.
+            Cooking { at: minutes(2), share: (1.5 / village.buildings.len() as f64).max(0.002) },
+            Cooking { at: minutes(11 * 60 + 30), share: 0.004 },
+            Cooking { at: minutes(18 * 60), share: 0.004 },
+        ],
+        outage: outage_grid
+            .map(|g| Outage { grid: (*g).to_owned(), at: minutes(60), duration: minutes(180) })
+            .into_iter()
+            .collect(),
+        removal: vec![Removal { device: removed, at: minutes(3) }],
+        chatter: chatterer
+            .map(|device| Chatter { device, at: minutes(30), period: Duration::from_secs(15), cycles: 8 })
+            .into_iter()
+            .collect(),
+        dust: Some(DustLoad { share: 0.003, ir_counts: 1_500.0 }),
+        battery: Some(BatteryDecay { share: 0.003, from: 0.93, to: 1.0 }),
+        bad_firmware: None,
+        // While the fire brigade draws on the hydrants, the nearest sprinkler main's pressure
+        // falls below its threshold for ten minutes.
+        water: village
+            .devices
+            .iter()
+            .find(|d| d.kind == firegrid_sim::village::Kind::Water)
+            .map(|d| WaterDrop {
+                device: d.id.clone(),
+                at: fire_at + minutes(2),
+                value: 0.08,
+                duration: minutes(10),
+            })
+            .into_iter()
+            .collect(),
+    };
+    Ok(Script {
+        scenario,
+        fire_building: fire_building.id.clone(),
+        fire_grid: fire_building.grid.clone(),
+        other_grid: (*other_grid).to_owned(),
+    })
+}
+
+/// An officer the demo creates, with the token it prints.
+#[derive(Debug, Clone)]
+pub struct DemoOfficer {
+    /// Officer id.
+    pub id: String,
+    /// Role.
+    pub role: &'static str,
+    /// Scope, `grid:<name>` etc.
+    pub scope: String,
+    /// The bearer token (shown once, like `firegrid officer-token`).
+    pub token: String,
+}
+
+fn officers_toml(officers: &[DemoOfficer]) -> String {
+    let mut text = String::from(
+        "# Demo officers, made by `firegrid demo` with fresh tokens (only their hashes are here).\n",
+    );
+    for o in officers {
+        let hash = crate::officers::token_sha256_hex(&o.token);
+        let _ = write!(
+            text,
+            "\n[[officer]]\nid = \"{}\"\nname = \"{}\"\nrole = \"{}\"\nscope = \"{}\"\non_duty = true\ntoken_sha256 = \"{hash}\"\n",
+            o.id, o.id, o.role, o.scope
+        );
+    }
+    text
+}
+
+fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String {
+    let mut text = format!(
+        "# Written by `firegrid demo`; `firegrid run --config {dir}/gateway.toml` runs this gateway again.\n\
+         data_dir = \"{data}\"\nhttp_listen = \"{http}\"\n\n[registry]\ncsv = \"{dir}/registry.csv\"\n\n\
+         [alerting]\ndistrict = \"{district}\"\nofficers = \"{dir}/officers.toml\"\nconsole_url = \"http://{http}/console\"\n",
+        dir = dir.display(),
+        data = dir.join("gateway").display(),
+        http = opts.http_listen,
+        district = opts.district,
+    );
+    match &opts.mqtt {
+        Some((host, port)) => {
+            let _ =
+                write!(text, "\n[mqtt]\nhost = \"{host}\"\nport = {port}\nclient_id = \"firegrid-demo\"\n");
+        }
+        None => {
+            let _ = write!(text, "\n[embedded_broker]\nlisten = \"{}\"\n", opts.broker_listen);
+        }
+    }
+    if let Some((url, database)) = &opts.influx {
+        let _ = write!(
+            text,
+            "\n[[influx]]\nname = \"demo\"\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"{database}\"\n"
+        );
+    }
+    if let Some(modbus) = modbus {
+        text.push('\n');
+        text.push_str(modbus);
+    }
+    text
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io { path: path.to_owned(), source }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+/// Runs the demo until `stop` resolves (Ctrl-C in the command), printing what goes on.
+pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
+    let temp;
+    let dir = match &opts.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            dir.canonicalize().map_err(io_error(dir))?
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("firegrid-demo-")
+                .tempdir()
+                .map_err(io_error(&std::env::temp_dir()))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let village = Village::generate(&opts.village, opts.seed)?;
+    let script = scripted_day(&village, opts.fire_at, opts.fire_out_after)?;
+    write(&dir.join("registry.csv"), &village.registry_csv())?;
+    let scenario_text = toml::to_string(&script.scenario).expect("a scenario serialises");
+    write(&dir.join("scenario.toml"), &scenario_text)?;
+    let street = village.street.clone();
+    let officers = vec![
+        DemoOfficer {
+            id: "street-commander".into(),
+            role: "commander",
+            scope: format!("street:{street}"),
+            token: crate::officers::new_token().0,
+        },
+        DemoOfficer {
+            id: "fire-grid-leader".into(),
+            role: "grid_leader",
+            scope: format!("grid:{}", script.fire_grid),
+            token: crate::officers::new_token().0,
+        },
+        DemoOfficer {
+            id: "other-grid-leader".into(),
+            role: "grid_leader",
+            scope: format!("grid:{}", script.other_grid),
+            token: crate::officers::new_token().0,
+        },
+    ];
+    write(&dir.join("officers.toml"), &officers_toml(&officers))?;
+    // The village's water sensors behind a simulated Modbus TCP gateway in the pump room.
+    let water = if village.devices.iter().any(|d| d.kind == firegrid_sim::village::Kind::Water) {
+        let sensors = WaterSensors::start(&village, &script.scenario, opts.speed)
+            .map_err(io_error(Path::new("the simulated Modbus water sensors")))?;
+        Some(sensors)
+    } else {
+        None
+    };
+    let modbus = water.as_ref().map(WaterSensors::gateway_modbus_toml);
+    write(&dir.join("gateway.toml"), &gateway_toml(&opts, &dir, modbus.as_deref()))?;
+
+    let cfg = Config::load(Some(&dir.join("gateway.toml")), std::iter::empty())?;
+    let gateway = Gateway::start(cfg, None).await.map_err(|error| DemoError::Start {
+        error: Box::new(error),
+        http: opts.http_listen,
+        broker: opts.broker_listen,
+    })?;
+    let detectors =
+        village.devices.iter().filter(|d| d.kind == firegrid_sim::village::Kind::Detector).count();
+    // Water sensors are polled over Modbus, not heard over MQTT.
+    let reporting = village.devices.iter().filter(|d| d.kind != firegrid_sim::village::Kind::Water).count();
+    println!(
+        "firegrid demo: village {} of street {street}: {detectors} detectors in {} buildings, {} camera channels, \
+         {} water sensors on Modbus; day played at ×{} (a simulated day in {}).",
+        village.village,
+        village.buildings.len(),
+        opts.village.camera_channels,
+        water.as_ref().map_or(0, |w| w.sensors().len()),
+        opts.speed,
+        humantime::format_duration(Duration::from_secs((opts.duration.as_secs_f64() / opts.speed) as u64)),
+    );
+    println!(
+        "script: a cooking false alarm from minute 2, a detector pulled off its base at minute 3, fire in {} \
+         (grid {}) at {} spreading to its neighbours 4 minutes later, put out {} after it starts; \
+         nobody answers unless you do.",
+        script.fire_building,
+        script.fire_grid,
+        humantime::format_duration(opts.fire_at),
+        humantime::format_duration(opts.fire_out_after),
+    );
+    println!("files: {}", dir.display());
+    println!("metrics: http://{}/metrics", gateway.http_addr);
+    for o in &officers {
+        println!(
+            "console for {} ({}, {}): http://{}/console#token={}",
+            o.id, o.scope, o.role, gateway.http_addr, o.token
+        );
+    }
+
+    let mut fleet = Fleet::new(
+        village,
+        &script.scenario,
+        opts.duration,
+        opts.seed,
+        firegrid_protocol::Encoding::Compact,
+    )?;
+    let run_cfg = RunConfig {
+        host: gateway.mqtt.host.clone(),
+        port: gateway.mqtt.port,
+        mode: Mode::Platform { connections: 16 },
+        speed: opts.speed,
+        duration: opts.duration,
+        report_every: None,
+        camera_state: Some(dir.join("cameras")),
+    };
+    let started = Instant::now();
+    if let Some(water) = &water {
+        water.set_epoch(started);
+    }
+    let mut sim =
+        tokio::spawn(
+            async move { firegrid_sim::run(&mut fleet, &run_cfg, None, Duration::from_secs(30)).await },
+        );
+    let mut ticker = tokio::time::interval(opts.report_every);
+    ticker.tick().await;
+    let mut last = (Instant::now(), 0u64);
+    let mut sim_done = false;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            done = &mut sim, if !sim_done => {
+                sim_done = true;
+                match done {
+                    Ok(report) => println!(
+                        "the scripted day is over ({} messages from the firmware, {} left unacknowledged); \
+                         the gateway and console keep running until Ctrl-C.",
+                        report.sent, report.outbox_total
+                    ),
+                    Err(error) => tracing::error!(%error, "The simulated village stopped."),
+                }
+            }
+            _ = ticker.tick() => {
+                last = progress(&gateway, reporting, opts.speed, started, last).await;
+            }
+        }
+    }
+    println!("stopping: the village first, then the gateway (finishing in-flight messages).");
+    sim.abort();
+    let _ = sim.await;
+    gateway.stop().await;
+    if let Some(water) = water {
+        water.stop().await;
+    }
+    println!("stopped.");
+    Ok(())
+}
+
+/// Prints one progress line; returns the message count for the next rate.
+async fn progress(
+    gateway: &Gateway,
+    devices: usize,
+    speed: f64,
+    started: Instant,
+    (at, before): (Instant, u64),
+) -> (Instant, u64) {
+    let total: u64 = gateway.shared.metrics.counts().accepted.values().sum();
+    let rate = (total - before) as f64 / at.elapsed().as_secs_f64().max(0.001);
+    let mut line = format!(
+        "[{} real, {} simulated] devices reporting {}/{} · {:.0} msg/s",
+        clock(started.elapsed()),
+        clock(started.elapsed().mul_f64(speed)),
+        gateway.shared.site.reporting(),
+        devices,
+        rate
+    );
+    if let Some(api) = &gateway.shared.api {
+        let open = api
+            .cases
+            .list(CaseFilter { state: CaseState::Open, limit: Some(1000), ..CaseFilter::default() })
+            .await;
+        let mut by_severity = std::collections::BTreeMap::<String, usize>::new();
+        for doc in open.unwrap_or_default() {
+            let severity = serde_json::from_str::<serde_json::Value>(&doc)
+                .ok()
+                .and_then(|c| c.get("severity").and_then(|s| s.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            *by_severity.entry(severity).or_default() += 1;
+        }
+        let detail: Vec<String> = by_severity.iter().rev().map(|(s, n)| format!("{s} {n}")).collect();
+        let _ = write!(line, " · open cases {} ({})", by_severity.values().sum::<usize>(), detail.join(", "));
+    }
+    println!("{line}");
+    (Instant::now(), total)
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_sets_a_fire_next_to_a_neighbour_and_keeps_the_other_grid_clear() {
+        let params = VillageParams {
+            detectors: 400,
+            buildings: 80,
+            camera_channels: 40,
+            water_sensors: 0,
+            ..VillageParams::default()
+        };
+        let village = Village::generate(&params, 7).unwrap();
+        let script = scripted_day(&village, Duration::from_secs(300), Duration::from_secs(1200)).unwrap();
+        let b = village.buildings.iter().position(|b| b.id == script.fire_building).unwrap();
+        assert!(village.detectors_in(b).count() >= 2);
+        assert!(!village.neighbours(b, 15.0).is_empty(), "the fire has somewhere to spread");
+        assert_ne!(script.fire_grid, script.other_grid);
+        assert_eq!(script.scenario.fire.len(), 1);
+        // The scenario the demo writes is one the simulator reads back.
+        let text = toml::to_string(&script.scenario).unwrap();
+        assert_eq!(Scenario::from_toml(&text).unwrap(), script.scenario);
+        // Every device the script names exists.
+        for name in script
+            .scenario
+            .removal
+            .iter()
+            .map(|r| &r.device)
+            .chain(script.scenario.chatter.iter().map(|c| &c.device))
+        {
+            assert!(village.devices.iter().any(|d| &d.id == name), "{name} is not in the village");
+        }
+    }
+
+    #[test]
+    fn the_generated_configuration_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DemoOptions {
+            influx: Some(("http://127.0.0.1:8086".into(), "firegrid".into())),
+            ..DemoOptions::default()
+        };
+        let modbus = "[modbus]\n\n[[modbus.devices]]\nid = \"ws-000\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5020\"\n\
+                      unit = 1\n\n[[modbus.devices.points]]\nname = \"pressure\"\nregister = \"holding\"\naddress = 0\n\
+                      type = \"f32\"\nword_order = \"big\"\nscale = 0.001\nunit = \"MPa\"\nmeasures = \"pressure_mpa\"\nlow = 0.15\n";
+        std::fs::write(dir.path().join("gateway.toml"), gateway_toml(&opts, dir.path(), Some(modbus)))
+            .unwrap();
+        let cfg = Config::load(Some(&dir.path().join("gateway.toml")), std::iter::empty()).unwrap();
+        assert_eq!(cfg.http_listen, opts.http_listen);
+        assert_eq!(cfg.influx.len(), 1);
+        assert_eq!(cfg.modbus.as_ref().map(|m| m.devices.len()), Some(1));
+        assert!(cfg.alerting.enabled && cfg.alerting.officers.is_some());
+        let officers = [DemoOfficer {
+            id: "a".into(),
+            role: "commander",
+            scope: "street:S".into(),
+            token: crate::officers::new_token().0,
+        }];
+        let path = dir.path().join("officers.toml");
+        std::fs::write(&path, officers_toml(&officers)).unwrap();
+        let directory = crate::officers::DirectoryWatch::open(path).unwrap().current();
+        assert_eq!(directory.authenticate(&officers[0].token).unwrap().officer().id, "a");
+    }
+}

@@ -1,0 +1,83 @@
+//! [`WebhookReceiver`]: the far end of the gateway's `webhook` notification channel, an axum
+//! server on a free loopback port that records every notification with the time it arrived.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use serde_json::Value;
+
+/// One notification as it arrived.
+pub type Received = (Instant, Value);
+
+/// A webhook receiver on `127.0.0.1`: every POST to `/hook` is answered with 200 and recorded
+/// with its JSON body and arrival time, in arrival order. Point the gateway's channel at
+/// [`url`](Self::url).
+pub struct WebhookReceiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl WebhookReceiver {
+    /// Starts the receiver on a free port, serving from the current tokio runtime.
+    pub async fn start() -> WebhookReceiver {
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: axum::Json<Value>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push((Instant::now(), body.0));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        WebhookReceiver { port, got }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>/hook`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The `desk` of every notification received so far, in arrival order.
+    pub fn desks(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["desk"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Waits until some notification satisfies `pred` and returns it; panics after `timeout`
+    /// naming `what` and the desks told so far.
+    pub async fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            if let Some((_, v)) = self.got.lock().unwrap().iter().find(|(_, v)| pred(v)) {
+                return v.clone();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no notification {what} within {timeout:?}; got desks {:?}",
+                self.desks()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
