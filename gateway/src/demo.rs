@@ -262,6 +262,10 @@ fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String 
         http = opts.http_listen,
         district = opts.district,
     );
+    // A simulated detector's clock, once the gateway has set it, runs at the simulated speed,
+    // so its timestamps run ahead of the gateway's clock by up to the simulated day: the demo
+    // accepts timestamps that far ahead (a real deployment keeps the 5 min default).
+    let _ = write!(text, "\n[limits]\nmax_future = \"{}s\"\n", opts.duration.as_secs() + 3_600);
     match &opts.mqtt {
         Some((host, port)) => {
             let _ =
@@ -535,6 +539,10 @@ mod tests {
             .unwrap();
         let cfg = Config::load(Some(&dir.path().join("gateway.toml")), std::iter::empty()).unwrap();
         assert_eq!(cfg.http_listen, opts.http_listen);
+        assert!(
+            cfg.limits.max_future > opts.duration,
+            "simulated clocks run ahead by up to the simulated day"
+        );
         assert_eq!(cfg.influx.len(), 1);
         assert_eq!(cfg.modbus.as_ref().map(|m| m.devices.len()), Some(1));
         assert!(cfg.alerting.enabled && cfg.alerting.officers.is_some());

@@ -557,12 +557,10 @@ async fn drain(lines: usize, batch_lines: usize) {
     println!("| **ratio** | **{:.2}** |", drained / bare);
 }
 
-async fn end_to_end(rate: usize, seconds: u64) {
-    let broker = Mosquitto::start().unwrap();
-    let db = InfluxDb1::start().unwrap();
+/// Creates the `firegrid` database in `db` and returns the gateway destination writing to it.
+fn street_database(db: &InfluxDb1) -> DestinationConfig {
     db.create_database("firegrid").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let dest = DestinationConfig::new(
+    DestinationConfig::new(
         "street",
         db.url(),
         DestinationKind::V1 {
@@ -571,7 +569,14 @@ async fn end_to_end(rate: usize, seconds: u64) {
             username: None,
             password: None,
         },
-    );
+    )
+}
+
+async fn end_to_end(rate: usize, seconds: u64) {
+    let broker = Mosquitto::start().unwrap();
+    let db = InfluxDb1::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = street_database(&db);
     let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![dest]), None).await.unwrap();
     println!("end to end: {rate} heartbeats/s for {seconds} s from 6,000 devices; probe every 200 ms");
     let mut opts = MqttOptions::new("fleet", "127.0.0.1", broker.port());
@@ -1141,24 +1146,14 @@ impl SteadyHeartbeats {
     }
 }
 
-/// A 60 s database outage under a steady heartbeat flow, into InfluxDB 1.x (the street
-/// database the dashboards read; VictoriaMetrics' drain is the `drain` benchmark).
+/// A database outage (60 s by default) under a steady heartbeat flow, into InfluxDB 1.x (the
+/// street database the dashboards read; VictoriaMetrics' drain is the `drain` benchmark).
 async fn recovery(rate: usize, devices: usize, warm_up: Duration, outage: Duration) {
     use firegrid_gateway::metrics::DestinationLabel;
     let broker = Mosquitto::start().unwrap();
     let mut db = InfluxDb1::start().unwrap();
-    db.create_database("firegrid").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let dest = DestinationConfig::new(
-        "street",
-        db.url(),
-        DestinationKind::V1 {
-            database: "firegrid".into(),
-            retention_policy: None,
-            username: None,
-            password: None,
-        },
-    );
+    let dest = street_database(&db);
     let max_backoff = dest.max_backoff;
     let gateway = Gateway::start(gateway_config(dir.path(), broker.port(), vec![dest]), None).await.unwrap();
     println!(
