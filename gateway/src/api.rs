@@ -209,17 +209,12 @@ async fn case(
         .map(|t| serde_json::from_str(&t.json).unwrap_or(Value::Null))
         .collect();
     let building = case.pointer("/location/building").and_then(Value::as_str).unwrap_or_default();
-    let place = state.site.registry().and_then(|registry| {
-        let devices: Vec<Value> = registry
-            .devices()
+    let place = state.site.building(building).map(|(b, devices)| {
+        let devices: Vec<Value> = devices
             .iter()
-            .filter(|d| &*d.building.id == building)
             .map(|d| json!({ "id": d.id.to_string(), "kind": d.kind.as_str(), "model": &*d.model }))
             .collect();
-        let b = registry.devices().iter().find(|d| &*d.building.id == building)?.building.clone();
-        Some(json!({
-            "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon, "devices": devices,
-        }))
+        json!({ "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon, "devices": devices })
     });
     let camera = state.site.nearest_camera(building);
     Ok(Json(json!({ "case": case, "timeline": timeline, "building": place, "camera": camera })))

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use firegrid_protocol::{DeviceId, Uplink, UplinkBody};
 use serde::Serialize;
 
-use crate::registry::{Building, DeviceKind, Registry};
+use crate::registry::{Building, Device, DeviceKind, Registry, Scope, ScopeLevel};
 
 /// The latest event seen on one camera channel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -104,11 +104,20 @@ impl Site {
         self.heard.lock().unwrap().len()
     }
 
+    /// A registered building and its devices (the registry's O(1) scope index), or `None`
+    /// without a registry or for an unknown building.
+    pub fn building(&self, id: &str) -> Option<(Arc<Building>, Vec<Arc<Device>>)> {
+        let registry = self.registry()?;
+        let scope = Scope { level: ScopeLevel::Building, name: id.into() };
+        let devices: Vec<Arc<Device>> = registry.in_scope(&scope).cloned().collect();
+        Some((devices.first()?.building.clone(), devices))
+    }
+
     /// The camera nearest to `building` (one in the building itself first), with the latest
     /// event of its channels. `None` without a registry or without cameras.
     pub fn nearest_camera(&self, building: &str) -> Option<NearestCamera> {
         let registry = self.registry()?;
-        let here = registry.devices().iter().find(|d| &*d.building.id == building)?.building.clone();
+        let (here, _) = self.building(building)?;
         let camera = registry
             .devices()
             .iter()
