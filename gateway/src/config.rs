@@ -127,9 +127,16 @@ pub struct LimitSettings {
     /// Largest payload accepted, bytes.
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
-    /// How far a device clock may run ahead of the gateway's.
-    #[serde(default = "default_max_future", with = "humantime_serde")]
-    pub max_future: Duration,
+    /// A device clock further ahead of the gateway's than this is flagged: the message is
+    /// accepted and stamped with the gateway's time, `firegrid_skewed_timestamps_total
+    /// {direction="ahead"}` counts it, and the device is logged (rate-limited). Never a
+    /// reason to refuse a message: a detector with a wrong clock still reports fires.
+    #[serde(default = "default_clock_ahead", with = "humantime_serde", alias = "max_future")]
+    pub clock_ahead: Duration,
+    /// The same for a device clock behind the gateway's. Messages held in a device outbox
+    /// through an outage are legitimately behind, hence the wider default.
+    #[serde(default = "default_clock_behind", with = "humantime_serde")]
+    pub clock_behind: Duration,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -168,8 +175,11 @@ fn default_alarm_burst() -> f64 {
 fn default_max_payload() -> usize {
     firegrid_protocol::MAX_PAYLOAD
 }
-fn default_max_future() -> Duration {
-    Duration::from_millis(firegrid_protocol::Limits::default().max_future_ms)
+fn default_clock_ahead() -> Duration {
+    Duration::from_millis(firegrid_protocol::Limits::default().clock_ahead_ms)
+}
+fn default_clock_behind() -> Duration {
+    Duration::from_millis(firegrid_protocol::Limits::default().clock_behind_ms)
 }
 
 macro_rules! default_from_serde {
@@ -267,7 +277,8 @@ impl Config {
     pub fn protocol_limits(&self) -> firegrid_protocol::Limits {
         firegrid_protocol::Limits {
             max_payload: self.limits.max_payload,
-            max_future_ms: self.limits.max_future.as_millis() as u64,
+            clock_ahead_ms: self.limits.clock_ahead.as_millis() as u64,
+            clock_behind_ms: self.limits.clock_behind.as_millis() as u64,
         }
     }
 
@@ -373,5 +384,17 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/fg"));
         let err = Config::load(None, env(&[("FIREGRID_SPOOL__MAX_MIB", "lots")])).unwrap_err().to_string();
         assert!(err.contains("FIREGRID_SPOOL__MAX_MIB"), "{err}");
+    }
+
+    #[test]
+    fn clock_bounds_reach_the_protocol_limits() {
+        let defaults = Config::default().protocol_limits();
+        assert_eq!(defaults, firegrid_protocol::Limits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock.toml");
+        // `max_future`, the earlier name of `clock_ahead`, is still read.
+        std::fs::write(&path, "[limits]\nmax_future = \"10m\"\nclock_behind = \"2h\"\n").unwrap();
+        let limits = Config::load(Some(&path), env(&[])).unwrap().protocol_limits();
+        assert_eq!((limits.clock_ahead_ms, limits.clock_behind_ms), (600_000, 7_200_000));
     }
 }

@@ -263,9 +263,11 @@ fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String 
         district = opts.district,
     );
     // A simulated detector's clock, once the gateway has set it, runs at the simulated speed,
-    // so its timestamps run ahead of the gateway's clock by up to the simulated day: the demo
-    // accepts timestamps that far ahead (a real deployment keeps the 5 min default).
-    let _ = write!(text, "\n[limits]\nmax_future = \"{}s\"\n", opts.duration.as_secs() + 3_600);
+    // so its timestamps run ahead of the gateway's clock by up to the simulated day. That is
+    // never a reason to refuse a message, but it would be flagged as a wrong clock, every
+    // device and all day: the demo flags only clocks further ahead than the simulated day (a
+    // real deployment keeps the 5 min default).
+    let _ = write!(text, "\n[limits]\nclock_ahead = \"{}s\"\n", opts.duration.as_secs() + 3_600);
     match &opts.mqtt {
         Some((host, port)) => {
             let _ =
@@ -540,7 +542,7 @@ mod tests {
         let cfg = Config::load(Some(&dir.path().join("gateway.toml")), std::iter::empty()).unwrap();
         assert_eq!(cfg.http_listen, opts.http_listen);
         assert!(
-            cfg.limits.max_future > opts.duration,
+            cfg.limits.clock_ahead > opts.duration,
             "simulated clocks run ahead by up to the simulated day"
         );
         assert_eq!(cfg.influx.len(), 1);

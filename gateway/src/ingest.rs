@@ -36,11 +36,6 @@ use crate::metrics::Metrics;
 use crate::series::schema::{Placement, uplink_point};
 use crate::spool::{Appended, Durability, Spool, SpoolError};
 
-/// A device clock this far behind the gateway is flagged (the message is still accepted and
-/// stamped with the acceptance time). An hour is longer than any outage a device outbox
-/// should ride out unnoticed, and far beyond normal NTP or network-time drift.
-pub const SKEW_FLAG_MS: u64 = 3_600_000;
-
 /// Unknown devices remembered for the list; more are counted but not listed.
 const UNKNOWN_LIST_CAP: usize = 10_000;
 
@@ -263,7 +258,7 @@ impl Ingest {
         let mut line = Vec::with_capacity(256);
         let mut spool = self.spool.lock().unwrap();
         for (topic, payload) in batch {
-            let accepted = match crate::uplink::accept(topic, payload, now_ms, &self.limits) {
+            let accepted = match crate::uplink::accept(topic, payload, &self.limits) {
                 Ok(a) => a,
                 Err(error) => {
                     self.metrics.rejected(error.reason(), topic, &error);
@@ -301,16 +296,8 @@ impl Ingest {
                     continue;
                 }
             }
-            if msg.ts_ms != 0 && now_ms.saturating_sub(msg.ts_ms) > SKEW_FLAG_MS {
-                self.metrics.skewed_timestamps.inc();
-                if let Some(suppressed) = self.metrics.may_log("skewed_timestamp") {
-                    tracing::warn!(
-                        device = %msg.dev,
-                        behind_ms = now_ms - msg.ts_ms,
-                        suppressed,
-                        "Device clock far behind the gateway's; stamped with the acceptance time."
-                    );
-                }
+            if let Some(skew) = msg.clock_skew(now_ms, &self.limits) {
+                self.metrics.clock_skew(msg.dev.as_str(), skew);
             }
             let placement = directory.placement(&msg.dev);
             let registered = placement.is_some();

@@ -210,9 +210,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 text.into_bytes()
             };
             let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-            match firegrid_gateway::uplink::accept(&topic, &bytes, now_ms, &Limits::default()) {
+            let limits = Limits::default();
+            match firegrid_gateway::uplink::accept(&topic, &bytes, &limits) {
                 Ok(accepted) => {
                     println!("accepted ({:?} class): {:#?}", accepted.msg.class(), accepted.msg);
+                    if let Some(skew) = accepted.msg.clock_skew(now_ms, &limits) {
+                        let relation = if skew.direction() == "ahead" { "ahead of" } else { "behind" };
+                        println!(
+                            "note: ts_ms is {} ms {relation} this machine's clock; the gateway accepts \
+                             the message, stores it at its own time and flags the device's clock",
+                            skew.ms()
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {

@@ -49,6 +49,13 @@ pub struct DeviceLabel {
     pub device: String,
 }
 
+/// Label set with one `direction` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `ahead` or `behind`.
+    pub direction: &'static str,
+}
+
 /// Label set with one `session` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabel {
@@ -70,8 +77,8 @@ pub struct Metrics {
     pub unknown_device_messages: Counter,
     /// Distinct unknown devices seen.
     pub unknown_devices: Gauge,
-    /// Messages accepted with a device clock far behind the gateway's.
-    pub skewed_timestamps: Counter,
+    /// Messages accepted with a device clock far off the gateway's, by direction.
+    pub skewed_timestamps: Family<DirectionLabel, Counter>,
     /// 1 while an MQTT session is connected.
     pub mqtt_connected: Family<SessionLabel, Gauge>,
     /// MQTT connection attempts that failed.
@@ -137,7 +144,7 @@ impl Metrics {
             duplicates: Counter::default(),
             unknown_device_messages: Counter::default(),
             unknown_devices: Gauge::default(),
-            skewed_timestamps: Counter::default(),
+            skewed_timestamps: Family::default(),
             mqtt_connected: Family::default(),
             mqtt_connect_failures: Family::default(),
             spool_bytes: Gauge::default(),
@@ -181,7 +188,7 @@ impl Metrics {
         registry.register("unknown_devices", "Distinct unknown devices seen", m.unknown_devices.clone());
         registry.register(
             "skewed_timestamps",
-            "Messages whose device clock was far behind the gateway's",
+            "Messages accepted with a device clock far ahead of or behind the gateway's, by direction",
             m.skewed_timestamps.clone(),
         );
         registry.register(
@@ -288,7 +295,22 @@ impl Metrics {
         *self.counts.lock().unwrap().accepted.entry(kind).or_default() += 1;
     }
 
-    /// A message came from a device missing from the registry.
+    /// A message accepted although its device clock is off by `skew`: counted by direction,
+    /// logged rate-limited.
+    pub fn clock_skew(&self, device: &str, skew: firegrid_protocol::ClockSkew) {
+        self.skewed_timestamps.get_or_create(&DirectionLabel { direction: skew.direction() }).inc();
+        if let Some(suppressed) = self.may_log("clock_skew") {
+            tracing::warn!(
+                device,
+                direction = skew.direction(),
+                off_by_ms = skew.ms(),
+                suppressed,
+                "Device clock far off the gateway's; message accepted and stamped with the gateway's time."
+            );
+        }
+    }
+
+    /// A message from a device missing from the registry.
     pub fn unknown_device(&self, device: &str, distinct: usize) {
         self.unknown_device_messages.inc();
         self.unknown_devices.set(distinct as i64);

@@ -8,12 +8,12 @@ use firegrid_protocol::{Error, Limits, Topic, TopicKind, Uplink};
 /// payload decodes and validates, and the payload's device id and kind match the topic's.
 /// The last two checks stop a device (or anyone holding its credentials) from speaking for
 /// another device or smuggling an alarm through a telemetry topic.
-pub fn accept(topic: &str, payload: &[u8], now_ms: u64, limits: &Limits) -> Result<Accepted, Error> {
+pub fn accept(topic: &str, payload: &[u8], limits: &Limits) -> Result<Accepted, Error> {
     let topic = Topic::parse(topic)?;
     let TopicKind::Up(kind) = topic.kind else {
         return Err(Error::KindMismatch);
     };
-    let msg = Uplink::receive(payload, now_ms, limits)?;
+    let msg = Uplink::receive(payload, limits)?;
     if msg.dev != topic.device {
         return Err(Error::DeviceMismatch);
     }
@@ -53,7 +53,7 @@ mod tests {
     }
 
     fn check(topic: &str, payload: &[u8], expected: Result<(), Error>) {
-        let got = accept(topic, payload, NOW, &Limits::default()).map(|_| ());
+        let got = accept(topic, payload, &Limits::default()).map(|_| ());
         assert_eq!(got, expected, "topic {topic}");
     }
 

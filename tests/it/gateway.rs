@@ -51,8 +51,12 @@ fn heartbeat_at(dev: &DeviceId, boot: u16, seq: u32, ts_ms: u64) -> (String, Vec
 }
 
 fn alarm(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
+    alarm_at(dev, seq, now_ms())
+}
+
+fn alarm_at(dev: &DeviceId, seq: u32, ts_ms: u64) -> (String, Vec<u8>) {
     let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
-    let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
+    let msg = Uplink::new(dev.clone(), 1, seq, ts_ms, body);
     (topic(dev, UplinkKind::State), msg.encode(Encoding::Compact, &mut [0u8; 512]).unwrap().to_vec())
 }
 
@@ -222,6 +226,8 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
     let good = device(1);
     let flooder = device(2);
     let victim = device(3);
+    // A detector whose clock runs an hour fast: its alarms are flagged, never refused.
+    let fast_clock = device(4);
     // Few enough rounds that the legitimate devices stay inside their own rate budgets.
     const ROUNDS: u32 = 25;
     let mut sent = 0u64;
@@ -229,7 +235,8 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
     for round in 0..ROUNDS {
         // The legitimate detector keeps raising alarms throughout.
         publisher.send(alarm(&good, round)).await;
-        alarms += 1;
+        publisher.send(alarm_at(&fast_clock, round, now_ms() + 3_600_000)).await;
+        alarms += 2;
         let hb = |seq| heartbeat(&victim, seq);
         let (hb_topic, hb_payload) = hb(round);
         let bad: Vec<(String, Vec<u8>)> = vec![
@@ -237,8 +244,6 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
             (hb_topic.clone(), vec![b' '; 2_000]),
             // Spoofing: the flooder's payload on the victim's topic.
             (hb_topic.clone(), heartbeat(&flooder, round).1),
-            // A timestamp an hour in the future.
-            heartbeat_at(&victim, 1, 10_000 + round, now_ms() + 3_600_000),
             // An id outside the alphabet in the topic.
             (format!("fg/v1/{VILLAGE}/sd%3/up/heartbeat"), hb_payload.clone()),
             // Out-of-range value.
@@ -254,7 +259,7 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
         for k in 0..20 {
             publisher.send(heartbeat(&flooder, round * 20 + k)).await;
         }
-        sent += 1 + 8 + 20;
+        sent += 2 + 7 + 20;
     }
     // A replay: a message of the victim's previous boot.
     publisher.send(heartbeat_at(&victim, 0, 7, now_ms())).await;
@@ -264,21 +269,21 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
     wait_count(&db, "SELECT count(seq) FROM detector_state", alarms.into(), Duration::from_secs(20)).await;
     wait_count(
         &db,
+        "SELECT count(seq) FROM detector_state WHERE device = 'sd-00004'",
+        ROUNDS.into(),
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_count(
+        &db,
         "SELECT count(seq) FROM device_heartbeat WHERE device = 'sd-00003'",
         ROUNDS.into(),
         Duration::from_secs(10),
     )
     .await;
-    for reason in [
-        "malformed",
-        "oversized",
-        "device_mismatch",
-        "future_timestamp",
-        "bad_topic",
-        "out_of_range",
-        "rate_limited",
-        "replayed",
-    ] {
+    for reason in
+        ["malformed", "oversized", "device_mismatch", "bad_topic", "out_of_range", "rate_limited", "replayed"]
+    {
         let n = gateway.metric(&format!(r#"firegrid_messages_rejected_total{{reason="{reason}"}}"#)).unwrap();
         assert!(
             n.unwrap_or(0.0) >= 1.0,
@@ -287,12 +292,30 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
         );
     }
     assert_eq!(gateway.metric("firegrid_messages_duplicate_total").unwrap(), Some(ROUNDS.into()));
+    // The fast clock is flagged once per message, and stamped with the gateway's time: its
+    // alarms sit in the database at acceptance time, not an hour from now.
+    assert_eq!(
+        gateway.metric(r#"firegrid_skewed_timestamps_total{direction="ahead"}"#).unwrap(),
+        Some(ROUNDS.into()),
+        "{}",
+        gateway.metrics().unwrap()
+    );
+    let ahead =
+        count(&db, "SELECT count(seq) FROM detector_state WHERE device = 'sd-00004' AND time > now() + 10m");
+    assert_eq!(ahead, 0, "points stamped with the device's fast clock");
+    let device_ts = db
+        .query_series(DB, "SELECT last(device_ts_ms) FROM detector_state WHERE device = 'sd-00004'")
+        .unwrap();
+    let device_ts = device_ts[0].values[0][1].as_i64().unwrap() as u64;
+    assert!(device_ts > now_ms() + 3_000_000, "the device's own timestamp is kept as a field: {device_ts}");
     let flooded = count(&db, "SELECT count(seq) FROM device_heartbeat WHERE device = 'sd-00002'");
     assert!((30..150).contains(&flooded), "the flooder got its burst and a trickle, not all 500: {flooded}");
     // One log line per reason and interval, not one per message.
     let log = std::fs::read_to_string(gateway.log_path()).unwrap();
     let lines = log.lines().filter(|l| l.contains("Message rejected.")).count();
     assert!(lines <= 20, "{lines} rejection log lines");
+    let lines = log.lines().filter(|l| l.contains("Device clock far off")).count();
+    assert!((1..=3).contains(&lines), "{lines} clock log lines");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,4 +519,29 @@ async fn alarms_and_events_get_a_down_ack_and_heartbeats_none() {
     });
     let ack = |seq| (format!("fg/v1/{VILLAGE}/{dev}/down/ack"), DownlinkBody::Ack { boot: 1, seq });
     assert_eq!(acked, [ack(1), ack(1), ack(2)], "the alarm twice, the fault once, the heartbeat never");
+}
+
+/// `firegrid inspect`, the firmware engineer's check of one message: a valid message with a
+/// fast clock is accepted with a note, a malformed one is rejected with its reason (exit 2).
+#[test]
+fn inspect_accepts_a_fast_clock_and_names_the_reason_for_a_rejection() {
+    let exe = firegrid_tests::firegrid_binary().unwrap();
+    let dev = device(7);
+    let (topic, payload) = alarm_at(&dev, 1, now_ms() + 3_600_000);
+    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&exe).arg("inspect").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = run(&["--topic", &topic, "--hex", &hex]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("accepted (Alarm class)"), "{text}");
+    assert!(text.contains("ahead of this machine's clock"), "{text}");
+
+    let (code, text) = run(&["--topic", &topic, "{\"v\":1,"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.starts_with("rejected, reason=malformed"), "{text}");
+    let (code, text) = run(&["--topic", &topic.replace("sd-00007", "sd-00008"), "--hex", &hex]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.starts_with("rejected, reason=device_mismatch"), "{text}");
 }

@@ -205,11 +205,12 @@ impl Uplink {
         Ok(msg)
     }
 
-    /// Everything a receiver does with an untrusted payload: detects the encoding, decodes,
-    /// and validates against `limits` with `now_ms` (the receiver's clock, Unix ms).
-    pub fn receive(payload: &[u8], now_ms: u64, limits: &Limits) -> Result<Self, Error> {
+    /// Everything a receiver does with an untrusted payload: detects the encoding, decodes
+    /// within `limits`, and validates. The device clock is judged separately
+    /// ([`Uplink::clock_skew`]), since a wrong clock does not make a message invalid.
+    pub fn receive(payload: &[u8], limits: &Limits) -> Result<Self, Error> {
         let msg = Self::decode(payload, Encoding::detect(payload), limits)?;
-        msg.validate(now_ms, limits)?;
+        msg.validate()?;
         Ok(msg)
     }
 }

@@ -98,14 +98,6 @@ pub enum Error {
         /// The field's wire name.
         field: &'static str,
     },
-    /// The device timestamp is further in the future than [`crate::Limits::max_future_ms`].
-    #[error("device timestamp {ts_ms} ms is {ahead_ms} ms ahead of the receiver's clock")]
-    TimestampInFuture {
-        /// The device timestamp, Unix milliseconds.
-        ts_ms: u64,
-        /// How far ahead of `now` it is.
-        ahead_ms: u64,
-    },
 }
 
 impl Error {
@@ -122,7 +114,6 @@ impl Error {
             Error::Topic(_) => "bad_topic",
             Error::OutOfRange { .. } => "out_of_range",
             Error::BadText { .. } => "bad_text",
-            Error::TimestampInFuture { .. } => "future_timestamp",
         }
     }
 }

@@ -40,7 +40,7 @@ pub use uplink::{
     Fault, FaultKind, FirmwareVersion, Heartbeat, SnapshotRef, StateChange, Status, Uplink, UplinkBody,
     UplinkKind, WaterReading,
 };
-pub use validate::Limits;
+pub use validate::{ClockSkew, Limits};
 
 /// The schema version this crate writes into every message, and the newest it accepts.
 ///

@@ -90,7 +90,7 @@ fn json(s: &str) -> Vec<u8> {
 /// The data-driven check: `payload` must be received (detected, decoded, validated) as
 /// `expected`.
 fn check(payload: &[u8], expected: Result<&Uplink, Error>) {
-    let got = Uplink::receive(payload, NOW_MS, &Limits::default());
+    let got = Uplink::receive(payload, &Limits::default());
     assert_eq!(got.as_ref().map_err(|e| *e), expected, "payload {:?}", String::from_utf8_lossy(payload));
     if let Err(e) = got {
         assert!(!e.reason().is_empty());
@@ -239,8 +239,7 @@ fn rejects_invalid_messages_with_typed_errors() {
     };
     check(
         &with(hdr, &hb("3000", "-90", "20", "1.0")),
-        Ok(&Uplink::receive(&with(hdr, &hb("3000", "-90", "20", "1.0")), NOW_MS, &Limits::default())
-            .unwrap()),
+        Ok(&Uplink::receive(&with(hdr, &hb("3000", "-90", "20", "1.0")), &Limits::default()).unwrap()),
     );
     check(&with(hdr, &hb("0", "-90", "20", "1.0")), out("battery_mv"));
     check(&with(hdr, &hb("65000", "-90", "20", "1.0")), out("battery_mv"));
@@ -272,16 +271,37 @@ fn rejects_invalid_messages_with_typed_errors() {
         Err(Error::BadText { field: "snapshot" }),
     );
 
-    // A timestamp beyond the allowed skew.
-    let ahead = NOW_MS + 3_600_000;
-    check(
-        &with(&format!(r#""v":1,"dev":"sd-1","boot":0,"seq":1,"ts_ms":{ahead}"#), body),
-        Err(Error::TimestampInFuture { ts_ms: ahead, ahead_ms: 3_600_000 }),
-    );
     // NaN written by a buggy encoder cannot slip through the compact path either.
     let mut nan = samples()[1].1.clone();
     nan.body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: f32::NAN });
     check(&encoded(&nan, Encoding::Compact), out("obscuration_db_m"));
+}
+
+/// A wrong device clock does not make a message invalid: it is received, and
+/// `clock_skew` reports it only beyond the limits, in the right direction.
+#[test]
+fn clock_skew_is_flagged_not_rejected() {
+    let limits = Limits::default();
+    let at = |ts_ms: u64| {
+        let payload = format!(
+            r#"{{"v":1,"dev":"sd-1","boot":0,"seq":1,"ts_ms":{ts_ms},"body":{{"fault":{{"fault":"tamper","active":true}}}}}}"#
+        );
+        let msg = Uplink::receive(payload.as_bytes(), &limits).expect("a wrong clock is no reason to refuse");
+        msg.clock_skew(NOW_MS, &limits)
+    };
+    assert_eq!(at(NOW_MS), None);
+    assert_eq!(at(0), None, "no clock");
+    assert_eq!(at(NOW_MS + limits.clock_ahead_ms), None, "the bound itself is fine");
+    assert_eq!(at(NOW_MS + limits.clock_ahead_ms + 1), Some(ClockSkew::Ahead(limits.clock_ahead_ms + 1)));
+    assert_eq!(at(NOW_MS + 3_600_000), Some(ClockSkew::Ahead(3_600_000)));
+    assert_eq!(at(NOW_MS - limits.clock_behind_ms), None);
+    assert_eq!(at(NOW_MS - limits.clock_behind_ms - 1), Some(ClockSkew::Behind(limits.clock_behind_ms + 1)));
+    assert_eq!(at(1), Some(ClockSkew::Behind(NOW_MS - 1)));
+    assert_eq!(ClockSkew::Ahead(5).direction(), "ahead");
+    assert_eq!(ClockSkew::Behind(7).ms(), 7);
+    // A receiver whose own clock is unset (near 0) flags every clocked device as ahead.
+    let msg = Uplink::receive(br#"{"v":1,"dev":"sd-1","boot":0,"seq":1,"ts_ms":10000000,"body":{"fault":{"fault":"tamper","active":true}}}"#, &limits).unwrap();
+    assert_eq!(msg.clock_skew(0, &limits), Some(ClockSkew::Ahead(10_000_000)));
 }
 
 #[test]
@@ -469,7 +489,7 @@ proptest! {
         for enc in [Encoding::Json, Encoding::Compact] {
             let bytes = encoded(&msg, enc);
             prop_assert!(bytes.len() <= MAX_PAYLOAD);
-            prop_assert_eq!(Uplink::receive(&bytes, NOW_MS, &Limits::default()), Ok(msg.clone()));
+            prop_assert_eq!(Uplink::receive(&bytes, &Limits::default()), Ok(msg.clone()));
         }
     }
 
@@ -486,12 +506,9 @@ proptest! {
 /// What a fuzz case asserts: decoding never panics, and anything accepted is a valid
 /// message that survives a round trip through both encodings.
 fn never_panics_and_accepts_only_valid(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(msg) = Uplink::receive(bytes, NOW_MS, &Limits::default()) {
+    if let Ok(msg) = Uplink::receive(bytes, &Limits::default()) {
         for enc in [Encoding::Json, Encoding::Compact] {
-            prop_assert_eq!(
-                Uplink::receive(&encoded(&msg, enc), NOW_MS, &Limits::default()),
-                Ok(msg.clone())
-            );
+            prop_assert_eq!(Uplink::receive(&encoded(&msg, enc), &Limits::default()), Ok(msg.clone()));
         }
     }
     if let Ok(cmd) = Downlink::receive(bytes, &Limits::default()) {

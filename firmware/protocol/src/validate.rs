@@ -14,15 +14,50 @@ use crate::uplink::{CameraEvent, Heartbeat, StateChange, Uplink, UplinkBody, Wat
 pub struct Limits {
     /// Largest payload accepted, in bytes.
     pub max_payload: usize,
-    /// How far a device timestamp may run ahead of the receiver's clock, in ms. Devices
-    /// with a clock set from the network rarely drift more than seconds; five minutes
-    /// tolerates a badly set RTC while rejecting garbage dates.
-    pub max_future_ms: u64,
+    /// A device clock further ahead of the receiver's than this, in ms, is flagged by
+    /// [`Uplink::clock_skew`]. Devices with a clock set from the network rarely drift more
+    /// than seconds; five minutes tolerates a badly set RTC.
+    pub clock_ahead_ms: u64,
+    /// A device clock further behind the receiver's than this, in ms, is flagged. Messages
+    /// a device held in its outbox through an outage are legitimately behind, so this bound
+    /// is wider: an hour is longer than any outage an outbox should ride out unnoticed.
+    pub clock_behind_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_payload: crate::MAX_PAYLOAD, max_future_ms: 5 * 60 * 1000 }
+        Limits { max_payload: crate::MAX_PAYLOAD, clock_ahead_ms: 5 * 60 * 1000, clock_behind_ms: 3_600_000 }
+    }
+}
+
+/// A device clock off the receiver's by more than [`Limits`] allows.
+///
+/// Skew is a property of the device, not of the message: the message is still valid and
+/// must be accepted (refusing a fire alarm because the detector's RTC is wrong would make
+/// the device resend it forever). Receivers stamp such a message with their own time and
+/// flag the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSkew {
+    /// The device clock is this many ms ahead.
+    Ahead(u64),
+    /// The device clock is this many ms behind.
+    Behind(u64),
+}
+
+impl ClockSkew {
+    /// `"ahead"` or `"behind"`, for metrics labels and logs.
+    pub fn direction(&self) -> &'static str {
+        match self {
+            ClockSkew::Ahead(_) => "ahead",
+            ClockSkew::Behind(_) => "behind",
+        }
+    }
+
+    /// How far off the device clock is, in ms.
+    pub fn ms(&self) -> u64 {
+        match *self {
+            ClockSkew::Ahead(ms) | ClockSkew::Behind(ms) => ms,
+        }
     }
 }
 
@@ -69,15 +104,12 @@ pub(crate) fn check_version(v: u8) -> Result<(), Error> {
 }
 
 impl Uplink {
-    /// Checks every field: version, device id, physical ranges of readings, text alphabets,
-    /// and that the device timestamp is not further than `limits.max_future_ms` ahead of
-    /// `now_ms` (a timestamp of 0 means "no clock" and is accepted).
-    pub fn validate(&self, now_ms: u64, limits: &Limits) -> Result<(), Error> {
+    /// Checks every field: version, device id, physical ranges of readings and text
+    /// alphabets. The timestamp is not judged here: a wrong device clock does not make a
+    /// message invalid (see [`Uplink::clock_skew`]).
+    pub fn validate(&self) -> Result<(), Error> {
         check_version(self.v)?;
         self.dev.check().map_err(Error::BadDeviceId)?;
-        if self.ts_ms > now_ms.saturating_add(limits.max_future_ms) {
-            return Err(Error::TimestampInFuture { ts_ms: self.ts_ms, ahead_ms: self.ts_ms - now_ms });
-        }
         match &self.body {
             UplinkBody::Heartbeat(hb) => hb.validate(),
             UplinkBody::State(s) => s.validate(),
@@ -87,6 +119,23 @@ impl Uplink {
             | UplinkBody::Status(_) => Ok(()),
             UplinkBody::CameraEvent(e) => e.validate(),
             UplinkBody::Water(w) => w.validate(),
+        }
+    }
+}
+
+impl Uplink {
+    /// How far the device clock (`ts_ms`) is off the receiver's (`now_ms`, Unix ms), when
+    /// that is beyond `limits`; `None` when it is within them or the device has no clock
+    /// (`ts_ms` 0).
+    pub fn clock_skew(&self, now_ms: u64, limits: &Limits) -> Option<ClockSkew> {
+        if self.ts_ms == 0 {
+            None
+        } else if self.ts_ms > now_ms.saturating_add(limits.clock_ahead_ms) {
+            Some(ClockSkew::Ahead(self.ts_ms - now_ms))
+        } else if self.ts_ms < now_ms.saturating_sub(limits.clock_behind_ms) {
+            Some(ClockSkew::Behind(now_ms - self.ts_ms))
+        } else {
+            None
         }
     }
 }

@@ -1505,14 +1505,14 @@ async fn village_run(
     let csv_path = registry.display().to_string();
     let alarm_section = alarm_toml(hook, Some(&officers));
     // A detector that a downlink has told the time runs its clock at the simulator's speed, so
-    // at ×60 it is five minutes ahead of the gateway after five real seconds and everything it
-    // sends afterwards would be refused as stamped in the future (and resent by its outbox
-    // forever). The limit is lifted to the whole simulated run plus the default 5 minutes.
-    let max_future = seconds as f64 * speed + 300.0;
+    // at ×60 it runs ahead of the gateway by minutes within seconds. The gateway accepts such
+    // messages (a wrong clock is flagged, never refused); the flag bound is lifted to the
+    // whole simulated run so the gateway's log is not about the simulation's clocks.
+    let clock_ahead = seconds as f64 * speed + 300.0;
     let gateway = firegrid_tests::Firegrid::start(move |dir, http| {
         format!(
             "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[mqtt]\nport = {port}\nclient_id = \"village\"\n\
-             [limits]\nmax_future = \"{max_future:.0}s\"\n[registry]\ncsv = \"{csv_path}\"\n{alarm_section}",
+             [limits]\nclock_ahead = \"{clock_ahead:.0}s\"\n[registry]\ncsv = \"{csv_path}\"\n{alarm_section}",
             dir.join("data").display()
         )
     })

@@ -50,10 +50,15 @@ impl Gateway {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let msg = Uplink::receive(&p.payload, now_ms(), &Limits::default())
+                        let msg = Uplink::receive(&p.payload, &Limits::default())
                             .unwrap_or_else(|e| panic!("invalid uplink on {}: {e}", p.topic));
                         let topic = Topic::parse(&p.topic).unwrap();
                         assert_eq!(topic.device, msg.dev, "topic and payload name the same device");
+                        assert_eq!(
+                            msg.clock_skew(now_ms(), &Limits::default()),
+                            None,
+                            "the agent stamps messages with the host clock"
+                        );
                         if ack {
                             let cmd = Downlink::new(0, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
                             let mut buf = [0u8; 128];

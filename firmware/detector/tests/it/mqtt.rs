@@ -148,7 +148,7 @@ fn minimq_uplink_delivers_alarm_first_retransmits_until_acked_and_applies_comman
             inbox.push(payload);
         }
         for payload in inbox {
-            let msg = Uplink::receive(&payload, 0, &Limits::default()).expect("a valid uplink");
+            let msg = Uplink::receive(&payload, &Limits::default()).expect("a valid uplink");
             received.push(msg.clone());
             if !msg.class().is_acknowledged() {
                 continue;
@@ -243,7 +243,7 @@ impl Gateway<'_> {
         loop {
             match self.mqtt.poll(|_, _, payload, _| payload.to_vec()) {
                 Ok(Some(payload)) => {
-                    let msg = Uplink::receive(&payload, 0, &Limits::default()).expect("a valid uplink");
+                    let msg = Uplink::receive(&payload, &Limits::default()).expect("a valid uplink");
                     let seq = 5_000 + self.received.len() as u32;
                     if msg.class().is_acknowledged() {
                         let ack = DownlinkBody::Ack { boot: msg.boot, seq: msg.seq };
