@@ -7,6 +7,16 @@
 //! QoS 1 messages before it gets acknowledgements, and acknowledgements only come after the
 //! messages are stored.
 //!
+//! Broker acknowledgements (PUBACK) go back to the poll task over a channel too, and the poll
+//! task writes every one that is waiting into the connection and flushes once. rumqttc's
+//! `AsyncClient::ack` would flush each acknowledgement as a write of its own (rumqtt issue
+//! #810): one system call and one TCP segment per message for the gateway and for the broker,
+//! which cost a third of the ingest rate (measured: a bare subscriber acknowledging through
+//! `ack` from a second task drained 87-137k msg/s where it drained 141-230k msg/s acking
+//! automatically, `firegrid-bench ingest`; BENCHMARKS.md). An acknowledgement is only written
+//! on the connection its message arrived on: after a reconnect the broker redelivers what was
+//! not acknowledged, as rumqttc itself does with queued `ack` requests.
+//!
 //! rumqttc reconnects at once in a tight loop when a connection fails, so the poll task
 //! sleeps with exponential backoff and jitter between attempts, and re-subscribes whenever the
 //! broker answers without the session (`session_present = false`: the broker restarted
@@ -15,7 +25,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, SubscribeReasonCode,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +38,47 @@ use crate::metrics::{Metrics, SessionLabel};
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Acknowledgements written per flush at most.
+const ACKS_PER_FLUSH: usize = 4096;
+
+/// A publish and the connection it arrived on (counted from 1 per session run).
+struct Received {
+    connection: u64,
+    publish: Publish,
+}
+
+/// A broker acknowledgement the processing task asks the poll task to send.
+struct BrokerAck {
+    connection: u64,
+    pkid: u16,
+}
+
+/// Writes the waiting acknowledgements of the current `connection` and flushes once. Those of
+/// an earlier connection are dropped: the broker redelivers their messages on the resumed
+/// session, and the duplicate check answers them without storing anything twice.
+async fn send_acks(eventloop: &mut EventLoop, connection: u64, acks: &mut Vec<BrokerAck>) {
+    let Some(network) = eventloop.network.as_mut() else {
+        acks.clear();
+        return;
+    };
+    let mut written = 0;
+    for ack in acks.drain(..) {
+        if ack.connection == connection {
+            if network.write(Packet::PubAck(PubAck::new(ack.pkid))).await.is_err() {
+                // The connection is failing; the next poll reports it and reconnects.
+                return;
+            }
+            written += 1;
+        }
+    }
+    if written > 0 {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, network.flush()).await;
+    }
+}
+
+/// How long one flush of acknowledgements may take before the connection is left to fail.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one session until `shutdown` is cancelled, then stops taking messages, finishes and
 /// acknowledges what it has, and disconnects. Messages the broker sent but the gateway did
@@ -95,10 +148,11 @@ pub async fn run_session(
     };
 
     let (tx, rx) = mpsc::unbounded_channel();
+    let (broker_acks, mut acks_rx) = mpsc::unbounded_channel();
     let reset = CancellationToken::new();
     let mut pipeline = tokio::spawn(process_loop(
         session,
-        Acks { broker: client.clone(), devices: downlinks },
+        Acks { broker: broker_acks, qos2: client.clone(), devices: downlinks },
         rx,
         ingest,
         handoff,
@@ -109,9 +163,21 @@ pub async fn run_session(
     let new_backoff = || crate::retry::backoff(Duration::from_millis(100), cfg.max_backoff);
     let mut backoff = new_backoff();
     let name = session.name();
+    let mut connection = 0u64;
+    let mut acks = Vec::with_capacity(ACKS_PER_FLUSH);
     loop {
+        // Cancelling `poll` for the acknowledgements is safe: with manual acknowledgements it
+        // awaits only reads (buffered by its framing) and flushes (the bytes stay buffered).
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            n = acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH) => {
+                if n == 0 {
+                    // The processing task stopped, which it does only after cancelling `reset`.
+                    break;
+                }
+                send_acks(&mut eventloop, connection, &mut acks).await;
+                continue;
+            }
             _ = shutdown.cancelled() => break,
             _ = reset.cancelled() => break,
         };
@@ -119,9 +185,10 @@ pub async fn run_session(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 // Cannot fail while the processing task runs; if it stopped, the message
                 // stays unacknowledged and comes back after the reconnect below.
-                let _ = tx.send(publish);
+                let _ = tx.send(Received { connection, publish });
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connection += 1;
                 metrics.mqtt_connected.get_or_create(&label).set(1);
                 backoff = new_backoff();
                 tracing::info!(
@@ -169,7 +236,8 @@ pub async fn run_session(
     // Stop taking messages; let the processing task finish and acknowledge what it holds,
     // polling meanwhile so that the acknowledgements reach the broker.
     drop(tx);
-    let drained = drive_until(&mut eventloop, &mut pipeline, Duration::from_secs(10)).await;
+    let drained =
+        drive_until(&mut eventloop, &mut pipeline, &mut acks_rx, connection, Duration::from_secs(10)).await;
     if !drained {
         tracing::warn!(session = name, "Processing did not finish in time; the broker will redeliver.");
     }
@@ -186,28 +254,39 @@ pub async fn run_session(
     let _ = down_task.await;
     metrics.mqtt_connected.get_or_create(&label).set(0);
     if reset.is_cancelled() && !shutdown.is_cancelled() {
-        return Err("the spool could not store messages; session stopped".into());
+        return Err("message processing stopped (the spool could not store messages); session stopped".into());
     }
     Ok(())
 }
 
-/// Polls the event loop (sending queued acknowledgements) until `task` finishes.
+/// Polls the event loop and sends the acknowledgements `task` queues until it finishes.
 async fn drive_until(
     eventloop: &mut EventLoop,
     task: &mut tokio::task::JoinHandle<()>,
+    acks_rx: &mut mpsc::UnboundedReceiver<BrokerAck>,
+    connection: u64,
     limit: Duration,
 ) -> bool {
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
+    let mut acks = Vec::with_capacity(ACKS_PER_FLUSH);
     loop {
         tokio::select! {
             _ = &mut *task => {
-                // Flush what the task queued last.
+                // Send what the task queued last, and let rumqttc flush its own requests.
+                while acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH).await > 0 {
+                    send_acks(eventloop, connection, &mut acks).await;
+                }
                 let _ = tokio::time::timeout(Duration::from_millis(200), async {
                     while eventloop.poll().await.is_ok() {}
                 })
                 .await;
                 return true;
+            }
+            n = acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH) => {
+                if n > 0 {
+                    send_acks(eventloop, connection, &mut acks).await;
+                }
             }
             event = eventloop.poll() => {
                 if event.is_err() {
@@ -221,17 +300,34 @@ async fn drive_until(
 
 /// Takes publishes in arrival order, in batches, through [`Ingest::process`], then
 /// acknowledges them in the same order and hands the fresh ones on.
-/// Where acknowledgements go: to the broker on the session's connection, to the devices
+/// Where acknowledgements go: to the broker through the poll task, to the devices
 /// (`down/ack`) on a connection of their own.
 struct Acks {
-    broker: AsyncClient,
+    broker: mpsc::UnboundedSender<BrokerAck>,
+    /// rumqttc itself, for the QoS 2 handshake it tracks (the subscriptions are QoS 1, so a
+    /// broker never sends QoS 2; kept correct all the same).
+    qos2: AsyncClient,
     devices: AsyncClient,
+}
+
+impl Acks {
+    /// Acknowledges `received` to the broker; `false` once the session is going down.
+    async fn to_broker(&self, received: &Received) -> bool {
+        match received.publish.qos {
+            QoS::AtMostOnce => true,
+            QoS::AtLeastOnce => self
+                .broker
+                .send(BrokerAck { connection: received.connection, pkid: received.publish.pkid })
+                .is_ok(),
+            QoS::ExactlyOnce => self.qos2.ack(&received.publish).await.is_ok(),
+        }
+    }
 }
 
 async fn process_loop(
     session: Session,
     acks: Acks,
-    mut rx: mpsc::UnboundedReceiver<Publish>,
+    mut rx: mpsc::UnboundedReceiver<Received>,
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
     max_batch: usize,
@@ -240,7 +336,7 @@ async fn process_loop(
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let pairs: Vec<(&str, &[u8])> =
-            batch.iter().map(|p: &Publish| (p.topic.as_str(), &p.payload[..])).collect();
+            batch.iter().map(|r: &Received| (r.publish.topic.as_str(), &r.publish.payload[..])).collect();
         let processed = match ingest.process(&pairs, now_ms()) {
             Ok(processed) => processed,
             Err(error) => {
@@ -251,8 +347,9 @@ async fn process_loop(
                 return;
             }
         };
-        for (publish, outcome) in batch.iter().zip(processed.outcomes) {
-            if acks.broker.ack(publish).await.is_err() {
+        for (received, outcome) in batch.iter().zip(processed.outcomes) {
+            if !acks.to_broker(received).await {
+                reset.cancel();
                 return;
             }
             // Only alarm- and event-class messages are answered with a `down/ack`; telemetry
@@ -264,6 +361,7 @@ async fn process_loop(
                 // A lost acknowledgement costs one retransmission by the device, which the
                 // duplicate check answers again without storing anything twice.
                 if acks.devices.publish(ack_topic, QoS::AtMostOnce, false, ack_payload).await.is_err() {
+                    reset.cancel();
                     return;
                 }
             }
