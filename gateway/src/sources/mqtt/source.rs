@@ -166,8 +166,11 @@ pub async fn run_session(
     let mut connection = 0u64;
     let mut acks = Vec::with_capacity(ACKS_PER_FLUSH);
     loop {
-        // Cancelling `poll` for the acknowledgements is safe: with manual acknowledgements it
-        // awaits only reads (buffered by its framing) and flushes (the bytes stay buffered).
+        // Cancelling `poll` for the acknowledgements loses nothing: with manual
+        // acknowledgements it awaits reads (buffered by its framing), flushes (the bytes stay
+        // buffered and go with the next flush) and the write of one of its own few requests
+        // (subscribe, disconnect), which completes at once unless the write buffer is over its
+        // limit: only when the broker has stopped reading, and then the connection is failing.
         let event = tokio::select! {
             event = eventloop.poll() => event,
             n = acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH) => {
