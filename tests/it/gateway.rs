@@ -5,14 +5,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_protocol::{
     DetectorState, DeviceId, DownlinkBody, Encoding, FaultKind, Heartbeat, StateChange, Topic, Uplink,
     UplinkBody, UplinkKind, VillageId,
 };
-use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto};
+use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto, Publisher};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -93,59 +92,6 @@ max_backoff = "1s"
     }
 }
 
-/// A device-side MQTT client publishing at QoS 1 on behalf of many devices, counting the
-/// broker's acknowledgements. Its session is persistent, so messages in flight across a
-/// broker restart are retransmitted.
-struct Publisher {
-    client: AsyncClient,
-    acked: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Publisher {
-    fn start(broker_port: u16, id: &str) -> Publisher {
-        let mut opts = MqttOptions::new(id, "127.0.0.1", broker_port);
-        opts.set_clean_session(false).set_inflight(200).set_keep_alive(Duration::from_secs(5));
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let acked = Arc::new(AtomicU64::new(0));
-        let counter = acked.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        Publisher { client, acked, task }
-    }
-
-    async fn send(&self, (topic, payload): (String, Vec<u8>)) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    }
-
-    async fn wait_acked(&self, n: u64, timeout: Duration) {
-        let started = Instant::now();
-        while self.acked.load(Ordering::Relaxed) < n {
-            assert!(
-                started.elapsed() < timeout,
-                "broker acknowledged {} of {n}",
-                self.acked.load(Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 fn count(db: &InfluxDb1, influxql: &str) -> i64 {
     db.query_series(DB, influxql)
         .ok()
@@ -190,7 +136,7 @@ fn setup() -> (Mosquitto, InfluxDb1) {
 async fn thousands_of_devices_every_message_arrives_once() {
     let (broker, db) = setup();
     let gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
-    let publisher = Publisher::start(broker.port(), "fleet-1");
+    let publisher = Publisher::start(broker.port(), "fleet-1", 200);
     const DEVICES: usize = 2_000;
     const BEATS: u32 = 5;
     for seq in 0..BEATS {
@@ -222,7 +168,7 @@ async fn thousands_of_devices_every_message_arrives_once() {
 async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
     let (broker, db) = setup();
     let gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
-    let publisher = Publisher::start(broker.port(), "mixed");
+    let publisher = Publisher::start(broker.port(), "mixed", 200);
     let good = device(1);
     let flooder = device(2);
     let victim = device(3);
@@ -322,7 +268,7 @@ async fn bad_input_is_rejected_and_counted_while_alarms_keep_arriving() {
 async fn a_broker_restart_mid_stream_loses_nothing() {
     let (mut broker, db) = setup();
     let _gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
-    let publisher = Publisher::start(broker.port(), "fleet-1");
+    let publisher = Publisher::start(broker.port(), "fleet-1", 200);
     for seq in 0..5u32 {
         for i in 0..1_000 {
             publisher.send(heartbeat(&device(i), seq)).await;
@@ -346,7 +292,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
 async fn stop_mid_stream_loses_nothing(sigkill: bool) {
     let (broker, db) = setup();
     let mut gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
-    let publisher = Publisher::start(broker.port(), "fleet-1");
+    let publisher = Publisher::start(broker.port(), "fleet-1", 200);
     const DEVICES: usize = 2_000;
     const ROUNDS: u32 = 10;
     for seq in 0..ROUNDS {
@@ -390,7 +336,7 @@ async fn two_replicas_on_a_shared_subscription_split_the_load() {
     let (broker, db) = setup();
     let a = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", Some("fuhai"))).unwrap();
     let b = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-b", Some("fuhai"))).unwrap();
-    let publisher = Publisher::start(broker.port(), "fleet-1");
+    let publisher = Publisher::start(broker.port(), "fleet-1", 200);
     for seq in 0..5u32 {
         for i in 0..2_000 {
             publisher.send(heartbeat(&device(i), seq)).await;
@@ -495,7 +441,7 @@ async fn alarms_and_events_get_a_down_ack_and_heartbeats_none() {
     });
 
     let _gateway = Firegrid::start(gateway_config(broker.port(), db.port(), "gw-a", None)).unwrap();
-    let publisher = Publisher::start(broker.port(), "acks");
+    let publisher = Publisher::start(broker.port(), "acks", 200);
     let fault = {
         let body = UplinkBody::Fault(firegrid_protocol::Fault { fault: FaultKind::Tamper, active: true });
         let msg = Uplink::new(dev.clone(), 1, 2, now_ms(), body);

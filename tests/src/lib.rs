@@ -16,7 +16,8 @@
 //! Around the servers: [`Firegrid`] runs the gateway binary the same way; [`WebhookReceiver`]
 //! records the notifications it sends; [`officers`] writes a duty-officer directory and calls
 //! the officer API; [`watch_uplinks`] and [`ack_uplinks`] subscribe to the devices' uplinks
-//! (the first only watching, the second answering as the gateway would).
+//! (the first only watching, the second answering as the gateway would); [`Publisher`]
+//! publishes for many devices and counts the broker's acknowledgements.
 //!
 //! ```no_run
 //! let broker = firegrid_tests::Mosquitto::start().unwrap();
@@ -32,6 +33,7 @@ pub mod influxdb;
 pub mod mosquitto;
 pub mod officers;
 pub mod process;
+pub mod publisher;
 pub mod pymodbus;
 pub mod uplinks;
 pub mod victoria;
@@ -43,6 +45,7 @@ pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;
 pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
+pub use publisher::{Publisher, publish_all};
 pub use pymodbus::{Pymodbus, SimRegisters, SimValue};
 pub use uplinks::watch_uplinks;
 pub use victoria::{VictoriaMetrics, VmSeries};

@@ -24,7 +24,7 @@ use firegrid_gateway::spool::{Durability, Spool, SpoolConfig};
 use firegrid_protocol::{
     Class, DetectorState, DeviceId, Encoding, Heartbeat, StateChange, Topic, Uplink, UplinkBody, VillageId,
 };
-use firegrid_tests::{InfluxDb1, Mosquitto, VictoriaMetrics};
+use firegrid_tests::{InfluxDb1, Mosquitto, Publisher, VictoriaMetrics, publish_all};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -237,29 +237,6 @@ fn heartbeat(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
 
 fn alarm(dev: &DeviceId, seq: u32) -> (String, Vec<u8>) {
     uplink(dev, seq, UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 }))
-}
-
-/// Publishes at QoS 1 and waits until the broker acknowledged everything.
-async fn publish_all(port: u16, id: &str, messages: &[(String, Vec<u8>)]) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_inflight(500).set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-    let acked = Arc::new(AtomicU64::new(0));
-    let counter = acked.clone();
-    let task = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(Packet::PubAck(_)) = event {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
-    for (topic, payload) in messages {
-        client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
-    }
-    while acked.load(Ordering::Relaxed) < messages.len() as u64 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    task.abort();
 }
 
 /// Connects a persistent session once so that the broker queues for it while it is away.
@@ -1080,36 +1057,19 @@ fn left(end: Instant) -> u64 {
 struct SteadyHeartbeats {
     /// Handed to the MQTT client.
     published: Arc<AtomicU64>,
-    /// Acknowledged by the broker (QoS 1).
-    acked: Arc<AtomicU64>,
+    publisher: Arc<Publisher>,
     stop: CancellationToken,
-    poller: tokio::task::JoinHandle<()>,
 }
 
 impl SteadyHeartbeats {
     /// Starts publishing `rate` heartbeats a second from `devices` devices, paced every 10 ms.
-    /// `publish` waits when the client's queue is full, so none is dropped on this side.
+    /// `send` waits when the client's queue is full, so none is dropped on this side.
     fn start(port: u16, rate: usize, devices: usize) -> SteadyHeartbeats {
-        let mut opts = MqttOptions::new("steady-heartbeats", "127.0.0.1", port);
-        opts.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-        let acked = Arc::new(AtomicU64::new(0));
-        let counter = acked.clone();
-        let poller = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
+        let publisher = Arc::new(Publisher::start(port, "steady-heartbeats", 1000));
         let published = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         {
-            let (published, stop) = (published.clone(), stop.clone());
+            let (publisher, published, stop) = (publisher.clone(), published.clone(), stop.clone());
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -1118,15 +1078,14 @@ impl SteadyHeartbeats {
                     tick.tick().await;
                     let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
                     while k < due {
-                        let (topic, payload) = heartbeat(&device(k % devices), (k / devices) as u32);
-                        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+                        publisher.send(heartbeat(&device(k % devices), (k / devices) as u32)).await;
                         published.fetch_add(1, Ordering::Relaxed);
                         k += 1;
                     }
                 }
             });
         }
-        SteadyHeartbeats { published, acked, stop, poller }
+        SteadyHeartbeats { published, publisher, stop }
     }
 
     fn published(&self) -> u64 {
@@ -1138,10 +1097,7 @@ impl SteadyHeartbeats {
         self.stop.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let published = self.published();
-        while self.acked.load(Ordering::Relaxed) < published {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.poller.abort();
+        self.publisher.wait_acked(published, Duration::from_secs(600)).await;
         published
     }
 }
