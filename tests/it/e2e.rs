@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use firegrid_protocol::Encoding;
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
-use firegrid_tests::officers::{Officer, OfficerApi, write_directory};
+use firegrid_tests::officers::{OfficerApi, write_street_desk};
 use firegrid_tests::{Firegrid, InfluxDb1, Mosquitto, WebhookReceiver, watch_uplinks};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -232,15 +232,8 @@ async fn a_village_burns_one_case_climbs_to_the_district_on_schedule_closes_and_
     let registry = dir.path().join("registry.csv");
     std::fs::write(&registry, village.registry_csv()).unwrap();
     let officers = dir.path().join("officers.toml");
-    let street = format!("street:{}", village.street);
-    let desk = Officer {
-        id: "fuhai-desk",
-        name: "Fuhai street desk",
-        role: "duty_officer",
-        scope: &street,
-        on_duty: true,
-    };
-    let [token]: [String; 1] = write_directory(&officers, &[desk]).try_into().unwrap();
+    let token = write_street_desk(&officers, &village.street);
+    let street_desk = format!("street:{}", village.street);
 
     let gateway = Firegrid::start(config(broker.port(), db.port(), hook.url(), registry, officers)).unwrap();
     let api = OfficerApi::new(gateway.http_port());
@@ -321,7 +314,11 @@ async fn a_village_burns_one_case_climbs_to_the_district_on_schedule_closes_and_
         }
     }
     let order: Vec<&str> = first.iter().map(|p| p.desk.as_str()).collect();
-    assert_eq!(order, [grid_desk.as_str(), &community_desk, &street, &district_desk], "desks first paged");
+    assert_eq!(
+        order,
+        [grid_desk.as_str(), &community_desk, &street_desk, &district_desk],
+        "desks first paged"
+    );
     let escalation_pages = &first[1..];
     for page in escalation_pages {
         assert!(

@@ -39,6 +39,20 @@ pub fn write_directory(path: &Path, officers: &[Officer<'_>]) -> Vec<String> {
     tokens
 }
 
+/// Writes a directory at `path` holding one on-duty desk for the whole of `street` and
+/// returns its bearer token: the directory of a test that pages one desk for everything.
+pub fn write_street_desk(path: &Path, street: &str) -> String {
+    let scope = format!("street:{street}");
+    let desk = Officer {
+        id: "street-desk",
+        name: "Street desk",
+        role: "duty_officer",
+        scope: &scope,
+        on_duty: true,
+    };
+    write_directory(path, &[desk]).remove(0)
+}
+
 /// A client of the gateway's officer API (`/api/v1/...`).
 pub struct OfficerApi {
     base: String,

@@ -1394,7 +1394,7 @@ async fn village_run(
     cameras: bool,
 ) -> VillageRun {
     use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams};
-    use firegrid_tests::officers::{Officer, write_directory};
+    use firegrid_tests::officers::write_street_desk;
     const SEED: u64 = 7;
     println!("village, {detectors} detectors: starting");
     let broker = Mosquitto::start().unwrap();
@@ -1445,15 +1445,7 @@ async fn village_run(
     let registry = dir.path().join("registry.csv");
     std::fs::write(&registry, csv).unwrap();
     let officers = dir.path().join("officers.toml");
-    let street = format!("street:{}", village.street);
-    let desk = Officer {
-        id: "street-desk",
-        name: "Street desk",
-        role: "duty_officer",
-        scope: &street,
-        on_duty: true,
-    };
-    write_directory(&officers, &[desk]);
+    write_street_desk(&officers, &village.street);
     let registered = village.devices.len() + probes;
     let camera_channels = params.camera_channels;
 
