@@ -83,7 +83,10 @@ impl Bucket {
     fn take(&mut self, rate_per_s: f64, burst: f64, now_ms: u64) -> bool {
         let elapsed_s = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed_s * rate_per_s).min(burst);
-        self.at_ms = self.at_ms.max(now_ms);
+        // Not `max`: after the wall clock steps back, refilling resumes from the new time
+        // instead of waiting for the clock to pass the old one (until then every device would
+        // be held to what is left of its burst). A step forward refills the bucket once.
+        self.at_ms = now_ms;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -274,6 +277,27 @@ mod tests {
         );
         // A jump far ahead clears the window.
         check(&[(1, 0, Alarm, 0), (1, 10_000, Alarm, 0), (1, 0, Alarm, 0)], &[Fresh, Fresh, Replayed]);
+    }
+
+    #[test]
+    fn refilling_resumes_after_the_clock_steps_back() {
+        let cfg = AdmissionConfig::default();
+        let burst = cfg.burst as u32;
+        // The burst is used up an hour ahead; then the clock is corrected back by that hour.
+        let hour = 3_600_000;
+        let mut msgs: Vec<_> = (0..burst).map(|s| (1, s, Telemetry, hour)).collect();
+        let mut want = vec![Fresh; burst as usize];
+        msgs.push((1, burst, Telemetry, 0));
+        want.push(RateLimited);
+        // Two seconds after the correction, two tokens have come back, as they would have
+        // without the step; they do not wait for the clock to pass the hour again.
+        msgs.push((1, burst, Telemetry, 2_000));
+        want.push(Fresh);
+        msgs.push((1, burst + 1, Telemetry, 2_000));
+        want.push(Fresh);
+        msgs.push((1, burst + 2, Telemetry, 2_000));
+        want.push(RateLimited);
+        check(&msgs, &want);
     }
 
     #[test]

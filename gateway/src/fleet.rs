@@ -7,12 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use firegrid_protocol::{Class, DeviceId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::DeadlineClock;
 use crate::ingest::{Accepted, Directory, Ingest};
 use crate::liveness::{Liveness, LivenessConfig, LivenessEvent, LivenessSnapshot};
 use crate::registry::{Device, Registry, ScopeLevel};
@@ -24,10 +25,6 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the registry file's modification time is checked.
 const REGISTRY_POLL: Duration = Duration::from_secs(5);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The placement tags of a registered device.
 pub fn placement(device: &Device) -> Placement<'_> {
@@ -68,21 +65,26 @@ pub fn level_name(level: ScopeLevel) -> &'static str {
     }
 }
 
-/// Loads the registry for the first time and restores (or starts) liveness.
+/// Loads the registry for the first time and restores (or starts) liveness, with the clock
+/// it runs on: a [`DeadlineClock`] that starts no earlier than the snapshot's latest time, so
+/// that neither a wall clock stepped forward (every device offline at once) nor one stepped
+/// back (no device ever late) moves a heartbeat deadline.
 pub fn start(
     csv: &Path,
     snapshot: &Path,
     ingest: &Ingest,
-) -> Result<(Arc<Registry>, Liveness), crate::registry::RegistryError> {
+) -> Result<(Arc<Registry>, Liveness, DeadlineClock), crate::registry::RegistryError> {
     let registry = Arc::new(Registry::load(csv)?);
     tracing::info!(devices = registry.len(), file = %csv.display(), "Registry loaded.");
     ingest.set_directory(registry.clone());
-    let now = now_ms();
-    let liveness = match read_snapshot(snapshot) {
+    let snapshot = read_snapshot(snapshot);
+    let clock = DeadlineClock::start(snapshot.as_ref().map_or(0, LivenessSnapshot::latest_ms));
+    let now = clock.now_ms();
+    let liveness = match snapshot {
         Some(s) => Liveness::restore(LivenessConfig::default(), s, registry.clone(), now),
         None => Liveness::new(LivenessConfig::default(), registry.clone(), now),
     };
-    Ok((registry, liveness))
+    Ok((registry, liveness, clock))
 }
 
 fn read_snapshot(path: &Path) -> Option<LivenessSnapshot> {
@@ -119,6 +121,8 @@ pub struct FleetTask {
     pub snapshot: PathBuf,
     /// The liveness engine, restored by [`start`].
     pub liveness: Liveness,
+    /// The clock liveness runs on, from [`start`].
+    pub clock: DeadlineClock,
     /// Ingest, for storing events and swapping the directory.
     pub ingest: Arc<Ingest>,
     /// The alarm loop and the district name, when it runs.
@@ -149,9 +153,10 @@ pub async fn run(
                 let events = match &a.msg.body {
                     // The device's last will: its connection is gone now.
                     firegrid_protocol::UplinkBody::Status(s) if !s.online => {
-                        task.liveness.disconnected(&a.msg.dev, a.accepted_ms)
+                        task.liveness.disconnected(&a.msg.dev, task.clock.now_ms())
                     }
-                    _ => task.liveness.seen(&a.msg.dev, a.accepted_ms),
+                    // Heard now on the liveness clock: the acceptance stamp is wall time.
+                    _ => task.liveness.seen(&a.msg.dev, task.clock.now_ms()),
                 };
                 store(&task.ingest, &events);
                 signal(&task, &events);
@@ -161,7 +166,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                let events = task.liveness.tick(now_ms());
+                let events = task.liveness.tick(task.clock.now_ms());
                 store(&task.ingest, &events);
                 signal(&task, &events);
                 let now = tokio::time::Instant::now();
@@ -191,7 +196,7 @@ fn reload(task: &mut FleetTask) {
             tracing::info!(devices = registry.len(), "Registry reloaded.");
             task.ingest.set_directory(registry.clone());
             task.site.set_registry(registry.clone());
-            task.liveness.reload(registry, now_ms());
+            task.liveness.reload(registry, task.clock.now_ms());
         }
         Err(error) => {
             tracing::error!(%error, "Registry file changed but cannot be loaded; keeping the previous registry.");

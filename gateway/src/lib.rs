@@ -10,6 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod broker;
 pub mod cases;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;

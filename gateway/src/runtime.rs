@@ -329,12 +329,13 @@ impl Gateway {
         let fleet = match &cfg.registry.csv {
             Some(csv) => {
                 let snapshot = cfg.data_dir.join("liveness.json");
-                let (registry, liveness) = crate::fleet::start(csv, &snapshot, &ingest)?;
+                let (registry, liveness, clock) = crate::fleet::start(csv, &snapshot, &ingest)?;
                 site.set_registry(registry);
                 let task = crate::fleet::FleetTask {
                     csv: csv.clone(),
                     snapshot,
                     liveness,
+                    clock,
                     ingest: ingest.clone(),
                     alarms: alarms.clone(),
                     site: site.clone(),

@@ -5,6 +5,7 @@
 //! each across a server restart.
 
 mod alarm_loop;
+mod clock;
 mod console;
 mod dashboards;
 mod e2e;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use firegrid_gateway::sources::modbus::{
     Condition, DataType, DeviceConfig, DeviceStats, Measure, ModbusConfig, ModbusEvent, ModbusStats, Parity,
@@ -444,7 +444,6 @@ async fn a_device_that_never_answers_times_out_without_stalling_the_others() {
     let stop = CancellationToken::new();
     let source = tokio::spawn(run(config, tx, stats.clone(), stop.clone()));
 
-    let started = Instant::now();
     let mut seen = Vec::new();
     let of = |device: &'static str| {
         move |e: &ModbusEvent| match e {
@@ -459,7 +458,6 @@ async fn a_device_that_never_answers_times_out_without_stalling_the_others() {
         )
     });
     with_timeout(test).await.unwrap();
-    let elapsed = started.elapsed();
     stop.cancel();
     with_timeout(source).await.unwrap().unwrap();
 
@@ -472,16 +470,26 @@ async fn a_device_that_never_answers_times_out_without_stalling_the_others() {
         .collect();
     assert_eq!(hung_failures.len(), 3, "{seen:#?}");
     assert!(hung_failures.iter().all(|e| e.contains("timed out after 500ms")), "{hung_failures:?}");
-    // Three 500 ms timeouts plus two backoff waits (100 ms and about 200 ms): the fault is
-    // raised within about two seconds, not never.
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    // Meanwhile the healthy device was polled every 100 ms, untouched by the hung one. Had
-    // it waited behind the hung device's 500 ms timeouts it would have read at most one
-    // value per 500 ms; half the nominal rate leaves room for a loaded CI machine.
+    // Meanwhile the healthy device kept being polled, untouched by the hung one: between any
+    // two of the hung device's 500 ms timeouts (and backoff waits) its 100 ms poller read
+    // again. Had it waited behind the hung device, no reading would fall between two of the
+    // hung device's failures. Asserted as an order of events, not as a rate over wall-clock
+    // time, which a loaded machine would blur.
+    let failures_at: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| of("hung")(e) && matches!(e, ModbusEvent::PollFailed { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    for pair in failures_at.windows(2) {
+        let between = seen[pair[0]..pair[1]]
+            .iter()
+            .filter(|e| of("healthy")(e) && matches!(e, ModbusEvent::Reading(_)))
+            .count();
+        assert!(between >= 1, "no healthy reading between two failures of the hung device: {seen:#?}");
+    }
     let healthy_readings =
         seen.iter().filter(|e| of("healthy")(e) && matches!(e, ModbusEvent::Reading(_))).count();
-    let nominal = (elapsed.as_millis() / 100) as usize;
-    assert!(healthy_readings >= (nominal / 2).max(5), "{healthy_readings} readings in {elapsed:?}");
     assert!(!seen.iter().any(|e| of("healthy")(e) && !matches!(e, ModbusEvent::Reading(_))), "{seen:#?}");
     let hung_stats = stats.device("hung").unwrap();
     assert_eq!(hung_stats.polls_ok.load(Ordering::Relaxed), 0);

@@ -51,6 +51,7 @@ pub fn firegrid_binary() -> Result<PathBuf> {
 struct FiregridKind {
     exe: &'static str,
     config: Box<ConfigFn>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl ServerKind for FiregridKind {
@@ -68,6 +69,10 @@ impl ServerKind for FiregridKind {
         Ok(vec!["run".into(), "--config".into(), path.into_os_string()])
     }
 
+    fn envs(&self) -> Vec<(OsString, OsString)> {
+        self.envs.clone()
+    }
+
     fn is_ready(&self, ports: &[u16]) -> bool {
         let http = Http::new(format!("http://127.0.0.1:{}", ports[0]), Duration::from_secs(1));
         http.get("/healthz", &[]).is_ok_and(|r| r.status == 200)
@@ -78,8 +83,17 @@ impl Firegrid {
     /// Starts the gateway with the configuration `config` writes and waits until both MQTT
     /// sessions are connected.
     pub fn start(config: impl Fn(&Path, u16) -> String + Send + Sync + 'static) -> Result<Self> {
+        Self::start_with_env(config, Vec::new())
+    }
+
+    /// As [`start`](Self::start), with extra environment variables for the gateway process
+    /// (kept for every restart), e.g. [`crate::FakeClock::envs`].
+    pub fn start_with_env(
+        config: impl Fn(&Path, u16) -> String + Send + Sync + 'static,
+        envs: Vec<(OsString, OsString)>,
+    ) -> Result<Self> {
         let exe: &'static str = Box::leak(firegrid_binary()?.to_string_lossy().into_owned().into_boxed_str());
-        let process = ServerProcess::start(FiregridKind { exe, config: Box::new(config) })?;
+        let process = ServerProcess::start(FiregridKind { exe, config: Box::new(config), envs })?;
         let http = Http::new(format!("http://127.0.0.1:{}", process.ports()[0]), Duration::from_secs(5));
         Ok(Firegrid { process, http })
     }

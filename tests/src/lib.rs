@@ -17,7 +17,8 @@
 //! records the notifications it sends; [`officers`] writes a duty-officer directory and calls
 //! the officer API; [`watch_uplinks`] and [`ack_uplinks`] subscribe to the devices' uplinks
 //! (the first only watching, the second answering as the gateway would); [`Publisher`]
-//! publishes for many devices and counts the broker's acknowledgements.
+//! publishes for many devices and counts the broker's acknowledgements; [`FakeClock`] steps
+//! a child process's wall clock through libfaketime.
 //!
 //! ```no_run
 //! let broker = firegrid_tests::Mosquitto::start().unwrap();
@@ -27,6 +28,7 @@
 pub mod acker;
 pub mod browser;
 mod error;
+pub mod faketime;
 pub mod firegrid;
 mod http;
 pub mod influxdb;
@@ -41,6 +43,7 @@ pub mod webhook;
 
 pub use acker::ack_uplinks;
 pub use error::{Error, Result};
+pub use faketime::FakeClock;
 pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;

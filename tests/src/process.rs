@@ -99,6 +99,12 @@ pub trait ServerKind: Send + Sync + 'static {
     /// Any I/O error while writing the configuration.
     fn args(&self, dir: &Path, ports: &[u16]) -> io::Result<Vec<OsString>>;
 
+    /// Environment variables to set for the server, on top of the test's own (e.g.
+    /// `LD_PRELOAD` of libfaketime). None by default.
+    fn envs(&self) -> Vec<(OsString, OsString)> {
+        Vec::new()
+    }
+
     /// Protocol-level readiness probe, e.g. an HTTP health check. It is only called once the
     /// child process is alive and itself listens on every port, so an unrelated process that
     /// grabbed the port cannot pass for the server.
@@ -315,6 +321,7 @@ impl ServerProcess {
         let stderr = log.try_clone().map_err(|e| Error::io("duplicating the log file handle", e))?;
         let child = Command::new(&self.binary)
             .args(&args)
+            .envs(self.kind.envs())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)

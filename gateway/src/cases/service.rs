@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use firegrid_alerting::{
     Action, CaseId, Command, Engine, Input, Millis, Notification, Officer, Refusal, Signal,
@@ -17,16 +17,13 @@ use firegrid_alerting::{
 use tokio::sync::{broadcast, oneshot};
 
 use super::store::{Audit, CaseFilter, CaseRow, CaseStore, StoreError, StoredTransition, TransitionRow};
+use crate::clock::DeadlineClock;
 use crate::notify::{Message, Outbox};
 
 /// Inputs logged between two snapshots: a restart replays at most this many.
 const SNAPSHOT_EVERY: u64 = 2_000;
 /// Most requests taken into one commit.
 const BATCH: usize = 256;
-
-fn clock_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Why the case service could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +118,11 @@ impl Cases {
         config: firegrid_alerting::Config,
         wiring: Wiring,
     ) -> Result<(Cases, std::thread::JoinHandle<()>), StoreError> {
-        let (engine, replayed) = restore(&store, config)?;
+        let (engine, replayed, floor) = restore(&store, config)?;
+        // Deadlines run on a clock that never steps (crate::clock); it starts no earlier than
+        // the last logged input, so a restart on a wall clock that went back neither replays
+        // out of order nor waits for the wall clock to catch up.
+        let clock = DeadlineClock::start(floor);
         let (tx, rx) = std::sync::mpsc::channel();
         let (events, _) = broadcast::channel(1024);
         let open = Arc::new(std::sync::atomic::AtomicU64::new(engine.open_cases() as u64));
@@ -131,7 +132,8 @@ impl Cases {
             wiring,
             events: events.clone(),
             since_snapshot: 0,
-            now: 0,
+            now: floor,
+            clock,
             open: open.clone(),
             requests: tx.clone(),
         };
@@ -199,11 +201,15 @@ impl Cases {
     }
 }
 
-/// The engine as the store last knew it, and the actions of the replayed inputs.
+/// The engine as the store last knew it, the actions of the replayed inputs, and the latest
+/// time logged (the engine's clock must not start before it).
+type Restored = (Engine, Vec<(Millis, Action)>, Millis);
+
+/// Restores the engine from the store: see [`Restored`].
 fn restore(
     store: &CaseStore,
     config: firegrid_alerting::Config,
-) -> Result<(Engine, Vec<(Millis, Action)>), StoreError> {
+) -> Result<Restored, StoreError> {
     let loaded = store.load()?;
     let mut engine = match &loaded.snapshot {
         Some(s) => Engine::restore(config.clone(), &mut serde_json::Deserializer::from_str(&s.json))
@@ -211,6 +217,13 @@ fn restore(
         None => Engine::new(config),
     };
     let mut actions = Vec::new();
+    let floor = loaded
+        .inputs
+        .iter()
+        .map(|input| input.at_ms)
+        .chain(loaded.snapshot.as_ref().map(|s| s.at_ms))
+        .max()
+        .unwrap_or(0);
     for input in &loaded.inputs {
         if input.kind == "tick" {
             actions.extend(engine.tick(input.at_ms).into_iter().map(|a| (input.at_ms, a)));
@@ -223,7 +236,7 @@ fn restore(
             actions.extend(out.into_iter().map(|a| (input.at_ms, a)));
         }
     }
-    Ok((engine, actions))
+    Ok((engine, actions, floor))
 }
 
 struct Worker {
@@ -232,7 +245,9 @@ struct Worker {
     wiring: Wiring,
     events: broadcast::Sender<String>,
     since_snapshot: u64,
+    /// The engine's time: the deadline clock, never behind the last input handled.
     now: Millis,
+    clock: DeadlineClock,
     open: Arc<std::sync::atomic::AtomicU64>,
     /// Its own queue: a delivery that fails before it starts goes back in like any other.
     requests: Sender<Request>,
@@ -255,7 +270,7 @@ impl Worker {
             // a replay no longer needs go.
             if pruned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
                 pruned_at = Some(std::time::Instant::now());
-                match self.store.prune(clock_ms(), self.wiring.retention) {
+                match self.store.prune(self.clock.now_ms(), self.wiring.retention) {
                     Ok(pruned) if pruned.cases > 0 || pruned.inputs > 0 => {
                         tracing::info!(
                             cases = pruned.cases,
@@ -268,7 +283,7 @@ impl Worker {
                 }
             }
             let wait = self.engine.next_wake().map_or(Duration::from_secs(1), |w| {
-                Duration::from_millis(w.saturating_sub(clock_ms()).min(1000))
+                Duration::from_millis(w.saturating_sub(self.clock.now_ms()).min(1000))
             });
             let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
@@ -282,8 +297,8 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            // Monotonic, so the log replays in order even if the wall clock steps back.
-            self.now = self.now.max(clock_ms());
+            // Never behind the last input, so the log replays in order.
+            self.now = self.now.max(self.clock.now_ms());
             stop |= self.step(batch);
         }
         self.snapshot();

@@ -168,6 +168,18 @@ pub struct LivenessSnapshot {
     lost: Vec<SnapshotScope>,
 }
 
+impl LivenessSnapshot {
+    /// The latest time the snapshot records (a device last heard, offline or lost), Unix
+    /// ms; 0 for an empty one. The liveness clock must not start before it after a restart.
+    pub fn latest_ms(&self) -> u64 {
+        let devices = self.devices.iter().flat_map(|SnapshotDevice(_, heard, offline)| {
+            std::iter::once(*heard).chain(offline.map(|(since, _)| since))
+        });
+        let scopes = self.lost.iter().map(|SnapshotScope(_, _, since)| *since);
+        devices.chain(scopes).max().unwrap_or(0)
+    }
+}
+
 /// Device id, last heard, and (offline since, reported) if offline.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SnapshotDevice(DeviceId, u64, Option<(u64, bool)>);

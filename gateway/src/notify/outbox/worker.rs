@@ -29,6 +29,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often delivered and given-up deliveries past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
+/// Whether a delivery due at `next_attempt_ms` is due at `now_ms` (both wall clock).
+///
+/// Due times outlive the process, so they are wall-clock times, and the wall clock can step
+/// back (an NTP correction, a clock set by hand). No due time is ever set further ahead than
+/// `max_backoff` (the longest wait `policy::after_failure` computes; new deliveries are due at
+/// once), so one further ahead than that was set before such a step and is due now: a fire
+/// page queued just before the clock went back an hour must not wait that hour.
+pub(crate) fn is_due(next_attempt_ms: u64, now_ms: u64, max_backoff: Duration) -> bool {
+    next_attempt_ms <= now_ms || next_attempt_ms > now_ms.saturating_add(max_backoff.as_millis() as u64)
+}
+
 /// Delivers the outbox through `channels` (by name) until `shutdown` is cancelled.
 ///
 /// Up to `settings.concurrency` deliveries are in flight at once, each in its own task, so a
@@ -78,7 +89,7 @@ pub async fn run(
             if busy.contains(&row.key) {
                 continue;
             }
-            if row.next_attempt_ms > now {
+            if !is_due(row.next_attempt_ms, now, job.settings.max_backoff) {
                 next_due = Some(row.next_attempt_ms);
                 break;
             }
@@ -242,5 +253,24 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod due_tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_set_before_the_clock_stepped_back_is_due() {
+        let max = Duration::from_secs(600);
+        let now = 1_763_860_000_000;
+        assert!(is_due(now, now, max));
+        assert!(is_due(now - 1, now, max));
+        // A retry within the longest backoff waits for its time.
+        assert!(!is_due(now + 1, now, max));
+        assert!(!is_due(now + 600_000, now, max));
+        // Further ahead than any backoff: set before the clock went back; due now.
+        assert!(is_due(now + 600_001, now, max));
+        assert!(is_due(now + 3_600_000, now, max));
     }
 }
