@@ -206,10 +206,7 @@ impl Cases {
 type Restored = (Engine, Vec<(Millis, Action)>, Millis);
 
 /// Restores the engine from the store: see [`Restored`].
-fn restore(
-    store: &CaseStore,
-    config: firegrid_alerting::Config,
-) -> Result<Restored, StoreError> {
+fn restore(store: &CaseStore, config: firegrid_alerting::Config) -> Result<Restored, StoreError> {
     let loaded = store.load()?;
     let mut engine = match &loaded.snapshot {
         Some(s) => Engine::restore(config.clone(), &mut serde_json::Deserializer::from_str(&s.json))
