@@ -242,7 +242,7 @@ struct Worker {
     wiring: Wiring,
     events: broadcast::Sender<String>,
     since_snapshot: u64,
-    /// The engine's time: the deadline clock, never behind the last input handled.
+    /// The engine's time for the batch at hand, read once from `clock` per batch.
     now: Millis,
     clock: DeadlineClock,
     open: Arc<std::sync::atomic::AtomicU64>,
@@ -294,8 +294,9 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            // Never behind the last input, so the log replays in order.
-            self.now = self.now.max(self.clock.now_ms());
+            // The deadline clock never goes back and starts at the last logged input, so the
+            // log replays in order.
+            self.now = self.clock.now_ms();
             stop |= self.step(batch);
         }
         self.snapshot();

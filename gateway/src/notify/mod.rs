@@ -38,7 +38,6 @@ pub mod wecom;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{ChannelConfig, NotifyConfig};
 pub use error::{ConfigError, SendError};
@@ -139,6 +138,4 @@ pub fn build_channels_with_env(
 
 /// The wall clock as Unix ms: outbox times and signatures are wall-clock times, because they
 /// outlive the process and are checked by other machines.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::clock::wall_ms as unix_ms;

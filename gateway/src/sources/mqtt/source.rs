@@ -23,7 +23,7 @@
 //! without persistence, or the session expired).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, SubscribeReasonCode,
@@ -35,9 +35,7 @@ use super::config::{MqttConfig, Session};
 use crate::ingest::{Accepted, Ingest, Outcome};
 use crate::metrics::{Metrics, SessionLabel};
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::wall_ms as now_ms;
 
 /// Acknowledgements written per flush at most.
 const ACKS_PER_FLUSH: usize = 4096;
