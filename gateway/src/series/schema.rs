@@ -293,6 +293,13 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
                 .tag("source", "mqtt")
                 .field("online", Field::I64(st.online.into())),
         ),
+        // A device proving its boot is alive: a sign of life like an `online` status.
+        UplinkBody::Boot(_) => (
+            "boot",
+            Point::new(measurement::DEVICE_STATUS, ts_ns)
+                .tag("source", "boot")
+                .field("online", Field::I64(1)),
+        ),
         UplinkBody::CommandAck(a) => (
             "command_ack",
             Point::new(measurement::COMMAND_ACK, ts_ns)
