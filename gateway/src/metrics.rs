@@ -75,6 +75,9 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Messages from devices missing from the registry (accepted, and listed).
     pub unknown_device_messages: Counter,
+    /// Messages accepted without proof of origin (keyless devices, or keyed ones still
+    /// allowed to send unsigned), by kind.
+    pub unauthenticated: Family<KindLabel, Counter>,
     /// Distinct unknown devices seen.
     pub unknown_devices: Gauge,
     /// Messages accepted with a device clock far off the gateway's, by direction.
@@ -143,6 +146,7 @@ impl Metrics {
             rejected: Family::default(),
             duplicates: Counter::default(),
             unknown_device_messages: Counter::default(),
+            unauthenticated: Family::default(),
             unknown_devices: Gauge::default(),
             skewed_timestamps: Family::default(),
             mqtt_connected: Family::default(),
@@ -186,6 +190,11 @@ impl Metrics {
             m.unknown_device_messages.clone(),
         );
         registry.register("unknown_devices", "Distinct unknown devices seen", m.unknown_devices.clone());
+        registry.register(
+            "unauthenticated_accepted",
+            "Messages accepted without a verified signature (keyless or migrating devices), by kind",
+            m.unauthenticated.clone(),
+        );
         registry.register(
             "skewed_timestamps",
             "Messages accepted with a device clock far ahead of or behind the gateway's, by direction",
@@ -306,6 +315,19 @@ impl Metrics {
                 off_by_ms = skew.ms(),
                 suppressed,
                 "Device clock far off the gateway's; message accepted and stamped with the gateway's time."
+            );
+        }
+    }
+
+    /// A message accepted without a verified signature: counted by kind, logged rate-limited.
+    pub fn unauthenticated(&self, kind: &'static str, device: &str) {
+        self.unauthenticated.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+        if let Some(suppressed) = self.may_log("unauthenticated") {
+            tracing::warn!(
+                device,
+                kind,
+                suppressed,
+                "Message accepted without a signature: the device has no key, or its unsigned messages are still allowed."
             );
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
-use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Topic, VillageId};
+use firegrid_protocol::{DeviceId, DownlinkBody, Encoding, VillageId};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -127,7 +127,7 @@ impl AlarmLoop {
         let sound = Arc::new(move |location: &Location| {
             let directory = sound_ingest.directory();
             for (village, device) in directory.devices_in(&location.building) {
-                sound_sounders(&commands, village, device);
+                sound_sounders(&commands, &sound_ingest, village, device);
             }
         });
         let series_ingest = ingest.clone();
@@ -259,15 +259,16 @@ fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, J
     (client, task)
 }
 
-fn sound_sounders(client: &AsyncClient, village: VillageId, device: DeviceId) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let cmd = Downlink::new((now / 1000) as u32, now, DownlinkBody::Sounders { on: true });
-    let mut buf = [0u8; 128];
-    let Ok(payload) = cmd.encode(Encoding::Json, &mut buf) else { return };
-    let topic = Topic::downlink(village, device, DownlinkKind::Sounders).to_buf().to_string();
-    if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
+fn sound_sounders(client: &AsyncClient, ingest: &Ingest, village: VillageId, device: DeviceId) {
+    let now = crate::clock::wall_ms();
+    // Numbered so that no number repeats, signed for a keyed detector's current boot.
+    let Some((topic, payload)) =
+        ingest.command_for(&village, &device, DownlinkBody::Sounders { on: true }, Encoding::Json, now)
+    else {
+        tracing::warn!(%device, "No sounder command for a revoked device.");
+        return;
+    };
+    if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
         tracing::error!(%error, "Cannot queue a sounder command.");
     }
 }

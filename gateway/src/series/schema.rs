@@ -311,6 +311,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
     debug_assert_eq!(name, msg.kind().as_str());
     let mut point = placed(point, place, msg.dev.as_str())
         .field("boot", Field::I64(msg.boot.into()))
+        .field("signed", Field::I64(msg.is_signed().into()))
         .field("seq", Field::I64(msg.seq.into()));
     if msg.ts_ms != 0 {
         point = point.field("device_ts_ms", Field::I64(msg.ts_ms as i64));
@@ -356,7 +357,7 @@ mod tests {
                 && !["communication_loss", "case_transition", "alarm_flood"].contains(&m.as_str())
             {
                 keys.extend(common.iter().cloned());
-                for f in ["boot", "seq", "device_ts_ms"] {
+                for f in ["boot", "seq", "signed", "device_ts_ms"] {
                     keys.insert(("field".into(), f.into()));
                 }
             }
