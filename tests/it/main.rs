@@ -16,4 +16,5 @@ mod influxdb_v1;
 mod modbus;
 mod mqtt;
 mod sim;
+mod trust;
 mod victoria_metrics;
