@@ -37,6 +37,8 @@ pub struct ApiState {
     pub site: Arc<crate::site::Site>,
     /// The district (the top of every location).
     pub district: String,
+    /// Ingest, for device administration (resetting a replay window).
+    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
 /// The routes, to be merged into the gateway's router.
@@ -48,6 +50,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/cases/{id}/actions", post(act))
         .route("/api/v1/events", get(events))
         .route("/api/v1/buildings", get(buildings))
+        .route("/api/v1/devices/{id}/reset-window", post(reset_window))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -92,6 +95,11 @@ impl From<CaseError> for ApiError {
 
 /// Authenticates the request; refusals are counted and logged (rate-limited).
 fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), ApiError> {
+    officer_entry(state, headers).map(|e| (e.officer(), e.may_act()))
+}
+
+/// The authenticated officer's directory entry.
+fn officer_entry(state: &ApiState, headers: &HeaderMap) -> Result<crate::officers::OfficerEntry, ApiError> {
     let refuse = |reason: &'static str, message: String| {
         state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
         if let Some(suppressed) = state.metrics.may_log(reason) {
@@ -109,7 +117,78 @@ fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), Api
     let token = crate::officers::bearer(header).map_err(|e| refuse("unauthenticated", e.to_string()))?;
     let directory = watch.current();
     let entry = directory.authenticate(token).map_err(|e| refuse("unauthenticated", e.to_string()))?;
-    Ok((entry.officer(), entry.may_act()))
+    Ok(entry.clone())
+}
+
+/// `POST /api/v1/devices/{id}/reset-window`: forgets a device's authenticated replay window,
+/// so that its next signed message starts a new one. For a detector whose boot counter went
+/// backwards (reflashed, flash erased) and that cannot answer a challenge. Duty officers and
+/// commanders only, for devices of their scope; written to the time series as a
+/// `device_admin` event with the officer and the remote address, and logged.
+async fn reset_window(
+    State(state): State<ApiState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::officers::Role;
+    let entry = officer_entry(&state, &headers)?;
+    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
+        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "role".into() }).inc();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role",
+            "only duty officers and commanders may reset a device's replay window",
+        ));
+    }
+    let device = firegrid_protocol::DeviceId::new(&id).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("bad device id: {e}"))
+    })?;
+    let officer = entry.officer();
+    let registered = state.site.registry().and_then(|r| {
+        let b = &r.get(&device)?.building;
+        Some(Location {
+            district: state.district.clone(),
+            street: b.street.to_string(),
+            community: b.community.to_string(),
+            grid: b.grid.to_string(),
+            building: b.id.to_string(),
+        })
+    });
+    let Some(location) = registered else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("device {id} is not in the registry"),
+        ));
+    };
+    if !officer.scope.covers(&location) {
+        return Err(forbidden(&state, &officer, &format!("device {id}")));
+    }
+    let known = state.ingest.reset_window(&device);
+    let now = crate::clock::wall_ms();
+    let origin = remote.ip().to_string();
+    tracing::warn!(device = %device, officer = %officer.id, %origin, "Officer reset the device's replay window.");
+    let stored = state.ingest.store_local(&device, firegrid_protocol::Class::Event, now, |place, ts| {
+        crate::series::schema::device_admin_point(
+            place,
+            device.as_str(),
+            "reset_window",
+            &officer.id,
+            &origin,
+            ts,
+        )
+    });
+    if let Err(error) = stored {
+        // The reset is done; its record is what failed. Say so rather than pretend.
+        tracing::error!(%error, device = %device, "Cannot store the audit record of a window reset.");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store",
+            "the window was reset, but its audit record could not be stored",
+        ));
+    }
+    Ok(Json(json!({ "device": id, "reset": true, "was_known": known })))
 }
 
 fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
@@ -367,7 +446,8 @@ pub fn spec() -> Value {
                     "409": { "description": "not possible in the case's state (closed, already acknowledged, latched ...)" },
                     "422": { "description": "not a valid command" } } } },
             "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
-            "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } }
+            "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } },
+            "/api/v1/devices/{id}/reset-window": { "post": { "summary": "Forget a device's authenticated replay window (a detector reflashed with a lower boot counter); duty officers and commanders, devices of their scope; audited as a device_admin event", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{\"device\", \"reset\": true, \"was_known\"}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } }
         }
     })
 }

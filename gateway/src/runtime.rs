@@ -403,7 +403,7 @@ impl Gateway {
 
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
-            ingest,
+            ingest: ingest.clone(),
             spool: spool.clone(),
             destinations: destination_stats,
             modbus: modbus_stats,
@@ -413,6 +413,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 site: site.clone(),
                 district: cfg.alerting.district.clone(),
+                ingest: ingest.clone(),
             }),
             site: site.clone(),
         });
