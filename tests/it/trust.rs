@@ -149,9 +149,12 @@ fn alarm() -> UplinkBody {
     UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 })
 }
 
+/// Downlinks a client collected: `(topic, payload)` in arrival order.
+type Collected = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A connected MQTT client; with `downlinks`, subscribed to `fg/v1/{village}/+/down/+` and
 /// collecting what arrives there.
-async fn client(broker: u16, id: &str, downlinks: Option<Arc<Mutex<Vec<(String, Vec<u8>)>>>>) -> AsyncClient {
+async fn client(broker: u16, id: &str, downlinks: Option<Collected>) -> AsyncClient {
     let opts = MqttOptions::new(id, "127.0.0.1", broker);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     if downlinks.is_some() {
