@@ -596,3 +596,64 @@ async fn the_broker_admits_only_who_belongs_and_each_only_to_its_own_topics() {
         "sd-a2's forged command reached sd-a1: {seen:?}"
     );
 }
+
+/// On an address others can reach, the operations endpoints (`/metrics`,
+/// `/api/unknown-devices`, the detailed `/healthz`) move to a loopback listener of their own,
+/// and officer tokens are never served over plain HTTP unless a TLS proxy is declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints_stay_on_loopback_and_tokens_never_travel_in_clear() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let officers = dir.path().join("officers.toml");
+    write_street_desk(&officers, "Fuhai");
+    let ops = firegrid_tests::free_port().unwrap();
+    let plain = {
+        let officers = officers.clone();
+        let broker = broker.port();
+        move |d: &Path, http_port: u16| {
+            format!(
+                "data_dir = \"{}\"\nhttp_listen = \"0.0.0.0:{http_port}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"gw-ops\"\n[alerting]\ndistrict = \"Xishan\"\nofficers = \"{}\"\n",
+                d.join("data").display(),
+                officers.display()
+            )
+        }
+    };
+    // Refused, with the reason and the way out.
+    let file = dir.path().join("plain.toml");
+    std::fs::write(&file, plain(dir.path(), 18080)).unwrap();
+    let out = std::process::Command::new(firegrid_binary().unwrap())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("refusing to serve officer tokens over plain HTTP") && said.contains("http_tls_proxy"),
+        "{said}"
+    );
+
+    let gateway = Firegrid::start(move |d: &Path, port: u16| {
+        format!("http_tls_proxy = true\nops_listen = \"127.0.0.1:{ops}\"\n{}", plain(d, port))
+    })
+    .unwrap();
+    let public = format!("http://127.0.0.1:{}", gateway.http_port());
+    let private = format!("http://127.0.0.1:{ops}");
+    for path in ["/metrics", "/api/unknown-devices"] {
+        assert_eq!(get(&format!("{public}{path}")).0, 404, "{path} is served to the network");
+        assert_eq!(get(&format!("{private}{path}")).0, 200, "{path} is missing on the ops listener");
+    }
+    let brief = get(&format!("{public}/healthz"));
+    assert_eq!((brief.0, brief.1.trim()), (200, r#"{"ok":true}"#));
+    let full = get(&format!("{private}/healthz"));
+    assert!(full.0 == 200 && full.1.contains("mqtt"), "{}", full.1);
+    assert!(get(&format!("{private}/metrics")).1.contains("firegrid_"), "no metrics on the ops listener");
+}
+
+/// A GET's status and body.
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).proxy(None).build().into();
+    let mut reply = agent.get(url).call().unwrap();
+    (reply.status().as_u16(), reply.body_mut().read_to_string().unwrap_or_default())
+}
