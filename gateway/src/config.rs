@@ -286,6 +286,7 @@ impl Config {
             burst: self.admission.burst,
             alarm_rate_per_s: self.admission.alarm_rate_per_s,
             alarm_burst: self.admission.alarm_burst,
+            ..AdmissionConfig::default()
         }
     }
 

@@ -208,7 +208,11 @@ pub async fn feed_accepted(
     site: Arc<crate::site::Site>,
 ) {
     while let Some(a) = rx.recv().await {
-        site.record(&a.msg, a.accepted_ms);
+        // The console shows registered places: an unregistered id (which anyone can invent)
+        // never grows its maps.
+        if a.registered {
+            site.record(&a.msg, a.accepted_ms);
+        }
         // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
         // they skip the registry lookup.
         let signals =
