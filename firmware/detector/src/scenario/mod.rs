@@ -16,7 +16,7 @@
 
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, Operation, SevenBitAddress};
-use firegrid_protocol::{DetectorState, DeviceId, Encoding, FaultKind, UplinkBody};
+use firegrid_protocol::{DetectorState, DeviceId, DeviceKey, Encoding, FaultKind, UplinkBody, VillageId};
 
 use crate::config::{Calibration, Config, DAY_MS, MINUTE_MS, SECOND_MS};
 use crate::device::{Device, Identity};
@@ -560,10 +560,27 @@ impl Outcome {
     }
 }
 
-/// The device every vector starts from: default configuration, [`CALIBRATION`], booted at 0.
-pub fn fresh_device() -> Device {
+/// The key of the scenario device: a fixed **test** key (bytes `0xA0`, `0xA1`, ... `0xBF`),
+/// public in this source and therefore worthless outside tests. It makes every scenario run,
+/// on the host and on the Cortex-M3 image, sign each uplink (so the image's flash, RAM and
+/// run time include HMAC-SHA-256) and authenticate each downlink.
+pub const SCENARIO_TEST_KEY: DeviceKey = DeviceKey::from_bytes([
+    0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF, 0xB0,
+    0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF,
+]);
+
+/// Who the scenario device is: device `sim` of village `scenario`, boot 1, keyed with
+/// [`SCENARIO_TEST_KEY`].
+pub fn scenario_identity() -> Identity {
+    let village = VillageId::new("scenario").unwrap_or_else(|_| unreachable!("a valid id"));
     let dev = DeviceId::new("sim").unwrap_or_else(|_| unreachable!("a valid id"));
-    Device::new(Config::default(), CALIBRATION, Identity { dev, boot: 1 }, 0)
+    Identity::new(village, dev, 1).with_key(SCENARIO_TEST_KEY)
+}
+
+/// The device every vector starts from: default configuration, [`CALIBRATION`],
+/// [`scenario_identity`], booted at 0.
+pub fn fresh_device() -> Device {
+    Device::new(Config::default(), CALIBRATION, scenario_identity(), 0)
 }
 
 /// Runs a fresh device over `vector`, calling `on_decision` for every decision in order.

@@ -113,7 +113,8 @@ fn minimq_uplink_delivers_alarm_first_retransmits_until_acked_and_applies_comman
     // Virtual device time: the detector core never reads a clock, so the test can jump
     // past the retransmission period instead of waiting for it.
     let mut now = 0u64;
-    let mut device = Device::new(Config::default(), Calibration::default(), Identity { dev, boot: 7 }, now);
+    let mut device =
+        Device::new(Config::default(), Calibration::default(), Identity::new(village.clone(), dev, 7), now);
     device.on_battery(now, 3_300);
     device.tick(now); // the boot heartbeat (telemetry)
     device.on_button(now, Press::Long); // a drill: state `test` (alarm class)
@@ -287,7 +288,12 @@ fn an_alarm_raised_while_the_broker_is_down_arrives_after_its_restart() {
         pending: Vec::new(),
     };
     let mut now = 0u64;
-    let mut device = Device::new(Config::default(), Calibration::default(), Identity { dev, boot: 9 }, now);
+    let mut device = Device::new(
+        Config::default(),
+        Calibration::default(),
+        Identity::new(gateway.village.clone(), dev, 9),
+        now,
+    );
     device.on_battery(now, 3_300);
     device.tick(now);
 
