@@ -396,8 +396,15 @@ impl Device {
     /// nothing, not even the device clock; it is not answered either. Only an authentic
     /// command that fails validation is answered `rejected`.
     pub fn on_downlink(&mut self, now_ms: u64, payload: &[u8]) {
+        self.on_downlink_in(now_ms, payload, Encoding::detect(payload));
+    }
+
+    /// [`Device::on_downlink`] for a board that knows the encoding its gateway uses: a
+    /// compact-only board links no JSON decoder (with its float parser, 32 KiB of flash
+    /// on the Cortex-M3 image).
+    pub fn on_downlink_in(&mut self, now_ms: u64, payload: &[u8], encoding: Encoding) {
         let limits = Limits::default();
-        let Ok(cmd) = Downlink::decode(payload, Encoding::detect(payload), &limits) else {
+        let Ok(cmd) = Downlink::decode(payload, encoding, &limits) else {
             // Nothing that does not decode has a `seq` to answer.
             warning!("Downlink undecodable.");
             return;
