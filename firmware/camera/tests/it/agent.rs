@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firegrid_camera::{Agent, AgentStats, CameraSignal, CameraTransport, Config, SignalKind, Vendor};
-use firegrid_protocol::{DeviceId, UplinkBody};
+use firegrid_protocol::{DeviceId, DeviceKey, UplinkBody};
 use firegrid_tests::Mosquitto;
 use tokio_util::sync::CancellationToken;
 
@@ -413,4 +413,43 @@ async fn simulated_camera_through_a_feed() {
     assert_eq!(stats.snapshot().stream_connects, 1);
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// A camera with a key signs every uplink (the gateway here verifies each one), refuses the
+/// unsigned acknowledgements of a gateway that does not sign, so its events stay in the
+/// outbox, and empties the outbox on signed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_camera_signs_its_uplinks_and_obeys_only_signed_acks() {
+    let broker = Mosquitto::start().unwrap();
+    let key = DeviceKey::from_bytes(core::array::from_fn(|i| 0x90 + i as u8));
+    let hex: String = key.expose().iter().map(|b| format!("{b:02x}")).collect();
+    let camera = Camera::start(Vendor::Hikvision, Auth::Digest, Duration::from_secs(3600)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config =
+        config(&camera, "hikvision", "digest", &broker, state.path(), "cam-key-0001", Extra::default());
+    config.key = Some(firegrid_camera::config::KeyText::new(hex));
+    config.validate().unwrap();
+
+    // A gateway that acknowledges without signing: every ack is refused.
+    let mut unsigned = Gateway::start_signing(&broker, VILLAGE, true, Some(key.clone()), false).await;
+    let (feed, transport) = firegrid_camera::feed(Vendor::Hikvision, Default::default(), 16);
+    let agent = Agent::new(config, transport).unwrap();
+    let stats = agent.stats();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    feed.send(&CameraSignal::heartbeat(), 0).await.unwrap();
+    feed.send(&signal(1, SignalKind::Fire, true), 0).await.unwrap();
+    let mut got = Vec::new();
+    unsigned.until(&mut got, |m| contains_all(&camera_messages(m), &["event fire ch1 start 100%"])).await;
+    let running = Running { stats: stats.clone(), shutdown: shutdown.clone(), task };
+    running.until("refused acks", |s| s.downlinks_refused >= 2).await;
+    let s = stats.snapshot();
+    assert_eq!(s.acknowledged, 0, "an unsigned ack removed a message: {s:?}");
+    assert!(s.outbox_depth >= 2, "{s:?}");
+    drop(unsigned);
+
+    // The gateway signs: everything leaves the outbox.
+    let _signed = Gateway::start_signing(&broker, VILLAGE, true, Some(key), true).await;
+    running.until("an empty outbox", |s| s.outbox_depth == 0 && s.acknowledged >= 2).await;
+    running.stop().await;
 }
