@@ -109,7 +109,7 @@ impl Fleet {
 
     /// [`Fleet::new`] with device keys: a detector listed in `keys` boots with its key, so its
     /// firmware signs every uplink and admits only authenticated downlinks; the others stay
-    /// keyless. The runner also gives the cameras theirs.
+    /// keyless. The runner gives the cameras theirs ([`crate::cameras::Cameras::start`]).
     pub fn new_keyed(
         village: Village,
         scenario: &Scenario,
