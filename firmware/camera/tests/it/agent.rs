@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firegrid_camera::{Agent, AgentStats, CameraSignal, CameraTransport, Config, SignalKind, Vendor};
-use firegrid_protocol::{DeviceId, DeviceKey, UplinkBody};
+use firegrid_protocol::{
+    DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, Topic, UplinkBody, VillageId,
+};
 use firegrid_tests::Mosquitto;
 use tokio_util::sync::CancellationToken;
 
@@ -449,7 +451,49 @@ async fn a_keyed_camera_signs_its_uplinks_and_obeys_only_signed_acks() {
     drop(unsigned);
 
     // The gateway signs: everything leaves the outbox.
-    let _signed = Gateway::start_signing(&broker, VILLAGE, true, Some(key), true).await;
+    let mut signed = Gateway::start_signing(&broker, VILLAGE, true, Some(key.clone()), true).await;
     running.until("an empty outbox", |s| s.outbox_depth == 0 && s.acknowledged >= 2).await;
+
+    // A challenge for this boot is answered with a signed `boot` echoing its nonce (the
+    // gateway verifies every uplink); a forged one is not answered.
+    let boot = got.iter().find(|m| m.dev.as_str() == "cam-key-0001").unwrap().boot;
+    let forged = DeviceKey::from_bytes([0x01; 32]);
+    let refused_before = stats.snapshot().downlinks_refused;
+    command(&broker, "cam-key-0001", 900, DownlinkBody::Challenge { nonce: 41 }, boot, &forged).await;
+    command(&broker, "cam-key-0001", 901, DownlinkBody::Challenge { nonce: 42 }, boot, &key).await;
+    let mut answers = Vec::new();
+    signed.until(&mut answers, |m| m.iter().any(|m| matches!(m.body, UplinkBody::Boot(_)))).await;
+    let nonces: Vec<u64> = answers
+        .iter()
+        .filter_map(|m| match &m.body {
+            UplinkBody::Boot(b) => Some(b.nonce),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nonces, [42]);
+    running.until("the forged challenge refused", |s| s.downlinks_refused > refused_before).await;
     running.stop().await;
+}
+
+/// Publishes one command to `device`, signed with `key` for `boot`, as the gateway would.
+async fn command(broker: &Mosquitto, device: &str, seq: u32, body: DownlinkBody, boot: u16, key: &DeviceKey) {
+    let (village, dev) = (VillageId::new(VILLAGE).unwrap(), DeviceId::new(device).unwrap());
+    let mut cmd = Downlink::new(seq, 0, body);
+    cmd.sign(&village, &dev, boot, key);
+    let mut buf = [0u8; 256];
+    let payload = cmd.encode(Encoding::Json, &mut buf).unwrap().to_vec();
+    let topic = Topic::downlink(village, dev, cmd.kind()).to_buf().to_string();
+    let mut options = rumqttc::MqttOptions::new(format!("commander-{seq}"), broker.host(), broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker did not take the command");
 }
