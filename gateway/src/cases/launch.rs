@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
-use firegrid_protocol::{DeviceId, DownlinkBody, Encoding, VillageId};
+use firegrid_protocol::{DeviceId, DownlinkBody, VillageId};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -267,7 +267,7 @@ fn sound_sounders(client: &AsyncClient, ingest: &Ingest, village: VillageId, dev
     let now = crate::clock::wall_ms();
     // Numbered so that no number repeats, signed for a keyed detector's current boot.
     let Some((topic, payload)) =
-        ingest.command_for(&village, &device, DownlinkBody::Sounders { on: true }, Encoding::Json, now)
+        ingest.command_for(&village, &device, DownlinkBody::Sounders { on: true }, now)
     else {
         tracing::warn!(%device, "No sounder command for a revoked device.");
         return;
