@@ -810,18 +810,9 @@ mod tests {
         )
     }
 
+    /// An unsigned heartbeat in sd-1's name, as anyone on the broker can send.
     fn forged_heartbeat(seq: u32) -> Vec<u8> {
-        let body = UplinkBody::Heartbeat(Heartbeat {
-            battery_mv: Some(3000),
-            signal_dbm: -90,
-            chamber_baseline: None,
-            drift_pct: None,
-            temperature_c: 20.0,
-            firmware: heapless::String::try_from("1.0").unwrap(),
-            uptime_s: 5,
-        });
-        let msg = Uplink::new(DeviceId::new("sd-1").unwrap(), 1, seq, NOW, body);
-        msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec()
+        heartbeat("sd-1", seq)
     }
 
     fn rejected(metrics: &Metrics, reason: &'static str) -> u64 {
