@@ -312,12 +312,19 @@ async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
     assert!(hook.received().is_empty(), "a forged alarm paged someone: {:?}", hook.received());
 
     // The detector's real alarm that follows opens a case and pages.
-    publish(&detector, uplink("sd-a1", 2, alarm(), Some(a1), Encoding::Compact)).await;
+    let real = uplink("sd-a1", 2, alarm(), Some(a1), Encoding::Compact);
+    publish(&detector, real.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while hook.received().is_empty() {
         assert!(Instant::now() < deadline, "the real alarm paged nobody\n{}", gateway.log_tail(40));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(gateway.metric(r#"firegrid_messages_accepted_total{kind="state"}"#).unwrap(), Some(1.0));
+    // The captured alarm, replayed by the attacker: a duplicate, acknowledged again, stored and
+    // handled once.
+    let pages = hook.received().len();
+    publish(&attacker, real).await;
+    wait_metric(&gateway, "firegrid_messages_duplicate_total", 1.0).await;
     assert_eq!(gateway.metric(r#"firegrid_messages_accepted_total{kind="state"}"#).unwrap(), Some(1.0));
 
     // Its acknowledgement is signed for sd-a1's current boot: sd-a1's key verifies it once,
