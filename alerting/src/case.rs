@@ -171,6 +171,22 @@ pub struct Case {
     pub handle_due: Option<Millis>,
     /// When reached levels are reminded next.
     pub next_reminder: Option<Millis>,
+    /// Raised by a device the registry does not know; `None` once placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<Unplaced>,
+}
+
+/// What a case of unregistered devices knows of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplaced {
+    /// The village their topics name.
+    pub village: String,
+    /// The village's flood case: unplaced devices beyond
+    /// [`crate::Config::unplaced_limit`] within [`crate::Config::unplaced_window`] fold into
+    /// it instead of opening cases of their own.
+    pub flood: bool,
+    /// The device (without its `/channel` or `/fault` suffix) that opened it.
+    pub device: String,
 }
 
 impl Case {

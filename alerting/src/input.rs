@@ -51,6 +51,11 @@ pub struct Signal {
     pub condition: Condition,
     /// Raised (`true`) or cleared.
     pub active: bool,
+    /// The device is not in the registry: the village it reported from. Its
+    /// [`Signal::location`] then names only the desk that answers for unplaced devices
+    /// (the levels below it are empty), and the case it opens pages as unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
 }
 
 /// What a signal is about.
@@ -155,6 +160,14 @@ pub enum Command {
         /// The device; `None` resets every latched alarm of the case that has cleared.
         device: Option<String>,
     },
+    /// An unplaced device's case gets the building the device was found in (written into
+    /// the registry by the caller before this command).
+    Place {
+        /// The case (one unplaced device's, not a flood).
+        case: CaseId,
+        /// Where the device is.
+        location: Location,
+    },
 }
 
 impl Command {
@@ -169,7 +182,8 @@ impl Command {
             | Command::Note { case, .. }
             | Command::Shelve { case, .. }
             | Command::Unshelve { case, .. }
-            | Command::ResetLatch { case, .. } => *case,
+            | Command::ResetLatch { case, .. }
+            | Command::Place { case, .. } => *case,
         }
     }
 
@@ -185,6 +199,7 @@ impl Command {
             Command::Shelve { .. } => "shelve",
             Command::Unshelve { .. } => "unshelve",
             Command::ResetLatch { .. } => "reset_latch",
+            Command::Place { .. } => "place",
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct Notification {
     pub chattering: bool,
     /// When the next deadline falls, if any.
     pub deadline: Option<Millis>,
+    /// From a device the registry does not know (or a flood of them): nobody vouches that
+    /// it is a real detector, so the page says it is unverified.
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 /// Why a desk is paged.
@@ -172,6 +176,11 @@ pub enum TransitionKind {
         /// The notification.
         notification: u64,
     },
+    /// An unplaced device's case got its building.
+    Placed {
+        /// The building.
+        building: String,
+    },
 }
 
 impl TransitionKind {
@@ -195,6 +204,7 @@ impl TransitionKind {
             TransitionKind::Unshelved => "unshelved",
             TransitionKind::LatchReset => "latch_reset",
             TransitionKind::DeliveryFailed { .. } => "delivery_failed",
+            TransitionKind::Placed { .. } => "placed",
         }
     }
 }

@@ -60,6 +60,7 @@ fn input(op: &Op) -> Option<Input> {
                 location: location(building),
                 condition,
                 active,
+                unplaced: None,
             })
         }
         Op::Command { case, scope, command } => {

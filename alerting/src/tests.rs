@@ -18,7 +18,24 @@ fn at(building: &str) -> Location {
 }
 
 fn signal(condition: Condition, device: &str, building: &str, active: bool) -> Input {
-    Input::Signal(Signal { device: device.into(), location: at(building), condition, active })
+    Input::Signal(Signal { device: device.into(), location: at(building), condition, active, unplaced: None })
+}
+
+/// A device the registry does not know, reporting from village `fuhai-1`: its location
+/// names only the street desk and the district above it.
+fn stranger(condition: Condition, device: &str, active: bool) -> Input {
+    let location = Location { district: "Xishan".into(), street: "Fuhai".into(), ..Location::default() };
+    Input::Signal(Signal {
+        device: device.into(),
+        location,
+        condition,
+        active,
+        unplaced: Some("fuhai-1".into()),
+    })
+}
+
+fn place(case: u64, building: &str) -> Command {
+    Command::Place { case: CaseId(case), location: at(building) }
 }
 
 fn smoke(device: &str, building: &str) -> Input {
@@ -60,8 +77,15 @@ fn render(now: Millis, action: &Action, trace: &mut String) {
     let t = now / 1000;
     match action {
         Action::Notify(n) => {
-            let _ =
-                writeln!(trace, "{t}s notify {} {:?} #{} {}", n.desk, n.reason, n.case, n.severity.as_str());
+            let unverified = if n.unverified { " unverified" } else { "" };
+            let _ = writeln!(
+                trace,
+                "{t}s notify {} {:?} #{} {}{unverified}",
+                n.desk,
+                n.reason,
+                n.case,
+                n.severity.as_str()
+            );
         }
         Action::SoundBuilding { case, location } => {
             let _ = writeln!(trace, "{t}s sound {} #{case}", location.building);
@@ -561,4 +585,147 @@ fn a_shelved_acknowledged_case_still_escalates_when_its_handling_is_overdue() {
     );
     assert!(trace.contains("1810s #1 escalated response/community"), "{trace}");
     assert!(trace.contains("1810s notify community:C1 HandlingOverdue #1 pre_alarm"), "{trace}");
+}
+
+#[test]
+fn an_unplaced_detector_opens_an_unverified_case_at_its_desk_on_the_street_deadlines_of_a_pre_alarm() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            Run(130),
+            In(131, stranger(Condition::Smoke, "x1", false)),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        30s notify street:Fuhai Reminder #1 pre_alarm unverified
+        60s notify street:Fuhai Reminder #1 pre_alarm unverified
+        90s notify street:Fuhai Reminder #1 pre_alarm unverified
+        120s #1 escalated warning/district
+        120s notify street:Fuhai Reminder #1 pre_alarm unverified
+        120s notify district:Xishan Escalated #1 pre_alarm unverified
+        131s #1 alarm_changed warning/district
+        ",
+    );
+}
+
+#[test]
+fn unplaced_devices_never_confirm_a_fire_and_a_fault_is_a_case_of_its_own() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, stranger(Condition::Smoke, "x1", true)),
+            In(2, stranger(Condition::Fault, "x1/tamper", true)),
+            In(3, stranger(Condition::Smoke, "x2", true)),
+            In(4, by("street:Fuhai", ack(1))),
+            In(4, by("street:Fuhai", ack(2))),
+            In(4, by("street:Fuhai", ack(3))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        2s #2 opened warning/street
+        2s notify street:Fuhai Opened #2 fault unverified
+        3s #3 opened warning/street
+        3s notify street:Fuhai Opened #3 pre_alarm unverified
+        4s #1 acknowledged response/street
+        4s #2 acknowledged response/street
+        4s #3 acknowledged response/street
+        ",
+    );
+}
+
+#[test]
+fn beyond_the_limit_unplaced_devices_fold_into_one_flood_case_per_village() {
+    let config = Config { unplaced_limit: 2, unplaced_window: Duration::from_secs(600), ..Config::default() };
+    check_with(
+        config,
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, stranger(Condition::Smoke, "x2", true)),
+            In(2, by("street:Fuhai", ack(1))),
+            In(2, by("street:Fuhai", ack(2))),
+            // The third and fourth stranger within ten minutes: one flood case, paged once.
+            In(3, stranger(Condition::Smoke, "x3", true)),
+            In(4, stranger(Condition::Smoke, "x4", true)),
+            // A device already folded stays in the flood case when it clears, and when it
+            // alarms again.
+            In(5, stranger(Condition::Smoke, "x3", false)),
+            In(6, stranger(Condition::Smoke, "x3", true)),
+            In(7, by("street:Fuhai", ack(3))),
+            // Once the window has passed, a new stranger gets a case of its own again.
+            In(601, stranger(Condition::Smoke, "x5", true)),
+            In(602, by("street:Fuhai", ack(4))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        1s #2 opened warning/street
+        1s notify street:Fuhai Opened #2 pre_alarm unverified
+        2s #1 acknowledged response/street
+        2s #2 acknowledged response/street
+        3s #3 opened warning/street
+        3s notify street:Fuhai Opened #3 pre_alarm unverified
+        4s #3 alarm_changed warning/street
+        5s #3 alarm_changed warning/street
+        6s #3 alarm_changed warning/street
+        7s #3 acknowledged response/street
+        601s #4 opened warning/street
+        601s notify street:Fuhai Opened #4 pre_alarm unverified
+        602s #4 acknowledged response/street
+        ",
+    );
+    let (engine, _) = run(
+        Config { unplaced_limit: 2, ..Config::default() },
+        (1..=5).map(|i| In(i, stranger(Condition::Smoke, &format!("x{i}"), true))).collect(),
+    );
+    let flood = engine.case(CaseId(3)).unwrap();
+    assert!(flood.unplaced.as_ref().is_some_and(|u| u.flood));
+    assert_eq!(flood.devices(), ["x3", "x4", "x5"]);
+    assert_eq!(engine.open_cases(), 3);
+}
+
+#[test]
+fn placing_an_unplaced_device_gives_its_case_the_building_and_tells_its_grid() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, by("grid:G1", place(1, "A1"))),
+            In(2, by("street:Fuhai", Command::Place { case: CaseId(1), location: Location::default() })),
+            In(3, by("street:Fuhai", place(1, "A1"))),
+            // Now it is a case of building A1: the building's next detector confirms a fire.
+            In(4, smoke("d2", "A1")),
+            In(5, by("street:Fuhai", place(1, "A2"))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        1s refused: case 1 is outside your scope
+        2s refused: a place names its building, grid, community and street
+        3s #1 placed warning/street
+        3s notify grid:G1 Opened #1 pre_alarm
+        4s #1 alarm_changed warning/street
+        4s notify grid:G1 Confirmed #1 fire
+        4s notify community:C1 Confirmed #1 fire
+        4s notify street:Fuhai Confirmed #1 fire
+        4s #1 confirmed warning/street
+        4s sound A1 #1
+        5s refused: case 1 is not a case of an unplaced device
+        ",
+    );
+}
+
+#[test]
+fn an_unplaced_case_survives_a_snapshot_with_its_marker_and_limit() {
+    let config = Config { unplaced_limit: 1, ..Config::default() };
+    let (engine, _) = run(config.clone(), vec![In(0, stranger(Condition::Smoke, "x1", true))]);
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored = Engine::restore(config, &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    // The limit is remembered: the next stranger folds into the flood case.
+    restored.handle(1000, &stranger(Condition::Smoke, "x2", true)).unwrap();
+    assert!(restored.case(CaseId(2)).unwrap().unplaced.as_ref().is_some_and(|u| u.flood));
+    // The first case is still found by its device.
+    let actions = restored.handle(2000, &stranger(Condition::Smoke, "x1", false)).unwrap();
+    assert!(matches!(&actions[..], [Action::Record(t)] if t.case == CaseId(1)), "{actions:?}");
 }

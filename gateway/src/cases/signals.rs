@@ -23,8 +23,13 @@ pub fn may_signal(msg: &Uplink) -> bool {
 /// `cam/ch3`): a low battery clearing must not clear a tamper of the same detector.
 pub fn from_uplink(msg: &Uplink, location: &Location) -> Vec<Signal> {
     let dev = msg.dev.as_str();
-    let signal =
-        |device: String, condition, active| Signal { device, location: location.clone(), condition, active };
+    let signal = |device: String, condition, active| Signal {
+        device,
+        location: location.clone(),
+        condition,
+        active,
+        unplaced: None,
+    };
     match &msg.body {
         UplinkBody::State(s) => match s.state {
             DetectorState::Alarm => vec![signal(dev.into(), Condition::Smoke, true)],
@@ -70,6 +75,7 @@ pub fn from_modbus(event: &ConditionEvent, location: &Location) -> Signal {
         location: location.clone(),
         condition,
         active: event.active,
+        unplaced: None,
     }
 }
 
