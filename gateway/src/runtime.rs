@@ -313,7 +313,9 @@ impl Gateway {
                     alarm.cases.clone(),
                     ingest.clone(),
                     cfg.alerting.district.clone(),
+                    cfg.alerting.unplaced_desk.as_ref().and_then(|d| d.parse().ok()),
                     site.clone(),
+                    metrics.clone(),
                 ));
                 Some(tx)
             }

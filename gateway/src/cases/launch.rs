@@ -64,6 +64,10 @@ impl AlarmLoop {
         mqtt: &MqttConfig,
     ) -> Result<AlarmLoop, LaunchError> {
         cfg.engine.validate().map_err(LaunchError::Invalid)?;
+        if let Some(desk) = &cfg.unplaced_desk {
+            desk.parse::<firegrid_alerting::Scope>()
+                .map_err(|e| LaunchError::Invalid(format!("[alerting] unplaced_desk: {e}")))?;
+        }
         let channels = crate::notify::build_channels(&notify.channels)?;
         for (desk, names) in &cfg.routes {
             if desk != "*" && desk.parse::<firegrid_alerting::Scope>().is_err() {
@@ -198,14 +202,33 @@ pub fn location_of(ingest: &Ingest, device: &DeviceId, district: &str) -> Option
     })
 }
 
-/// Feeds accepted device messages to the alarm loop, and on to `onward`.
+/// The location of some registered building of `village`, if the registry knows one.
+fn known_in_village(site: &crate::site::Site, village: &str, district: &str) -> Option<Location> {
+    use crate::registry::{Scope, ScopeLevel};
+    let registry = site.registry()?;
+    let device = registry.in_scope(&Scope { level: ScopeLevel::Village, name: village.into() }).next()?;
+    let b = &device.building;
+    Some(Location {
+        district: district.to_owned(),
+        street: b.street.to_string(),
+        community: b.community.to_string(),
+        grid: b.grid.to_string(),
+        building: b.id.to_string(),
+    })
+}
+
+/// Feeds accepted device messages to the alarm loop, and on to `onward`. Alarms, faults and
+/// camera events of devices the registry does not know go to `unplaced_desk` (see
+/// [`super::signals::unplaced_location`]): an unregistered detector's fire is still a fire.
 pub async fn feed_accepted(
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     onward: Option<mpsc::UnboundedSender<Accepted>>,
     cases: Cases,
     ingest: Arc<Ingest>,
     district: String,
+    unplaced_desk: Option<firegrid_alerting::Scope>,
     site: Arc<crate::site::Site>,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(a) = rx.recv().await {
         site.record(&a.msg, a.accepted_ms);
@@ -214,11 +237,26 @@ pub async fn feed_accepted(
         let signals =
             match super::signals::may_signal(&a.msg).then(|| location_of(&ingest, &a.msg.dev, &district)) {
                 Some(Some(location)) => super::signals::from_uplink(&a.msg, &location),
-                _ => Vec::new(),
+                Some(None) => {
+                    let village = a.topic.village.as_str();
+                    let known = known_in_village(&site, village, &district);
+                    let location = super::signals::unplaced_location(
+                        unplaced_desk.as_ref(),
+                        village,
+                        known.as_ref(),
+                        &district,
+                    );
+                    let signals = super::signals::from_unplaced(&a.msg, village, &location);
+                    if !signals.is_empty() {
+                        let desk = unplaced_desk
+                            .as_ref()
+                            .map_or_else(|| format!("street:{}", location.street), ToString::to_string);
+                        metrics.unplaced_signal(a.msg.dev.as_str(), &desk);
+                    }
+                    signals
+                }
+                None => Vec::new(),
             };
-        if signals.is_empty() && a.msg.class() == firegrid_protocol::Class::Alarm && !a.registered {
-            tracing::error!(device = %a.msg.dev, "Alarm from an unregistered device: no grid to route it to; see /api/unknown-devices.");
-        }
         for signal in signals {
             cases.signal(signal);
         }

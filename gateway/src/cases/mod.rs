@@ -45,6 +45,12 @@ pub struct AlertingConfig {
     /// Base URL of the console, for links in notifications.
     #[serde(default)]
     pub console_url: Option<String>,
+    /// The desk (`street:Fuhai`, `district:Xishan` ...) that answers for alarms, faults and
+    /// camera fire events of devices the registry does not know. Default: the street of the
+    /// village the device's topic names (the street of the village's registered buildings;
+    /// `street:<village>` when the registry knows none of them, or there is no registry).
+    #[serde(default)]
+    pub unplaced_desk: Option<String>,
     /// Deadlines, correlation and flood thresholds (`[alerting.engine]`, `[alerting.engine.fire]`
     /// ...); see `firegrid_alerting::Config` for every field and its default.
     #[serde(default)]
@@ -73,6 +79,7 @@ impl Default for AlertingConfig {
             routes: BTreeMap::new(),
             retention: default_retention(),
             console_url: None,
+            unplaced_desk: None,
             engine: firegrid_alerting::Config::default(),
         }
     }

@@ -553,15 +553,21 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         DeliveryFailed => "升级 escalated: the desk below could not be reached",
     };
     let place = &n.location;
-    let title = format!("{} {} {}", place.building, n.kind.as_str(), why);
+    // An unplaced device has no building; its page must say that nobody vouches for it, and
+    // a duty officer must still act on it as the fire it may be.
+    let building = if n.unverified { "未登记设备 unplaced device" } else { place.building.as_str() };
+    let title = format!("{} {} {}", building, n.kind.as_str(), why);
+    let names = [&place.street, &place.community, &place.grid, &place.building];
     let mut text = format!(
-        "{} / {} / {} / {}; devices: {}",
-        place.street,
-        place.community,
-        place.grid,
-        place.building,
+        "{}; devices: {}",
+        names.iter().filter(|n| !n.is_empty()).map(|n| n.as_str()).collect::<Vec<_>>().join(" / "),
         n.devices.join(", ")
     );
+    if n.unverified {
+        text.push_str(
+            "; 未核实 unverified: the registry does not know this device (place it from the console)",
+        );
+    }
     if n.chattering {
         text.push_str("; chattering device (频繁误报)");
     }
@@ -578,5 +584,47 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         text,
         url: console.map(|base| format!("{}/cases/{}", base.trim_end_matches('/'), n.case)),
         at_ms: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firegrid_alerting::{CaseId, CaseKind, Level, Location, NotifyReason, Scope, Severity, Stage};
+
+    use super::*;
+
+    fn notification(location: Location, unverified: bool) -> Notification {
+        Notification {
+            id: 7,
+            case: CaseId(3),
+            desk: Scope { level: Level::Street, name: "Fuhai".into() },
+            reason: NotifyReason::Opened,
+            severity: Severity::PreAlarm,
+            kind: CaseKind::Fire,
+            location,
+            stage: Stage::Warning,
+            devices: vec!["x1".into()],
+            chattering: false,
+            deadline: None,
+            unverified,
+        }
+    }
+
+    #[test]
+    fn an_unplaced_device_pages_as_unverified_without_empty_places() {
+        let street = Location { district: "Xishan".into(), street: "Fuhai".into(), ..Location::default() };
+        let m = message(&notification(street, true), 0, None);
+        assert_eq!(m.title, "未登记设备 unplaced device fire 新警情 new case");
+        assert!(m.text.starts_with("Fuhai; devices: x1; 未核实 unverified"), "{}", m.text);
+        let placed = Location {
+            district: "Xishan".into(),
+            street: "Fuhai".into(),
+            community: "C1".into(),
+            grid: "G1".into(),
+            building: "A1".into(),
+        };
+        let m = message(&notification(placed, false), 0, None);
+        assert_eq!(m.title, "A1 fire 新警情 new case");
+        assert_eq!(m.text, "Fuhai / C1 / G1 / A1; devices: x1");
     }
 }
