@@ -389,6 +389,8 @@ impl Gateway {
                 metrics: metrics.clone(),
                 site: site.clone(),
                 district: cfg.alerting.district.clone(),
+                registry: cfg.registry.csv.clone(),
+                placing: Arc::default(),
             }),
             site: site.clone(),
         });

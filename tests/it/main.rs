@@ -16,4 +16,5 @@ mod influxdb_v1;
 mod modbus;
 mod mqtt;
 mod sim;
+mod unplaced;
 mod victoria_metrics;
