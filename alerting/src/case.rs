@@ -171,9 +171,21 @@ pub struct Case {
     pub handle_due: Option<Millis>,
     /// When reached levels are reminded next.
     pub next_reminder: Option<Millis>,
+    /// The last sounder command of the case, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linkage: Option<Linkage>,
     /// Raised by a device the registry does not know; `None` once placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unplaced: Option<Unplaced>,
+}
+
+/// A case's sounder command: what the building's sounders should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Linkage {
+    /// On or off.
+    pub on: bool,
+    /// The command id ([`crate::Action::Sounders`]).
+    pub command: u64,
 }
 
 /// What a case of unregistered devices knows of them.

@@ -186,6 +186,11 @@ pub struct Config {
     /// The window of [`Config::unplaced_limit`].
     #[serde(with = "humantime_serde")]
     pub unplaced_window: Duration,
+    /// Sound the building's sounders for a single detector in alarm, not only for a
+    /// confirmed fire. Off by default: one detector is verified first (GB 50116 lets a
+    /// single-detector alarm start linkage only where the design asks for it, since most are
+    /// cooking and steam); a building of sleeping residents without a night watch may want it.
+    pub sound_single_detector: bool,
 }
 
 impl Default for Config {
@@ -227,6 +232,7 @@ impl Default for Config {
             keep_closed: Duration::from_secs(24 * 3600),
             unplaced_limit: 10,
             unplaced_window: Duration::from_secs(10 * 60),
+            sound_single_detector: false,
         }
     }
 }

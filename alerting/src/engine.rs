@@ -84,6 +84,9 @@ struct State {
     /// [`Config::unplaced_window`]: the aggregate limit against fake devices.
     #[serde(default)]
     unplaced: BTreeMap<String, VecDeque<Millis>>,
+    /// The last sounder command id given out.
+    #[serde(default)]
+    last_command: u64,
 }
 
 /// The alarm engine. Feed it [`Input`]s with [`Engine::handle`] and the passing of time with
@@ -348,6 +351,7 @@ impl Engine {
             handle_due: None,
             next_reminder: (!chattering).then(|| now + Self::ms(policy.renotify)),
             unplaced,
+            linkage: None,
         };
         self.state.cases.insert(id, case);
         self.open.insert(key, id);
@@ -361,6 +365,9 @@ impl Engine {
             }
         }
         if kind == CaseKind::Fire && self.state.cases[&id].unplaced.is_none() {
+            if self.config.sound_single_detector && signal.condition == Condition::Smoke {
+                self.sounders(id, true, out);
+            }
             self.check_spread(now, id, out);
         }
         self.reschedule(id);
@@ -436,10 +443,29 @@ impl Engine {
         }
         self.raise(now, id, &fire.entry, NotifyReason::Confirmed, out);
         self.record(now, id, TransitionKind::Confirmed, None, None, out);
-        if !self.state.cases[&id].drill {
-            out.push(Action::SoundBuilding { case: id, location: self.state.cases[&id].location.clone() });
-        }
+        self.sounders(id, true, out);
         self.check_spread(now, id, out);
+    }
+
+    /// Switches the case's building's sounders, unless they already are so (or the case is a
+    /// drill, or has no building).
+    fn sounders(&mut self, id: CaseId, on: bool, out: &mut Vec<Action>) {
+        let case = &self.state.cases[&id];
+        let sounding = case.linkage.is_some_and(|l| l.on);
+        if on == sounding || case.drill || case.unplaced.is_some() || case.location.building.is_empty() {
+            return;
+        }
+        self.state.last_command += 1;
+        let command = self.state.last_command;
+        let case = self.state.cases.get_mut(&id).unwrap();
+        case.linkage = Some(crate::Linkage { on, command });
+        out.push(Action::Sounders { case: id, location: case.location.clone(), on, command });
+    }
+
+    /// The sounder state every held case asks for, for a caller that must make sure the
+    /// devices follow it (after a restart, commands nobody confirmed are sent again).
+    pub fn linkage(&self) -> impl Iterator<Item = (&Case, crate::Linkage)> {
+        self.state.cases.values().filter_map(|c| c.linkage.map(|l| (c, l)))
     }
 
     /// Fires in `spread_buildings` buildings of one grid within the window go to the
@@ -718,6 +744,11 @@ impl Engine {
                 case.stage = case.stage.max(Stage::Handling);
                 case.handle_due = None;
                 self.record(now, id, TransitionKind::Disposed { disposition: *disposition }, who, None, out);
+                // A false alarm is silenced at once; a real fire sounds on until it is reset
+                // or closed.
+                if matches!(disposition, crate::Disposition::FalseAlarm { .. } | crate::Disposition::Drill) {
+                    self.sounders(id, false, out);
+                }
             }
             Command::Close { feedback, .. } => {
                 if case.disposition.is_none() {
@@ -738,6 +769,7 @@ impl Engine {
                 case.next_reminder = None;
                 self.open.remove(&key);
                 self.record(now, id, TransitionKind::Closed { feedback: feedback.clone() }, who, None, out);
+                self.sounders(id, false, out);
             }
             Command::Shelve { device, duration, reason, .. } => {
                 let reason = nonempty(reason, "reason")?;
@@ -789,6 +821,10 @@ impl Engine {
                 for device in targets {
                     self.state.cases.get_mut(&id).unwrap().alarms.get_mut(&device).unwrap().latched = false;
                     self.record(now, id, TransitionKind::LatchReset, who, Some(&device), out);
+                }
+                // Reset with nothing left in alarm: the building is quiet again.
+                if self.state.cases[&id].alarms.values().all(|a| !a.active && !a.latched) {
+                    self.sounders(id, false, out);
                 }
             }
             Command::Place { location, .. } => self.place(now, officer, id, location, out)?,

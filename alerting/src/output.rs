@@ -11,12 +11,20 @@ use crate::{CaseId, CaseKind, Level, Location, Millis, Scope, Severity, Stage};
 pub enum Action {
     /// Tell a desk about a case; report the outcome back with [`crate::Input::Delivery`].
     Notify(Notification),
-    /// Sound every sounder in a building (fire linkage through the downlink topic).
-    SoundBuilding {
+    /// Switch every sounder in a building on or off (fire linkage through the downlink
+    /// topic): on for a confirmed fire (and, by [`crate::Config::sound_single_detector`],
+    /// for one detector in alarm), off when the case is disposed as a false alarm, closed,
+    /// or reset with nothing left in alarm.
+    Sounders {
         /// The case that asks for it.
         case: CaseId,
         /// The building.
         location: Location,
+        /// On or off.
+        on: bool,
+        /// The command's id: never repeated, and the same when a replay after a restart
+        /// asks again (it is the devices' `cmd_seq` in their `command_ack`).
+        command: u64,
     },
     /// A case changed: store it and write it as a time series point.
     Record(Transition),

@@ -87,8 +87,11 @@ fn render(now: Millis, action: &Action, trace: &mut String) {
                 n.severity.as_str()
             );
         }
-        Action::SoundBuilding { case, location } => {
-            let _ = writeln!(trace, "{t}s sound {} #{case}", location.building);
+        Action::Sounders { case, location, on: true, command } => {
+            let _ = writeln!(trace, "{t}s sound {} #{case} cmd{command}", location.building);
+        }
+        Action::Sounders { case, location, on: false, command } => {
+            let _ = writeln!(trace, "{t}s silence {} #{case} cmd{command}", location.building);
         }
         Action::Record(r) => {
             let _ = writeln!(
@@ -277,7 +280,7 @@ fn two_detectors_in_one_building_within_the_window_are_a_confirmed_fire_at_stree
         100s notify community:C1 Confirmed #1 fire
         100s notify street:Fuhai Confirmed #1 fire
         100s #1 confirmed warning/street
-        100s sound A1 #1
+        100s sound A1 #1 cmd1
         110s #1 acknowledged response/street
         ",
     );
@@ -303,7 +306,7 @@ fn a_detector_and_a_camera_confirm_but_alarms_outside_the_window_do_not() {
         6s notify community:C1 Confirmed #1 fire
         6s notify street:Fuhai Confirmed #1 fire
         6s #1 confirmed response/street
-        6s sound A1 #1
+        6s sound A1 #1 cmd1
         7s #2 opened warning/grid
         7s notify grid:G1 Opened #2 pre_alarm
         8s #2 acknowledged response/grid
@@ -709,7 +712,7 @@ fn placing_an_unplaced_device_gives_its_case_the_building_and_tells_its_grid() {
         4s notify community:C1 Confirmed #1 fire
         4s notify street:Fuhai Confirmed #1 fire
         4s #1 confirmed warning/street
-        4s sound A1 #1
+        4s sound A1 #1 cmd1
         5s refused: case 1 is not a case of an unplaced device
         ",
     );
@@ -728,4 +731,115 @@ fn an_unplaced_case_survives_a_snapshot_with_its_marker_and_limit() {
     // The first case is still found by its device.
     let actions = restored.handle(2000, &stranger(Condition::Smoke, "x1", false)).unwrap();
     assert!(matches!(&actions[..], [Action::Record(t)] if t.case == CaseId(1)), "{actions:?}");
+}
+
+fn clear(device: &str, building: &str) -> Input {
+    signal(Condition::Smoke, device, building, false)
+}
+
+fn reset(case: u64) -> Command {
+    Command::ResetLatch { case: CaseId(case), device: None }
+}
+
+#[test]
+fn sounders_go_off_when_a_confirmed_fire_is_disposed_as_a_false_alarm() {
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Cooking };
+    check(
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(1, by("grid:G1", ack(1))),
+            In(2, smoke("d2", "A1")),
+            In(3, by("grid:G1", dispose(1, false_alarm))),
+            // Already silent: closing sends nothing more.
+            In(4, clear("d1", "A1")),
+            In(4, clear("d2", "A1")),
+            In(5, by("grid:G1", reset(1))),
+            In(6, by("grid:G1", close(1))),
+        ],
+        "
+        0s #1 opened warning/grid
+        0s notify grid:G1 Opened #1 pre_alarm
+        1s #1 acknowledged response/grid
+        2s #1 alarm_changed response/grid
+        2s notify grid:G1 Confirmed #1 fire
+        2s notify community:C1 Confirmed #1 fire
+        2s notify street:Fuhai Confirmed #1 fire
+        2s #1 confirmed response/street
+        2s sound A1 #1 cmd1
+        3s #1 disposed handling/street
+        3s silence A1 #1 cmd2
+        4s #1 alarm_changed handling/street
+        4s #1 alarm_changed handling/street
+        5s #1 latch_reset handling/street
+        5s #1 latch_reset handling/street
+        6s #1 closed feedback/street
+        ",
+    );
+}
+
+#[test]
+fn sounders_of_a_real_fire_go_off_on_reset_once_nothing_is_in_alarm_or_at_close() {
+    let mut script = vec![
+        In(0, smoke("d1", "A1")),
+        In(0, smoke("d2", "A1")),
+        In(1, by("street:Fuhai", dispose(1, Disposition::RealFire))),
+        In(2, clear("d1", "A1")),
+        // d2 still reports smoke: resetting d1 leaves the building sounding.
+        In(3, by("street:Fuhai", Command::ResetLatch { case: CaseId(1), device: Some("d1".into()) })),
+        In(4, clear("d2", "A1")),
+        In(5, by("street:Fuhai", reset(1))),
+    ];
+    let (engine, trace) = run(Config::default(), script.drain(..).collect());
+    let sounders: Vec<&str> =
+        trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
+    assert_eq!(sounders, ["0s sound A1 #1 cmd1", "5s silence A1 #1 cmd2"], "{trace}");
+    assert_eq!(
+        engine.linkage().map(|(c, l)| (c.id, l)).collect::<Vec<_>>(),
+        [(CaseId(1), Linkage { on: false, command: 2 })]
+    );
+    // Closed without a reset first (a latch-free fire policy): off at close.
+    let config = Config { fire: Policy { latched: false, ..Config::default().fire }, ..Config::default() };
+    let config = Config { pre_alarm: Policy { latched: false, ..config.pre_alarm.clone() }, ..config };
+    let (_, trace) = run(
+        config,
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(0, smoke("d2", "A1")),
+            In(1, by("street:Fuhai", dispose(1, Disposition::RealFire))),
+            In(2, by("street:Fuhai", close(1))),
+        ],
+    );
+    assert!(trace.contains("2s silence A1 #1 cmd2"), "{trace}");
+}
+
+#[test]
+fn by_policy_one_detector_sounds_the_building_and_commands_never_repeat_an_id() {
+    let config = Config { sound_single_detector: true, ..Config::default() };
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Steam };
+    let (engine, trace) = run(
+        config.clone(),
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(0, signal(Condition::Camera, "cam/ch1", "A2", true)),
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, by("grid:G1", dispose(1, false_alarm))),
+            In(2, smoke("d3", "A3")),
+        ],
+    );
+    let sounders: Vec<&str> =
+        trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
+    // A camera alone and a stranger sound nothing.
+    assert_eq!(sounders, ["0s sound A1 #1 cmd1", "1s silence A1 #1 cmd2", "2s sound A3 #4 cmd3"], "{trace}");
+    // A snapshot keeps the counter: the next command after a restart is a new id.
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored = Engine::restore(config, &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    let actions = restored.handle(3000, &smoke("d5", "A5")).unwrap();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Sounders { on: true, command: 4, .. })),
+        "{actions:?}"
+    );
+    let without = Config::default();
+    let (_, trace) = run(without, vec![In(0, smoke("d1", "A1"))]);
+    assert!(!trace.contains("sound"), "one detector sounds nothing by default: {trace}");
 }

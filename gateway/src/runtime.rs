@@ -316,6 +316,7 @@ impl Gateway {
                     cfg.alerting.unplaced_desk.as_ref().and_then(|d| d.parse().ok()),
                     site.clone(),
                     metrics.clone(),
+                    alarm.linkage.clone(),
                 ));
                 Some(tx)
             }

@@ -13,6 +13,7 @@ mod gateway;
 mod harness;
 mod influx_sink;
 mod influxdb_v1;
+mod linkage;
 mod modbus;
 mod mqtt;
 mod sim;

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
-use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Topic, VillageId};
+use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Topic};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::linkage::{Answer, Linkage, SounderCommand};
 use super::service::{Cases, DeskChannels, Wiring};
 use super::store::CaseStore;
 use super::{AlertingConfig, feed_deliveries};
@@ -28,6 +29,8 @@ pub struct AlarmLoop {
     pub cases: Cases,
     /// The officer directory, if configured.
     pub officers: Option<Arc<DirectoryWatch>>,
+    /// Sounder commands the devices have not answered yet.
+    pub linkage: Arc<Mutex<Linkage>>,
     thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
@@ -127,13 +130,33 @@ impl AlarmLoop {
 
         let (commands, command_loop) = command_client(mqtt, stop.clone());
         tasks.push(command_loop);
+        let linkage = Arc::new(Mutex::new(Linkage::default()));
         let sound_ingest = ingest.clone();
-        let sound = Arc::new(move |location: &Location| {
+        let sound_linkage = linkage.clone();
+        let sound_client = commands.clone();
+        let sound = Arc::new(move |location: &Location, on: bool, command: u64| {
             let directory = sound_ingest.directory();
-            for (village, device) in directory.devices_in(&location.building) {
-                sound_sounders(&commands, village, device);
+            let now = crate::clock::wall_ms();
+            let devices = directory.devices_in(&location.building);
+            let mut linkage = sound_linkage.lock().unwrap();
+            if devices.is_empty() {
+                // Right after a restart the registry is not loaded yet: the resend task
+                // expands the building once it is.
+                linkage.wait(&location.building, on, command);
+            }
+            for (village, device) in devices {
+                if let Some(cmd) = linkage.command(now, village, device, on, command) {
+                    publish_sounders(&sound_client, &cmd);
+                }
             }
         });
+        tasks.push(tokio::spawn(resend_sounders(
+            linkage.clone(),
+            commands,
+            ingest.clone(),
+            cfg.linkage_resend,
+            stop.clone(),
+        )));
         let series_ingest = ingest.clone();
         let series = Arc::new(move |action: &firegrid_alerting::Action, at: Millis| {
             use crate::series::schema::{alarm_flood_point, case_transition_point};
@@ -173,7 +196,7 @@ impl AlarmLoop {
                 stop.clone(),
             )));
         }
-        Ok(AlarmLoop { cases, officers, thread: Some(thread), tasks, stop })
+        Ok(AlarmLoop { cases, officers, linkage, thread: Some(thread), tasks, stop })
     }
 
     /// Stops the loop (it snapshots) and its helpers.
@@ -229,9 +252,16 @@ pub async fn feed_accepted(
     unplaced_desk: Option<firegrid_alerting::Scope>,
     site: Arc<crate::site::Site>,
     metrics: Arc<Metrics>,
+    linkage: Arc<Mutex<Linkage>>,
 ) {
     while let Some(a) = rx.recv().await {
         site.record(&a.msg, a.accepted_ms);
+        if let firegrid_protocol::UplinkBody::CommandAck(ack) = &a.msg.body {
+            let answer = linkage.lock().unwrap().answer(&a.msg.dev, ack.cmd_seq, ack.result);
+            if answer == Answer::Refused {
+                tracing::warn!(device = %a.msg.dev, cmd_seq = ack.cmd_seq, result = ?ack.result, "A device refused its sounder command.");
+            }
+        }
         // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
         // they skip the registry lookup.
         let signals =
@@ -297,14 +327,52 @@ fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, J
     (client, task)
 }
 
-fn sound_sounders(client: &AsyncClient, village: VillageId, device: DeviceId) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let cmd = Downlink::new((now / 1000) as u32, now, DownlinkBody::Sounders { on: true });
+/// Publishes unanswered sounder commands again every `every` until the devices answer.
+async fn resend_sounders(
+    linkage: Arc<Mutex<Linkage>>,
+    client: AsyncClient,
+    ingest: Arc<Ingest>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks =
+        tokio::time::interval((every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = crate::clock::wall_ms();
+        let mut due = Vec::new();
+        let mut linkage = linkage.lock().unwrap();
+        if linkage.waiting() > 0 {
+            let directory = ingest.directory();
+            for (building, on, command) in linkage.take_waiting() {
+                let devices = directory.devices_in(&building);
+                if devices.is_empty() {
+                    linkage.wait(&building, on, command);
+                }
+                for (village, device) in devices {
+                    due.extend(linkage.command(now, village, device, on, command));
+                }
+            }
+        }
+        due.extend(linkage.due(now, every.as_millis() as Millis));
+        drop(linkage);
+        for cmd in &due {
+            tracing::debug!(device = %cmd.device, on = cmd.on, seq = cmd.seq, "Sounder command sent again: not answered yet.");
+            publish_sounders(&client, cmd);
+        }
+    }
+}
+
+fn publish_sounders(client: &AsyncClient, cmd: &SounderCommand) {
+    let now = crate::clock::wall_ms();
+    let downlink = Downlink::new(cmd.seq, now, DownlinkBody::Sounders { on: cmd.on });
     let mut buf = [0u8; 128];
-    let Ok(payload) = cmd.encode(Encoding::Json, &mut buf) else { return };
-    let topic = Topic::downlink(village, device, DownlinkKind::Sounders).to_buf().to_string();
+    let Ok(payload) = downlink.encode(Encoding::Json, &mut buf) else { return };
+    let topic =
+        Topic::downlink(cmd.village.clone(), cmd.device.clone(), DownlinkKind::Sounders).to_buf().to_string();
     if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
         tracing::error!(%error, "Cannot queue a sounder command.");
     }

@@ -3,6 +3,7 @@
 //! fed, and its configuration.
 
 pub mod launch;
+pub mod linkage;
 pub mod service;
 pub mod signals;
 pub mod store;
@@ -51,6 +52,11 @@ pub struct AlertingConfig {
     /// `street:<village>` when the registry knows none of them, or there is no registry).
     #[serde(default)]
     pub unplaced_desk: Option<String>,
+    /// A sounder command a device has not answered with its `command_ack` is sent again this
+    /// often (half the minute a fire desk has to answer, so a lost command is repeated
+    /// before the fire escalates).
+    #[serde(default = "default_linkage_resend", with = "humantime_serde")]
+    pub linkage_resend: Duration,
     /// Deadlines, correlation and flood thresholds (`[alerting.engine]`, `[alerting.engine.fire]`
     /// ...); see `firegrid_alerting::Config` for every field and its default.
     #[serde(default)]
@@ -59,6 +65,10 @@ pub struct AlertingConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn default_linkage_resend() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_district() -> String {
@@ -80,6 +90,7 @@ impl Default for AlertingConfig {
             retention: default_retention(),
             console_url: None,
             unplaced_desk: None,
+            linkage_resend: default_linkage_resend(),
             engine: firegrid_alerting::Config::default(),
         }
     }

@@ -48,8 +48,8 @@ pub type Routes = BTreeMap<String, Vec<String>>;
 /// Writes a transition or KPI as a series point, at the given time.
 pub type SeriesWriter = Arc<dyn Fn(&Action, Millis) + Send + Sync>;
 
-/// Sounds the sounders of a building.
-pub type Sounder = Arc<dyn Fn(&firegrid_alerting::Location) + Send + Sync>;
+/// Switches the sounders of a building on or off with a command id.
+pub type Sounder = Arc<dyn Fn(&firegrid_alerting::Location, bool, u64) + Send + Sync>;
 
 /// Finds the channels that reach a desk: the routes plus on-duty officers of that desk.
 pub type DeskChannels = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
@@ -140,6 +140,15 @@ impl Cases {
         tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
         // Notifications of replayed inputs: queue again (the outbox keeps one per id).
         worker.carry_out(&replayed, false);
+        // Sounder states: what every held case last asked of its building, oldest command
+        // first, sent again (nothing confirms them across a restart).
+        let mut linkage: Vec<_> =
+            worker.engine.linkage().map(|(c, l)| (l.command, c.location.clone(), l.on)).collect();
+        linkage.sort_by_key(|(command, ..)| *command);
+        for (command, location, on) in linkage {
+            tracing::info!(building = %location.building, on, command, "Sounder state sent again after the restart.");
+            (worker.wiring.sound)(&location, on, command);
+        }
         let thread = std::thread::Builder::new()
             .name("alarm-loop".into())
             .spawn(move || worker.run(rx))
@@ -479,9 +488,13 @@ impl Worker {
         for (at, action) in actions {
             match action {
                 Action::Notify(n) => self.notify(n, *at, live),
-                Action::SoundBuilding { location, case } if live => {
-                    tracing::warn!(case = %case, building = %location.building, "Confirmed fire: sounding the building's sounders.");
-                    (self.wiring.sound)(location);
+                Action::Sounders { location, case, on, command } if live => {
+                    if *on {
+                        tracing::warn!(case = %case, building = %location.building, command, "Fire: sounding the building's sounders.");
+                    } else {
+                        tracing::info!(case = %case, building = %location.building, command, "Silencing the building's sounders.");
+                    }
+                    (self.wiring.sound)(location, *on, *command);
                 }
                 Action::Record(t) if live => {
                     (self.wiring.series)(action, *at);
