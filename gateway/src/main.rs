@@ -109,6 +109,9 @@ struct DemoArgs {
     /// How long after it starts in each building the fire is put out (simulated time).
     #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
     fire_out_after: std::time::Duration,
+    /// Also send every page to this webhook (HMAC-signed with the secret `demo`).
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 fn host_port(text: &str, flag: &str) -> anyhow::Result<(String, u16)> {
@@ -167,6 +170,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 report_every: std::time::Duration::from_secs(args.report_every.max(1)),
                 fire_at: args.fire_at,
                 fire_out_after: args.fire_out_after,
+                webhook: args.webhook,
                 ..defaults
             };
             anyhow::ensure!(opts.speed > 0.0, "--speed must be above 0");

@@ -43,7 +43,8 @@ pub struct AlertingConfig {
     /// How long closed cases are kept in the store.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
-    /// Base URL of the console, for links in notifications.
+    /// The console's URL (`https://firegrid.example/console`, or the gateway's base URL), for
+    /// links in notifications: they open `<console>/cases/<id>`.
     #[serde(default)]
     pub console_url: Option<String>,
     /// The desk (`street:Fuhai`, `district:Xishan` ...) that answers for alarms, faults and

@@ -595,7 +595,7 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         desk: n.desk.to_string(),
         title,
         text,
-        url: console.map(|base| format!("{}/cases/{}", base.trim_end_matches('/'), n.case)),
+        url: console.map(|base| crate::console::case_url(base, n.case.0)),
         at_ms: at,
     }
 }

@@ -137,6 +137,15 @@ async function signIn(token) {
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
   follow();
+  // A notification link (/console/cases/<id>) opens on its case once signed in.
+  const linked = location.pathname.match(/^\/console\/cases\/(\d+)$/);
+  if (linked) {
+    try {
+      await openCase(Number(linked[1]));
+    } catch (error) {
+      $('#action-error').textContent = error.message;
+    }
+  }
 }
 
 function signOut() {
