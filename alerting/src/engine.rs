@@ -235,7 +235,7 @@ impl Engine {
         let chattering = signal.active && !was_active && self.count_activation(now, &signal.device);
         match self.open.get(&key).copied() {
             Some(id) => self.merge(now, id, signal, chattering, out),
-            None if signal.active => self.open_case(now, kind, key, signal, chattering, unplaced, out),
+            None if signal.active => self.open_case(now, kind, signal, chattering, unplaced, out),
             None => {}
         }
     }
@@ -297,12 +297,15 @@ impl Engine {
         &mut self,
         now: Millis,
         kind: CaseKind,
-        key: String,
         signal: &Signal,
         chattering: bool,
         unplaced: Option<Unplaced>,
         out: &mut Vec<Action>,
     ) {
+        let key = match &unplaced {
+            Some(u) => unplaced_key(kind, u),
+            None => key(kind, &signal.location),
+        };
         let severity = match kind {
             CaseKind::Fire => Severity::PreAlarm,
             CaseKind::Fault => Severity::Fault,

@@ -779,7 +779,7 @@ fn sounders_go_off_when_a_confirmed_fire_is_disposed_as_a_false_alarm() {
 
 #[test]
 fn sounders_of_a_real_fire_go_off_on_reset_once_nothing_is_in_alarm_or_at_close() {
-    let mut script = vec![
+    let script = vec![
         In(0, smoke("d1", "A1")),
         In(0, smoke("d2", "A1")),
         In(1, by("street:Fuhai", dispose(1, Disposition::RealFire))),
@@ -789,7 +789,7 @@ fn sounders_of_a_real_fire_go_off_on_reset_once_nothing_is_in_alarm_or_at_close(
         In(4, clear("d2", "A1")),
         In(5, by("street:Fuhai", reset(1))),
     ];
-    let (engine, trace) = run(Config::default(), script.drain(..).collect());
+    let (engine, trace) = run(Config::default(), script);
     let sounders: Vec<&str> =
         trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
     assert_eq!(sounders, ["0s sound A1 #1 cmd1", "5s silence A1 #1 cmd2"], "{trace}");

@@ -28,7 +28,7 @@ enum Command {
     /// archive, the duty-officer console, and a simulated village (the detector firmware on
     /// simulated hardware) playing a scripted day with a fire. Prints console links with demo
     /// officer tokens. Ctrl-C stops it.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Run the gateway. With no configuration it starts its own MQTT broker on
     /// 127.0.0.1:1883, keeps a local archive in ./firegrid-data, and serves /metrics on
     /// 127.0.0.1:8080.
@@ -156,6 +156,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
+            let args = *args;
             let defaults = firegrid_gateway::demo::DemoOptions::default();
             let opts = firegrid_gateway::demo::DemoOptions {
                 village: args.village.params(),

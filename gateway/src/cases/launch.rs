@@ -240,20 +240,33 @@ fn known_in_village(site: &crate::site::Site, village: &str, district: &str) -> 
     })
 }
 
+/// What [`feed_accepted`] hands messages to.
+pub struct Feed {
+    /// The alarm loop.
+    pub cases: Cases,
+    /// For registry lookups.
+    pub ingest: Arc<Ingest>,
+    /// The district (the top of every location).
+    pub district: String,
+    /// `[alerting] unplaced_desk`, parsed.
+    pub unplaced_desk: Option<firegrid_alerting::Scope>,
+    /// What the console shows about places.
+    pub site: Arc<crate::site::Site>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Sounder commands waiting for their `command_ack`.
+    pub linkage: Arc<Mutex<Linkage>>,
+}
+
 /// Feeds accepted device messages to the alarm loop, and on to `onward`. Alarms, faults and
 /// camera events of devices the registry does not know go to `unplaced_desk` (see
 /// [`super::signals::unplaced_location`]): an unregistered detector's fire is still a fire.
 pub async fn feed_accepted(
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     onward: Option<mpsc::UnboundedSender<Accepted>>,
-    cases: Cases,
-    ingest: Arc<Ingest>,
-    district: String,
-    unplaced_desk: Option<firegrid_alerting::Scope>,
-    site: Arc<crate::site::Site>,
-    metrics: Arc<Metrics>,
-    linkage: Arc<Mutex<Linkage>>,
+    feed: Feed,
 ) {
+    let Feed { cases, ingest, district, unplaced_desk, site, metrics, linkage } = feed;
     while let Some(a) = rx.recv().await {
         site.record(&a.msg, a.accepted_ms);
         if let firegrid_protocol::UplinkBody::CommandAck(ack) = &a.msg.body {
