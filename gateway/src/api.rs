@@ -536,8 +536,8 @@ pub fn spec() -> Value {
                         "address": { "type": "string" }, "lat": { "type": "number" }, "lon": { "type": "number" }, "grid": { "type": "string" }, "community": { "type": "string" }, "street": { "type": "string" } },
                     "description": "A building of the registry by id; for a new building also its address, lat, lon, grid, community and street." } } } },
                 "responses": { "200": { "description": "the case after placing, once it is durable" }, "401": errors["401"], "403": errors["403"], "404": errors["404"],
-                    "409": { "description": "not the case of one unplaced device, no registry configured, or the building already has an open case of this kind" },
-                    "422": { "description": "not a valid place (the registry's rules)" } } } },
+                    "409": { "description": "not the case of one unplaced device, or no registry configured" },
+                    "422": { "description": "not a valid place (the registry's rules, an unknown building without its place, or a building that already has an open case of this kind)" } } } },
             "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
             "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } }
         }
