@@ -7,6 +7,18 @@
 //! message from a duplicate (seen, inside the window: acknowledge again, store nothing) and a
 //! replay (older than the window, or from an earlier boot: reject).
 //!
+//! Only authenticated messages (their tag verified under the device's key, [`crate::keys`])
+//! move that window: a forged message with a huge `seq` or a later boot could otherwise shut
+//! the real device out. Messages accepted without proof (keyless devices, or keyed ones still
+//! allowed to send unsigned during a migration) are only told apart from their own recent
+//! duplicates ([`Admission::check_unauthenticated`]), never refused as replays, and spend
+//! their own rate buckets: an impostor can neither silence a device nor use up its budget.
+//!
+//! A signed message from an earlier boot than the window's is [`Verdict::EarlierBoot`]: a
+//! replay, or a device whose boot counter went backwards (reflashed, flash erased). The
+//! gateway answers it with a challenge ([`Admission::challenge`]); a signed answer echoing
+//! the nonce restarts the window at that boot ([`Admission::answer`]).
+//!
 //! The rate limit is a token bucket per device and class. Alarm-class messages get their own,
 //! larger bucket so that a device flooding heartbeats can never use up the budget its fire
 //! alarm needs, and a chattering detector (≥ 3 alarm cycles a minute, ISA-18.2) still stays
@@ -14,13 +26,19 @@
 //! entry; a keyed limiter crate would keep a second map of the same devices and read the clock
 //! itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use firegrid_protocol::{Class, DeviceId};
 
 /// Sequence numbers remembered below the highest one seen. Devices interleave at most a few
 /// retransmissions; 128 covers an outbox of that many messages sent out of order.
 const WINDOW: u32 = 128;
+
+/// Unauthenticated `(boot, seq)` pairs remembered per device for duplicate detection.
+const RECENT_UNAUTHENTICATED: usize = 64;
+
+/// How long a challenge stays open, and how often one is sent to a device at most.
+const CHALLENGE_MS: u64 = 60_000;
 
 /// Limits of the admission checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +69,11 @@ pub enum Verdict {
     Fresh,
     /// Already accepted (a retransmission or redelivery): acknowledge it again, store nothing.
     Duplicate,
-    /// Older than the window, or from an earlier boot: reject.
+    /// Older than the window: reject.
     Replayed,
+    /// Signed, but from an earlier boot than the device's last: a replay, or a reflashed
+    /// device. Rejected; the gateway may challenge the device.
+    EarlierBoot,
     /// The device exceeded its rate: reject.
     RateLimited,
 }
@@ -64,6 +85,7 @@ impl Verdict {
             Verdict::Fresh => "fresh",
             Verdict::Duplicate => "duplicate",
             Verdict::Replayed => "replayed",
+            Verdict::EarlierBoot => "earlier_boot",
             Verdict::RateLimited => "rate_limited",
         }
     }
@@ -104,6 +126,19 @@ struct DeviceState {
     seen: u128,
     alarm: Bucket,
     other: Bucket,
+    /// State for messages accepted without proof, created on the first of them.
+    unauthenticated: Option<Box<Unauthenticated>>,
+    /// The open challenge: `(nonce, boot it was issued for, issued at)`.
+    challenge: Option<(u64, u16, u64)>,
+}
+
+/// What is kept for a device's unauthenticated messages: its recent `(boot, seq)` pairs and
+/// its own rate buckets.
+#[derive(Debug, Clone)]
+struct Unauthenticated {
+    recent: VecDeque<(u16, u32)>,
+    alarm: Bucket,
+    other: Bucket,
 }
 
 /// `a` is after `b` in serial-number arithmetic (RFC 1982), so the boot counter may wrap.
@@ -139,6 +174,93 @@ impl Admission {
         }
         state.remember(boot, seq);
         Verdict::Fresh
+    }
+
+    /// Judges a message accepted without proof of origin: a duplicate when the same
+    /// `(boot, seq)` came unauthenticated recently, otherwise fresh within its own rate budget.
+    /// Never moves the authenticated window and is never refused as a replay.
+    pub fn check_unauthenticated(
+        &mut self,
+        dev: &DeviceId,
+        boot: u16,
+        seq: u32,
+        class: Class,
+        now_ms: u64,
+    ) -> Verdict {
+        let cfg = &self.cfg;
+        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
+        let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
+        if u.recent.contains(&(boot, seq)) {
+            return Verdict::Duplicate;
+        }
+        let ok = match class {
+            Class::Alarm => u.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
+            Class::Event | Class::Telemetry => u.other.take(cfg.rate_per_s, cfg.burst, now_ms),
+        };
+        if !ok {
+            return Verdict::RateLimited;
+        }
+        u.remember(boot, seq);
+        Verdict::Fresh
+    }
+
+    /// Remembers an unauthenticated message accepted before a restart (from the spool).
+    pub fn remember_unauthenticated(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
+        let cfg = &self.cfg;
+        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
+        let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
+        if !u.recent.contains(&(boot, seq)) {
+            u.remember(boot, seq);
+        }
+    }
+
+    /// A challenge to send `dev` for its signed message from the earlier `boot`: a fresh nonce,
+    /// or `None` when one was sent less than a minute ago (a replaying attacker gets at most
+    /// one challenge a minute per device out of the gateway).
+    pub fn challenge(&mut self, dev: &DeviceId, boot: u16, now_ms: u64, nonce: u64) -> Option<u64> {
+        let state = self.devices.get_mut(dev)?;
+        if let Some((_, _, at)) = state.challenge
+            && now_ms.saturating_sub(at) < CHALLENGE_MS
+        {
+            return None;
+        }
+        state.challenge = Some((nonce, boot, now_ms));
+        Some(nonce)
+    }
+
+    /// A signed `boot` answer from `dev`: when it echoes the open challenge's nonce for this
+    /// boot, the window restarts at `(boot, seq)` and `true` is returned; otherwise nothing
+    /// changes.
+    pub fn answer(&mut self, dev: &DeviceId, boot: u16, seq: u32, nonce: u64, now_ms: u64) -> bool {
+        let Some(state) = self.devices.get_mut(dev) else { return false };
+        match state.challenge {
+            Some((n, b, at)) if n == nonce && b == boot && now_ms.saturating_sub(at) <= CHALLENGE_MS => {
+                state.challenge = None;
+                state.boot = boot;
+                state.max_seq = seq;
+                state.seen = 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The boot counter of `dev`'s authenticated window: the boot its commands are signed for.
+    pub fn boot(&self, dev: &DeviceId) -> Option<u16> {
+        self.devices.get(dev).filter(|s| s.seen != 0).map(|s| s.boot)
+    }
+
+    /// Forgets the authenticated window of `dev` (an officer's reset, audited by the caller):
+    /// its next signed message starts a new one, whatever its boot.
+    pub fn reset(&mut self, dev: &DeviceId) -> bool {
+        match self.devices.get_mut(dev) {
+            Some(state) => {
+                state.seen = 0;
+                state.challenge = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Judges a message that is exempt from the replay window (a device's `status`, whose
@@ -189,7 +311,15 @@ impl DeviceState {
             seen: 0,
             alarm: Bucket::full(cfg.alarm_burst, now_ms),
             other: Bucket::full(cfg.burst, now_ms),
+            unauthenticated: None,
+            challenge: None,
         }
+    }
+
+    /// A device first heard without proof: no authenticated window yet (`seen` empty, so
+    /// its first signed message starts one at whatever boot it carries).
+    fn untrusted(cfg: &AdmissionConfig, now_ms: u64) -> Self {
+        DeviceState::new(cfg, 0, 0, now_ms)
     }
 
     /// Takes one token from the bucket of `class`; `false` when it is empty.
@@ -201,13 +331,13 @@ impl DeviceState {
     }
 
     fn window_verdict(&self, boot: u16, seq: u32) -> Verdict {
-        if boot_after(boot, self.boot) {
+        if self.seen == 0 || boot_after(boot, self.boot) {
             return Verdict::Fresh;
         }
         if boot != self.boot {
-            return Verdict::Replayed;
+            return Verdict::EarlierBoot;
         }
-        if seq > self.max_seq || self.seen == 0 {
+        if seq > self.max_seq {
             return Verdict::Fresh;
         }
         let age = self.max_seq - seq;
@@ -236,6 +366,23 @@ impl DeviceState {
     }
 }
 
+impl Unauthenticated {
+    fn new(cfg: &AdmissionConfig, now_ms: u64) -> Self {
+        Unauthenticated {
+            recent: VecDeque::with_capacity(RECENT_UNAUTHENTICATED),
+            alarm: Bucket::full(cfg.alarm_burst, now_ms),
+            other: Bucket::full(cfg.burst, now_ms),
+        }
+    }
+
+    fn remember(&mut self, boot: u16, seq: u32) {
+        if self.recent.len() == RECENT_UNAUTHENTICATED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((boot, seq));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +399,7 @@ mod tests {
     }
 
     use Class::{Alarm, Telemetry};
-    use Verdict::{Duplicate, Fresh, RateLimited, Replayed};
+    use Verdict::{Duplicate, EarlierBoot, Fresh, RateLimited, Replayed};
 
     #[test]
     fn duplicates_and_replays() {
@@ -268,12 +415,12 @@ mod tests {
         // A reboot restarts the sequence; messages of the old boot are replays.
         check(
             &[(1, 50, Alarm, 0), (2, 0, Alarm, 0), (1, 51, Alarm, 0), (2, 0, Alarm, 0)],
-            &[Fresh, Fresh, Replayed, Duplicate],
+            &[Fresh, Fresh, EarlierBoot, Duplicate],
         );
         // The boot counter wraps.
         check(
             &[(u16::MAX, 9, Alarm, 0), (0, 0, Alarm, 0), (u16::MAX, 10, Alarm, 0)],
-            &[Fresh, Fresh, Replayed],
+            &[Fresh, Fresh, EarlierBoot],
         );
         // A jump far ahead clears the window.
         check(&[(1, 0, Alarm, 0), (1, 10_000, Alarm, 0), (1, 0, Alarm, 0)], &[Fresh, Fresh, Replayed]);
@@ -345,5 +492,54 @@ mod tests {
         assert_eq!(admission.check(&dev, 3, 8, Alarm, T0), Fresh);
         assert_eq!(admission.check(&dev, 3, 9, Alarm, T0), Duplicate);
         assert_eq!(admission.len(), 1);
+    }
+
+    /// The attack from the issue "Trust": a forged message with a huge `seq` must not shut
+    /// the real device out. Unauthenticated messages never move the authenticated window.
+    #[test]
+    fn forged_unauthenticated_messages_cannot_silence_a_device() {
+        let mut admission = Admission::new(AdmissionConfig::default());
+        let dev = DeviceId::new("sd-1").unwrap();
+        assert_eq!(admission.check(&dev, 3, 10, Alarm, T0), Fresh);
+        assert_eq!(admission.check_unauthenticated(&dev, 3, 4_000_000_000, Telemetry, T0), Fresh);
+        assert_eq!(admission.check_unauthenticated(&dev, 60_000, 0, Telemetry, T0), Fresh);
+        assert_eq!(admission.check(&dev, 3, 11, Alarm, T0), Fresh, "the real alarm still gets through");
+        assert_eq!(admission.check(&dev, 3, 11, Alarm, T0), Duplicate);
+        // Unauthenticated duplicates are still told apart, and never called replays.
+        assert_eq!(admission.check_unauthenticated(&dev, 1, 5, Alarm, T0), Fresh);
+        assert_eq!(admission.check_unauthenticated(&dev, 1, 5, Alarm, T0), Duplicate);
+        assert_eq!(admission.check_unauthenticated(&dev, 0, 0, Alarm, T0), Fresh);
+        // An unauthenticated flood spends its own budget, not the device's.
+        let burst = AdmissionConfig::default().alarm_burst as u32;
+        let flood: Vec<_> =
+            (100..100 + burst).map(|s| admission.check_unauthenticated(&dev, 9, s, Alarm, T0)).collect();
+        assert_eq!(flood.last(), Some(&RateLimited));
+        assert_eq!(admission.check(&dev, 3, 12, Alarm, T0), Fresh);
+    }
+
+    #[test]
+    fn a_reflashed_device_recovers_through_a_challenge_or_a_reset() {
+        let mut admission = Admission::new(AdmissionConfig::default());
+        let dev = DeviceId::new("sd-1").unwrap();
+        assert_eq!(admission.check(&dev, 57, 3, Alarm, T0), Fresh);
+        // Reflashed: boot 1 now.
+        assert_eq!(admission.check(&dev, 1, 0, Alarm, T0), EarlierBoot);
+        assert_eq!(admission.challenge(&dev, 1, T0, 0xabc), Some(0xabc));
+        assert_eq!(admission.challenge(&dev, 1, T0 + 1_000, 0xdef), None, "one challenge a minute");
+        // A wrong nonce, or the right one for another boot, changes nothing.
+        assert!(!admission.answer(&dev, 1, 1, 0xdef, T0 + 2_000));
+        assert!(!admission.answer(&dev, 2, 1, 0xabc, T0 + 2_000));
+        assert_eq!(admission.check(&dev, 1, 2, Alarm, T0 + 2_000), EarlierBoot);
+        assert!(admission.answer(&dev, 1, 3, 0xabc, T0 + 2_000));
+        assert_eq!(admission.check(&dev, 1, 4, Alarm, T0 + 2_000), Fresh);
+        assert_eq!(admission.check(&dev, 57, 4, Alarm, T0 + 2_000), Fresh, "57 is after 1 (RFC 1982)");
+        // A stale challenge is not answered.
+        assert_eq!(admission.check(&dev, 1, 9, Alarm, T0 + 3_000), EarlierBoot);
+        assert_eq!(admission.challenge(&dev, 1, T0 + 200_000, 7), Some(7));
+        assert!(!admission.answer(&dev, 1, 10, 7, T0 + 200_000 + CHALLENGE_MS + 1));
+        // An officer's reset lets the next signed message start a new window.
+        assert!(admission.reset(&dev));
+        assert_eq!(admission.check(&dev, 1, 11, Alarm, T0 + 300_000), Fresh);
+        assert_eq!(admission.check(&dev, 1, 11, Alarm, T0 + 300_000), Duplicate);
     }
 }

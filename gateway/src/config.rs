@@ -81,6 +81,11 @@ pub struct RegistryConfig {
     /// accepted and listed at `/api/unknown-devices`.
     #[serde(default)]
     pub csv: Option<PathBuf>,
+    /// Device key store (TOML, mode 0600), written by `firegrid devices provision`. Absent:
+    /// no device has a key and every message is accepted unsigned (counted as
+    /// unauthenticated). Reloaded when the file changes.
+    #[serde(default)]
+    pub keys: Option<PathBuf>,
 }
 
 /// Spool sizing.

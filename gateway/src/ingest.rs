@@ -5,12 +5,16 @@
 //! session delivered it:
 //!
 //! 1. topic and payload checked against each other ([`crate::uplink::accept`]),
-//! 2. admission: duplicate, replay and rate-limit checks ([`crate::admission`]),
-//! 3. placement looked up in the registry (unknown devices are accepted, counted and listed:
+//! 2. authentication: the tag verified under the device's key, or the message accepted
+//!    without proof for a keyless (or migrating) device, or refused ([`crate::keys`]),
+//! 3. admission: duplicate, replay and rate-limit checks ([`crate::admission`]); only verified
+//!    messages move the replay window, and a verified message from an earlier boot is answered
+//!    with a challenge,
+//! 4. placement looked up in the registry (unknown devices are accepted, counted and listed:
 //!    an unregistered detector is a safety gap someone must see, and its fire alarm is still
 //!    a fire alarm),
-//! 4. the point appended to the spool, stamped once with the acceptance time,
-//! 5. one commit for the batch: fsynced when it holds an alarm- or event-class record,
+//! 5. the point appended to the spool, stamped once with the acceptance time,
+//! 6. one commit for the batch: fsynced when it holds an alarm- or event-class record,
 //!    written to the OS otherwise,
 //!
 //! and only then does the caller acknowledge to the broker, in arrival order, and publish the
@@ -22,16 +26,17 @@
 //! heartbeat cost about a third of the ingest rate (BENCHMARKS.md, "Ingest efficiency").
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use firegrid_protocol::{
-    Class, DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink, VillageId,
+    Class, DeviceId, Downlink, DownlinkBody, Encoding, Limits, Topic, Uplink, VillageId,
 };
 use influxdb_line_protocol::{FieldValue, parse_lines};
 use tokio::sync::Notify;
 
 use crate::admission::{Admission, AdmissionConfig, Verdict};
+use crate::keys::{Auth, CommandCounter, KeyStore};
 use crate::metrics::Metrics;
 use crate::series::schema::{Placement, uplink_point};
 use crate::spool::{Appended, Durability, Spool, SpoolError};
@@ -90,6 +95,14 @@ pub enum Outcome {
     /// Rejected or shed: acknowledge to the broker (so it is not redelivered) and nothing
     /// else.
     Dropped,
+    /// Rejected as from an earlier boot, but signed: acknowledge to the broker and send the
+    /// device a `down/challenge` ([`firegrid_protocol::DownlinkBody::Challenge`]) on `topic`.
+    Challenged {
+        /// Topic of the `down/challenge`.
+        topic: String,
+        /// Encoded `down/challenge`.
+        payload: Vec<u8>,
+    },
 }
 
 /// One processed batch.
@@ -126,7 +139,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     unknown: Mutex<HashMap<DeviceId, UnknownDevice>>,
     last_ts_ns: AtomicI64,
-    next_command: AtomicU32,
+    keys: RwLock<Arc<KeyStore>>,
+    commands: CommandCounter,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -167,8 +181,97 @@ impl Ingest {
             metrics,
             unknown: Mutex::new(HashMap::new()),
             last_ts_ns: AtomicI64::new(0),
-            next_command: AtomicU32::new(1),
+            keys: RwLock::new(Arc::new(KeyStore::empty())),
+            commands: CommandCounter::in_memory(),
         })
+    }
+
+    /// Numbers downlink commands from `counter` (durable, so that numbers never repeat across
+    /// restarts; the default counts in memory from 1).
+    pub fn with_command_counter(mut self, counter: CommandCounter) -> Self {
+        self.commands = counter;
+        self
+    }
+
+    /// Replaces the device keys (a key store reload).
+    pub fn set_keys(&self, keys: Arc<KeyStore>) {
+        *self.keys.write().unwrap() = keys;
+    }
+
+    /// The current device keys.
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.keys.read().unwrap().clone()
+    }
+
+    /// Forgets the authenticated replay window of `device`, so that its next signed message
+    /// starts a new one (an officer's reset of a device whose boot counter went backwards).
+    /// `false` when the gateway has never heard from it.
+    pub fn reset_window(&self, device: &DeviceId) -> bool {
+        self.admission.lock().unwrap().reset(device)
+    }
+
+    /// A command for `device` in the boot the gateway last authenticated from it (see
+    /// [`Ingest::command`]).
+    pub fn command_for(
+        &self,
+        village: &VillageId,
+        device: &DeviceId,
+        body: DownlinkBody,
+        encoding: Encoding,
+        ts_ms: u64,
+    ) -> Option<(String, Vec<u8>)> {
+        let boot = self.admission.lock().unwrap().boot(device).unwrap_or(0);
+        self.command(village, device, boot, body, encoding, ts_ms)
+    }
+
+    /// A command for `device`, numbered, signed with its key (in its boot `boot`) when it has
+    /// one, and encoded: schema version 2 for a keyed device, version 1 (which keyless
+    /// firmware decodes) otherwise. `None` when the device is revoked or no number could be
+    /// reserved; the caller sends nothing then.
+    pub fn command(
+        &self,
+        village: &VillageId,
+        device: &DeviceId,
+        boot: u16,
+        body: DownlinkBody,
+        encoding: Encoding,
+        ts_ms: u64,
+    ) -> Option<(String, Vec<u8>)> {
+        let keys = self.keys.read().unwrap().clone();
+        self.command_with(&keys, village, device, boot, body, encoding, ts_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command_with(
+        &self,
+        keys: &KeyStore,
+        village: &VillageId,
+        device: &DeviceId,
+        boot: u16,
+        body: DownlinkBody,
+        encoding: Encoding,
+        ts_ms: u64,
+    ) -> Option<(String, Vec<u8>)> {
+        let kind = body.kind();
+        let seq = match self.commands.next() {
+            Ok(seq) => seq,
+            Err(error) => {
+                self.metrics.rejected("command_counter", device.as_str(), &error);
+                return None;
+            }
+        };
+        let mut cmd = Downlink::new(seq, ts_ms, body);
+        match keys.get(device) {
+            Some(entry) if entry.revoked => return None,
+            Some(_) => {
+                keys.sign(&mut cmd, village, device, boot);
+            }
+            None => cmd.v = 1,
+        }
+        let mut buf = [0u8; 256];
+        let payload = cmd.encode(encoding, &mut buf).ok()?.to_vec();
+        let topic = Topic::downlink(village.clone(), device.clone(), kind).to_buf().to_string();
+        Some((topic, payload))
     }
 
     /// Replaces the directory (a registry reload). Batches in progress finish with the old
@@ -253,6 +356,7 @@ impl Ingest {
     /// batch may be acknowledged: the spool could not store it.
     pub fn process(&self, batch: &[(&str, &[u8])], now_ms: u64) -> Result<Processed, SpoolError> {
         let directory = self.directory.read().unwrap().clone();
+        let keys = self.keys.read().unwrap().clone();
         let mut out = Processed { outcomes: Vec::with_capacity(batch.len()), accepted: Vec::new() };
         let mut durability = None;
         let mut line = Vec::with_capacity(256);
@@ -268,22 +372,72 @@ impl Ingest {
             };
             let msg = &accepted.msg;
             let class = msg.class();
+            let verified = match keys.judge(&accepted.topic.village, msg, now_ms) {
+                Auth::Verified => true,
+                Auth::Unauthenticated => false,
+                Auth::Refused(reason) => {
+                    let error = format!("{reason} (device {}, boot {}, seq {})", msg.dev, msg.boot, msg.seq);
+                    self.metrics.rejected(reason, topic, &error);
+                    out.outcomes.push(Outcome::Dropped);
+                    continue;
+                }
+            };
             let verdict = {
                 let mut admission = self.admission.lock().unwrap();
-                if msg.kind() == firegrid_protocol::UplinkKind::Status {
+                let verdict = if msg.kind() == firegrid_protocol::UplinkKind::Status {
                     admission.check_rate_only(&msg.dev, msg.boot, msg.seq, class, now_ms)
-                } else {
+                } else if verified {
                     admission.check(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                } else {
+                    admission.check_unauthenticated(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                };
+                match (&msg.body, verdict) {
+                    // The signed answer to a challenge restarts the window at its boot.
+                    (firegrid_protocol::UplinkBody::Boot(b), Verdict::EarlierBoot | Verdict::Replayed)
+                        if verified && admission.answer(&msg.dev, msg.boot, msg.seq, b.nonce, now_ms) =>
+                    {
+                        tracing::warn!(device = %msg.dev, boot = msg.boot, "Device proved a new boot counter below its last one (reflashed?); its replay window restarts.");
+                        Verdict::Fresh
+                    }
+                    (_, Verdict::EarlierBoot) if verified => {
+                        let nonce = random_nonce();
+                        match admission.challenge(&msg.dev, msg.boot, now_ms, nonce) {
+                            Some(nonce) => {
+                                drop(admission);
+                                let error = format!(
+                                    "earlier_boot (device {}, boot {}, seq {}): challenged",
+                                    msg.dev, msg.boot, msg.seq
+                                );
+                                self.metrics.rejected(Verdict::EarlierBoot.reason(), topic, &error);
+                                let challenge = self.command_with(
+                                    &keys,
+                                    &accepted.topic.village,
+                                    &msg.dev,
+                                    msg.boot,
+                                    DownlinkBody::Challenge { nonce },
+                                    Encoding::detect(payload),
+                                    now_ms,
+                                );
+                                out.outcomes.push(match challenge {
+                                    Some((topic, payload)) => Outcome::Challenged { topic, payload },
+                                    None => Outcome::Dropped,
+                                });
+                                continue;
+                            }
+                            None => verdict,
+                        }
+                    }
+                    _ => verdict,
                 }
             };
             match verdict {
                 Verdict::Fresh => {}
                 Verdict::Duplicate => {
                     self.metrics.duplicates.inc();
-                    out.outcomes.push(self.ack_for(&accepted.topic, msg, payload));
+                    out.outcomes.push(self.ack_for(&keys, &accepted.topic, msg, verified, payload));
                     continue;
                 }
-                Verdict::Replayed | Verdict::RateLimited => {
+                Verdict::Replayed | Verdict::EarlierBoot | Verdict::RateLimited => {
                     let error = format!(
                         "{} (device {}, boot {}, seq {})",
                         verdict.reason(),
@@ -328,7 +482,10 @@ impl Ingest {
             let needed = if class == Class::Telemetry { Durability::Os } else { Durability::Disk };
             durability = durability.max(Some(needed));
             self.metrics.accepted(msg.kind().as_str());
-            out.outcomes.push(self.ack_for(&accepted.topic, msg, payload));
+            if !verified {
+                self.metrics.unauthenticated(msg.kind().as_str(), msg.dev.as_str());
+            }
+            out.outcomes.push(self.ack_for(&keys, &accepted.topic, msg, verified, payload));
             out.accepted.push(Accepted {
                 topic: accepted.topic,
                 msg: accepted.msg,
@@ -345,23 +502,31 @@ impl Ingest {
     }
 
     /// The outcome of a stored (or duplicate) `msg`: for alarm and event classes its
-    /// application-level acknowledgement, in the encoding the device used.
-    fn ack_for(&self, topic: &Topic, msg: &Uplink, payload: &[u8]) -> Outcome {
+    /// application-level acknowledgement, in the encoding the device used, signed when the
+    /// message was (an unsigned message from a migrating device gets an unsigned, version-1
+    /// acknowledgement its firmware can read).
+    fn ack_for(
+        &self,
+        keys: &KeyStore,
+        topic: &Topic,
+        msg: &Uplink,
+        verified: bool,
+        payload: &[u8],
+    ) -> Outcome {
         if !msg.class().is_acknowledged() {
             return Outcome::Stored;
         }
-        let cmd = Downlink::new(
-            self.next_command.fetch_add(1, Ordering::Relaxed),
-            0,
-            DownlinkBody::Ack { boot: msg.boot, seq: msg.seq },
-        );
-        let mut buf = [0u8; 128];
-        let ack_payload =
-            cmd.encode(Encoding::detect(payload), &mut buf).map(<[u8]>::to_vec).unwrap_or_default();
-        let ack_topic = Topic::downlink(topic.village.clone(), topic.device.clone(), DownlinkKind::Ack)
-            .to_buf()
-            .to_string();
-        Outcome::Accepted { ack_topic, ack_payload }
+        let body = DownlinkBody::Ack { boot: msg.boot, seq: msg.seq };
+        let encoding = Encoding::detect(payload);
+        let ack = if verified {
+            self.command_with(keys, &topic.village, &topic.device, msg.boot, body, encoding, 0)
+        } else {
+            self.command_with(&KeyStore::empty(), &topic.village, &topic.device, msg.boot, body, encoding, 0)
+        };
+        match ack {
+            Some((ack_topic, ack_payload)) => Outcome::Accepted { ack_topic, ack_payload },
+            None => Outcome::Stored,
+        }
     }
 
     fn note_unknown(&self, topic: &Topic, now_ms: u64) {
@@ -392,6 +557,13 @@ impl Ingest {
     }
 }
 
+/// A challenge nonce from the operating system's generator.
+fn random_nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+    u64::from_le_bytes(bytes)
+}
+
 /// Spool records read back on start to seed duplicate detection: more than the broker can
 /// have in flight for the gateway when it stops (its inflight window, at most a few
 /// thousand), so every message stored but not acknowledged is among them.
@@ -409,7 +581,12 @@ fn remember_recent(admission: &mut Admission, records: &[crate::spool::Record], 
                 _ => None,
             };
             if let (Some(device), Some(boot), Some(seq)) = (device, int("boot"), int("seq")) {
-                admission.remember(&device, boot as u16, seq as u32, now_ms);
+                // Only messages stored as verified may seed the authenticated window.
+                if int("signed") == Some(1) {
+                    admission.remember(&device, boot as u16, seq as u32, now_ms);
+                } else {
+                    admission.remember_unauthenticated(&device, boot as u16, seq as u32, now_ms);
+                }
                 n += 1;
             }
         }
@@ -473,6 +650,7 @@ mod tests {
                 Outcome::Accepted { .. } => "accepted",
                 Outcome::Stored => "stored",
                 Outcome::Dropped => "dropped",
+                Outcome::Challenged { .. } => "challenged",
             })
             .collect()
     }
@@ -578,5 +756,167 @@ mod tests {
         let stamps: Vec<_> = (0..5).map(|_| ingest.stamp(NOW)).collect();
         assert_eq!(stamps, (0..5).map(|i| NOW as i64 * 1_000_000 + i).collect::<Vec<_>>());
         assert!(ingest.stamp(NOW + 1) > stamps[4]);
+    }
+
+    // ---- Authentication (issue "Trust") ----
+
+    fn key() -> firegrid_protocol::DeviceKey {
+        firegrid_protocol::DeviceKey::from_bytes([0x42; 32])
+    }
+
+    fn keyed_ingest(dir: &std::path::Path, accept_unsigned: bool) -> (Ingest, Arc<Metrics>) {
+        let (ingest, _, metrics) = ingest(dir);
+        let mut keys = KeyStore::empty();
+        let mut entry = crate::keys::DeviceKeys::new(key());
+        entry.accept_unsigned = accept_unsigned;
+        keys.insert(DeviceId::new("sd-1").unwrap(), entry);
+        ingest.set_keys(Arc::new(keys));
+        (ingest, metrics)
+    }
+
+    fn signed(boot: u16, seq: u32, body: UplinkBody) -> Vec<u8> {
+        let mut msg = Uplink::new(DeviceId::new("sd-1").unwrap(), boot, seq, NOW, body);
+        msg.sign(&VillageId::new("v").unwrap(), &key());
+        msg.encode(Encoding::Compact, &mut [0u8; 512]).unwrap().to_vec()
+    }
+
+    fn signed_alarm(boot: u16, seq: u32) -> Vec<u8> {
+        signed(
+            boot,
+            seq,
+            UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.3 }),
+        )
+    }
+
+    fn forged_heartbeat(seq: u32) -> Vec<u8> {
+        let body = UplinkBody::Heartbeat(Heartbeat {
+            battery_mv: Some(3000),
+            signal_dbm: -90,
+            chamber_baseline: None,
+            drift_pct: None,
+            temperature_c: 20.0,
+            firmware: heapless::String::try_from("1.0").unwrap(),
+            uptime_s: 5,
+        });
+        let msg = Uplink::new(DeviceId::new("sd-1").unwrap(), 1, seq, NOW, body);
+        msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec()
+    }
+
+    fn rejected(metrics: &Metrics, reason: &'static str) -> u64 {
+        metrics.counts().rejected.get(reason).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_forged_heartbeat_cannot_silence_a_keyed_detector() {
+        for accept_unsigned in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (ingest, metrics) = keyed_ingest(dir.path(), accept_unsigned);
+            let first = signed_alarm(1, 0);
+            let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &first)], NOW).unwrap();
+            assert_eq!(kinds(&out.outcomes), ["accepted"]);
+            // The attack: a heartbeat for the same boot with a huge sequence number.
+            let forged = forged_heartbeat(4_000_000_000);
+            let out = ingest.process(&[("fg/v1/v/sd-1/up/heartbeat", &forged)], NOW).unwrap();
+            if accept_unsigned {
+                assert_eq!(out.accepted.len(), 1, "a migrating device's unsigned messages are accepted");
+                assert_eq!(
+                    metrics
+                        .unauthenticated
+                        .get_or_create(&crate::metrics::KindLabel { kind: "heartbeat".into() })
+                        .get(),
+                    1
+                );
+            } else {
+                assert_eq!(kinds(&out.outcomes), ["dropped"]);
+                assert_eq!(rejected(&metrics, "unsigned"), 1);
+            }
+            // Signed with another key, or the real device's message with one bit changed.
+            let mut other = Uplink::receive(&signed_alarm(1, 1), &Limits::default()).unwrap();
+            other.sign(&VillageId::new("v").unwrap(), &firegrid_protocol::DeviceKey::from_bytes([1; 32]));
+            let other = other.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec();
+            let mut flipped = signed_alarm(1, 1);
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            let out = ingest
+                .process(&[("fg/v1/v/sd-1/up/state", &other), ("fg/v1/v/sd-1/up/state", &flipped)], NOW)
+                .unwrap();
+            assert_eq!(kinds(&out.outcomes), ["dropped", "dropped"]);
+            assert_eq!(rejected(&metrics, "bad_signature"), 2);
+            // The detector's real alarm that follows opens its case.
+            let real = signed_alarm(1, 1);
+            let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &real)], NOW).unwrap();
+            assert_eq!(out.accepted.len(), 1, "accept_unsigned={accept_unsigned}");
+            // Its acknowledgement is signed for the detector, which admits it once.
+            let Outcome::Accepted { ack_payload, .. } = &out.outcomes[0] else {
+                panic!("{:?}", out.outcomes)
+            };
+            let ack = Downlink::receive(ack_payload, &Limits::default()).unwrap();
+            let mut guard = firegrid_protocol::DownlinkGuard::new();
+            let (village, device) = (VillageId::new("v").unwrap(), DeviceId::new("sd-1").unwrap());
+            assert_eq!(guard.admit(&ack, &village, &device, 1, &key()), Ok(()));
+            assert_eq!(ack.body, DownlinkBody::Ack { boot: 1, seq: 1 });
+        }
+    }
+
+    #[test]
+    fn unsigned_devices_get_version_1_commands_and_a_window_that_cannot_be_poisoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, _, _) = ingest(dir.path());
+        let forged = forged_heartbeat(4_000_000_000);
+        let a = alarm("sd-1", 3, Encoding::Json);
+        let out = ingest
+            .process(&[("fg/v1/v/sd-1/up/heartbeat", &forged), ("fg/v1/v/sd-1/up/state", &a)], NOW)
+            .unwrap();
+        assert_eq!(out.accepted.len(), 2, "the keyless detector's alarm is not taken for a replay");
+        let Outcome::Accepted { ack_payload, .. } = &out.outcomes[1] else { panic!() };
+        let ack = Downlink::receive(ack_payload, &Limits::default()).unwrap();
+        assert_eq!((ack.v, ack.auth), (1, None), "version-1 firmware can read it");
+        let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &a)], NOW).unwrap();
+        assert!(out.accepted.is_empty(), "its retransmission is still a duplicate");
+    }
+
+    #[test]
+    fn a_reflashed_detector_is_challenged_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest, metrics) = keyed_ingest(dir.path(), false);
+        let before = signed_alarm(57, 9);
+        assert_eq!(ingest.process(&[("fg/v1/v/sd-1/up/state", &before)], NOW).unwrap().accepted.len(), 1);
+        // Reflashed: boot 1. Its signed alarm looks like a replay and is answered with a challenge.
+        let after = signed_alarm(1, 0);
+        let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &after)], NOW).unwrap();
+        let Outcome::Challenged { topic, payload } = &out.outcomes[0] else { panic!("{:?}", out.outcomes) };
+        assert_eq!(topic, "fg/v1/v/sd-1/down/challenge");
+        assert_eq!(rejected(&metrics, "earlier_boot"), 1);
+        let challenge = Downlink::receive(payload, &Limits::default()).unwrap();
+        let (village, device) = (VillageId::new("v").unwrap(), DeviceId::new("sd-1").unwrap());
+        assert_eq!(challenge.verify(&village, &device, &key()), Ok(1), "issued for the device's new boot");
+        let DownlinkBody::Challenge { nonce } = challenge.body else { panic!() };
+        // A wrong answer changes nothing; the right one restarts the window.
+        let wrong = signed(1, 1, UplinkBody::Boot(firegrid_protocol::BootAnnouncement { nonce: nonce ^ 1 }));
+        assert!(ingest.process(&[("fg/v1/v/sd-1/up/boot", &wrong)], NOW).unwrap().accepted.is_empty());
+        let answer = signed(1, 2, UplinkBody::Boot(firegrid_protocol::BootAnnouncement { nonce }));
+        assert_eq!(ingest.process(&[("fg/v1/v/sd-1/up/boot", &answer)], NOW).unwrap().accepted.len(), 1);
+        let resent = signed_alarm(1, 3);
+        assert_eq!(ingest.process(&[("fg/v1/v/sd-1/up/state", &resent)], NOW).unwrap().accepted.len(), 1);
+    }
+
+    #[test]
+    fn only_verified_records_seed_the_window_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (ingest, _) = keyed_ingest(dir.path(), true);
+            let forged = forged_heartbeat(4_000_000_000);
+            let real = signed_alarm(1, 5);
+            let out = ingest
+                .process(&[("fg/v1/v/sd-1/up/heartbeat", &forged), ("fg/v1/v/sd-1/up/state", &real)], NOW)
+                .unwrap();
+            assert_eq!(out.accepted.len(), 2);
+        }
+        let (ingest, _) = keyed_ingest(dir.path(), true);
+        let real = signed_alarm(1, 5);
+        let out = ingest.process(&[("fg/v1/v/sd-1/up/state", &real)], NOW).unwrap();
+        assert!(out.accepted.is_empty(), "the signed alarm's redelivery is a duplicate");
+        let next = signed_alarm(1, 6);
+        assert_eq!(ingest.process(&[("fg/v1/v/sd-1/up/state", &next)], NOW).unwrap().accepted.len(), 1);
     }
 }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
+pub mod keys;
 pub mod liveness;
 pub mod metrics;
 pub mod notify;

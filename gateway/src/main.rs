@@ -63,9 +63,78 @@ enum Command {
         #[arg(long)]
         hex: bool,
     },
+    /// Device keys: issue, rotate and revoke them, and switch a device's unsigned messages on
+    /// or off during a firmware migration. Edits the key store; a running gateway reloads it.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Make a new duty-officer API token: prints the token (give it to the officer) and the
     /// `token_sha256` line for the officer directory (only the hash is stored).
     OfficerToken,
+}
+
+/// `firegrid devices` subcommands.
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Issue keys for the registry's devices that have none (or, with --all, new keys for
+    /// every device), and write the provisioning file (CSV village,device,key; mode 0600) for
+    /// the factory's flashing tool.
+    Provision {
+        /// The device registry (CSV).
+        #[arg(long)]
+        registry: PathBuf,
+        /// The gateway's key store (created if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The provisioning file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Rotate the keys of devices that already have one, too.
+        #[arg(long)]
+        all: bool,
+        /// How long rotated devices' old keys stay accepted.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Give devices new keys; their old keys stay accepted for the grace period.
+    Rotate {
+        /// The device registry (CSV), for the devices' villages.
+        #[arg(long)]
+        registry: PathBuf,
+        /// The gateway's key store.
+        #[arg(long)]
+        keys: PathBuf,
+        /// The provisioning file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// How long the old keys stay accepted.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Device ids.
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    /// Refuse every message from these devices and send them nothing.
+    Revoke {
+        /// The gateway's key store.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Device ids.
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    /// Accept these keyed devices' unsigned messages too (firmware that does not sign yet),
+    /// or, with --off, refuse them again. Accepted unsigned messages are counted.
+    AcceptUnsigned {
+        /// The gateway's key store.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Refuse unsigned messages again.
+        #[arg(long)]
+        off: bool,
+        /// Device ids.
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
 }
 
 /// `firegrid demo` flags.
@@ -195,6 +264,59 @@ fn main() -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
             }
+        }
+        Command::Devices(command) => {
+            use firegrid_gateway::keys::admin;
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+            match command {
+                DevicesCommand::Provision { registry, keys, out, all, grace } => {
+                    let n = admin::provision_registry(
+                        &registry,
+                        &keys,
+                        &out,
+                        all,
+                        now_ms,
+                        grace.as_millis() as u64,
+                    )?;
+                    if n == 0 {
+                        println!(
+                            "Every device in {} already has a key; nothing written.",
+                            registry.display()
+                        );
+                    } else {
+                        println!(
+                            "Issued {n} key(s): key store {}, provisioning file {}.",
+                            keys.display(),
+                            out.display()
+                        );
+                    }
+                }
+                DevicesCommand::Rotate { registry, keys, out, grace, devices } => {
+                    let n = admin::rotate_devices(
+                        &registry,
+                        &keys,
+                        &out,
+                        &devices,
+                        now_ms,
+                        grace.as_millis() as u64,
+                    )?;
+                    println!(
+                        "Rotated {n} key(s); the old ones are accepted for {}. Provisioning file {}.",
+                        humantime::format_duration(grace),
+                        out.display()
+                    );
+                }
+                DevicesCommand::Revoke { keys, devices } => {
+                    let n = admin::revoke_devices(&keys, &devices)?;
+                    println!("Revoked {n} device(s) in {}.", keys.display());
+                }
+                DevicesCommand::AcceptUnsigned { keys, off, devices } => {
+                    let n = admin::set_accept_unsigned(&keys, &devices, !off)?;
+                    let what = if off { "refused again" } else { "accepted (and counted)" };
+                    println!("Unsigned messages of {n} device(s) are {what}.");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::OfficerToken => {
             let (token, hash) = firegrid_gateway::officers::new_token();

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Messages from devices missing from the registry (accepted, and listed).
     pub unknown_device_messages: Counter,
+    /// Messages accepted without proof of origin (keyless devices, or keyed ones still
+    /// allowed to send unsigned), by kind.
+    pub unauthenticated: Family<KindLabel, Counter>,
     /// Distinct unknown devices seen.
     pub unknown_devices: Gauge,
     /// Alarms, faults and camera fire events of unknown devices handed to the alarm loop
@@ -146,6 +149,7 @@ impl Metrics {
             rejected: Family::default(),
             duplicates: Counter::default(),
             unknown_device_messages: Counter::default(),
+            unauthenticated: Family::default(),
             unknown_devices: Gauge::default(),
             unplaced_signals: Counter::default(),
             skewed_timestamps: Family::default(),
@@ -194,6 +198,11 @@ impl Metrics {
             "unplaced_signals",
             "Alarms, faults and camera events of unknown devices raised as unplaced-device cases",
             m.unplaced_signals.clone(),
+        );
+        registry.register(
+            "unauthenticated_accepted",
+            "Messages accepted without a verified signature (keyless or migrating devices), by kind",
+            m.unauthenticated.clone(),
         );
         registry.register(
             "skewed_timestamps",
@@ -328,6 +337,19 @@ impl Metrics {
                 desk,
                 suppressed,
                 "Alarm from a device missing from the registry: an unverified case at the unplaced desk."
+            );
+        }
+    }
+
+    /// A message accepted without a verified signature: counted by kind, logged rate-limited.
+    pub fn unauthenticated(&self, kind: &'static str, device: &str) {
+        self.unauthenticated.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+        if let Some(suppressed) = self.may_log("unauthenticated") {
+            tracing::warn!(
+                device,
+                kind,
+                suppressed,
+                "Message accepted without a signature: the device has no key, or its unsigned messages are still allowed."
             );
         }
     }

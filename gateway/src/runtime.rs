@@ -45,6 +45,17 @@ pub enum StartError {
     /// The registry file cannot be loaded (every bad line is listed).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The device key store cannot be loaded.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyStoreError),
+    /// The downlink command counter cannot be read.
+    #[error("downlink command counter {path}: {source}")]
+    Counter {
+        /// Its file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The alarm loop did not start.
     #[error("alarm loop: {0}")]
     Alarm(#[from] crate::cases::launch::LaunchError),
@@ -266,14 +277,26 @@ impl Gateway {
             tracing::info!(dir = %cfg.spool_config().dir.display(), "No database configured; the spool is the local archive.");
         }
 
-        let ingest = Arc::new(Ingest::new(
-            spool.clone(),
-            wake,
-            cfg.admission_config(),
-            cfg.protocol_limits(),
-            metrics.clone(),
-            now_ms(),
-        )?);
+        let ingest = Arc::new(
+            Ingest::new(
+                spool.clone(),
+                wake,
+                cfg.admission_config(),
+                cfg.protocol_limits(),
+                metrics.clone(),
+                now_ms(),
+            )?
+            .with_command_counter(open_counter(&cfg.data_dir)?),
+        );
+        if let Some(path) = &cfg.registry.keys {
+            let keys = crate::keys::KeyStore::load(path)?;
+            tracing::info!(devices = keys.len(), file = %path.display(), "Device keys loaded.");
+            ingest.set_keys(Arc::new(keys));
+        } else {
+            tracing::warn!(
+                "No device key store configured ([registry] keys): no message can be authenticated; every one is accepted unsigned and counted."
+            );
+        }
 
         let mqtt = match &cfg.mqtt {
             Some(mqtt) => mqtt.clone(),
@@ -326,6 +349,9 @@ impl Gateway {
         // Every accepted message passes the fleet task (liveness) on its way to `handoff`.
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         let fleet_stop = CancellationToken::new();
+        if let Some(path) = cfg.registry.keys.clone() {
+            tokio::spawn(reload_keys(path, ingest.clone(), fleet_stop.clone()));
+        }
         let fleet = match &cfg.registry.csv {
             Some(csv) => {
                 let snapshot = cfg.data_dir.join("liveness.json");
@@ -552,6 +578,41 @@ async fn store_modbus(
         };
         if let Err(error) = stored {
             tracing::error!(%error, "Cannot store a Modbus event in the spool.");
+        }
+    }
+}
+
+/// The downlink command counter in the data directory.
+fn open_counter(data_dir: &std::path::Path) -> Result<crate::keys::CommandCounter, StartError> {
+    let path = data_dir.join("downlink-seq");
+    crate::keys::CommandCounter::open(&path)
+        .map_err(|source| StartError::Counter { path: path.display().to_string(), source })
+}
+
+/// Reloads the key store when its file changes (`firegrid devices rotate|revoke` on a running
+/// gateway). A file that cannot be loaded keeps the previous keys.
+async fn reload_keys(path: std::path::PathBuf, ingest: Arc<Ingest>, stop: CancellationToken) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match crate::keys::KeyStore::load(&path) {
+            Ok(keys) => {
+                tracing::info!(devices = keys.len(), "Device keys reloaded.");
+                ingest.set_keys(Arc::new(keys));
+            }
+            Err(error) => {
+                tracing::error!(%error, "Key store changed but cannot be loaded; keeping the previous keys.")
+            }
         }
     }
 }

@@ -17,5 +17,6 @@ mod linkage;
 mod modbus;
 mod mqtt;
 mod sim;
+mod trust;
 mod unplaced;
 mod victoria_metrics;

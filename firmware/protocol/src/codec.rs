@@ -191,6 +191,26 @@ impl Probe for Downlink {
     }
 }
 
+/// A compact version-1 uplink: the version-2 fields without the trailing tag.
+#[derive(Deserialize)]
+struct UplinkV1 {
+    v: u8,
+    dev: crate::id::DeviceId,
+    boot: u16,
+    seq: u32,
+    ts_ms: u64,
+    body: crate::uplink::UplinkBody,
+}
+
+/// A compact version-1 downlink.
+#[derive(Deserialize)]
+struct DownlinkV1 {
+    v: u8,
+    seq: u32,
+    ts_ms: u64,
+    body: crate::downlink::DownlinkBody,
+}
+
 impl Uplink {
     /// Encodes the message into `buf`, returning the bytes written.
     pub fn encode<'b>(&self, encoding: Encoding, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
@@ -200,7 +220,23 @@ impl Uplink {
     /// Decodes a payload in a known encoding without range checks. Use [`Uplink::receive`]
     /// for untrusted input.
     pub fn decode(payload: &[u8], encoding: Encoding, limits: &Limits) -> Result<Self, Error> {
-        let msg: Uplink = encoding.decode::<Uplink, Uplink>(payload, limits)?;
+        let msg = match encoding.decode::<Uplink, Uplink>(payload, limits) {
+            Ok(msg) => msg,
+            // A compact version-1 message ends before the tag that version 2 appended.
+            Err(e @ Error::Malformed { .. }) if payload.first() == Some(&1) => {
+                let v1 = postcard::from_bytes::<UplinkV1>(payload).map_err(|_| e)?;
+                Uplink {
+                    v: v1.v,
+                    dev: v1.dev,
+                    boot: v1.boot,
+                    seq: v1.seq,
+                    ts_ms: v1.ts_ms,
+                    body: v1.body,
+                    mac: None,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         crate::validate::check_version(msg.v)?;
         Ok(msg)
     }
@@ -224,7 +260,14 @@ impl Downlink {
     /// Decodes a payload in a known encoding without range checks. Use
     /// [`Downlink::receive`] for untrusted input.
     pub fn decode(payload: &[u8], encoding: Encoding, limits: &Limits) -> Result<Self, Error> {
-        let msg: Downlink = encoding.decode::<Downlink, Downlink>(payload, limits)?;
+        let msg = match encoding.decode::<Downlink, Downlink>(payload, limits) {
+            Ok(msg) => msg,
+            Err(e @ Error::Malformed { .. }) if payload.first() == Some(&1) => {
+                let v1 = postcard::from_bytes::<DownlinkV1>(payload).map_err(|_| e)?;
+                Downlink { v: v1.v, seq: v1.seq, ts_ms: v1.ts_ms, body: v1.body, auth: None }
+            }
+            Err(e) => return Err(e),
+        };
         crate::validate::check_version(msg.v)?;
         Ok(msg)
     }

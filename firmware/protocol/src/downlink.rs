@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::DownlinkAuth;
+
 /// One command from the gateway to a field device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Downlink {
@@ -15,6 +17,10 @@ pub struct Downlink {
     pub ts_ms: u64,
     /// The command.
     pub body: DownlinkBody,
+    /// The device boot it was issued for and its authentication tag ([`crate::auth`]), from
+    /// schema version 2; `None` for a device without a key.
+    #[serde(default)]
+    pub auth: Option<DownlinkAuth>,
 }
 
 /// The kind-specific part of a [`Downlink`]. Encoded like [`crate::UplinkBody`].
@@ -55,6 +61,14 @@ pub enum DownlinkBody {
         /// The uplink's sequence number.
         seq: u32,
     },
+    /// Prove that the boot named in this command's authentication is the device's live one:
+    /// the device answers with a signed [`crate::UplinkBody::Boot`] echoing `nonce`. The
+    /// gateway sends it when an authenticated message carries a boot counter below the one
+    /// it last saw (a reflashed device), and restarts the device's replay window on the answer.
+    Challenge {
+        /// A random number the answer must echo.
+        nonce: u64,
+    },
 }
 
 /// The kinds of downlink, as they appear in topics and JSON.
@@ -72,17 +86,20 @@ pub enum DownlinkKind {
     SetThresholds,
     /// [`DownlinkBody::Ack`]
     Ack,
+    /// [`DownlinkBody::Challenge`]
+    Challenge,
 }
 
 impl DownlinkKind {
     /// Every kind, in wire-index order.
-    pub const ALL: [DownlinkKind; 6] = [
+    pub const ALL: [DownlinkKind; 7] = [
         DownlinkKind::Sounders,
         DownlinkKind::Hush,
         DownlinkKind::SelfTest,
         DownlinkKind::SetHeartbeat,
         DownlinkKind::SetThresholds,
         DownlinkKind::Ack,
+        DownlinkKind::Challenge,
     ];
 
     /// The kind's name in topics and JSON.
@@ -94,6 +111,7 @@ impl DownlinkKind {
             DownlinkKind::SetHeartbeat => "set_heartbeat",
             DownlinkKind::SetThresholds => "set_thresholds",
             DownlinkKind::Ack => "ack",
+            DownlinkKind::Challenge => "challenge",
         }
     }
 
@@ -113,14 +131,15 @@ impl DownlinkBody {
             DownlinkBody::SetHeartbeat { .. } => DownlinkKind::SetHeartbeat,
             DownlinkBody::SetThresholds { .. } => DownlinkKind::SetThresholds,
             DownlinkBody::Ack { .. } => DownlinkKind::Ack,
+            DownlinkBody::Challenge { .. } => DownlinkKind::Challenge,
         }
     }
 }
 
 impl Downlink {
-    /// A command of the current schema version.
+    /// An unsigned command of the current schema version ([`Downlink::sign`] signs it).
     pub fn new(seq: u32, ts_ms: u64, body: DownlinkBody) -> Self {
-        Downlink { v: crate::SCHEMA_VERSION, seq, ts_ms, body }
+        Downlink { v: crate::SCHEMA_VERSION, seq, ts_ms, body, auth: None }
     }
 
     /// The command's kind.

@@ -12,6 +12,8 @@
 //!   acknowledgement or connection status. [`Class`] says how urgently each kind travels.
 //! - [`Downlink`] (gateway → device) carries a [`DownlinkBody`]: sounders, hush, self-test,
 //!   heartbeat interval, thresholds, or an application-level acknowledgement of an uplink.
+//! - [`auth`]: every uplink and downlink carries an HMAC-SHA-256 tag under the device's own
+//!   [`DeviceKey`]; [`Uplink::verify`] and [`DownlinkGuard`] check them.
 //! - [`Encoding`] selects JSON (interoperable, what third-party devices send) or the compact
 //!   binary encoding for battery devices on NB-IoT; both are produced from the same serde
 //!   derives. [`Encoding::detect`] tells them apart from the first byte.
@@ -22,6 +24,7 @@
 //! a third-party device vendor implements.
 #![cfg_attr(not(test), no_std)]
 
+pub mod auth;
 mod codec;
 mod downlink;
 mod error;
@@ -30,24 +33,27 @@ mod topic;
 mod uplink;
 mod validate;
 
+pub use auth::{AuthError, DeviceKey, DownlinkAuth, DownlinkGuard, KeyError, Tag};
 pub use codec::{Encoding, MAX_PAYLOAD};
 pub use downlink::{Downlink, DownlinkBody, DownlinkKind};
 pub use error::{EncodeError, Error, IdError, TopicError};
 pub use id::{DeviceId, ID_MAX_LEN, VillageId, check_id};
 pub use topic::{Direction, MAX_TOPIC_LEN, Topic, TopicBuf, TopicKind, downlink_filter, uplink_filter};
 pub use uplink::{
-    AckResult, CameraEvent, CameraEventKind, CameraHealth, ChannelStatus, Class, CommandAck, DetectorState,
-    Fault, FaultKind, FirmwareVersion, Heartbeat, SnapshotRef, StateChange, Status, Uplink, UplinkBody,
-    UplinkKind, WaterReading,
+    AckResult, BootAnnouncement, CameraEvent, CameraEventKind, CameraHealth, ChannelStatus, Class,
+    CommandAck, DetectorState, Fault, FaultKind, FirmwareVersion, Heartbeat, SnapshotRef, StateChange,
+    Status, Uplink, UplinkBody, UplinkKind, WaterReading,
 };
 pub use validate::{ClockSkew, Limits};
 
 /// The schema version this crate writes into every message, and the newest it accepts.
 ///
-/// Version 1 is the first published contract. A decoder accepts every version from 1 up to
-/// this one; newer versions are rejected with [`Error::UnsupportedVersion`] so that a
-/// gateway never half-understands a message from firmware newer than itself.
-pub const SCHEMA_VERSION: u8 = 1;
+/// Version 1 is the first published contract; version 2 appends the authentication tag
+/// (`mac` on uplinks, `auth` on downlinks) and the `boot` / `challenge` kinds. A decoder
+/// accepts every version from 1 up to this one (a version-1 message decodes with no tag);
+/// newer versions are rejected with [`Error::UnsupportedVersion`] so that a gateway never
+/// half-understands a message from firmware newer than itself.
+pub const SCHEMA_VERSION: u8 = 2;
 
 #[cfg(test)]
 mod tests;

@@ -15,10 +15,23 @@ fn text<const N: usize>(s: &str) -> heapless::String<N> {
     heapless::String::try_from(s).unwrap()
 }
 
+/// The village of every sample, and the key its device signs with (bytes 0..32).
+fn village() -> VillageId {
+    VillageId::new("dongcun").unwrap()
+}
+
+fn key() -> DeviceKey {
+    DeviceKey::from_bytes(core::array::from_fn(|i| i as u8))
+}
+
 /// One realistic message of every uplink kind (and both ends of each state), from a device
 /// with a 15-digit IMEI as its id: what the size table in README.md is measured on.
 fn samples() -> Vec<(&'static str, Uplink)> {
-    let up = |seq, body| Uplink::new(dev("862177040123456"), 3, seq, NOW_MS, body);
+    let up = |seq, body| {
+        let mut msg = Uplink::new(dev("862177040123456"), 3, seq, NOW_MS, body);
+        msg.sign(&village(), &key());
+        msg
+    };
     vec![
         (
             "heartbeat",
@@ -63,11 +76,16 @@ fn samples() -> Vec<(&'static str, Uplink)> {
             up(7, UplinkBody::CommandAck(CommandAck { cmd_seq: 41, result: AckResult::Applied })),
         ),
         ("status", up(8, UplinkBody::Status(Status { online: false }))),
+        ("boot", up(0, UplinkBody::Boot(BootAnnouncement { nonce: 0x5eed_1e55_0dd5_f00d }))),
     ]
 }
 
 fn downlink_samples() -> Vec<(&'static str, Downlink)> {
-    let down = |body| Downlink::new(41, NOW_MS, body);
+    let down = |body| {
+        let mut cmd = Downlink::new(41, NOW_MS, body);
+        cmd.sign(&village(), &dev("862177040123456"), 3, &key());
+        cmd
+    };
     vec![
         ("sounders", down(DownlinkBody::Sounders { on: true })),
         ("hush", down(DownlinkBody::Hush { duration_s: 600 })),
@@ -75,6 +93,7 @@ fn downlink_samples() -> Vec<(&'static str, Downlink)> {
         ("set_heartbeat", down(DownlinkBody::SetHeartbeat { interval_s: 86_400 })),
         ("set_thresholds", down(DownlinkBody::SetThresholds { pre_alarm_db_m: 0.08, alarm_db_m: 0.15 })),
         ("ack", down(DownlinkBody::Ack { boot: 3, seq: 2 })),
+        ("challenge", down(DownlinkBody::Challenge { nonce: 0x5eed_1e55_0dd5_f00d })),
     ]
 }
 
@@ -121,19 +140,119 @@ fn json_wire_format_is_stable() {
     let (_, alarm) = &samples()[1];
     assert_eq!(
         String::from_utf8(encoded(alarm, Encoding::Json)).unwrap(),
-        r#"{"v":1,"dev":"862177040123456","boot":3,"seq":2,"ts_ms":1763860000000,"body":{"state":{"state":"alarm","obscuration_db_m":0.21}}}"#
+        r#"{"v":2,"dev":"862177040123456","boot":3,"seq":2,"ts_ms":1763860000000,"body":{"state":{"state":"alarm","obscuration_db_m":0.21}},"mac":"48ad6e06a566e55fc3764328e88ac2a6"}"#
     );
+}
+
+/// README.md tells vendors how to compute a tag in words; this follows the words with the
+/// `hmac` crate directly and must get the tag the library computes.
+#[test]
+fn tag_follows_the_documented_construction() {
+    use hmac::{KeyInit, Mac};
+    for (name, msg) in samples() {
+        let mut unsigned = msg.clone();
+        unsigned.mac = None;
+        let compact = encoded(&unsigned, Encoding::Compact);
+        // The compact message up to, not including, its `mac` field (the final None byte).
+        let fields = &compact[..compact.len() - 1];
+        let mut input = vec![auth::UPLINK_DOMAIN.len() as u8];
+        input.extend_from_slice(auth::UPLINK_DOMAIN.as_bytes());
+        input.push(village().len() as u8);
+        input.extend_from_slice(village().as_bytes());
+        input.extend_from_slice(fields);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key().expose()).unwrap();
+        mac.update(&input);
+        let full = mac.finalize().into_bytes();
+        assert_eq!(msg.mac.unwrap().0[..], full[..16], "{name}");
+    }
+}
+
+#[test]
+fn tags_bind_the_message_to_its_device_village_and_key() {
+    for (name, msg) in samples() {
+        assert_eq!(msg.verify(&village(), &key()), Ok(()), "{name}");
+        // The same message through both encodings still verifies.
+        for enc in [Encoding::Json, Encoding::Compact] {
+            let back = Uplink::receive(&encoded(&msg, enc), &Limits::default()).unwrap();
+            assert_eq!(back.verify(&village(), &key()), Ok(()), "{name} {enc}");
+        }
+        let other_village = VillageId::new("xicun").unwrap();
+        assert_eq!(
+            msg.verify(&other_village, &key()),
+            Err(AuthError::BadTag),
+            "{name}: moved to another village"
+        );
+        let other_key = DeviceKey::from_bytes([7; 32]);
+        assert_eq!(
+            msg.verify(&village(), &other_key),
+            Err(AuthError::BadTag),
+            "{name}: another device's key"
+        );
+        let mut later = msg.clone();
+        later.seq += 1;
+        assert_eq!(later.verify(&village(), &key()), Err(AuthError::BadTag), "{name}: seq changed");
+        let mut reboot = msg.clone();
+        reboot.boot += 1;
+        assert_eq!(reboot.verify(&village(), &key()), Err(AuthError::BadTag), "{name}: boot changed");
+        let mut other_dev = msg.clone();
+        other_dev.dev = dev("862177040123457");
+        assert_eq!(other_dev.verify(&village(), &key()), Err(AuthError::BadTag), "{name}: device changed");
+        let mut unsigned = msg.clone();
+        unsigned.mac = None;
+        assert_eq!(unsigned.verify(&village(), &key()), Err(AuthError::Unsigned));
+    }
+    // A downlink tag does not pass for another device or another boot of the same device.
+    for (name, cmd) in downlink_samples() {
+        let device = dev("862177040123456");
+        assert_eq!(cmd.verify(&village(), &device, &key()), Ok(3), "{name}");
+        assert_eq!(cmd.verify(&village(), &dev("862177040123457"), &key()), Err(AuthError::BadTag), "{name}");
+        let mut moved = cmd.clone();
+        moved.auth.as_mut().unwrap().boot = 4;
+        assert_eq!(moved.verify(&village(), &device, &key()), Err(AuthError::BadTag), "{name}");
+        let mut guard = DownlinkGuard::new();
+        assert_eq!(guard.admit(&cmd, &village(), &device, 4, &key()), Err(AuthError::WrongBoot), "{name}");
+        assert_eq!(guard.admit(&cmd, &village(), &device, 3, &key()), Ok(()), "{name}");
+        assert_eq!(guard.admit(&cmd, &village(), &device, 3, &key()), Err(AuthError::Replayed), "{name}");
+    }
+}
+
+/// Firmware of schema version 1 keeps working during a migration: its messages, which have
+/// no tag, still decode, in both encodings.
+#[test]
+fn version_1_messages_decode_unsigned() {
+    let v1_json = br#"{"v":1,"dev":"862177040123456","boot":3,"seq":2,"ts_ms":1763860000000,"body":{"state":{"state":"alarm","obscuration_db_m":0.21}}}"#;
+    let msg = Uplink::receive(v1_json, &Limits::default()).unwrap();
+    assert_eq!((msg.v, msg.mac, msg.seq), (1, None, 2));
+    // A version-1 compact message is a version-2 one without the trailing `mac` byte(s).
+    let mut unsigned = msg.clone();
+    let compact = encoded(&unsigned, Encoding::Compact);
+    let v1_compact = &compact[..compact.len() - 1];
+    assert_eq!(Uplink::receive(v1_compact, &Limits::default()), Ok(msg.clone()));
+    // A version-2 message cut short the same way is malformed, not silently unsigned.
+    unsigned.v = 2;
+    let compact = encoded(&unsigned, Encoding::Compact);
+    assert_eq!(
+        Uplink::receive(&compact[..compact.len() - 1], &Limits::default()),
+        Err(Error::Malformed { encoding: Encoding::Compact })
+    );
+    let v1_cmd = br#"{"v":1,"seq":41,"ts_ms":1763860000000,"body":{"hush":{"duration_s":600}}}"#;
+    let cmd = Downlink::receive(v1_cmd, &Limits::default()).unwrap();
+    assert_eq!(cmd.auth, None);
+    let mut buf = [0u8; 64];
+    let compact = cmd.encode(Encoding::Compact, &mut buf).unwrap();
+    assert_eq!(Downlink::receive(&compact[..compact.len() - 1], &Limits::default()), Ok(cmd.clone()));
 }
 
 #[test]
 fn tolerates_unknown_fields_escapes_and_whitespace() {
-    let expected = Uplink::new(
+    let mut expected = Uplink::new(
         dev("sd-1"),
         0,
         9,
         0,
         UplinkBody::State(StateChange { state: DetectorState::PreAlarm, obscuration_db_m: 0.1 }),
     );
+    expected.v = 1;
     // Unknown fields at every level, a newer firmware's habit, are ignored.
     check(
         &json(
@@ -191,15 +310,17 @@ fn rejects_invalid_messages_with_typed_errors() {
         &with(hdr, r#""body":{"earthquake_with_a_very_long_kind_name_beyond_32_bytes":{}}"#),
         Err(Error::UnknownKind),
     );
-    let mut compact = encoded(&samples()[2].1, Encoding::Compact);
-    let tag_at = compact.len() - 2; // fault body: tag, fault kind, active
-    compact[tag_at - 1] = 99;
+    let mut fault = samples()[2].1.clone();
+    fault.mac = None;
+    let mut compact = encoded(&fault, Encoding::Compact);
+    let tag_at = compact.len() - 4; // fault body: tag, fault kind, active; then `mac` None
+    compact[tag_at] = 99;
     check(&compact, Err(Error::UnknownKind));
 
     // Versions.
     check(
-        &with(r#""v":2,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#, body),
-        Err(Error::UnsupportedVersion { version: 2 }),
+        &with(r#""v":3,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#, body),
+        Err(Error::UnsupportedVersion { version: 3 }),
     );
     check(
         &with(r#""v":0,"dev":"sd-1","boot":0,"seq":1,"ts_ms":0"#, body),
@@ -472,7 +593,7 @@ fn downlink_strategy() -> impl Strategy<Value = Downlink> {
         (1u16..=900).prop_map(|duration_s| DownlinkBody::Hush { duration_s }),
         Just(DownlinkBody::SelfTest {}),
         (60u32..=604_800).prop_map(|interval_s| DownlinkBody::SetHeartbeat { interval_s }),
-        (0.02f32..1.0, 1.0f32..=2.0).prop_map(|(pre_alarm_db_m, alarm_db_m)| DownlinkBody::SetThresholds {
+        (0.05f32..0.3, 0.3f32..=0.58).prop_map(|(pre_alarm_db_m, alarm_db_m)| DownlinkBody::SetThresholds {
             pre_alarm_db_m,
             alarm_db_m
         }),
@@ -490,6 +611,26 @@ proptest! {
             let bytes = encoded(&msg, enc);
             prop_assert!(bytes.len() <= MAX_PAYLOAD);
             prop_assert_eq!(Uplink::receive(&bytes, &Limits::default()), Ok(msg.clone()));
+        }
+    }
+
+    /// A message changed in transit, anywhere, either fails to decode or fails to verify.
+    #[test]
+    fn tampered_messages_never_verify(
+        msg in uplink_strategy(),
+        json in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let mut msg = msg;
+        msg.sign(&village(), &key());
+        let mut bytes = encoded(&msg, if json { Encoding::Json } else { Encoding::Compact });
+        let i = at.index(bytes.len());
+        bytes[i] ^= flip;
+        if let Ok(back) = Uplink::receive(&bytes, &Limits::default()) {
+            if back != msg {
+                prop_assert!(back.verify(&village(), &key()).is_err(), "tampered message verified: {:?}", back);
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Tag;
 use crate::id::DeviceId;
 
 /// One message from a field device to the gateway.
@@ -25,6 +26,10 @@ pub struct Uplink {
     pub ts_ms: u64,
     /// What happened.
     pub body: UplinkBody,
+    /// The message authentication tag ([`crate::auth`]), from schema version 2; `None` for
+    /// a device without a key (and for every version-1 message).
+    #[serde(default)]
+    pub mac: Option<Tag>,
 }
 
 /// The kind-specific part of an [`Uplink`].
@@ -53,6 +58,10 @@ pub enum UplinkBody {
     /// after connecting, and `offline` as their MQTT last will, which the broker publishes
     /// when the connection drops without a goodbye.
     Status(Status),
+    /// The device's answer to the gateway's [`crate::DownlinkBody::Challenge`]: proof that
+    /// a boot counter lower than the gateway last saw is the device's live one (it was
+    /// reflashed or its flash was erased), so the gateway may restart its replay window.
+    Boot(BootAnnouncement),
 }
 
 /// The kinds of uplink, as they appear in topics and JSON.
@@ -74,11 +83,13 @@ pub enum UplinkKind {
     CommandAck,
     /// [`UplinkBody::Status`]
     Status,
+    /// [`UplinkBody::Boot`]
+    Boot,
 }
 
 impl UplinkKind {
     /// Every kind, in wire-index order.
-    pub const ALL: [UplinkKind; 8] = [
+    pub const ALL: [UplinkKind; 9] = [
         UplinkKind::Heartbeat,
         UplinkKind::State,
         UplinkKind::Fault,
@@ -87,6 +98,7 @@ impl UplinkKind {
         UplinkKind::Water,
         UplinkKind::CommandAck,
         UplinkKind::Status,
+        UplinkKind::Boot,
     ];
 
     /// The kind's name in topics and JSON.
@@ -100,6 +112,7 @@ impl UplinkKind {
             UplinkKind::Water => "water",
             UplinkKind::CommandAck => "command_ack",
             UplinkKind::Status => "status",
+            UplinkKind::Boot => "boot",
         }
     }
 
@@ -112,9 +125,11 @@ impl UplinkKind {
     pub const fn class(self) -> Class {
         match self {
             UplinkKind::State | UplinkKind::CameraEvent => Class::Alarm,
-            UplinkKind::Fault | UplinkKind::CameraHealth | UplinkKind::CommandAck | UplinkKind::Status => {
-                Class::Event
-            }
+            UplinkKind::Fault
+            | UplinkKind::CameraHealth
+            | UplinkKind::CommandAck
+            | UplinkKind::Status
+            | UplinkKind::Boot => Class::Event,
             UplinkKind::Heartbeat | UplinkKind::Water => Class::Telemetry,
         }
     }
@@ -165,14 +180,15 @@ impl UplinkBody {
             UplinkBody::Water(_) => UplinkKind::Water,
             UplinkBody::CommandAck(_) => UplinkKind::CommandAck,
             UplinkBody::Status(_) => UplinkKind::Status,
+            UplinkBody::Boot(_) => UplinkKind::Boot,
         }
     }
 }
 
 impl Uplink {
-    /// A message of the current schema version.
+    /// An unsigned message of the current schema version ([`Uplink::sign`] signs it).
     pub fn new(dev: DeviceId, boot: u16, seq: u32, ts_ms: u64, body: UplinkBody) -> Self {
-        Uplink { v: crate::SCHEMA_VERSION, dev, boot, seq, ts_ms, body }
+        Uplink { v: crate::SCHEMA_VERSION, dev, boot, seq, ts_ms, body, mac: None }
     }
 
     /// The message's kind.
@@ -359,4 +375,11 @@ pub struct CommandAck {
 pub struct Status {
     /// `true` when connected, `false` when the connection was lost.
     pub online: bool,
+}
+
+/// A device's answer to a [`crate::DownlinkBody::Challenge`], signed like every uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootAnnouncement {
+    /// The challenge's nonce, echoed.
+    pub nonce: u64,
 }

@@ -81,9 +81,12 @@ pub(crate) const LEVEL_M: (f32, f32) = (0.0, 100.0);
 pub(crate) const HUSH_S: (u16, u16) = (1, 900);
 /// Heartbeat period in s: one minute to one week.
 pub(crate) const HEARTBEAT_S: (u32, u32) = (60, 7 * 24 * 3600);
-/// Detection thresholds in dB/m: GB 4715-2024 requires a sensitivity of at least
-/// 0.05 dB/m; no point detector is set above 2 dB/m.
-pub(crate) const THRESHOLD_DB_M: (f32, f32) = (0.02, 2.0);
+/// Detection thresholds in dB/m, the span a point smoke detector may be set to: from
+/// 0.05 dB/m, the lowest response threshold GB 4715 accepts as not over-sensitive, to
+/// 4.0 %/ft, the least sensitive setting UL 268's sensitivity test admits (0.5-4.0 %/ft);
+/// 4 %/ft is -10·log10(1 - 0.04) / 0.3048 m = 0.58 dB/m. A command outside it would make a
+/// detector useless or a nuisance, so a device refuses it whoever signed it.
+pub(crate) const THRESHOLD_DB_M: (f32, f32) = (0.05, 0.58);
 
 fn in_range<T: PartialOrd>(field: &'static str, value: T, (lo, hi): (T, T)) -> Result<(), Error> {
     // Written as "inside" rather than "not outside" so that NaN, which compares false with
@@ -116,7 +119,8 @@ impl Uplink {
             UplinkBody::Fault(_)
             | UplinkBody::CameraHealth(_)
             | UplinkBody::CommandAck(_)
-            | UplinkBody::Status(_) => Ok(()),
+            | UplinkBody::Status(_)
+            | UplinkBody::Boot(_) => Ok(()),
             UplinkBody::CameraEvent(e) => e.validate(),
             UplinkBody::Water(w) => w.validate(),
         }
@@ -202,7 +206,10 @@ impl Downlink {
                     Err(Error::OutOfRange { field: "pre_alarm_db_m" })
                 }
             }
-            DownlinkBody::Sounders { .. } | DownlinkBody::SelfTest {} | DownlinkBody::Ack { .. } => Ok(()),
+            DownlinkBody::Sounders { .. }
+            | DownlinkBody::SelfTest {}
+            | DownlinkBody::Ack { .. }
+            | DownlinkBody::Challenge { .. } => Ok(()),
         }
     }
 }

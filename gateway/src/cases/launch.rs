@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
-use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Topic};
+use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, Encoding, Limits};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -146,7 +146,7 @@ impl AlarmLoop {
             }
             for (village, device) in devices {
                 if let Some(cmd) = linkage.command(now, village, device, on, command) {
-                    publish_sounders(&sound_client, &cmd);
+                    publish_sounders(&sound_client, &sound_ingest, &mut linkage, &cmd);
                 }
             }
         });
@@ -371,22 +371,29 @@ async fn resend_sounders(
             }
         }
         due.extend(linkage.due(now, every.as_millis() as Millis));
-        drop(linkage);
         for cmd in &due {
-            tracing::debug!(device = %cmd.device, on = cmd.on, seq = cmd.seq, "Sounder command sent again: not answered yet.");
-            publish_sounders(&client, cmd);
+            tracing::debug!(device = %cmd.device, on = cmd.on, generation = cmd.generation, "Sounder state sent again: not confirmed yet.");
+            publish_sounders(&client, &ingest, &mut linkage, cmd);
         }
     }
 }
 
-fn publish_sounders(client: &AsyncClient, cmd: &SounderCommand) {
+/// Publishes one sounder state as a new downlink, numbered so that no number repeats and
+/// signed for a keyed detector's current boot, and records its number for the device's
+/// `command_ack`.
+fn publish_sounders(client: &AsyncClient, ingest: &Ingest, linkage: &mut Linkage, cmd: &SounderCommand) {
     let now = crate::clock::wall_ms();
-    let downlink = Downlink::new(cmd.seq, now, DownlinkBody::Sounders { on: cmd.on });
-    let mut buf = [0u8; 128];
-    let Ok(payload) = downlink.encode(Encoding::Json, &mut buf) else { return };
-    let topic =
-        Topic::downlink(cmd.village.clone(), cmd.device.clone(), DownlinkKind::Sounders).to_buf().to_string();
-    if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()) {
+    let body = DownlinkBody::Sounders { on: cmd.on };
+    let Some((topic, payload)) = ingest.command_for(&cmd.village, &cmd.device, body, Encoding::Json, now)
+    else {
+        tracing::warn!(device = %cmd.device, "No sounder command for a revoked device.");
+        return;
+    };
+    // The number the device will answer: read back from the command as it goes out.
+    if let Ok(sent) = Downlink::decode(&payload, Encoding::Json, &Limits::default()) {
+        linkage.sent(&cmd.device, cmd.generation, sent.seq);
+    }
+    if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
         tracing::error!(%error, "Cannot queue a sounder command.");
     }
 }

@@ -1,21 +1,27 @@
-//! Fire linkage to the field: which sounder command each device of a sounding (or silenced)
-//! building must follow, and which it has confirmed with its `command_ack`. Pure: the time
-//! comes in as an argument, the commands to publish go out as return values.
+//! Fire linkage to the field: which sounder state each device of a sounding (or silenced)
+//! building must follow, and whether it has confirmed it with its `command_ack`. Pure: the
+//! time comes in as an argument, the commands to publish go out as return values.
 //!
-//! The alarm engine decides the state (`Action::Sounders`, with a command id that never
-//! repeats and that a replay after a restart reproduces); this tracker makes the devices
-//! follow it. A command is sent again every `resend` until the device answers it. The
-//! confirmations live only in memory: after a restart every held case's latest sounder state
-//! is sent again to every device of its building (an unconfirmed state is the safe
-//! assumption; a device already in that state and already holding that command id stays as
-//! it is).
+//! The alarm engine decides the state (`Action::Sounders`, with a *generation* that never
+//! repeats and that a replay after a restart reproduces, so an older state never overrides
+//! a newer one); this tracker makes the devices follow it. Every publication is a new
+//! downlink with its own number from the gateway's durable command counter (a device admits
+//! each number once), and the tracker remembers the numbers sent for the state a device
+//! must follow: a `command_ack` answering any of them confirms it. An unanswered state is
+//! published again every `resend`. The confirmations live only in memory: after a restart
+//! every held case's latest sounder state is published again to every device of its
+//! building (an unconfirmed state is the safe assumption; switching a sounder to the state
+//! it is already in changes nothing).
 
 use std::collections::HashMap;
 
 use firegrid_alerting::Millis;
 use firegrid_protocol::{AckResult, DeviceId, VillageId};
 
-/// One sounder command to publish to one device.
+/// Downlink numbers remembered per pending state: answers to older resends still confirm it.
+const SENT_KEPT: usize = 8;
+
+/// One sounder state to publish to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SounderCommand {
     /// The device's village (for its topic).
@@ -24,50 +30,46 @@ pub struct SounderCommand {
     pub device: DeviceId,
     /// On or off.
     pub on: bool,
-    /// The command id (the downlink's `seq`).
-    pub seq: u32,
+    /// The engine's generation of this state.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Pending {
     village: VillageId,
     on: bool,
-    command: u64,
+    generation: u64,
     sent_at: Millis,
+    /// Downlink numbers published for this state, newest last.
+    sent: Vec<u32>,
 }
 
 /// What a `command_ack` meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// It answers the command the device must follow: no more resending.
+    /// It answers the state the device must follow: no more resending.
     Confirmed,
-    /// It answers the command but refuses it (rejected, unsupported): no more resending
-    /// either, since sending it again changes nothing; the caller logs it.
+    /// It answers it but refuses it (rejected, unsupported): no more resending either,
+    /// since sending it again changes nothing; the caller logs it.
     Refused,
-    /// It answers nothing pending (an older command, another kind of command).
+    /// It answers nothing pending (an older state, another kind of command).
     Stale,
 }
 
-/// Per device, the sounder command not yet answered.
+/// Per device, the sounder state not yet confirmed.
 #[derive(Debug, Default)]
 pub struct Linkage {
     pending: HashMap<DeviceId, Pending>,
-    /// The newest command per device, answered or not: an older one (a restart re-sending
-    /// every held case) never overrides it.
+    /// The newest generation per device, answered or not: an older one (a restart
+    /// publishing every held case) never overrides it.
     newest: HashMap<DeviceId, u64>,
     /// Buildings whose devices are not known yet (the registry loads after the alarm loop
-    /// restores): building → its newest (on, command).
+    /// restores): building → its newest (on, generation).
     waiting: HashMap<String, (bool, u64)>,
 }
 
-/// The downlink `seq` of a command id. Ids count up from 1 for the life of the case store;
-/// 2^32 of them would take a sounder command every second for 136 years.
-pub fn seq_of(command: u64) -> u32 {
-    command as u32
-}
-
 impl Linkage {
-    /// A new command for `device` at `now`: what to publish (nothing if a newer command for
+    /// A new state for `device` at `now`: what to publish (nothing if a newer generation for
     /// it is known).
     pub fn command(
         &mut self,
@@ -75,28 +77,39 @@ impl Linkage {
         village: VillageId,
         device: DeviceId,
         on: bool,
-        command: u64,
+        generation: u64,
     ) -> Option<SounderCommand> {
         let newest = self.newest.entry(device.clone()).or_insert(0);
-        if *newest > command {
+        if *newest > generation {
             return None;
         }
-        *newest = command;
-        self.pending.insert(device.clone(), Pending { village: village.clone(), on, command, sent_at: now });
-        Some(SounderCommand { village, device, on, seq: seq_of(command) })
+        *newest = generation;
+        let pending = Pending { village: village.clone(), on, generation, sent_at: now, sent: Vec::new() };
+        self.pending.insert(device.clone(), pending);
+        Some(SounderCommand { village, device, on, generation })
+    }
+
+    /// `device` was sent the state of `generation` as downlink number `seq`.
+    pub fn sent(&mut self, device: &DeviceId, generation: u64, seq: u32) {
+        if let Some(p) = self.pending.get_mut(device).filter(|p| p.generation == generation) {
+            p.sent.push(seq);
+            if p.sent.len() > SENT_KEPT {
+                p.sent.remove(0);
+            }
+        }
     }
 
     /// A `command_ack` from `device`.
     pub fn answer(&mut self, device: &DeviceId, cmd_seq: u32, result: AckResult) -> Answer {
         let Some(p) = self.pending.get(device) else { return Answer::Stale };
-        if seq_of(p.command) != cmd_seq {
+        if !p.sent.contains(&cmd_seq) {
             return Answer::Stale;
         }
         self.pending.remove(device);
         if result == AckResult::Applied { Answer::Confirmed } else { Answer::Refused }
     }
 
-    /// The commands unanswered for `resend` or longer at `now`, to publish again.
+    /// The states unconfirmed for `resend` or longer at `now`, to publish again.
     pub fn due(&mut self, now: Millis, resend: Millis) -> Vec<SounderCommand> {
         let mut out: Vec<SounderCommand> = self
             .pending
@@ -108,7 +121,7 @@ impl Linkage {
                     village: p.village.clone(),
                     device: device.clone(),
                     on: p.on,
-                    seq: seq_of(p.command),
+                    generation: p.generation,
                 }
             })
             .collect();
@@ -156,34 +169,53 @@ mod tests {
     }
 
     #[test]
-    fn a_command_is_resent_until_its_device_answers_it() {
+    fn a_state_is_published_again_until_its_device_answers_any_of_its_numbers() {
         let mut l = Linkage::default();
         let sent = l.command(0, village(), dev("d1"), true, 7).unwrap();
-        assert_eq!((sent.on, sent.seq), (true, 7));
+        assert_eq!((sent.on, sent.generation), (true, 7));
+        l.sent(&dev("d1"), 7, 100);
         l.command(0, village(), dev("d2"), true, 7).unwrap();
+        l.sent(&dev("d2"), 7, 101);
         assert!(l.due(29_999, 30_000).is_empty());
         let again: Vec<_> = l.due(30_000, 30_000).into_iter().map(|c| c.device.to_string()).collect();
         assert_eq!(again, ["d1", "d2"]);
-        // An answer to another command changes nothing; the right one stops the resending.
-        assert_eq!(l.answer(&dev("d1"), 6, AckResult::Applied), Answer::Stale);
-        assert_eq!(l.answer(&dev("d1"), 7, AckResult::Applied), Answer::Confirmed);
-        assert_eq!(l.answer(&dev("d2"), 7, AckResult::Unsupported), Answer::Refused);
+        l.sent(&dev("d1"), 7, 102);
+        // An answer to a number never sent changes nothing; the first resend's answer, the
+        // original's answer, or a refusal stop the resending.
+        assert_eq!(l.answer(&dev("d1"), 99, AckResult::Applied), Answer::Stale);
+        assert_eq!(l.answer(&dev("d1"), 100, AckResult::Applied), Answer::Confirmed);
+        assert_eq!(l.answer(&dev("d2"), 101, AckResult::Unsupported), Answer::Refused);
         assert!(l.due(90_000, 30_000).is_empty());
         assert_eq!(l.unconfirmed(), 0);
+        // A number recorded for a generation the device no longer follows is ignored.
+        l.command(100_000, village(), dev("d1"), false, 8).unwrap();
+        l.sent(&dev("d1"), 7, 103);
+        assert_eq!(l.answer(&dev("d1"), 103, AckResult::Applied), Answer::Stale);
     }
 
     #[test]
-    fn an_older_command_never_overrides_a_newer_one() {
+    fn an_older_state_never_overrides_a_newer_one() {
         let mut l = Linkage::default();
         l.command(0, village(), dev("d1"), false, 9).unwrap();
+        l.sent(&dev("d1"), 9, 1);
         assert_eq!(
             l.command(0, village(), dev("d1"), true, 4),
             None,
             "case 1's old `on` after case 2's `off`"
         );
-        assert_eq!(l.answer(&dev("d1"), 9, AckResult::Applied), Answer::Confirmed);
+        assert_eq!(l.answer(&dev("d1"), 1, AckResult::Applied), Answer::Confirmed);
         assert_eq!(l.command(1, village(), dev("d1"), true, 4), None, "still older once answered");
         let newer = l.command(2, village(), dev("d1"), true, 10).unwrap();
         assert!(newer.on);
+    }
+
+    #[test]
+    fn a_building_waits_for_its_devices_with_its_newest_state() {
+        let mut l = Linkage::default();
+        l.wait("A1", true, 3);
+        l.wait("A1", false, 5);
+        l.wait("A1", true, 4);
+        assert_eq!(l.take_waiting(), [("A1".to_owned(), false, 5)]);
+        assert_eq!(l.waiting(), 0);
     }
 }

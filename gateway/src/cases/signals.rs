@@ -130,7 +130,7 @@ mod tests {
     }
 
     fn uplink(body: UplinkBody) -> Uplink {
-        Uplink { v: 1, dev: DeviceId::try_from("d1").unwrap(), boot: 1, seq: 1, ts_ms: 0, body }
+        Uplink { v: 1, dev: DeviceId::try_from("d1").unwrap(), boot: 1, seq: 1, ts_ms: 0, body, mac: None }
     }
 
     #[track_caller]

@@ -293,6 +293,13 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
                 .tag("source", "mqtt")
                 .field("online", Field::I64(st.online.into())),
         ),
+        // A device proving its boot is alive: a sign of life like an `online` status.
+        UplinkBody::Boot(_) => (
+            "boot",
+            Point::new(measurement::DEVICE_STATUS, ts_ns)
+                .tag("source", "boot")
+                .field("online", Field::I64(1)),
+        ),
         UplinkBody::CommandAck(a) => (
             "command_ack",
             Point::new(measurement::COMMAND_ACK, ts_ns)
@@ -304,6 +311,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
     debug_assert_eq!(name, msg.kind().as_str());
     let mut point = placed(point, place, msg.dev.as_str())
         .field("boot", Field::I64(msg.boot.into()))
+        .field("signed", Field::I64(msg.is_signed().into()))
         .field("seq", Field::I64(msg.seq.into()));
     if msg.ts_ms != 0 {
         point = point.field("device_ts_ms", Field::I64(msg.ts_ms as i64));
@@ -349,7 +357,7 @@ mod tests {
                 && !["communication_loss", "case_transition", "alarm_flood"].contains(&m.as_str())
             {
                 keys.extend(common.iter().cloned());
-                for f in ["boot", "seq", "device_ts_ms"] {
+                for f in ["boot", "seq", "signed", "device_ts_ms"] {
                     keys.insert(("field".into(), f.into()));
                 }
             }

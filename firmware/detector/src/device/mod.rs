@@ -375,6 +375,8 @@ impl Device {
                 self.outbox.ack(boot, seq);
                 return;
             }
+            // Answered only by a device with a key (it proves a boot with a signed answer).
+            DownlinkBody::Challenge { .. } => return,
             DownlinkBody::Sounders { on } => {
                 self.linkage_since_ms = on.then_some(now_ms);
                 AckResult::Applied

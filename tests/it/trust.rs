@@ -1,0 +1,341 @@
+//! Trust, tried as an attacker would: the `firegrid` binary with a registry, a key store made
+//! by `firegrid devices provision`, a real Mosquitto and a webhook receiver. A client with
+//! nothing but network access to the broker forges heartbeats (unsigned, with a wrong key, with
+//! a sequence number far ahead) for a keyed detector; every forgery is refused by reason, and
+//! the detector's real alarm still pages. Its acknowledgement is signed so that only the
+//! detector's key verifies it, the key store is revoked and rotated on the running gateway,
+//! and no key appears in the log, `/metrics` or the API.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firegrid_protocol::{
+    DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody, DownlinkGuard, Encoding, Heartbeat, Limits,
+    StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
+};
+use firegrid_tests::officers::write_street_desk;
+use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, firegrid_binary};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const VILLAGE: &str = "fuhai-1";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn registry(dir: &Path) -> PathBuf {
+    let mut csv = String::from(
+        "device_id,kind,model,building_id,building_address,lat,lon,grid,community,street,village\n",
+    );
+    for dev in ["sd-a1", "sd-a2", "sd-a3"] {
+        csv.push_str(&format!(
+            "{dev},smoke_detector,JTY-GD,A1,No. 1 Lane,25.03,102.66,G1,C1,Fuhai,{VILLAGE}\n"
+        ));
+    }
+    let path = dir.join("registry.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// Runs `firegrid devices ...` and returns its standard output; panics with its output on failure.
+fn devices(args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(firegrid_binary().unwrap()).arg("devices").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "firegrid devices {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The keys of a provisioning file, as the factory's flashing tool reads them.
+fn read_batch(path: &Path) -> HashMap<String, (String, DeviceKey)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("village,device,key"));
+    lines
+        .map(|line| {
+            let cols: Vec<_> = line.split(',').collect();
+            (cols[1].to_owned(), (cols[2].to_owned(), DeviceKey::from_hex(cols[2]).unwrap()))
+        })
+        .collect()
+}
+
+fn config(
+    broker: u16,
+    hook: u16,
+    registry: PathBuf,
+    keys: PathBuf,
+    officers: PathBuf,
+) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static {
+    move |dir: &Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker}
+client_id = "gw-trust"
+max_backoff = "500ms"
+[registry]
+csv = "{registry}"
+keys = "{keys}"
+[alerting]
+district = "Xishan"
+officers = "{officers}"
+routes = {{ "*" = ["hook"] }}
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+secret = "test-secret"
+"#,
+            data = dir.join("data").display(),
+            registry = registry.display(),
+            keys = keys.display(),
+            officers = officers.display(),
+        )
+    }
+}
+
+fn topic(dev: &str, kind: UplinkKind) -> String {
+    Topic::uplink(VillageId::new(VILLAGE).unwrap(), DeviceId::new(dev).unwrap(), kind).to_buf().to_string()
+}
+
+fn heartbeat_body() -> UplinkBody {
+    UplinkBody::Heartbeat(Heartbeat {
+        battery_mv: Some(3000),
+        signal_dbm: -90,
+        chamber_baseline: Some(1500),
+        drift_pct: Some(3),
+        temperature_c: 21.5,
+        firmware: heapless::String::try_from("2.0.0").unwrap(),
+        uptime_s: 60,
+    })
+}
+
+/// An uplink of `dev`, signed with `key` when one is given.
+fn uplink(
+    dev: &str,
+    seq: u32,
+    body: UplinkBody,
+    key: Option<&DeviceKey>,
+    enc: Encoding,
+) -> (String, Vec<u8>) {
+    let kind = body.kind();
+    let mut msg = Uplink::new(DeviceId::new(dev).unwrap(), 1, seq, now_ms(), body);
+    if let Some(key) = key {
+        msg.sign(&VillageId::new(VILLAGE).unwrap(), key);
+    }
+    (topic(dev, kind), msg.encode(enc, &mut [0u8; 512]).unwrap().to_vec())
+}
+
+fn alarm() -> UplinkBody {
+    UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 })
+}
+
+/// A connected MQTT client; with `downlinks`, subscribed to `fg/v1/{village}/+/down/+` and
+/// collecting what arrives there.
+async fn client(broker: u16, id: &str, downlinks: Option<Arc<Mutex<Vec<(String, Vec<u8>)>>>>) -> AsyncClient {
+    let opts = MqttOptions::new(id, "127.0.0.1", broker);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    if downlinks.is_some() {
+        client.subscribe(format!("fg/v1/{VILLAGE}/+/down/+"), QoS::AtLeastOnce).await.unwrap();
+    }
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(got) = &downlinks {
+                        got.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    client
+}
+
+async fn publish(client: &AsyncClient, (topic, payload): (String, Vec<u8>)) {
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+}
+
+/// Waits until `sample` in `/metrics` reaches `want`.
+async fn wait_metric(gateway: &Firegrid, sample: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = gateway.metric(sample).unwrap().unwrap_or(0.0);
+        if got >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sample} stayed at {got}, expected {want}\n{}",
+            gateway.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rejected(reason: &str) -> String {
+    format!(r#"firegrid_messages_rejected_total{{reason="{reason}"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let (keys, batch) = (dir.path().join("keys.toml"), dir.path().join("batch-1.csv"));
+    let said = devices(&[
+        "provision",
+        "--registry",
+        registry.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--out",
+        batch.to_str().unwrap(),
+    ]);
+    assert!(said.contains("Issued 3 key(s)"), "{said}");
+    let issued = read_batch(&batch);
+    assert_eq!(issued.len(), 3);
+    let officers = dir.path().join("officers.toml");
+    write_street_desk(&officers, "Fuhai");
+    let gateway =
+        Firegrid::start(config(broker.port(), hook.port(), registry.clone(), keys.clone(), officers))
+            .unwrap();
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let detector = client(broker.port(), "detectors", Some(got.clone())).await;
+    let attacker = client(broker.port(), "attacker", None).await;
+    let a1 = &issued["sd-a1"].1;
+
+    // The detector is heard, signed.
+    publish(&detector, uplink("sd-a1", 1, heartbeat_body(), Some(a1), Encoding::Compact)).await;
+    wait_metric(&gateway, r#"firegrid_messages_accepted_total{kind="heartbeat"}"#, 1.0).await;
+
+    // The attacks: unsigned, far ahead in the same boot (the heartbeat that used to silence
+    // a detector); signed with another device's key; signed for another village's topics.
+    publish(&attacker, uplink("sd-a1", 4_000_000_000, heartbeat_body(), None, Encoding::Json)).await;
+    publish(
+        &attacker,
+        uplink("sd-a1", 4_000_000_001, heartbeat_body(), Some(&issued["sd-a2"].1), Encoding::Json),
+    )
+    .await;
+    let mut moved =
+        Uplink::new(DeviceId::new("sd-a1").unwrap(), 1, 4_000_000_002, now_ms(), heartbeat_body());
+    moved.sign(&VillageId::new("xicun").unwrap(), a1);
+    publish(
+        &attacker,
+        (
+            topic("sd-a1", UplinkKind::Heartbeat),
+            moved.encode(Encoding::Compact, &mut [0u8; 512]).unwrap().to_vec(),
+        ),
+    )
+    .await;
+    // A forged alarm in the detector's name pages nobody.
+    publish(&attacker, uplink("sd-a1", 4_000_000_003, alarm(), None, Encoding::Json)).await;
+    wait_metric(&gateway, &rejected("unsigned"), 2.0).await;
+    wait_metric(&gateway, &rejected("bad_signature"), 2.0).await;
+    assert!(hook.received().is_empty(), "a forged alarm paged someone: {:?}", hook.received());
+
+    // The detector's real alarm that follows opens a case and pages.
+    publish(&detector, uplink("sd-a1", 2, alarm(), Some(a1), Encoding::Compact)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.received().is_empty() {
+        assert!(Instant::now() < deadline, "the real alarm paged nobody\n{}", gateway.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.metric(r#"firegrid_messages_accepted_total{kind="state"}"#).unwrap(), Some(1.0));
+
+    // Its acknowledgement is signed for sd-a1's current boot: sd-a1's key verifies it once,
+    // and no other device's key does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ack = loop {
+        let found = got.lock().unwrap().iter().find(|(t, _)| t == "fg/v1/fuhai-1/sd-a1/down/ack").cloned();
+        if let Some((_, payload)) = found {
+            break Downlink::receive(&payload, &Limits::default()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no down/ack for the alarm");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ack.body, DownlinkBody::Ack { boot: 1, seq: 2 });
+    let (village, a1_id) = (VillageId::new(VILLAGE).unwrap(), DeviceId::new("sd-a1").unwrap());
+    let mut guard = DownlinkGuard::new();
+    assert!(ack.verify(&village, &a1_id, &issued["sd-a2"].1).is_err());
+    assert_eq!(guard.admit(&ack, &village, &a1_id, 1, a1), Ok(()));
+    assert!(guard.admit(&ack, &village, &a1_id, 1, a1).is_err(), "a replayed ack is refused");
+
+    // Revoked on the running gateway: sd-a3's signed messages are refused from the reload on.
+    let said = devices(&["revoke", "--keys", keys.to_str().unwrap(), "sd-a3"]);
+    assert!(said.contains("Revoked 1"), "{said}");
+    let a3 = issued["sd-a3"].1.clone();
+    let mut seq = 10;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.metric(&rejected("revoked")).unwrap().unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the revocation was never applied\n{}", gateway.log_tail(30));
+        publish(&detector, uplink("sd-a3", seq, heartbeat_body(), Some(&a3), Encoding::Json)).await;
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Rotated: the new key is accepted at once, the old one for the grace period.
+    let batch2 = dir.path().join("batch-2.csv");
+    devices(&[
+        "rotate",
+        "--registry",
+        registry.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--out",
+        batch2.to_str().unwrap(),
+        "--grace",
+        "1h",
+        "sd-a2",
+    ]);
+    let rotated = read_batch(&batch2);
+    let (new_a2, old_a2) = (rotated["sd-a2"].1.clone(), issued["sd-a2"].1.clone());
+    assert_ne!(new_a2, old_a2);
+    let accepted = r#"firegrid_messages_accepted_total{kind="fault"}"#;
+    let fault = |active| {
+        UplinkBody::Fault(firegrid_protocol::Fault { fault: firegrid_protocol::FaultKind::Tamper, active })
+    };
+    let mut seq = 100;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Until the reload the new key is unknown; once it is accepted, the old key still is.
+    while gateway.metric(accepted).unwrap().unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the rotated key was never accepted\n{}", gateway.log_tail(30));
+        publish(&detector, uplink("sd-a2", seq, fault(true), Some(&new_a2), Encoding::Compact)).await;
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    publish(&detector, uplink("sd-a2", seq + 1, fault(false), Some(&old_a2), Encoding::Compact)).await;
+    wait_metric(&gateway, accepted, 2.0).await;
+
+    // No key material anywhere an operator or an attacker can look.
+    let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+    let metrics = gateway.metrics().unwrap();
+    let unknown = gateway.get("/api/unknown-devices").unwrap_or_default();
+    for (dev, (hex, _)) in issued.iter().chain(rotated.iter()) {
+        for (place, text) in [("log", &log), ("/metrics", &metrics), ("/api/unknown-devices", &unknown)] {
+            assert!(!text.contains(hex.as_str()), "{dev}'s key appears in the {place}");
+            assert!(!text.contains(&hex.to_uppercase()), "{dev}'s key appears in the {place}");
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&keys, &batch, &batch2] {
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            file.display()
+        );
+    }
+}
