@@ -41,6 +41,8 @@ pub struct ApiState {
     pub registry: Option<std::path::PathBuf>,
     /// Placements write the registry file one at a time.
     pub placing: Arc<tokio::sync::Mutex<()>>,
+    /// Ingest, for device administration (resetting a replay window).
+    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
 /// The routes, to be merged into the gateway's router.
@@ -53,6 +55,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/cases/{id}/place", post(place))
         .route("/api/v1/events", get(events))
         .route("/api/v1/buildings", get(buildings))
+        .route("/api/v1/devices/{id}/reset-window", post(reset_window))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -96,7 +99,12 @@ impl From<CaseError> for ApiError {
 }
 
 /// Authenticates the request; refusals are counted and logged (rate-limited).
-fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, Role), ApiError> {
+fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), ApiError> {
+    officer_entry(state, headers).map(|e| (e.officer(), e.may_act()))
+}
+
+/// The authenticated officer's directory entry.
+fn officer_entry(state: &ApiState, headers: &HeaderMap) -> Result<crate::officers::OfficerEntry, ApiError> {
     let refuse = |reason: &'static str, message: String| {
         state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
         if let Some(suppressed) = state.metrics.may_log(reason) {
@@ -114,7 +122,78 @@ fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, Role), Api
     let token = crate::officers::bearer(header).map_err(|e| refuse("unauthenticated", e.to_string()))?;
     let directory = watch.current();
     let entry = directory.authenticate(token).map_err(|e| refuse("unauthenticated", e.to_string()))?;
-    Ok((entry.officer(), entry.role))
+    Ok(entry.clone())
+}
+
+/// `POST /api/v1/devices/{id}/reset-window`: forgets a device's authenticated replay window,
+/// so that its next signed message starts a new one. For a detector whose boot counter went
+/// backwards (reflashed, flash erased) and that cannot answer a challenge. Duty officers and
+/// commanders only, for devices of their scope; written to the time series as a
+/// `device_admin` event with the officer and the remote address, and logged.
+async fn reset_window(
+    State(state): State<ApiState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::officers::Role;
+    let entry = officer_entry(&state, &headers)?;
+    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
+        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "role".into() }).inc();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role",
+            "only duty officers and commanders may reset a device's replay window",
+        ));
+    }
+    let device = firegrid_protocol::DeviceId::new(&id).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("bad device id: {e}"))
+    })?;
+    let officer = entry.officer();
+    let registered = state.site.registry().and_then(|r| {
+        let b = &r.get(&device)?.building;
+        Some(Location {
+            district: state.district.clone(),
+            street: b.street.to_string(),
+            community: b.community.to_string(),
+            grid: b.grid.to_string(),
+            building: b.id.to_string(),
+        })
+    });
+    let Some(location) = registered else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("device {id} is not in the registry"),
+        ));
+    };
+    if !officer.scope.covers(&location) {
+        return Err(forbidden(&state, &officer, &format!("device {id}")));
+    }
+    let known = state.ingest.reset_window(&device);
+    let now = crate::clock::wall_ms();
+    let origin = remote.ip().to_string();
+    tracing::warn!(device = %device, officer = %officer.id, %origin, "Officer reset the device's replay window.");
+    let stored = state.ingest.store_local(&device, firegrid_protocol::Class::Event, now, |place, ts| {
+        crate::series::schema::device_admin_point(
+            place,
+            device.as_str(),
+            "reset_window",
+            &officer.id,
+            &origin,
+            ts,
+        )
+    });
+    if let Err(error) = stored {
+        // The reset is done; its record is what failed. Say so rather than pretend.
+        tracing::error!(%error, device = %device, "Cannot store the audit record of a window reset.");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store",
+            "the window was reset, but its audit record could not be stored",
+        ));
+    }
+    Ok(Json(json!({ "device": id, "reset": true, "was_known": known })))
 }
 
 fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
@@ -132,8 +211,7 @@ fn location(case: &Value) -> Option<Location> {
 }
 
 async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let (officer, role) = officer(&state, &headers)?;
-    let may_act = role.may_act();
+    let (officer, may_act) = officer(&state, &headers)?;
     Ok(Json(json!({ "id": officer.id, "scope": officer.scope.to_string(), "may_act": may_act })))
 }
 
@@ -273,8 +351,7 @@ async fn act(
     Path(id): Path<u64>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (officer, role) = officer(&state, &headers)?;
-    let may_act = role.may_act();
+    let (officer, may_act) = officer(&state, &headers)?;
     if !may_act {
         state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "read_only".into() }).inc();
         return Err(ApiError::new(
@@ -339,7 +416,8 @@ async fn place(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     use crate::registry::{DeviceRecord, Registry};
-    let (officer, role) = officer(&state, &headers)?;
+    let entry = officer_entry(&state, &headers)?;
+    let (officer, role) = (entry.officer(), entry.role);
     let refuse = |status, reason: &'static str, message: String| {
         state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
         ApiError::new(status, reason, message)
@@ -539,7 +617,8 @@ pub fn spec() -> Value {
                     "409": { "description": "not the case of one unplaced device, or no registry configured" },
                     "422": { "description": "not a valid place (the registry's rules, an unknown building without its place, or a building that already has an open case of this kind)" } } } },
             "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
-            "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } }
+            "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } },
+            "/api/v1/devices/{id}/reset-window": { "post": { "summary": "Forget a device's authenticated replay window (a detector reflashed with a lower boot counter); duty officers and commanders, devices of their scope; audited as a device_admin event", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{\"device\", \"reset\": true, \"was_known\"}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } }
         }
     })
 }

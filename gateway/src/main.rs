@@ -122,6 +122,20 @@ enum DevicesCommand {
         #[arg(required = true)]
         devices: Vec<String>,
     },
+    /// Reset a device's replay window on the running gateway, for a detector whose boot counter
+    /// went backwards (reflashed) and that cannot answer the gateway's challenge. Needs a duty
+    /// officer's or commander's token (from FIREGRID_TOKEN or --token-file, never the command
+    /// line); audited.
+    ResetWindow {
+        /// The gateway's HTTP base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// A file holding the officer's bearer token (else FIREGRID_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The device id.
+        device: String,
+    },
     /// Accept these keyed devices' unsigned messages too (firmware that does not sign yet),
     /// or, with --off, refuse them again. Accepted unsigned messages are counted.
     AcceptUnsigned {
@@ -309,6 +323,22 @@ fn main() -> anyhow::Result<ExitCode> {
                 DevicesCommand::Revoke { keys, devices } => {
                     let n = admin::revoke_devices(&keys, &devices)?;
                     println!("Revoked {n} device(s) in {}.", keys.display());
+                }
+                DevicesCommand::ResetWindow { api, token_file, device } => {
+                    let token = match token_file {
+                        Some(path) => std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading the token from {}", path.display()))?,
+                        None => std::env::var("FIREGRID_TOKEN")
+                            .context("give the officer's token in FIREGRID_TOKEN or --token-file")?,
+                    };
+                    let runtime = tokio::runtime::Runtime::new()?;
+                    match runtime.block_on(admin::reset_window_via_api(&api, token.trim(), &device)) {
+                        Ok(answer) => println!("Replay window of {device} reset: {answer}"),
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
                 }
                 DevicesCommand::AcceptUnsigned { keys, off, devices } => {
                     let n = admin::set_accept_unsigned(&keys, &devices, !off)?;

@@ -405,7 +405,7 @@ impl Gateway {
 
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
-            ingest,
+            ingest: ingest.clone(),
             spool: spool.clone(),
             destinations: destination_stats,
             modbus: modbus_stats,
@@ -417,6 +417,7 @@ impl Gateway {
                 district: cfg.alerting.district.clone(),
                 registry: cfg.registry.csv.clone(),
                 placing: Arc::default(),
+                ingest: ingest.clone(),
             }),
             site: site.clone(),
         });

@@ -118,7 +118,7 @@ fn heartbeat_body() -> UplinkBody {
     })
 }
 
-/// An uplink of `dev`, signed with `key` when one is given.
+/// An uplink of `dev` in boot 1, signed with `key` when one is given.
 fn uplink(
     dev: &str,
     seq: u32,
@@ -126,8 +126,19 @@ fn uplink(
     key: Option<&DeviceKey>,
     enc: Encoding,
 ) -> (String, Vec<u8>) {
+    uplink_in(dev, 1, seq, body, key, enc)
+}
+
+fn uplink_in(
+    dev: &str,
+    boot: u16,
+    seq: u32,
+    body: UplinkBody,
+    key: Option<&DeviceKey>,
+    enc: Encoding,
+) -> (String, Vec<u8>) {
     let kind = body.kind();
-    let mut msg = Uplink::new(DeviceId::new(dev).unwrap(), 1, seq, now_ms(), body);
+    let mut msg = Uplink::new(DeviceId::new(dev).unwrap(), boot, seq, now_ms(), body);
     if let Some(key) = key {
         msg.sign(&VillageId::new(VILLAGE).unwrap(), key);
     }
@@ -138,9 +149,12 @@ fn alarm() -> UplinkBody {
     UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 })
 }
 
+/// Downlinks a client collected: `(topic, payload)` in arrival order.
+type Collected = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A connected MQTT client; with `downlinks`, subscribed to `fg/v1/{village}/+/down/+` and
 /// collecting what arrives there.
-async fn client(broker: u16, id: &str, downlinks: Option<Arc<Mutex<Vec<(String, Vec<u8>)>>>>) -> AsyncClient {
+async fn client(broker: u16, id: &str, downlinks: Option<Collected>) -> AsyncClient {
     let opts = MqttOptions::new(id, "127.0.0.1", broker);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     if downlinks.is_some() {
@@ -187,8 +201,20 @@ fn rejected(reason: &str) -> String {
     format!(r#"firegrid_messages_rejected_total{{reason="{reason}"}}"#)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
+/// A village of three keyed detectors behind a running gateway: what the tests share.
+struct Village {
+    broker: Mosquitto,
+    hook: WebhookReceiver,
+    dir: tempfile::TempDir,
+    registry: PathBuf,
+    keys: PathBuf,
+    batch: PathBuf,
+    issued: HashMap<String, (String, DeviceKey)>,
+    desk_token: String,
+    gateway: Firegrid,
+}
+
+async fn village() -> Village {
     let broker = Mosquitto::start().unwrap();
     let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -207,10 +233,29 @@ async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
     let issued = read_batch(&batch);
     assert_eq!(issued.len(), 3);
     let officers = dir.path().join("officers.toml");
-    write_street_desk(&officers, "Fuhai");
+    let desk_token = write_street_desk(&officers, "Fuhai");
     let gateway =
         Firegrid::start(config(broker.port(), hook.port(), registry.clone(), keys.clone(), officers))
             .unwrap();
+    Village { broker, hook, dir, registry, keys, batch, issued, desk_token, gateway }
+}
+
+/// Waits for the first downlink on `topic` and decodes it.
+async fn downlink(got: &Mutex<Vec<(String, Vec<u8>)>>, topic: &str) -> Downlink {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = got.lock().unwrap().iter().find(|(t, _)| t == topic).cloned();
+        if let Some((_, payload)) = found {
+            return Downlink::receive(&payload, &Limits::default()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "nothing arrived on {topic}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
+    let Village { broker, hook, dir, registry, keys, batch, issued, gateway, .. } = village().await;
 
     let got = Arc::new(Mutex::new(Vec::new()));
     let detector = client(broker.port(), "detectors", Some(got.clone())).await;
@@ -257,15 +302,7 @@ async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
 
     // Its acknowledgement is signed for sd-a1's current boot: sd-a1's key verifies it once,
     // and no other device's key does.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ack = loop {
-        let found = got.lock().unwrap().iter().find(|(t, _)| t == "fg/v1/fuhai-1/sd-a1/down/ack").cloned();
-        if let Some((_, payload)) = found {
-            break Downlink::receive(&payload, &Limits::default()).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no down/ack for the alarm");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ack = downlink(&got, "fg/v1/fuhai-1/sd-a1/down/ack").await;
     assert_eq!(ack.body, DownlinkBody::Ack { boot: 1, seq: 2 });
     let (village, a1_id) = (VillageId::new(VILLAGE).unwrap(), DeviceId::new("sd-a1").unwrap());
     let mut guard = DownlinkGuard::new();
@@ -338,4 +375,71 @@ async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
             file.display()
         );
     }
+}
+
+/// A detector whose boot counter went backwards (reflashed) looks like a replay. It recovers by
+/// answering the gateway's signed challenge; one that cannot is let back in by a duty officer's
+/// audited reset through `firegrid devices reset-window`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reflashed_detector_recovers_by_challenge_or_by_an_officers_reset() {
+    let Village { broker, issued, desk_token, gateway, dir, .. } = village().await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let detector = client(broker.port(), "detectors", Some(got.clone())).await;
+    let (a1, a2) = (issued["sd-a1"].1.clone(), issued["sd-a2"].1.clone());
+    let accepted = |kind: &str| format!(r#"firegrid_messages_accepted_total{{kind="{kind}"}}"#);
+
+    publish(&detector, uplink_in("sd-a1", 57, 1, heartbeat_body(), Some(&a1), Encoding::Compact)).await;
+    publish(&detector, uplink_in("sd-a2", 30, 1, heartbeat_body(), Some(&a2), Encoding::Json)).await;
+    wait_metric(&gateway, &accepted("heartbeat"), 2.0).await;
+
+    // Reflashed: boot 1. Its signed fault is refused as from an earlier boot and challenged.
+    let fault = UplinkBody::Fault(firegrid_protocol::Fault {
+        fault: firegrid_protocol::FaultKind::Tamper,
+        active: true,
+    });
+    let refused = uplink_in("sd-a1", 1, 0, fault.clone(), Some(&a1), Encoding::Compact);
+    publish(&detector, refused.clone()).await;
+    let challenge = downlink(&got, "fg/v1/fuhai-1/sd-a1/down/challenge").await;
+    let (village, a1_id) = (VillageId::new(VILLAGE).unwrap(), DeviceId::new("sd-a1").unwrap());
+    assert_eq!(challenge.verify(&village, &a1_id, &a1), Ok(1), "signed for the device's new boot");
+    let DownlinkBody::Challenge { nonce } = challenge.body else { panic!("{challenge:?}") };
+    assert_eq!(gateway.metric(&rejected("earlier_boot")).unwrap(), Some(1.0));
+    assert_eq!(gateway.metric(&accepted("fault")).unwrap(), None);
+    // The signed answer restarts the window; the detector's resent fault is accepted.
+    let answer = UplinkBody::Boot(firegrid_protocol::BootAnnouncement { nonce });
+    publish(&detector, uplink_in("sd-a1", 1, 1, answer, Some(&a1), Encoding::Compact)).await;
+    wait_metric(&gateway, &accepted("boot"), 1.0).await;
+    publish(&detector, refused).await;
+    wait_metric(&gateway, &accepted("fault"), 1.0).await;
+
+    // sd-a2 is reflashed too but never answers. A duty officer resets its window.
+    let stuck = uplink_in("sd-a2", 2, 0, fault, Some(&a2), Encoding::Json);
+    publish(&detector, stuck.clone()).await;
+    wait_metric(&gateway, &rejected("earlier_boot"), 2.0).await;
+    let reset = |token: &str| {
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, token).unwrap();
+        std::process::Command::new(firegrid_binary().unwrap())
+            .args(["devices", "reset-window", "--api"])
+            .arg(format!("http://127.0.0.1:{}", gateway.http_port()))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("sd-a2")
+            .output()
+            .unwrap()
+    };
+    let refused = reset("not-a-token");
+    assert_eq!(refused.status.code(), Some(2), "a wrong token is refused");
+    let done = reset(&desk_token);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("reset"),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    publish(&detector, stuck).await;
+    wait_metric(&gateway, &accepted("fault"), 2.0).await;
+    // The reset is on the record, with the officer.
+    let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+    assert!(log.contains("Officer reset the device's replay window") && log.contains("street-desk"), "{log}");
 }

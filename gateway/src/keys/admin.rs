@@ -128,3 +128,23 @@ pub fn set_accept_unsigned(keys: &Path, devices: &[String], on: bool) -> Result<
     store.save(keys)?;
     Ok(ids.len())
 }
+
+/// `firegrid devices reset-window`: asks the running gateway at `api` (its base URL) to reset
+/// `device`'s replay window, as the officer whose bearer `token` is given. Returns the
+/// gateway's answer, or its error sentence.
+pub async fn reset_window_via_api(api: &str, token: &str, device: &str) -> Result<String, String> {
+    let url = format!("{}/api/v1/devices/{device}/reset-window", api.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the gateway at {api}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body.to_string())
+    } else {
+        Err(format!("{status}: {}", body["message"].as_str().unwrap_or("(no message)")))
+    }
+}

@@ -49,6 +49,8 @@ pub mod measurement {
     pub const WATER_CONDITION: &str = "water_condition";
     /// Devices going offline (missed heartbeats) and coming back.
     pub const DEVICE_STATUS: &str = "device_status";
+    /// An officer's administrative action on a device (audit).
+    pub const DEVICE_ADMIN: &str = "device_admin";
     /// Whole scopes (building, grid, community, village) going silent together, and back.
     pub const COMMUNICATION_LOSS: &str = "communication_loss";
     /// The gateway's own health, every 10 s.
@@ -123,6 +125,22 @@ pub fn device_status_point(
     let p = Point::new(measurement::DEVICE_STATUS, ts_ns)
         .field("online", Field::I64(online.into()))
         .field("silent_ms", Field::I64(silent_ms as i64));
+    placed(p, place, device)
+}
+
+/// An officer's administrative action on a device, for the audit trail.
+pub fn device_admin_point(
+    place: &Placement<'_>,
+    device: &str,
+    action: &str,
+    officer: &str,
+    origin: &str,
+    ts_ns: i64,
+) -> Point {
+    let p = Point::new(measurement::DEVICE_ADMIN, ts_ns)
+        .tag("action", action)
+        .field("officer", Field::Str(officer.to_owned()))
+        .field("origin", Field::Str(origin.to_owned()));
     placed(p, place, device)
 }
 
@@ -427,6 +445,7 @@ mod tests {
         };
         points.push(modbus_condition_point(&condition, &place, 1));
         points.push(device_status_point(&place, "sd-1", false, 10, 1));
+        points.push(device_admin_point(&place, "sd-1", "reset_window", "street-desk", "127.0.0.1", 1));
         points.push(communication_loss_point("grid", "g", true, 10, 12, 1));
         let transition = firegrid_alerting::Transition {
             case: firegrid_alerting::CaseId(1),
@@ -476,6 +495,7 @@ mod tests {
             measurement::COMMAND_ACK,
             measurement::WATER_CONDITION,
             measurement::DEVICE_STATUS,
+            measurement::DEVICE_ADMIN,
             measurement::COMMUNICATION_LOSS,
             measurement::GATEWAY_HEALTH,
             measurement::GATEWAY_MESSAGES,
@@ -485,7 +505,7 @@ mod tests {
         ] {
             assert!(doc.contains_key(name), "{name} has no section in SCHEMA.md");
         }
-        assert_eq!(seen.len(), 12);
+        assert_eq!(seen.len(), 13);
     }
 
     #[test]
