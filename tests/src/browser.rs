@@ -113,6 +113,11 @@ impl Demo {
         self.process.ports()[0]
     }
 
+    /// The port of the demo's embedded MQTT broker.
+    pub fn broker_port(&self) -> u16 {
+        self.process.ports()[1]
+    }
+
     /// The console's base URL.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port())
