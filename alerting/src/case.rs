@@ -180,12 +180,15 @@ pub struct Case {
 }
 
 /// A case's sounder command: what the building's sounders should be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Linkage {
     /// On or off.
     pub on: bool,
-    /// The command id ([`crate::Action::Sounders`]).
+    /// The command's generation ([`crate::Action::Sounders`]).
     pub command: u64,
+    /// The devices that confirmed it ([`crate::Input::SounderConfirmed`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub confirmed: std::collections::BTreeSet<String>,
 }
 
 /// What a case of unregistered devices knows of them.

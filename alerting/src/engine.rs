@@ -170,6 +170,12 @@ impl Engine {
         match input {
             Input::Signal(signal) => self.signal(now, signal, &mut out),
             Input::Officer { officer, command } => self.command(now, officer, command, &mut out)?,
+            Input::SounderConfirmed { case, device, command } => {
+                let linkage = self.state.cases.get_mut(case).and_then(|c| c.linkage.as_mut());
+                if let Some(linkage) = linkage.filter(|l| l.command == *command) {
+                    linkage.confirmed.insert(device.clone());
+                }
+            }
             Input::Delivery { notification, delivered } => {
                 self.delivery(now, *notification, *delivered, &mut out)
             }
@@ -454,21 +460,21 @@ impl Engine {
     /// drill, or has no building).
     fn sounders(&mut self, id: CaseId, on: bool, out: &mut Vec<Action>) {
         let case = &self.state.cases[&id];
-        let sounding = case.linkage.is_some_and(|l| l.on);
+        let sounding = case.linkage.as_ref().is_some_and(|l| l.on);
         if on == sounding || case.drill || case.unplaced.is_some() || case.location.building.is_empty() {
             return;
         }
         self.state.last_command += 1;
         let command = self.state.last_command;
         let case = self.state.cases.get_mut(&id).unwrap();
-        case.linkage = Some(crate::Linkage { on, command });
+        case.linkage = Some(crate::Linkage { on, command, confirmed: Default::default() });
         out.push(Action::Sounders { case: id, location: case.location.clone(), on, command });
     }
 
     /// The sounder state every held case asks for, for a caller that must make sure the
     /// devices follow it (after a restart, commands nobody confirmed are sent again).
-    pub fn linkage(&self) -> impl Iterator<Item = (&Case, crate::Linkage)> {
-        self.state.cases.values().filter_map(|c| c.linkage.map(|l| (c, l)))
+    pub fn linkage(&self) -> impl Iterator<Item = (&Case, &crate::Linkage)> {
+        self.state.cases.values().filter_map(|c| c.linkage.as_ref().map(|l| (c, l)))
     }
 
     /// Fires in `spread_buildings` buildings of one grid within the window go to the

@@ -20,6 +20,17 @@ pub enum Input {
         /// What.
         command: Command,
     },
+    /// A device confirmed (with its `command_ack`) the sounder state of a case's
+    /// [`crate::Action::Sounders`] generation `command`; a restart sends that state again
+    /// only to the devices that have not.
+    SounderConfirmed {
+        /// The case.
+        case: CaseId,
+        /// The device.
+        device: String,
+        /// The generation it confirmed.
+        command: u64,
+    },
     /// What became of a notification.
     Delivery {
         /// The notification's id, from [`crate::Notification::id`].
@@ -36,6 +47,7 @@ impl Input {
             Input::Signal(_) => "signal",
             Input::Officer { command, .. } => command.kind(),
             Input::Delivery { .. } => "delivery",
+            Input::SounderConfirmed { .. } => "sounder_confirmed",
         }
     }
 }

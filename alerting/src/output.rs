@@ -22,8 +22,8 @@ pub enum Action {
         location: Location,
         /// On or off.
         on: bool,
-        /// The command's id: never repeated, and the same when a replay after a restart
-        /// asks again (it is the devices' `cmd_seq` in their `command_ack`).
+        /// The state's generation: never repeated, and the same when a replay after a
+        /// restart asks again; a newer generation supersedes an older one.
         command: u64,
     },
     /// A case changed: store it and write it as a time series point.

@@ -793,10 +793,8 @@ fn sounders_of_a_real_fire_go_off_on_reset_once_nothing_is_in_alarm_or_at_close(
     let sounders: Vec<&str> =
         trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
     assert_eq!(sounders, ["0s sound A1 #1 cmd1", "5s silence A1 #1 cmd2"], "{trace}");
-    assert_eq!(
-        engine.linkage().map(|(c, l)| (c.id, l)).collect::<Vec<_>>(),
-        [(CaseId(1), Linkage { on: false, command: 2 })]
-    );
+    let off = Linkage { on: false, command: 2, confirmed: Default::default() };
+    assert_eq!(engine.linkage().map(|(c, l)| (c.id, l.clone())).collect::<Vec<_>>(), [(CaseId(1), off)]);
     // Closed without a reset first (a latch-free fire policy): off at close.
     let config = Config { fire: Policy { latched: false, ..Config::default().fire }, ..Config::default() };
     let config = Config { pre_alarm: Policy { latched: false, ..config.pre_alarm.clone() }, ..config };
@@ -842,4 +840,25 @@ fn by_policy_one_detector_sounds_the_building_and_commands_never_repeat_an_id() 
     let without = Config::default();
     let (_, trace) = run(without, vec![In(0, smoke("d1", "A1"))]);
     assert!(!trace.contains("sound"), "one detector sounds nothing by default: {trace}");
+}
+
+#[test]
+fn confirmations_count_for_the_current_generation_only_and_survive_a_snapshot() {
+    let confirm =
+        |device: &str, command| Input::SounderConfirmed { case: CaseId(1), device: device.into(), command };
+    let (mut engine, _) = run(Config::default(), vec![In(0, smoke("d1", "A1")), In(0, smoke("d2", "A1"))]);
+    engine.handle(1000, &confirm("d1", 1)).unwrap();
+    engine.handle(1000, &confirm("d2", 7)).unwrap();
+    let (_, linkage) = engine.linkage().next().unwrap();
+    assert_eq!(linkage.confirmed.iter().collect::<Vec<_>>(), ["d1"], "only the current generation counts");
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored =
+        Engine::restore(Config::default(), &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    assert_eq!(restored.linkage().next().unwrap().1.confirmed.len(), 1);
+    // A new state starts with nobody confirmed.
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Dust };
+    restored.handle(2000, &by("street:Fuhai", dispose(1, false_alarm))).unwrap();
+    let (_, linkage) = restored.linkage().next().unwrap();
+    assert!(!linkage.on && linkage.confirmed.is_empty(), "{linkage:?}");
 }

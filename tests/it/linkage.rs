@@ -1,7 +1,8 @@
 //! Fire linkage that ends, end to end: the `firegrid` binary and a real Mosquitto, with the
 //! test subscribed as the building's detectors (`fg/v1/{village}/{device}/down/+`). A
-//! confirmed fire switches the building's sounders on; after a `kill -9` and a restart the
-//! unconfirmed state is sent again; disposing the case as a false alarm switches them off;
+//! confirmed fire switches the building's sounders on; one detector confirms with its
+//! `command_ack`; after a `kill -9` and a restart the state is sent again to the other one
+//! only; disposing the case as a false alarm switches them off;
 //! the next fire in the building is on again and off when the officer resets it. Every
 //! command has its own number, also across the restart; the next building hears nothing.
 
@@ -149,27 +150,38 @@ async fn sounders_go_on_for_a_fire_are_sent_again_after_a_restart_and_go_off_whe
         async move { detectors.publish(msg.0, QoS::AtLeastOnce, false, msg.1).await.unwrap() }
     };
 
-    // Two detectors: a confirmed fire, both sounders on with one command id.
+    // Two detectors: a confirmed fire, both sounders on, each command its own number.
     publish(state("sd-a1", 1, DetectorState::Alarm)).await;
     publish(state("sd-a2", 1, DetectorState::Alarm)).await;
     let a1 = wait_heard(&heard, "sd-a1", 1, "sounders on for the confirmed fire").await;
     let a2 = wait_heard(&heard, "sd-a2", 1, "sounders on for the confirmed fire").await;
-    let on = a1[0];
-    assert!(on.0, "{a1:?}");
-    assert!(a2[0].0 && a2[0].1 != on.1, "on for both, each its own number: {a1:?} {a2:?}");
+    let on = a2[0];
+    assert!(a1[0].0 && on.0 && a1[0].1 != on.1, "on for both, each its own number: {a1:?} {a2:?}");
 
-    // Nobody confirmed it with a command_ack: after kill -9 it is sent again, as a new
-    // command (a device admits each number once).
+    // sd-a1 confirms with its command_ack; the case records it.
+    publish(command_ack("sd-a1", 100, a1[0].1)).await;
+    let api = OfficerApi::new(gateway.http_port());
+    let case = api.get(&street, "/api/v1/cases").await["cases"][0]["id"].as_u64().unwrap();
+    let started = Instant::now();
+    loop {
+        let detail = api.get(&street, &format!("/api/v1/cases/{case}")).await;
+        if detail["case"]["linkage"]["confirmed"] == json!(["sd-a1"]) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "confirmation not recorded: {detail}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // After kill -9 the state is sent again to sd-a2, which never confirmed it, as a new
+    // command (a device admits each number once); sd-a1 is not sent it again.
     gateway.kill().unwrap();
     gateway.restart().unwrap();
     let a2 = wait_heard(&heard, "sd-a2", 2, "the sounder state sent again after the restart").await;
     assert!(a2[1].0 && a2[1].1 > on.1, "on again with a newer number: {a2:?}");
-    let on = wait_heard(&heard, "sd-a1", 2, "the sounder state sent again after the restart").await[1];
+    let on = a2[1];
 
-    // The street desk finds cooking fumes: off, with a new id.
+    // The street desk finds cooking fumes: off for both, newer numbers.
     let api = OfficerApi::new(gateway.http_port());
-    let cases = api.get(&street, "/api/v1/cases").await;
-    let case = cases["cases"][0]["id"].as_u64().unwrap();
     let (status, body) = api
         .act(
             &street,
@@ -178,12 +190,13 @@ async fn sounders_go_on_for_a_fire_are_sent_again_after_a_restart_and_go_off_whe
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    for dev in ["sd-a1", "sd-a2"] {
-        let got = wait_heard(&heard, dev, 3, "sounders off after the false alarm").await;
-        let off = *got.last().unwrap();
-        assert!(!off.0 && off.1 > on.1, "{dev}: off with a newer id: {got:?}");
-    }
-    let off = wait_heard(&heard, "sd-a1", 3, "").await[2];
+    let a1 = wait_heard(&heard, "sd-a1", 2, "sounders off after the false alarm").await;
+    let a2 = wait_heard(&heard, "sd-a2", 3, "sounders off after the false alarm").await;
+    // Ordered on one connection: the restart's sending came before this `off`, so sd-a1's
+    // second command is the `off` only if it was skipped after the restart.
+    assert!(!a1[1].0 && a1[1].1 > on.1, "sd-a1: on, then off (no resend after its confirmation): {a1:?}");
+    assert!(!a2[2].0 && a2[2].1 > on.1, "sd-a2: on, on again, off: {a2:?}");
+    let off = a2[2];
 
     // Close the false alarm (the detectors clear, the latches are reset): already off,
     // nothing more is sent.
@@ -191,10 +204,11 @@ async fn sounders_go_on_for_a_fire_are_sent_again_after_a_restart_and_go_off_whe
     publish(state("sd-a2", 2, DetectorState::Cleared)).await;
     reset_and_close(&api, &street, case).await;
 
-    // The next fire in A1 is a new case: on again, a newer id; reset once it has cleared: off.
+    // The next fire in A1 is a new case: on again, newer numbers; reset once it has
+    // cleared: off.
     publish(state("sd-a1", 3, DetectorState::Alarm)).await;
     publish(state("sd-a2", 3, DetectorState::Alarm)).await;
-    let got = wait_heard(&heard, "sd-a1", 4, "sounders on for the second fire").await;
+    let got = wait_heard(&heard, "sd-a2", 4, "sounders on for the second fire").await;
     let again = got[3];
     assert!(again.0 && again.1 > off.1, "{got:?}");
     let cases = api.get(&street, "/api/v1/cases").await;
@@ -207,16 +221,26 @@ async fn sounders_go_on_for_a_fire_are_sent_again_after_a_restart_and_go_off_whe
     publish(state("sd-a1", 4, DetectorState::Cleared)).await;
     publish(state("sd-a2", 4, DetectorState::Cleared)).await;
     reset_and_close(&api, &street, second).await;
-    for dev in ["sd-a1", "sd-a2"] {
-        let got = wait_heard(&heard, dev, 5, "sounders off after the reset").await;
-        assert_eq!(got.len(), 5, "{dev}: on, on again, off, on, off: {got:?}");
-        let last = got[4];
-        assert!(!last.0 && last.1 > again.1, "{dev}: {got:?}");
+    for (dev, count) in [("sd-a1", 4), ("sd-a2", 5)] {
+        let got = wait_heard(&heard, dev, count, "sounders off after the reset").await;
+        assert_eq!(got.len(), count, "{dev}: {got:?}");
+        let last = got[count - 1];
+        assert!(!last.0, "{dev}: off at the end: {got:?}");
+        // Every command number is new.
+        assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "{dev}: {got:?}");
     }
-    // Every command id is new, and building B1 heard nothing.
-    let ids: Vec<u64> = wait_heard(&heard, "sd-a1", 5, "").await.iter().map(|(_, s)| *s).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Building B1 heard nothing.
     assert!(heard.lock().unwrap().iter().all(|(d, ..)| d != "sd-b1"), "B1 has no fire");
+}
+
+fn command_ack(dev: &str, seq: u32, cmd_seq: u64) -> (String, Vec<u8>) {
+    use firegrid_protocol::{AckResult, CommandAck};
+    let dev = DeviceId::new(dev).unwrap();
+    let body = UplinkBody::CommandAck(CommandAck { cmd_seq: cmd_seq as u32, result: AckResult::Applied });
+    let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
+    let topic =
+        Topic::uplink(VillageId::new(VILLAGE).unwrap(), dev, UplinkKind::CommandAck).to_buf().to_string();
+    (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
 }
 
 /// Resets the case's latches (retrying until both detectors' clears have arrived) and

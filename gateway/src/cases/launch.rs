@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::linkage::{Answer, Linkage, SounderCommand};
+use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use super::service::{Cases, DeskChannels, Wiring};
 use super::store::CaseStore;
 use super::{AlertingConfig, feed_deliveries};
@@ -134,22 +134,30 @@ impl AlarmLoop {
         let sound_ingest = ingest.clone();
         let sound_linkage = linkage.clone();
         let sound_client = commands.clone();
-        let sound = Arc::new(move |location: &Location, on: bool, command: u64| {
-            let directory = sound_ingest.directory();
-            let now = crate::clock::wall_ms();
-            let devices = directory.devices_in(&location.building);
-            let mut linkage = sound_linkage.lock().unwrap();
-            if devices.is_empty() {
-                // Right after a restart the registry is not loaded yet: the resend task
-                // expands the building once it is.
-                linkage.wait(&location.building, on, command);
-            }
-            for (village, device) in devices {
-                if let Some(cmd) = linkage.command(now, village, device, on, command) {
-                    publish_sounders(&sound_client, &sound_ingest, &mut linkage, &cmd);
+        let sound = Arc::new(
+            move |case,
+                  location: &Location,
+                  on: bool,
+                  command: u64,
+                  confirmed: &std::collections::BTreeSet<String>| {
+                let directory = sound_ingest.directory();
+                let now = crate::clock::wall_ms();
+                let devices = directory.devices_in(&location.building);
+                let mut linkage = sound_linkage.lock().unwrap();
+                if devices.is_empty() {
+                    // Right after a restart the registry is not loaded yet: the resend task
+                    // expands the building once it is.
+                    let confirmed = confirmed.clone();
+                    linkage.wait(&location.building, Waiting { case, on, generation: command, confirmed });
                 }
-            }
-        });
+                for (village, device) in devices.into_iter().filter(|(_, d)| !confirmed.contains(d.as_str()))
+                {
+                    if let Some(cmd) = linkage.command(now, village, device, case, on, command) {
+                        publish_sounders(&sound_client, &sound_ingest, &mut linkage, &cmd);
+                    }
+                }
+            },
+        );
         tasks.push(tokio::spawn(resend_sounders(
             linkage.clone(),
             commands,
@@ -271,8 +279,14 @@ pub async fn feed_accepted(
         site.record(&a.msg, a.accepted_ms);
         if let firegrid_protocol::UplinkBody::CommandAck(ack) = &a.msg.body {
             let answer = linkage.lock().unwrap().answer(&a.msg.dev, ack.cmd_seq, ack.result);
-            if answer == Answer::Refused {
-                tracing::warn!(device = %a.msg.dev, cmd_seq = ack.cmd_seq, result = ?ack.result, "A device refused its sounder command.");
+            match answer {
+                Answer::Confirmed(case, command) => {
+                    cases.sounder_confirmed(case, a.msg.dev.to_string(), command)
+                }
+                Answer::Refused => {
+                    tracing::warn!(device = %a.msg.dev, cmd_seq = ack.cmd_seq, result = ?ack.result, "A device refused its sounder command.");
+                }
+                Answer::Stale => {}
             }
         }
         // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
@@ -360,13 +374,16 @@ async fn resend_sounders(
         let mut linkage = linkage.lock().unwrap();
         if linkage.waiting() > 0 {
             let directory = ingest.directory();
-            for (building, on, command) in linkage.take_waiting() {
+            for (building, w) in linkage.take_waiting() {
                 let devices = directory.devices_in(&building);
                 if devices.is_empty() {
-                    linkage.wait(&building, on, command);
+                    linkage.wait(&building, w);
+                    continue;
                 }
-                for (village, device) in devices {
-                    due.extend(linkage.command(now, village, device, on, command));
+                for (village, device) in
+                    devices.into_iter().filter(|(_, d)| !w.confirmed.contains(d.as_str()))
+                {
+                    due.extend(linkage.command(now, village, device, w.case, w.on, w.generation));
                 }
             }
         }

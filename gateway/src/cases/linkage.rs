@@ -7,15 +7,15 @@
 //! a newer one); this tracker makes the devices follow it. Every publication is a new
 //! downlink with its own number from the gateway's durable command counter (a device admits
 //! each number once), and the tracker remembers the numbers sent for the state a device
-//! must follow: a `command_ack` answering any of them confirms it. An unanswered state is
-//! published again every `resend`. The confirmations live only in memory: after a restart
-//! every held case's latest sounder state is published again to every device of its
-//! building (an unconfirmed state is the safe assumption; switching a sounder to the state
-//! it is already in changes nothing).
+//! must follow: a `command_ack` answering any of them confirms it, and the confirmation goes
+//! to the engine as an input (`Input::SounderConfirmed`), logged like every input. An
+//! unanswered state is published again every `resend`; after a restart every held case's
+//! latest sounder state is published again to each device of its building that has not
+//! confirmed it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use firegrid_alerting::Millis;
+use firegrid_alerting::{CaseId, Millis};
 use firegrid_protocol::{AckResult, DeviceId, VillageId};
 
 /// Downlink numbers remembered per pending state: answers to older resends still confirm it.
@@ -30,6 +30,8 @@ pub struct SounderCommand {
     pub device: DeviceId,
     /// On or off.
     pub on: bool,
+    /// The case that asks for it.
+    pub case: CaseId,
     /// The engine's generation of this state.
     pub generation: u64,
 }
@@ -37,6 +39,7 @@ pub struct SounderCommand {
 #[derive(Debug, Clone)]
 struct Pending {
     village: VillageId,
+    case: CaseId,
     on: bool,
     generation: u64,
     sent_at: Millis,
@@ -44,11 +47,25 @@ struct Pending {
     sent: Vec<u32>,
 }
 
+/// A building's newest state, waiting for its devices to be known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The case that asks for it.
+    pub case: CaseId,
+    /// On or off.
+    pub on: bool,
+    /// Its generation.
+    pub generation: u64,
+    /// Devices that confirmed it already (sent nothing).
+    pub confirmed: BTreeSet<String>,
+}
+
 /// What a `command_ack` meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// It answers the state the device must follow: no more resending.
-    Confirmed,
+    /// It answers the state the device must follow (the case's generation): no more
+    /// resending, and the engine is told.
+    Confirmed(CaseId, u64),
     /// It answers it but refuses it (rejected, unsupported): no more resending either,
     /// since sending it again changes nothing; the caller logs it.
     Refused,
@@ -65,7 +82,7 @@ pub struct Linkage {
     newest: HashMap<DeviceId, u64>,
     /// Buildings whose devices are not known yet (the registry loads after the alarm loop
     /// restores): building → its newest (on, generation).
-    waiting: HashMap<String, (bool, u64)>,
+    waiting: HashMap<String, Waiting>,
 }
 
 impl Linkage {
@@ -76,6 +93,7 @@ impl Linkage {
         now: Millis,
         village: VillageId,
         device: DeviceId,
+        case: CaseId,
         on: bool,
         generation: u64,
     ) -> Option<SounderCommand> {
@@ -84,9 +102,10 @@ impl Linkage {
             return None;
         }
         *newest = generation;
-        let pending = Pending { village: village.clone(), on, generation, sent_at: now, sent: Vec::new() };
+        let pending =
+            Pending { village: village.clone(), case, on, generation, sent_at: now, sent: Vec::new() };
         self.pending.insert(device.clone(), pending);
-        Some(SounderCommand { village, device, on, generation })
+        Some(SounderCommand { village, device, case, on, generation })
     }
 
     /// `device` was sent the state of `generation` as downlink number `seq`.
@@ -105,8 +124,8 @@ impl Linkage {
         if !p.sent.contains(&cmd_seq) {
             return Answer::Stale;
         }
-        self.pending.remove(device);
-        if result == AckResult::Applied { Answer::Confirmed } else { Answer::Refused }
+        let p = self.pending.remove(device).expect("found above");
+        if result == AckResult::Applied { Answer::Confirmed(p.case, p.generation) } else { Answer::Refused }
     }
 
     /// The states unconfirmed for `resend` or longer at `now`, to publish again.
@@ -120,6 +139,7 @@ impl Linkage {
                 SounderCommand {
                     village: p.village.clone(),
                     device: device.clone(),
+                    case: p.case,
                     on: p.on,
                     generation: p.generation,
                 }
@@ -130,10 +150,10 @@ impl Linkage {
     }
 
     /// Keeps a building's command until its devices are known.
-    pub fn wait(&mut self, building: &str, on: bool, command: u64) {
-        let entry = self.waiting.entry(building.to_owned()).or_insert((on, command));
-        if entry.1 < command {
-            *entry = (on, command);
+    pub fn wait(&mut self, building: &str, waiting: Waiting) {
+        let entry = self.waiting.entry(building.to_owned()).or_insert_with(|| waiting.clone());
+        if entry.generation < waiting.generation {
+            *entry = waiting;
         }
     }
 
@@ -144,9 +164,9 @@ impl Linkage {
 
     /// The waiting buildings' commands, oldest first; the caller puts back what it still
     /// cannot expand.
-    pub fn take_waiting(&mut self) -> Vec<(String, bool, u64)> {
-        let mut out: Vec<_> = self.waiting.drain().map(|(b, (on, c))| (b, on, c)).collect();
-        out.sort_by_key(|(_, _, c)| *c);
+    pub fn take_waiting(&mut self) -> Vec<(String, Waiting)> {
+        let mut out: Vec<_> = self.waiting.drain().collect();
+        out.sort_by_key(|(_, w)| w.generation);
         out
     }
 
@@ -168,13 +188,15 @@ mod tests {
         VillageId::new("v").unwrap()
     }
 
+    const C: CaseId = CaseId(3);
+
     #[test]
     fn a_state_is_published_again_until_its_device_answers_any_of_its_numbers() {
         let mut l = Linkage::default();
-        let sent = l.command(0, village(), dev("d1"), true, 7).unwrap();
+        let sent = l.command(0, village(), dev("d1"), C, true, 7).unwrap();
         assert_eq!((sent.on, sent.generation), (true, 7));
         l.sent(&dev("d1"), 7, 100);
-        l.command(0, village(), dev("d2"), true, 7).unwrap();
+        l.command(0, village(), dev("d2"), C, true, 7).unwrap();
         l.sent(&dev("d2"), 7, 101);
         assert!(l.due(29_999, 30_000).is_empty());
         let again: Vec<_> = l.due(30_000, 30_000).into_iter().map(|c| c.device.to_string()).collect();
@@ -183,12 +205,12 @@ mod tests {
         // An answer to a number never sent changes nothing; the first resend's answer, the
         // original's answer, or a refusal stop the resending.
         assert_eq!(l.answer(&dev("d1"), 99, AckResult::Applied), Answer::Stale);
-        assert_eq!(l.answer(&dev("d1"), 100, AckResult::Applied), Answer::Confirmed);
+        assert_eq!(l.answer(&dev("d1"), 100, AckResult::Applied), Answer::Confirmed(C, 7));
         assert_eq!(l.answer(&dev("d2"), 101, AckResult::Unsupported), Answer::Refused);
         assert!(l.due(90_000, 30_000).is_empty());
         assert_eq!(l.unconfirmed(), 0);
         // A number recorded for a generation the device no longer follows is ignored.
-        l.command(100_000, village(), dev("d1"), false, 8).unwrap();
+        l.command(100_000, village(), dev("d1"), C, false, 8).unwrap();
         l.sent(&dev("d1"), 7, 103);
         assert_eq!(l.answer(&dev("d1"), 103, AckResult::Applied), Answer::Stale);
     }
@@ -196,26 +218,27 @@ mod tests {
     #[test]
     fn an_older_state_never_overrides_a_newer_one() {
         let mut l = Linkage::default();
-        l.command(0, village(), dev("d1"), false, 9).unwrap();
+        l.command(0, village(), dev("d1"), C, false, 9).unwrap();
         l.sent(&dev("d1"), 9, 1);
         assert_eq!(
-            l.command(0, village(), dev("d1"), true, 4),
+            l.command(0, village(), dev("d1"), C, true, 4),
             None,
             "case 1's old `on` after case 2's `off`"
         );
-        assert_eq!(l.answer(&dev("d1"), 1, AckResult::Applied), Answer::Confirmed);
-        assert_eq!(l.command(1, village(), dev("d1"), true, 4), None, "still older once answered");
-        let newer = l.command(2, village(), dev("d1"), true, 10).unwrap();
+        assert_eq!(l.answer(&dev("d1"), 1, AckResult::Applied), Answer::Confirmed(C, 9));
+        assert_eq!(l.command(1, village(), dev("d1"), C, true, 4), None, "still older once answered");
+        let newer = l.command(2, village(), dev("d1"), C, true, 10).unwrap();
         assert!(newer.on);
     }
 
     #[test]
     fn a_building_waits_for_its_devices_with_its_newest_state() {
         let mut l = Linkage::default();
-        l.wait("A1", true, 3);
-        l.wait("A1", false, 5);
-        l.wait("A1", true, 4);
-        assert_eq!(l.take_waiting(), [("A1".to_owned(), false, 5)]);
+        let state = |on, generation| Waiting { case: C, on, generation, confirmed: BTreeSet::new() };
+        l.wait("A1", state(true, 3));
+        l.wait("A1", state(false, 5));
+        l.wait("A1", state(true, 4));
+        assert_eq!(l.take_waiting(), [("A1".to_owned(), state(false, 5))]);
         assert_eq!(l.waiting(), 0);
     }
 }

@@ -48,14 +48,24 @@ pub type Routes = BTreeMap<String, Vec<String>>;
 /// Writes a transition or KPI as a series point, at the given time.
 pub type SeriesWriter = Arc<dyn Fn(&Action, Millis) + Send + Sync>;
 
-/// Switches the sounders of a building on or off with a command id.
-pub type Sounder = Arc<dyn Fn(&firegrid_alerting::Location, bool, u64) + Send + Sync>;
+/// Switches the sounders of a building on or off for a case, with the engine's generation of
+/// that state, skipping the devices that already confirmed it.
+pub type Sounder = Arc<
+    dyn Fn(CaseId, &firegrid_alerting::Location, bool, u64, &std::collections::BTreeSet<String>)
+        + Send
+        + Sync,
+>;
 
 /// Finds the channels that reach a desk: the routes plus on-duty officers of that desk.
 pub type DeskChannels = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 enum Request {
     Signal(Signal),
+    SounderConfirmed {
+        case: CaseId,
+        device: String,
+        command: u64,
+    },
     Delivery {
         notification: u64,
         delivered: bool,
@@ -140,14 +150,17 @@ impl Cases {
         tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
         // Notifications of replayed inputs: queue again (the outbox keeps one per id).
         worker.carry_out(&replayed, false);
-        // Sounder states: what every held case last asked of its building, oldest command
-        // first, sent again (nothing confirms them across a restart).
-        let mut linkage: Vec<_> =
-            worker.engine.linkage().map(|(c, l)| (l.command, c.location.clone(), l.on)).collect();
+        // Sounder states: what every held case last asked of its building, oldest first,
+        // sent again to the devices that have not confirmed them.
+        let mut linkage: Vec<_> = worker
+            .engine
+            .linkage()
+            .map(|(c, l)| (l.command, c.id, c.location.clone(), l.on, l.confirmed.clone()))
+            .collect();
         linkage.sort_by_key(|(command, ..)| *command);
-        for (command, location, on) in linkage {
-            tracing::info!(building = %location.building, on, command, "Sounder state sent again after the restart.");
-            (worker.wiring.sound)(&location, on, command);
+        for (command, case, location, on, confirmed) in linkage {
+            tracing::info!(building = %location.building, on, command, confirmed = confirmed.len(), "Sounder state sent again after the restart.");
+            (worker.wiring.sound)(case, &location, on, command, &confirmed);
         }
         let thread = std::thread::Builder::new()
             .name("alarm-loop".into())
@@ -164,6 +177,11 @@ impl Cases {
     /// Hands a device condition to the engine (never blocks).
     pub fn signal(&self, signal: Signal) {
         let _ = self.tx.send(Request::Signal(signal));
+    }
+
+    /// A device confirmed a case's sounder state (logged, so a restart skips it).
+    pub fn sounder_confirmed(&self, case: CaseId, device: String, command: u64) {
+        let _ = self.tx.send(Request::SounderConfirmed { case, device, command });
     }
 
     /// Reports a delivery result.
@@ -327,6 +345,9 @@ impl Worker {
                 Request::Signal(signal) => self.handle(now, Input::Signal(signal), None, &mut done),
                 Request::Delivery { notification, delivered } => {
                     self.handle(now, Input::Delivery { notification, delivered }, None, &mut done)
+                }
+                Request::SounderConfirmed { case, device, command } => {
+                    self.handle(now, Input::SounderConfirmed { case, device, command }, None, &mut done)
                 }
                 Request::Officer { officer, command, audit, reply } => {
                     let id = command.case();
@@ -494,7 +515,7 @@ impl Worker {
                     } else {
                         tracing::info!(case = %case, building = %location.building, command, "Silencing the building's sounders.");
                     }
-                    (self.wiring.sound)(location, *on, *command);
+                    (self.wiring.sound)(*case, location, *on, *command, &Default::default());
                 }
                 Action::Record(t) if live => {
                     (self.wiring.series)(action, *at);
