@@ -51,6 +51,10 @@ pub struct AdmissionConfig {
     pub alarm_rate_per_s: f64,
     /// Alarm-class burst size.
     pub alarm_burst: f64,
+    /// Devices tracked at most. Beyond it the least recently heard are forgotten, those
+    /// without an authenticated window first (ids anyone can invent), so a flood of invented
+    /// ids cannot exhaust memory nor push out a keyed device's window.
+    pub max_devices: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -58,7 +62,14 @@ impl Default for AdmissionConfig {
         // A detector sends a heartbeat every few hours and a handful of state changes per
         // incident; a camera a few events a minute. 1/s sustained with bursts of 30 is two
         // orders of magnitude above normal and still stops a flooding device within seconds.
-        AdmissionConfig { rate_per_s: 1.0, burst: 30.0, alarm_rate_per_s: 2.0, alarm_burst: 60.0 }
+        // 100,000 devices is five times the largest street fitted so far (18,064 detectors).
+        AdmissionConfig {
+            rate_per_s: 1.0,
+            burst: 30.0,
+            alarm_rate_per_s: 2.0,
+            alarm_burst: 60.0,
+            max_devices: 100_000,
+        }
     }
 }
 
@@ -159,8 +170,25 @@ impl Admission {
         Admission { cfg, devices: HashMap::new() }
     }
 
+    /// Forgets a sixteenth of the tracked devices when a new one would pass
+    /// [`AdmissionConfig::max_devices`]: the least recently heard of those without an
+    /// authenticated window, then (only if there are not enough) the least recently heard.
+    fn make_room(&mut self, dev: &DeviceId) {
+        if self.devices.len() < self.cfg.max_devices.max(1) || self.devices.contains_key(dev) {
+            return;
+        }
+        let mut by_age: Vec<(bool, u64, DeviceId)> =
+            self.devices.iter().map(|(id, s)| (s.seen != 0, s.last_ms(), id.clone())).collect();
+        by_age.sort_unstable_by_key(|&(authenticated, last_ms, _)| (authenticated, last_ms));
+        let evict = (self.cfg.max_devices / 16).max(1);
+        for (_, _, id) in by_age.into_iter().take(evict) {
+            self.devices.remove(&id);
+        }
+    }
+
     /// Judges a message from `dev` and, when fresh, remembers it.
     pub fn check(&mut self, dev: &DeviceId, boot: u16, seq: u32, class: Class, now_ms: u64) -> Verdict {
+        self.make_room(dev);
         let cfg = &self.cfg;
         let state =
             self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
@@ -187,6 +215,7 @@ impl Admission {
         class: Class,
         now_ms: u64,
     ) -> Verdict {
+        self.make_room(dev);
         let cfg = &self.cfg;
         let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
         let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
@@ -206,6 +235,7 @@ impl Admission {
 
     /// Remembers an unauthenticated message accepted before a restart (from the spool).
     pub fn remember_unauthenticated(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
+        self.make_room(dev);
         let cfg = &self.cfg;
         let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
         let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
@@ -274,6 +304,7 @@ impl Admission {
         class: Class,
         now_ms: u64,
     ) -> Verdict {
+        self.make_room(dev);
         let cfg = &self.cfg;
         let state =
             self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
@@ -283,6 +314,7 @@ impl Admission {
     /// Remembers a message accepted before a restart (read back from the spool), so that its
     /// redelivery by the broker counts as a duplicate. Rate limits are not charged.
     pub fn remember(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
+        self.make_room(dev);
         let cfg = &self.cfg;
         let state =
             self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
@@ -314,6 +346,12 @@ impl DeviceState {
             unauthenticated: None,
             challenge: None,
         }
+    }
+
+    /// When the device was last heard (its buckets' latest refill).
+    fn last_ms(&self) -> u64 {
+        let u = self.unauthenticated.as_ref().map_or(0, |u| u.alarm.at_ms.max(u.other.at_ms));
+        self.alarm.at_ms.max(self.other.at_ms).max(u)
     }
 
     /// A device first heard without proof: no authenticated window yet (`seen` empty, so
@@ -541,5 +579,21 @@ mod tests {
         assert!(admission.reset(&dev));
         assert_eq!(admission.check(&dev, 1, 11, Alarm, T0 + 300_000), Fresh);
         assert_eq!(admission.check(&dev, 1, 11, Alarm, T0 + 300_000), Duplicate);
+    }
+
+    #[test]
+    fn invented_ids_cannot_exhaust_memory_nor_push_out_a_keyed_device() {
+        let cfg = AdmissionConfig { max_devices: 64, ..AdmissionConfig::default() };
+        let mut admission = Admission::new(cfg);
+        let keyed = DeviceId::new("sd-keyed").unwrap();
+        assert_eq!(admission.check(&keyed, 3, 10, Alarm, T0), Fresh);
+        for i in 0..10_000u32 {
+            let fake = DeviceId::new(&format!("fake-{i}")).unwrap();
+            assert_eq!(admission.check_unauthenticated(&fake, 1, i, Telemetry, T0 + 1 + u64::from(i)), Fresh);
+            assert!(admission.len() <= 64, "{} devices tracked", admission.len());
+        }
+        // The keyed device's window survived: its next message is fresh, a replay is not.
+        assert_eq!(admission.check(&keyed, 3, 10, Alarm, T0 + 20_000), Duplicate);
+        assert_eq!(admission.check(&keyed, 3, 11, Alarm, T0 + 20_000), Fresh);
     }
 }

@@ -26,9 +26,20 @@ pub struct Config {
     /// Where the spool, dead letters and state files live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Address of the HTTP server for `/metrics` and `/healthz`.
+    /// Address of the HTTP server: the officer API and console, `/healthz`, and (when this is
+    /// a loopback address and `ops_listen` is not set) `/metrics` and `/api/unknown-devices`.
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// Address for the operations endpoints (`/metrics`, the full `/healthz`,
+    /// `/api/unknown-devices`), which say much about a deployment and are not for the
+    /// network at large. Default: on `http_listen` when that is loopback, else 127.0.0.1:9091.
+    #[serde(default)]
+    pub ops_listen: Option<SocketAddr>,
+    /// The HTTP listener sits behind a TLS-terminating reverse proxy (README, "Securing a
+    /// deployment"). Without it, firegrid refuses to serve officer tokens over plain HTTP on
+    /// an address other than loopback.
+    #[serde(default)]
+    pub http_tls_proxy: bool,
     /// The external broker. Absent: the embedded broker is started (see `embedded_broker`).
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
@@ -275,6 +286,7 @@ impl Config {
             burst: self.admission.burst,
             alarm_rate_per_s: self.admission.alarm_rate_per_s,
             alarm_burst: self.admission.alarm_burst,
+            ..AdmissionConfig::default()
         }
     }
 
@@ -297,6 +309,16 @@ impl Config {
                 message: format!("destination name {:?} is used twice", w[0]),
             });
         }
+        if !self.http_listen.ip().is_loopback() && self.alerting.officers.is_some() && !self.http_tls_proxy {
+            return Err(ConfigError::Invalid {
+                origin: "http_listen".into(),
+                message: format!(
+                    "refusing to serve officer tokens over plain HTTP on {}: listen on loopback behind a \
+                     TLS-terminating proxy and set http_tls_proxy = true (README, \"Securing a deployment\")",
+                    self.http_listen
+                ),
+            });
+        }
         if let Some(mqtt) = &self.mqtt {
             for session in crate::sources::mqtt::Session::ALL {
                 mqtt.filters(session)
@@ -304,6 +326,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the operations endpoints are served: `None` when on `http_listen` itself.
+    pub fn ops_listener(&self) -> Option<SocketAddr> {
+        match self.ops_listen {
+            Some(ops) if ops != self.http_listen => Some(ops),
+            Some(_) => None,
+            None if self.http_listen.ip().is_loopback() => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+        }
     }
 }
 

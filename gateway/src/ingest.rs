@@ -41,8 +41,12 @@ use crate::metrics::Metrics;
 use crate::series::schema::{Placement, uplink_point};
 use crate::spool::{Appended, Durability, Spool, SpoolError};
 
-/// Unknown devices remembered for the list; more are counted but not listed.
+/// Unknown devices remembered for the list (and given a series of their own); more are
+/// counted, and their points share the series of [`UNLISTED`].
 const UNKNOWN_LIST_CAP: usize = 10_000;
+
+/// The `device` tag of unknown devices beyond [`UNKNOWN_LIST_CAP`].
+pub const UNLISTED: &str = "unlisted";
 
 /// Where devices are. The registry implements it; [`NoDirectory`] knows no device.
 pub trait Directory: Send + Sync {
@@ -460,11 +464,17 @@ impl Ingest {
                 device_kind: "unregistered",
                 ..Placement::default()
             });
-            if !registered {
-                self.note_unknown(&accepted.topic, now_ms);
-            }
+            // Past the list's cap, further unknown ids share one series (`device=unlisted`), so
+            // that invented ids cannot create a database series per message.
+            let unlisted = !registered && !self.note_unknown(&accepted.topic, now_ms);
             line.clear();
-            let point = uplink_point(msg, &place, self.stamp(now_ms));
+            let point = if unlisted {
+                let mut shared = msg.clone();
+                shared.dev = DeviceId::new(UNLISTED).expect("a valid id");
+                uplink_point(&shared, &place, self.stamp(now_ms))
+            } else {
+                uplink_point(msg, &place, self.stamp(now_ms))
+            };
             if let Err(error) = point.encode(&mut line) {
                 // Cannot happen for validated messages and registry tags; counted if it does.
                 self.metrics.rejected("unencodable", topic, &error);
@@ -529,13 +539,16 @@ impl Ingest {
         }
     }
 
-    fn note_unknown(&self, topic: &Topic, now_ms: u64) {
+    /// Counts a message from an unknown device and lists it; `false` when the list is full
+    /// and the device is not on it.
+    fn note_unknown(&self, topic: &Topic, now_ms: u64) -> bool {
         let mut unknown = self.unknown.lock().unwrap();
         let len = unknown.len();
-        match unknown.get_mut(&topic.device) {
+        let listed = match unknown.get_mut(&topic.device) {
             Some(u) => {
                 u.last_seen_ms = now_ms;
                 u.messages += 1;
+                true
             }
             None if len < UNKNOWN_LIST_CAP => {
                 unknown.insert(
@@ -548,12 +561,14 @@ impl Ingest {
                         messages: 1,
                     },
                 );
+                true
             }
-            None => {}
-        }
+            None => false,
+        };
         let distinct = unknown.len();
         drop(unknown);
         self.metrics.unknown_device(topic.device.as_str(), distinct);
+        listed
     }
 }
 

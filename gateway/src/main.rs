@@ -67,9 +67,32 @@ enum Command {
     /// or off during a firmware migration. Edits the key store; a running gateway reloads it.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Broker configuration generated from the registry and the key store.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// Make a new duty-officer API token: prints the token (give it to the officer) and the
     /// `token_sha256` line for the officer directory (only the hash is stored).
     OfficerToken,
+}
+
+/// `firegrid broker` subcommands.
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Write Mosquitto's password file and ACL file: one account per keyed device (user name
+    /// its id, password derived from its key), allowed to publish only its own uplinks and read
+    /// only its own downlinks, and the gateway's account (password kept in gateway.password).
+    /// Use them with `allow_anonymous false`, `password_file` and `acl_file`.
+    Mosquitto {
+        /// The device registry (CSV).
+        #[arg(long)]
+        registry: PathBuf,
+        /// The gateway's key store.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where to write passwd, acl and gateway.password.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 /// `firegrid devices` subcommands.
@@ -345,6 +368,28 @@ fn main() -> anyhow::Result<ExitCode> {
                     let what = if off { "refused again" } else { "accepted (and counted)" };
                     println!("Unsigned messages of {n} device(s) are {what}.");
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broker(BrokerCommand::Mosquitto { registry, keys, out_dir }) => {
+            use firegrid_gateway::broker::mosquitto;
+            let registry = firegrid_gateway::registry::Registry::load(&registry)?;
+            let keys = firegrid_gateway::keys::KeyStore::load(&keys)?;
+            let done = mosquitto::generate(&registry, &keys, &out_dir)
+                .with_context(|| format!("writing into {}", out_dir.display()))?;
+            println!(
+                "Wrote {dir}/passwd and {dir}/acl: {} device account(s) and the gateway's ({}, password in {dir}/gateway.password{}).",
+                done.devices,
+                mosquitto::GATEWAY_USER,
+                if done.new_gateway_password { ", new" } else { ", kept" },
+                dir = out_dir.display()
+            );
+            if !done.keyless.is_empty() {
+                println!(
+                    "warning: {} registered device(s) have no key and get no account (they cannot connect): {}",
+                    done.keyless.len(),
+                    done.keyless.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

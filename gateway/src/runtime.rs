@@ -231,7 +231,7 @@ pub struct Gateway {
     sessions_stop: CancellationToken,
     destinations: Vec<JoinHandle<()>>,
     destinations_stop: CancellationToken,
-    http: JoinHandle<()>,
+    http: Vec<JoinHandle<()>>,
     http_stop: CancellationToken,
     fleet: JoinHandle<()>,
     fleet_stop: CancellationToken,
@@ -427,9 +427,10 @@ impl Gateway {
             sessions_stop.clone(),
         ));
         let http_stop = CancellationToken::new();
-        let (http_addr, http) = crate::http::serve(cfg.http_listen, shared.clone(), http_stop.clone())
-            .await
-            .map_err(|source| StartError::Http { listen: cfg.http_listen, source })?;
+        let (http_addr, http) =
+            crate::http::serve(cfg.http_listen, cfg.ops_listener(), shared.clone(), http_stop.clone())
+                .await
+                .map_err(|source| StartError::Http { listen: cfg.http_listen, source })?;
         tracing::info!(%http_addr, mqtt = %format!("{}:{}", mqtt.host, mqtt.port), "Gateway running.");
         Ok(Gateway {
             http_addr,
@@ -485,7 +486,9 @@ impl Gateway {
             let _ = d.await;
         }
         self.http_stop.cancel();
-        let _ = self.http.await;
+        for task in self.http {
+            let _ = task.await;
+        }
         self.fleet_stop.cancel();
         let _ = self.fleet.await;
         tracing::info!("Gateway stopped.");

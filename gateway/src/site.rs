@@ -47,6 +47,9 @@ pub struct NearestCamera {
     pub latest: Option<ChannelEvent>,
 }
 
+/// Channels remembered per camera.
+const MAX_CHANNELS: usize = 256;
+
 /// Registry and camera events for the console.
 #[derive(Debug, Default)]
 pub struct Site {
@@ -94,6 +97,11 @@ impl Site {
         };
         let mut cameras = self.cameras.lock().unwrap();
         let channels = cameras.entry(msg.dev.clone()).or_default();
+        // An NVR numbers at most a few dozen channels; a camera claiming more is broken or
+        // hostile and gets no more memory.
+        if channels.len() >= MAX_CHANNELS && !channels.contains_key(&event.channel) {
+            return;
+        }
         let earlier = channels.get(&event.channel).and_then(|e| e.snapshot.clone());
         let seen = ChannelEvent { snapshot: seen.snapshot.or(earlier), ..seen };
         channels.insert(event.channel, seen);

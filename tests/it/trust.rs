@@ -39,6 +39,14 @@ fn registry(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs `firegrid <args>` and returns its standard output; panics with its output on failure.
+fn firegrid(args: &[&str]) -> String {
+    let out = std::process::Command::new(firegrid_binary().unwrap()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "firegrid {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// Runs `firegrid devices ...` and returns its standard output; panics with its output on failure.
 fn devices(args: &[&str]) -> String {
     let out =
@@ -442,4 +450,210 @@ async fn a_reflashed_detector_recovers_by_challenge_or_by_an_officers_reset() {
     // The reset is on the record, with the officer.
     let log = std::fs::read_to_string(gateway.log_path()).unwrap();
     assert!(log.contains("Officer reset the device's replay window") && log.contains("street-desk"), "{log}");
+}
+
+/// How a connection attempt ended: `Ok` on an accepting CONNACK, else the refusal.
+async fn connect(broker: u16, id: &str, credentials: Option<(&str, &str)>) -> Result<AsyncClient, String> {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", broker);
+    if let Some((user, password)) = credentials {
+        opts.set_credentials(user, password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let result = loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => break Err(error.to_string()),
+            Err(_) => break Err("no CONNACK".into()),
+        }
+    };
+    result?;
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// Defence in depth: Mosquitto with the password and ACL files `firegrid broker mosquitto`
+/// generates. Anonymous and wrong-password connections are refused, a device's account cannot
+/// publish as another device, and the keyed detector's alarm (over its own account, which the
+/// gateway reads through its own) still pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_admits_only_who_belongs_and_each_only_to_its_own_topics() {
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let (keys, batch, broker_dir) =
+        (dir.path().join("keys.toml"), dir.path().join("batch.csv"), dir.path().join("broker"));
+    devices(&[
+        "provision",
+        "--registry",
+        registry.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--out",
+        batch.to_str().unwrap(),
+    ]);
+    let issued = read_batch(&batch);
+    let said = firegrid(&[
+        "broker",
+        "mosquitto",
+        "--registry",
+        registry.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--out-dir",
+        broker_dir.to_str().unwrap(),
+    ]);
+    assert!(said.contains("3 device account(s)"), "{said}");
+    let gateway_password =
+        std::fs::read_to_string(broker_dir.join("gateway.password")).unwrap().trim().to_owned();
+    let broker = Mosquitto::start_secured(&broker_dir.join("passwd"), &broker_dir.join("acl")).unwrap();
+    let officers = dir.path().join("officers.toml");
+    write_street_desk(&officers, "Fuhai");
+    let base = config(broker.port(), hook.port(), registry.clone(), keys.clone(), officers);
+    let gateway = Firegrid::start(move |d: &Path, port: u16| {
+        base(d, port).replace(
+            "client_id = \"gw-trust\"",
+            &format!(
+                "client_id = \"gw-trust\"\nusername = \"firegrid-gateway\"\npassword = \"{gateway_password}\""
+            ),
+        )
+    })
+    .unwrap();
+
+    let (a1, a2) = (issued["sd-a1"].1.clone(), issued["sd-a2"].1.clone());
+    let (p1, p2) = (a1.mqtt_password().to_string(), a2.mqtt_password().to_string());
+    // Refused at the door.
+    let Err(anonymous) = connect(broker.port(), "anon", None).await else {
+        panic!("anonymous connect was accepted")
+    };
+    assert!(anonymous.to_lowercase().contains("auth"), "{anonymous}");
+    let Err(wrong) = connect(broker.port(), "guess", Some(("sd-a1", "0000"))).await else {
+        panic!("a wrong password was accepted")
+    };
+    assert!(wrong.to_lowercase().contains("auth") || wrong.contains("BadUserNamePassword"), "{wrong}");
+    assert!(
+        connect(broker.port(), "as-gw", Some(("firegrid-gateway", &p1))).await.is_err(),
+        "a device's password opened the gateway's account"
+    );
+
+    // sd-a2's own account, publishing in sd-a1's name: the broker drops it, the gateway never sees it.
+    let a2_client = connect(broker.port(), "sd-a2", Some(("sd-a2", &p2))).await.unwrap();
+    publish(&a2_client, uplink("sd-a1", 4_000_000_000, heartbeat_body(), None, Encoding::Json)).await;
+    publish(&a2_client, uplink("sd-a1", 7, alarm(), Some(&a2), Encoding::Json)).await;
+    // Its own heartbeat behind them, as a barrier: once it is in, the two before it were handled.
+    publish(&a2_client, uplink("sd-a2", 1, heartbeat_body(), Some(&a2), Encoding::Json)).await;
+    wait_metric(&gateway, r#"firegrid_messages_accepted_total{kind="heartbeat"}"#, 1.0).await;
+    for reason in ["unsigned", "bad_signature"] {
+        assert_eq!(
+            gateway.metric(&rejected(reason)).unwrap(),
+            None,
+            "{reason}: the broker let a forgery through"
+        );
+    }
+
+    // The real detector, over its own account: its alarm pages, its ack reaches it.
+    let got: Collected = Arc::new(Mutex::new(Vec::new()));
+    let a1_client = {
+        let mut opts = MqttOptions::new("sd-a1", "127.0.0.1", broker.port());
+        opts.set_credentials("sd-a1", p1.clone());
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        client.subscribe("fg/v1/fuhai-1/sd-a1/down/+", QoS::AtLeastOnce).await.unwrap();
+        let got = got.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        got.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()))
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+    };
+    // sd-a2 tries to command sd-a1: dropped by the broker (only the gateway may publish downlinks).
+    let forged = Downlink::new(9, now_ms(), DownlinkBody::Hush { duration_s: 600 });
+    let forged = forged.encode(Encoding::Json, &mut [0u8; 256]).unwrap().to_vec();
+    a2_client.publish("fg/v1/fuhai-1/sd-a1/down/hush", QoS::AtLeastOnce, false, forged).await.unwrap();
+    publish(&a1_client, uplink("sd-a1", 1, alarm(), Some(&a1), Encoding::Compact)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.received().is_empty() {
+        assert!(Instant::now() < deadline, "the real alarm paged nobody\n{}", gateway.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ack = downlink(&got, "fg/v1/fuhai-1/sd-a1/down/ack").await;
+    assert_eq!(ack.body, DownlinkBody::Ack { boot: 1, seq: 1 });
+    let seen: Vec<String> = got.lock().unwrap().iter().map(|(t, _)| t.clone()).collect();
+    assert!(
+        !seen.iter().any(|t| t.ends_with("/down/hush")),
+        "sd-a2's forged command reached sd-a1: {seen:?}"
+    );
+}
+
+/// On an address others can reach, the operations endpoints (`/metrics`,
+/// `/api/unknown-devices`, the detailed `/healthz`) move to a loopback listener of their own,
+/// and officer tokens are never served over plain HTTP unless a TLS proxy is declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints_stay_on_loopback_and_tokens_never_travel_in_clear() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let officers = dir.path().join("officers.toml");
+    write_street_desk(&officers, "Fuhai");
+    let ops = firegrid_tests::free_port().unwrap();
+    let plain = {
+        let officers = officers.clone();
+        let broker = broker.port();
+        move |d: &Path, http_port: u16| {
+            format!(
+                "data_dir = \"{}\"\nhttp_listen = \"0.0.0.0:{http_port}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"gw-ops\"\n[alerting]\ndistrict = \"Xishan\"\nofficers = \"{}\"\n",
+                d.join("data").display(),
+                officers.display()
+            )
+        }
+    };
+    // Refused, with the reason and the way out.
+    let file = dir.path().join("plain.toml");
+    std::fs::write(&file, plain(dir.path(), 18080)).unwrap();
+    let out = std::process::Command::new(firegrid_binary().unwrap())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("refusing to serve officer tokens over plain HTTP") && said.contains("http_tls_proxy"),
+        "{said}"
+    );
+
+    let gateway = Firegrid::start(move |d: &Path, port: u16| {
+        format!("http_tls_proxy = true\nops_listen = \"127.0.0.1:{ops}\"\n{}", plain(d, port))
+    })
+    .unwrap();
+    let public = format!("http://127.0.0.1:{}", gateway.http_port());
+    let private = format!("http://127.0.0.1:{ops}");
+    for path in ["/metrics", "/api/unknown-devices"] {
+        assert_eq!(get(&format!("{public}{path}")).0, 404, "{path} is served to the network");
+        assert_eq!(get(&format!("{private}{path}")).0, 200, "{path} is missing on the ops listener");
+    }
+    let brief = get(&format!("{public}/healthz"));
+    assert_eq!((brief.0, brief.1.trim()), (200, r#"{"ok":true}"#));
+    let full = get(&format!("{private}/healthz"));
+    assert!(full.0 == 200 && full.1.contains("mqtt"), "{}", full.1);
+    assert!(get(&format!("{private}/metrics")).1.contains("firegrid_"), "no metrics on the ops listener");
+}
+
+/// A GET's status and body.
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).proxy(None).build().into();
+    let mut reply = agent.get(url).call().unwrap();
+    (reply.status().as_u16(), reply.body_mut().read_to_string().unwrap_or_default())
 }

@@ -36,7 +36,15 @@ impl Mosquitto {
     /// # Errors
     /// See [`ServerProcess::start`]; a missing binary names the install command.
     pub fn start() -> Result<Self> {
-        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind)? })
+        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured: None })? })
+    }
+
+    /// Starts a broker that admits only the accounts of `passwd` (Mosquitto's `password_file`,
+    /// e.g. written by `firegrid broker mosquitto`) within the topics `acl` allows
+    /// (`acl_file`): `allow_anonymous false`.
+    pub fn start_secured(passwd: &Path, acl: &Path) -> Result<Self> {
+        let secured = Some((passwd.to_owned(), acl.to_owned()));
+        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured })? })
     }
 
     /// The MQTT port on 127.0.0.1.
@@ -59,7 +67,10 @@ fn data_dir(dir: &Path) -> PathBuf {
     dir.join("data")
 }
 
-struct MosquittoKind;
+struct MosquittoKind {
+    /// Password file and ACL file, for a broker without anonymous access.
+    secured: Option<(PathBuf, PathBuf)>,
+}
 
 impl ServerKind for MosquittoKind {
     fn binary(&self) -> Binary {
@@ -69,13 +80,21 @@ impl ServerKind for MosquittoKind {
     fn args(&self, dir: &Path, ports: &[u16]) -> io::Result<Vec<OsString>> {
         let data = data_dir(dir);
         std::fs::create_dir_all(&data)?;
+        let access = match &self.secured {
+            None => "allow_anonymous true\n".to_owned(),
+            Some((passwd, acl)) => format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                passwd.display(),
+                acl.display()
+            ),
+        };
         let config = format!(
             "# Written by firegrid-tests.\n\
              # Stay root when started as root (the default drops to user `mosquitto`, which\n\
              # cannot write to our temp dir); ignored when not started as root.\n\
              user root\n\
              listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+             {access}\
              persistence true\n\
              persistence_location {data}/\n\
              autosave_interval 1\n\
@@ -102,12 +121,14 @@ impl ServerKind for MosquittoKind {
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {
-        mqtt_handshake(ports[0]).unwrap_or(false)
+        // A secured broker answers an anonymous CONNECT with "not authorized": it is up.
+        mqtt_handshake(ports[0]).is_ok_and(|code| code == 0 || (self.secured.is_some() && code == 5))
     }
 }
 
-/// Sends a minimal MQTT 3.1.1 CONNECT and checks for an accepting CONNACK.
-fn mqtt_handshake(port: u16) -> io::Result<bool> {
+/// Sends a minimal anonymous MQTT 3.1.1 CONNECT and returns the CONNACK's return code (0
+/// accepted, 5 not authorized); an error when no CONNACK came.
+fn mqtt_handshake(port: u16) -> io::Result<u8> {
     let timeout = Duration::from_secs(1);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
@@ -120,5 +141,9 @@ fn mqtt_handshake(port: u16) -> io::Result<bool> {
     stream.read_exact(&mut connack)?;
     // DISCONNECT, so the broker logs a clean disconnect rather than a dropped socket.
     let _ = stream.write_all(&[0xe0, 0x00]);
-    Ok(connack == [0x20, 0x02, 0x00, 0x00])
+    if connack[..2] == [0x20, 0x02] {
+        Ok(connack[3])
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidData, "not a CONNACK"))
+    }
 }

@@ -94,7 +94,13 @@ impl<T: EventTransport> Agent<T> {
         }
         tracing::info!(%dev, boot, backlog = outbox.len(), "Camera agent starting.");
         stats.set_depth(outbox.len());
-        let queue = Arc::new(Mutex::new(UplinkQueue::new(dev.clone(), boot, outbox)));
+        let key = config.device_key()?;
+        let mut queue = UplinkQueue::new(dev.clone(), boot, outbox);
+        if let Some(key) = &key {
+            queue = queue.signing(village.clone(), key.clone());
+        }
+        tracing::info!(signed = key.is_some(), "Uplinks are signed when the camera has a key.");
+        let queue = Arc::new(Mutex::new(queue));
         let wake = Arc::new(Notify::new());
         // Cancelled when this function returns, whatever the reason, so no task outlives it.
         let tasks = shutdown.child_token();
@@ -107,6 +113,8 @@ impl<T: EventTransport> Agent<T> {
             queue: Arc::clone(&queue),
             wake: Arc::clone(&wake),
             stats: Arc::clone(&stats),
+            key,
+            guard: Mutex::new(firegrid_protocol::DownlinkGuard::new()),
         };
         let publisher = tokio::spawn(publisher.run(tasks.clone()));
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use firegrid_protocol::{DeviceId, Encoding, IdError, VillageId};
+use firegrid_protocol::{DeviceId, DeviceKey, Encoding, IdError, VillageId};
 use serde::Deserialize;
 
 use crate::channel::TrackerConfig;
@@ -38,6 +38,32 @@ pub struct Config {
     /// The outbox.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// This camera's device key: 64 hexadecimal digits, its `key` column in the provisioning
+    /// file `firegrid devices provision` writes. With a key every uplink is signed and every
+    /// downlink must be authenticated (unsigned, forged, wrong-boot and replayed commands are
+    /// refused and counted); without one uplinks go unsigned and unsigned commands are
+    /// accepted, as in schema version 1 (the migration path). Keep the file readable by the
+    /// agent only (mode 0600): the key is a secret, and no log or error prints it.
+    #[serde(default)]
+    pub key: Option<KeyText>,
+}
+
+/// The text of a device key from the configuration. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KeyText(String);
+
+impl KeyText {
+    /// A key's text (64 hexadecimal digits).
+    pub fn new(hex: impl Into<String>) -> Self {
+        KeyText(hex.into())
+    }
+}
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyText(redacted)")
+    }
 }
 
 /// How to reach the camera's events.
@@ -371,6 +397,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.village_id()?;
         self.device_id()?;
+        self.device_key()?;
         let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_owned() });
         if reqwest::Url::parse(&self.camera.url).is_err() {
             return invalid("camera.url", "not a URL");
@@ -407,6 +434,23 @@ impl Config {
     pub fn village_id(&self) -> Result<VillageId, ConfigError> {
         VillageId::new(&self.village)
             .map_err(|source| ConfigError::Village { id: self.village.clone(), source })
+    }
+
+    /// The device key, if one is configured.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `key` when it is not 64 hexadecimal digits (the message
+    /// does not quote it).
+    pub fn device_key(&self) -> Result<Option<DeviceKey>, ConfigError> {
+        self.key
+            .as_ref()
+            .map(|text| {
+                DeviceKey::from_hex(text.0.trim()).map_err(|_| ConfigError::Invalid {
+                    field: "key",
+                    reason: "must be 64 hexadecimal digits".to_owned(),
+                })
+            })
+            .transpose()
     }
 
     /// The checked device id.
@@ -456,6 +500,19 @@ mod tests {
         assert_eq!(config.channels.len(), 2);
         assert_eq!(config.mqtt.delivery, Delivery::GatewayAck);
         assert_eq!(config.tracker().event_hold_ms, Some(30_000));
+    }
+
+    #[test]
+    fn a_key_is_64_hex_digits_and_never_shown() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("firegrid-camera.example.toml");
+        let base = std::fs::read_to_string(path).unwrap();
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let keyed = Config::from_toml(&format!("key = \"{hex}\"\n{base}")).unwrap();
+        assert_eq!(keyed.device_key().unwrap().unwrap().expose()[31], 0x1f);
+        assert!(!format!("{keyed:?}").contains("0a0b0c"), "Debug shows the key");
+        assert_eq!(Config::from_toml(&base).unwrap().device_key().unwrap(), None);
+        let bad = Config::from_toml(&format!("key = \"{}\"\n{base}", &hex[..60])).unwrap_err().to_string();
+        assert_eq!(bad, "`key`: must be 64 hexadecimal digits");
     }
 
     fn check(toml_text: &str, expected: Result<(), &str>) {

@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use backon::BackoffBuilder;
 use firegrid_protocol::{
-    AckResult, CommandAck, DeviceId, Downlink, DownlinkBody, Encoding, Limits, Status, Topic, TopicKind,
-    Uplink, UplinkBody, UplinkKind, VillageId, downlink_filter,
+    AckResult, BootAnnouncement, CommandAck, DeviceId, DeviceKey, Downlink, DownlinkBody, DownlinkGuard,
+    Encoding, Limits, Status, Topic, TopicKind, Uplink, UplinkBody, UplinkKind, VillageId, downlink_filter,
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::Notify;
@@ -58,6 +58,11 @@ pub(crate) struct Publisher {
     pub queue: Arc<Mutex<UplinkQueue>>,
     pub wake: Arc<Notify>,
     pub stats: Arc<AgentStats>,
+    /// The camera's key: with one, every downlink must pass `guard` first.
+    pub key: Option<DeviceKey>,
+    /// Commands accepted this boot (kept across connections, so a command replayed after a
+    /// reconnect is still refused).
+    pub guard: Mutex<DownlinkGuard>,
 }
 
 /// State of one connection.
@@ -214,6 +219,7 @@ impl Publisher {
         // Before the backlog: the gateway learns at once that the camera is back.
         if let Some(mut status) = online {
             status.ts_ms = wall_ms();
+            self.lock().sign(&mut status);
             if let Some(payload) = self.payload(&status)
                 && client
                     .try_publish(self.topic(UplinkKind::Status), QoS::AtLeastOnce, false, payload)
@@ -284,11 +290,40 @@ impl Publisher {
                 return;
             }
         };
+        if let Some(key) = &self.key {
+            let boot = self.lock().boot();
+            let admitted = self.guard.lock().unwrap_or_else(|p| p.into_inner()).admit(
+                &cmd,
+                &self.village,
+                &self.dev,
+                boot,
+                key,
+            );
+            if let Err(reason) = admitted {
+                // Refused: changes nothing and is not answered.
+                self.stats.downlink_refused(kind.as_str(), reason);
+                return;
+            }
+        }
         let result = match (&cmd.body, cmd.validate()) {
             (DownlinkBody::Ack { boot, seq }, _) => {
                 if self.config.delivery == Delivery::GatewayAck {
                     session.in_flight.remove(&(*boot, *seq));
                     self.remove((*boot, *seq));
+                }
+                return;
+            }
+            // Only a signed answer proves the boot; a camera without a key has none to give.
+            (DownlinkBody::Challenge { nonce }, _) => {
+                if self.key.is_some() {
+                    let answer = UplinkBody::Boot(BootAnnouncement { nonce: *nonce });
+                    let queued = self.lock().enqueue(answer, wall_ms());
+                    match queued {
+                        Ok(msg) => {
+                            self.stats.queued(msg.kind().as_str(), msg.seq, self.lock().outbox().len())
+                        }
+                        Err(e) => self.stats.queue_failed(UplinkKind::Boot.as_str(), &e),
+                    }
                 }
                 return;
             }

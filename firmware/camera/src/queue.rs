@@ -3,7 +3,7 @@
 //! answers) and the MQTT session (the sequence numbers of `status` and of the last will) draw
 //! from it.
 
-use firegrid_protocol::{DeviceId, Uplink, UplinkBody};
+use firegrid_protocol::{DeviceId, DeviceKey, Uplink, UplinkBody, VillageId};
 
 use crate::outbox::{Outbox, OutboxError};
 
@@ -14,13 +14,28 @@ pub struct UplinkQueue {
     boot: u16,
     next_seq: u32,
     outbox: Outbox,
+    /// The village and key every message is signed for, when the camera has a key.
+    signer: Option<(VillageId, DeviceKey)>,
 }
 
 impl UplinkQueue {
     /// A queue for `dev` in boot `boot`, its sequence starting at 0, over `outbox` (which
     /// may still hold messages of earlier boots; they go first).
     pub fn new(dev: DeviceId, boot: u16, outbox: Outbox) -> Self {
-        UplinkQueue { dev, boot, next_seq: 0, outbox }
+        UplinkQueue { dev, boot, next_seq: 0, outbox, signer: None }
+    }
+
+    /// The same queue signing every message it stamps with `key` for `village`.
+    pub fn signing(self, village: VillageId, key: DeviceKey) -> Self {
+        UplinkQueue { signer: Some((village, key)), ..self }
+    }
+
+    /// Signs `msg` again after a field changed (the `status` stamped at connect time gets its
+    /// time when it is sent). Does nothing without a key.
+    pub fn sign(&self, msg: &mut Uplink) {
+        if let Some((village, key)) = &self.signer {
+            msg.sign(village, key);
+        }
     }
 
     /// Stamps `body` with the next sequence number and queues it durably.
@@ -34,11 +49,15 @@ impl UplinkQueue {
         Ok(msg)
     }
 
-    /// Stamps `body` with the next sequence number without queueing it (for `status`).
+    /// Stamps `body` with the next sequence number, and signs it with a key, without
+    /// queueing it (for `status`). Signed once, here: the outbox keeps the tag, so every
+    /// resend carries the same one.
     pub fn stamp(&mut self, body: UplinkBody, ts_ms: u64) -> Uplink {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        Uplink::new(self.dev.clone(), self.boot, seq, ts_ms, body)
+        let mut msg = Uplink::new(self.dev.clone(), self.boot, seq, ts_ms, body);
+        self.sign(&mut msg);
+        msg
     }
 
     /// This boot.

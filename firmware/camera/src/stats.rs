@@ -27,6 +27,9 @@ pub struct AgentStats {
     published: AtomicU64,
     acknowledged: AtomicU64,
     downlinks: AtomicU64,
+    /// By [`firegrid_protocol::AuthError`] reason: unsigned, bad signature, wrong boot,
+    /// replayed.
+    refused: [AtomicU64; 4],
 }
 
 /// A copy of the counters at one moment.
@@ -64,6 +67,9 @@ pub struct StatsSnapshot {
     pub acknowledged: u64,
     /// Downlink commands received.
     pub downlinks: u64,
+    /// Downlinks refused by authentication (camera with a key): unsigned, forged, for
+    /// another boot, or replayed.
+    pub downlinks_refused: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -91,6 +97,7 @@ impl AgentStats {
             published: get(&self.published),
             acknowledged: get(&self.acknowledged),
             downlinks: get(&self.downlinks),
+            downlinks_refused: self.refused.iter().map(get).sum(),
         }
     }
 
@@ -166,6 +173,22 @@ impl AgentStats {
         bump(&self.acknowledged);
         self.set_depth(depth);
         tracing::debug!(boot, seq, depth, "Uplink acknowledged.");
+    }
+
+    /// A downlink failed authentication. Logged at the 1st, 2nd, 4th, 8th ... refusal of each
+    /// reason, so a flood of forgeries costs a few log lines.
+    pub(crate) fn downlink_refused(&self, kind: &str, reason: firegrid_protocol::AuthError) {
+        use firegrid_protocol::AuthError;
+        let slot = match reason {
+            AuthError::Unsigned => 0,
+            AuthError::BadTag => 1,
+            AuthError::WrongBoot => 2,
+            AuthError::Replayed => 3,
+        };
+        let n = self.refused[slot].fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(kind, reason = reason.reason(), refusals = n, "Refused a downlink.");
+        }
     }
 
     pub(crate) fn downlink(&self, kind: &str) {

@@ -21,6 +21,10 @@
 //!   end behind [`drivers::ChamberSensor`], the [`drivers::Indicators`] (sounder and LED),
 //!   the [`drivers::Inputs`] (test button and base tamper switch), the
 //!   [`drivers::LoadedBattery`] probe and [`drivers::run_self_test`].
+//! - [`Identity`] names the device on the wire (village, id, boot counter) and holds its
+//!   optional [`firegrid_protocol::DeviceKey`]: with one, every uplink is signed when queued
+//!   and every downlink is authenticated before it is looked at; refusals are counted in
+//!   [`Refusals`] ([`trust`]).
 //! - [`scenario`] generates the sensor traces of the detection contract from documented
 //!   physical models and runs the device over them, on the host and on the Cortex-M3 image
 //!   alike.
@@ -39,12 +43,14 @@ pub mod mqtt;
 pub mod outbox;
 pub mod scenario;
 pub mod sound;
+pub mod trust;
 
 pub use config::{Calibration, Config};
 pub use detect::{Cause, Detector, Judgement};
 pub use device::{Device, Identity, Mode, Press, SelfTestResult};
 pub use outbox::Outbox;
 pub use sound::Sound;
+pub use trust::Refusals;
 
 /// Firmware version reported in heartbeats.
 pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -49,6 +49,8 @@ pub const TAG_LEN: usize = 16;
 pub const UPLINK_DOMAIN: &str = "firegrid/up/v2";
 /// Domain string that starts every signed downlink.
 pub const DOWNLINK_DOMAIN: &str = "firegrid/down/v2";
+/// What a device's MQTT password is derived from ([`DeviceKey::mqtt_password`]).
+pub const MQTT_PASSWORD_DOMAIN: &str = "firegrid/mqtt-password/v1";
 
 /// A device's secret key. Wiped from memory when dropped; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +82,19 @@ impl DeviceKey {
 
     fn mac(&self) -> Hmac<Sha256> {
         hmac_with(&self.0)
+    }
+
+    /// The device's MQTT password: the first 16 bytes of HMAC-SHA-256 under its key of the
+    /// bytes `firegrid/mqtt-password/v1`, as 32 lowercase hexadecimal digits. Derived, so the
+    /// factory provisions one secret per device, and the broker's password file (which holds
+    /// only a hash of it) never reveals the key. Secret like the key.
+    pub fn mqtt_password(&self) -> heapless::String<32> {
+        let mut mac = self.mac();
+        mac.update(MQTT_PASSWORD_DOMAIN.as_bytes());
+        let tag = tag_of(mac);
+        let mut buf = [0u8; 2 * TAG_LEN];
+        let hex = base16ct::lower::encode_str(&tag.0, &mut buf).expect("32 digits fit");
+        heapless::String::try_from(hex).expect("32 digits fit")
     }
 }
 

@@ -43,8 +43,15 @@ pub enum CameraError {
 
 impl Cameras {
     /// Starts one agent per camera of `village`, publishing to `host:port` in the compact
-    /// encoding, each with its outbox and boot counter under `state_dir/<device>`.
-    pub fn start(village: &Village, host: &str, port: u16, state_dir: &Path) -> Result<Cameras, CameraError> {
+    /// encoding, each with its outbox and boot counter under `state_dir/<device>`, and with its
+    /// key from `keys` if it has one (the agent then signs and verifies).
+    pub fn start(
+        village: &Village,
+        host: &str,
+        port: u16,
+        state_dir: &Path,
+        keys: &crate::keys::Keys,
+    ) -> Result<Cameras, CameraError> {
         let stop = CancellationToken::new();
         let mut feeds = Vec::new();
         let mut tasks = Vec::new();
@@ -61,7 +68,13 @@ impl Cameras {
                 device.id,
                 dir.display(),
             );
-            let config = Config::from_toml(&toml).map_err(|e| err(e.to_string()))?;
+            let mut config = Config::from_toml(&toml).map_err(|e| err(e.to_string()))?;
+            if let Some(key) = keys.get(&village.village, &device.id) {
+                let mut hex = [0u8; 64];
+                let hex = base16ct::lower::encode_str(key.expose(), &mut hex).unwrap_or_default();
+                config.key = Some(firegrid_camera::config::KeyText::new(hex));
+                config.validate().map_err(|e| err(e.to_string()))?;
+            }
             let (feed, transport) = firegrid_camera::feed(Vendor::Hikvision, Default::default(), 256);
             let agent = Agent::new(config, transport).map_err(|e| err(e.to_string()))?;
             let shutdown = stop.clone();

@@ -13,8 +13,9 @@ use firegrid_detector::drivers::Adpd188;
 use firegrid_detector::link::{Uplink, pump};
 use firegrid_detector::scenario::{CALIBRATION, Model, NoDelay, SimulatedAfe, Vector, battery_mv};
 use firegrid_detector::{Config, Device, Identity};
-use firegrid_protocol::{DeviceId, Encoding, UplinkKind};
+use firegrid_protocol::{DeviceId, Encoding, UplinkKind, VillageId};
 
+use crate::keys::Keys;
 use crate::scenario::Scenario;
 use crate::village::{Kind, Village};
 
@@ -89,11 +90,13 @@ pub struct Fleet {
     fire_ends: Vec<Option<u64>>,
     /// Messages handed to the transport, for reports.
     sent: u64,
+    /// The devices' keys (detectors and cameras).
+    keys: Keys,
 }
 
 impl Fleet {
     /// Boots every detector of `village` at simulated time 0, with its room from `scenario`,
-    /// for a run of `duration`.
+    /// for a run of `duration`. Every device is keyless (see [`Fleet::new_keyed`]).
     pub fn new(
         village: Village,
         scenario: &Scenario,
@@ -101,6 +104,25 @@ impl Fleet {
         seed: u64,
         encoding: Encoding,
     ) -> Result<Fleet, crate::scenario::ScenarioError> {
+        Fleet::new_keyed(village, scenario, duration, seed, encoding, Keys::new())
+    }
+
+    /// [`Fleet::new`] with device keys: a detector listed in `keys` boots with its key, so its
+    /// firmware signs every uplink and admits only authenticated downlinks; the others stay
+    /// keyless. The runner gives the cameras theirs ([`crate::cameras::Cameras::start`]).
+    pub fn new_keyed(
+        village: Village,
+        scenario: &Scenario,
+        duration: std::time::Duration,
+        seed: u64,
+        encoding: Encoding,
+        keys: Keys,
+    ) -> Result<Fleet, crate::scenario::ScenarioError> {
+        let village_id =
+            VillageId::new(&village.village).map_err(|_| crate::scenario::ScenarioError::Unknown {
+                what: "village id (not a valid protocol id)",
+                name: village.village.clone(),
+            })?;
         let rooms = scenario.rooms(&village, duration, seed)?;
         let fires = scenario.fire_starts(&village)?;
         let fire_ends = scenario.fire_ends(&village)?;
@@ -137,7 +159,11 @@ impl Fleet {
             // Boots are spread over the first heartbeat interval so a village does not
             // report in one burst.
             let boot_at = (index as u64 * 7_919) % cfg.heartbeat_ms.clamp(1, 60_000);
-            let device = Device::new(cfg, CALIBRATION, Identity { dev, boot: 1 }, boot_at);
+            let mut identity = Identity::new(village_id.clone(), dev, 1);
+            if let Some(key) = keys.get(&village.village, &spec.id) {
+                identity = identity.with_key(key.clone());
+            }
+            let device = Device::new(cfg, CALIBRATION, identity, boot_at);
             slot[index] = Some(detectors.len());
             detectors.push(Detector {
                 index,
@@ -171,7 +197,13 @@ impl Fleet {
             fires,
             fire_ends,
             sent: 0,
+            keys,
         })
+    }
+
+    /// The devices' keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The village.
@@ -289,7 +321,7 @@ impl Fleet {
 mod tests {
     use std::time::Duration;
 
-    use firegrid_protocol::{DetectorState, Downlink, DownlinkBody, Uplink, UplinkBody};
+    use firegrid_protocol::{DetectorState, DeviceKey, Downlink, DownlinkBody, Uplink, UplinkBody};
 
     use super::*;
     use crate::scenario::Scenario;
@@ -297,10 +329,12 @@ mod tests {
 
     /// Runs the fleet in simulated time over a perfect link that acknowledges at once what
     /// the gateway acknowledges (alarm and event classes), returning every first transmission
-    /// as (time, device index, message).
-    fn run(fleet: &mut Fleet, until: u64) -> Vec<(u64, usize, Uplink)> {
+    /// as (time, device index, message). With `keys`, the acknowledgements are signed as the
+    /// gateway signs them (for boot 1) for the devices that have one.
+    fn run_signing(fleet: &mut Fleet, until: u64, keys: Option<&Keys>) -> Vec<(u64, usize, Uplink)> {
         let mut log = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut cmd_seq = 0;
         while let Some(t) = fleet.next_wake().filter(|t| *t <= until) {
             let mut out = Vec::new();
             fleet.run_until(t, &mut out);
@@ -310,7 +344,15 @@ mod tests {
                     let msg =
                         Uplink::decode(&s.payload, Encoding::Compact, &firegrid_protocol::Limits::default())
                             .unwrap();
-                    let ack = Downlink::new(0, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
+                    cmd_seq += 1;
+                    let mut ack =
+                        Downlink::new(cmd_seq, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
+                    let village = fleet.village().village.clone();
+                    let id = fleet.village().devices[s.device].id.clone();
+                    if let Some(key) = keys.and_then(|k| k.get(&village, &id)) {
+                        let (village, id) = (VillageId::new(&village).unwrap(), DeviceId::new(&id).unwrap());
+                        ack.sign(&village, &id, 1, key);
+                    }
                     let mut buf = [0u8; 64];
                     let ack = ack.encode(Encoding::Compact, &mut buf).unwrap().to_vec();
                     let first = seen.insert((s.device, msg.boot, msg.seq));
@@ -327,6 +369,10 @@ mod tests {
             }
         }
         log
+    }
+
+    fn run(fleet: &mut Fleet, until: u64) -> Vec<(u64, usize, Uplink)> {
+        run_signing(fleet, until, None)
     }
 
     fn alarms(log: &[(u64, usize, Uplink)]) -> Vec<(u64, usize)> {
@@ -415,5 +461,80 @@ mod tests {
             assert!(*t >= 330_000, "sent only after the outage ended at 5m30s: {t}");
         }
         assert_eq!(fleet.outbox_depth().0, 0, "everything sent, every alarm and event acknowledged");
+    }
+
+    #[test]
+    fn provisioned_detectors_sign_every_uplink_and_only_signed_acks_empty_their_outboxes() {
+        let village = Village::generate(
+            &VillageParams {
+                buildings: 10,
+                detectors: 30,
+                camera_channels: 0,
+                water_sensors: 0,
+                ..VillageParams::default()
+            },
+            7,
+        )
+        .unwrap();
+        let scenario =
+            Scenario::from_toml("[[fire]]\nbuilding = \"B0000\"\nat = \"1m\"\ngrowth = \"flaming\"\n")
+                .unwrap();
+        let seat: Vec<usize> = village.detectors_in(0).collect();
+        // The seat's detectors are provisioned, and so is every other one of the rest.
+        let keyed: Vec<usize> = seat.iter().copied().chain(village.detectors_in(1).step_by(2)).collect();
+        let mut keys = Keys::new();
+        for &d in &keyed {
+            keys.insert(&village.village, &village.devices[d].id, DeviceKey::from_bytes([d as u8; 32]));
+        }
+        let key_of = |d: usize| keys.get(&village.village, &village.devices[d].id);
+        let name = VillageId::new(&village.village).unwrap();
+        let fleet_with = |keys: &Keys| {
+            Fleet::new_keyed(
+                village.clone(),
+                &scenario,
+                Duration::from_secs(8 * 60),
+                7,
+                Encoding::Compact,
+                keys.clone(),
+            )
+            .unwrap()
+        };
+
+        // A gateway that does not sign its acknowledgements.
+        let mut fleet = fleet_with(&keys);
+        let log = run_signing(&mut fleet, 8 * 60_000, None);
+        let mut signed = 0;
+        for (_, d, msg) in &log {
+            match key_of(*d) {
+                Some(key) => {
+                    assert_eq!(msg.verify(&name, key), Ok(()), "device {d}: {msg:?}");
+                    signed += 1;
+                }
+                None => assert!(!msg.is_signed(), "a keyless device signs nothing"),
+            }
+        }
+        assert!(signed > 0 && signed < log.len());
+        assert_eq!(alarms(&log).len(), seat.len(), "every seat detector alarms");
+        for &d in &seat {
+            let device = fleet.device(d).unwrap();
+            assert!(
+                device
+                    .outbox()
+                    .entries()
+                    .iter()
+                    .any(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm)),
+                "detector {d}: an unsigned ack dropped its alarm"
+            );
+            assert!(device.refusals().unsigned > 0);
+        }
+        for d in village.detectors_in(1).filter(|d| !keyed.contains(d)) {
+            assert!(fleet.device(d).unwrap().outbox().is_empty(), "keyless detector {d} obeys unsigned acks");
+        }
+
+        // The gateway signs: every outbox empties, nothing is refused.
+        let mut fleet = fleet_with(&keys);
+        run_signing(&mut fleet, 8 * 60_000, Some(&keys));
+        assert_eq!(fleet.outbox_depth().0, 0);
+        assert!(keyed.iter().all(|&d| fleet.device(d).unwrap().refusals().total() == 0));
     }
 }

@@ -8,7 +8,9 @@
 //! outbox and pump), [`transport::Transport`] (direct or carrier-platform MQTT) and
 //! [`runner::run`] (simulated time at any speed). Camera channels run through the real camera
 //! agent (`firegrid-camera`) fed with the vendor's own stream format ([`cameras::Cameras`]).
-//! Water sensors answer the gateway's Modbus TCP polls from a simulated pump-room gateway
+//! Devices listed in a provisioning file ([`keys::Keys`], the file `firegrid devices
+//! provision` writes) carry their key: they sign every uplink and admit only authenticated
+//! downlinks, because the firmware core does. Water sensors answer the gateway's Modbus TCP polls from a simulated pump-room gateway
 //! ([`water::WaterSensors`]), which also writes the gateway's `[modbus]` section.
 //!
 //! The simulator never publishes for a working device itself: sequence numbers, priorities
@@ -17,6 +19,7 @@
 
 pub mod cameras;
 pub mod fleet;
+pub mod keys;
 pub mod runner;
 pub mod scenario;
 pub mod transport;
@@ -24,6 +27,7 @@ pub mod village;
 pub mod water;
 
 pub use fleet::Fleet;
+pub use keys::{Keys, KeysError};
 pub use runner::{Report, RunConfig, run};
 pub use scenario::Scenario;
 pub use transport::Mode;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageShape};
+use firegrid_sim::{Fleet, Keys, Mode, RunConfig, Scenario, Village, VillageShape};
 
 #[derive(Parser)]
 #[command(about = "firegrid fleet simulator: detectors running the real firmware core, over MQTT")]
@@ -55,6 +55,11 @@ enum Cmd {
         /// Simulated time to run.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Provisioning file (`village,device,key` CSV, as `firegrid devices provision` writes
+        /// it): the devices it lists sign their uplinks and admit only signed downlinks; the
+        /// others stay keyless.
+        #[arg(long)]
+        keys: Option<PathBuf>,
     },
 }
 
@@ -74,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, v.registry_csv()).with_context(|| format!("writing {}", out.display()))?;
             println!("{}: {} devices in {} buildings", out.display(), v.devices.len(), v.buildings.len());
         }
-        Cmd::Run { village: args, broker, scenario, mode, connections, speed, duration } => {
+        Cmd::Run { village: args, broker, scenario, mode, connections, speed, duration, keys } => {
             let v = village(&args)?;
             let scenario = match scenario {
                 Some(path) => Scenario::from_toml(
@@ -88,10 +93,21 @@ async fn main() -> anyhow::Result<()> {
                 other => anyhow::bail!("--mode {other:?}: direct or platform"),
             };
             let (host, port) = broker.rsplit_once(':').context("--broker takes host:port")?;
-            let mut fleet =
-                Fleet::new(v, &scenario, duration, args.shape.seed, firegrid_protocol::Encoding::Compact)?;
+            let keys = match keys {
+                Some(path) => Keys::load(&path)?,
+                None => Keys::new(),
+            };
+            let provisioned = keys.len();
+            let mut fleet = Fleet::new_keyed(
+                v,
+                &scenario,
+                duration,
+                args.shape.seed,
+                firegrid_protocol::Encoding::Compact,
+                keys,
+            )?;
             println!(
-                "{} detectors, {:?}, speed ×{speed}, {}",
+                "{} detectors ({provisioned} device keys), {:?}, speed ×{speed}, {}",
                 fleet.detectors(),
                 mode,
                 humantime::format_duration(duration)

@@ -70,13 +70,15 @@ pub async fn run(fleet: &mut Fleet, cfg: &RunConfig, bad: Option<&BadFirmware>, 
         Transport::connect(&village, &ids, &sends, &cfg.host, cfg.port, cfg.mode);
     let stats = transport.stats.clone();
     let mut cameras = match &cfg.camera_state {
-        Some(dir) => match crate::cameras::Cameras::start(fleet.village(), &cfg.host, cfg.port, dir) {
-            Ok(cameras) => Some(cameras),
-            Err(error) => {
-                tracing::error!(%error, "Cameras not started.");
-                None
+        Some(dir) => {
+            match crate::cameras::Cameras::start(fleet.village(), &cfg.host, cfg.port, dir, fleet.keys()) {
+                Ok(cameras) => Some(cameras),
+                Err(error) => {
+                    tracing::error!(%error, "Cameras not started.");
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let camera_channels = cameras.as_ref().map_or(0, |c| c.channels());

@@ -276,7 +276,11 @@ pub async fn feed_accepted(
 ) {
     let Feed { cases, ingest, district, unplaced_desk, site, metrics, linkage } = feed;
     while let Some(a) = rx.recv().await {
-        site.record(&a.msg, a.accepted_ms);
+        // The console shows registered places: an unregistered id (which anyone can invent)
+        // never grows its maps.
+        if a.registered {
+            site.record(&a.msg, a.accepted_ms);
+        }
         if let firegrid_protocol::UplinkBody::CommandAck(ack) = &a.msg.body {
             let answer = linkage.lock().unwrap().answer(&a.msg.dev, ack.cmd_seq, ack.result);
             match answer {

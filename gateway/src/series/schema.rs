@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "detector_state,building=b12,community=c1,device=sd-1,device_kind=smoke_detector,grid=g3,\
-             state=alarm,street=fuhai,village=fuhai-1 level=4i,obscuration_db_m=0.21,boot=2i,seq=17i,\
+             state=alarm,street=fuhai,village=fuhai-1 level=4i,obscuration_db_m=0.21,boot=2i,signed=0i,seq=17i,\
              device_ts_ms=1763860000123i 1763860000200000001\n"
         );
     }

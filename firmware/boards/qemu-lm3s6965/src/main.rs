@@ -6,6 +6,11 @@
 //! semihosting. `firmware/detector/tests/it/qemu.rs` decodes the log with `defmt-print`
 //! and requires it to equal the host's run line for line. The device state lives in a
 //! static, so the image's static RAM figure includes it.
+//!
+//! The scenario device carries [`firegrid_detector::scenario::SCENARIO_TEST_KEY`], a fixed
+//! test key, so every uplink is signed with HMAC-SHA-256 on the target; after the vectors,
+//! [`firegrid_detector::scenario::run_trust`] plays forged, unsigned, replayed and genuine
+//! commands to it and logs what it did with each.
 #![no_std]
 #![no_main]
 
@@ -43,6 +48,16 @@ fn main() -> ! {
         });
         defmt::info!("{=str} done {=u32} {=u32}", v.name, o.samples, o.uplink_bytes);
     }
+    *device = scenario::fresh_device();
+    scenario::run_trust(device, |s| {
+        defmt::info!(
+            "trust {=str} {=str} {=str} {=u32}",
+            s.step,
+            scenario::state_name(s.state),
+            if s.alarm_pending { "pending" } else { "acknowledged" },
+            s.refused
+        )
+    });
     defmt::info!("end");
     debug::exit(debug::EXIT_SUCCESS);
     loop {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firegrid_camera::{Agent, AgentStats, CameraSignal, CameraTransport, Config, SignalKind, Vendor};
-use firegrid_protocol::{DeviceId, UplinkBody};
+use firegrid_protocol::{
+    DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, Topic, UplinkBody, VillageId,
+};
 use firegrid_tests::Mosquitto;
 use tokio_util::sync::CancellationToken;
 
@@ -413,4 +415,85 @@ async fn simulated_camera_through_a_feed() {
     assert_eq!(stats.snapshot().stream_connects, 1);
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// A camera with a key signs every uplink (the gateway here verifies each one), refuses the
+/// unsigned acknowledgements of a gateway that does not sign, so its events stay in the
+/// outbox, and empties the outbox on signed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_camera_signs_its_uplinks_and_obeys_only_signed_acks() {
+    let broker = Mosquitto::start().unwrap();
+    let key = DeviceKey::from_bytes(core::array::from_fn(|i| 0x90 + i as u8));
+    let hex: String = key.expose().iter().map(|b| format!("{b:02x}")).collect();
+    let camera = Camera::start(Vendor::Hikvision, Auth::Digest, Duration::from_secs(3600)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config =
+        config(&camera, "hikvision", "digest", &broker, state.path(), "cam-key-0001", Extra::default());
+    config.key = Some(firegrid_camera::config::KeyText::new(hex));
+    config.validate().unwrap();
+
+    // A gateway that acknowledges without signing: every ack is refused.
+    let mut unsigned = Gateway::start_signing(&broker, VILLAGE, true, Some(key.clone()), false).await;
+    let (feed, transport) = firegrid_camera::feed(Vendor::Hikvision, Default::default(), 16);
+    let agent = Agent::new(config, transport).unwrap();
+    let stats = agent.stats();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    feed.send(&CameraSignal::heartbeat(), 0).await.unwrap();
+    feed.send(&signal(1, SignalKind::Fire, true), 0).await.unwrap();
+    let mut got = Vec::new();
+    unsigned.until(&mut got, |m| contains_all(&camera_messages(m), &["event fire ch1 start 100%"])).await;
+    let running = Running { stats: stats.clone(), shutdown: shutdown.clone(), task };
+    running.until("refused acks", |s| s.downlinks_refused >= 2).await;
+    let s = stats.snapshot();
+    assert_eq!(s.acknowledged, 0, "an unsigned ack removed a message: {s:?}");
+    assert!(s.outbox_depth >= 2, "{s:?}");
+    drop(unsigned);
+
+    // The gateway signs: everything leaves the outbox.
+    let mut signed = Gateway::start_signing(&broker, VILLAGE, true, Some(key.clone()), true).await;
+    running.until("an empty outbox", |s| s.outbox_depth == 0 && s.acknowledged >= 2).await;
+
+    // A challenge for this boot is answered with a signed `boot` echoing its nonce (the
+    // gateway verifies every uplink); a forged one is not answered.
+    let boot = got.iter().find(|m| m.dev.as_str() == "cam-key-0001").unwrap().boot;
+    let forged = DeviceKey::from_bytes([0x01; 32]);
+    let refused_before = stats.snapshot().downlinks_refused;
+    command(&broker, "cam-key-0001", 900, DownlinkBody::Challenge { nonce: 41 }, boot, &forged).await;
+    command(&broker, "cam-key-0001", 901, DownlinkBody::Challenge { nonce: 42 }, boot, &key).await;
+    let mut answers = Vec::new();
+    signed.until(&mut answers, |m| m.iter().any(|m| matches!(m.body, UplinkBody::Boot(_)))).await;
+    let nonces: Vec<u64> = answers
+        .iter()
+        .filter_map(|m| match &m.body {
+            UplinkBody::Boot(b) => Some(b.nonce),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nonces, [42]);
+    running.until("the forged challenge refused", |s| s.downlinks_refused > refused_before).await;
+    running.stop().await;
+}
+
+/// Publishes one command to `device`, signed with `key` for `boot`, as the gateway would.
+async fn command(broker: &Mosquitto, device: &str, seq: u32, body: DownlinkBody, boot: u16, key: &DeviceKey) {
+    let (village, dev) = (VillageId::new(VILLAGE).unwrap(), DeviceId::new(device).unwrap());
+    let mut cmd = Downlink::new(seq, 0, body);
+    cmd.sign(&village, &dev, boot, key);
+    let mut buf = [0u8; 256];
+    let payload = cmd.encode(Encoding::Json, &mut buf).unwrap().to_vec();
+    let topic = Topic::downlink(village, dev, cmd.kind()).to_buf().to_string();
+    let mut options = rumqttc::MqttOptions::new(format!("commander-{seq}"), broker.host(), broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker did not take the command");
 }

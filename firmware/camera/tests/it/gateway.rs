@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use firegrid_protocol::{
-    DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink, UplinkBody,
+    DeviceId, DeviceKey, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic, Uplink, UplinkBody,
 };
 use firegrid_tests::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -32,6 +32,19 @@ impl Gateway {
     /// Subscribes (waiting for the SUBACK) and starts receiving. `ack`: answer every uplink
     /// with `down/ack`, as the firegrid gateway does.
     pub async fn start(broker: &Mosquitto, village: &str, ack: bool) -> Gateway {
+        Gateway::start_signing(broker, village, ack, None, false).await
+    }
+
+    /// [`Gateway::start`] for cameras with `key`: every uplink must verify under it, and with
+    /// `sign` the acknowledgements are signed for the uplink's boot, each with a command number
+    /// of its own.
+    pub async fn start_signing(
+        broker: &Mosquitto,
+        village: &str,
+        ack: bool,
+        key: Option<DeviceKey>,
+        sign: bool,
+    ) -> Gateway {
         let mut options = MqttOptions::new(format!("test-gateway-{village}"), broker.host(), broker.port());
         options.set_keep_alive(Duration::from_secs(5)).set_clean_session(false);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
@@ -47,6 +60,7 @@ impl Gateway {
         .expect("no SUBACK");
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
+            let mut cmd_seq = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -59,8 +73,20 @@ impl Gateway {
                             None,
                             "the agent stamps messages with the host clock"
                         );
+                        if let Some(key) = &key {
+                            assert_eq!(
+                                msg.verify(&topic.village, key),
+                                Ok(()),
+                                "an uplink does not verify: {msg:?}"
+                            );
+                        }
                         if ack {
-                            let cmd = Downlink::new(0, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
+                            cmd_seq += 1;
+                            let mut cmd =
+                                Downlink::new(cmd_seq, 0, DownlinkBody::Ack { boot: msg.boot, seq: msg.seq });
+                            if let Some(key) = key.as_ref().filter(|_| sign) {
+                                cmd.sign(&topic.village, &topic.device, msg.boot, key);
+                            }
                             let mut buf = [0u8; 128];
                             let payload =
                                 cmd.encode(Encoding::detect(&p.payload), &mut buf).unwrap().to_vec();

@@ -18,8 +18,9 @@
 //! the sounder chirp, and none stops a fire alarm.
 
 use firegrid_protocol::{
-    AckResult, CommandAck, DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Fault, FaultKind,
-    FirmwareVersion, Heartbeat, Limits, StateChange, Uplink, UplinkBody,
+    AckResult, BootAnnouncement, CommandAck, DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody,
+    DownlinkGuard, Encoding, Fault, FaultKind, FirmwareVersion, Heartbeat, Limits, StateChange, Uplink,
+    UplinkBody, VillageId,
 };
 
 use crate::config::{Calibration, Config};
@@ -27,6 +28,7 @@ use crate::detect::{ChamberSample, Detector, Judgement};
 use crate::fmt::{info, warning};
 use crate::outbox::Outbox;
 use crate::sound::Sound;
+use crate::trust::Refusals;
 
 /// Outbox slots of a [`Device`]: each holds one decoded uplink (about 220 bytes of RAM; the
 /// whole `Device` with 16 slots is about 4 KiB, measured on the Cortex-M3 image).
@@ -38,13 +40,36 @@ const BUS_ERROR_LIMIT: u8 = 3;
 /// the threshold does not flap between raised and cleared.
 const BATTERY_HYSTERESIS_MV: u16 = 100;
 
-/// Who the device is on the wire.
+/// Who the device is on the wire, and how it proves it.
+///
+/// With a [`DeviceKey`] (written into the device at the factory from the gateway's
+/// provisioning file) every uplink is signed when it is queued and every downlink must pass
+/// [`DownlinkGuard::admit`] (see [`crate::trust`]). Without one the device sends unsigned
+/// messages and accepts unsigned commands, as schema version 1 devices do: the migration path
+/// of a fleet that is not provisioned yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Village id, as in its topics (signed into every tag, so a message moved to another
+    /// village's topics fails).
+    pub village: VillageId,
     /// Device id, as in its topics.
     pub dev: DeviceId,
     /// Boot counter, incremented and stored in flash at every start by the board.
     pub boot: u16,
+    /// The device's secret key, if it was provisioned. `Debug` never prints it.
+    pub key: Option<DeviceKey>,
+}
+
+impl Identity {
+    /// A device without a key.
+    pub fn new(village: VillageId, dev: DeviceId, boot: u16) -> Self {
+        Identity { village, dev, boot, key: None }
+    }
+
+    /// The same identity with `key`.
+    pub fn with_key(self, key: DeviceKey) -> Self {
+        Identity { key: Some(key), ..self }
+    }
 }
 
 /// What the device is doing.
@@ -139,6 +164,8 @@ pub struct Device {
     signal_dbm: i16,
     temperature_c: f32,
     outbox: Outbox<OUTBOX_SLOTS>,
+    guard: DownlinkGuard,
+    refusals: Refusals,
 }
 
 impl Device {
@@ -169,7 +196,19 @@ impl Device {
             signal_dbm: -150,
             temperature_c: 20.0,
             outbox: Outbox::new(),
+            guard: DownlinkGuard::new(),
+            refusals: Refusals::new(),
         }
+    }
+
+    /// Who the device is.
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    /// Downlinks refused since boot, by reason (always zero without a key).
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// The current mode.
@@ -349,23 +388,40 @@ impl Device {
         }
     }
 
-    /// A downlink payload from the gateway: validated, applied, answered.
+    /// A downlink payload from the gateway: authenticated (with a key), validated, applied,
+    /// answered.
+    ///
+    /// With a key, [`DownlinkGuard::admit`] comes first: a command that is unsigned, forged,
+    /// issued for another boot or replayed is counted in [`Device::refusals`] and changes
+    /// nothing, not even the device clock; it is not answered either. Only an authentic
+    /// command that fails validation is answered `rejected`.
     pub fn on_downlink(&mut self, now_ms: u64, payload: &[u8]) {
+        self.on_downlink_in(now_ms, payload, Encoding::detect(payload));
+    }
+
+    /// [`Device::on_downlink`] for a board that knows the encoding its gateway uses: a
+    /// compact-only board links no JSON decoder (with its float parser, 32 KiB of flash
+    /// on the Cortex-M3 image).
+    pub fn on_downlink_in(&mut self, now_ms: u64, payload: &[u8], encoding: Encoding) {
         let limits = Limits::default();
-        let cmd = match Downlink::receive(payload, &limits) {
-            Ok(cmd) => cmd,
-            Err(_) => {
-                // A command that decodes but fails validation is answered `rejected`; one
-                // that does not decode has no `seq` to answer.
-                if let Ok(cmd) = Downlink::decode(payload, Encoding::detect(payload), &limits)
-                    && !matches!(cmd.body, DownlinkBody::Ack { .. })
-                {
-                    self.answer(now_ms, cmd.seq, AckResult::Rejected);
-                }
-                warning!("Downlink rejected.");
-                return;
-            }
+        let Ok(cmd) = Downlink::decode(payload, encoding, &limits) else {
+            // Nothing that does not decode has a `seq` to answer.
+            warning!("Downlink undecodable.");
+            return;
         };
+        if let Some(key) = &self.id.key
+            && let Err(reason) = self.guard.admit(&cmd, &self.id.village, &self.id.dev, self.id.boot, key)
+        {
+            self.refusals.count(reason);
+            return;
+        }
+        if cmd.validate().is_err() {
+            if !matches!(cmd.body, DownlinkBody::Ack { .. }) {
+                self.answer(now_ms, cmd.seq, AckResult::Rejected);
+            }
+            warning!("Downlink rejected.");
+            return;
+        }
         if cmd.ts_ms > 0 {
             self.wall_offset_ms = Some(cmd.ts_ms.saturating_sub(now_ms));
         }
@@ -375,8 +431,14 @@ impl Device {
                 self.outbox.ack(boot, seq);
                 return;
             }
-            // Answered only by a device with a key (it proves a boot with a signed answer).
-            DownlinkBody::Challenge { .. } => return,
+            // Only a signed answer proves the boot; a device without a key has none to give.
+            DownlinkBody::Challenge { nonce } => {
+                if self.id.key.is_some() {
+                    info!("Boot challenged; answering.");
+                    self.push(now_ms, UplinkBody::Boot(BootAnnouncement { nonce }));
+                }
+                return;
+            }
             DownlinkBody::Sounders { on } => {
                 self.linkage_since_ms = on.then_some(now_ms);
                 AckResult::Applied
@@ -541,7 +603,12 @@ impl Device {
 
     fn push(&mut self, now_ms: u64, body: UplinkBody) {
         let ts_ms = self.wall_clock_ms(now_ms).unwrap_or(0);
-        let msg = Uplink::new(self.id.dev.clone(), self.id.boot, self.seq, ts_ms, body);
+        let mut msg = Uplink::new(self.id.dev.clone(), self.id.boot, self.seq, ts_ms, body);
+        // Signed once, when queued: every resend of it carries the same tag, and the gateway
+        // takes a resend for the duplicate it is.
+        if let Some(key) = &self.id.key {
+            msg.sign(&self.id.village, key);
+        }
         self.seq = self.seq.wrapping_add(1);
         if self.outbox.push(msg, now_ms).is_some() {
             warning!("Outbox full: a message was shed.");

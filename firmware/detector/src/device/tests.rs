@@ -1,13 +1,20 @@
-use firegrid_protocol::UplinkKind;
+use firegrid_protocol::{AuthError, UplinkKind};
 
 use super::*;
 use crate::config::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 const CAL: Calibration = crate::scenario::CALIBRATION;
 
+fn village() -> VillageId {
+    VillageId::new("dongcun").unwrap()
+}
+
+fn keyless(boot: u16) -> Identity {
+    Identity::new(village(), DeviceId::new("sd-1").unwrap(), boot)
+}
+
 fn device() -> Device {
-    let mut d =
-        Device::new(Config::default(), CAL, Identity { dev: DeviceId::new("sd-1").unwrap(), boot: 3 }, 0);
+    let mut d = Device::new(Config::default(), CAL, keyless(3), 0);
     d.on_battery(0, 3_400);
     d.tick(0);
     drain(&mut d);
@@ -47,6 +54,7 @@ fn drain(d: &mut Device) -> Vec<String> {
             }
             UplinkBody::CommandAck(a) => out.push(format!("ack:{}:{:?}", a.cmd_seq, a.result)),
             UplinkBody::Heartbeat(_) => out.push("heartbeat".into()),
+            UplinkBody::Boot(b) => out.push(format!("boot:{}", b.nonce)),
             _ => unreachable!(),
         }
         d.outbox_mut().ack(boot, seq);
@@ -63,8 +71,7 @@ fn downlink(d: &mut Device, now: u64, seq: u32, body: DownlinkBody) {
 
 #[test]
 fn boot_sends_a_heartbeat_with_the_battery_reading() {
-    let mut d =
-        Device::new(Config::default(), CAL, Identity { dev: DeviceId::new("sd-1").unwrap(), boot: 3 }, 0);
+    let mut d = Device::new(Config::default(), CAL, keyless(3), 0);
     assert!(d.battery_due(0) && d.chamber_due(0));
     d.on_battery(0, 3_400);
     d.tick(0);
@@ -220,7 +227,7 @@ fn front_end_errors_raise_a_sensor_fault() {
 #[test]
 fn end_of_life_ten_years_after_manufacture() {
     let cfg = Config { manufactured_unix_ms: 1_600_000_000_000, ..Config::default() };
-    let mut d = Device::new(cfg, CAL, Identity { dev: DeviceId::new("sd-1").unwrap(), boot: 1 }, 0);
+    let mut d = Device::new(cfg, CAL, keyless(1), 0);
     d.tick(0);
     assert!(!d.fault(FaultKind::EndOfLife), "no clock, no verdict");
     // The gateway's commands carry its clock.
@@ -277,6 +284,7 @@ fn downlink_commands_are_validated_applied_and_answered() {
 struct Link {
     up: bool,
     sent: Vec<UplinkKind>,
+    payloads: Vec<Vec<u8>>,
 }
 
 impl crate::link::Uplink for Link {
@@ -286,8 +294,9 @@ impl crate::link::Uplink for Link {
         self.up
     }
 
-    fn send(&mut self, kind: UplinkKind, _: &[u8]) -> Result<(), Self::Error> {
+    fn send(&mut self, kind: UplinkKind, payload: &[u8]) -> Result<(), Self::Error> {
         self.sent.push(kind);
+        self.payloads.push(payload.to_vec());
         Ok(())
     }
 
@@ -319,8 +328,7 @@ fn heartbeats_follow_the_configured_period_and_an_ack_empties_the_outbox() {
 
 #[test]
 fn a_heartbeat_leaves_on_publish_without_an_ack_and_an_alarm_stays_until_acknowledged() {
-    let mut d =
-        Device::new(Config::default(), CAL, Identity { dev: DeviceId::new("sd-1").unwrap(), boot: 3 }, 0);
+    let mut d = Device::new(Config::default(), CAL, keyless(3), 0);
     d.on_battery(0, 3_400);
     d.tick(0);
     let t = hold(&mut d, 0, 20_000, 0.2, 1.6);
@@ -589,4 +597,234 @@ fn every_transition() {
         assert_eq!(d.mode(), *mode, "{name}");
         assert_eq!(drain(&mut d), *reported, "{name}");
     }
+}
+
+// ---- A device with a key ---------------------------------------------------------------
+
+fn key() -> DeviceKey {
+    DeviceKey::from_bytes(core::array::from_fn(|i| 0x40 + i as u8))
+}
+
+/// A device with [`key`], booted (boot counter 3), its boot messages drained.
+fn keyed() -> Device {
+    let mut d = Device::new(Config::default(), CAL, keyless(3).with_key(key()), 0);
+    d.on_battery(0, 3_400);
+    d.tick(0);
+    drain(&mut d);
+    d
+}
+
+/// A command as the gateway sends it to `sd-1` of `dongcun` in boot `boot`, signed with
+/// `key` (`None`: unsigned), in the compact encoding.
+fn command(seq: u32, body: DownlinkBody, boot: u16, key: Option<&DeviceKey>) -> Vec<u8> {
+    let mut cmd = Downlink::new(seq, 0, body);
+    if let Some(key) = key {
+        cmd.sign(&village(), &DeviceId::new("sd-1").unwrap(), boot, key);
+    }
+    let mut buf = [0u8; 256];
+    cmd.encode(Encoding::Compact, &mut buf).unwrap().to_vec()
+}
+
+/// The genuine command: the device's key, its current boot.
+fn genuine(seq: u32, body: DownlinkBody) -> Vec<u8> {
+    command(seq, body, 3, Some(&key()))
+}
+
+fn forged_key() -> DeviceKey {
+    DeviceKey::from_bytes([0x13; 32])
+}
+
+fn refusals(unsigned: u32, bad_signature: u32, wrong_boot: u32, replayed: u32) -> Refusals {
+    Refusals { unsigned, bad_signature, wrong_boot, replayed }
+}
+
+/// Puts `d` in alarm and returns the time and the pending alarm's `(boot, seq)`.
+fn alarm(d: &mut Device) -> (u64, (u16, u32)) {
+    let t = hold(d, 0, 20_000, 0.2, 1.6);
+    assert_eq!(d.mode(), Mode::Alarm);
+    let pending = d
+        .outbox()
+        .entries()
+        .iter()
+        .find(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm))
+        .map(|e| (e.msg.boot, e.msg.seq))
+        .unwrap();
+    (t, pending)
+}
+
+fn pending(d: &Device, id: (u16, u32)) -> bool {
+    d.outbox().entries().iter().any(|e| (e.msg.boot, e.msg.seq) == id)
+}
+
+#[test]
+fn a_keyed_device_signs_each_uplink_when_queued_and_resends_it_with_the_same_tag() {
+    let mut d = keyed();
+    let (t, id) = alarm(&mut d);
+    for e in d.outbox().entries() {
+        assert!(e.msg.is_signed(), "{:?}", e.msg);
+        assert_eq!(e.msg.verify(&village(), &key()), Ok(()));
+        assert_eq!(e.msg.verify(&VillageId::new("xicun").unwrap(), &key()), Err(AuthError::BadTag));
+        assert_eq!(e.msg.verify(&village(), &forged_key()), Err(AuthError::BadTag));
+    }
+    let mut link = Link { up: true, ..Link::default() };
+    pump(&mut d, &mut link, t);
+    let first = link.payloads.clone();
+    assert!(pending(&d, id), "no ack yet");
+    // The resend falls due: the same bytes, tag included.
+    link.payloads.clear();
+    pump(&mut d, &mut link, t + crate::outbox::ALARM_RETRY_MS);
+    assert!(!link.payloads.is_empty());
+    for payload in &link.payloads {
+        assert!(first.contains(payload), "a resend is byte-identical to the first send");
+        let msg = Uplink::receive(payload, &Limits::default()).unwrap();
+        assert_eq!(msg.verify(&village(), &key()), Ok(()));
+    }
+}
+
+#[test]
+fn a_keyless_device_signs_nothing_and_obeys_unsigned_commands() {
+    let mut d = device();
+    let (t, id) = alarm(&mut d);
+    assert!(d.outbox().entries().iter().all(|e| !e.msg.is_signed()));
+    d.on_downlink(t, &command(1, DownlinkBody::Ack { boot: id.0, seq: id.1 }, 3, None));
+    assert!(!pending(&d, id), "the v1 migration path: an unsigned ack is honoured");
+    // Nor does it answer a challenge: it has no key to prove its boot with.
+    d.on_downlink(t, &command(2, DownlinkBody::Challenge { nonce: 7 }, 3, None));
+    assert!(!drain(&mut d).iter().any(|m| m.starts_with("boot")));
+    assert_eq!(*d.refusals(), Refusals::default());
+}
+
+#[test]
+fn an_ack_that_is_not_genuine_never_drops_a_pending_alarm() {
+    let mut d = keyed();
+    let (t, id) = alarm(&mut d);
+    let ack = DownlinkBody::Ack { boot: id.0, seq: id.1 };
+    let other_device = {
+        let mut cmd = Downlink::new(11, 0, ack.clone());
+        cmd.sign(&village(), &DeviceId::new("sd-2").unwrap(), 3, &key());
+        let mut buf = [0u8; 256];
+        cmd.encode(Encoding::Json, &mut buf).unwrap().to_vec()
+    };
+    let attempts: [(&str, Vec<u8>, Refusals); 5] = [
+        ("unsigned", command(10, ack.clone(), 3, None), refusals(1, 0, 0, 0)),
+        ("forged", command(10, ack.clone(), 3, Some(&forged_key())), refusals(1, 1, 0, 0)),
+        ("for another device", other_device, refusals(1, 2, 0, 0)),
+        ("for the previous boot", command(10, ack.clone(), 2, Some(&key())), refusals(1, 2, 1, 0)),
+        ("tampered", tamper(genuine(10, ack.clone())), refusals(1, 3, 1, 0)),
+    ];
+    for (what, bytes, expected) in attempts {
+        d.on_downlink(t, &bytes);
+        assert!(pending(&d, id), "a {what} ack dropped the alarm");
+        assert_eq!(*d.refusals(), expected, "{what}");
+    }
+    // Still resent when due.
+    let mut link = Link { up: true, ..Link::default() };
+    pump(&mut d, &mut link, t + crate::outbox::ALARM_RETRY_MS);
+    assert!(link.sent.contains(&UplinkKind::State));
+    // The genuine ack drops it, and nothing answers an ack.
+    d.on_downlink(t, &genuine(10, ack));
+    assert!(!pending(&d, id));
+    assert_eq!(d.refusals().total(), 5);
+    assert!(!drain(&mut d).iter().any(|m| m.starts_with("ack:")));
+}
+
+/// Flips one bit of the tag's last byte (the compact encoding ends with the tag).
+fn tamper(mut bytes: Vec<u8>) -> Vec<u8> {
+    *bytes.last_mut().unwrap() ^= 1;
+    bytes
+}
+
+#[test]
+fn a_forged_hush_sounders_or_thresholds_is_not_applied_nor_answered() {
+    let mut d = keyed();
+    let before = *d.config();
+    let forged = Some(forged_key());
+    d.on_downlink(0, &command(1, DownlinkBody::Sounders { on: true }, 3, forged.as_ref()));
+    assert_eq!(d.sound(0), Sound::Off, "a forged linkage does not sound");
+    let lax = DownlinkBody::SetThresholds { pre_alarm_db_m: 0.5, alarm_db_m: 0.58 };
+    d.on_downlink(0, &command(2, lax.clone(), 3, forged.as_ref()));
+    d.on_downlink(0, &command(3, lax, 3, None));
+    assert_eq!(*d.config(), before, "thresholds unchanged");
+    let (t, _) = alarm(&mut d);
+    d.on_downlink(t, &command(4, DownlinkBody::Hush { duration_s: 900 }, 3, forged.as_ref()));
+    d.on_downlink(t, &command(5, DownlinkBody::Hush { duration_s: 900 }, 3, None));
+    d.on_downlink(t, &command(6, DownlinkBody::Hush { duration_s: 900 }, 2, Some(&key())));
+    assert_eq!(d.mode(), Mode::Alarm);
+    assert!(d.sound(t).is_alarm(), "the sounder still sounds");
+    assert_eq!(*d.refusals(), refusals(2, 3, 1, 0));
+    assert_eq!(drain(&mut d), ["pre_alarm", "alarm"], "refused commands are not answered");
+    // The genuine hush is obeyed and answered.
+    d.on_downlink(t, &genuine(7, DownlinkBody::Hush { duration_s: 60 }));
+    assert_eq!(d.mode(), Mode::Hush { until_ms: t + 60_000 });
+    assert_eq!(drain(&mut d), ["hush", "ack:7:Applied"]);
+}
+
+#[test]
+fn a_genuine_command_is_obeyed_exactly_once() {
+    let mut d = keyed();
+    let first = genuine(20, DownlinkBody::SetThresholds { pre_alarm_db_m: 0.06, alarm_db_m: 0.12 });
+    let second = genuine(21, DownlinkBody::SetThresholds { pre_alarm_db_m: 0.1, alarm_db_m: 0.2 });
+    d.on_downlink(0, &first);
+    d.on_downlink(0, &second);
+    assert_eq!((d.config().pre_alarm_db_m, d.config().alarm_db_m), (0.1, 0.2));
+    // The first command's exact bytes, played back, do not undo the second.
+    d.on_downlink(0, &first);
+    assert_eq!((d.config().pre_alarm_db_m, d.config().alarm_db_m), (0.1, 0.2));
+    assert_eq!(*d.refusals(), refusals(0, 0, 0, 1));
+    assert_eq!(drain(&mut d), ["ack:20:Applied", "ack:21:Applied"]);
+
+    // A hush, recorded and played back once the alarm is back, silences nothing.
+    let (t, _) = alarm(&mut d);
+    let hush = genuine(22, DownlinkBody::Hush { duration_s: 60 });
+    d.on_downlink(t, &hush);
+    assert_eq!(d.mode(), Mode::Hush { until_ms: t + 60_000 });
+    let t = hold(&mut d, t, t + 61_000, 0.25, 1.6);
+    assert_eq!(d.mode(), Mode::Alarm, "the hush ran out in smoke");
+    d.on_downlink(t, &hush);
+    assert_eq!(d.mode(), Mode::Alarm);
+    assert_eq!(*d.refusals(), refusals(0, 0, 0, 2));
+    // The same command after a restart (new boot counter) is refused as for another boot.
+    let mut rebooted = Device::new(Config::default(), CAL, keyless(4).with_key(key()), 0);
+    rebooted.on_downlink(0, &second);
+    assert_eq!(rebooted.config().alarm_db_m, Config::default().alarm_db_m);
+    assert_eq!(*rebooted.refusals(), refusals(0, 0, 1, 0));
+}
+
+#[test]
+fn an_authentic_out_of_range_command_is_answered_rejected_a_forged_one_is_not_answered() {
+    let mut d = keyed();
+    let wild = DownlinkBody::SetThresholds { pre_alarm_db_m: 1.0, alarm_db_m: 2.0 };
+    d.on_downlink(0, &command(30, wild.clone(), 3, Some(&forged_key())));
+    assert!(drain(&mut d).is_empty());
+    d.on_downlink(0, &genuine(31, wild));
+    assert_eq!(drain(&mut d), ["ack:31:Rejected"]);
+    assert_eq!(d.config().alarm_db_m, Config::default().alarm_db_m);
+}
+
+#[test]
+fn a_challenge_is_answered_with_a_signed_boot_announcement_through_the_outbox() {
+    let mut d = keyed();
+    d.on_downlink(0, &command(40, DownlinkBody::Challenge { nonce: 99 }, 3, Some(&forged_key())));
+    assert!(d.outbox().is_empty(), "a forged challenge is not answered");
+    d.on_downlink(0, &genuine(41, DownlinkBody::Challenge { nonce: 0xDEAD_BEEF_0042 }));
+    let answer = &d.outbox().entries()[0].msg;
+    assert!(matches!(&answer.body, UplinkBody::Boot(b) if b.nonce == 0xDEAD_BEEF_0042));
+    assert_eq!((answer.boot, answer.kind().class()), (3, firegrid_protocol::Class::Event));
+    assert_eq!(answer.verify(&village(), &key()), Ok(()));
+    // An event: sent, kept until the gateway acknowledges it.
+    let mut link = Link { up: true, ..Link::default() };
+    pump(&mut d, &mut link, 0);
+    assert_eq!(link.sent, [UplinkKind::Boot]);
+    assert_eq!(d.outbox().len(), 1);
+    assert_eq!(drain(&mut d), [format!("boot:{}", 0xDEAD_BEEF_0042u64)], "no command_ack for a challenge");
+}
+
+#[test]
+fn refusals_are_counted_by_reason() {
+    let mut r = Refusals::new();
+    for reason in [AuthError::Unsigned, AuthError::BadTag, AuthError::BadTag, AuthError::Replayed] {
+        r.count(reason);
+    }
+    assert_eq!(r, refusals(1, 2, 0, 1));
+    assert_eq!((r.of(AuthError::BadTag), r.of(AuthError::WrongBoot), r.total()), (2, 0, 4));
 }

@@ -16,7 +16,9 @@
 
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, Operation, SevenBitAddress};
-use firegrid_protocol::{DetectorState, DeviceId, Encoding, FaultKind, UplinkBody};
+use firegrid_protocol::{
+    DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, FaultKind, UplinkBody, VillageId,
+};
 
 use crate::config::{Calibration, Config, DAY_MS, MINUTE_MS, SECOND_MS};
 use crate::device::{Device, Identity};
@@ -560,10 +562,27 @@ impl Outcome {
     }
 }
 
-/// The device every vector starts from: default configuration, [`CALIBRATION`], booted at 0.
-pub fn fresh_device() -> Device {
+/// The key of the scenario device: a fixed **test** key (bytes `0xA0`, `0xA1`, ... `0xBF`),
+/// public in this source and therefore worthless outside tests. It makes every scenario run,
+/// on the host and on the Cortex-M3 image, sign each uplink (so the image's flash, RAM and
+/// run time include HMAC-SHA-256) and authenticate each downlink.
+pub const SCENARIO_TEST_KEY: DeviceKey = DeviceKey::from_bytes([
+    0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF, 0xB0,
+    0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF,
+]);
+
+/// Who the scenario device is: device `sim` of village `scenario`, boot 1, keyed with
+/// [`SCENARIO_TEST_KEY`].
+pub fn scenario_identity() -> Identity {
+    let village = VillageId::new("scenario").unwrap_or_else(|_| unreachable!("a valid id"));
     let dev = DeviceId::new("sim").unwrap_or_else(|_| unreachable!("a valid id"));
-    Device::new(Config::default(), CALIBRATION, Identity { dev, boot: 1 }, 0)
+    Identity::new(village, dev, 1).with_key(SCENARIO_TEST_KEY)
+}
+
+/// The device every vector starts from: default configuration, [`CALIBRATION`],
+/// [`scenario_identity`], booted at 0.
+pub fn fresh_device() -> Device {
+    Device::new(Config::default(), CALIBRATION, scenario_identity(), 0)
 }
 
 /// Runs a fresh device over `vector`, calling `on_decision` for every decision in order.
@@ -630,6 +649,83 @@ pub fn run_on(device: &mut Device, vector: &Vector, mut on_decision: impl FnMut(
         t = device.next_wake_ms().max(t + 1);
     }
     out
+}
+
+/// One step of [`run_trust`]: a command played to the alarming scenario device and what
+/// the device was doing afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustStep {
+    /// Which command (`forged_ack`, `unsigned_hush`, `genuine_hush`, ...).
+    pub step: &'static str,
+    /// The state the device reports afterwards.
+    pub state: DetectorState,
+    /// Whether its alarm message is still in the outbox, waiting for a genuine ack.
+    pub alarm_pending: bool,
+    /// Downlinks refused so far.
+    pub refused: u32,
+}
+
+/// The trust scenario: the scenario device in alarm receives, in order, a forged `ack` for its
+/// alarm, a forged and an unsigned `hush`, the genuine `hush`, that hush's exact bytes again,
+/// and the genuine `ack`, each encoded and signed as the gateway would (the forgeries with
+/// another key). Only the genuine commands may change anything. Runs on the host and on the
+/// Cortex-M3 image alike, so verification is exercised on the target.
+pub fn run_trust(device: &mut Device, mut on_step: impl FnMut(&TrustStep)) {
+    let forger = DeviceKey::from_bytes([0x5A; 32]);
+    let smoke = crate::detect::ChamberSample {
+        ir: CALIBRATION.clean_ir + (0.25 * CALIBRATION.ir_counts_per_db_m) as u16,
+        blue: CALIBRATION.clean_blue + (0.25 * 1.6 * CALIBRATION.blue_counts_per_db_m) as u16,
+    };
+    let mut t = 0;
+    while device.mode() != crate::Mode::Alarm && t < 10 * MINUTE_MS {
+        if device.chamber_due(t) {
+            device.on_chamber(t, Ok(smoke));
+        }
+        device.tick(t);
+        t = device.next_wake_ms().max(t + 1);
+    }
+    let alarm = device
+        .outbox()
+        .entries()
+        .iter()
+        .find(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm))
+        .map(|e| (e.msg.boot, e.msg.seq));
+    let (boot, seq) = alarm.unwrap_or((0, 0));
+    let id = device.identity().clone();
+    let ack = DownlinkBody::Ack { boot, seq };
+    let hush = DownlinkBody::Hush { duration_s: 120 };
+    let steps: [(&'static str, u32, DownlinkBody, Option<&DeviceKey>); 6] = [
+        ("forged_ack", 1, ack.clone(), Some(&forger)),
+        ("forged_hush", 2, hush.clone(), Some(&forger)),
+        ("unsigned_hush", 3, hush.clone(), None),
+        ("genuine_hush", 4, hush.clone(), id.key.as_ref()),
+        ("replayed_hush", 4, hush, id.key.as_ref()),
+        ("genuine_ack", 5, ack, id.key.as_ref()),
+    ];
+    for (step, cmd_seq, body, key) in steps {
+        let mut cmd = Downlink::new(cmd_seq, 0, body);
+        if let Some(key) = key {
+            cmd.sign(&id.village, &id.dev, id.boot, key);
+        }
+        let mut buf = [0u8; crate::mqtt::MAX_DOWNLINK];
+        if let Ok(bytes) = cmd.encode(Encoding::Compact, &mut buf) {
+            device.on_downlink_in(t, bytes, Encoding::Compact);
+        }
+        let alarm_pending = device.outbox().entries().iter().any(|e| Some((e.msg.boot, e.msg.seq)) == alarm);
+        on_step(&TrustStep {
+            step,
+            state: device.mode().reported(),
+            alarm_pending,
+            refused: device.refusals().total(),
+        });
+    }
+}
+
+/// Writes a trust step as one line, `trust {step} {state} {pending|acknowledged} {refused}`,
+/// the format the Cortex-M3 image logs.
+pub fn write_trust_step(out: &mut impl core::fmt::Write, s: &TrustStep) -> core::fmt::Result {
+    let pending = if s.alarm_pending { "pending" } else { "acknowledged" };
+    write!(out, "trust {} {} {pending} {}", s.step, state_name(s.state), s.refused)
 }
 
 #[cfg(test)]

@@ -129,3 +129,24 @@ fn models_are_deterministic_and_physical() {
     assert_eq!(battery_mv(0.85), 3_300);
     assert_eq!(battery_mv(1.0), 2_000);
 }
+
+#[test]
+fn the_trust_scenario_obeys_only_the_genuine_commands() {
+    let mut lines = Vec::new();
+    run_trust(&mut fresh_device(), |s| {
+        let mut line = String::new();
+        write_trust_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
+    assert_eq!(
+        lines,
+        [
+            "trust forged_ack alarm pending 1",
+            "trust forged_hush alarm pending 2",
+            "trust unsigned_hush alarm pending 3",
+            "trust genuine_hush hush pending 3",
+            "trust replayed_hush hush pending 4",
+            "trust genuine_ack hush acknowledged 4",
+        ]
+    );
+}

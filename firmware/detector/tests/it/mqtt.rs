@@ -1,7 +1,8 @@
 //! The minimq uplink against a real Mosquitto, started by the test on a free port in a
 //! temporary directory. A second minimq client plays the gateway: it decodes uplinks with
 //! the protocol crate, acknowledges alarms and events (not telemetry) as the gateway does,
-//! withholds the first acknowledgement to force a retransmission, and sends commands.
+//! withholds the first acknowledgement to force a retransmission, and sends commands. In the
+//! last test a third client plays an attacker with nothing but access to the broker.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -13,8 +14,8 @@ use firegrid_detector::mqtt::MqttUplink;
 use firegrid_detector::outbox::ALARM_RETRY_MS;
 use firegrid_detector::{Config, Device, Identity, Press};
 use firegrid_protocol::{
-    AckResult, DetectorState, DeviceId, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits, Topic,
-    Uplink, UplinkBody, UplinkKind, VillageId, uplink_filter,
+    AckResult, DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody, DownlinkKind, Encoding, Limits,
+    Topic, Uplink, UplinkBody, UplinkKind, VillageId, uplink_filter,
 };
 use minimq::broker::{Broker, IpBroker};
 use minimq::types::TopicFilter;
@@ -113,7 +114,8 @@ fn minimq_uplink_delivers_alarm_first_retransmits_until_acked_and_applies_comman
     // Virtual device time: the detector core never reads a clock, so the test can jump
     // past the retransmission period instead of waiting for it.
     let mut now = 0u64;
-    let mut device = Device::new(Config::default(), Calibration::default(), Identity { dev, boot: 7 }, now);
+    let mut device =
+        Device::new(Config::default(), Calibration::default(), Identity::new(village.clone(), dev, 7), now);
     device.on_battery(now, 3_300);
     device.tick(now); // the boot heartbeat (telemetry)
     device.on_button(now, Press::Long); // a drill: state `test` (alarm class)
@@ -218,11 +220,14 @@ fn publish(
     gateway.client().publish(Publication::new(topic.as_str(), payload).qos(QoS::AtLeastOnce)).unwrap();
 }
 
-/// The gateway side of the restart test: subscribes (again after a session reset), and
-/// acknowledges every alarm and event it receives.
+/// The gateway side of the restart and attacker tests: subscribes (again after a session
+/// reset), and (with `acknowledge`) acknowledges every alarm and event it receives from
+/// `device`, unsigned; it publishes whatever is in `pending`.
 struct Gateway<'a> {
     mqtt: Minimq<'a, Stack, StandardClock, IpBroker>,
     village: VillageId,
+    device: DeviceId,
+    acknowledge: bool,
     subscribed: bool,
     received: Vec<Uplink>,
     pending: Vec<Downlink>,
@@ -245,7 +250,7 @@ impl Gateway<'_> {
                 Ok(Some(payload)) => {
                     let msg = Uplink::receive(&payload, &Limits::default()).expect("a valid uplink");
                     let seq = 5_000 + self.received.len() as u32;
-                    if msg.class().is_acknowledged() {
+                    if self.acknowledge && msg.class().is_acknowledged() {
                         let ack = DownlinkBody::Ack { boot: msg.boot, seq: msg.seq };
                         self.pending.push(Downlink::new(seq, 0, ack));
                     }
@@ -262,7 +267,7 @@ impl Gateway<'_> {
         }
         while !self.pending.is_empty() && self.mqtt.client().can_publish(QoS::AtLeastOnce) {
             let cmd = self.pending.remove(0);
-            publish(&mut self.mqtt, &self.village, &DeviceId::new("sd-0002").unwrap(), &cmd);
+            publish(&mut self.mqtt, &self.village, &self.device, &cmd);
         }
     }
 }
@@ -282,12 +287,19 @@ fn an_alarm_raised_while_the_broker_is_down_arrives_after_its_restart() {
     let mut gateway = Gateway {
         mqtt: client(mosquitto.broker(), "gateway-2", &mut gateway_buffer),
         village,
+        device: dev.clone(),
+        acknowledge: true,
         subscribed: false,
         received: Vec::new(),
         pending: Vec::new(),
     };
     let mut now = 0u64;
-    let mut device = Device::new(Config::default(), Calibration::default(), Identity { dev, boot: 9 }, now);
+    let mut device = Device::new(
+        Config::default(),
+        Calibration::default(),
+        Identity::new(gateway.village.clone(), dev, 9),
+        now,
+    );
     device.on_battery(now, 3_300);
     device.tick(now);
 
@@ -343,4 +355,144 @@ fn an_alarm_raised_while_the_broker_is_down_arrives_after_its_restart() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(gateway.received.iter().any(|m| (m.boot, m.seq) == alarm));
+}
+
+/// Pumps the device and polls both clients until `done`, or panics after 20 s.
+fn exchange(
+    what: &str,
+    device: &mut Device,
+    uplink: &mut impl firegrid_detector::link::Uplink,
+    gateway: &mut Gateway<'_>,
+    attacker: &mut Minimq<'_, Stack, StandardClock, IpBroker>,
+    now: u64,
+    mut done: impl FnMut(&Device, &Gateway<'_>) -> bool,
+) {
+    let started = Instant::now();
+    while !done(device, gateway) {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        if gateway.listening() {
+            let _ = pump(device, uplink, now, Encoding::Compact);
+        }
+        gateway.poll();
+        let _ = attacker.poll(|_, _, _, _| ());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn forged_ack_and_hush_from_another_client_neither_drop_the_alarm_nor_silence_the_sounder() {
+    let mosquitto = Mosquitto::start();
+    let village = VillageId::new("fuhai-1").unwrap();
+    let dev = DeviceId::new("sd-0003").unwrap();
+    let key = DeviceKey::from_bytes(core::array::from_fn(|i| 0x70 ^ i as u8));
+    let mut device_buffer = [0u8; 1024];
+    let mut uplink = MqttUplink::new(
+        client(mosquitto.broker(), "sd-0003", &mut device_buffer),
+        village.clone(),
+        dev.clone(),
+    );
+    let mut gateway_buffer = [0u8; 1024];
+    let mut gateway = Gateway {
+        mqtt: client(mosquitto.broker(), "gateway-3", &mut gateway_buffer),
+        village: village.clone(),
+        device: dev.clone(),
+        acknowledge: false,
+        subscribed: false,
+        received: Vec::new(),
+        pending: Vec::new(),
+    };
+    let mut attacker_buffer = [0u8; 1024];
+    let mut attacker = client(mosquitto.broker(), "attacker", &mut attacker_buffer);
+    let mut now = 0u64;
+    let identity = Identity::new(village.clone(), dev.clone(), 5).with_key(key.clone());
+    let mut device = Device::new(Config::default(), Calibration::default(), identity, now);
+    device.on_battery(now, 3_300);
+    let cal = Calibration::default();
+    let smoky =
+        firegrid_detector::detect::ChamberSample { ir: cal.clean_ir + 1_000, blue: cal.clean_blue + 900 };
+    while device.mode() != firegrid_detector::Mode::Alarm {
+        now += 2_000;
+        device.on_chamber(now, Ok(smoky));
+    }
+    device.tick(now);
+    let alarm = device
+        .outbox()
+        .entries()
+        .iter()
+        .find(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm))
+        .map(|e| (e.msg.boot, e.msg.seq))
+        .expect("the alarm is queued");
+
+    // This gateway acknowledges nothing on its own: the test decides what the device hears.
+    let is_alarm = |m: &Uplink| (m.boot, m.seq) == alarm;
+    exchange("the alarm", &mut device, &mut uplink, &mut gateway, &mut attacker, now, |_, g| {
+        g.received.iter().any(is_alarm)
+    });
+    let first = gateway.received.iter().find(|m| is_alarm(m)).unwrap().clone();
+    assert_eq!(first.verify(&village, &key), Ok(()), "the alarm arrives signed");
+
+    // The attacker, subscribed to nothing, publishes to the detector's command topics: an
+    // unsigned and a forged ack of the pending alarm, an unsigned and a forged hush.
+    let forger = DeviceKey::from_bytes([0x66; 32]);
+    let ack = DownlinkBody::Ack { boot: alarm.0, seq: alarm.1 };
+    let hush = DownlinkBody::Hush { duration_s: 900 };
+    let mut forged = Vec::new();
+    for (seq, body, sign) in
+        [(1, ack.clone(), false), (2, ack.clone(), true), (3, hush.clone(), false), (4, hush, true)]
+    {
+        let mut cmd = Downlink::new(seq, 0, body);
+        if sign {
+            cmd.sign(&village, &dev, 5, &forger);
+        }
+        forged.push(cmd);
+    }
+    let started = Instant::now();
+    while !forged.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the attacker could not publish");
+        let _ = attacker.poll(|_, _, _, _| ());
+        if attacker.client().is_connected() && attacker.client().can_publish(QoS::AtLeastOnce) {
+            let cmd = forged.remove(0);
+            publish(&mut attacker, &village, &dev, &cmd);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    exchange(
+        "the forgeries to arrive",
+        &mut device,
+        &mut uplink,
+        &mut gateway,
+        &mut attacker,
+        now,
+        |d, _| d.refusals().total() >= 4,
+    );
+    let refusals = *device.refusals();
+    assert_eq!((refusals.unsigned, refusals.bad_signature), (2, 2), "{refusals:?}");
+    assert_eq!(device.mode(), firegrid_detector::Mode::Alarm, "the forged hush silenced nothing");
+    assert!(device.sound(now).is_alarm(), "the sounder still sounds");
+    assert!(
+        device.outbox().entries().iter().any(|e| (e.msg.boot, e.msg.seq) == alarm),
+        "the alarm is still pending"
+    );
+    assert!(
+        !gateway.received.iter().any(|m| matches!(m.body, UplinkBody::CommandAck(_))),
+        "forgeries are not answered"
+    );
+
+    // The resend falls due: the alarm arrives again, with the same tag.
+    now += ALARM_RETRY_MS;
+    let copies = |g: &Gateway<'_>| g.received.iter().filter(|m| is_alarm(m)).count();
+    exchange("the resent alarm", &mut device, &mut uplink, &mut gateway, &mut attacker, now, |_, g| {
+        copies(g) >= 2
+    });
+    let resent = gateway.received.iter().filter(|m| is_alarm(m)).nth(1).unwrap();
+    assert_eq!(resent.mac, first.mac);
+
+    // The gateway's genuine ack ends it.
+    let mut genuine = Downlink::new(10, 0, ack);
+    genuine.sign(&village, &dev, 5, &key);
+    gateway.pending.push(genuine);
+    exchange("the genuine ack", &mut device, &mut uplink, &mut gateway, &mut attacker, now, |d, _| {
+        !d.outbox().entries().iter().any(|e| (e.msg.boot, e.msg.seq) == alarm)
+    });
+    assert_eq!(device.refusals().total(), 4);
 }

@@ -1,6 +1,8 @@
 //! The QEMU check: build the `qemu-lm3s6965` image (release), check its flash and static
 //! RAM against the budget, run it under `qemu-system-arm`, decode its defmt log with
-//! `defmt-print`, and require the decisions to equal the host run's, line for line.
+//! `defmt-print`, and require the decisions to equal the host run's, line for line: the
+//! scenario vectors (with every uplink signed under the scenario test key) and the trust
+//! scenario (forged, unsigned and replayed commands refused, genuine ones obeyed).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -85,6 +87,11 @@ fn host_log() -> Vec<String> {
         scenario::write_summary(&mut line, v.name, &o).unwrap();
         lines.push(line);
     }
+    scenario::run_trust(&mut scenario::fresh_device(), |s| {
+        let mut line = String::new();
+        scenario::write_trust_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
     lines
 }
 
@@ -144,15 +151,21 @@ fn qemu_image_decides_like_the_host_within_budget() {
     assert_eq!(lines.first().copied(), Some(format!("begin {} vectors", VECTORS.len()).as_str()));
     assert_eq!(lines.last(), Some(&"end"), "the image ran to the end; log:\n{log}");
     // The image's log also carries the core's own info lines ("Alarm confirmed by ...");
-    // the comparison keeps the decision and summary lines, which start with a vector name.
+    // the comparison keeps the decision and summary lines, which start with a vector name,
+    // and the trust scenario's lines.
     let target: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name))))
+        .filter(|l| l.starts_with("trust ") || VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name))))
         .collect();
     let host = host_log();
     assert_eq!(target, host, "Cortex-M3 and host decisions differ");
     assert!(log.contains("Alarm confirmed by"), "the core's own defmt logging ran on the target");
+    assert!(
+        target.iter().filter(|l| l.starts_with("trust ")).count() == 6,
+        "the trust scenario ran on the target; log:\n{log}"
+    );
+    assert!(log.contains("Downlink refused: bad_signature"), "the refusal was logged on the target");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! one command runs the whole system on one machine. Production deployments point the gateway
 //! at Mosquitto or an EMQX cluster instead (`[mqtt]` in the configuration).
 
+pub mod mosquitto;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
