@@ -141,6 +141,9 @@ struct DeviceState {
     unauthenticated: Option<Box<Unauthenticated>>,
     /// The open challenge: `(nonce, boot it was issued for, issued at)`.
     challenge: Option<(u64, u16, u64)>,
+    /// Whether its latest accepted message was compact: commands go out in its encoding
+    /// (a small device may decode only compact commands).
+    compact: bool,
 }
 
 /// What is kept for a device's unauthenticated messages: its recent `(boot, seq)` pairs and
@@ -275,6 +278,18 @@ impl Admission {
         }
     }
 
+    /// Notes the encoding of `dev`'s latest accepted message.
+    pub fn note_encoding(&mut self, dev: &DeviceId, compact: bool) {
+        if let Some(state) = self.devices.get_mut(dev) {
+            state.compact = compact;
+        }
+    }
+
+    /// Whether `dev`'s latest accepted message was compact.
+    pub fn prefers_compact(&self, dev: &DeviceId) -> bool {
+        self.devices.get(dev).is_some_and(|s| s.compact)
+    }
+
     /// The boot counter of `dev`'s authenticated window: the boot its commands are signed for.
     pub fn boot(&self, dev: &DeviceId) -> Option<u16> {
         self.devices.get(dev).filter(|s| s.seen != 0).map(|s| s.boot)
@@ -345,6 +360,7 @@ impl DeviceState {
             other: Bucket::full(cfg.burst, now_ms),
             unauthenticated: None,
             challenge: None,
+            compact: false,
         }
     }
 

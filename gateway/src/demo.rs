@@ -45,6 +45,9 @@ pub enum DemoError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The device keys could not be issued or loaded.
+    #[error("device keys: {0}")]
+    Keys(String),
     /// The generated configuration does not load (a bug).
     #[error("the generated gateway configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -258,7 +261,7 @@ fn officers_toml(officers: &[DemoOfficer]) -> String {
 fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String {
     let mut text = format!(
         "# Written by `firegrid demo`; `firegrid run --config {dir}/gateway.toml` runs this gateway again.\n\
-         data_dir = \"{data}\"\nhttp_listen = \"{http}\"\n\n[registry]\ncsv = \"{dir}/registry.csv\"\n\n\
+         data_dir = \"{data}\"\nhttp_listen = \"{http}\"\n\n[registry]\ncsv = \"{dir}/registry.csv\"\nkeys = \"{dir}/keys.toml\"\n\n\
          [alerting]\ndistrict = \"{district}\"\nofficers = \"{dir}/officers.toml\"\nconsole_url = \"http://{http}/console\"\n",
         dir = dir.display(),
         data = dir.join("gateway").display(),
@@ -326,6 +329,19 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
     let village = Village::generate(&opts.village, opts.seed)?;
     let script = scripted_day(&village, opts.fire_at, opts.fire_out_after)?;
     write(&dir.join("registry.csv"), &village.registry_csv())?;
+    // Every simulated device gets its own key, as a factory would flash it: the gateway's key
+    // store and the provisioning file the simulated devices load.
+    let provisioning = dir.join("provisioning.csv");
+    crate::keys::admin::provision_registry(
+        &dir.join("registry.csv"),
+        &dir.join("keys.toml"),
+        &provisioning,
+        false,
+        crate::clock::wall_ms(),
+        0,
+    )
+    .map_err(|e| DemoError::Keys(e.to_string()))?;
+    let keys = firegrid_sim::keys::load(&provisioning).map_err(|e| DemoError::Keys(e.to_string()))?;
     let scenario_text = toml::to_string(&script.scenario).expect("a scenario serialises");
     write(&dir.join("scenario.toml"), &scenario_text)?;
     let street = village.street.clone();
@@ -399,12 +415,13 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         );
     }
 
-    let mut fleet = Fleet::new(
+    let mut fleet = Fleet::new_keyed(
         village,
         &script.scenario,
         opts.duration,
         opts.seed,
         firegrid_protocol::Encoding::Compact,
+        keys,
     )?;
     let run_cfg = RunConfig {
         host: gateway.mqtt.host.clone(),

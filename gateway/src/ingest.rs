@@ -214,17 +214,20 @@ impl Ingest {
         self.admission.lock().unwrap().reset(device)
     }
 
-    /// A command for `device` in the boot the gateway last authenticated from it (see
-    /// [`Ingest::command`]).
+    /// A command for `device` in the boot the gateway last authenticated from it and in the
+    /// encoding of its latest message (JSON for a device never heard) (see [`Ingest::command`]).
     pub fn command_for(
         &self,
         village: &VillageId,
         device: &DeviceId,
         body: DownlinkBody,
-        encoding: Encoding,
         ts_ms: u64,
     ) -> Option<(String, Vec<u8>)> {
-        let boot = self.admission.lock().unwrap().boot(device).unwrap_or(0);
+        let (boot, compact) = {
+            let admission = self.admission.lock().unwrap();
+            (admission.boot(device).unwrap_or(0), admission.prefers_compact(device))
+        };
+        let encoding = if compact { Encoding::Compact } else { Encoding::Json };
         self.command(village, device, boot, body, encoding, ts_ms)
     }
 
@@ -434,6 +437,10 @@ impl Ingest {
                     _ => verdict,
                 }
             };
+            if verdict == Verdict::Fresh {
+                let compact = Encoding::detect(payload) == Encoding::Compact;
+                self.admission.lock().unwrap().note_encoding(&msg.dev, compact);
+            }
             match verdict {
                 Verdict::Fresh => {}
                 Verdict::Duplicate => {
@@ -803,18 +810,9 @@ mod tests {
         )
     }
 
+    /// An unsigned heartbeat in sd-1's name, as anyone on the broker can send.
     fn forged_heartbeat(seq: u32) -> Vec<u8> {
-        let body = UplinkBody::Heartbeat(Heartbeat {
-            battery_mv: Some(3000),
-            signal_dbm: -90,
-            chamber_baseline: None,
-            drift_pct: None,
-            temperature_c: 20.0,
-            firmware: heapless::String::try_from("1.0").unwrap(),
-            uptime_s: 5,
-        });
-        let msg = Uplink::new(DeviceId::new("sd-1").unwrap(), 1, seq, NOW, body);
-        msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec()
+        heartbeat("sd-1", seq)
     }
 
     fn rejected(metrics: &Metrics, reason: &'static str) -> u64 {

@@ -163,10 +163,15 @@ type Collected = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// A connected MQTT client; with `downlinks`, subscribed to `fg/v1/{village}/+/down/+` and
 /// collecting what arrives there.
 async fn client(broker: u16, id: &str, downlinks: Option<Collected>) -> AsyncClient {
-    let opts = MqttOptions::new(id, "127.0.0.1", broker);
+    let filter = format!("fg/v1/{VILLAGE}/+/down/+");
+    client_with(MqttOptions::new(id, "127.0.0.1", broker), &filter, downlinks).await
+}
+
+/// A client with `opts`; with `downlinks`, subscribed to `filter` and collecting what arrives.
+async fn client_with(opts: MqttOptions, filter: &str, downlinks: Option<Collected>) -> AsyncClient {
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     if downlinks.is_some() {
-        client.subscribe(format!("fg/v1/{VILLAGE}/+/down/+"), QoS::AtLeastOnce).await.unwrap();
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     }
     tokio::spawn(async move {
         loop {
@@ -222,12 +227,11 @@ struct Village {
     gateway: Firegrid,
 }
 
-async fn village() -> Village {
-    let broker = Mosquitto::start().unwrap();
-    let hook = WebhookReceiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
-    let (keys, batch) = (dir.path().join("keys.toml"), dir.path().join("batch-1.csv"));
+/// The registry of three detectors and `firegrid devices provision` on it: the registry, the
+/// key store, the provisioning file and the keys it holds.
+fn provision(dir: &Path) -> (PathBuf, PathBuf, PathBuf, HashMap<String, (String, DeviceKey)>) {
+    let registry = registry(dir);
+    let (keys, batch) = (dir.join("keys.toml"), dir.join("batch-1.csv"));
     let said = devices(&[
         "provision",
         "--registry",
@@ -240,6 +244,14 @@ async fn village() -> Village {
     assert!(said.contains("Issued 3 key(s)"), "{said}");
     let issued = read_batch(&batch);
     assert_eq!(issued.len(), 3);
+    (registry, keys, batch, issued)
+}
+
+async fn village() -> Village {
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, keys, batch, issued) = provision(dir.path());
     let officers = dir.path().join("officers.toml");
     let desk_token = write_street_desk(&officers, "Fuhai");
     let gateway =
@@ -486,19 +498,8 @@ async fn connect(broker: u16, id: &str, credentials: Option<(&str, &str)>) -> Re
 async fn the_broker_admits_only_who_belongs_and_each_only_to_its_own_topics() {
     let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let registry = registry(dir.path());
-    let (keys, batch, broker_dir) =
-        (dir.path().join("keys.toml"), dir.path().join("batch.csv"), dir.path().join("broker"));
-    devices(&[
-        "provision",
-        "--registry",
-        registry.to_str().unwrap(),
-        "--keys",
-        keys.to_str().unwrap(),
-        "--out",
-        batch.to_str().unwrap(),
-    ]);
-    let issued = read_batch(&batch);
+    let (registry, keys, _, issued) = provision(dir.path());
+    let broker_dir = dir.path().join("broker");
     let said = firegrid(&[
         "broker",
         "mosquitto",
@@ -559,25 +560,9 @@ async fn the_broker_admits_only_who_belongs_and_each_only_to_its_own_topics() {
 
     // The real detector, over its own account: its alarm pages, its ack reaches it.
     let got: Collected = Arc::new(Mutex::new(Vec::new()));
-    let a1_client = {
-        let mut opts = MqttOptions::new("sd-a1", "127.0.0.1", broker.port());
-        opts.set_credentials("sd-a1", p1.clone());
-        let (client, mut eventloop) = AsyncClient::new(opts, 100);
-        client.subscribe("fg/v1/fuhai-1/sd-a1/down/+", QoS::AtLeastOnce).await.unwrap();
-        let got = got.clone();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        got.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()))
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        client
-    };
+    let mut opts = MqttOptions::new("sd-a1", "127.0.0.1", broker.port());
+    opts.set_credentials("sd-a1", p1.clone());
+    let a1_client = client_with(opts, "fg/v1/fuhai-1/sd-a1/down/+", Some(got.clone())).await;
     // sd-a2 tries to command sd-a1: dropped by the broker (only the gateway may publish downlinks).
     let forged = Downlink::new(9, now_ms(), DownlinkBody::Hush { duration_s: 600 });
     let forged = forged.encode(Encoding::Json, &mut [0u8; 256]).unwrap().to_vec();

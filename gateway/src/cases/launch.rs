@@ -404,14 +404,14 @@ async fn resend_sounders(
 /// `command_ack`.
 fn publish_sounders(client: &AsyncClient, ingest: &Ingest, linkage: &mut Linkage, cmd: &SounderCommand) {
     let now = crate::clock::wall_ms();
+    // In the device's own encoding (a compact-only board reads no JSON).
     let body = DownlinkBody::Sounders { on: cmd.on };
-    let Some((topic, payload)) = ingest.command_for(&cmd.village, &cmd.device, body, Encoding::Json, now)
-    else {
+    let Some((topic, payload)) = ingest.command_for(&cmd.village, &cmd.device, body, now) else {
         tracing::warn!(device = %cmd.device, "No sounder command for a revoked device.");
         return;
     };
     // The number the device will answer: read back from the command as it goes out.
-    if let Ok(sent) = Downlink::decode(&payload, Encoding::Json, &Limits::default()) {
+    if let Ok(sent) = Downlink::decode(&payload, Encoding::detect(&payload), &Limits::default()) {
         linkage.sent(&cmd.device, cmd.generation, sent.seq);
     }
     if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {

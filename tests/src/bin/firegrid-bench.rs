@@ -212,6 +212,32 @@ fn device(i: usize) -> DeviceId {
     DeviceId::new(&format!("sd-{i:06}")).unwrap()
 }
 
+/// The key of bench device `i` (deterministic, so every round signs alike).
+fn device_key(i: usize) -> firegrid_protocol::DeviceKey {
+    let mut bytes = [0x5a; 32];
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    firegrid_protocol::DeviceKey::from_bytes(bytes)
+}
+
+/// A key store holding the keys of bench devices `0..devices`, saved in `dir`; its path.
+fn bench_keys(dir: &std::path::Path, devices: usize) -> std::path::PathBuf {
+    let mut store = firegrid_gateway::keys::KeyStore::empty();
+    for i in 0..devices {
+        store.insert(device(i), firegrid_gateway::keys::DeviceKeys::new(device_key(i)));
+    }
+    let path = dir.join("keys.toml");
+    store.save(&path).unwrap();
+    path
+}
+
+/// A compact heartbeat of bench device `i`, signed with its key.
+fn signed_heartbeat(i: usize, seq: u32) -> (String, Vec<u8>) {
+    let (topic, payload) = heartbeat(&device(i), seq);
+    let mut msg = Uplink::receive(&payload, &firegrid_protocol::Limits::default()).unwrap();
+    msg.sign(&VillageId::new("fuhai-1").unwrap(), &device_key(i));
+    (topic, msg.encode(Encoding::Compact, &mut [0u8; 256]).unwrap().to_vec())
+}
+
 fn uplink(dev: &DeviceId, seq: u32, body: UplinkBody) -> (String, Vec<u8>) {
     let msg = Uplink::new(dev.clone(), 1, seq, now_ms(), body);
     let topic =
@@ -332,9 +358,13 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
     let broker = Mosquitto::start().unwrap();
     let stream: Vec<_> =
         (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    let signed: Vec<_> = (0..messages).map(|k| signed_heartbeat(k % devices, (k / devices) as u32)).collect();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = bench_keys(keys_dir.path(), devices);
     println!(
         "ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from \
-         Mosquitto; {rounds} rounds alternating the bare subscriber and the gateway"
+         Mosquitto; {rounds} rounds alternating the bare subscriber, the gateway without keys (unsigned \
+         stream) and the gateway with every device's key (signed stream, every tag verified)"
     );
     // Heartbeats are telemetry, which the gateway stores and acknowledges to the broker but
     // answers with no `down/ack` (firmware/protocol/README.md); the probe shows it does not.
@@ -350,43 +380,59 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
     // Each side's persistent session exists only for its own phase, so the broker queues the
     // stream for exactly one of them at a time.
     let mut ratios = Vec::new();
+    let mut signed_ratios = Vec::new();
     for round in 1..=rounds {
         register_session(broker.port(), "bare", "fg/v1/+/+/up/+").await;
         publish_all(broker.port(), "fleet", &stream).await;
         let bare = bare_subscriber(broker.port(), "bare", messages).await;
         clear_session(broker.port(), "bare").await;
-
-        for (id, filters) in &gateway_sessions {
-            for f in filters {
-                register_session(broker.port(), id, f).await;
+        let mut rates = Vec::new();
+        for (phase, keys) in [(&stream, None), (&signed, Some(&keys))] {
+            for (id, filters) in &gateway_sessions {
+                for f in filters {
+                    register_session(broker.port(), id, f).await;
+                }
             }
+            publish_all(broker.port(), "fleet", phase).await;
+            // A fresh data directory each round: the same messages again would otherwise be
+            // recognised as duplicates (which is the point of seeding them from the spool).
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = gateway_config(dir.path(), broker.port(), vec![]);
+            cfg.registry.keys = keys.cloned();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
+            let gateway = Gateway::start(cfg, Some(tx)).await.unwrap();
+            let mut got = 0;
+            let mut started = None;
+            while got < messages {
+                rx.recv().await.unwrap();
+                started.get_or_insert_with(Instant::now);
+                got += 1;
+            }
+            rates.push(messages as f64 / started.unwrap().elapsed().as_secs_f64());
+            gateway.stop().await;
         }
-        publish_all(broker.port(), "fleet", &stream).await;
-        // A fresh data directory each round: the same messages again would otherwise be
-        // recognised as duplicates (which is the point of seeding them from the spool).
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
-        let gateway =
-            Gateway::start(gateway_config(dir.path(), broker.port(), vec![]), Some(tx)).await.unwrap();
-        let mut got = 0;
-        let mut started = None;
-        while got < messages {
-            rx.recv().await.unwrap();
-            started.get_or_insert_with(Instant::now);
-            got += 1;
-        }
-        let full = messages as f64 / started.unwrap().elapsed().as_secs_f64();
-        gateway.stop().await;
+        let (full, verified) = (rates[0], rates[1]);
         println!(
             "| round {round}: bare rumqttc subscriber {bare:.0} msg/s | gateway {full:.0} msg/s | ratio {:.2} | \
-             down/acks so far {} |",
+             gateway verifying tags {verified:.0} msg/s | ratio {:.2} | down/acks so far {} |",
             full / bare,
+            verified / bare,
             down_acks.load(Ordering::Relaxed)
         );
         ratios.push(full / bare);
+        signed_ratios.push(verified / bare);
     }
     ratios.sort_by(f64::total_cmp);
-    println!("| **median ratio** | **{:.2}** |", ratios[ratios.len() / 2]);
+    signed_ratios.sort_by(f64::total_cmp);
+    println!(
+        "| **median ratio** | unsigned **{:.2}** (rounds {:.2}-{:.2}) | verified **{:.2}** (rounds {:.2}-{:.2}) |",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        signed_ratios[signed_ratios.len() / 2],
+        signed_ratios[0],
+        signed_ratios[signed_ratios.len() - 1]
+    );
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -659,6 +705,27 @@ async fn main() {
 
 /// Ingest alone, without MQTT: tells the pipeline's cost from the MQTT client's.
 fn ingest_only(messages: usize, devices: usize) {
+    let unsigned: Vec<_> =
+        (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    let signed: Vec<_> = (0..messages).map(|k| signed_heartbeat(k % devices, (k / devices) as u32)).collect();
+    // Alternated three times, so that a noisy neighbour hits both alike.
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        rates[0].push(ingest_only_rate(&unsigned, None));
+        rates[1].push(ingest_only_rate(&signed, Some(devices)));
+    }
+    for r in &mut rates {
+        r.sort_by(f64::total_cmp);
+    }
+    let (plain, verified) = (rates[0][1], rates[1][1]);
+    println!(
+        "| `Ingest::process` alone, batches of 100, no MQTT, unsigned | {plain:.0} msg/s (median of 3) |"
+    );
+    println!("| the same, every tag verified | {verified:.0} msg/s (median of 3) |");
+    println!("| verification's cost per message | {:.2} µs |", (1.0 / verified - 1.0 / plain) * 1e6);
+}
+
+fn ingest_only_rate(stream: &[(String, Vec<u8>)], keyed: Option<usize>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path()), &[]).unwrap()));
     let metrics = Arc::new(firegrid_gateway::metrics::Metrics::new());
@@ -672,17 +739,19 @@ fn ingest_only(messages: usize, devices: usize) {
         now_ms(),
     )
     .unwrap();
-    let stream: Vec<_> =
-        (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
+    if let Some(devices) = keyed {
+        let path = bench_keys(dir.path(), devices);
+        ingest.set_keys(Arc::new(firegrid_gateway::keys::KeyStore::load(&path).unwrap()));
+    }
     let started = Instant::now();
+    let mut accepted = 0;
     for chunk in stream.chunks(100) {
         let pairs: Vec<(&str, &[u8])> = chunk.iter().map(|(t, p)| (t.as_str(), p.as_slice())).collect();
-        ingest.process(&pairs, now_ms()).unwrap();
+        accepted += ingest.process(&pairs, now_ms()).unwrap().accepted.len();
     }
-    println!(
-        "| `Ingest::process` alone, batches of 100, no MQTT | {:.0} msg/s |",
-        messages as f64 / started.elapsed().as_secs_f64()
-    );
+    let rate = stream.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(accepted, stream.len(), "every message must be accepted");
+    rate
 }
 
 /// Resident set size of `pid`, bytes.
