@@ -171,6 +171,37 @@ pub struct Case {
     pub handle_due: Option<Millis>,
     /// When reached levels are reminded next.
     pub next_reminder: Option<Millis>,
+    /// The last sounder command of the case, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linkage: Option<Linkage>,
+    /// Raised by a device the registry does not know; `None` once placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<Unplaced>,
+}
+
+/// A case's sounder command: what the building's sounders should be doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Linkage {
+    /// On or off.
+    pub on: bool,
+    /// The command's generation ([`crate::Action::Sounders`]).
+    pub command: u64,
+    /// The devices that confirmed it ([`crate::Input::SounderConfirmed`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub confirmed: std::collections::BTreeSet<String>,
+}
+
+/// What a case of unregistered devices knows of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplaced {
+    /// The village their topics name.
+    pub village: String,
+    /// The village's flood case: unplaced devices beyond
+    /// [`crate::Config::unplaced_limit`] within [`crate::Config::unplaced_window`] fold into
+    /// it instead of opening cases of their own.
+    pub flood: bool,
+    /// The device (without its `/channel` or `/fault` suffix) that opened it.
+    pub device: String,
 }
 
 impl Case {

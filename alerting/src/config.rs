@@ -176,6 +176,21 @@ pub struct Config {
     /// store.
     #[serde(with = "humantime_serde")]
     pub keep_closed: Duration,
+    /// At most this many cases of unregistered devices open per village within
+    /// [`Config::unplaced_window`]; further unregistered devices fold into one "unplaced
+    /// flood" case of the village. Anyone who can publish on the broker can invent device
+    /// ids: the limit keeps a stranger from burying the desks under fake fires, while every
+    /// unregistered alarm still reaches someone. The same 10 per 10 minutes as the flood
+    /// threshold (ISA-18.2 / IEC 62682).
+    pub unplaced_limit: usize,
+    /// The window of [`Config::unplaced_limit`].
+    #[serde(with = "humantime_serde")]
+    pub unplaced_window: Duration,
+    /// Sound the building's sounders for a single detector in alarm, not only for a
+    /// confirmed fire. Off by default: one detector is verified first (GB 50116 lets a
+    /// single-detector alarm start linkage only where the design asks for it, since most are
+    /// cooking and steam); a building of sleeping residents without a night watch may want it.
+    pub sound_single_detector: bool,
 }
 
 impl Default for Config {
@@ -215,6 +230,9 @@ impl Default for Config {
             // an alarm for longer than a shift hides it from the next one.
             max_shelve: Duration::from_secs(8 * 3600),
             keep_closed: Duration::from_secs(24 * 3600),
+            unplaced_limit: 10,
+            unplaced_window: Duration::from_secs(10 * 60),
+            sound_single_detector: false,
         }
     }
 }
@@ -251,6 +269,9 @@ impl Config {
         }
         if self.spread_buildings < 2 || self.chatter_cycles < 2 || self.flood_threshold == 0 {
             return Err("spread_buildings and chatter_cycles must be ≥ 2, flood_threshold ≥ 1".into());
+        }
+        if self.unplaced_limit == 0 {
+            return Err("unplaced_limit must be ≥ 1 (beyond it unplaced devices fold into one case)".into());
         }
         Ok(())
     }

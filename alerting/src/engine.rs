@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::{Alarm, Note, Stamp, Verification};
+use crate::case::{Alarm, Note, Stamp, Unplaced, Verification};
 use crate::{
     Action, Case, CaseId, CaseKind, Command, Condition, Config, Input, Kpi, Level, Location, Millis,
     Notification, NotifyReason, Officer, Severity, Signal, Stage, Transition, TransitionKind,
@@ -80,6 +80,13 @@ struct State {
     pending: BTreeMap<u64, (CaseId, Level)>,
     /// Recent fire cases per grid: (opened, building, case), for spread detection.
     grid_fires: BTreeMap<String, VecDeque<(Millis, String, CaseId)>>,
+    /// When each village's recent cases of unregistered devices opened, within
+    /// [`Config::unplaced_window`]: the aggregate limit against fake devices.
+    #[serde(default)]
+    unplaced: BTreeMap<String, VecDeque<Millis>>,
+    /// The last sounder command id given out.
+    #[serde(default)]
+    last_command: u64,
 }
 
 /// The alarm engine. Feed it [`Input`]s with [`Engine::handle`] and the passing of time with
@@ -112,7 +119,7 @@ impl Engine {
         for id in ids {
             let case = &engine.state.cases[&id];
             if !case.is_closed() {
-                engine.open.insert(key(case.kind, &case.location), id);
+                engine.open.insert(case_key(case), id);
             }
             engine.reschedule(id);
         }
@@ -163,6 +170,12 @@ impl Engine {
         match input {
             Input::Signal(signal) => self.signal(now, signal, &mut out),
             Input::Officer { officer, command } => self.command(now, officer, command, &mut out)?,
+            Input::SounderConfirmed { case, device, command } => {
+                let linkage = self.state.cases.get_mut(case).and_then(|c| c.linkage.as_mut());
+                if let Some(linkage) = linkage.filter(|l| l.command == *command) {
+                    linkage.confirmed.insert(device.clone());
+                }
+            }
             Input::Delivery { notification, delivered } => {
                 self.delivery(now, *notification, *delivered, &mut out)
             }
@@ -215,16 +228,65 @@ impl Engine {
                 return;
             }
         };
-        let key = key(kind, &signal.location);
+        let (key, unplaced) = match &signal.unplaced {
+            None => (key(kind, &signal.location), None),
+            Some(village) => {
+                let (key, unplaced) = self.route_unplaced(now, kind, village, signal);
+                (key, Some(unplaced))
+            }
+        };
         // Only a rising edge counts towards chattering; a repeated "still active" does not.
         let open = self.open.get(&key).map(|id| &self.state.cases[id]);
         let was_active = open.and_then(|c| c.alarms.get(&signal.device)).is_some_and(|a| a.active);
         let chattering = signal.active && !was_active && self.count_activation(now, &signal.device);
         match self.open.get(&key).copied() {
             Some(id) => self.merge(now, id, signal, chattering, out),
-            None if signal.active => self.open_case(now, kind, key, signal, chattering, out),
+            None if signal.active => self.open_case(now, kind, signal, chattering, unplaced, out),
             None => {}
         }
+    }
+
+    /// Where a signal of an unregistered device goes: its own case (one per device and
+    /// kind), or, beyond the village's limit, the village's flood case. Returns the
+    /// correlation key and the marker a case opened under it carries.
+    fn route_unplaced(
+        &mut self,
+        now: Millis,
+        kind: CaseKind,
+        village: &str,
+        signal: &Signal,
+    ) -> (String, Unplaced) {
+        let device = signal.device.split('/').next().unwrap_or(&signal.device).to_owned();
+        let own = Unplaced { village: village.to_owned(), flood: false, device };
+        let own_key = unplaced_key(kind, &own);
+        if self.open.contains_key(&own_key) {
+            return (own_key, own);
+        }
+        let flood = Unplaced { flood: true, ..own.clone() };
+        let flood_key = unplaced_key(kind, &flood);
+        let folded = self
+            .open
+            .get(&flood_key)
+            .is_some_and(|id| self.state.cases[id].alarms.contains_key(&signal.device));
+        if folded {
+            return (flood_key, flood);
+        }
+        if !signal.active {
+            return (own_key, own);
+        }
+        let window = Self::ms(self.config.unplaced_window);
+        let opened = self.state.unplaced.entry(village.to_owned()).or_default();
+        while opened.front().is_some_and(|t| *t + window <= now) {
+            opened.pop_front();
+        }
+        if opened.len() >= self.config.unplaced_limit {
+            return (flood_key, flood);
+        }
+        opened.push_back(now);
+        // Villages whose window emptied are forgotten: invented village names cost nothing.
+        let state = &mut self.state.unplaced;
+        state.retain(|v, opened| v == village || opened.back().is_some_and(|t| *t + window > now));
+        (own_key, own)
     }
 
     /// Records an activation; whether the device now chatters.
@@ -241,11 +303,15 @@ impl Engine {
         &mut self,
         now: Millis,
         kind: CaseKind,
-        key: String,
         signal: &Signal,
         chattering: bool,
+        unplaced: Option<Unplaced>,
         out: &mut Vec<Action>,
     ) {
+        let key = match &unplaced {
+            Some(u) => unplaced_key(kind, u),
+            None => key(kind, &signal.location),
+        };
         let severity = match kind {
             CaseKind::Fire => Severity::PreAlarm,
             CaseKind::Fault => Severity::Fault,
@@ -257,10 +323,8 @@ impl Engine {
         let device = self.state.devices.get(&signal.device).cloned().unwrap_or_default();
         let id = CaseId(self.state.next_case);
         self.state.next_case += 1;
-        let mut reached = policy.entry.clone();
-        reached.sort();
-        reached.dedup();
-        let level = *reached.last().expect("validated: entry names a level");
+        let reached = entry_levels(&policy.entry, &signal.location);
+        let level = *reached.last().expect("entry_levels names at least one level");
         let alarm = Alarm {
             active: true,
             acked: false,
@@ -295,6 +359,8 @@ impl Engine {
             ack_due: Some(policy.ack[level as usize].due(now)),
             handle_due: None,
             next_reminder: (!chattering).then(|| now + Self::ms(policy.renotify)),
+            unplaced,
+            linkage: None,
         };
         self.state.cases.insert(id, case);
         self.open.insert(key, id);
@@ -307,7 +373,10 @@ impl Engine {
                 self.notify(now, id, level, NotifyReason::Opened, out);
             }
         }
-        if kind == CaseKind::Fire {
+        if kind == CaseKind::Fire && self.state.cases[&id].unplaced.is_none() {
+            if self.config.sound_single_detector && signal.condition == Condition::Smoke {
+                self.sounders(id, true, out);
+            }
             self.check_spread(now, id, out);
         }
         self.reschedule(id);
@@ -350,7 +419,10 @@ impl Engine {
         if newly_chattering {
             self.record(now, id, TransitionKind::Chattering, None, Some(&signal.device), out);
         }
-        if signal.active && changed && self.state.cases[&id].kind == CaseKind::Fire {
+        // Devices nobody registered confirm nothing: two invented ids must not make a fire
+        // and sound a building.
+        let placed = self.state.cases[&id].unplaced.is_none();
+        if signal.active && changed && placed && self.state.cases[&id].kind == CaseKind::Fire {
             self.check_confirmed(now, id, out);
         }
         self.resume(now, id, out);
@@ -380,10 +452,29 @@ impl Engine {
         }
         self.raise(now, id, &fire.entry, NotifyReason::Confirmed, out);
         self.record(now, id, TransitionKind::Confirmed, None, None, out);
-        if !self.state.cases[&id].drill {
-            out.push(Action::SoundBuilding { case: id, location: self.state.cases[&id].location.clone() });
-        }
+        self.sounders(id, true, out);
         self.check_spread(now, id, out);
+    }
+
+    /// Switches the case's building's sounders, unless they already are so (or the case is a
+    /// drill, or has no building).
+    fn sounders(&mut self, id: CaseId, on: bool, out: &mut Vec<Action>) {
+        let case = &self.state.cases[&id];
+        let sounding = case.linkage.as_ref().is_some_and(|l| l.on);
+        if on == sounding || case.drill || case.unplaced.is_some() || case.location.building.is_empty() {
+            return;
+        }
+        self.state.last_command += 1;
+        let command = self.state.last_command;
+        let case = self.state.cases.get_mut(&id).unwrap();
+        case.linkage = Some(crate::Linkage { on, command, confirmed: Default::default() });
+        out.push(Action::Sounders { case: id, location: case.location.clone(), on, command });
+    }
+
+    /// The sounder state every held case asks for, for a caller that must make sure the
+    /// devices follow it (after a restart, commands nobody confirmed are sent again).
+    pub fn linkage(&self) -> impl Iterator<Item = (&Case, &crate::Linkage)> {
+        self.state.cases.values().filter_map(|c| c.linkage.as_ref().map(|l| (c, l)))
     }
 
     /// Fires in `spread_buildings` buildings of one grid within the window go to the
@@ -545,7 +636,7 @@ impl Engine {
         let case = self.state.cases.get_mut(&id).unwrap();
         let policy = self.config.policy(case.severity).clone();
         let from = case.level;
-        if let Some(up) = from.escalate() {
+        if let Some(up) = above(&case.location, from) {
             case.level = up;
             if !case.reached.contains(&up) {
                 case.reached.push(up);
@@ -592,7 +683,7 @@ impl Engine {
         let case = &self.state.cases[&id];
         if case.acknowledged.is_none()
             && level == case.level
-            && level.escalate().is_some()
+            && above(&case.location, level).is_some()
             && !case.silenced(now)
         {
             self.escalate(now, id, NotifyReason::DeliveryFailed, out);
@@ -662,6 +753,11 @@ impl Engine {
                 case.stage = case.stage.max(Stage::Handling);
                 case.handle_due = None;
                 self.record(now, id, TransitionKind::Disposed { disposition: *disposition }, who, None, out);
+                // A false alarm is silenced at once; a real fire sounds on until it is reset
+                // or closed.
+                if matches!(disposition, crate::Disposition::FalseAlarm { .. } | crate::Disposition::Drill) {
+                    self.sounders(id, false, out);
+                }
             }
             Command::Close { feedback, .. } => {
                 if case.disposition.is_none() {
@@ -673,7 +769,7 @@ impl Engine {
                     return Err(Refusal::Latched(id, latched.join(", ")));
                 }
                 nonempty(&feedback.report, "report")?;
-                let key = key(case.kind, &case.location);
+                let key = case_key(case);
                 let case = self.state.cases.get_mut(&id).unwrap();
                 case.stage = Stage::Feedback;
                 case.closed = Some((stamp.clone(), feedback.clone()));
@@ -682,6 +778,7 @@ impl Engine {
                 case.next_reminder = None;
                 self.open.remove(&key);
                 self.record(now, id, TransitionKind::Closed { feedback: feedback.clone() }, who, None, out);
+                self.sounders(id, false, out);
             }
             Command::Shelve { device, duration, reason, .. } => {
                 let reason = nonempty(reason, "reason")?;
@@ -734,10 +831,62 @@ impl Engine {
                     self.state.cases.get_mut(&id).unwrap().alarms.get_mut(&device).unwrap().latched = false;
                     self.record(now, id, TransitionKind::LatchReset, who, Some(&device), out);
                 }
+                // Reset with nothing left in alarm: the building is quiet again.
+                if self.state.cases[&id].alarms.values().all(|a| !a.active && !a.latched) {
+                    self.sounders(id, false, out);
+                }
             }
+            Command::Place { location, .. } => self.place(now, officer, id, location, out)?,
             Command::Note { .. } => unreachable!("handled above"),
         }
         self.reschedule(id);
+        Ok(())
+    }
+
+    /// Gives an unplaced device's case its building: it leaves the unplaced desk's key for
+    /// the building's, and the building's entry levels that were not told yet are told.
+    fn place(
+        &mut self,
+        now: Millis,
+        officer: &Officer,
+        id: CaseId,
+        location: &Location,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        let case = &self.state.cases[&id];
+        let Some(unplaced) = &case.unplaced else {
+            return Err(Refusal::Invalid(format!("case {id} is not a case of an unplaced device")));
+        };
+        if unplaced.flood {
+            return Err(Refusal::Invalid(format!(
+                "case {id} gathers a flood of unplaced devices; place each device in the registry"
+            )));
+        }
+        let names = [&location.grid, &location.community, &location.street, &location.building];
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return Err(Refusal::Invalid("a place names its building, grid, community and street".into()));
+        }
+        if !officer.scope.covers(location) {
+            return Err(Refusal::OutOfScope(id));
+        }
+        let old = case_key(case);
+        let new = key(case.kind, location);
+        if let Some(other) = self.open.get(&new) {
+            return Err(Refusal::Invalid(format!(
+                "building {} already has open case {other} of this kind; the device's next messages join it",
+                location.building
+            )));
+        }
+        let entry = self.config.policy(case.severity).entry.clone();
+        let case = self.state.cases.get_mut(&id).unwrap();
+        case.location = location.clone();
+        case.unplaced = None;
+        self.open.remove(&old);
+        self.open.insert(new, id);
+        let building = location.building.clone();
+        self.record(now, id, TransitionKind::Placed { building }, Some(&officer.id), None, out);
+        let levels = entry_levels(&entry, location);
+        self.raise(now, id, &levels, NotifyReason::Opened, out);
         Ok(())
     }
 
@@ -813,6 +962,7 @@ impl Engine {
             devices: case.devices(),
             chattering: case.chattering,
             deadline,
+            unverified: case.unplaced.is_some(),
         }));
         // A flood counts alarms annunciated to a desk, not reminders of ones it already has.
         if matches!(reason, NotifyReason::Reminder | NotifyReason::HandlingOverdue | NotifyReason::Confirmed)
@@ -869,6 +1019,51 @@ fn nonempty(text: &str, what: &str) -> Result<String, Refusal> {
         return Err(Refusal::Invalid(format!("`{what}` must be 1 to 4,000 characters")));
     }
     Ok(text.to_owned())
+}
+
+/// The correlation key of a case: by place, or for an unplaced device by device (or by
+/// village for the flood).
+fn case_key(case: &Case) -> String {
+    match &case.unplaced {
+        Some(unplaced) => unplaced_key(case.kind, unplaced),
+        None => key(case.kind, &case.location),
+    }
+}
+
+fn unplaced_key(kind: CaseKind, u: &Unplaced) -> String {
+    if u.flood {
+        format!("{}\u{1f}unplaced-flood\u{1f}{}", kind.as_str(), u.village)
+    } else {
+        format!("{}\u{1f}unplaced\u{1f}{}\u{1f}{}", kind.as_str(), u.village, u.device)
+    }
+}
+
+/// The levels a new case is told: the policy's entry levels that have a desk at `location`
+/// (an unplaced device's location names only the levels from its desk up), or else the
+/// lowest desk above them.
+fn entry_levels(entry: &[Level], location: &Location) -> Vec<Level> {
+    let mut reached: Vec<Level> =
+        entry.iter().copied().filter(|l| !location.name_at(*l).is_empty()).collect();
+    reached.sort();
+    reached.dedup();
+    if reached.is_empty() {
+        let lowest = entry.iter().min().copied().unwrap_or(Level::Grid);
+        let desk = Level::ALL.into_iter().find(|l| *l >= lowest && !location.name_at(*l).is_empty());
+        reached.push(desk.unwrap_or(Level::District));
+    }
+    reached
+}
+
+/// The next level up that has a desk at `location`.
+fn above(location: &Location, level: Level) -> Option<Level> {
+    let mut up = level.escalate();
+    while let Some(l) = up {
+        if !location.name_at(l).is_empty() {
+            return Some(l);
+        }
+        up = l.escalate();
+    }
+    None
 }
 
 /// The correlation key: one open case per kind and place.

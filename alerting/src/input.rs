@@ -20,6 +20,17 @@ pub enum Input {
         /// What.
         command: Command,
     },
+    /// A device confirmed (with its `command_ack`) the sounder state of a case's
+    /// [`crate::Action::Sounders`] generation `command`; a restart sends that state again
+    /// only to the devices that have not.
+    SounderConfirmed {
+        /// The case.
+        case: CaseId,
+        /// The device.
+        device: String,
+        /// The generation it confirmed.
+        command: u64,
+    },
     /// What became of a notification.
     Delivery {
         /// The notification's id, from [`crate::Notification::id`].
@@ -36,6 +47,7 @@ impl Input {
             Input::Signal(_) => "signal",
             Input::Officer { command, .. } => command.kind(),
             Input::Delivery { .. } => "delivery",
+            Input::SounderConfirmed { .. } => "sounder_confirmed",
         }
     }
 }
@@ -51,6 +63,11 @@ pub struct Signal {
     pub condition: Condition,
     /// Raised (`true`) or cleared.
     pub active: bool,
+    /// The device is not in the registry: the village it reported from. Its
+    /// [`Signal::location`] then names only the desk that answers for unplaced devices
+    /// (the levels below it are empty), and the case it opens pages as unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
 }
 
 /// What a signal is about.
@@ -155,6 +172,14 @@ pub enum Command {
         /// The device; `None` resets every latched alarm of the case that has cleared.
         device: Option<String>,
     },
+    /// An unplaced device's case gets the building the device was found in (written into
+    /// the registry by the caller before this command).
+    Place {
+        /// The case (one unplaced device's, not a flood).
+        case: CaseId,
+        /// Where the device is.
+        location: Location,
+    },
 }
 
 impl Command {
@@ -169,7 +194,8 @@ impl Command {
             | Command::Note { case, .. }
             | Command::Shelve { case, .. }
             | Command::Unshelve { case, .. }
-            | Command::ResetLatch { case, .. } => *case,
+            | Command::ResetLatch { case, .. }
+            | Command::Place { case, .. } => *case,
         }
     }
 
@@ -185,6 +211,7 @@ impl Command {
             Command::Shelve { .. } => "shelve",
             Command::Unshelve { .. } => "unshelve",
             Command::ResetLatch { .. } => "reset_latch",
+            Command::Place { .. } => "place",
         }
     }
 }

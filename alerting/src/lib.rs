@@ -23,7 +23,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use case::{Case, CaseId, CaseKind};
+pub use case::{Case, CaseId, CaseKind, Linkage, Unplaced};
 pub use config::{Config, Deadline, Policy, Severity};
 pub use engine::{Engine, Refusal};
 pub use input::{

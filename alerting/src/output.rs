@@ -11,12 +11,20 @@ use crate::{CaseId, CaseKind, Level, Location, Millis, Scope, Severity, Stage};
 pub enum Action {
     /// Tell a desk about a case; report the outcome back with [`crate::Input::Delivery`].
     Notify(Notification),
-    /// Sound every sounder in a building (fire linkage through the downlink topic).
-    SoundBuilding {
+    /// Switch every sounder in a building on or off (fire linkage through the downlink
+    /// topic): on for a confirmed fire (and, by [`crate::Config::sound_single_detector`],
+    /// for one detector in alarm), off when the case is disposed as a false alarm, closed,
+    /// or reset with nothing left in alarm.
+    Sounders {
         /// The case that asks for it.
         case: CaseId,
         /// The building.
         location: Location,
+        /// On or off.
+        on: bool,
+        /// The state's generation: never repeated, and the same when a replay after a
+        /// restart asks again; a newer generation supersedes an older one.
+        command: u64,
     },
     /// A case changed: store it and write it as a time series point.
     Record(Transition),
@@ -50,6 +58,10 @@ pub struct Notification {
     pub chattering: bool,
     /// When the next deadline falls, if any.
     pub deadline: Option<Millis>,
+    /// From a device the registry does not know (or a flood of them): nobody vouches that
+    /// it is a real detector, so the page says it is unverified.
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 /// Why a desk is paged.
@@ -172,6 +184,11 @@ pub enum TransitionKind {
         /// The notification.
         notification: u64,
     },
+    /// An unplaced device's case got its building.
+    Placed {
+        /// The building.
+        building: String,
+    },
 }
 
 impl TransitionKind {
@@ -195,6 +212,7 @@ impl TransitionKind {
             TransitionKind::Unshelved => "unshelved",
             TransitionKind::LatchReset => "latch_reset",
             TransitionKind::DeliveryFailed { .. } => "delivery_failed",
+            TransitionKind::Placed { .. } => "placed",
         }
     }
 }

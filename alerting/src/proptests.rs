@@ -21,7 +21,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..12u8, 0..6u8, 0..7u8, any::<bool>())
             .prop_map(|(device, building, condition, active)| Op::Signal { device, building, condition, active }),
-        3 => (1..12u8, 0..5u8, 0..10u8).prop_map(|(case, scope, command)| Op::Command { case, scope, command }),
+        3 => (1..12u8, 0..5u8, 0..11u8).prop_map(|(case, scope, command)| Op::Command { case, scope, command }),
         1 => (1..60u8, any::<bool>()).prop_map(|(notification, delivered)| Op::Delivery { notification, delivered }),
         3 => (0..400u16).prop_map(|secs| Op::Run { secs }),
     ]
@@ -55,11 +55,19 @@ fn input(op: &Op) -> Option<Input> {
             } else {
                 building
             };
+            // Devices 10 and 11 are not in the registry: their cases sit at the street desk.
+            let unplaced = device >= 10;
+            let location = if unplaced {
+                Location { district: "D".into(), street: "S".into(), ..Location::default() }
+            } else {
+                location(building)
+            };
             Input::Signal(Signal {
                 device: format!("d{device}"),
-                location: location(building),
+                location,
                 condition,
                 active,
+                unplaced: unplaced.then(|| "v".into()),
             })
         }
         Op::Command { case, scope, command } => {
@@ -85,6 +93,7 @@ fn input(op: &Op) -> Option<Input> {
                 },
                 7 => Command::Unshelve { case, device: "d1".into() },
                 8 => Command::Note { case, text: "n".into() },
+                9 => Command::Place { case, location: location(5) },
                 _ => Command::Verify { case, method: VerifyMethod::Camera, finding: "f".into() },
             };
             Input::Officer { officer: Officer { id: "o".into(), scope: scope.parse().unwrap() }, command }
@@ -160,9 +169,12 @@ fn drive(engine: &mut Engine, ops: &[Op]) -> Vec<(Millis, Option<Input>)> {
                 assert!(case.level >= Level::Street, "confirmed case {id} at {:?}", case.level);
             }
             if !case.is_closed() {
-                // Never duplicated: one open case per kind and place.
+                // Never duplicated: one open case per kind and place (per unregistered
+                // device, or the village's one flood case, at the unplaced desk).
+                let unplaced =
+                    case.unplaced.as_ref().map(|u| if u.flood { "*".into() } else { u.device.clone() });
                 assert!(
-                    keys.insert((case.kind, case.location.clone())),
+                    keys.insert((case.kind, case.location.clone(), unplaced)),
                     "two open cases for {:?}",
                     case.location
                 );

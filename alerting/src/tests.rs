@@ -18,7 +18,24 @@ fn at(building: &str) -> Location {
 }
 
 fn signal(condition: Condition, device: &str, building: &str, active: bool) -> Input {
-    Input::Signal(Signal { device: device.into(), location: at(building), condition, active })
+    Input::Signal(Signal { device: device.into(), location: at(building), condition, active, unplaced: None })
+}
+
+/// A device the registry does not know, reporting from village `fuhai-1`: its location
+/// names only the street desk and the district above it.
+fn stranger(condition: Condition, device: &str, active: bool) -> Input {
+    let location = Location { district: "Xishan".into(), street: "Fuhai".into(), ..Location::default() };
+    Input::Signal(Signal {
+        device: device.into(),
+        location,
+        condition,
+        active,
+        unplaced: Some("fuhai-1".into()),
+    })
+}
+
+fn place(case: u64, building: &str) -> Command {
+    Command::Place { case: CaseId(case), location: at(building) }
 }
 
 fn smoke(device: &str, building: &str) -> Input {
@@ -60,11 +77,21 @@ fn render(now: Millis, action: &Action, trace: &mut String) {
     let t = now / 1000;
     match action {
         Action::Notify(n) => {
-            let _ =
-                writeln!(trace, "{t}s notify {} {:?} #{} {}", n.desk, n.reason, n.case, n.severity.as_str());
+            let unverified = if n.unverified { " unverified" } else { "" };
+            let _ = writeln!(
+                trace,
+                "{t}s notify {} {:?} #{} {}{unverified}",
+                n.desk,
+                n.reason,
+                n.case,
+                n.severity.as_str()
+            );
         }
-        Action::SoundBuilding { case, location } => {
-            let _ = writeln!(trace, "{t}s sound {} #{case}", location.building);
+        Action::Sounders { case, location, on: true, command } => {
+            let _ = writeln!(trace, "{t}s sound {} #{case} cmd{command}", location.building);
+        }
+        Action::Sounders { case, location, on: false, command } => {
+            let _ = writeln!(trace, "{t}s silence {} #{case} cmd{command}", location.building);
         }
         Action::Record(r) => {
             let _ = writeln!(
@@ -253,7 +280,7 @@ fn two_detectors_in_one_building_within_the_window_are_a_confirmed_fire_at_stree
         100s notify community:C1 Confirmed #1 fire
         100s notify street:Fuhai Confirmed #1 fire
         100s #1 confirmed warning/street
-        100s sound A1 #1
+        100s sound A1 #1 cmd1
         110s #1 acknowledged response/street
         ",
     );
@@ -279,7 +306,7 @@ fn a_detector_and_a_camera_confirm_but_alarms_outside_the_window_do_not() {
         6s notify community:C1 Confirmed #1 fire
         6s notify street:Fuhai Confirmed #1 fire
         6s #1 confirmed response/street
-        6s sound A1 #1
+        6s sound A1 #1 cmd1
         7s #2 opened warning/grid
         7s notify grid:G1 Opened #2 pre_alarm
         8s #2 acknowledged response/grid
@@ -561,4 +588,277 @@ fn a_shelved_acknowledged_case_still_escalates_when_its_handling_is_overdue() {
     );
     assert!(trace.contains("1810s #1 escalated response/community"), "{trace}");
     assert!(trace.contains("1810s notify community:C1 HandlingOverdue #1 pre_alarm"), "{trace}");
+}
+
+#[test]
+fn an_unplaced_detector_opens_an_unverified_case_at_its_desk_on_the_street_deadlines_of_a_pre_alarm() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            Run(130),
+            In(131, stranger(Condition::Smoke, "x1", false)),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        30s notify street:Fuhai Reminder #1 pre_alarm unverified
+        60s notify street:Fuhai Reminder #1 pre_alarm unverified
+        90s notify street:Fuhai Reminder #1 pre_alarm unverified
+        120s #1 escalated warning/district
+        120s notify street:Fuhai Reminder #1 pre_alarm unverified
+        120s notify district:Xishan Escalated #1 pre_alarm unverified
+        131s #1 alarm_changed warning/district
+        ",
+    );
+}
+
+#[test]
+fn unplaced_devices_never_confirm_a_fire_and_a_fault_is_a_case_of_its_own() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, stranger(Condition::Smoke, "x1", true)),
+            In(2, stranger(Condition::Fault, "x1/tamper", true)),
+            In(3, stranger(Condition::Smoke, "x2", true)),
+            In(4, by("street:Fuhai", ack(1))),
+            In(4, by("street:Fuhai", ack(2))),
+            In(4, by("street:Fuhai", ack(3))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        2s #2 opened warning/street
+        2s notify street:Fuhai Opened #2 fault unverified
+        3s #3 opened warning/street
+        3s notify street:Fuhai Opened #3 pre_alarm unverified
+        4s #1 acknowledged response/street
+        4s #2 acknowledged response/street
+        4s #3 acknowledged response/street
+        ",
+    );
+}
+
+#[test]
+fn beyond_the_limit_unplaced_devices_fold_into_one_flood_case_per_village() {
+    let config = Config { unplaced_limit: 2, unplaced_window: Duration::from_secs(600), ..Config::default() };
+    check_with(
+        config,
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, stranger(Condition::Smoke, "x2", true)),
+            In(2, by("street:Fuhai", ack(1))),
+            In(2, by("street:Fuhai", ack(2))),
+            // The third and fourth stranger within ten minutes: one flood case, paged once.
+            In(3, stranger(Condition::Smoke, "x3", true)),
+            In(4, stranger(Condition::Smoke, "x4", true)),
+            // A device already folded stays in the flood case when it clears, and when it
+            // alarms again.
+            In(5, stranger(Condition::Smoke, "x3", false)),
+            In(6, stranger(Condition::Smoke, "x3", true)),
+            In(7, by("street:Fuhai", ack(3))),
+            // Once the window has passed, a new stranger gets a case of its own again.
+            In(601, stranger(Condition::Smoke, "x5", true)),
+            In(602, by("street:Fuhai", ack(4))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        1s #2 opened warning/street
+        1s notify street:Fuhai Opened #2 pre_alarm unverified
+        2s #1 acknowledged response/street
+        2s #2 acknowledged response/street
+        3s #3 opened warning/street
+        3s notify street:Fuhai Opened #3 pre_alarm unverified
+        4s #3 alarm_changed warning/street
+        5s #3 alarm_changed warning/street
+        6s #3 alarm_changed warning/street
+        7s #3 acknowledged response/street
+        601s #4 opened warning/street
+        601s notify street:Fuhai Opened #4 pre_alarm unverified
+        602s #4 acknowledged response/street
+        ",
+    );
+    let (engine, _) = run(
+        Config { unplaced_limit: 2, ..Config::default() },
+        (1..=5).map(|i| In(i, stranger(Condition::Smoke, &format!("x{i}"), true))).collect(),
+    );
+    let flood = engine.case(CaseId(3)).unwrap();
+    assert!(flood.unplaced.as_ref().is_some_and(|u| u.flood));
+    assert_eq!(flood.devices(), ["x3", "x4", "x5"]);
+    assert_eq!(engine.open_cases(), 3);
+}
+
+#[test]
+fn placing_an_unplaced_device_gives_its_case_the_building_and_tells_its_grid() {
+    check(
+        vec![
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, by("grid:G1", place(1, "A1"))),
+            In(2, by("street:Fuhai", Command::Place { case: CaseId(1), location: Location::default() })),
+            In(3, by("street:Fuhai", place(1, "A1"))),
+            // Now it is a case of building A1: the building's next detector confirms a fire.
+            In(4, smoke("d2", "A1")),
+            In(5, by("street:Fuhai", place(1, "A2"))),
+        ],
+        "
+        0s #1 opened warning/street
+        0s notify street:Fuhai Opened #1 pre_alarm unverified
+        1s refused: case 1 is outside your scope
+        2s refused: a place names its building, grid, community and street
+        3s #1 placed warning/street
+        3s notify grid:G1 Opened #1 pre_alarm
+        4s #1 alarm_changed warning/street
+        4s notify grid:G1 Confirmed #1 fire
+        4s notify community:C1 Confirmed #1 fire
+        4s notify street:Fuhai Confirmed #1 fire
+        4s #1 confirmed warning/street
+        4s sound A1 #1 cmd1
+        5s refused: case 1 is not a case of an unplaced device
+        ",
+    );
+}
+
+#[test]
+fn an_unplaced_case_survives_a_snapshot_with_its_marker_and_limit() {
+    let config = Config { unplaced_limit: 1, ..Config::default() };
+    let (engine, _) = run(config.clone(), vec![In(0, stranger(Condition::Smoke, "x1", true))]);
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored = Engine::restore(config, &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    // The limit is remembered: the next stranger folds into the flood case.
+    restored.handle(1000, &stranger(Condition::Smoke, "x2", true)).unwrap();
+    assert!(restored.case(CaseId(2)).unwrap().unplaced.as_ref().is_some_and(|u| u.flood));
+    // The first case is still found by its device.
+    let actions = restored.handle(2000, &stranger(Condition::Smoke, "x1", false)).unwrap();
+    assert!(matches!(&actions[..], [Action::Record(t)] if t.case == CaseId(1)), "{actions:?}");
+}
+
+fn clear(device: &str, building: &str) -> Input {
+    signal(Condition::Smoke, device, building, false)
+}
+
+fn reset(case: u64) -> Command {
+    Command::ResetLatch { case: CaseId(case), device: None }
+}
+
+#[test]
+fn sounders_go_off_when_a_confirmed_fire_is_disposed_as_a_false_alarm() {
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Cooking };
+    check(
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(1, by("grid:G1", ack(1))),
+            In(2, smoke("d2", "A1")),
+            In(3, by("grid:G1", dispose(1, false_alarm))),
+            // Already silent: closing sends nothing more.
+            In(4, clear("d1", "A1")),
+            In(4, clear("d2", "A1")),
+            In(5, by("grid:G1", reset(1))),
+            In(6, by("grid:G1", close(1))),
+        ],
+        "
+        0s #1 opened warning/grid
+        0s notify grid:G1 Opened #1 pre_alarm
+        1s #1 acknowledged response/grid
+        2s #1 alarm_changed response/grid
+        2s notify grid:G1 Confirmed #1 fire
+        2s notify community:C1 Confirmed #1 fire
+        2s notify street:Fuhai Confirmed #1 fire
+        2s #1 confirmed response/street
+        2s sound A1 #1 cmd1
+        3s #1 disposed handling/street
+        3s silence A1 #1 cmd2
+        4s #1 alarm_changed handling/street
+        4s #1 alarm_changed handling/street
+        5s #1 latch_reset handling/street
+        5s #1 latch_reset handling/street
+        6s #1 closed feedback/street
+        ",
+    );
+}
+
+#[test]
+fn sounders_of_a_real_fire_go_off_on_reset_once_nothing_is_in_alarm_or_at_close() {
+    let script = vec![
+        In(0, smoke("d1", "A1")),
+        In(0, smoke("d2", "A1")),
+        In(1, by("street:Fuhai", dispose(1, Disposition::RealFire))),
+        In(2, clear("d1", "A1")),
+        // d2 still reports smoke: resetting d1 leaves the building sounding.
+        In(3, by("street:Fuhai", Command::ResetLatch { case: CaseId(1), device: Some("d1".into()) })),
+        In(4, clear("d2", "A1")),
+        In(5, by("street:Fuhai", reset(1))),
+    ];
+    let (engine, trace) = run(Config::default(), script);
+    let sounders: Vec<&str> =
+        trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
+    assert_eq!(sounders, ["0s sound A1 #1 cmd1", "5s silence A1 #1 cmd2"], "{trace}");
+    let off = Linkage { on: false, command: 2, confirmed: Default::default() };
+    assert_eq!(engine.linkage().map(|(c, l)| (c.id, l.clone())).collect::<Vec<_>>(), [(CaseId(1), off)]);
+    // Closed without a reset first (a latch-free fire policy): off at close.
+    let config = Config { fire: Policy { latched: false, ..Config::default().fire }, ..Config::default() };
+    let config = Config { pre_alarm: Policy { latched: false, ..config.pre_alarm.clone() }, ..config };
+    let (_, trace) = run(
+        config,
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(0, smoke("d2", "A1")),
+            In(1, by("street:Fuhai", dispose(1, Disposition::RealFire))),
+            In(2, by("street:Fuhai", close(1))),
+        ],
+    );
+    assert!(trace.contains("2s silence A1 #1 cmd2"), "{trace}");
+}
+
+#[test]
+fn by_policy_one_detector_sounds_the_building_and_commands_never_repeat_an_id() {
+    let config = Config { sound_single_detector: true, ..Config::default() };
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Steam };
+    let (engine, trace) = run(
+        config.clone(),
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(0, signal(Condition::Camera, "cam/ch1", "A2", true)),
+            In(0, stranger(Condition::Smoke, "x1", true)),
+            In(1, by("grid:G1", dispose(1, false_alarm))),
+            In(2, smoke("d3", "A3")),
+        ],
+    );
+    let sounders: Vec<&str> =
+        trace.lines().filter(|l| l.contains("sound") || l.contains("silence")).collect();
+    // A camera alone and a stranger sound nothing.
+    assert_eq!(sounders, ["0s sound A1 #1 cmd1", "1s silence A1 #1 cmd2", "2s sound A3 #4 cmd3"], "{trace}");
+    // A snapshot keeps the counter: the next command after a restart is a new id.
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored = Engine::restore(config, &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    let actions = restored.handle(3000, &smoke("d5", "A5")).unwrap();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Sounders { on: true, command: 4, .. })),
+        "{actions:?}"
+    );
+    let without = Config::default();
+    let (_, trace) = run(without, vec![In(0, smoke("d1", "A1"))]);
+    assert!(!trace.contains("sound"), "one detector sounds nothing by default: {trace}");
+}
+
+#[test]
+fn confirmations_count_for_the_current_generation_only_and_survive_a_snapshot() {
+    let confirm =
+        |device: &str, command| Input::SounderConfirmed { case: CaseId(1), device: device.into(), command };
+    let (mut engine, _) = run(Config::default(), vec![In(0, smoke("d1", "A1")), In(0, smoke("d2", "A1"))]);
+    engine.handle(1000, &confirm("d1", 1)).unwrap();
+    engine.handle(1000, &confirm("d2", 7)).unwrap();
+    let (_, linkage) = engine.linkage().next().unwrap();
+    assert_eq!(linkage.confirmed.iter().collect::<Vec<_>>(), ["d1"], "only the current generation counts");
+    let mut json = Vec::new();
+    engine.snapshot(&mut serde_json::Serializer::new(&mut json)).unwrap();
+    let mut restored =
+        Engine::restore(Config::default(), &mut serde_json::Deserializer::from_slice(&json)).unwrap();
+    assert_eq!(restored.linkage().next().unwrap().1.confirmed.len(), 1);
+    // A new state starts with nobody confirmed.
+    let false_alarm = Disposition::FalseAlarm { cause: FalseAlarmCause::Dust };
+    restored.handle(2000, &by("street:Fuhai", dispose(1, false_alarm))).unwrap();
+    let (_, linkage) = restored.linkage().next().unwrap();
+    assert!(!linkage.on && linkage.confirmed.is_empty(), "{linkage:?}");
 }

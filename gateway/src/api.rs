@@ -22,7 +22,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::cases::store::{Audit, CaseFilter, CaseState};
 use crate::cases::{CaseError, Cases};
 use crate::metrics::ReasonLabel;
-use crate::officers::DirectoryWatch;
+use crate::officers::{DirectoryWatch, Role};
 
 /// What the API handlers need.
 #[derive(Clone)]
@@ -37,6 +37,10 @@ pub struct ApiState {
     pub site: Arc<crate::site::Site>,
     /// The district (the top of every location).
     pub district: String,
+    /// The registry file, which placing a device writes; `None` without a registry.
+    pub registry: Option<std::path::PathBuf>,
+    /// Placements write the registry file one at a time.
+    pub placing: Arc<tokio::sync::Mutex<()>>,
     /// Ingest, for device administration (resetting a replay window).
     pub ingest: Arc<crate::ingest::Ingest>,
 }
@@ -48,6 +52,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/cases", get(list))
         .route("/api/v1/cases/{id}", get(case))
         .route("/api/v1/cases/{id}/actions", post(act))
+        .route("/api/v1/cases/{id}/place", post(place))
         .route("/api/v1/events", get(events))
         .route("/api/v1/buildings", get(buildings))
         .route("/api/v1/devices/{id}/reset-window", post(reset_window))
@@ -375,6 +380,163 @@ async fn act(
     Ok(Json(json!({ "case": serde_json::from_str::<Value>(&doc).unwrap_or(Value::Null) })))
 }
 
+/// Where an unplaced device is: a building of the registry, or a new one with its place.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceBody {
+    /// The building id.
+    building: String,
+    /// What the device is.
+    #[serde(default = "smoke_detector")]
+    kind: crate::registry::DeviceKind,
+    /// Its vendor model.
+    #[serde(default)]
+    model: String,
+    /// For a building the registry does not know yet: its address, coordinates and place.
+    address: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    grid: Option<String>,
+    community: Option<String>,
+    street: Option<String>,
+}
+
+fn smoke_detector() -> crate::registry::DeviceKind {
+    crate::registry::DeviceKind::SmokeDetector
+}
+
+/// Places the device of an unplaced-device case: writes its row into the registry file
+/// (which the gateway reloads) and gives the case its building. Duty officers and
+/// commanders only, within their scope; audited like every action.
+async fn place(
+    State(state): State<ApiState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::registry::{DeviceRecord, Registry};
+    let entry = officer_entry(&state, &headers)?;
+    let (officer, role) = (entry.officer(), entry.role);
+    let refuse = |status, reason: &'static str, message: String| {
+        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        ApiError::new(status, reason, message)
+    };
+    if !matches!(role, Role::DutyOfficer | Role::Commander) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "role",
+            format!("a {role} may not write the registry; duty officers and commanders place devices"),
+        ));
+    }
+    let Json(body) = body.map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
+    let body: PlaceBody = serde_json::from_value(body).map_err(|e| {
+        refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("not a valid place: {e}"))
+    })?;
+    let Some(path) = state.registry.clone() else {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "no_registry",
+            "no registry file is configured ([registry] csv): there is nowhere to place the device".into(),
+        ));
+    };
+    let doc = state
+        .cases
+        .get(id)
+        .await?
+        .ok_or(CaseError::Refused(Refusal::NotFound(firegrid_alerting::CaseId(id))))?;
+    let case: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
+    if !location(&case).is_some_and(|l| officer.scope.covers(&l)) {
+        return Err(forbidden(&state, &officer, &format!("case {id}")));
+    }
+    let unplaced: Option<firegrid_alerting::Unplaced> =
+        case.get("unplaced").and_then(|u| serde_json::from_value(u.clone()).ok());
+    let Some(unplaced) = unplaced.filter(|u| !u.flood) else {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "not_unplaced",
+            format!("case {id} is not the case of one unplaced device"),
+        ));
+    };
+    let device = firegrid_protocol::DeviceId::new(&unplaced.device)
+        .map_err(|e| refuse(StatusCode::CONFLICT, "invalid", format!("device id: {e}")))?;
+    let village = firegrid_protocol::VillageId::new(&unplaced.village)
+        .map_err(|e| refuse(StatusCode::CONFLICT, "invalid", format!("village id: {e}")))?;
+
+    let _one_at_a_time = state.placing.lock().await;
+    let file = path.clone();
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&file))
+        .await
+        .expect("loading does not panic")
+        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, "registry", e.to_string()))?;
+    let known = registry.devices().iter().find(|d| *d.building.id == *body.building.trim()).cloned();
+    let record = match (&known, registry.get(&device)) {
+        (_, Some(existing)) => registry.record(existing),
+        (Some(b), None) => DeviceRecord {
+            id: device.clone(),
+            kind: body.kind,
+            model: body.model.clone(),
+            heartbeat_ms: None,
+            channels: None,
+            ..registry.record(b)
+        },
+        (None, None) => {
+            let missing = || {
+                refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!(
+                        "building {:?} is not in the registry: give its address, lat, lon, grid, community and street",
+                        body.building
+                    ),
+                )
+            };
+            DeviceRecord {
+                id: device.clone(),
+                kind: body.kind,
+                model: body.model.clone(),
+                building: body.building.clone(),
+                address: body.address.clone().ok_or_else(missing)?,
+                lat: body.lat.ok_or_else(missing)?,
+                lon: body.lon.ok_or_else(missing)?,
+                grid: body.grid.clone().ok_or_else(missing)?,
+                community: body.community.clone().ok_or_else(missing)?,
+                street: body.street.clone().ok_or_else(missing)?,
+                village,
+                district: registry.district().map(str::to_owned),
+                heartbeat_ms: None,
+                channels: None,
+            }
+        }
+    };
+    let target = Location {
+        district: state.district.clone(),
+        street: record.street.trim().to_owned(),
+        community: record.community.trim().to_owned(),
+        grid: record.grid.trim().to_owned(),
+        building: record.building.trim().to_owned(),
+    };
+    if !officer.scope.covers(&target) {
+        return Err(forbidden(&state, &officer, &format!("building {}", target.building)));
+    }
+    if registry.get(&device).is_none() {
+        let mut records: Vec<DeviceRecord> = registry.devices().iter().map(|d| registry.record(d)).collect();
+        records.push(record);
+        let placed = Registry::from_records(records)
+            .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || placed.save(&file))
+            .await
+            .expect("saving does not panic")
+            .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, "registry", e.to_string()))?;
+        tracing::info!(officer = %officer.id, origin = %remote.ip(), device = %device, building = %target.building, case = id, "Device placed in the registry.");
+    }
+    let audit = Audit { actor: officer.id.clone(), origin: remote.ip().to_string() };
+    let command = Command::Place { case: firegrid_alerting::CaseId(id), location: target };
+    let doc = state.cases.act(officer.clone(), command, audit).await?;
+    Ok(Json(json!({ "case": serde_json::from_str::<Value>(&doc).unwrap_or(Value::Null) })))
+}
+
 async fn events(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -445,6 +607,15 @@ pub fn spec() -> Value {
                     "400": { "description": "not JSON" }, "401": errors["401"], "403": errors["403"], "404": errors["404"],
                     "409": { "description": "not possible in the case's state (closed, already acknowledged, latched ...)" },
                     "422": { "description": "not a valid command" } } } },
+            "/api/v1/cases/{id}/place": { "post": { "summary": "Place the device of an unplaced-device case: writes its row into the registry file and gives the case its building (duty officers and commanders)",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["building"],
+                    "properties": { "building": { "type": "string" }, "kind": { "enum": ["smoke_detector", "camera", "water_sensor"] }, "model": { "type": "string" },
+                        "address": { "type": "string" }, "lat": { "type": "number" }, "lon": { "type": "number" }, "grid": { "type": "string" }, "community": { "type": "string" }, "street": { "type": "string" } },
+                    "description": "A building of the registry by id; for a new building also its address, lat, lon, grid, community and street." } } } },
+                "responses": { "200": { "description": "the case after placing, once it is durable" }, "401": errors["401"], "403": errors["403"], "404": errors["404"],
+                    "409": { "description": "not the case of one unplaced device, or no registry configured" },
+                    "422": { "description": "not a valid place (the registry's rules, an unknown building without its place, or a building that already has an open case of this kind)" } } } },
             "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
             "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } },
             "/api/v1/devices/{id}/reset-window": { "post": { "summary": "Forget a device's authenticated replay window (a detector reflashed with a lower boot counter); duty officers and commanders, devices of their scope; audited as a device_admin event", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{\"device\", \"reset\": true, \"was_known\"}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } }

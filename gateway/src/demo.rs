@@ -97,6 +97,8 @@ pub struct DemoOptions {
     pub fire_at: Duration,
     /// How long after it starts (in each building) the fire is put out.
     pub fire_out_after: Duration,
+    /// A webhook every desk's pages also go to (HMAC-signed with the secret `demo`).
+    pub webhook: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -115,6 +117,7 @@ impl Default for DemoOptions {
             report_every: Duration::from_secs(5),
             fire_at: Duration::from_secs(5 * 60),
             fire_out_after: Duration::from_secs(20 * 60),
+            webhook: None,
         }
     }
 }
@@ -284,6 +287,12 @@ fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String 
         let _ = write!(
             text,
             "\n[[influx]]\nname = \"demo\"\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"{database}\"\n"
+        );
+    }
+    if let Some(url) = &opts.webhook {
+        let _ = write!(
+            text,
+            "\n[alerting.routes]\n\"*\" = [\"webhook\"]\n\n[notify.channels.webhook]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"demo\"\n"
         );
     }
     if let Some(modbus) = modbus {

@@ -222,6 +222,7 @@ fn signal(task: &FleetTask, events: &[LivenessEvent]) {
                 location: place(&device.building, true),
                 condition: Condition::Offline,
                 active: matches!(event, LivenessEvent::Offline { .. }),
+                unplaced: None,
             },
             LivenessEvent::ScopeLost { scope, .. } | LivenessEvent::ScopeRestored { scope, .. } => {
                 let Some(building) = task.liveness.building_in(scope) else { continue };
@@ -241,6 +242,7 @@ fn signal(task: &FleetTask, events: &[LivenessEvent]) {
                     location,
                     condition: Condition::CommunicationLoss,
                     active: matches!(event, LivenessEvent::ScopeLost { .. }),
+                    unplaced: None,
                 }
             }
         };

@@ -28,7 +28,7 @@ enum Command {
     /// archive, the duty-officer console, and a simulated village (the detector firmware on
     /// simulated hardware) playing a scripted day with a fire. Prints console links with demo
     /// officer tokens. Ctrl-C stops it.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Run the gateway. With no configuration it starts its own MQTT broker on
     /// 127.0.0.1:1883, keeps a local archive in ./firegrid-data, and serves /metrics on
     /// 127.0.0.1:8080.
@@ -215,6 +215,9 @@ struct DemoArgs {
     /// How long after it starts in each building the fire is put out (simulated time).
     #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
     fire_out_after: std::time::Duration,
+    /// Also send every page to this webhook (HMAC-signed with the secret `demo`).
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 fn host_port(text: &str, flag: &str) -> anyhow::Result<(String, u16)> {
@@ -259,6 +262,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
+            let args = *args;
             let defaults = firegrid_gateway::demo::DemoOptions::default();
             let opts = firegrid_gateway::demo::DemoOptions {
                 village: args.village.params(),
@@ -273,6 +277,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 report_every: std::time::Duration::from_secs(args.report_every.max(1)),
                 fire_at: args.fire_at,
                 fire_out_after: args.fire_out_after,
+                webhook: args.webhook,
                 ..defaults
             };
             anyhow::ensure!(opts.speed > 0.0, "--speed must be above 0");

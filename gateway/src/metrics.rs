@@ -80,6 +80,9 @@ pub struct Metrics {
     pub unauthenticated: Family<KindLabel, Counter>,
     /// Distinct unknown devices seen.
     pub unknown_devices: Gauge,
+    /// Alarms, faults and camera fire events of unknown devices handed to the alarm loop
+    /// as unplaced-device cases.
+    pub unplaced_signals: Counter,
     /// Messages accepted with a device clock far off the gateway's, by direction.
     pub skewed_timestamps: Family<DirectionLabel, Counter>,
     /// 1 while an MQTT session is connected.
@@ -148,6 +151,7 @@ impl Metrics {
             unknown_device_messages: Counter::default(),
             unauthenticated: Family::default(),
             unknown_devices: Gauge::default(),
+            unplaced_signals: Counter::default(),
             skewed_timestamps: Family::default(),
             mqtt_connected: Family::default(),
             mqtt_connect_failures: Family::default(),
@@ -190,6 +194,11 @@ impl Metrics {
             m.unknown_device_messages.clone(),
         );
         registry.register("unknown_devices", "Distinct unknown devices seen", m.unknown_devices.clone());
+        registry.register(
+            "unplaced_signals",
+            "Alarms, faults and camera events of unknown devices raised as unplaced-device cases",
+            m.unplaced_signals.clone(),
+        );
         registry.register(
             "unauthenticated_accepted",
             "Messages accepted without a verified signature (keyless or migrating devices), by kind",
@@ -315,6 +324,19 @@ impl Metrics {
                 off_by_ms = skew.ms(),
                 suppressed,
                 "Device clock far off the gateway's; message accepted and stamped with the gateway's time."
+            );
+        }
+    }
+
+    /// An unknown device raised or cleared a condition: it goes to the unplaced desk.
+    pub fn unplaced_signal(&self, device: &str, desk: &str) {
+        self.unplaced_signals.inc();
+        if let Some(suppressed) = self.may_log("unplaced_signal") {
+            tracing::warn!(
+                device,
+                desk,
+                suppressed,
+                "Alarm from a device missing from the registry: an unverified case at the unplaced desk."
             );
         }
     }

@@ -330,14 +330,16 @@ impl Gateway {
         let handoff = match &alarm {
             Some(alarm) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(crate::cases::launch::feed_accepted(
-                    rx,
-                    handoff,
-                    alarm.cases.clone(),
-                    ingest.clone(),
-                    cfg.alerting.district.clone(),
-                    site.clone(),
-                ));
+                let feed = crate::cases::launch::Feed {
+                    cases: alarm.cases.clone(),
+                    ingest: ingest.clone(),
+                    district: cfg.alerting.district.clone(),
+                    unplaced_desk: cfg.alerting.unplaced_desk.as_ref().and_then(|d| d.parse().ok()),
+                    site: site.clone(),
+                    metrics: metrics.clone(),
+                    linkage: alarm.linkage.clone(),
+                };
+                tokio::spawn(crate::cases::launch::feed_accepted(rx, handoff, feed));
                 Some(tx)
             }
             None => handoff,
@@ -413,6 +415,8 @@ impl Gateway {
                 metrics: metrics.clone(),
                 site: site.clone(),
                 district: cfg.alerting.district.clone(),
+                registry: cfg.registry.csv.clone(),
+                placing: Arc::default(),
                 ingest: ingest.clone(),
             }),
             site: site.clone(),

@@ -1,12 +1,16 @@
 //! The duty-officer console in headless Chromium (Debian's, through ChromeDriver), against
 //! `firegrid demo` running a small village: an officer signs in with a token, sees the fire
 //! case appear live, acknowledges it and carries it to closure, and the screenshot of the
-//! closed case is taken; an officer of another grid sees nothing of it, in the browser or
-//! through the API; and the demo stops cleanly on SIGTERM.
+//! closed case is taken; the link of a real webhook page opens the console on the case after
+//! sign-in; an unknown detector's alarm shows in the street commander's list marked as an
+//! unverified unplaced device, with the form to place it; an officer of another grid sees
+//! nothing of the fire, in the browser or through the API; and the demo stops cleanly on
+//! SIGTERM.
 
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
+use firegrid_tests::WebhookReceiver;
 use firegrid_tests::browser::{ChromeDriver, Demo, DemoArgs};
 use firegrid_tests::officers::OfficerApi;
 
@@ -68,6 +72,7 @@ async fn submit_form(client: &Client, form: &str, fields: &[(&str, &str)]) {
 async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_it() {
     // At ×12 the fire starts 40 s after the village boots and is put out 15 s later; its
     // detectors clear a simulated minute or two after that.
+    let hook = WebhookReceiver::start().await;
     let demo = Demo::start(DemoArgs {
         detectors: 300,
         buildings: 60,
@@ -75,6 +80,7 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         speed: 12.0,
         fire_at: "8m",
         fire_out_after: "3m",
+        webhook: Some(hook.url()),
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -138,6 +144,69 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
     assert!(!text(&browser, "#detail-camera").await.is_empty(), "the nearest camera line is filled in");
     assert!(!text(&browser, "#detail-path").await.is_empty(), "the escalation path lists the grid at least");
     assert!(!text(&browser, "#detail-countdown").await.is_empty(), "the deadline countdown shows");
+
+    // The link of a real page about the case, followed in a fresh browser: sign-in, then the
+    // console opens on the case.
+    let page = hook
+        .wait("a page about the fire case with a link", Duration::from_secs(30), |v| {
+            v["case_id"].as_u64().map(|c| c.to_string()) == Some(case_id.clone()) && v["url"].is_string()
+        })
+        .await;
+    let link = page["url"].as_str().unwrap().to_owned();
+    assert_eq!(link, format!("{base}/console/cases/{case_id}"), "{page}");
+    let follower = driver.session("follower").await.expect("a third Chromium session");
+    follower.goto(&link).await.expect("the link loads");
+    follower.find(Locator::Css("#token")).await.unwrap().send_keys(&officer.token).await.unwrap();
+    follower.find(Locator::Css("#login-button")).await.unwrap().click().await.unwrap();
+    until(&demo, Duration::from_secs(20), "the linked case open after sign-in", || async {
+        let shown = attr(&follower, "#detail", "data-case").await.as_deref() == Some(case_id.as_str());
+        (shown && follower.find(Locator::Css("#detail")).await.ok()?.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    follower.close().await.unwrap();
+
+    // A detector the registry does not know alarms: the street commander's list shows an
+    // unverified unplaced-device case, and its detail offers to place the device.
+    let stranger = {
+        use firegrid_protocol::{
+            DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
+        };
+        let dev = DeviceId::new("sd-stranger").unwrap();
+        let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
+        let msg = Uplink::new(dev.clone(), 1, 1, 0, body);
+        let topic =
+            Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev, UplinkKind::State).to_buf().to_string();
+        (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
+    };
+    let (mqtt, mut eventloop) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("stranger", "127.0.0.1", demo.broker_port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    mqtt.publish(stranger.0, rumqttc::QoS::AtLeastOnce, false, stranger.1).await.unwrap();
+    let commander = demo.officer("street-commander").unwrap();
+    let desk = driver.session("street").await.expect("a fourth Chromium session");
+    sign_in(&desk, &base, &commander.token).await;
+    let unplaced: String =
+        until(&demo, Duration::from_secs(30), "the unplaced case in the street's list", || async {
+            attr(&desk, "#cases li.unplaced", "data-case").await
+        })
+        .await;
+    let shown = text(&desk, &format!("#cases li[data-case='{unplaced}'] .where")).await;
+    assert!(
+        shown.contains("sd-stranger") && (shown.contains("unverified") || shown.contains("未核实")),
+        "{shown}"
+    );
+    desk.find(Locator::Css(&format!("#cases li[data-case='{unplaced}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&demo, Duration::from_secs(10), "the unplaced case's detail with the place form", || async {
+        let form = desk.find(Locator::Css("#act-place")).await.ok()?;
+        form.is_displayed().await.ok()?.then_some(())
+    })
+    .await;
+    desk.close().await.unwrap();
 
     // 响应: acknowledge.
     browser.find(Locator::Css("#act-acknowledge")).await.unwrap().click().await.unwrap();

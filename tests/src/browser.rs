@@ -35,6 +35,8 @@ pub struct DemoArgs {
     pub fire_at: &'static str,
     /// When it is put out after it starts, simulated.
     pub fire_out_after: &'static str,
+    /// A webhook every page also goes to (`--webhook`).
+    pub webhook: Option<String>,
 }
 
 struct DemoKind {
@@ -71,7 +73,8 @@ impl ServerKind for DemoKind {
             format!("--data-dir={}", dir.join("demo").display()),
             "--report-every=2".to_owned(),
         ];
-        Ok(args.into_iter().map(OsString::from).collect())
+        let webhook = a.webhook.iter().map(|url| format!("--webhook={url}"));
+        Ok(args.into_iter().chain(webhook).map(OsString::from).collect())
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {
@@ -108,6 +111,11 @@ impl Demo {
     /// The port of the console, the officer API and /metrics.
     pub fn http_port(&self) -> u16 {
         self.process.ports()[0]
+    }
+
+    /// The port of the demo's embedded MQTT broker.
+    pub fn broker_port(&self) -> u16 {
+        self.process.ports()[1]
     }
 
     /// The console's base URL.

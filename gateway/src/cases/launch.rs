@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
-use firegrid_protocol::{DeviceId, DownlinkBody, VillageId};
+use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, Encoding, Limits};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use super::service::{Cases, DeskChannels, Wiring};
 use super::store::CaseStore;
 use super::{AlertingConfig, feed_deliveries};
@@ -28,6 +29,8 @@ pub struct AlarmLoop {
     pub cases: Cases,
     /// The officer directory, if configured.
     pub officers: Option<Arc<DirectoryWatch>>,
+    /// Sounder commands the devices have not answered yet.
+    pub linkage: Arc<Mutex<Linkage>>,
     thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
@@ -64,6 +67,10 @@ impl AlarmLoop {
         mqtt: &MqttConfig,
     ) -> Result<AlarmLoop, LaunchError> {
         cfg.engine.validate().map_err(LaunchError::Invalid)?;
+        if let Some(desk) = &cfg.unplaced_desk {
+            desk.parse::<firegrid_alerting::Scope>()
+                .map_err(|e| LaunchError::Invalid(format!("[alerting] unplaced_desk: {e}")))?;
+        }
         let channels = crate::notify::build_channels(&notify.channels)?;
         for (desk, names) in &cfg.routes {
             if desk != "*" && desk.parse::<firegrid_alerting::Scope>().is_err() {
@@ -123,13 +130,41 @@ impl AlarmLoop {
 
         let (commands, command_loop) = command_client(mqtt, stop.clone());
         tasks.push(command_loop);
+        let linkage = Arc::new(Mutex::new(Linkage::default()));
         let sound_ingest = ingest.clone();
-        let sound = Arc::new(move |location: &Location| {
-            let directory = sound_ingest.directory();
-            for (village, device) in directory.devices_in(&location.building) {
-                sound_sounders(&commands, &sound_ingest, village, device);
-            }
-        });
+        let sound_linkage = linkage.clone();
+        let sound_client = commands.clone();
+        let sound = Arc::new(
+            move |case,
+                  location: &Location,
+                  on: bool,
+                  command: u64,
+                  confirmed: &std::collections::BTreeSet<String>| {
+                let directory = sound_ingest.directory();
+                let now = crate::clock::wall_ms();
+                let devices = directory.devices_in(&location.building);
+                let mut linkage = sound_linkage.lock().unwrap();
+                if devices.is_empty() {
+                    // Right after a restart the registry is not loaded yet: the resend task
+                    // expands the building once it is.
+                    let confirmed = confirmed.clone();
+                    linkage.wait(&location.building, Waiting { case, on, generation: command, confirmed });
+                }
+                for (village, device) in devices.into_iter().filter(|(_, d)| !confirmed.contains(d.as_str()))
+                {
+                    if let Some(cmd) = linkage.command(now, village, device, case, on, command) {
+                        publish_sounders(&sound_client, &sound_ingest, &mut linkage, &cmd);
+                    }
+                }
+            },
+        );
+        tasks.push(tokio::spawn(resend_sounders(
+            linkage.clone(),
+            commands,
+            ingest.clone(),
+            cfg.linkage_resend,
+            stop.clone(),
+        )));
         let series_ingest = ingest.clone();
         let series = Arc::new(move |action: &firegrid_alerting::Action, at: Millis| {
             use crate::series::schema::{alarm_flood_point, case_transition_point};
@@ -169,7 +204,7 @@ impl AlarmLoop {
                 stop.clone(),
             )));
         }
-        Ok(AlarmLoop { cases, officers, thread: Some(thread), tasks, stop })
+        Ok(AlarmLoop { cases, officers, linkage, thread: Some(thread), tasks, stop })
     }
 
     /// Stops the loop (it snapshots) and its helpers.
@@ -198,31 +233,91 @@ pub fn location_of(ingest: &Ingest, device: &DeviceId, district: &str) -> Option
     })
 }
 
-/// Feeds accepted device messages to the alarm loop, and on to `onward`.
+/// The location of some registered building of `village`, if the registry knows one.
+fn known_in_village(site: &crate::site::Site, village: &str, district: &str) -> Option<Location> {
+    use crate::registry::{Scope, ScopeLevel};
+    let registry = site.registry()?;
+    let device = registry.in_scope(&Scope { level: ScopeLevel::Village, name: village.into() }).next()?;
+    let b = &device.building;
+    Some(Location {
+        district: district.to_owned(),
+        street: b.street.to_string(),
+        community: b.community.to_string(),
+        grid: b.grid.to_string(),
+        building: b.id.to_string(),
+    })
+}
+
+/// What [`feed_accepted`] hands messages to.
+pub struct Feed {
+    /// The alarm loop.
+    pub cases: Cases,
+    /// For registry lookups.
+    pub ingest: Arc<Ingest>,
+    /// The district (the top of every location).
+    pub district: String,
+    /// `[alerting] unplaced_desk`, parsed.
+    pub unplaced_desk: Option<firegrid_alerting::Scope>,
+    /// What the console shows about places.
+    pub site: Arc<crate::site::Site>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Sounder commands waiting for their `command_ack`.
+    pub linkage: Arc<Mutex<Linkage>>,
+}
+
+/// Feeds accepted device messages to the alarm loop, and on to `onward`. Alarms, faults and
+/// camera events of devices the registry does not know go to `unplaced_desk` (see
+/// [`super::signals::unplaced_location`]): an unregistered detector's fire is still a fire.
 pub async fn feed_accepted(
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     onward: Option<mpsc::UnboundedSender<Accepted>>,
-    cases: Cases,
-    ingest: Arc<Ingest>,
-    district: String,
-    site: Arc<crate::site::Site>,
+    feed: Feed,
 ) {
+    let Feed { cases, ingest, district, unplaced_desk, site, metrics, linkage } = feed;
     while let Some(a) = rx.recv().await {
         // The console shows registered places: an unregistered id (which anyone can invent)
         // never grows its maps.
         if a.registered {
             site.record(&a.msg, a.accepted_ms);
         }
+        if let firegrid_protocol::UplinkBody::CommandAck(ack) = &a.msg.body {
+            let answer = linkage.lock().unwrap().answer(&a.msg.dev, ack.cmd_seq, ack.result);
+            match answer {
+                Answer::Confirmed(case, command) => {
+                    cases.sounder_confirmed(case, a.msg.dev.to_string(), command)
+                }
+                Answer::Refused => {
+                    tracing::warn!(device = %a.msg.dev, cmd_seq = ack.cmd_seq, result = ?ack.result, "A device refused its sounder command.");
+                }
+                Answer::Stale => {}
+            }
+        }
         // Heartbeats, water readings and acknowledgements (almost all traffic) raise nothing:
         // they skip the registry lookup.
         let signals =
             match super::signals::may_signal(&a.msg).then(|| location_of(&ingest, &a.msg.dev, &district)) {
                 Some(Some(location)) => super::signals::from_uplink(&a.msg, &location),
-                _ => Vec::new(),
+                Some(None) => {
+                    let village = a.topic.village.as_str();
+                    let known = known_in_village(&site, village, &district);
+                    let location = super::signals::unplaced_location(
+                        unplaced_desk.as_ref(),
+                        village,
+                        known.as_ref(),
+                        &district,
+                    );
+                    let signals = super::signals::from_unplaced(&a.msg, village, &location);
+                    if !signals.is_empty() {
+                        let desk = unplaced_desk
+                            .as_ref()
+                            .map_or_else(|| format!("street:{}", location.street), ToString::to_string);
+                        metrics.unplaced_signal(a.msg.dev.as_str(), &desk);
+                    }
+                    signals
+                }
+                None => Vec::new(),
             };
-        if signals.is_empty() && a.msg.class() == firegrid_protocol::Class::Alarm && !a.registered {
-            tracing::error!(device = %a.msg.dev, "Alarm from an unregistered device: no grid to route it to; see /api/unknown-devices.");
-        }
         for signal in signals {
             cases.signal(signal);
         }
@@ -263,15 +358,62 @@ fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, J
     (client, task)
 }
 
-fn sound_sounders(client: &AsyncClient, ingest: &Ingest, village: VillageId, device: DeviceId) {
+/// Publishes unanswered sounder commands again every `every` until the devices answer.
+async fn resend_sounders(
+    linkage: Arc<Mutex<Linkage>>,
+    client: AsyncClient,
+    ingest: Arc<Ingest>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks =
+        tokio::time::interval((every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = crate::clock::wall_ms();
+        let mut due = Vec::new();
+        let mut linkage = linkage.lock().unwrap();
+        if linkage.waiting() > 0 {
+            let directory = ingest.directory();
+            for (building, w) in linkage.take_waiting() {
+                let devices = directory.devices_in(&building);
+                if devices.is_empty() {
+                    linkage.wait(&building, w);
+                    continue;
+                }
+                for (village, device) in
+                    devices.into_iter().filter(|(_, d)| !w.confirmed.contains(d.as_str()))
+                {
+                    due.extend(linkage.command(now, village, device, w.case, w.on, w.generation));
+                }
+            }
+        }
+        due.extend(linkage.due(now, every.as_millis() as Millis));
+        for cmd in &due {
+            tracing::debug!(device = %cmd.device, on = cmd.on, generation = cmd.generation, "Sounder state sent again: not confirmed yet.");
+            publish_sounders(&client, &ingest, &mut linkage, cmd);
+        }
+    }
+}
+
+/// Publishes one sounder state as a new downlink, numbered so that no number repeats and
+/// signed for a keyed detector's current boot, and records its number for the device's
+/// `command_ack`.
+fn publish_sounders(client: &AsyncClient, ingest: &Ingest, linkage: &mut Linkage, cmd: &SounderCommand) {
     let now = crate::clock::wall_ms();
-    // Numbered so that no number repeats, signed for a keyed detector's current boot.
-    let Some((topic, payload)) =
-        ingest.command_for(&village, &device, DownlinkBody::Sounders { on: true }, now)
-    else {
-        tracing::warn!(%device, "No sounder command for a revoked device.");
+    // In the device's own encoding (a compact-only board reads no JSON).
+    let body = DownlinkBody::Sounders { on: cmd.on };
+    let Some((topic, payload)) = ingest.command_for(&cmd.village, &cmd.device, body, now) else {
+        tracing::warn!(device = %cmd.device, "No sounder command for a revoked device.");
         return;
     };
+    // The number the device will answer: read back from the command as it goes out.
+    if let Ok(sent) = Downlink::decode(&payload, Encoding::detect(&payload), &Limits::default()) {
+        linkage.sent(&cmd.device, cmd.generation, sent.seq);
+    }
     if let Err(error) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
         tracing::error!(%error, "Cannot queue a sounder command.");
     }

@@ -3,6 +3,7 @@
 //! fed, and its configuration.
 
 pub mod launch;
+pub mod linkage;
 pub mod service;
 pub mod signals;
 pub mod store;
@@ -42,9 +43,21 @@ pub struct AlertingConfig {
     /// How long closed cases are kept in the store.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
-    /// Base URL of the console, for links in notifications.
+    /// The console's URL (`https://firegrid.example/console`, or the gateway's base URL), for
+    /// links in notifications: they open `<console>/cases/<id>`.
     #[serde(default)]
     pub console_url: Option<String>,
+    /// The desk (`street:Fuhai`, `district:Xishan` ...) that answers for alarms, faults and
+    /// camera fire events of devices the registry does not know. Default: the street of the
+    /// village the device's topic names (the street of the village's registered buildings;
+    /// `street:<village>` when the registry knows none of them, or there is no registry).
+    #[serde(default)]
+    pub unplaced_desk: Option<String>,
+    /// A sounder command a device has not answered with its `command_ack` is sent again this
+    /// often (half the minute a fire desk has to answer, so a lost command is repeated
+    /// before the fire escalates).
+    #[serde(default = "default_linkage_resend", with = "humantime_serde")]
+    pub linkage_resend: Duration,
     /// Deadlines, correlation and flood thresholds (`[alerting.engine]`, `[alerting.engine.fire]`
     /// ...); see `firegrid_alerting::Config` for every field and its default.
     #[serde(default)]
@@ -53,6 +66,10 @@ pub struct AlertingConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn default_linkage_resend() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_district() -> String {
@@ -73,6 +90,8 @@ impl Default for AlertingConfig {
             routes: BTreeMap::new(),
             retention: default_retention(),
             console_url: None,
+            unplaced_desk: None,
+            linkage_resend: default_linkage_resend(),
             engine: firegrid_alerting::Config::default(),
         }
     }

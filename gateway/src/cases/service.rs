@@ -48,14 +48,24 @@ pub type Routes = BTreeMap<String, Vec<String>>;
 /// Writes a transition or KPI as a series point, at the given time.
 pub type SeriesWriter = Arc<dyn Fn(&Action, Millis) + Send + Sync>;
 
-/// Sounds the sounders of a building.
-pub type Sounder = Arc<dyn Fn(&firegrid_alerting::Location) + Send + Sync>;
+/// Switches the sounders of a building on or off for a case, with the engine's generation of
+/// that state, skipping the devices that already confirmed it.
+pub type Sounder = Arc<
+    dyn Fn(CaseId, &firegrid_alerting::Location, bool, u64, &std::collections::BTreeSet<String>)
+        + Send
+        + Sync,
+>;
 
 /// Finds the channels that reach a desk: the routes plus on-duty officers of that desk.
 pub type DeskChannels = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 enum Request {
     Signal(Signal),
+    SounderConfirmed {
+        case: CaseId,
+        device: String,
+        command: u64,
+    },
     Delivery {
         notification: u64,
         delivered: bool,
@@ -140,6 +150,18 @@ impl Cases {
         tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
         // Notifications of replayed inputs: queue again (the outbox keeps one per id).
         worker.carry_out(&replayed, false);
+        // Sounder states: what every held case last asked of its building, oldest first,
+        // sent again to the devices that have not confirmed them.
+        let mut linkage: Vec<_> = worker
+            .engine
+            .linkage()
+            .map(|(c, l)| (l.command, c.id, c.location.clone(), l.on, l.confirmed.clone()))
+            .collect();
+        linkage.sort_by_key(|(command, ..)| *command);
+        for (command, case, location, on, confirmed) in linkage {
+            tracing::info!(building = %location.building, on, command, confirmed = confirmed.len(), "Sounder state sent again after the restart.");
+            (worker.wiring.sound)(case, &location, on, command, &confirmed);
+        }
         let thread = std::thread::Builder::new()
             .name("alarm-loop".into())
             .spawn(move || worker.run(rx))
@@ -155,6 +177,11 @@ impl Cases {
     /// Hands a device condition to the engine (never blocks).
     pub fn signal(&self, signal: Signal) {
         let _ = self.tx.send(Request::Signal(signal));
+    }
+
+    /// A device confirmed a case's sounder state (logged, so a restart skips it).
+    pub fn sounder_confirmed(&self, case: CaseId, device: String, command: u64) {
+        let _ = self.tx.send(Request::SounderConfirmed { case, device, command });
     }
 
     /// Reports a delivery result.
@@ -319,6 +346,9 @@ impl Worker {
                 Request::Delivery { notification, delivered } => {
                     self.handle(now, Input::Delivery { notification, delivered }, None, &mut done)
                 }
+                Request::SounderConfirmed { case, device, command } => {
+                    self.handle(now, Input::SounderConfirmed { case, device, command }, None, &mut done)
+                }
                 Request::Officer { officer, command, audit, reply } => {
                     let id = command.case();
                     let input = Input::Officer { officer, command };
@@ -479,9 +509,13 @@ impl Worker {
         for (at, action) in actions {
             match action {
                 Action::Notify(n) => self.notify(n, *at, live),
-                Action::SoundBuilding { location, case } if live => {
-                    tracing::warn!(case = %case, building = %location.building, "Confirmed fire: sounding the building's sounders.");
-                    (self.wiring.sound)(location);
+                Action::Sounders { location, case, on, command } if live => {
+                    if *on {
+                        tracing::warn!(case = %case, building = %location.building, command, "Fire: sounding the building's sounders.");
+                    } else {
+                        tracing::info!(case = %case, building = %location.building, command, "Silencing the building's sounders.");
+                    }
+                    (self.wiring.sound)(*case, location, *on, *command, &Default::default());
                 }
                 Action::Record(t) if live => {
                     (self.wiring.series)(action, *at);
@@ -553,15 +587,21 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         DeliveryFailed => "升级 escalated: the desk below could not be reached",
     };
     let place = &n.location;
-    let title = format!("{} {} {}", place.building, n.kind.as_str(), why);
+    // An unplaced device has no building; its page must say that nobody vouches for it, and
+    // a duty officer must still act on it as the fire it may be.
+    let building = if n.unverified { "未登记设备 unplaced device" } else { place.building.as_str() };
+    let title = format!("{} {} {}", building, n.kind.as_str(), why);
+    let names = [&place.street, &place.community, &place.grid, &place.building];
     let mut text = format!(
-        "{} / {} / {} / {}; devices: {}",
-        place.street,
-        place.community,
-        place.grid,
-        place.building,
+        "{}; devices: {}",
+        names.iter().filter(|n| !n.is_empty()).map(|n| n.as_str()).collect::<Vec<_>>().join(" / "),
         n.devices.join(", ")
     );
+    if n.unverified {
+        text.push_str(
+            "; 未核实 unverified: the registry does not know this device (place it from the console)",
+        );
+    }
     if n.chattering {
         text.push_str("; chattering device (频繁误报)");
     }
@@ -576,7 +616,49 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         desk: n.desk.to_string(),
         title,
         text,
-        url: console.map(|base| format!("{}/cases/{}", base.trim_end_matches('/'), n.case)),
+        url: console.map(|base| crate::console::case_url(base, n.case.0)),
         at_ms: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firegrid_alerting::{CaseId, CaseKind, Level, Location, NotifyReason, Scope, Severity, Stage};
+
+    use super::*;
+
+    fn notification(location: Location, unverified: bool) -> Notification {
+        Notification {
+            id: 7,
+            case: CaseId(3),
+            desk: Scope { level: Level::Street, name: "Fuhai".into() },
+            reason: NotifyReason::Opened,
+            severity: Severity::PreAlarm,
+            kind: CaseKind::Fire,
+            location,
+            stage: Stage::Warning,
+            devices: vec!["x1".into()],
+            chattering: false,
+            deadline: None,
+            unverified,
+        }
+    }
+
+    #[test]
+    fn an_unplaced_device_pages_as_unverified_without_empty_places() {
+        let street = Location { district: "Xishan".into(), street: "Fuhai".into(), ..Location::default() };
+        let m = message(&notification(street, true), 0, None);
+        assert_eq!(m.title, "未登记设备 unplaced device fire 新警情 new case");
+        assert!(m.text.starts_with("Fuhai; devices: x1; 未核实 unverified"), "{}", m.text);
+        let placed = Location {
+            district: "Xishan".into(),
+            street: "Fuhai".into(),
+            community: "C1".into(),
+            grid: "G1".into(),
+            building: "A1".into(),
+        };
+        let m = message(&notification(placed, false), 0, None);
+        assert_eq!(m.title, "A1 fire 新警情 new case");
+        assert_eq!(m.text, "Fuhai / C1 / G1 / A1; devices: x1");
     }
 }

@@ -1,7 +1,7 @@
 //! What the alarm engine hears: device messages, liveness events and Modbus conditions,
 //! turned into [`Signal`]s. Pure functions; the location comes from the registry.
 
-use firegrid_alerting::{Condition, Location, Signal};
+use firegrid_alerting::{Condition, Level, Location, Scope, Signal};
 use firegrid_protocol::{ChannelStatus, DetectorState, Uplink, UplinkBody};
 
 use crate::sources::modbus::conditions::{Condition as ModbusCondition, ConditionEvent};
@@ -23,8 +23,13 @@ pub fn may_signal(msg: &Uplink) -> bool {
 /// `cam/ch3`): a low battery clearing must not clear a tamper of the same detector.
 pub fn from_uplink(msg: &Uplink, location: &Location) -> Vec<Signal> {
     let dev = msg.dev.as_str();
-    let signal =
-        |device: String, condition, active| Signal { device, location: location.clone(), condition, active };
+    let signal = |device: String, condition, active| Signal {
+        device,
+        location: location.clone(),
+        condition,
+        active,
+        unplaced: None,
+    };
     match &msg.body {
         UplinkBody::State(s) => match s.state {
             DetectorState::Alarm => vec![signal(dev.into(), Condition::Smoke, true)],
@@ -58,6 +63,47 @@ pub fn from_uplink(msg: &Uplink, location: &Location) -> Vec<Signal> {
     }
 }
 
+/// Where the case of a device the registry does not know sits: at `desk`, or by default at
+/// the street of its village (`known`: any registered building of that village; without one
+/// the street desk is named after the village). The levels below the desk stay empty, so
+/// the engine tells the desk first and escalates from it; the levels above it are filled
+/// from `known` where it knows them.
+pub fn unplaced_location(
+    desk: Option<&Scope>,
+    village: &str,
+    known: Option<&Location>,
+    district: &str,
+) -> Location {
+    let street = known.map_or(village, |k| k.street.as_str());
+    let desk = desk.cloned().unwrap_or_else(|| Scope { level: Level::Street, name: street.to_owned() });
+    let mut location = Location { district: district.to_owned(), ..Location::default() };
+    for level in Level::ALL.into_iter().filter(|l| *l > desk.level) {
+        let name = known.map(|k| k.name_at(level).to_owned()).unwrap_or_default();
+        match level {
+            Level::Community => location.community = name,
+            Level::Street => location.street = name,
+            Level::Grid | Level::District => {}
+        }
+    }
+    match desk.level {
+        Level::Grid => location.grid = desk.name,
+        Level::Community => location.community = desk.name,
+        Level::Street => location.street = desk.name,
+        Level::District => location.district = desk.name,
+    }
+    location
+}
+
+/// The signals of a device the registry does not know, at `location` (see
+/// [`unplaced_location`]), marked with its village.
+pub fn from_unplaced(msg: &Uplink, village: &str, location: &Location) -> Vec<Signal> {
+    let mut signals = from_uplink(msg, location);
+    for signal in &mut signals {
+        signal.unplaced = Some(village.to_owned());
+    }
+    signals
+}
+
 /// The signal of a Modbus condition change.
 pub fn from_modbus(event: &ConditionEvent, location: &Location) -> Signal {
     let (suffix, condition) = match event.condition {
@@ -70,6 +116,7 @@ pub fn from_modbus(event: &ConditionEvent, location: &Location) -> Signal {
         location: location.clone(),
         condition,
         active: event.active,
+        unplaced: None,
     }
 }
 
@@ -127,6 +174,36 @@ mod tests {
         check(camera(CameraEventKind::Smoke, true), &[("d1/ch3", Condition::Camera, true)]);
         check(camera(CameraEventKind::Fire, false), &[("d1/ch3", Condition::Camera, false)]);
         check(camera(CameraEventKind::FireLaneBlocked, true), &[]);
+    }
+
+    #[test]
+    fn an_unplaced_device_is_placed_at_its_desk_with_only_the_levels_above_it() {
+        let known = Location {
+            district: "Xishan".into(),
+            street: "Fuhai".into(),
+            community: "C1".into(),
+            grid: "G1".into(),
+            building: "A1".into(),
+        };
+        let loc = |street: &str, community: &str, grid: &str| Location {
+            district: "Xishan".into(),
+            street: street.into(),
+            community: community.into(),
+            grid: grid.into(),
+            building: String::new(),
+        };
+        // Default: the village's street, from a registered building or else the village id.
+        assert_eq!(unplaced_location(None, "fuhai-1", Some(&known), "Xishan"), loc("Fuhai", "", ""));
+        assert_eq!(unplaced_location(None, "fuhai-1", None, "Xishan"), loc("fuhai-1", "", ""));
+        let community: Scope = "community:C9".parse().unwrap();
+        assert_eq!(unplaced_location(Some(&community), "v", Some(&known), "Xishan"), loc("Fuhai", "C9", ""));
+        assert_eq!(unplaced_location(Some(&community), "v", None, "Xishan"), loc("", "C9", ""));
+        let district: Scope = "district:Other".parse().unwrap();
+        let top = unplaced_location(Some(&district), "v", Some(&known), "Xishan");
+        assert_eq!(top, Location { district: "Other".into(), ..Location::default() });
+        let signals = from_unplaced(&uplink(state(DetectorState::Alarm)), "fuhai-1", &loc("Fuhai", "", ""));
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].unplaced.as_deref(), Some("fuhai-1"));
     }
 
     #[test]

@@ -30,6 +30,8 @@ const TEXT = {
     t_alarm_changed: '报警变化', t_chattering: '频繁报警', t_stale: '长时间报警', t_acknowledged: '响应',
     t_dispatched: '派员', t_verified: '核实', t_disposed: '定性', t_closed: '结案', t_noted: '备注',
     t_shelved: '屏蔽', t_unshelved: '取消屏蔽', t_latch_reset: '复位', t_delivery_failed: '通知失败',
+    t_placed: '已登记位置', unplaced: '未登记设备', unplaced_flood: '大量未登记设备', unverified: '未核实',
+    place_device: '登记设备位置', building_id: '建筑编号',
   },
   en: {
     title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
@@ -59,7 +61,9 @@ const TEXT = {
     t_alarm_changed: 'Alarm changed', t_chattering: 'Chattering', t_stale: 'Stale', t_acknowledged: 'Acknowledged',
     t_dispatched: 'Dispatched', t_verified: 'Verified', t_disposed: 'Disposition', t_closed: 'Closed',
     t_noted: 'Note', t_shelved: 'Shelved', t_unshelved: 'Unshelved', t_latch_reset: 'Latch reset',
-    t_delivery_failed: 'Delivery failed',
+    t_delivery_failed: 'Delivery failed', t_placed: 'Placed', unplaced: 'Unplaced device',
+    unplaced_flood: 'Unplaced flood', unverified: 'unverified', place_device: 'Place the device',
+    building_id: 'Building id',
   },
 };
 
@@ -133,6 +137,15 @@ async function signIn(token) {
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
   follow();
+  // A notification link (/console/cases/<id>) opens on its case once signed in.
+  const linked = location.pathname.match(/^\/console\/cases\/(\d+)$/);
+  if (linked) {
+    try {
+      await openCase(Number(linked[1]));
+    } catch (error) {
+      $('#action-error').textContent = error.message;
+    }
+  }
 }
 
 function signOut() {
@@ -178,6 +191,11 @@ function countdown(c) {
 
 function where(c) {
   const l = c.location;
+  // A device the registry does not know has no building: say so, and whose desk it is at.
+  if (c.unplaced) {
+    const what = c.unplaced.flood ? `${t('unplaced_flood')} (${c.unplaced.village})` : `${t('unplaced')} ${c.unplaced.device}`;
+    return `${what} · ${t('unverified')} · ${l.street || l.community || l.district}`;
+  }
   return l.building ? `${l.building} · ${l.grid} · ${l.community}` : `${l.grid} · ${l.community} · ${l.street}`;
 }
 
@@ -196,6 +214,7 @@ function renderCases() {
     item.dataset.case = c.id;
     item.dataset.severity = c.severity;
     item.dataset.stage = c.stage;
+    if (c.unplaced) item.classList.add('unplaced');
     if (state.fresh.has(c.id)) item.classList.add('new');
     item.addEventListener('click', () => openCase(c.id));
     list.append(item);
@@ -242,6 +261,7 @@ function renderDetail() {
   const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
   if (c.confirmed) flags.push(t('confirmed'));
   if (c.drill) flags.push(t('drill'));
+  if (c.unplaced) flags.push(`${c.unplaced.flood ? t('unplaced_flood') : t('unplaced')} · ${t('unverified')}`);
   if (c.acknowledged) flags.push(`${t('acked_by')} ${c.acknowledged.officer}`);
   $('#detail-summary').textContent = flags.join(' · ');
 
@@ -301,15 +321,16 @@ function renderDetail() {
   $('#act-close button').disabled = closed || !c.disposition;
   $('#act-shelve button').disabled = closed;
   $('#act-reset_latch').disabled = !Object.values(c.alarms).some((a) => a.latched);
+  $('#act-place').hidden = !c.unplaced || c.unplaced.flood || closed;
   $('#action-error').textContent = '';
   tick();
 }
 
-async function act(body) {
+async function act(body, route = 'actions') {
   const id = state.detail.case.id;
   $('#action-error').textContent = '';
   try {
-    await api(`/api/v1/cases/${id}/actions`, { method: 'POST', body: JSON.stringify(body) });
+    await api(`/api/v1/cases/${id}/${route}`, { method: 'POST', body: JSON.stringify(body) });
     await openCase(id);
     await loadCases();
   } catch (error) {
@@ -345,6 +366,11 @@ function wireActions() {
     };
   });
   on('note', (f) => ({ command: 'note', text: f.get('text') }));
+  $('#act-place').addEventListener('submit', (event) => {
+    event.preventDefault();
+    act({ building: new FormData(event.target).get('building') }, 'place');
+    event.target.reset();
+  });
   on('shelve', (f) => ({ command: 'shelve', device: f.get('device'), duration: f.get('duration'), reason: f.get('reason') }));
 }
 

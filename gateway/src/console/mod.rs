@@ -34,11 +34,28 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-/// `/console` (and `/`, redirected there), `/console/app.js`, `/console/app.css`.
+/// The page's address for one case, which notification links point to: the console opens
+/// on that case once the officer has signed in.
+pub fn case_url(console: &str, case: u64) -> String {
+    let base = console.trim_end_matches('/');
+    let base = base.strip_suffix("/console").unwrap_or(base);
+    format!("{base}/console/cases/{case}")
+}
+
+/// `/console` (and `/`, redirected there), `/console/cases/{id}` (the same page, opening on
+/// the case), `/console/app.js`, `/console/app.css`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/console") }))
         .route("/console", get(|| async { file("text/html; charset=utf-8", INDEX) }))
+        // Only a case number: anything else under /console/cases/ is a 404 (axum refuses a
+        // path segment that does not parse).
+        .route(
+            "/console/cases/{id}",
+            get(|axum::extract::Path(_id): axum::extract::Path<u64>| async {
+                file("text/html; charset=utf-8", INDEX)
+            }),
+        )
         .route("/console/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
 }
@@ -46,6 +63,14 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_point_at_the_case_in_the_console_whatever_the_base() {
+        for base in ["http://h:8080", "http://h:8080/", "http://h:8080/console", "http://h:8080/console/"] {
+            assert_eq!(case_url(base, 7), "http://h:8080/console/cases/7", "{base}");
+        }
+        assert_eq!(case_url("https://x.example/fg/console", 1), "https://x.example/fg/console/cases/1");
+    }
 
     /// Every `data-t` key the page uses has a text in both languages, and the script's own
     /// lookups too (a missing key would show the raw key to an officer).

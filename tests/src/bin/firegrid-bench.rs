@@ -843,7 +843,13 @@ fn engine(cases: usize, events: usize) {
         building: format!("B{b}"),
     };
     let signal = |dev: usize, b: usize, condition, active| {
-        Input::Signal(Signal { device: format!("sd-{dev}"), location: location(b), condition, active })
+        Input::Signal(Signal {
+            device: format!("sd-{dev}"),
+            location: location(b),
+            condition,
+            active,
+            unplaced: None,
+        })
     };
     // Spread detection off: 10,000 fires in 40 grids would all be one spread.
     let mut engine = Engine::new(EngineConfig { spread_buildings: usize::MAX, ..EngineConfig::default() });
