@@ -322,7 +322,6 @@ async fn forged_messages_are_refused_and_the_real_alarm_still_pages() {
     assert_eq!(gateway.metric(r#"firegrid_messages_accepted_total{kind="state"}"#).unwrap(), Some(1.0));
     // The captured alarm, replayed by the attacker: a duplicate, acknowledged again, stored and
     // handled once.
-    let pages = hook.received().len();
     publish(&attacker, real).await;
     wait_metric(&gateway, "firegrid_messages_duplicate_total", 1.0).await;
     assert_eq!(gateway.metric(r#"firegrid_messages_accepted_total{kind="state"}"#).unwrap(), Some(1.0));
