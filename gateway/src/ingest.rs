@@ -45,7 +45,7 @@ use crate::spool::{Appended, Durability, Spool, SpoolError};
 /// counted, and their points share the series of [`UNLISTED`].
 const UNKNOWN_LIST_CAP: usize = 10_000;
 
-/// The `device` tag of unknown devices beyond [`UNKNOWN_LIST_CAP`].
+/// The `device` tag of unknown devices beyond the 10,000 listed ones.
 pub const UNLISTED: &str = "unlisted";
 
 /// Where devices are. The registry implements it; [`NoDirectory`] knows no device.
