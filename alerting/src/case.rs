@@ -194,7 +194,8 @@ pub struct Linkage {
 /// What a case of unregistered devices knows of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unplaced {
-    /// The village their topics name.
+    /// The village their topics name ([`crate::ALL_VILLAGES`] for the one flood case of all
+    /// villages beyond [`crate::Config::unplaced_total_limit`]).
     pub village: String,
     /// The village's flood case: unplaced devices beyond
     /// [`crate::Config::unplaced_limit`] within [`crate::Config::unplaced_window`] fold into

@@ -186,6 +186,13 @@ pub struct Config {
     /// The window of [`Config::unplaced_limit`].
     #[serde(with = "humantime_serde")]
     pub unplaced_window: Duration,
+    /// At most this many cases of unregistered devices open within
+    /// [`Config::unplaced_window`] across all villages together; beyond it every further
+    /// unregistered device folds into one flood case for all villages. A stranger can invent
+    /// village ids as easily as device ids, so a per-village limit alone would not bound the
+    /// desks' load. Three villages' worth (a street carries about three).
+    #[serde(default = "default_unplaced_total_limit")]
+    pub unplaced_total_limit: usize,
     /// Sound the building's sounders for a single detector in alarm, not only for a
     /// confirmed fire. Off by default: one detector is verified first (GB 50116 lets a
     /// single-detector alarm start linkage only where the design asks for it, since most are
@@ -232,6 +239,7 @@ impl Default for Config {
             keep_closed: Duration::from_secs(24 * 3600),
             unplaced_limit: 10,
             unplaced_window: Duration::from_secs(10 * 60),
+            unplaced_total_limit: default_unplaced_total_limit(),
             sound_single_detector: false,
         }
     }
@@ -270,9 +278,18 @@ impl Config {
         if self.spread_buildings < 2 || self.chatter_cycles < 2 || self.flood_threshold == 0 {
             return Err("spread_buildings and chatter_cycles must be ≥ 2, flood_threshold ≥ 1".into());
         }
+        if self.unplaced_total_limit < self.unplaced_limit {
+            return Err(
+                "unplaced_total_limit must be ≥ unplaced_limit (it bounds all villages together)".into()
+            );
+        }
         if self.unplaced_limit == 0 {
             return Err("unplaced_limit must be ≥ 1 (beyond it unplaced devices fold into one case)".into());
         }
         Ok(())
     }
+}
+
+fn default_unplaced_total_limit() -> usize {
+    30
 }

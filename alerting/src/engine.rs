@@ -264,28 +264,37 @@ impl Engine {
         }
         let flood = Unplaced { flood: true, ..own.clone() };
         let flood_key = unplaced_key(kind, &flood);
-        let folded = self
-            .open
-            .get(&flood_key)
-            .is_some_and(|id| self.state.cases[id].alarms.contains_key(&signal.device));
-        if folded {
-            return (flood_key, flood);
+        // Beyond the limit of all villages together: one flood case for every village.
+        let everywhere = Unplaced { village: ALL_VILLAGES.into(), ..flood.clone() };
+        let everywhere_key = unplaced_key(kind, &everywhere);
+        for (key, marker) in [(&flood_key, &flood), (&everywhere_key, &everywhere)] {
+            let folded =
+                self.open.get(key).is_some_and(|id| self.state.cases[id].alarms.contains_key(&signal.device));
+            if folded {
+                return (key.clone(), marker.clone());
+            }
         }
         if !signal.active {
             return (own_key, own);
         }
         let window = Self::ms(self.config.unplaced_window);
-        let opened = self.state.unplaced.entry(village.to_owned()).or_default();
-        while opened.front().is_some_and(|t| *t + window <= now) {
-            opened.pop_front();
+        // Villages whose window emptied are forgotten: invented village names cost nothing.
+        let state = &mut self.state.unplaced;
+        for opened in state.values_mut() {
+            while opened.front().is_some_and(|t| *t + window <= now) {
+                opened.pop_front();
+            }
         }
+        state.retain(|v, opened| v == village || !opened.is_empty());
+        let total: usize = state.values().map(VecDeque::len).sum();
+        if total >= self.config.unplaced_total_limit {
+            return (everywhere_key, everywhere);
+        }
+        let opened = state.entry(village.to_owned()).or_default();
         if opened.len() >= self.config.unplaced_limit {
             return (flood_key, flood);
         }
         opened.push_back(now);
-        // Villages whose window emptied are forgotten: invented village names cost nothing.
-        let state = &mut self.state.unplaced;
-        state.retain(|v, opened| v == village || opened.back().is_some_and(|t| *t + window > now));
         (own_key, own)
     }
 
@@ -1023,12 +1032,19 @@ fn nonempty(text: &str, what: &str) -> Result<String, Refusal> {
 
 /// The correlation key of a case: by place, or for an unplaced device by device (or by
 /// village for the flood).
+///
+/// The flood case beyond the limit of all villages together carries [`ALL_VILLAGES`] as its
+/// village.
 fn case_key(case: &Case) -> String {
     match &case.unplaced {
         Some(unplaced) => unplaced_key(case.kind, unplaced),
         None => key(case.kind, &case.location),
     }
 }
+
+/// The village of the one flood case for all villages (not a valid village id, so no real
+/// village's flood case can share its key).
+pub const ALL_VILLAGES: &str = "*";
 
 fn unplaced_key(kind: CaseKind, u: &Unplaced) -> String {
     if u.flood {

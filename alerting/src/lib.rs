@@ -25,7 +25,7 @@ mod tests;
 
 pub use case::{Case, CaseId, CaseKind, Linkage, Unplaced};
 pub use config::{Config, Deadline, Policy, Severity};
-pub use engine::{Engine, Refusal};
+pub use engine::{ALL_VILLAGES, Engine, Refusal};
 pub use input::{
     Command, Condition, Disposition, FalseAlarmCause, Feedback, Input, Officer, Signal, VerifyMethod,
     WorkOrder,

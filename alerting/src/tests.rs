@@ -688,6 +688,25 @@ fn beyond_the_limit_unplaced_devices_fold_into_one_flood_case_per_village() {
     assert_eq!(engine.open_cases(), 3);
 }
 
+/// Invented village ids do not buy a stranger more cases: beyond the limit of all villages
+/// together, every further unregistered device folds into one flood case for all villages.
+#[test]
+fn invented_villages_fold_into_one_flood_case_beyond_the_total_limit() {
+    let config = Config { unplaced_limit: 2, unplaced_total_limit: 4, ..Config::default() };
+    let from = |village: &str, device: &str| {
+        let Input::Signal(mut s) = stranger(Condition::Smoke, device, true) else { unreachable!() };
+        s.unplaced = Some(village.into());
+        Input::Signal(s)
+    };
+    let inputs = (0..40u64).map(|i| In(i, from(&format!("v{i}"), &format!("x{i}")))).collect();
+    let (engine, _) = run(config, inputs);
+    assert_eq!(engine.open_cases(), 5, "four cases of their own and one flood case for all villages");
+    let flood = engine.case(CaseId(5)).unwrap();
+    let marker = flood.unplaced.as_ref().unwrap();
+    assert!(marker.flood && marker.village == crate::ALL_VILLAGES, "{marker:?}");
+    assert_eq!(flood.devices().len(), 36);
+}
+
 #[test]
 fn placing_an_unplaced_device_gives_its_case_the_building_and_tells_its_grid() {
     check(

@@ -256,31 +256,35 @@ fn log_alarm(a: &Accepted) {
     }
 }
 
-/// Stores liveness events as series (events class: never shed) and logs them.
+/// Stores liveness events as series (events class: never shed), all of them in one commit
+/// (a grid coming back online is hundreds of events, which one fsync each would put in front of
+/// any alarm waiting for the spool), and logs them.
 fn store(ingest: &Ingest, events: &[LivenessEvent]) {
+    let Some(latest) = events.iter().map(LivenessEvent::at_ms).max() else { return };
+    let mut points = Vec::with_capacity(events.len());
     for event in events {
-        let stored = match event {
+        let point = match event {
             LivenessEvent::Offline { device, last_heard_ms, at_ms } => {
                 tracing::warn!(device = %device.id, building = %device.building.id, silent_ms = at_ms - last_heard_ms, "Device offline.");
-                ingest.store_local(&device.id, Class::Event, *at_ms, |place, ts| {
+                ingest.local_point(&device.id, *at_ms, |place, ts| {
                     device_status_point(place, device.id.as_str(), false, at_ms - last_heard_ms, ts)
                 })
             }
             LivenessEvent::Online { device, offline_since_ms, at_ms } => {
                 tracing::info!(device = %device.id, offline_ms = at_ms - offline_since_ms, "Device back online.");
-                ingest.store_local(&device.id, Class::Event, *at_ms, |place, ts| {
+                ingest.local_point(&device.id, *at_ms, |place, ts| {
                     device_status_point(place, device.id.as_str(), true, 0, ts)
                 })
             }
             LivenessEvent::ScopeLost { scope, offline, total, since_ms } => {
                 tracing::error!(level = level_name(scope.level), scope = %scope.name, offline, total, "Communication loss: most devices of this scope went silent together.");
-                ingest.store_scope(*since_ms, |ts| {
+                ingest.scope_point(*since_ms, |ts| {
                     communication_loss_point(level_name(scope.level), &scope.name, true, *offline, *total, ts)
                 })
             }
             LivenessEvent::ScopeRestored { scope, offline, total, at_ms, .. } => {
                 tracing::info!(level = level_name(scope.level), scope = %scope.name, offline, total, "Communication restored.");
-                ingest.store_scope(*at_ms, |ts| {
+                ingest.scope_point(*at_ms, |ts| {
                     communication_loss_point(
                         level_name(scope.level),
                         &scope.name,
@@ -292,8 +296,74 @@ fn store(ingest: &Ingest, events: &[LivenessEvent]) {
                 })
             }
         };
-        if let Err(error) = stored {
-            tracing::error!(%error, "Cannot store a liveness event in the spool.");
-        }
+        points.push(point);
+    }
+    if let Err(error) = ingest.store_points(&points, Class::Event, latest) {
+        tracing::error!(%error, events = points.len(), "Cannot store liveness events in the spool.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use firegrid_protocol::{Limits, VillageId};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::admission::AdmissionConfig;
+    use crate::metrics::Metrics;
+    use crate::registry::{DeviceKind, DeviceRecord};
+    use crate::spool::{Spool, SpoolConfig};
+
+    /// A grid coming back online: 500 events, one commit and one fsync, so an alarm waiting
+    /// for the spool waits for one fsync, not five hundred.
+    #[test]
+    fn a_batch_of_liveness_events_is_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir.path()), &["db"]).unwrap()));
+        let ingest = Ingest::new(
+            spool.clone(),
+            Arc::new(Notify::new()),
+            AdmissionConfig::default(),
+            Limits::default(),
+            Arc::new(Metrics::new()),
+            1,
+        )
+        .unwrap();
+        let records = (0..500).map(|i| DeviceRecord {
+            id: DeviceId::new(&format!("sd-{i:04}")).unwrap(),
+            kind: DeviceKind::SmokeDetector,
+            model: "JTY-GD".into(),
+            building: format!("b{}", i / 5),
+            address: "Lane 1".into(),
+            lat: 25.0,
+            lon: 102.6,
+            grid: "g1".into(),
+            community: "c1".into(),
+            street: "fuhai".into(),
+            village: VillageId::new("fuhai-1").unwrap(),
+            district: None,
+            heartbeat_ms: None,
+            channels: None,
+        });
+        let registry = Arc::new(Registry::from_records(records).unwrap());
+        ingest.set_directory(registry.clone());
+        let events: Vec<_> = registry
+            .devices()
+            .iter()
+            .map(|d| LivenessEvent::Online { device: d.clone(), offline_since_ms: 1_000, at_ms: 9_000 })
+            .collect();
+        let before = spool.lock().unwrap().stats().clone();
+        store(&ingest, &events);
+        let after = spool.lock().unwrap().stats().clone();
+        assert_eq!(after.appended - before.appended, 500, "every event is stored");
+        assert_eq!(after.syncs - before.syncs, 1, "in one fsynced commit");
+        let lines = spool.lock().unwrap().read("db", 1_000, usize::MAX).unwrap();
+        assert!(
+            lines
+                .iter()
+                .all(|r| std::str::from_utf8(&r.payload).unwrap().contains("device_kind=smoke_detector"))
+        );
     }
 }

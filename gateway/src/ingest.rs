@@ -302,12 +302,32 @@ impl Ingest {
         now_ms: u64,
         build: impl FnOnce(&Placement<'_>, i64) -> crate::series::Point,
     ) -> Result<(), SpoolError> {
+        let point = self.local_point(device, now_ms, build);
+        self.store_points(std::slice::from_ref(&point), class, now_ms)
+    }
+
+    /// A point the gateway produced itself for `device`, placed and stamped like the device's
+    /// MQTT messages, for [`Ingest::store_points`] (many in one commit).
+    pub fn local_point(
+        &self,
+        device: &DeviceId,
+        now_ms: u64,
+        build: impl FnOnce(&Placement<'_>, i64) -> crate::series::Point,
+    ) -> crate::series::Point {
         let directory = self.directory.read().unwrap().clone();
         let place = directory
             .placement(device)
             .unwrap_or(Placement { device_kind: "unregistered", ..Placement::default() });
-        let point = build(&place, self.stamp(now_ms));
-        self.store_points(std::slice::from_ref(&point), class, now_ms)
+        build(&place, self.stamp(now_ms))
+    }
+
+    /// A point about a whole scope (no device placement), stamped, for [`Ingest::store_points`].
+    pub fn scope_point(
+        &self,
+        now_ms: u64,
+        build: impl FnOnce(i64) -> crate::series::Point,
+    ) -> crate::series::Point {
+        build(self.stamp(now_ms))
     }
 
     /// Stores an event-class point about a whole scope (no device placement).
@@ -316,7 +336,7 @@ impl Ingest {
         now_ms: u64,
         build: impl FnOnce(i64) -> crate::series::Point,
     ) -> Result<(), SpoolError> {
-        let point = build(self.stamp(now_ms));
+        let point = self.scope_point(now_ms, build);
         self.store_points(std::slice::from_ref(&point), Class::Event, now_ms)
     }
 

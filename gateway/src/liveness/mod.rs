@@ -140,6 +140,18 @@ pub enum LivenessEvent {
     },
 }
 
+impl LivenessEvent {
+    /// When the event happened (for a lost scope: when the loss was recognised).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            LivenessEvent::Offline { at_ms, .. }
+            | LivenessEvent::Online { at_ms, .. }
+            | LivenessEvent::ScopeRestored { at_ms, .. } => *at_ms,
+            LivenessEvent::ScopeLost { since_ms, .. } => *since_ms,
+        }
+    }
+}
+
 /// Where one device stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceStatus {

@@ -130,6 +130,8 @@ pub struct SpoolStats {
     pub corrupt_bytes: u64,
     /// Segments deleted (fully acknowledged, or rotated out of the archive).
     pub segments_deleted: u64,
+    /// Commits that were fsynced ([`Durability::Disk`]).
+    pub syncs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +344,7 @@ impl Spool {
         self.writer.flush().map_err(io_err(&path))?;
         if durability == Durability::Disk {
             self.writer.get_ref().sync_data().map_err(io_err(&path))?;
+            self.stats.syncs += 1;
         }
         Ok(())
     }
