@@ -218,10 +218,8 @@ impl Admission {
         class: Class,
         now_ms: u64,
     ) -> Verdict {
-        self.make_room(dev);
-        let cfg = &self.cfg;
-        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
-        let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
+        let cfg = self.cfg.clone();
+        let u = self.unauthenticated(dev, now_ms);
         if u.recent.contains(&(boot, seq)) {
             return Verdict::Duplicate;
         }
@@ -238,13 +236,18 @@ impl Admission {
 
     /// Remembers an unauthenticated message accepted before a restart (from the spool).
     pub fn remember_unauthenticated(&mut self, dev: &DeviceId, boot: u16, seq: u32, now_ms: u64) {
-        self.make_room(dev);
-        let cfg = &self.cfg;
-        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
-        let u = state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)));
+        let u = self.unauthenticated(dev, now_ms);
         if !u.recent.contains(&(boot, seq)) {
             u.remember(boot, seq);
         }
+    }
+
+    /// The unauthenticated state of `dev`, created (making room) on its first such message.
+    fn unauthenticated(&mut self, dev: &DeviceId, now_ms: u64) -> &mut Unauthenticated {
+        self.make_room(dev);
+        let cfg = &self.cfg;
+        let state = self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::untrusted(cfg, now_ms));
+        state.unauthenticated.get_or_insert_with(|| Box::new(Unauthenticated::new(cfg, now_ms)))
     }
 
     /// A challenge to send `dev` for its signed message from the earlier `boot`: a fresh nonce,
