@@ -418,7 +418,7 @@ impl Ingest {
                 } else {
                     admission.check_unauthenticated(&msg.dev, msg.boot, msg.seq, class, now_ms)
                 };
-                match (&msg.body, verdict) {
+                let verdict = match (&msg.body, verdict) {
                     // The signed answer to a challenge restarts the window at its boot.
                     (firegrid_protocol::UplinkBody::Boot(b), Verdict::EarlierBoot | Verdict::Replayed)
                         if verified && admission.answer(&msg.dev, msg.boot, msg.seq, b.nonce, now_ms) =>
@@ -455,12 +455,12 @@ impl Ingest {
                         }
                     }
                     _ => verdict,
+                };
+                if verdict == Verdict::Fresh {
+                    admission.note_encoding(&msg.dev, Encoding::detect(payload) == Encoding::Compact);
                 }
+                verdict
             };
-            if verdict == Verdict::Fresh {
-                let compact = Encoding::detect(payload) == Encoding::Compact;
-                self.admission.lock().unwrap().note_encoding(&msg.dev, compact);
-            }
             match verdict {
                 Verdict::Fresh => {}
                 Verdict::Duplicate => {
