@@ -340,9 +340,17 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The TOML is malformed or has unknown or mistyped fields.
-    #[error("{0}")]
-    Toml(#[from] toml::de::Error),
+    /// The TOML is malformed or has unknown or mistyped fields. Only the line and the
+    /// parser's message are kept, never the offending text: the line may hold the device key.
+    #[error("line {line}{}: {message}", field.as_deref().map(|f| format!(", `{f}`")).unwrap_or_default())]
+    Toml {
+        /// 1-based line of the problem.
+        line: usize,
+        /// The name on that line (`name = ...`), if it has one.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// The village id breaks the id rules.
     #[error("village id {id:?}: {source}")]
     Village {
@@ -385,7 +393,17 @@ impl Config {
     /// # Errors
     /// See [`ConfigError`].
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line =
+                e.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let field = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(name, _)| name.trim().to_owned())
+                .filter(|name| !name.is_empty());
+            ConfigError::Toml { line, field, message: e.message().to_owned() }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -513,6 +531,9 @@ mod tests {
         assert_eq!(Config::from_toml(&base).unwrap().device_key().unwrap(), None);
         let bad = Config::from_toml(&format!("key = \"{}\"\n{base}", &hex[..60])).unwrap_err().to_string();
         assert_eq!(bad, "`key`: must be 64 hexadecimal digits");
+        // A line the parser cannot read is named by its number, not echoed.
+        let unquoted = Config::from_toml(&format!("key = {hex}\n{base}")).unwrap_err().to_string();
+        assert!(unquoted.starts_with("line 1, `key`") && !unquoted.contains(&hex[..20]), "{unquoted}");
     }
 
     fn check(toml_text: &str, expected: Result<(), &str>) {
