@@ -252,10 +252,10 @@ impl Config {
         if overrides.is_empty() {
             // Parsing the text itself keeps line and column numbers in every error.
             return toml::from_str(&text)
-                .map_err(|e| ConfigError::Invalid { origin, message: e.to_string() });
+                .map_err(|e| ConfigError::Invalid { origin, message: toml_problem(&text, &e) });
         }
         let mut table: toml::Table = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: toml_problem(&text, &e) })?;
         for (key, value) in &overrides {
             apply_override(&mut table, key, value);
         }
@@ -339,6 +339,19 @@ impl Config {
     }
 }
 
+/// A TOML error as `line L, `name`: what is wrong`, without the offending text: the file
+/// holds passwords, webhook secrets and robot keys, which an error message must not repeat.
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let name = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(name, _)| format!(", `{}`", name.trim()))
+        .unwrap_or_default();
+    format!("line {line}{name}: {}", e.message())
+}
+
 /// `FIREGRID_DATA_DIR` and `FIREGRID_HTTP_LISTEN` set top-level keys.
 fn is_top_level_override(key: &str) -> bool {
     matches!(key, "FIREGRID_DATA_DIR" | "FIREGRID_HTTP_LISTEN")
@@ -400,6 +413,10 @@ mod tests {
         let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("max_mb"), "{err}");
+        // A broken line holding a secret is named, never echoed.
+        std::fs::write(&path, "[mqtt]\nhost = \"h\"\npassword = s3cr3t-unquoted\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("password") && !err.contains("s3cr3t"), "{err}");
     }
 
     #[test]
