@@ -40,6 +40,11 @@ pub struct Config {
     /// an address other than loopback.
     #[serde(default)]
     pub http_tls_proxy: bool,
+    /// HTTPS for the officer API and console (`[http_tls]`: `cert`, `key`, optional
+    /// `client_ca`). The certificate is reloaded when its files change. `firegrid certs`
+    /// makes a local CA and certificate.
+    #[serde(default)]
+    pub http_tls: Option<crate::tls::ServeTls>,
     /// The external broker. Absent: the embedded broker is started (see `embedded_broker`).
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
@@ -82,6 +87,20 @@ pub struct EmbeddedBrokerConfig {
     /// Most client connections it accepts.
     #[serde(default = "default_broker_connections")]
     pub max_connections: usize,
+    /// MQTT over TLS beside the plain listener (`[embedded_broker.tls]`: `cert`, `key`).
+    /// Loaded at start: restart the gateway after renewing this certificate.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServeTls>,
+    /// Address of the TLS listener.
+    #[serde(default = "default_broker_tls_listen")]
+    pub tls_listen: SocketAddr,
+    /// Authenticate every login (the gateway, keyed devices, `platforms`). Default: on when
+    /// `[registry] keys` is set (device passwords come from their keys), off otherwise.
+    #[serde(default)]
+    pub authenticate: Option<bool>,
+    /// Accounts of carrier platforms and bridges that publish for many devices.
+    #[serde(default)]
+    pub platforms: Vec<crate::broker::PlatformAccount>,
 }
 
 /// The device registry.
@@ -163,6 +182,9 @@ fn default_http_listen() -> SocketAddr {
 }
 fn default_broker_listen() -> SocketAddr {
     "127.0.0.1:1883".parse().unwrap()
+}
+fn default_broker_tls_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8883))
 }
 fn default_broker_connections() -> usize {
     20_000
@@ -309,12 +331,17 @@ impl Config {
                 message: format!("destination name {:?} is used twice", w[0]),
             });
         }
-        if !self.http_listen.ip().is_loopback() && self.alerting.officers.is_some() && !self.http_tls_proxy {
+        if !self.http_listen.ip().is_loopback()
+            && self.alerting.officers.is_some()
+            && !self.http_tls_proxy
+            && self.http_tls.is_none()
+        {
             return Err(ConfigError::Invalid {
                 origin: "http_listen".into(),
                 message: format!(
-                    "refusing to serve officer tokens over plain HTTP on {}: listen on loopback behind a \
-                     TLS-terminating proxy and set http_tls_proxy = true (README, \"Securing a deployment\")",
+                    "refusing to serve officer tokens over plain HTTP on {}: configure [http_tls], or listen \
+                     on loopback behind a TLS-terminating proxy and set http_tls_proxy = true (README, \
+                     \"Securing a deployment\")",
                     self.http_listen
                 ),
             });
@@ -324,6 +351,33 @@ impl Config {
                 mqtt.filters(session)
                     .map_err(|message| ConfigError::Invalid { origin: "[mqtt]".into(), message })?;
             }
+            mqtt.options(String::new())
+                .map_err(|e| ConfigError::Invalid { origin: "[mqtt.tls]".into(), message: e.to_string() })?;
+        }
+        if let Some(tls) = &self.http_tls {
+            crate::tls::ReloadingCert::load(tls)
+                .and_then(|cert| crate::tls::server_config(cert, &[]))
+                .map_err(|e| ConfigError::Invalid { origin: "[http_tls]".into(), message: e.to_string() })?;
+        }
+        if let Some(tls) = &self.embedded_broker.tls
+            && self.mqtt.is_none()
+        {
+            crate::tls::ReloadingCert::load(tls).map_err(|e| ConfigError::Invalid {
+                origin: "[embedded_broker.tls]".into(),
+                message: e.to_string(),
+            })?;
+        }
+        crate::broker::Accounts::new(&self.embedded_broker.platforms).map_err(|e| ConfigError::Invalid {
+            origin: "[[embedded_broker.platforms]]".into(),
+            message: e.to_string(),
+        })?;
+        if self.embedded_broker.authenticate == Some(true)
+            && self.registry.keys.is_none()
+            && self.mqtt.is_none()
+        {
+            tracing::warn!(
+                "embedded_broker.authenticate is on without [registry] keys: only the gateway and platform accounts can log in."
+            );
         }
         Ok(())
     }

@@ -258,7 +258,11 @@ fn officers_toml(officers: &[DemoOfficer]) -> String {
     text
 }
 
-fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String {
+/// The simulated village's account on the embedded broker (a platform account: its 16
+/// connections publish for every device).
+const SIM_ACCOUNT: &str = "demo-village";
+
+fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>, sim_password: &str) -> String {
     let mut text = format!(
         "# Written by `firegrid demo`; `firegrid run --config {dir}/gateway.toml` runs this gateway again.\n\
          data_dir = \"{data}\"\nhttp_listen = \"{http}\"\n\n[registry]\ncsv = \"{dir}/registry.csv\"\nkeys = \"{dir}/keys.toml\"\n\n\
@@ -280,7 +284,13 @@ fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>) -> String 
                 write!(text, "\n[mqtt]\nhost = \"{host}\"\nport = {port}\nclient_id = \"firegrid-demo\"\n");
         }
         None => {
-            let _ = write!(text, "\n[embedded_broker]\nlisten = \"{}\"\n", opts.broker_listen);
+            let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(sim_password.as_bytes()));
+            let _ = write!(
+                text,
+                "\n[embedded_broker]\nlisten = \"{}\"\n\n[[embedded_broker.platforms]]\nusername = \"{SIM_ACCOUNT}\"\n\
+                 password_sha256 = \"{hash}\"\n",
+                opts.broker_listen
+            );
         }
     }
     if let Some((url, database)) = &opts.influx {
@@ -375,7 +385,27 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         None
     };
     let modbus = water.as_ref().map(WaterSensors::gateway_modbus_toml);
-    write(&dir.join("gateway.toml"), &gateway_toml(&opts, &dir, modbus.as_deref()))?;
+    // The simulated village logs in to the embedded broker like a carrier platform would.
+    let sim_password = {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+        hex::encode(bytes)
+    };
+    write(&dir.join("gateway.toml"), &gateway_toml(&opts, &dir, modbus.as_deref(), &sim_password))?;
+    // So that whoever runs the demo can publish messages of their own into it.
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("broker.password");
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{sim_password}\n").as_bytes()))
+            .map_err(io_error(&path))?;
+    }
 
     let cfg = Config::load(Some(&dir.join("gateway.toml")), std::iter::empty())?;
     let gateway = Gateway::start(cfg, None).await.map_err(|error| DemoError::Start {
@@ -407,6 +437,14 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         humantime::format_duration(opts.fire_out_after),
     );
     println!("files: {}", dir.display());
+    if opts.mqtt.is_none() {
+        println!(
+            "broker: mqtt://{} (user {SIM_ACCOUNT}, password in {}/broker.password; devices log in with their own \
+             accounts, anonymous logins are refused)",
+            opts.broker_listen,
+            dir.display()
+        );
+    }
     println!("metrics: http://{}/metrics", gateway.http_addr);
     for o in &officers {
         println!(
@@ -431,6 +469,7 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         duration: opts.duration,
         report_every: None,
         camera_state: Some(dir.join("cameras")),
+        credentials: opts.mqtt.is_none().then(|| (SIM_ACCOUNT.to_owned(), sim_password.clone())),
     };
     let started = Instant::now();
     if let Some(water) = &water {
@@ -563,7 +602,7 @@ mod tests {
         let modbus = "[modbus]\n\n[[modbus.devices]]\nid = \"ws-000\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5020\"\n\
                       unit = 1\n\n[[modbus.devices.points]]\nname = \"pressure\"\nregister = \"holding\"\naddress = 0\n\
                       type = \"f32\"\nword_order = \"big\"\nscale = 0.001\nunit = \"MPa\"\nmeasures = \"pressure_mpa\"\nlow = 0.15\n";
-        std::fs::write(dir.path().join("gateway.toml"), gateway_toml(&opts, dir.path(), Some(modbus)))
+        std::fs::write(dir.path().join("gateway.toml"), gateway_toml(&opts, dir.path(), Some(modbus), "pw"))
             .unwrap();
         let cfg = Config::load(Some(&dir.path().join("gateway.toml")), std::iter::empty()).unwrap();
         assert_eq!(cfg.http_listen, opts.http_listen);

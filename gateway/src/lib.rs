@@ -30,4 +30,5 @@ pub mod sinks;
 pub mod site;
 pub mod sources;
 pub mod spool;
+pub mod tls;
 pub mod uplink;

@@ -70,6 +70,25 @@ enum Command {
     /// Broker configuration generated from the registry and the key store.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// Make a local certificate authority (once) and TLS certificates signed by it: a server
+    /// certificate for the officer HTTPS listener and the MQTT broker, and client
+    /// certificates. Writes ca.pem/ca.key, server.pem/server.key and client-NAME.pem/.key
+    /// (keys mode 0600) into --out-dir; an existing CA there is reused.
+    Certs {
+        /// Where to write the files.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// A DNS name or IP address the server certificate is valid for (repeat; localhost and
+        /// 127.0.0.1 are always included).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Also make a client certificate with this name (repeat).
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        /// Validity of the new certificates, days.
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+    },
     /// Make a new duty-officer API token: prints the token (give it to the officer) and the
     /// `token_sha256` line for the officer directory (only the hash is stored).
     OfficerToken,
@@ -391,6 +410,24 @@ fn main() -> anyhow::Result<ExitCode> {
                     done.keyless.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs { out_dir, hosts, clients, days } => {
+            use firegrid_gateway::tls::certs;
+            let made = certs::make(&certs::Request { dir: out_dir.clone(), hosts, clients, days })
+                .with_context(|| format!("making certificates in {}", out_dir.display()))?;
+            println!(
+                "{} CA in {}/ca.pem. Wrote:",
+                if made.new_ca { "Made a new" } else { "Signed with the existing" },
+                out_dir.display()
+            );
+            for file in &made.files {
+                println!("  {}", file.display());
+            }
+            println!(
+                "Give ca.pem to every client (browsers, brokers, devices); keep ca.key offline. Renew the server \
+                 certificate by running this again: a gateway serving it over HTTPS reloads it."
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::OfficerToken => {

@@ -117,6 +117,10 @@ pub struct Metrics {
     pub notifications: Family<ReasonLabel, Counter>,
     /// Officer API requests refused, by reason (`unauthenticated`, `forbidden`, `out_of_scope`, ...).
     pub api_refused: Family<ReasonLabel, Counter>,
+    /// Connections the embedded broker refused at login, by reason (`unknown_user`,
+    /// `wrong_password`, `revoked`). Connections without any login are refused by the broker
+    /// before the gateway sees them and are not counted here.
+    pub broker_refused: Family<ReasonLabel, Counter>,
     /// Open alarm cases.
     pub open_cases: Gauge,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
@@ -169,6 +173,7 @@ impl Metrics {
             modbus_failing: Family::default(),
             notifications: Family::default(),
             api_refused: Family::default(),
+            broker_refused: Family::default(),
             open_cases: Gauge::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
@@ -180,6 +185,11 @@ impl Metrics {
             m.notifications.clone(),
         );
         registry.register("api_refused", "Officer API requests refused, by reason", m.api_refused.clone());
+        registry.register(
+            "broker_logins_refused",
+            "Logins the embedded MQTT broker refused, by reason",
+            m.broker_refused.clone(),
+        );
         registry.register("open_cases", "Open alarm cases", m.open_cases.clone());
         registry.register("messages_accepted", "Messages accepted and stored, by kind", m.accepted.clone());
         registry.register("messages_rejected", "Messages rejected, by reason", m.rejected.clone());

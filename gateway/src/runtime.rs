@@ -42,6 +42,9 @@ pub enum StartError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// A TLS certificate or key did not load.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The registry file cannot be loaded (every bad line is listed).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
@@ -301,13 +304,39 @@ impl Gateway {
         let mqtt = match &cfg.mqtt {
             Some(mqtt) => mqtt.clone(),
             None => {
-                let listen = cfg.embedded_broker.listen;
-                tokio::task::spawn_blocking(move || {
-                    crate::broker::start_embedded(listen, cfg.embedded_broker.max_connections)
-                })
-                .await
-                .expect("the broker start does not panic")?;
-                MqttConfig { host: listen.ip().to_string(), port: listen.port(), ..MqttConfig::default() }
+                let broker = &cfg.embedded_broker;
+                let listen = broker.listen;
+                let mut own = MqttConfig {
+                    host: listen.ip().to_string(),
+                    port: listen.port(),
+                    ..MqttConfig::default()
+                };
+                let authenticate = broker.authenticate.unwrap_or(cfg.registry.keys.is_some());
+                let auth = if authenticate {
+                    let accounts = Arc::new(crate::broker::Accounts::new(&broker.platforms)?);
+                    own.username = Some(crate::broker::GATEWAY_USER.into());
+                    own.password = Some(accounts.gateway_password().to_owned());
+                    let keys = ingest.clone();
+                    let keys: Arc<dyn Fn() -> Arc<crate::keys::KeyStore> + Send + Sync> =
+                        Arc::new(move || keys.keys());
+                    Some((accounts, keys, metrics.clone()))
+                } else {
+                    tracing::warn!(
+                        %listen,
+                        "The embedded broker accepts every login (no [registry] keys, authenticate not set): anyone who reaches it may connect."
+                    );
+                    None
+                };
+                let embedded = crate::broker::Embedded {
+                    listen,
+                    max_connections: broker.max_connections,
+                    tls: broker.tls.clone().map(|files| (broker.tls_listen, files)),
+                    auth,
+                };
+                tokio::task::spawn_blocking(move || crate::broker::start_embedded(embedded))
+                    .await
+                    .expect("the broker start does not panic")?;
+                own
             }
         };
 
@@ -427,10 +456,26 @@ impl Gateway {
             sessions_stop.clone(),
         ));
         let http_stop = CancellationToken::new();
-        let (http_addr, http) =
-            crate::http::serve(cfg.http_listen, cfg.ops_listener(), shared.clone(), http_stop.clone())
-                .await
-                .map_err(|source| StartError::Http { listen: cfg.http_listen, source })?;
+        let mut cert_watch = None;
+        let http_tls = match &cfg.http_tls {
+            Some(files) => {
+                let cert = crate::tls::ReloadingCert::load(files)?;
+                // A renewed certificate is served within seconds of being written.
+                cert_watch = Some(cert.watch(Duration::from_secs(2), http_stop.clone()));
+                Some(crate::tls::server_config(cert, &[b"http/1.1"])?)
+            }
+            None => None,
+        };
+        let (http_addr, mut http) = crate::http::serve(
+            cfg.http_listen,
+            cfg.ops_listener(),
+            http_tls,
+            shared.clone(),
+            http_stop.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Http { listen: cfg.http_listen, source })?;
+        http.extend(cert_watch);
         tracing::info!(%http_addr, mqtt = %format!("{}:{}", mqtt.host, mqtt.port), "Gateway running.");
         Ok(Gateway {
             http_addr,

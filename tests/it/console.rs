@@ -178,8 +178,12 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
             Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev, UplinkKind::State).to_buf().to_string();
         (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
     };
-    let (mqtt, mut eventloop) =
-        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("stranger", "127.0.0.1", demo.broker_port()), 10);
+    // The demo's broker admits only accounts; the stranger's alarm comes in through the
+    // village's platform account, as an unregistered detector behind a carrier platform would.
+    let password = std::fs::read_to_string(demo.dir().join("demo/broker.password")).unwrap();
+    let mut opts = rumqttc::MqttOptions::new("stranger", "127.0.0.1", demo.broker_port());
+    opts.set_credentials("demo-village", password.trim());
+    let (mqtt, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     mqtt.publish(stranger.0, rumqttc::QoS::AtLeastOnce, false, stranger.1).await.unwrap();
     let commander = demo.officer("street-commander").unwrap();

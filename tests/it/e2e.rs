@@ -253,6 +253,7 @@ async fn a_village_burns_one_case_climbs_to_the_district_on_schedule_closes_and_
         duration: SIMULATED,
         report_every: None,
         camera_state: None,
+        credentials: None,
     };
     let report = firegrid_sim::run(&mut fleet, &cfg, None, Duration::from_secs(15)).await;
     assert_eq!(

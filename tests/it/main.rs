@@ -17,6 +17,7 @@ mod linkage;
 mod modbus;
 mod mqtt;
 mod sim;
+mod tls;
 mod trust;
 mod unplaced;
 mod victoria_metrics;

@@ -95,6 +95,7 @@ async fn two_thousand_detectors_deliver_every_sequence_number_and_an_outage_deli
         duration,
         report_every: None,
         camera_state: Some(state.path().to_owned()),
+        credentials: None,
     };
     let started = Instant::now();
     let report = firegrid_sim::run(&mut fleet, &cfg, None, Duration::from_secs(30)).await;

@@ -40,7 +40,7 @@ fn registry(dir: &Path) -> PathBuf {
 }
 
 /// Runs `firegrid <args>` and returns its standard output; panics with its output on failure.
-fn firegrid(args: &[&str]) -> String {
+pub(crate) fn firegrid(args: &[&str]) -> String {
     let out = std::process::Command::new(firegrid_binary().unwrap()).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "firegrid {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -48,7 +48,7 @@ fn firegrid(args: &[&str]) -> String {
 }
 
 /// Runs `firegrid devices ...` and returns its standard output; panics with its output on failure.
-fn devices(args: &[&str]) -> String {
+pub(crate) fn devices(args: &[&str]) -> String {
     let out =
         std::process::Command::new(firegrid_binary().unwrap()).arg("devices").args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -73,7 +73,7 @@ fn read_batch(path: &Path) -> HashMap<String, (String, DeviceKey)> {
         .collect()
 }
 
-fn config(
+pub(crate) fn config(
     broker: u16,
     hook: u16,
     registry: PathBuf,
@@ -114,7 +114,7 @@ fn topic(dev: &str, kind: UplinkKind) -> String {
     Topic::uplink(VillageId::new(VILLAGE).unwrap(), DeviceId::new(dev).unwrap(), kind).to_buf().to_string()
 }
 
-fn heartbeat_body() -> UplinkBody {
+pub(crate) fn heartbeat_body() -> UplinkBody {
     UplinkBody::Heartbeat(Heartbeat {
         battery_mv: Some(3000),
         signal_dbm: -90,
@@ -127,7 +127,7 @@ fn heartbeat_body() -> UplinkBody {
 }
 
 /// An uplink of `dev` in boot 1, signed with `key` when one is given.
-fn uplink(
+pub(crate) fn uplink(
     dev: &str,
     seq: u32,
     body: UplinkBody,
@@ -153,12 +153,12 @@ fn uplink_in(
     (topic(dev, kind), msg.encode(enc, &mut [0u8; 512]).unwrap().to_vec())
 }
 
-fn alarm() -> UplinkBody {
+pub(crate) fn alarm() -> UplinkBody {
     UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 })
 }
 
 /// Downlinks a client collected: `(topic, payload)` in arrival order.
-type Collected = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+pub(crate) type Collected = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A connected MQTT client; with `downlinks`, subscribed to `fg/v1/{village}/+/down/+` and
 /// collecting what arrives there.
@@ -168,7 +168,11 @@ async fn client(broker: u16, id: &str, downlinks: Option<Collected>) -> AsyncCli
 }
 
 /// A client with `opts`; with `downlinks`, subscribed to `filter` and collecting what arrives.
-async fn client_with(opts: MqttOptions, filter: &str, downlinks: Option<Collected>) -> AsyncClient {
+pub(crate) async fn client_with(
+    opts: MqttOptions,
+    filter: &str,
+    downlinks: Option<Collected>,
+) -> AsyncClient {
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     if downlinks.is_some() {
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
@@ -189,12 +193,12 @@ async fn client_with(opts: MqttOptions, filter: &str, downlinks: Option<Collecte
     client
 }
 
-async fn publish(client: &AsyncClient, (topic, payload): (String, Vec<u8>)) {
+pub(crate) async fn publish(client: &AsyncClient, (topic, payload): (String, Vec<u8>)) {
     client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
 }
 
 /// Waits until `sample` in `/metrics` reaches `want`.
-async fn wait_metric(gateway: &Firegrid, sample: &str, want: f64) {
+pub(crate) async fn wait_metric(gateway: &Firegrid, sample: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = gateway.metric(sample).unwrap().unwrap_or(0.0);
@@ -210,7 +214,7 @@ async fn wait_metric(gateway: &Firegrid, sample: &str, want: f64) {
     }
 }
 
-fn rejected(reason: &str) -> String {
+pub(crate) fn rejected(reason: &str) -> String {
     format!(r#"firegrid_messages_rejected_total{{reason="{reason}"}}"#)
 }
 
@@ -229,7 +233,7 @@ struct Village {
 
 /// The registry of three detectors and `firegrid devices provision` on it: the registry, the
 /// key store, the provisioning file and the keys it holds.
-fn provision(dir: &Path) -> (PathBuf, PathBuf, PathBuf, HashMap<String, (String, DeviceKey)>) {
+pub(crate) fn provision(dir: &Path) -> (PathBuf, PathBuf, PathBuf, HashMap<String, (String, DeviceKey)>) {
     let registry = registry(dir);
     let (keys, batch) = (dir.join("keys.toml"), dir.join("batch-1.csv"));
     let said = devices(&[
@@ -261,7 +265,7 @@ async fn village() -> Village {
 }
 
 /// Waits for the first downlink on `topic` and decodes it.
-async fn downlink(got: &Mutex<Vec<(String, Vec<u8>)>>, topic: &str) -> Downlink {
+pub(crate) async fn downlink(got: &Mutex<Vec<(String, Vec<u8>)>>, topic: &str) -> Downlink {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let found = got.lock().unwrap().iter().find(|(t, _)| t == topic).cloned();

@@ -14,6 +14,17 @@ use crate::process::{Binary, ServerKind, ServerProcess, forward_lifecycle};
 /// port, returns the TOML text.
 pub type ConfigFn = dyn Fn(&Path, u16) -> String + Send + Sync;
 
+/// As [`ConfigFn`], for a gateway with a separate operations listener: given the temp dir, the
+/// main listener's port and the operations listener's.
+pub type OpsConfigFn = dyn Fn(&Path, u16, u16) -> String + Send + Sync;
+
+enum Layout {
+    /// One listener, which serves `/healthz` and `/metrics`.
+    One(Box<ConfigFn>),
+    /// The main listener (e.g. HTTPS) and a plain loopback operations listener.
+    WithOps(Box<OpsConfigFn>),
+}
+
 /// The gateway (`target/<profile>/firegrid`, built by `cargo build -p firegrid-gateway`).
 /// Ready when `/healthz` answers 200, i.e. both MQTT sessions are connected.
 pub struct Firegrid {
@@ -50,7 +61,7 @@ pub fn firegrid_binary() -> Result<PathBuf> {
 
 struct FiregridKind {
     exe: &'static str,
-    config: Box<ConfigFn>,
+    config: Layout,
     envs: Vec<(OsString, OsString)>,
 }
 
@@ -63,9 +74,20 @@ impl ServerKind for FiregridKind {
         }
     }
 
+    fn port_count(&self) -> usize {
+        match self.config {
+            Layout::One(_) => 1,
+            Layout::WithOps(_) => 2,
+        }
+    }
+
     fn args(&self, dir: &Path, ports: &[u16]) -> io::Result<Vec<OsString>> {
         let path = dir.join("firegrid.toml");
-        std::fs::write(&path, (self.config)(dir, ports[0]))?;
+        let text = match &self.config {
+            Layout::One(config) => config(dir, ports[0]),
+            Layout::WithOps(config) => config(dir, ports[0], ports[1]),
+        };
+        std::fs::write(&path, text)?;
         Ok(vec!["run".into(), "--config".into(), path.into_os_string()])
     }
 
@@ -74,7 +96,7 @@ impl ServerKind for FiregridKind {
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {
-        let http = Http::new(format!("http://127.0.0.1:{}", ports[0]), Duration::from_secs(1));
+        let http = Http::new(format!("http://127.0.0.1:{}", ports[ports.len() - 1]), Duration::from_secs(1));
         http.get("/healthz", &[]).is_ok_and(|r| r.status == 200)
     }
 }
@@ -92,13 +114,27 @@ impl Firegrid {
         config: impl Fn(&Path, u16) -> String + Send + Sync + 'static,
         envs: Vec<(OsString, OsString)>,
     ) -> Result<Self> {
+        Self::launch(Layout::One(Box::new(config)), envs)
+    }
+
+    /// Starts a gateway whose main listener is not plain HTTP on loopback (HTTPS, or a public
+    /// address): `config` gets the main port and an operations port, and must put
+    /// `ops_listen` on `127.0.0.1:<ops port>`, where readiness and metrics are read.
+    pub fn start_with_ops(
+        config: impl Fn(&Path, u16, u16) -> String + Send + Sync + 'static,
+    ) -> Result<Self> {
+        Self::launch(Layout::WithOps(Box::new(config)), Vec::new())
+    }
+
+    fn launch(config: Layout, envs: Vec<(OsString, OsString)>) -> Result<Self> {
         let exe: &'static str = Box::leak(firegrid_binary()?.to_string_lossy().into_owned().into_boxed_str());
-        let process = ServerProcess::start(FiregridKind { exe, config: Box::new(config), envs })?;
-        let http = Http::new(format!("http://127.0.0.1:{}", process.ports()[0]), Duration::from_secs(5));
+        let process = ServerProcess::start(FiregridKind { exe, config, envs })?;
+        let ops = process.ports()[process.ports().len() - 1];
+        let http = Http::new(format!("http://127.0.0.1:{ops}"), Duration::from_secs(5));
         Ok(Firegrid { process, http })
     }
 
-    /// The HTTP port.
+    /// The main HTTP (or HTTPS) port.
     pub fn http_port(&self) -> u16 {
         self.process.ports()[0]
     }

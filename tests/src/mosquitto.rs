@@ -36,7 +36,7 @@ impl Mosquitto {
     /// # Errors
     /// See [`ServerProcess::start`]; a missing binary names the install command.
     pub fn start() -> Result<Self> {
-        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured: None })? })
+        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured: None, tls: None })? })
     }
 
     /// Starts a broker that admits only the accounts of `passwd` (Mosquitto's `password_file`,
@@ -44,7 +44,20 @@ impl Mosquitto {
     /// (`acl_file`): `allow_anonymous false`.
     pub fn start_secured(passwd: &Path, acl: &Path) -> Result<Self> {
         let secured = Some((passwd.to_owned(), acl.to_owned()));
-        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured })? })
+        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured, tls: None })? })
+    }
+
+    /// A secured broker (as [`Mosquitto::start_secured`]) that also listens for MQTT over TLS
+    /// on [`Mosquitto::tls_port`] with `tls`'s certificate, requiring client certificates
+    /// when `tls.require_certificate`.
+    pub fn start_tls(passwd: &Path, acl: &Path, tls: MosquittoTls) -> Result<Self> {
+        let secured = Some((passwd.to_owned(), acl.to_owned()));
+        Ok(Mosquitto { process: ServerProcess::start(MosquittoKind { secured, tls: Some(tls) })? })
+    }
+
+    /// The MQTT-over-TLS port on 127.0.0.1 (brokers started with [`Mosquitto::start_tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.process.ports().get(1).copied()
     }
 
     /// The MQTT port on 127.0.0.1.
@@ -67,9 +80,24 @@ fn data_dir(dir: &Path) -> PathBuf {
     dir.join("data")
 }
 
+/// Mosquitto's TLS listener settings (`cafile`, `certfile`, `keyfile`, `require_certificate`).
+#[derive(Debug, Clone)]
+pub struct MosquittoTls {
+    /// CA certificates that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The broker's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Refuse clients without a certificate signed by `ca`.
+    pub require_certificate: bool,
+}
+
 struct MosquittoKind {
     /// Password file and ACL file, for a broker without anonymous access.
     secured: Option<(PathBuf, PathBuf)>,
+    /// A second listener, for MQTT over TLS.
+    tls: Option<MosquittoTls>,
 }
 
 impl ServerKind for MosquittoKind {
@@ -77,8 +105,25 @@ impl ServerKind for MosquittoKind {
         Mosquitto::BINARY
     }
 
+    fn port_count(&self) -> usize {
+        if self.tls.is_some() { 2 } else { 1 }
+    }
+
     fn args(&self, dir: &Path, ports: &[u16]) -> io::Result<Vec<OsString>> {
         let data = data_dir(dir);
+        // Settings after a `listener` line belong to it (per_listener_settings stays false, so
+        // the access settings above apply to both).
+        let tls = match &self.tls {
+            None => String::new(),
+            Some(tls) => format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display(),
+                tls.require_certificate,
+                port = ports[1],
+            ),
+        };
         std::fs::create_dir_all(&data)?;
         let access = match &self.secured {
             None => "allow_anonymous true\n".to_owned(),
@@ -93,7 +138,6 @@ impl ServerKind for MosquittoKind {
              # Stay root when started as root (the default drops to user `mosquitto`, which\n\
              # cannot write to our temp dir); ignored when not started as root.\n\
              user root\n\
-             listener {port} 127.0.0.1\n\
              {access}\
              persistence true\n\
              persistence_location {data}/\n\
@@ -111,7 +155,9 @@ impl ServerKind for MosquittoKind {
              log_type notice\n\
              log_type information\n\
              connection_messages true\n\
-             log_timestamp_format %Y-%m-%dT%H:%M:%S\n",
+             log_timestamp_format %Y-%m-%dT%H:%M:%S\n\
+             listener {port} 127.0.0.1\n\
+             {tls}",
             port = ports[0],
             data = data.display(),
         );

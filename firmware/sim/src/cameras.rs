@@ -73,6 +73,10 @@ impl Cameras {
                 let mut hex = [0u8; 64];
                 let hex = base16ct::lower::encode_str(key.expose(), &mut hex).unwrap_or_default();
                 config.key = Some(firegrid_camera::config::KeyText::new(hex));
+                // Its own broker account, as `firegrid broker mosquitto` and the embedded
+                // broker define it.
+                config.mqtt.username = Some(device.id.clone());
+                config.mqtt.password = Some(key.mqtt_password().to_string());
                 config.validate().map_err(|e| err(e.to_string()))?;
             }
             let (feed, transport) = firegrid_camera::feed(Vendor::Hikvision, Default::default(), 256);

@@ -60,6 +60,13 @@ enum Cmd {
         /// others stay keyless.
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// MQTT user name of the fleet's connections (a platform account on the embedded
+        /// broker, or an account of your broker's).
+        #[arg(long)]
+        mqtt_user: Option<String>,
+        /// Its password (from the environment, so it stays out of `ps`).
+        #[arg(long, env = "FIREGRID_SIM_MQTT_PASSWORD", hide_env_values = true)]
+        mqtt_password: Option<String>,
     },
 }
 
@@ -79,7 +86,18 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, v.registry_csv()).with_context(|| format!("writing {}", out.display()))?;
             println!("{}: {} devices in {} buildings", out.display(), v.devices.len(), v.buildings.len());
         }
-        Cmd::Run { village: args, broker, scenario, mode, connections, speed, duration, keys } => {
+        Cmd::Run {
+            village: args,
+            broker,
+            scenario,
+            mode,
+            connections,
+            speed,
+            duration,
+            keys,
+            mqtt_user,
+            mqtt_password,
+        } => {
             let v = village(&args)?;
             let scenario = match scenario {
                 Some(path) => Scenario::from_toml(
@@ -122,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 camera_state: Some(
                     std::env::temp_dir().join(format!("firegrid-sim-cameras-{}", std::process::id())),
                 ),
+                credentials: mqtt_user.map(|user| (user, mqtt_password.unwrap_or_default())),
             };
             let report =
                 firegrid_sim::run(&mut fleet, &cfg, scenario.bad_firmware.as_ref(), Duration::from_secs(30))

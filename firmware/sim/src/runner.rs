@@ -28,6 +28,10 @@ pub struct RunConfig {
     /// Run the village's cameras through the camera agent, with their state (outbox, boot
     /// counter) under this directory; `None` leaves cameras out.
     pub camera_state: Option<std::path::PathBuf>,
+    /// MQTT user name and password of the fleet's connections (a platform account). Cameras
+    /// with a key log in with their own account instead (user name the device id, password
+    /// derived from the key).
+    pub credentials: Option<(String, String)>,
 }
 
 /// What a run did.
@@ -67,7 +71,7 @@ pub async fn run(fleet: &mut Fleet, cfg: &RunConfig, bad: Option<&BadFirmware>, 
     let sends: Vec<bool> =
         fleet.village().devices.iter().map(|d| d.kind == crate::village::Kind::Detector).collect();
     let (transport, mut downlinks) =
-        Transport::connect(&village, &ids, &sends, &cfg.host, cfg.port, cfg.mode);
+        Transport::connect(&village, &ids, &sends, (&cfg.host, cfg.port, cfg.credentials.as_ref()), cfg.mode);
     let stats = transport.stats.clone();
     let mut cameras = match &cfg.camera_state {
         Some(dir) => {

@@ -89,8 +89,7 @@ impl Transport {
         village: &str,
         devices: &[String],
         sends: &[bool],
-        host: &str,
-        port: u16,
+        (host, port, credentials): (&str, u16, Option<&(String, String)>),
         mode: Mode,
     ) -> (Transport, mpsc::UnboundedReceiver<(usize, Vec<u8>)>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -130,6 +129,9 @@ impl Transport {
             };
             let mut opts = MqttOptions::new(client_id, host, port);
             opts.set_clean_session(false).set_keep_alive(Duration::from_secs(60)).set_inflight(1000);
+            if let Some((user, password)) = credentials {
+                opts.set_credentials(user.clone(), password.clone());
+            }
             let (client, mut eventloop) = AsyncClient::new(opts, capacity);
             let (tx, stats, stop, index, sub) =
                 (tx.clone(), stats.clone(), stop.clone(), index.clone(), client.clone());

@@ -329,11 +329,16 @@ pub async fn feed_accepted(
 
 /// A client for linkage commands, with its own session so its publishes survive reconnects.
 fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, JoinHandle<()>) {
-    let mut opts = MqttOptions::new(format!("{}-commands", mqtt.client_id), mqtt.host.clone(), mqtt.port);
-    opts.set_keep_alive(mqtt.keep_alive).set_clean_session(false);
-    if let Some(user) = &mqtt.username {
-        opts.set_credentials(user.clone(), mqtt.password.clone().unwrap_or_default());
-    }
+    // The TLS settings were loaded once at start (`Config::check`); a file that went bad since
+    // falls back to no client at all rather than to plain text.
+    let mut opts = match mqtt.options(format!("{}-commands", mqtt.client_id)) {
+        Ok(opts) => opts,
+        Err(error) => {
+            tracing::error!(%error, "Linkage command client cannot be configured; commands are not sent.");
+            MqttOptions::new(format!("{}-commands", mqtt.client_id), "invalid.invalid", 1)
+        }
+    };
+    opts.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let max = mqtt.max_backoff;
     let task = tokio::spawn(async move {

@@ -1112,6 +1112,7 @@ async fn sim(devices: usize, speed: f64, minutes: u64, mode: &str) {
         duration,
         report_every: None,
         camera_state: None,
+        credentials: None,
     };
     let report = firegrid_sim::run(&mut fleet, &cfg, None, Duration::from_secs(30)).await;
     let cpu = cpu_seconds() - cpu0;
@@ -1579,6 +1580,7 @@ async fn village_run(
         duration: simulated,
         report_every: None,
         camera_state: cameras.then(|| dir.path().join("cameras")),
+        credentials: None,
     };
     let sim = std::thread::Builder::new()
         .name(SIM_LOOP_THREAD.into())

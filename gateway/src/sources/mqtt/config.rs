@@ -46,6 +46,11 @@ pub struct MqttConfig {
     /// Longest wait between reconnection attempts.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// MQTT over TLS (`[mqtt.tls]`): the broker's certificate must chain to `ca` and carry
+    /// `host`; a client certificate when the broker requires one. Absent: plain TCP, for a
+    /// broker on the same machine or a segment no one else reaches.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 fn default_host() -> String {
@@ -84,6 +89,7 @@ impl Default for MqttConfig {
             max_packet_bytes: default_max_packet(),
             max_batch: default_max_batch(),
             max_backoff: default_max_backoff(),
+            tls: None,
         }
     }
 }
@@ -118,6 +124,24 @@ impl Session {
 }
 
 impl MqttConfig {
+    /// Connection options for one client of the gateway's: the broker address, the
+    /// credentials and, with `[mqtt.tls]`, TLS checked against the configured CA and `host`.
+    pub fn options(&self, client_id: String) -> Result<rumqttc::MqttOptions, crate::tls::TlsError> {
+        let mut opts = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
+        opts.set_keep_alive(self.keep_alive);
+        if let Some(user) = &self.username {
+            opts.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            crate::tls::ClientTls::check_name(&self.host)?;
+            let config = tls.client_config()?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+                config,
+            )));
+        }
+        Ok(opts)
+    }
+
     /// The session's client id.
     pub fn client_id(&self, session: Session) -> String {
         format!("{}-{}", self.client_id, session.name())

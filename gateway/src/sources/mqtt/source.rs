@@ -25,9 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, SubscribeReasonCode,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, PubAck, Publish, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,14 +90,10 @@ pub async fn run_session(
 ) -> Result<(), String> {
     let filters = cfg.filters(session)?;
     let label = SessionLabel { session: session.name().to_owned() };
-    let mut opts = MqttOptions::new(cfg.client_id(session), cfg.host.clone(), cfg.port);
-    opts.set_keep_alive(cfg.keep_alive)
-        .set_clean_session(false)
+    let mut opts = cfg.options(cfg.client_id(session)).map_err(|e| format!("MQTT TLS: {e}"))?;
+    opts.set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
-    if let Some(user) = &cfg.username {
-        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
     // Broker acknowledgements queue here until the poll task sends them.
     let (client, mut eventloop) = AsyncClient::new(opts, 4 * cfg.max_batch.max(256));
     eventloop.network_options.set_connection_timeout(5);
@@ -114,11 +108,8 @@ pub async fn run_session(
     // 89-104k msg/s, `firegrid-bench ingest`). Its session is clean: a `down/ack` lost in a
     // disconnect costs one retransmission by the device, answered by the duplicate check.
     let mut down_opts =
-        MqttOptions::new(format!("{}-down", cfg.client_id(session)), cfg.host.clone(), cfg.port);
-    down_opts.set_keep_alive(cfg.keep_alive).set_clean_session(true);
-    if let Some(user) = &cfg.username {
-        down_opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
+        cfg.options(format!("{}-down", cfg.client_id(session))).map_err(|e| format!("MQTT TLS: {e}"))?;
+    down_opts.set_clean_session(true);
     let (downlinks, mut down_loop) = AsyncClient::new(down_opts, 4 * cfg.max_batch.max(256));
     down_loop.network_options.set_tcp_nodelay(true);
     let down_stop = CancellationToken::new();
