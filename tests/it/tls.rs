@@ -306,3 +306,63 @@ secret = "test-secret"
     }
     assert!(gateway.log_tail(200).contains("TLS certificate reloaded"), "{}", gateway.log_tail(40));
 }
+
+/// The README's nginx example, run as written (listen address, certificate paths and upstream
+/// port filled in): officers reach the API over HTTPS through it, the gateway on loopback
+/// behind it with `http_tls_proxy = true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_nginx_example_carries_the_officer_api_over_https() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    let name = "firegrid.example.org";
+    certs(&certs_dir, &[name], &[]);
+    let officers = dir.path().join("officers.toml");
+    let desk_token = write_street_desk(&officers, "Fuhai");
+    let gateway = {
+        let (officers, broker) = (officers.clone(), broker.port());
+        Firegrid::start(move |d: &Path, http: u16| {
+            format!(
+                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\nhttp_tls_proxy = true\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"gw-nginx\"\n[alerting]\ndistrict = \"Xishan\"\nofficers = \"{}\"\n",
+                d.join("data").display(),
+                officers.display()
+            )
+        })
+        .unwrap()
+    };
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme.split("```nginx\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let mut server = block.to_owned();
+    for (from, to) in [
+        ("listen 443 ssl;".to_owned(), "listen 127.0.0.1:{port} ssl;".to_owned()),
+        ("/etc/nginx/tls/firegrid.crt".to_owned(), certs_dir.join("server.pem").display().to_string()),
+        ("/etc/nginx/tls/firegrid.key".to_owned(), certs_dir.join("server.key").display().to_string()),
+        ("http://127.0.0.1:8080".to_owned(), format!("http://127.0.0.1:{}", gateway.http_port())),
+    ] {
+        assert!(server.contains(&from), "the README's nginx example no longer has {from:?}:\n{block}");
+        server = server.replace(&from, &to);
+    }
+    let nginx = firegrid_tests::nginx::Nginx::start(&server).unwrap();
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs_dir.join("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve(name, ([127, 0, 0, 1], nginx.port()).into())
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = format!("https://{name}:{}", nginx.port());
+    let me = client.get(format!("{base}/api/v1/me")).bearer_auth(&desk_token).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    assert!(me.text().await.unwrap().contains("street-desk"));
+    let anonymous = client.get(format!("{base}/api/v1/me")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // The live stream passes unbuffered: its headers arrive at once.
+    let events = client.get(format!("{base}/api/v1/events")).bearer_auth(&desk_token).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    let kind = events.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert_eq!(kind.as_deref(), Some("text/event-stream"));
+}

@@ -33,6 +33,7 @@ pub mod firegrid;
 mod http;
 pub mod influxdb;
 pub mod mosquitto;
+pub mod nginx;
 pub mod officers;
 pub mod process;
 pub mod publisher;
