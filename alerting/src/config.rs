@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Level, Millis};
+use crate::{Calendar, Level, Millis};
 
 /// How urgent a case is; decides its [`Policy`]. Ordered least urgent first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,9 +57,9 @@ impl Severity {
 pub enum Deadline {
     /// A fixed time later.
     After(#[serde(with = "humantime_serde")] Duration),
-    /// The next working day (Monday to Friday) at `hour` o'clock local time, for matters
-    /// such as a low battery that a maintenance crew handles in working hours. Public
-    /// holidays are not known to the engine.
+    /// The next working day at `hour` o'clock local time, for matters such as a low battery
+    /// that a maintenance crew handles in working hours. Working days come from the engine's
+    /// [`Calendar`] (Monday to Friday, minus public holidays, plus weekend days worked).
     NextWorkingDay {
         /// Local hour of the day, 0–23.
         hour: u8,
@@ -69,8 +69,9 @@ pub enum Deadline {
 }
 
 impl Deadline {
-    /// The instant this deadline falls when its clock starts at `from`.
-    pub fn due(self, from: Millis) -> Millis {
+    /// The instant this deadline falls when its clock starts at `from`, with working days
+    /// from `calendar`.
+    pub fn due(self, from: Millis, calendar: &Calendar) -> Millis {
         match self {
             Deadline::After(d) => from.saturating_add(d.as_millis() as u64),
             Deadline::NextWorkingDay { hour, utc_offset_minutes } => {
@@ -78,8 +79,12 @@ impl Deadline {
                 let offset = i64::from(utc_offset_minutes) * 60_000;
                 let local = from as i64 + offset;
                 let mut day = local.div_euclid(DAY) + 1;
-                // 1970-01-01 was a Thursday: day 0 → weekday 3 with Monday = 0.
-                while (day + 3).rem_euclid(7) >= 5 {
+                // The longest run of days off in China is 9 (春节 2026); a calendar that lists
+                // more than a month off in a row is cut short rather than looped through.
+                for _ in 0..62 {
+                    if calendar.is_working(day) {
+                        break;
+                    }
                     day += 1;
                 }
                 (day * DAY + i64::from(hour.min(23)) * 3_600_000 - offset).max(0) as Millis
@@ -198,6 +203,9 @@ pub struct Config {
     /// single-detector alarm start linkage only where the design asks for it, since most are
     /// cooking and steam); a building of sleeping residents without a night watch may want it.
     pub sound_single_detector: bool,
+    /// Working days for [`Deadline::NextWorkingDay`]: China's official calendar by default
+    /// (`holidays/cn.toml`); a table in the same format replaces it.
+    pub holidays: Calendar,
 }
 
 impl Default for Config {
@@ -241,6 +249,7 @@ impl Default for Config {
             unplaced_window: Duration::from_secs(10 * 60),
             unplaced_total_limit: default_unplaced_total_limit(),
             sound_single_detector: false,
+            holidays: Calendar::china(),
         }
     }
 }

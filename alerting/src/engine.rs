@@ -365,7 +365,7 @@ impl Engine {
             closed: None,
             notes: Vec::new(),
             escalations: 0,
-            ack_due: Some(policy.ack[level as usize].due(now)),
+            ack_due: Some(policy.ack[level as usize].due(now, &self.config.holidays)),
             handle_due: None,
             next_reminder: (!chattering).then(|| now + Self::ms(policy.renotify)),
             unplaced,
@@ -375,8 +375,10 @@ impl Engine {
         self.open.insert(key, id);
         self.record(now, id, TransitionKind::Opened, None, Some(&signal.device), out);
         // A chattering device pages at most once per deadline.
-        let quiet =
-            chattering && device.last_paged.is_some_and(|at| policy.ack[Level::Grid as usize].due(at) > now);
+        let quiet = chattering
+            && device
+                .last_paged
+                .is_some_and(|at| policy.ack[Level::Grid as usize].due(at, &self.config.holidays) > now);
         if !quiet {
             for level in reached {
                 self.notify(now, id, level, NotifyReason::Opened, out);
@@ -554,13 +556,13 @@ impl Engine {
             .collect();
         if let Some(acked) = &case.acknowledged {
             if case.disposition.is_none() {
-                let due = policy.handle.due(acked.at);
+                let due = policy.handle.due(acked.at, &self.config.holidays);
                 case.handle_due = Some(case.handle_due.map_or(due, |d| d.min(due)));
             }
         } else {
             // A new top level gets its own full deadline; otherwise the running one stands
             // (or a stricter one, when the severity rose).
-            let due = policy.ack[case.level as usize].due(now);
+            let due = policy.ack[case.level as usize].due(now, &self.config.holidays);
             case.ack_due =
                 Some(if case.level > from { due } else { case.ack_due.map_or(due, |d| d.min(due)) });
             if !case.chattering && !told.is_empty() {
@@ -655,12 +657,12 @@ impl Engine {
         }
         let level = case.level;
         if case.acknowledged.is_none() {
-            case.ack_due = Some(policy.ack[level as usize].due(now));
+            case.ack_due = Some(policy.ack[level as usize].due(now, &self.config.holidays));
             if !case.chattering {
                 case.next_reminder = Some(now + Self::ms(policy.renotify));
             }
         } else {
-            case.handle_due = Some(policy.handle.due(now));
+            case.handle_due = Some(policy.handle.due(now, &self.config.holidays));
         }
         let reached = case.reached.clone();
         if level != from {
@@ -910,7 +912,7 @@ impl Engine {
         case.stage = case.stage.max(Stage::Response);
         case.ack_due = None;
         case.next_reminder = None;
-        case.handle_due = Some(policy.handle.due(now));
+        case.handle_due = Some(policy.handle.due(now, &self.config.holidays));
         for alarm in case.alarms.values_mut() {
             alarm.acked = true;
         }
@@ -935,7 +937,7 @@ impl Engine {
             return;
         }
         let policy = self.config.policy(case.severity).clone();
-        case.ack_due = Some(policy.ack[case.level as usize].due(now));
+        case.ack_due = Some(policy.ack[case.level as usize].due(now, &self.config.holidays));
         case.next_reminder = (!case.chattering).then(|| now + Self::ms(policy.renotify));
         for level in case.reached.clone() {
             self.notify(now, id, level, NotifyReason::Reminder, out);

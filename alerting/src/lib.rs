@@ -11,6 +11,7 @@
 //! Main types: [`Engine`], [`Case`] (with the ISA-18.2 state of each [`case::Alarm`]),
 //! [`Config`] and its per-[`Severity`] [`Policy`], [`Level`], [`Stage`], [`Scope`].
 
+mod calendar;
 pub mod case;
 mod config;
 mod engine;
@@ -23,6 +24,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use calendar::{Calendar, LocalDay};
 pub use case::{Case, CaseId, CaseKind, Linkage, Unplaced};
 pub use config::{Config, Deadline, Policy, Severity};
 pub use engine::{ALL_VILLAGES, Engine, Refusal};

@@ -183,7 +183,7 @@ fn drive(engine: &mut Engine, ops: &[Op]) -> Vec<(Millis, Option<Input>)> {
                 if case.acknowledged.is_none() && !case.drill && !case.silenced(now) {
                     let policy = config.policy(case.severity);
                     let bound = if case.chattering {
-                        policy.ack.iter().map(|d| d.due(0)).max().unwrap()
+                        policy.ack.iter().map(|d| d.due(0, &crate::Calendar::weekdays())).max().unwrap()
                     } else {
                         policy.renotify.as_millis() as u64
                     };

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::*;
+use crate::Calendar;
 
 fn at(building: &str) -> Location {
     let grid = if building.starts_with('B') { "G2" } else { "G1" };
@@ -372,11 +373,52 @@ fn next_working_day_skips_the_weekend() {
     let next = Deadline::NextWorkingDay { hour: 9, utc_offset_minutes: 480 };
     // Instants from Python's `datetime(..., tzinfo=timezone(timedelta(hours=8))).timestamp()`.
     // Friday 2026-11-27 12:00 +08:00 → Monday 2026-11-30 09:00 +08:00.
-    assert_eq!(next.due(1_795_752_000_000), 1_796_000_400_000);
+    let cal = Calendar::weekdays();
+    assert_eq!(next.due(1_795_752_000_000, &cal), 1_796_000_400_000);
     // Saturday 2026-11-28 23:30 +08:00 → Monday.
-    assert_eq!(next.due(1_795_879_800_000), 1_796_000_400_000);
+    assert_eq!(next.due(1_795_879_800_000, &cal), 1_796_000_400_000);
     // Monday 2026-11-23 11:00 → Tuesday 09:00.
-    assert_eq!(next.due(1_795_402_800_000), 1_795_482_000_000);
+    assert_eq!(next.due(1_795_402_800_000, &cal), 1_795_482_000_000);
+    // China's calendar agrees on ordinary weeks.
+    assert_eq!(next.due(1_795_752_000_000, &Calendar::china()), 1_796_000_400_000);
+}
+
+/// The days of 国务院办公厅关于2026年部分节假日安排的通知 (2025-11-04): holidays skipped,
+/// weekend days worked in their place counted. Instants from Python's `datetime(...,
+/// tzinfo=timezone(timedelta(hours=8))).timestamp()`.
+#[test]
+fn next_working_day_follows_the_official_holiday_calendar() {
+    let next = Deadline::NextWorkingDay { hour: 9, utc_offset_minutes: 480 };
+    let cn = Calendar::china();
+    // Wednesday 2026-09-30 12:00 → National Day week off → Thursday 2026-10-08 09:00.
+    assert_eq!(next.due(1_790_740_800_000, &cn), 1_791_421_200_000);
+    // Friday 2026-02-13 10:00 → Saturday 2026-02-14 is worked (春节调休) → 09:00 that day.
+    assert_eq!(next.due(1_770_948_000_000, &cn), 1_771_030_800_000);
+    // Saturday 2026-02-14 18:00 → the Spring Festival's nine days → Tuesday 2026-02-24 09:00.
+    assert_eq!(next.due(1_771_063_200_000, &cn), 1_771_894_800_000);
+    // Saturday 2026-09-19 08:00 → Sunday 2026-09-20 is worked (国庆调休).
+    assert_eq!(next.due(1_789_776_000_000, &cn), 1_789_866_000_000);
+    // Beyond the published notices the calendar says so, and counts Monday to Friday.
+    assert!(cn.covers(20_818), "2026-12-31 is covered");
+    assert!(!cn.covers(20_819), "2027-01-01 is not");
+    assert_eq!(cn.known_through().as_deref(), Some("2026-12-31"));
+    assert_eq!(next.due(1_798_689_600_000, &cn), 1_798_765_200_000);
+}
+
+#[test]
+fn calendar_files_are_checked_and_round_trip() {
+    // Day numbers agree with the `time` crate's weekdays.
+    for day in 20_000..21_000 {
+        let ours = crate::calendar::weekday(day);
+        assert_eq!(ours, crate::calendar::weekday_of(day).number_days_from_monday(), "day {day}");
+    }
+    let cn = Calendar::china();
+    let text = toml::to_string(&cn).unwrap();
+    assert_eq!(Calendar::from_toml(&text).unwrap(), cn);
+    assert!(Calendar::from_toml("holidays = [\"2026-02-30\"]").unwrap_err().contains("2026-02-30"));
+    assert!(Calendar::from_toml("workdays = [\"2026-02-13\"]").unwrap_err().contains("weekday already"));
+    assert!(Calendar::from_toml("holidays = [\"2026-10-07/2026-10-01\"]").is_err());
+    assert!(Calendar::from_toml("holydays = []").is_err(), "unknown keys are refused");
 }
 
 #[test]

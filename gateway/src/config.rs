@@ -367,6 +367,12 @@ impl Config {
                 message: e.to_string(),
             })?;
         }
+        if let Some(path) = &self.alerting.holidays {
+            let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+            read.and_then(|text| firegrid_alerting::Calendar::from_toml(&text)).map_err(|message| {
+                ConfigError::Invalid { origin: format!("[alerting] holidays {}", path.display()), message }
+            })?;
+        }
         crate::broker::Accounts::new(&self.embedded_broker.platforms).map_err(|e| ConfigError::Invalid {
             origin: "[[embedded_broker.platforms]]".into(),
             message: e.to_string(),

@@ -190,7 +190,22 @@ impl AlarmLoop {
             retention: cfg.retention,
             runtime: tokio::runtime::Handle::current(),
         };
-        let engine = cfg.engine.clone();
+        let mut engine = cfg.engine.clone();
+        if let Some(path) = &cfg.holidays {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| LaunchError::Invalid(format!("[alerting] holidays {}: {e}", path.display())))?;
+            engine.holidays = firegrid_alerting::Calendar::from_toml(&text)
+                .map_err(|e| LaunchError::Invalid(format!("[alerting] holidays {}: {e}", path.display())))?;
+        }
+        // A next-working-day deadline within the next 60 days must know its holidays.
+        let soon = (crate::clock::wall_ms() / 86_400_000) as i64 + 60;
+        if !engine.holidays.covers(soon) {
+            tracing::warn!(
+                known_through = engine.holidays.known_through().as_deref().unwrap_or("never"),
+                "The holiday calendar ends within 60 days: next-working-day deadlines after it count Monday to Friday. \
+                 Add the State Council's notice for next year ([alerting] holidays)."
+            );
+        }
         // Restoring replays the log and queues its notifications through the runtime, so it
         // runs off the async threads.
         let (cases, thread) = tokio::task::spawn_blocking(move || Cases::start(store, engine, wiring))

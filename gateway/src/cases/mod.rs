@@ -62,6 +62,10 @@ pub struct AlertingConfig {
     /// ...); see `firegrid_alerting::Config` for every field and its default.
     #[serde(default)]
     pub engine: firegrid_alerting::Config,
+    /// A holiday calendar file (the format of `alerting/holidays/cn.toml`) replacing the
+    /// built-in official Chinese one, e.g. once next year's notice is out.
+    #[serde(default)]
+    pub holidays: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -93,6 +97,7 @@ impl Default for AlertingConfig {
             unplaced_desk: None,
             linkage_resend: default_linkage_resend(),
             engine: firegrid_alerting::Config::default(),
+            holidays: None,
         }
     }
 }
