@@ -258,6 +258,34 @@ fn officers_toml(officers: &[DemoOfficer]) -> String {
     text
 }
 
+/// InfluxQL's quoting of an identifier: in double quotes, with `\` and `"` escaped.
+fn influx_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Creates the demo's database on an InfluxDB 1.x-compatible server (`CREATE DATABASE` is a
+/// no-op when it exists). InfluxDB 2 and 3 take the 1.x write API only into an existing
+/// bucket or database mapping, which this cannot make; the error says so.
+async fn prepare_influx(url: &str, database: &str) -> Result<(), String> {
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let statement = format!("CREATE DATABASE {}", influx_identifier(database));
+    let reply = client
+        .post(format!("{}/query", url.trim_end_matches('/')))
+        .form(&[("q", statement.as_str())])
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = reply.status();
+    let body = reply.text().await.unwrap_or_default();
+    // 1.x answers 200 with `{"results":[{"statement_id":0}]}`, or 200 with an `error` field.
+    if status.is_success() && !body.contains("\"error\"") {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
+    }
+}
+
 /// The simulated village's account on the embedded broker (a platform account: its 16
 /// connections publish for every device).
 const SIM_ACCOUNT: &str = "demo-village";
@@ -407,6 +435,17 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
             .map_err(io_error(&path))?;
     }
 
+    if let Some((url, database)) = &opts.influx {
+        match prepare_influx(url, database).await {
+            Ok(()) => println!("InfluxDB: database {database:?} ready at {url}."),
+            Err(error) => println!(
+                "warning: could not create InfluxDB database {database:?} at {url} ({error}). The gateway keeps \
+                 the data in its spool until it exists; create it with:\n  curl -XPOST '{url}/query' \
+                 --data-urlencode 'q=CREATE DATABASE {}'",
+                influx_identifier(database)
+            ),
+        }
+    }
     let cfg = Config::load(Some(&dir.join("gateway.toml")), std::iter::empty())?;
     let gateway = Gateway::start(cfg, None).await.map_err(|error| DemoError::Start {
         error: Box::new(error),
@@ -560,6 +599,13 @@ fn clock(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn influx_identifiers_are_quoted_the_way_influxql_reads_them() {
+        // InfluxQL: identifiers in double quotes, `\` and `"` escaped with a backslash.
+        assert_eq!(influx_identifier("firegrid"), "\"firegrid\"");
+        assert_eq!(influx_identifier("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
 
     #[test]
     fn the_script_sets_a_fire_next_to_a_neighbour_and_keeps_the_other_grid_clear() {

@@ -81,6 +81,7 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         fire_at: "8m",
         fire_out_after: "3m",
         webhook: Some(hook.url()),
+        influx: None,
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -340,4 +341,32 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
     );
     let progress = output.lines().filter(|l| l.contains("devices reporting")).count();
     assert!(progress >= 3, "the demo printed {progress} progress lines:\n{output}");
+}
+
+/// `firegrid demo --influx` creates the database it writes to, so the street's dashboards have
+/// data without anyone preparing InfluxDB first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_creates_its_influxdb_database_and_writes_into_it() {
+    let influx = firegrid_tests::InfluxDb1::start().unwrap();
+    let before = influx.query("", "SHOW DATABASES").unwrap().to_string();
+    assert!(!before.contains("\"firegrid\""), "the database exists before the demo: {before}");
+    let demo = Demo::start(DemoArgs {
+        detectors: 40,
+        buildings: 8,
+        camera_channels: 0,
+        speed: 60.0,
+        fire_at: "30m",
+        fire_out_after: "3m",
+        webhook: None,
+        influx: Some(influx.url()),
+    })
+    .expect("firegrid demo starts");
+    assert!(demo.output().contains("InfluxDB: database \"firegrid\" ready"), "{}", demo.output());
+    let after = influx.query("", "SHOW DATABASES").unwrap().to_string();
+    assert!(after.contains("\"firegrid\""), "{after}");
+    until(&demo, Duration::from_secs(60), "points in the demo's database", || async {
+        let shown = influx.query("firegrid", "SHOW MEASUREMENTS").ok()?.to_string();
+        shown.contains("device_heartbeat").then_some(())
+    })
+    .await;
 }

@@ -37,6 +37,8 @@ pub struct DemoArgs {
     pub fire_out_after: &'static str,
     /// A webhook every page also goes to (`--webhook`).
     pub webhook: Option<String>,
+    /// An InfluxDB 1.x server the demo also writes to (`--influx`).
+    pub influx: Option<String>,
 }
 
 struct DemoKind {
@@ -74,7 +76,8 @@ impl ServerKind for DemoKind {
             "--report-every=2".to_owned(),
         ];
         let webhook = a.webhook.iter().map(|url| format!("--webhook={url}"));
-        Ok(args.into_iter().chain(webhook).map(OsString::from).collect())
+        let influx = a.influx.iter().map(|url| format!("--influx={url}"));
+        Ok(args.into_iter().chain(webhook).chain(influx).map(OsString::from).collect())
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {
