@@ -250,6 +250,9 @@ pub enum ConfigError {
         /// What is wrong, and where.
         message: String,
     },
+    /// Several problems, each on its own line.
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl Config {
@@ -321,62 +324,70 @@ impl Config {
         }
     }
 
-    /// Checks what serde cannot: unique destination names.
+    /// Checks everything `run` checks before it starts (what serde cannot: unique names, TLS
+    /// files, the registry, key store, officer directory and holiday files, routes to defined
+    /// channels, officers' scopes the registry knows) and returns every problem at once.
     pub fn check(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().expect("one problem")),
+            _ => Err(ConfigError::Many(problems)),
+        }
+    }
+
+    /// Every problem [`Config::check`] finds.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut problem = |origin: &str, message: String| {
+            out.push(ConfigError::Invalid { origin: origin.to_owned(), message });
+        };
         let mut names: Vec<&str> = self.influx.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Invalid {
-                origin: "[[influx]]".into(),
-                message: format!("destination name {:?} is used twice", w[0]),
-            });
+            problem("[[influx]]", format!("destination name {:?} is used twice", w[0]));
         }
         if !self.http_listen.ip().is_loopback()
             && self.alerting.officers.is_some()
             && !self.http_tls_proxy
             && self.http_tls.is_none()
         {
-            return Err(ConfigError::Invalid {
-                origin: "http_listen".into(),
-                message: format!(
+            problem(
+                "http_listen",
+                format!(
                     "refusing to serve officer tokens over plain HTTP on {}: configure [http_tls], or listen \
                      on loopback behind a TLS-terminating proxy and set http_tls_proxy = true (README, \
                      \"Securing a deployment\")",
                     self.http_listen
                 ),
-            });
+            );
         }
         if let Some(mqtt) = &self.mqtt {
             for session in crate::sources::mqtt::Session::ALL {
-                mqtt.filters(session)
-                    .map_err(|message| ConfigError::Invalid { origin: "[mqtt]".into(), message })?;
+                if let Err(message) = mqtt.filters(session) {
+                    problem("[mqtt]", message);
+                    break;
+                }
             }
-            mqtt.options(String::new())
-                .map_err(|e| ConfigError::Invalid { origin: "[mqtt.tls]".into(), message: e.to_string() })?;
+            if let Err(e) = mqtt.options(String::new()) {
+                problem("[mqtt.tls]", e.to_string());
+            }
         }
-        if let Some(tls) = &self.http_tls {
-            crate::tls::ReloadingCert::load(tls)
-                .and_then(|cert| crate::tls::server_config(cert, &[]))
-                .map_err(|e| ConfigError::Invalid { origin: "[http_tls]".into(), message: e.to_string() })?;
+        if let Some(tls) = &self.http_tls
+            && let Err(e) =
+                crate::tls::ReloadingCert::load(tls).and_then(|cert| crate::tls::server_config(cert, &[]))
+        {
+            problem("[http_tls]", e.to_string());
         }
         if let Some(tls) = &self.embedded_broker.tls
             && self.mqtt.is_none()
+            && let Err(e) = crate::tls::ReloadingCert::load(tls)
         {
-            crate::tls::ReloadingCert::load(tls).map_err(|e| ConfigError::Invalid {
-                origin: "[embedded_broker.tls]".into(),
-                message: e.to_string(),
-            })?;
+            problem("[embedded_broker.tls]", e.to_string());
         }
-        if let Some(path) = &self.alerting.holidays {
-            let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
-            read.and_then(|text| firegrid_alerting::Calendar::from_toml(&text)).map_err(|message| {
-                ConfigError::Invalid { origin: format!("[alerting] holidays {}", path.display()), message }
-            })?;
+        if let Err(e) = crate::broker::Accounts::new(&self.embedded_broker.platforms) {
+            problem("[[embedded_broker.platforms]]", e.to_string());
         }
-        crate::broker::Accounts::new(&self.embedded_broker.platforms).map_err(|e| ConfigError::Invalid {
-            origin: "[[embedded_broker.platforms]]".into(),
-            message: e.to_string(),
-        })?;
         if self.embedded_broker.authenticate == Some(true)
             && self.registry.keys.is_none()
             && self.mqtt.is_none()
@@ -385,7 +396,99 @@ impl Config {
                 "embedded_broker.authenticate is on without [registry] keys: only the gateway and platform accounts can log in."
             );
         }
-        Ok(())
+        let registry = match &self.registry.csv {
+            Some(path) => match crate::registry::Registry::load(path) {
+                Ok(registry) => Some(registry),
+                Err(e) => {
+                    problem("[registry] csv", e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(path) = &self.registry.keys
+            && let Err(e) = crate::keys::KeyStore::load(path)
+        {
+            problem("[registry] keys", e.to_string());
+        }
+        if self.alerting.enabled {
+            self.alerting_problems(registry.as_ref(), &mut problem);
+        }
+        out
+    }
+
+    fn alerting_problems(
+        &self,
+        registry: Option<&crate::registry::Registry>,
+        problem: &mut impl FnMut(&str, String),
+    ) {
+        let alerting = &self.alerting;
+        if let Err(message) = alerting.engine.validate() {
+            problem("[alerting.engine]", message);
+        }
+        if let Some(desk) = &alerting.unplaced_desk
+            && let Err(e) = desk.parse::<firegrid_alerting::Scope>()
+        {
+            problem("[alerting] unplaced_desk", e.to_string());
+        }
+        if let Some(path) = &alerting.holidays {
+            let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+            if let Err(message) = read.and_then(|text| firegrid_alerting::Calendar::from_toml(&text)) {
+                problem("[alerting] holidays", format!("{}: {message}", path.display()));
+            }
+        }
+        let channels: Vec<&String> = self.notify.channels.keys().collect();
+        if let Err(e) = crate::notify::build_channels(&self.notify.channels) {
+            problem("[notify.channels]", e.to_string());
+        }
+        for (desk, names) in &alerting.routes {
+            if desk != "*" && desk.parse::<firegrid_alerting::Scope>().is_err() {
+                problem("[alerting.routes]", format!("{desk:?} is not `level:name` or `*`"));
+            }
+            for missing in names.iter().filter(|n| !channels.contains(n)) {
+                problem(
+                    "[alerting.routes]",
+                    format!("{desk:?} names channel {missing:?}, which [notify.channels] does not define"),
+                );
+            }
+        }
+        let Some(path) = &alerting.officers else { return };
+        let directory = match crate::officers::Directory::load(path) {
+            Ok(directory) => directory,
+            Err(e) => return problem("[alerting] officers", e.to_string()),
+        };
+        // An officer whose scope names no place the registry knows sees nothing and is paged
+        // for nothing: almost always a typo.
+        let Some(registry) = registry else { return };
+        for officer in directory.officers() {
+            let scope = &officer.scope;
+            use firegrid_alerting::Level;
+            let known = match scope.level {
+                Level::District => {
+                    scope.name == alerting.district || registry.district() == Some(&scope.name)
+                }
+                level => registry.devices().iter().any(|d| {
+                    let b = &d.building;
+                    let name = match level {
+                        Level::Grid => &b.grid,
+                        Level::Community => &b.community,
+                        _ => &b.street,
+                    };
+                    **name == *scope.name
+                }),
+            };
+            if !known {
+                problem(
+                    "[alerting] officers",
+                    format!(
+                        "{}: officer {:?} has scope {scope}, which no device in {} belongs to",
+                        path.display(),
+                        officer.id,
+                        self.registry.csv.as_ref().map_or_else(String::new, |p| p.display().to_string())
+                    ),
+                );
+            }
+        }
     }
 
     /// Where the operations endpoints are served: `None` when on `http_listen` itself.

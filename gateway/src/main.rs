@@ -46,10 +46,16 @@ enum Command {
         #[arg(long)]
         mqtt: Option<String>,
     },
-    /// Check a configuration file and print what is wrong, with line numbers.
+    /// Check a configuration file the way `run` does before it starts (the file itself, and
+    /// the registry, key store, officer directory, certificates and holiday files it names,
+    /// routes and scopes) and print every problem, with file and line; exit status 2 if any.
     CheckConfig {
-        /// The file.
-        config: PathBuf,
+        /// Configuration file, as for `run` (`--config FILE`, or `FIREGRID_CONFIG`).
+        #[arg(long = "config", short = 'c', env = "FIREGRID_CONFIG", conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// The same, given without `--config`.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Check one device message the way the gateway does on receipt, and print what it
     /// decodes to or the single reason it is rejected (exit status 2).
@@ -304,7 +310,11 @@ fn main() -> anyhow::Result<ExitCode> {
             runtime.block_on(firegrid_gateway::demo::run(opts, stop_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, file } => {
+            let Some(config) = config.or(file) else {
+                println!("check-config needs the file: firegrid check-config --config FILE");
+                return Ok(ExitCode::from(2));
+            };
             match Config::load(Some(&config), std::env::vars()).and_then(|c| c.check().map(|_| c)) {
                 Ok(cfg) => {
                     println!(

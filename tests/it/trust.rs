@@ -652,3 +652,60 @@ fn get(url: &str) -> (u16, String) {
     let mut reply = agent.get(url).call().unwrap();
     (reply.status().as_u16(), reply.body_mut().read_to_string().unwrap_or_default())
 }
+
+/// `check-config` refuses whatever `run` refuses, and names every problem at once; both take
+/// the file as `--config FILE`.
+#[test]
+fn check_config_finds_every_problem_run_would_stop_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let officers = dir.path().join("officers.toml");
+    // Scope typo: the registry's street is "Fuhai".
+    write_street_desk(&officers, "Fuhia");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"{data}\"\n[registry]\ncsv = \"{registry}\"\nkeys = \"{dir}/no-keys.toml\"\n\
+             [alerting]\nofficers = \"{officers}\"\nholidays = \"{dir}/no-holidays.toml\"\n\
+             routes = {{ \"*\" = [\"pager\"], \"grid\" = [\"hook\"] }}\n\
+             [notify.channels.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"x\"\n",
+            data = dir.path().join("data").display(),
+            registry = registry.display(),
+            dir = dir.path().display(),
+            officers = officers.display(),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(firegrid_binary().unwrap())
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (code, checked) = run(&["check-config"]);
+    assert_eq!(code, Some(2), "{checked}");
+    let expected = [
+        "no-keys.toml",
+        "no-holidays.toml",
+        "\"pager\", which [notify.channels] does not define",
+        "\"grid\" is not `level:name`",
+        "scope street:Fuhia, which no device",
+    ];
+    for problem in expected {
+        assert!(checked.contains(problem), "check-config missed {problem:?}:\n{checked}");
+    }
+    assert!(checked.contains("5 problems"), "{checked}");
+    // `run` stops at start with the same problems.
+    let (code, ran) = run(&["run"]);
+    assert_ne!(code, Some(0), "{ran}");
+    for problem in expected {
+        assert!(ran.contains(problem), "run did not name {problem:?}:\n{ran}");
+    }
+}
