@@ -145,6 +145,14 @@ impl<T: EventTransport> Agent<T> {
             (config.camera.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The camera's heartbeat to the gateway; the first one follows the connect's own
+        // `status` `online` by a full period.
+        let status_every = config.mqtt.status_every;
+        let mut alive = tokio::time::interval_at(
+            tokio::time::Instant::now() + status_every.max(Duration::from_millis(100)),
+            status_every.max(Duration::from_millis(100)),
+        );
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let enqueue = |bodies: Vec<UplinkBody>| {
             if bodies.is_empty() {
                 return;
@@ -183,6 +191,9 @@ impl<T: EventTransport> Agent<T> {
                 },
                 Some((channel, ok)) = probe_rx.recv() => enqueue(tracker.on_probe(channel, ok, now_ms())),
                 _ = tick.tick() => enqueue(tracker.tick(now_ms())),
+                _ = alive.tick(), if !status_every.is_zero() => {
+                    enqueue(vec![UplinkBody::Status(firegrid_protocol::Status { online: true })]);
+                }
             }
         }
         tasks.cancel();

@@ -221,6 +221,12 @@ pub struct MqttConfig {
     /// before a `status` `online`.
     #[serde(default = "default_true")]
     pub status: bool,
+    /// Publish `status` `online` this often while running, so the gateway hears the camera
+    /// even when nothing changes (health and events are sent only on change). It is the
+    /// camera's heartbeat: the registry's `heartbeat` for the camera (default 60 s; the
+    /// gateway declares it offline after 3 missed) must not be shorter. `0s` turns it off.
+    #[serde(default = "default_status_every", with = "humantime_serde")]
+    pub status_every: Duration,
     /// First wait before reconnecting to the broker; doubles up to `reconnect_max`, with
     /// jitter.
     #[serde(default = "default_reconnect_min", with = "humantime_serde")]
@@ -307,6 +313,10 @@ fn default_mqtt_reconnect_max() -> Duration {
 fn default_confidence() -> u8 {
     100
 }
+fn default_status_every() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_probe_interval() -> Duration {
     Duration::from_secs(30)
 }

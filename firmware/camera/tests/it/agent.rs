@@ -497,3 +497,31 @@ async fn command(broker: &Mosquitto, device: &str, seq: u32, body: DownlinkBody,
     .await
     .expect("the broker did not take the command");
 }
+
+/// A camera whose channels stay healthy sends nothing on change, so the agent speaks for it
+/// every `status_every` with a `status` `online`: the gateway's liveness hears the camera.
+/// Counted, not timed: at least three of them arrive while nothing else happens, numbered in
+/// the same sequence as everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_camera_still_reports_online_every_status_period() {
+    let broker = Mosquitto::start().unwrap();
+    let mut gateway = Gateway::start(&broker, VILLAGE, true).await;
+    let camera = Camera::start(Vendor::Hikvision, Auth::Digest, Duration::from_secs(3600)).await;
+    let state = tempfile::tempdir().unwrap();
+    let extra = Extra { mqtt: "status_every = \"300ms\"", ..Extra::default() };
+    let config = config(&camera, "hikvision", "digest", &broker, state.path(), "cam-quiet-01", extra);
+    let (feed, transport) = firegrid_camera::feed(Vendor::Hikvision, Default::default(), 16);
+    let agent = Agent::new(config, transport).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    feed.send(&CameraSignal::heartbeat(), 0).await.unwrap();
+    let online = |m: &[firegrid_protocol::Uplink]| {
+        m.iter().filter(|m| matches!(m.body, UplinkBody::Status(ref s) if s.online)).count()
+    };
+    let mut got = Vec::new();
+    // The connect's own `status` `online`, then the periodic ones.
+    gateway.until(&mut got, |m| online(m) >= 4).await;
+    check_sequence(&got, &DeviceId::new("cam-quiet-01").unwrap());
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
