@@ -482,7 +482,10 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let first_run = firegrid_gateway::officers::first_run::prepare(&mut cfg)
+        .with_context(|| format!("making the first-run officer directory in {}", cfg.data_dir.display()))?;
+    let alarm_loop = cfg.alerting.enabled;
     let gateway = Gateway::start(cfg, None).await?;
     eprintln!(
         "firegrid is running: MQTT on {}:{}, metrics at http://{addr}/metrics, officer API at http://{addr}/api/v1 (described at /api/v1/openapi.json). Ctrl-C stops it.",
@@ -490,6 +493,27 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         gateway.mqtt.port,
         addr = gateway.http_addr
     );
+    if alarm_loop {
+        let console = format!("http://{}/console", gateway.http_addr);
+        match &first_run {
+            Some(first) => match &first.token {
+                Some(token) => eprintln!(
+                    "No officer directory is configured, so one local commander ({}, {}) was made in {}.\n\
+                     Console (this link holds the officer's token and is shown only now): {console}#token={token}",
+                    firegrid_gateway::officers::first_run::OFFICER,
+                    first.scope,
+                    first.directory.display()
+                ),
+                None => eprintln!(
+                    "Console: {console} (sign in as {} with the token printed at the first run; `firegrid officer-token` \
+                     makes a new one for {}).",
+                    firegrid_gateway::officers::first_run::OFFICER,
+                    first.directory.display()
+                ),
+            },
+            None => eprintln!("Console: {console}"),
+        }
+    }
     stop_signal().await;
     tracing::info!("Stopping: finishing in-flight messages.");
     gateway.stop().await;

@@ -220,3 +220,50 @@ async fn without_a_registry_an_alarm_pages_the_street_desk_named_after_the_villa
         .await;
     assert_eq!(status, 409, "nowhere to place without a registry: {body}");
 }
+
+/// `firegrid run` with neither registry nor officer directory: the start banner gives the
+/// console link with a first-run commander's token (once), and the README's example alarm
+/// opens a case that officer sees. After a restart the same token still signs in and no new
+/// one is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_run_prints_a_console_link_whose_officer_sees_the_first_alarm() {
+    let broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let mut gateway = Firegrid::start(move |d: &Path, http: u16| {
+        format!(
+            "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"gw-first\"\n",
+            d.join("data").display()
+        )
+    })
+    .unwrap();
+    let banner = gateway.log_tail(50);
+    let token = banner
+        .split("console#token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console link with a token in the banner:\n{banner}"))
+        .to_owned();
+    assert!(banner.contains("local-admin") && banner.contains("district:"), "{banner}");
+    let api = OfficerApi::new(gateway.http_port());
+    let (status, me) = api.call(reqwest::Method::GET, "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!((me["id"].as_str(), me["may_act"].as_bool()), (Some("local-admin"), Some(true)), "{me}");
+
+    publish(&detectors(port), alarm("sd-0001")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, cases) = api.call(reqwest::Method::GET, "/api/v1/cases", Some(&token), None).await;
+        assert_eq!(status, 200, "{cases}");
+        if cases.to_string().contains("sd-0001") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first alarm's case is not listed: {cases}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    gateway.restart().unwrap();
+    let after = gateway.log_tail(20);
+    assert!(!after.contains("#token="), "a token was printed again:\n{after}");
+    let (status, _) = api.call(reqwest::Method::GET, "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, 200);
+}

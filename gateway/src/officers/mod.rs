@@ -18,6 +18,7 @@
 //! one called in mid-incident must not wait for someone to edit the file before they can
 //! acknowledge. Access is governed by [`Role`] and scope alone.
 
+pub mod first_run;
 mod token;
 mod watch;
 
