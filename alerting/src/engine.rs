@@ -227,6 +227,21 @@ impl Engine {
                 self.state.devices.entry(signal.device.clone()).or_default().out_of_service = signal.active;
                 return;
             }
+            Condition::Hushed => {
+                if signal.active {
+                    let holding: Vec<CaseId> = self
+                        .open
+                        .values()
+                        .copied()
+                        .filter(|id| self.state.cases[id].alarms.contains_key(&signal.device))
+                        .collect();
+                    for id in holding {
+                        let text = "silenced at the device (hush); the alarm stays latched".to_owned();
+                        self.record(now, id, TransitionKind::Noted { text }, None, Some(&signal.device), out);
+                    }
+                }
+                return;
+            }
         };
         let (key, unplaced) = match &signal.unplaced {
             None => (key(kind, &signal.location), None),

@@ -89,6 +89,10 @@ pub enum Condition {
     WaterLow,
     /// The device is in test mode (self-test, drill, commissioning): out of service.
     Test,
+    /// Someone silenced the device's sounder at the device (hush) while it was in alarm.
+    /// Opens nothing; the open case holding the device's alarm records it, so officers know
+    /// the residents have heard it and silenced it.
+    Hushed,
 }
 
 /// An officer, as the directory knows them.

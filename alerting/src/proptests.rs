@@ -19,7 +19,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..12u8, 0..6u8, 0..7u8, any::<bool>())
+        4 => (0..12u8, 0..6u8, 0..8u8, any::<bool>())
             .prop_map(|(device, building, condition, active)| Op::Signal { device, building, condition, active }),
         3 => (1..12u8, 0..5u8, 0..11u8).prop_map(|(case, scope, command)| Op::Command { case, scope, command }),
         1 => (1..60u8, any::<bool>()).prop_map(|(notification, delivered)| Op::Delivery { notification, delivered }),
@@ -48,9 +48,10 @@ fn input(op: &Op) -> Option<Input> {
                 Condition::Offline,
                 Condition::WaterLow,
                 Condition::Test,
+                Condition::Hushed,
             ][condition as usize];
             // A device lives in one building.
-            let building = if condition == Condition::Smoke || condition == Condition::Test {
+            let building = if matches!(condition, Condition::Smoke | Condition::Test | Condition::Hushed) {
                 device % 6
             } else {
                 building

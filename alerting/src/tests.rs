@@ -923,3 +923,26 @@ fn confirmations_count_for_the_current_generation_only_and_survive_a_snapshot() 
     let (_, linkage) = restored.linkage().next().unwrap();
     assert!(!linkage.on && linkage.confirmed.is_empty(), "{linkage:?}");
 }
+
+#[test]
+fn a_hush_at_the_device_is_recorded_on_the_case_holding_its_alarm_and_opens_nothing() {
+    let hush = |t, d: &str, b: &str| In(t, signal(Condition::Hushed, d, b, true));
+    check(
+        vec![
+            hush(0, "d9", "B9"),
+            In(1, smoke("d1", "A1")),
+            hush(5, "d1", "A1"),
+            hush(6, "d2", "A1"),
+            Run(10),
+        ],
+        "
+        1s #1 opened warning/grid
+        1s notify grid:G1 Opened #1 pre_alarm
+        5s #1 noted warning/grid
+        ",
+    );
+    // The alarm stays latched: the case is still a pre-alarm awaiting its officer.
+    let (engine, _) = run(Config::default(), vec![In(1, smoke("d1", "A1")), hush(5, "d1", "A1")]);
+    assert_eq!(engine.open_cases(), 1);
+    assert!(engine.case(CaseId(1)).unwrap().alarms["d1"].active);
+}

@@ -39,9 +39,11 @@ pub fn from_uplink(msg: &Uplink, location: &Location) -> Vec<Signal> {
                 vec![signal(dev.into(), Condition::Smoke, false), signal(dev.into(), Condition::Test, false)]
             }
             DetectorState::Test => vec![signal(dev.into(), Condition::Test, true)],
-            // A pre-alarm is the detector still confirming, and a hush is an alarm silenced
-            // at the device: neither changes what the officers must know.
-            DetectorState::PreAlarm | DetectorState::Hush => vec![],
+            // A hush is an alarm silenced at the device: the case holding the alarm records
+            // it (the alarm itself stays as it is). A pre-alarm is the detector still
+            // confirming: nothing the officers must know yet.
+            DetectorState::Hush => vec![signal(dev.into(), Condition::Hushed, true)],
+            DetectorState::PreAlarm => vec![],
         },
         UplinkBody::Fault(f) => {
             let kind = serde_json::to_value(f.fault).ok().and_then(|v| v.as_str().map(str::to_owned));
@@ -52,7 +54,15 @@ pub fn from_uplink(msg: &Uplink, location: &Location) -> Vec<Signal> {
             use firegrid_protocol::CameraEventKind::{Fire, FireLaneBlocked, Smoke};
             match e.event {
                 Smoke | Fire => vec![signal(format!("{dev}/ch{}", e.channel), Condition::Camera, e.active)],
-                FireLaneBlocked => vec![],
+                // A blocked fire lane (消防通道占用) is a hazard to clear, handled like a fault of
+                // the building: its own alarm, cleared when the camera sees the lane free.
+                FireLaneBlocked => {
+                    vec![signal(
+                        format!("{dev}/ch{}/fire_lane_blocked", e.channel),
+                        Condition::Fault,
+                        e.active,
+                    )]
+                }
             }
         }
         UplinkBody::CameraHealth(h) => {
@@ -152,7 +162,7 @@ mod tests {
     fn device_messages_become_signals() {
         check(state(DetectorState::Alarm), &[("d1", Condition::Smoke, true)]);
         check(state(DetectorState::PreAlarm), &[]);
-        check(state(DetectorState::Hush), &[]);
+        check(state(DetectorState::Hush), &[("d1", Condition::Hushed, true)]);
         check(state(DetectorState::Test), &[("d1", Condition::Test, true)]);
         check(
             state(DetectorState::Cleared),
@@ -173,7 +183,14 @@ mod tests {
         };
         check(camera(CameraEventKind::Smoke, true), &[("d1/ch3", Condition::Camera, true)]);
         check(camera(CameraEventKind::Fire, false), &[("d1/ch3", Condition::Camera, false)]);
-        check(camera(CameraEventKind::FireLaneBlocked, true), &[]);
+        check(
+            camera(CameraEventKind::FireLaneBlocked, true),
+            &[("d1/ch3/fire_lane_blocked", Condition::Fault, true)],
+        );
+        check(
+            camera(CameraEventKind::FireLaneBlocked, false),
+            &[("d1/ch3/fire_lane_blocked", Condition::Fault, false)],
+        );
     }
 
     #[test]
