@@ -476,28 +476,7 @@ async fn a_reflashed_detector_recovers_by_challenge_or_by_an_officers_reset() {
 
 /// How a connection attempt ended: `Ok` on an accepting CONNACK, else the refusal.
 async fn connect(broker: u16, id: &str, credentials: Option<(&str, &str)>) -> Result<AsyncClient, String> {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", broker);
-    if let Some((user, password)) = credentials {
-        opts.set_credentials(user, password);
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let result = loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => break Err(error.to_string()),
-            Err(_) => break Err("no CONNACK".into()),
-        }
-    };
-    result?;
-    tokio::spawn(async move {
-        loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
-    Ok(client)
+    crate::tls::connect(MqttOptions::new(id, "127.0.0.1", broker), credentials).await
 }
 
 /// Defence in depth: Mosquitto with the password and ACL files `firegrid broker mosquitto`
