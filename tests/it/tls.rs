@@ -41,7 +41,10 @@ fn tls_options(id: &str, port: u16, ca: &Path, client: Option<(PathBuf, PathBuf)
 
 /// How a connection attempt ended: `Ok` with a running client on an accepting CONNACK, else the
 /// refusal as the client saw it.
-pub(crate) async fn connect(mut opts: MqttOptions, credentials: Option<(&str, &str)>) -> Result<AsyncClient, String> {
+pub(crate) async fn connect(
+    mut opts: MqttOptions,
+    credentials: Option<(&str, &str)>,
+) -> Result<AsyncClient, String> {
     if let Some((user, password)) = credentials {
         opts.set_credentials(user, password);
     }
