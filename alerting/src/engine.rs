@@ -734,13 +734,10 @@ impl Engine {
         let stamp = Stamp { officer: officer.id.clone(), at: now };
         let who = Some(officer.id.as_str());
         if let Command::Note { text, .. } = command {
-            let text = text.trim();
-            if text.is_empty() || text.chars().count() > 4000 {
-                return Err(Refusal::Invalid("a note is 1 to 4,000 characters".into()));
-            }
+            let text = note_text(text)?;
             let case = self.state.cases.get_mut(&id).unwrap();
-            case.notes.push(Note { by: stamp, text: text.to_owned() });
-            self.record(now, id, TransitionKind::Noted { text: text.to_owned() }, who, None, out);
+            case.notes.push(Note { by: stamp, text: text.clone() });
+            self.record(now, id, TransitionKind::Noted { text }, who, None, out);
             return Ok(());
         }
         if case.is_closed() {
@@ -1021,22 +1018,61 @@ impl Engine {
         device: Option<&str>,
         out: &mut Vec<Action>,
     ) {
-        let case = &self.state.cases[&id];
-        out.push(Action::Record(Transition {
-            case: id,
-            at: now,
-            kind,
-            stage: case.stage,
-            level: case.level,
-            severity: case.severity,
-            case_kind: case.kind,
-            location: case.location.clone(),
-            officer: officer.map(str::to_owned),
-            device: device.map(str::to_owned),
-            since_open_ms: now.saturating_sub(case.opened),
-            drill: case.drill,
-        }));
+        out.push(Action::Record(transition(&self.state.cases[&id], now, kind, officer, device)));
     }
+
+    /// A note on a case the engine no longer holds: closed longer than
+    /// [`Config::keep_closed`] ago, so only the case store has it. The same rules as
+    /// [`Command::Note`] on a held case (the officer's scope, 1 to 4,000 characters); `case`
+    /// (the stored document) gets the note, and the returned transition records it. A closed
+    /// case's report can still be completed months later (an investigation's finding, an
+    /// insurer's question) without the engine keeping every case in memory.
+    pub fn note_archived(
+        now: Millis,
+        officer: &Officer,
+        case: &mut Case,
+        text: &str,
+    ) -> Result<Transition, Refusal> {
+        if !officer.scope.covers(&case.location) {
+            return Err(Refusal::OutOfScope(case.id));
+        }
+        let text = note_text(text)?;
+        case.notes.push(Note { by: Stamp { officer: officer.id.clone(), at: now }, text: text.clone() });
+        Ok(transition(case, now, TransitionKind::Noted { text }, Some(officer.id.as_str()), None))
+    }
+}
+
+/// The transition `kind` of `case` at `now`, in the case's state after it.
+fn transition(
+    case: &Case,
+    now: Millis,
+    kind: TransitionKind,
+    officer: Option<&str>,
+    device: Option<&str>,
+) -> Transition {
+    Transition {
+        case: case.id,
+        at: now,
+        kind,
+        stage: case.stage,
+        level: case.level,
+        severity: case.severity,
+        case_kind: case.kind,
+        location: case.location.clone(),
+        officer: officer.map(str::to_owned),
+        device: device.map(str::to_owned),
+        since_open_ms: now.saturating_sub(case.opened),
+        drill: case.drill,
+    }
+}
+
+/// A note's text, trimmed: 1 to 4,000 characters.
+fn note_text(text: &str) -> Result<String, Refusal> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 4000 {
+        return Err(Refusal::Invalid("a note is 1 to 4,000 characters".into()));
+    }
+    Ok(text.to_owned())
 }
 
 fn nonempty(text: &str, what: &str) -> Result<String, Refusal> {

@@ -946,3 +946,36 @@ fn a_hush_at_the_device_is_recorded_on_the_case_holding_its_alarm_and_opens_noth
     assert_eq!(engine.open_cases(), 1);
     assert!(engine.case(CaseId(1)).unwrap().alarms["d1"].active);
 }
+
+#[test]
+fn a_case_past_keep_closed_still_takes_notes_from_its_scope_only() {
+    let (engine, _) = run(
+        Config::default(),
+        vec![
+            In(0, smoke("d1", "A1")),
+            In(10, by("grid:G1", ack(1))),
+            In(40, by("grid:G1", dispose(1, Disposition::FalseAlarm { cause: FalseAlarmCause::Cooking }))),
+            In(55, signal(Condition::Smoke, "d1", "A1", false)),
+            In(60, by("grid:G1", Command::ResetLatch { case: CaseId(1), device: None })),
+            In(70, by("grid:G1", close(1))),
+        ],
+    );
+    let mut archived = engine.case(CaseId(1)).expect("closed just now, still held").clone();
+    let later = 70_000 + 2 * 24 * 3600 * 1000;
+    let t = Engine::note_archived(later, &officer("grid:G1"), &mut archived, "  insurer asked  ").unwrap();
+    assert_eq!(t.kind, TransitionKind::Noted { text: "insurer asked".into() });
+    assert_eq!(
+        (t.case, t.at, t.stage, t.officer.as_deref()),
+        (CaseId(1), later, Stage::Feedback, Some("officer-grid:G1"))
+    );
+    assert_eq!(archived.notes.last().map(|n| (n.text.as_str(), n.by.at)), Some(("insurer asked", later)));
+    assert!(matches!(
+        Engine::note_archived(later, &officer("grid:G2"), &mut archived, "not mine"),
+        Err(Refusal::OutOfScope(CaseId(1)))
+    ));
+    assert!(matches!(
+        Engine::note_archived(later, &officer("grid:G1"), &mut archived, "   "),
+        Err(Refusal::Invalid(_))
+    ));
+    assert_eq!(archived.notes.len(), 1, "refused notes change nothing");
+}

@@ -91,7 +91,7 @@ impl From<CaseError> for ApiError {
                 }
                 _ => (StatusCode::CONFLICT, "conflict"),
             },
-            CaseError::Store(_) | CaseError::NotDurable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+            CaseError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
             CaseError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
         };
         ApiError::new(status, reason, e.to_string())
@@ -350,7 +350,7 @@ async fn act(
     headers: HeaderMap,
     Path(id): Path<u64>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (officer, may_act) = officer(&state, &headers)?;
     if !may_act {
         state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "read_only".into() }).inc();
@@ -370,14 +370,30 @@ async fn act(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("not a valid command: {e}"))
     })?;
     let audit = Audit { actor: officer.id.clone(), origin: remote.ip().to_string() };
-    let doc = state.cases.act(officer.clone(), command, audit).await.map_err(|e| {
+    let acted = state.cases.act(officer.clone(), command, audit).await.map_err(|e| {
         if matches!(e, CaseError::Refused(Refusal::OutOfScope(_))) {
             forbidden(&state, &officer, &format!("case {id}"))
         } else {
             e.into()
         }
     })?;
-    Ok(Json(json!({ "case": serde_json::from_str::<Value>(&doc).unwrap_or(Value::Null) })))
+    Ok(acted_response(acted))
+}
+
+/// The answer to a command carried out: `200` with the case once it is stored; `202` with
+/// the case and `"durable": false` while the case store cannot write. The command took
+/// effect either way (pages, escalation, the console); a 202 tells the officer, truthfully,
+/// that a restart before the disk recovers would lose it.
+fn acted_response(acted: crate::cases::Acted) -> Response {
+    let case = serde_json::from_str::<Value>(&acted.case).unwrap_or(Value::Null);
+    if acted.durable {
+        (StatusCode::OK, Json(json!({ "case": case, "durable": true }))).into_response()
+    } else {
+        let warning = "carried out, but not yet stored: the gateway's disk does not take writes; \
+                       it is stored when the disk recovers";
+        (StatusCode::ACCEPTED, Json(json!({ "case": case, "durable": false, "warning": warning })))
+            .into_response()
+    }
 }
 
 /// Where an unplaced device is: a building of the registry, or a new one with its place.
@@ -414,7 +430,7 @@ async fn place(
     headers: HeaderMap,
     Path(id): Path<u64>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     use crate::registry::{DeviceRecord, Registry};
     let entry = officer_entry(&state, &headers)?;
     let (officer, role) = (entry.officer(), entry.role);
@@ -533,8 +549,7 @@ async fn place(
     }
     let audit = Audit { actor: officer.id.clone(), origin: remote.ip().to_string() };
     let command = Command::Place { case: firegrid_alerting::CaseId(id), location: target };
-    let doc = state.cases.act(officer.clone(), command, audit).await?;
-    Ok(Json(json!({ "case": serde_json::from_str::<Value>(&doc).unwrap_or(Value::Null) })))
+    Ok(acted_response(state.cases.act(officer.clone(), command, audit).await?))
 }
 
 async fn events(

@@ -36,9 +36,11 @@ use influxdb_line_protocol::{FieldValue, parse_lines};
 use tokio::sync::Notify;
 
 use crate::admission::{Admission, AdmissionConfig, Verdict};
+use crate::durability::Store;
 use crate::keys::{Auth, CommandCounter, KeyStore};
 use crate::metrics::Metrics;
 use crate::series::schema::{Placement, uplink_point};
+use crate::spool::held::{Held, HeldRecord, OwedAck};
 use crate::spool::{Appended, Durability, Spool, SpoolError};
 
 /// Unknown devices remembered for the list (and given a series of their own); more are
@@ -99,6 +101,11 @@ pub enum Outcome {
     /// Rejected or shed: acknowledge to the broker (so it is not redelivered) and nothing
     /// else.
     Dropped,
+    /// An alarm- or event-class message (or a retransmission of one) handed to the alarm
+    /// loop but held in memory because the spool cannot write ([`crate::spool::held`]):
+    /// acknowledge to the broker; its `down/ack` follows in [`Processed::released`] once it
+    /// is durable.
+    Held,
     /// Rejected as from an earlier boot, but signed: acknowledge to the broker and send the
     /// device a `down/challenge` ([`firegrid_protocol::DownlinkBody::Challenge`]) on `topic`.
     Challenged {
@@ -116,6 +123,9 @@ pub struct Processed {
     pub outcomes: Vec<Outcome>,
     /// The fresh messages, for the alarm loop and liveness.
     pub accepted: Vec<Accepted>,
+    /// `down/ack`s (topic, payload) of messages held earlier ([`Outcome::Held`]) that are
+    /// durable now: publish them like the others.
+    pub released: Vec<(String, Vec<u8>)>,
 }
 
 /// An unknown device as listed by [`Ingest::unknown_devices`].
@@ -136,6 +146,8 @@ pub struct UnknownDevice {
 /// Shared ingest state; both MQTT sessions call [`Ingest::process`].
 pub struct Ingest {
     spool: Arc<Mutex<Spool>>,
+    /// What the spool could not take (locked after `spool`, never alone while writing).
+    held: Mutex<Held>,
     wake_destinations: Arc<Notify>,
     directory: RwLock<Arc<dyn Directory>>,
     admission: Mutex<Admission>,
@@ -178,6 +190,7 @@ impl Ingest {
         }
         Ok(Ingest {
             spool,
+            held: Mutex::new(Held::default()),
             wake_destinations,
             directory: RwLock::new(Arc::new(NoDirectory)),
             admission: Mutex::new(admission),
@@ -349,19 +362,74 @@ impl Ingest {
         now_ms: u64,
     ) -> Result<(), SpoolError> {
         let mut spool = self.spool.lock().unwrap();
-        let mut line = Vec::with_capacity(256);
+        let mut held = self.held.lock().unwrap();
+        self.store_held(&mut spool, &mut held, now_ms);
+        let mut lines = Vec::with_capacity(points.len());
         for point in points {
-            line.clear();
+            let mut line = Vec::with_capacity(256);
             if let Err(error) = point.encode(&mut line) {
                 self.metrics.rejected("unencodable", &point.measurement, &error);
                 continue;
             }
-            spool.append(class, now_ms, &line)?;
+            lines.push(line);
         }
-        spool.commit(if class == Class::Telemetry { Durability::Os } else { Durability::Disk })?;
-        drop(spool);
-        self.wake_destinations.notify_waiters();
+        let mut written = Ok(());
+        if !held.is_sick() {
+            written = lines.iter().try_for_each(|line| spool.append(class, now_ms, line).map(drop));
+            written = written.and_then(|()| {
+                spool.commit(if class == Class::Telemetry { Durability::Os } else { Durability::Disk })
+            });
+            if written.is_ok() {
+                self.stored(&held);
+                drop((spool, held));
+                self.wake_destinations.notify_waiters();
+                return Ok(());
+            }
+        }
+        // The spool cannot write: events wait in memory, telemetry is shed.
+        if let Err(error) = written {
+            self.spool_failed(&mut spool, &mut held, &error, now_ms);
+        }
+        for line in lines {
+            let kept = class != Class::Telemetry
+                && held.push(HeldRecord { class, ts_ms: now_ms, line, key: None, ack: None });
+            if !kept {
+                self.metrics.rejected("disk_unwritable", "gateway", &"point shed: the spool cannot write");
+            }
+        }
+        self.metrics.stores.set_held(Store::Spool, held.len() as u64);
         Ok(())
+    }
+
+    /// Tries to store what is held (at most every [`crate::spool::held::RETRY_EVERY_MS`]),
+    /// and says so when it worked. The spool lock is held by the caller.
+    fn store_held(&self, spool: &mut Spool, held: &mut Held, now_ms: u64) {
+        if let Ok(stored @ 1..) = held.store(spool, now_ms) {
+            tracing::warn!(records = stored, "Records held in memory are in the spool now.");
+            self.wake_destinations.notify_waiters();
+            self.stored(held);
+        }
+    }
+
+    /// A write to the spool went through: it is healthy (again).
+    fn stored(&self, held: &Held) {
+        self.metrics.stores.recovered(Store::Spool);
+        self.metrics.stores.set_held(Store::Spool, held.len() as u64);
+    }
+
+    /// A spool write failed: says so, and resets the spool to its files.
+    fn spool_failed(&self, spool: &mut Spool, held: &mut Held, error: &SpoolError, now_ms: u64) {
+        self.metrics.stores.failed(Store::Spool, error);
+        held.failed(spool, now_ms);
+    }
+
+    /// Tries to store what the spool holds in memory (called on a timer, so that a quiet
+    /// village's held alarms are stored soon after the disk recovers). The `down/ack`s of
+    /// what was stored go out with the next processed batch.
+    pub fn retry_held(&self, now_ms: u64) {
+        let mut spool = self.spool.lock().unwrap();
+        let mut held = self.held.lock().unwrap();
+        self.store_held(&mut spool, &mut held, now_ms);
     }
 
     /// Unknown devices seen, most recent first.
@@ -384,10 +452,31 @@ impl Ingest {
     pub fn process(&self, batch: &[(&str, &[u8])], now_ms: u64) -> Result<Processed, SpoolError> {
         let directory = self.directory.read().unwrap().clone();
         let keys = self.keys.read().unwrap().clone();
-        let mut out = Processed { outcomes: Vec::with_capacity(batch.len()), accepted: Vec::new() };
+        let mut out = Processed {
+            outcomes: Vec::with_capacity(batch.len()),
+            accepted: Vec::new(),
+            released: Vec::new(),
+        };
         let mut durability = None;
         let mut line = Vec::with_capacity(256);
         let mut spool = self.spool.lock().unwrap();
+        let mut held = self.held.lock().unwrap();
+        self.store_held(&mut spool, &mut held, now_ms);
+        for owed in held.take_released() {
+            match self.owed_ack(&keys, &owed) {
+                Some(ack) => {
+                    held.settle(&owed);
+                    out.released.push(ack);
+                }
+                None => held.owe(owed),
+            }
+        }
+        // This batch's records in the spool's buffer, until the commit: alarm- and event-class
+        // ones (with a copy, to hold them if the commit fails) and telemetry ones.
+        let mut appended: Vec<(usize, HeldRecord)> = Vec::new();
+        let mut appended_telemetry: Vec<usize> = Vec::new();
+        // `down/ack`s this batch owes but could not make, owed once the batch is committed.
+        let mut unmade: Vec<OwedAck> = Vec::new();
         for (topic, payload) in batch {
             let accepted = match crate::uplink::accept(topic, payload, &self.limits) {
                 Ok(a) => a,
@@ -465,7 +554,13 @@ impl Ingest {
                 Verdict::Fresh => {}
                 Verdict::Duplicate => {
                     self.metrics.duplicates.inc();
-                    out.outcomes.push(self.ack_for(&keys, &accepted.topic, msg, verified, payload));
+                    // A retransmission of a held message: its `down/ack` waits for the disk.
+                    let key = (msg.dev.clone(), msg.boot, msg.seq);
+                    out.outcomes.push(if held.holds(&key) {
+                        Outcome::Held
+                    } else {
+                        self.ack_for(&keys, &accepted.topic, msg, verified, payload)
+                    });
                     continue;
                 }
                 Verdict::Replayed | Verdict::EarlierBoot | Verdict::RateLimited => {
@@ -508,21 +603,71 @@ impl Ingest {
                 out.outcomes.push(Outcome::Dropped);
                 continue;
             }
-            match spool.append(class, now_ms, &line)? {
-                Appended::Stored(_) => {}
-                Appended::Dropped => {
-                    self.metrics.rejected("spool_full", topic, &"telemetry shed: the spool is full");
+            let appended_now = if held.is_sick() {
+                false
+            } else {
+                match spool.append(class, now_ms, &line) {
+                    Ok(Appended::Stored(_)) => true,
+                    Ok(Appended::Dropped) => {
+                        self.metrics.rejected("spool_full", topic, &"telemetry shed: the spool is full");
+                        out.outcomes.push(Outcome::Dropped);
+                        continue;
+                    }
+                    Err(error) => {
+                        self.batch_failed(
+                            &mut spool,
+                            &mut held,
+                            &error,
+                            now_ms,
+                            &mut out,
+                            &mut appended,
+                            &mut appended_telemetry,
+                        );
+                        durability = None;
+                        false
+                    }
+                }
+            };
+            let key = Some((msg.dev.clone(), msg.boot, msg.seq));
+            if appended_now {
+                let needed = if class == Class::Telemetry { Durability::Os } else { Durability::Disk };
+                durability = durability.max(Some(needed));
+                if class == Class::Telemetry {
+                    appended_telemetry.push(out.outcomes.len());
+                } else {
+                    let ack = owed(&accepted.topic, msg, verified, payload);
+                    let record = HeldRecord { class, ts_ms: now_ms, line: line.clone(), key, ack };
+                    appended.push((out.outcomes.len(), record));
+                }
+                let ack = self.ack_for(&keys, &accepted.topic, msg, verified, payload);
+                match (ack, owed(&accepted.topic, msg, verified, payload)) {
+                    // Owed but not made (a full disk refused the downlink counter): made later.
+                    (Outcome::Stored, Some(owed)) => {
+                        unmade.push(owed);
+                        out.outcomes.push(Outcome::Held);
+                    }
+                    (ack, _) => out.outcomes.push(ack),
+                }
+                self.metrics.accepted(msg.kind().as_str());
+            } else if class == Class::Telemetry {
+                // Shed, but still heard: liveness must not see a sick disk as silent devices.
+                self.metrics.rejected("disk_unwritable", topic, &"telemetry shed: the spool cannot write");
+                out.outcomes.push(Outcome::Dropped);
+            } else {
+                let ack = owed(&accepted.topic, msg, verified, payload);
+                if held.push(HeldRecord { class, ts_ms: now_ms, line: line.clone(), key, ack }) {
+                    out.outcomes.push(Outcome::Held);
+                    self.metrics.accepted(msg.kind().as_str());
+                } else {
+                    // Handed to the alarm loop all the same; the device resends it (no
+                    // `down/ack`), and a resend after the disk recovers is stored.
+                    self.metrics.rejected("held_full", topic, &"held in memory beyond its bound: not stored");
                     out.outcomes.push(Outcome::Dropped);
-                    continue;
                 }
             }
-            let needed = if class == Class::Telemetry { Durability::Os } else { Durability::Disk };
-            durability = durability.max(Some(needed));
-            self.metrics.accepted(msg.kind().as_str());
             if !verified {
                 self.metrics.unauthenticated(msg.kind().as_str(), msg.dev.as_str());
             }
-            out.outcomes.push(self.ack_for(&keys, &accepted.topic, msg, verified, payload));
             out.accepted.push(Accepted {
                 topic: accepted.topic,
                 msg: accepted.msg,
@@ -531,11 +676,63 @@ impl Ingest {
             });
         }
         if let Some(durability) = durability {
-            spool.commit(durability)?;
-            drop(spool);
-            self.wake_destinations.notify_waiters();
+            match spool.commit(durability) {
+                Ok(()) => {
+                    unmade.into_iter().for_each(|owed| held.owe(owed));
+                    self.stored(&held);
+                    drop((spool, held));
+                    self.wake_destinations.notify_waiters();
+                    return Ok(out);
+                }
+                Err(error) => self.batch_failed(
+                    &mut spool,
+                    &mut held,
+                    &error,
+                    now_ms,
+                    &mut out,
+                    &mut appended,
+                    &mut appended_telemetry,
+                ),
+            }
         }
+        self.metrics.stores.set_held(Store::Spool, held.len() as u64);
         Ok(out)
+    }
+
+    /// A spool write failed mid-batch: what this batch appended is gone with the spool's
+    /// buffer, so its alarm- and event-class records are held instead (their `down/ack`s
+    /// withheld) and its telemetry is shed.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_failed(
+        &self,
+        spool: &mut Spool,
+        held: &mut Held,
+        error: &SpoolError,
+        now_ms: u64,
+        out: &mut Processed,
+        appended: &mut Vec<(usize, HeldRecord)>,
+        appended_telemetry: &mut Vec<usize>,
+    ) {
+        self.spool_failed(spool, held, error, now_ms);
+        for (index, record) in appended.drain(..) {
+            out.outcomes[index] = if held.push(record) {
+                Outcome::Held
+            } else {
+                self.metrics.rejected("held_full", "batch", &"held in memory beyond its bound: not stored");
+                Outcome::Dropped
+            };
+        }
+        for index in appended_telemetry.drain(..) {
+            out.outcomes[index] = Outcome::Dropped;
+            self.metrics.rejected("disk_unwritable", "batch", &"telemetry shed: the spool cannot write");
+        }
+    }
+
+    /// The `down/ack` owed to a held message, now that it is durable.
+    fn owed_ack(&self, keys: &KeyStore, owed: &OwedAck) -> Option<(String, Vec<u8>)> {
+        let body = DownlinkBody::Ack { boot: owed.boot, seq: owed.seq };
+        let keys = if owed.verified { keys } else { &KeyStore::empty() };
+        self.command_with(keys, &owed.topic.village, &owed.topic.device, owed.boot, body, owed.encoding, 0)
     }
 
     /// The outcome of a stored (or duplicate) `msg`: for alarm and event classes its
@@ -600,6 +797,17 @@ impl Ingest {
 }
 
 /// A challenge nonce from the operating system's generator.
+/// What a held alarm- or event-class `msg` is owed once durable (telemetry is owed nothing).
+fn owed(topic: &Topic, msg: &Uplink, verified: bool, payload: &[u8]) -> Option<OwedAck> {
+    msg.class().is_acknowledged().then(|| OwedAck {
+        topic: topic.clone(),
+        boot: msg.boot,
+        seq: msg.seq,
+        verified,
+        encoding: Encoding::detect(payload),
+    })
+}
+
 fn random_nonce() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
@@ -692,6 +900,7 @@ mod tests {
                 Outcome::Accepted { .. } => "accepted",
                 Outcome::Stored => "stored",
                 Outcome::Dropped => "dropped",
+                Outcome::Held => "held",
                 Outcome::Challenged { .. } => "challenged",
             })
             .collect()

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod durability;
 pub mod fleet;
 pub mod http;
 pub mod ingest;

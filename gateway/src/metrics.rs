@@ -56,6 +56,13 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// Label set with one `store` label (`spool`, `cases`, `outbox`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    /// The store.
+    pub store: &'static str,
+}
+
 /// Label set with one `session` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabel {
@@ -123,6 +130,13 @@ pub struct Metrics {
     pub broker_refused: Family<ReasonLabel, Counter>,
     /// Open alarm cases.
     pub open_cases: Gauge,
+    /// Which stores cannot write and what they hold in memory meanwhile; the stores report
+    /// here, [`Metrics::refresh_stores`] copies it into the two gauges below.
+    pub stores: crate::durability::StoreHealth,
+    /// 1 while a store cannot write (full, read-only or failing disk).
+    pub store_unwritable: Family<StoreLabel, Gauge>,
+    /// Records a store holds in memory because it cannot write them.
+    pub store_held: Family<StoreLabel, Gauge>,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
     /// The same counts as `accepted` and `rejected`, readable for the gateway's own
     /// time series (prometheus-client families cannot be iterated).
@@ -175,6 +189,9 @@ impl Metrics {
             api_refused: Family::default(),
             broker_refused: Family::default(),
             open_cases: Gauge::default(),
+            stores: crate::durability::StoreHealth::default(),
+            store_unwritable: Family::default(),
+            store_held: Family::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             registry: Registry::default(),
@@ -191,6 +208,16 @@ impl Metrics {
             m.broker_refused.clone(),
         );
         registry.register("open_cases", "Open alarm cases", m.open_cases.clone());
+        registry.register(
+            "store_unwritable",
+            "1 while a store (spool, cases, outbox) cannot write to its disk",
+            m.store_unwritable.clone(),
+        );
+        registry.register(
+            "store_held_in_memory_records",
+            "Records a store holds in memory because its disk does not take writes",
+            m.store_held.clone(),
+        );
         registry.register("messages_accepted", "Messages accepted and stored, by kind", m.accepted.clone());
         registry.register("messages_rejected", "Messages rejected, by reason", m.rejected.clone());
         registry.register(
@@ -274,10 +301,20 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.refresh_stores();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Copies the stores' write health into their gauges.
+    pub fn refresh_stores(&self) {
+        for store in crate::durability::Store::ALL {
+            let label = StoreLabel { store: store.name() };
+            self.store_unwritable.get_or_create(&label).set(i64::from(self.stores.is_unwritable(store)));
+            self.store_held.get_or_create(&label).set(self.stores.held(store) as i64);
+        }
     }
 
     /// Whether an event of this `key` may be logged now, and how many were suppressed since

@@ -98,6 +98,11 @@ pub struct Health {
     pub destinations_held: Vec<String>,
     /// Bytes in the spool.
     pub spool_bytes: u64,
+    /// Stores that cannot write to their disk (`spool`, `cases`, `outbox`): alarms are still
+    /// handled and paged, held in memory; telemetry is shed.
+    pub stores_unwritable: Vec<&'static str>,
+    /// Records held in memory, waiting for the disk, over all stores.
+    pub held_in_memory: u64,
 }
 
 use crate::clock::wall_ms as now_ms;
@@ -212,11 +217,15 @@ impl Shared {
             .filter(|(_, s)| s.held.load(std::sync::atomic::Ordering::Relaxed) == 1)
             .map(|(n, _)| n.clone())
             .collect();
+        let stores = &self.metrics.stores;
+        let stores_unwritable = stores.unwritable();
         Health {
-            ok: mqtt_disconnected.is_empty() && destinations_held.is_empty(),
+            ok: mqtt_disconnected.is_empty() && destinations_held.is_empty() && stores_unwritable.is_empty(),
             mqtt_disconnected,
             destinations_held,
             spool_bytes: self.spool.lock().unwrap().total_bytes(),
+            stores_unwritable,
+            held_in_memory: crate::durability::Store::ALL.into_iter().map(|s| stores.held(s)).sum(),
         }
     }
 }

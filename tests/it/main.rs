@@ -16,6 +16,7 @@ mod influxdb_v1;
 mod linkage;
 mod modbus;
 mod mqtt;
+mod sick_disk;
 mod sim;
 mod tls;
 mod trust;

@@ -95,10 +95,11 @@ impl AlarmLoop {
             None => None,
         };
         let dir = data_dir.to_owned();
+        let outbox_metrics = metrics.clone();
         let (store, outbox) = tokio::task::spawn_blocking(move || {
             Ok::<_, LaunchError>((
                 CaseStore::open(dir.join("cases.sqlite"))?,
-                Outbox::open(&dir.join("notify-outbox.sqlite"))?,
+                Outbox::open(&dir.join("notify-outbox.sqlite"))?.report_to(outbox_metrics),
             ))
         })
         .await
@@ -189,6 +190,7 @@ impl AlarmLoop {
             console_only,
             retention: cfg.retention,
             runtime: tokio::runtime::Handle::current(),
+            metrics: metrics.clone(),
         };
         let mut engine = cfg.engine.clone();
         if let Some(path) = &cfg.holidays {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 pub use launch::AlarmLoop;
-pub use service::{CaseError, Cases};
+pub use service::{Acted, CaseError, Cases};
 
 use crate::notify::{DeliveryReport, Outcome};
 

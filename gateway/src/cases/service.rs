@@ -24,6 +24,12 @@ use crate::notify::{Message, Outbox};
 const SNAPSHOT_EVERY: u64 = 2_000;
 /// Most requests taken into one commit.
 const BATCH: usize = 256;
+/// Most inputs held in memory while the case store cannot write (a full or read-only disk).
+/// Each is a few hundred bytes to a few kB with its transitions, so this bounds the memory
+/// at some tens of MB; a village produces far fewer inputs than this in a day of outage
+/// (alarms, officer actions and one tick per deadline). Beyond it, inputs are still handled
+/// (pages go out, officers are answered) but not kept for a restart, which is logged.
+const MAX_UNSAVED: usize = 50_000;
 
 /// Why the case service could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +40,6 @@ pub enum CaseError {
     /// The store failed; the command was not carried out.
     #[error("case store: {0}")]
     Store(#[from] StoreError),
-    /// The action was taken but could not be made durable.
-    #[error("the action was taken but not stored: {0}")]
-    NotDurable(String),
     /// The service has stopped.
     #[error("the alarm loop is not running")]
     Stopped,
@@ -74,7 +77,7 @@ enum Request {
         officer: Officer,
         command: Command,
         audit: Audit,
-        reply: oneshot::Sender<Result<String, CaseError>>,
+        reply: oneshot::Sender<Result<Acted, CaseError>>,
     },
     Get {
         id: u64,
@@ -89,6 +92,17 @@ enum Request {
         reply: oneshot::Sender<Result<Vec<StoredTransition>, CaseError>>,
     },
     Stop,
+}
+
+/// An officer's command carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acted {
+    /// The case after it (JSON).
+    pub case: String,
+    /// Whether the command is in the case store. `false` while the store cannot write: the
+    /// command took effect (pages, escalation, the console), is held in memory and is stored
+    /// when the disk takes writes again; a restart before that loses it.
+    pub durable: bool,
 }
 
 /// A handle on the alarm loop. Cheap to clone.
@@ -119,6 +133,8 @@ pub struct Wiring {
     pub console_only: bool,
     /// A Tokio runtime handle, to queue into the async outbox from the loop thread.
     pub runtime: tokio::runtime::Handle,
+    /// Where the store says it cannot write ([`crate::metrics::Metrics::stores`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Cases {
@@ -146,6 +162,7 @@ impl Cases {
             clock,
             open: open.clone(),
             requests: tx.clone(),
+            unsaved: Vec::new(),
         };
         tracing::info!(replayed = replayed.len(), open = worker.engine.open_cases(), "Alarm loop restored.");
         // Notifications of replayed inputs: queue again (the outbox keeps one per id).
@@ -189,8 +206,9 @@ impl Cases {
         let _ = self.tx.send(Request::Delivery { notification, delivered });
     }
 
-    /// Carries out an officer's command; returns the case (JSON) once the action is durable.
-    pub async fn act(&self, officer: Officer, command: Command, audit: Audit) -> Result<String, CaseError> {
+    /// Carries out an officer's command; answers once the command is stored, or once it is
+    /// known that the store cannot write ([`Acted::durable`]).
+    pub async fn act(&self, officer: Officer, command: Command, audit: Audit) -> Result<Acted, CaseError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Officer { officer, command, audit, reply }).map_err(|_| CaseError::Stopped)?;
         rx.await.map_err(|_| CaseError::Stopped)?
@@ -275,14 +293,23 @@ struct Worker {
     open: Arc<std::sync::atomic::AtomicU64>,
     /// Its own queue: a delivery that fails before it starts goes back in like any other.
     requests: Sender<Request>,
+    /// Inputs handled but not yet stored, oldest first: the store could not write. Every
+    /// commit stores them first, in order, so the log still replays in handling order.
+    unsaved: Vec<Done>,
 }
 
 /// One input handled, waiting for its commit.
 struct Done {
+    /// When it was handled (engine time): a held input is stored with its own time, so the
+    /// replay handles it when it was handled.
+    at: Millis,
     kind: &'static str,
     audit: Option<Audit>,
     input: String,
     actions: Vec<Action>,
+    /// A case the engine no longer holds, changed by this input (a note on an archived
+    /// case): stored as it is here.
+    archived: Option<Box<firegrid_alerting::Case>>,
 }
 
 impl Worker {
@@ -338,7 +365,14 @@ impl Worker {
         let mut stop = false;
         if self.engine.next_wake().is_some_and(|w| w <= now) {
             let actions = self.engine.tick(now);
-            done.push(Done { kind: "tick", audit: None, input: String::new(), actions });
+            done.push(Done {
+                at: now,
+                kind: "tick",
+                audit: None,
+                input: String::new(),
+                actions,
+                archived: None,
+            });
         }
         for request in batch {
             match request {
@@ -351,11 +385,42 @@ impl Worker {
                 }
                 Request::Officer { officer, command, audit, reply } => {
                     let id = command.case();
+                    if let Command::Note { text, .. } = &command
+                        && self.engine.case(id).is_none()
+                    {
+                        match self.note_archived(now, &officer, id.0, text) {
+                            Ok((transition, case)) => {
+                                let input = Input::Officer { officer, command };
+                                let json = serde_json::to_string(&input).expect("inputs serialise");
+                                done.push(Done {
+                                    at: now,
+                                    kind: input.kind(),
+                                    audit: Some(audit),
+                                    input: json,
+                                    actions: vec![Action::Record(transition)],
+                                    archived: Some(Box::new(case)),
+                                });
+                                replies.push((id, reply));
+                            }
+                            Err(error) => {
+                                tracing::info!(officer = %audit.actor, origin = %audit.origin, case = %id, %error, "Officer command refused.");
+                                let _ = reply.send(Err(error));
+                            }
+                        }
+                        continue;
+                    }
                     let input = Input::Officer { officer, command };
                     match self.engine.handle(now, &input) {
                         Ok(actions) => {
                             let json = serde_json::to_string(&input).expect("inputs serialise");
-                            done.push(Done { kind: input.kind(), audit: Some(audit), input: json, actions });
+                            done.push(Done {
+                                at: now,
+                                kind: input.kind(),
+                                audit: Some(audit),
+                                input: json,
+                                actions,
+                                archived: None,
+                            });
                             replies.push((id, reply));
                         }
                         Err(refusal) => {
@@ -368,42 +433,83 @@ impl Worker {
                 query => queries.push(query),
             }
         }
-        let committed = self.commit(now, &done);
-        let failed = committed.as_ref().err().map(|e| e.to_string());
-        if let Some(error) = &failed {
-            tracing::error!(%error, "Cannot commit alarm-loop inputs; their effects are still carried out.");
-        }
-        // Effects go out even if the commit failed: a fire must page whether or not the
-        // disk is healthy. Such inputs would be missing after a restart, which the error
-        // log and the metrics say.
+        // Inputs the store could not take before go first, so the log keeps handling order.
+        let mut steps = std::mem::take(&mut self.unsaved);
+        let earlier = steps.len();
+        steps.extend(done);
+        let durable = match self.commit(&steps) {
+            Ok(()) => {
+                if earlier > 0 {
+                    tracing::warn!(inputs = earlier, "Alarm-loop inputs held in memory are stored.");
+                }
+                self.wiring.metrics.stores.recovered(crate::durability::Store::Cases);
+                true
+            }
+            Err(error) => {
+                self.wiring.metrics.stores.failed(crate::durability::Store::Cases, &error);
+                false
+            }
+        };
+        // Effects go out whether or not the commit went through: a fire must page whether or
+        // not the disk is healthy. What could not be stored stays in memory and is stored with
+        // the next commit that goes through.
+        let new = steps.split_off(earlier);
         let actions: Vec<(Millis, Action)> =
-            done.into_iter().flat_map(|d| d.actions.into_iter().map(move |a| (now, a))).collect();
+            new.iter().flat_map(|d| d.actions.iter().map(|a| (now, a.clone()))).collect();
+        if !durable {
+            steps.extend(new);
+            if steps.len() > MAX_UNSAVED {
+                let lost = steps.len() - MAX_UNSAVED;
+                tracing::error!(
+                    lost,
+                    held = MAX_UNSAVED,
+                    "The case store has not written for too long; the oldest held inputs are dropped (they took effect, but a restart will not replay them)."
+                );
+                steps.drain(..lost);
+            }
+            self.unsaved = steps;
+        }
+        self.wiring.metrics.stores.set_held(crate::durability::Store::Cases, self.unsaved.len() as u64);
         self.carry_out(&actions, true);
         for (id, reply) in replies {
-            let answer = match &failed {
-                Some(error) => Err(CaseError::NotDurable(error.clone())),
-                None => Ok(self.case_json(id.0).ok().flatten().unwrap_or_default()),
-            };
-            let _ = reply.send(answer);
+            let case = self.case_json(id.0).ok().flatten().unwrap_or_default();
+            let _ = reply.send(Ok(Acted { case, durable }));
         }
         for query in queries {
             self.answer(query);
         }
         self.open.store(self.engine.open_cases() as u64, std::sync::atomic::Ordering::Relaxed);
-        if self.since_snapshot >= SNAPSHOT_EVERY {
+        // A snapshot holds the effects of every input handled, so it may only be taken when
+        // every one of them is stored too: a replay would apply the unstored ones twice.
+        if self.since_snapshot >= SNAPSHOT_EVERY && self.unsaved.is_empty() {
             self.snapshot();
         }
         stop
     }
 
+    /// A note on a case only the store still has; the case with the note and its transition.
+    fn note_archived(
+        &self,
+        now: Millis,
+        officer: &Officer,
+        id: u64,
+        text: &str,
+    ) -> Result<(firegrid_alerting::Transition, firegrid_alerting::Case), CaseError> {
+        let stored = self.store.case(id)?.ok_or(Refusal::NotFound(CaseId(id)))?;
+        let mut case: firegrid_alerting::Case = serde_json::from_str(&stored.json)
+            .map_err(|source| StoreError::InvalidJson { what: "case document", source })?;
+        let transition = Engine::note_archived(now, officer, &mut case, text)?;
+        Ok((transition, case))
+    }
+
     fn handle(&mut self, now: Millis, input: Input, audit: Option<Audit>, done: &mut Vec<Done>) {
         if let Ok(actions) = self.engine.handle(now, &input) {
             let json = serde_json::to_string(&input).expect("inputs serialise");
-            done.push(Done { kind: input.kind(), audit, input: json, actions });
+            done.push(Done { at: now, kind: input.kind(), audit, input: json, actions, archived: None });
         }
     }
 
-    fn commit(&mut self, now: Millis, done: &[Done]) -> Result<(), StoreError> {
+    fn commit(&mut self, done: &[Done]) -> Result<(), StoreError> {
         if done.is_empty() {
             return Ok(());
         }
@@ -435,7 +541,8 @@ impl Worker {
         let docs: Vec<(usize, &firegrid_alerting::Case, String)> = last_touch
             .into_iter()
             .filter_map(|(id, i)| {
-                self.engine.case(CaseId(id)).map(|c| (i, c, serde_json::to_string(c).expect("serialises")))
+                let case = self.engine.case(CaseId(id)).or(done[i].archived.as_deref())?;
+                Some((i, case, serde_json::to_string(case).expect("serialises")))
             })
             .collect();
         let mut case_rows: Vec<Vec<CaseRow<'_>>> = done.iter().map(|_| Vec::new()).collect();
@@ -470,7 +577,7 @@ impl Worker {
             .iter()
             .zip(transition_rows.iter().zip(&case_rows))
             .map(|(d, (transitions, cases))| super::store::Step {
-                at_ms: now,
+                at_ms: d.at,
                 kind: d.kind,
                 audit: d.audit.as_ref(),
                 input_json: &d.input,

@@ -16,6 +16,7 @@
 //! event-class records are never dropped: if only they remain, the limit is exceeded and the
 //! overrun is counted, because losing a fire alarm is worse than using more disk.
 
+pub mod held;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -173,6 +174,9 @@ pub struct Spool {
     dests: BTreeMap<String, Destination>,
     stats: SpoolStats,
     scratch: Vec<u8>,
+    /// A [`Spool::reopen`] failed: the in-memory state may not match the files, so nothing
+    /// is written (a flush would write records the caller gave up) until one succeeds.
+    poisoned: bool,
 }
 
 fn segment_path(dir: &Path, first_id: u64) -> PathBuf {
@@ -305,12 +309,49 @@ impl Spool {
         let active = segments.last().unwrap();
         let writer = open_append(&segment_path(&cfg.dir, active.first_id))?;
         sync_dir(&cfg.dir)?;
-        Ok(Spool { cfg, segments, writer, next_id, dests, stats, scratch: Vec::new() })
+        Ok(Spool { cfg, segments, writer, next_id, dests, stats, scratch: Vec::new(), poisoned: false })
+    }
+
+    /// Throws away what was appended but not committed and reads the spool again from its
+    /// files, after a write failed (a full, read-only or failing disk): the in-memory state
+    /// then matches the files again, whatever the failed write left behind (a torn record is
+    /// cut as on a restart). Counters are kept; destinations resume after the position they
+    /// acknowledged last (a ledger the full disk refused costs a rewrite of points that
+    /// overwrite themselves, see [`write_ledger`]). The caller keeps whatever it did not get
+    /// committed. Fails, leaving the spool unusable until a later call succeeds, while the
+    /// files cannot be opened for writing (a read-only disk).
+    pub fn reopen(&mut self) -> Result<(), SpoolError> {
+        let names: Vec<String> = self.dests.keys().cloned().collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut fresh = match Spool::open(self.cfg.clone(), &refs) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                self.poisoned = true;
+                return Err(error);
+            }
+        };
+        for (name, dest) in &mut fresh.dests {
+            let acked = self.dests[name].acked.max(dest.acked);
+            *dest = Destination { acked, cursor: Cursor { next_id: acked + 1, segment: 0, offset: 0 } };
+        }
+        fresh.next_id = fresh.next_id.max(fresh.dests.values().map(|d| d.acked + 1).max().unwrap_or(1));
+        let old = std::mem::replace(self, fresh);
+        let corrupt = (self.stats.corrupt_regions, self.stats.corrupt_bytes);
+        self.stats = SpoolStats {
+            corrupt_regions: old.stats.corrupt_regions + corrupt.0,
+            corrupt_bytes: old.stats.corrupt_bytes + corrupt.1,
+            ..old.stats.clone()
+        };
+        // Not dropped as it is: a `BufWriter` flushes on drop, which would write the records
+        // just given up behind the fresh state's back.
+        let (_file, _unwritten) = old.writer.into_parts();
+        Ok(())
     }
 
     /// Appends one record. It is in the OS (or on disk) only after the next
     /// [`Spool::commit`]; acknowledge nothing upstream before that.
     pub fn append(&mut self, class: Class, ts_ms: u64, payload: &[u8]) -> Result<Appended, SpoolError> {
+        self.check_usable()?;
         if payload.len() > MAX_RECORD_PAYLOAD {
             return Err(SpoolError::RecordTooLarge(payload.len()));
         }
@@ -340,6 +381,7 @@ impl Spool {
 
     /// Pushes everything appended so far to the OS, and with [`Durability::Disk`] to disk.
     pub fn commit(&mut self, durability: Durability) -> Result<(), SpoolError> {
+        self.check_usable()?;
         let path = segment_path(&self.cfg.dir, self.segments.last().unwrap().first_id);
         self.writer.flush().map_err(io_err(&path))?;
         if durability == Durability::Disk {
@@ -491,6 +533,16 @@ impl Spool {
 
     fn dest(&self, dest: &str) -> Result<&Destination, SpoolError> {
         self.dests.get(dest).ok_or_else(|| SpoolError::UnknownDestination(dest.to_owned()))
+    }
+
+    fn check_usable(&self) -> Result<(), SpoolError> {
+        if self.poisoned {
+            return Err(SpoolError::Io {
+                path: self.cfg.dir.clone(),
+                source: io::Error::other("the spool could not be reopened after a failed write"),
+            });
+        }
+        Ok(())
     }
 
     fn dest_mut(&mut self, dest: &str) -> Result<&mut Destination, SpoolError> {

@@ -34,6 +34,8 @@ enum Op {
     Rewind(usize),
     Reopen,
     Crash,
+    /// A write failed: [`Spool::reopen`] throws the buffer away and reads the files again.
+    Discard,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..2).prop_map(Op::Rewind),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Discard),
     ]
 }
 
@@ -103,13 +106,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 spool.rewind(DESTS[d]).unwrap();
                 model.read_upto[d] = model.acked[d];
             }
-            Op::Reopen | Op::Crash => {
-                if matches!(op, Op::Crash) {
-                    crash(spool);
-                } else {
-                    drop(spool);
+            Op::Reopen | Op::Crash | Op::Discard => {
+                match op {
+                    Op::Crash => {
+                        crash(spool);
+                        spool = Spool::open(cfg(dir.path()), &DESTS).unwrap();
+                    }
+                    Op::Discard => {
+                        let appended = spool.stats().appended;
+                        spool.reopen().unwrap();
+                        prop_assert_eq!(spool.stats().appended, appended, "counters are kept");
+                    }
+                    _ => {
+                        drop(spool);
+                        spool = Spool::open(cfg(dir.path()), &DESTS).unwrap();
+                    }
                 }
-                spool = Spool::open(cfg(dir.path()), &DESTS).unwrap();
                 // Records past the last survivor were lost (only possible when uncommitted).
                 let survivors_end = spool.next_id;
                 for id in model.uncommitted.drain(..) {

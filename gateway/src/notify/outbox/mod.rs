@@ -11,6 +11,14 @@
 //! marked delivered sends it again after the restart. Duplicates of a fire alarm are harmless;
 //! a lost one is not.
 //!
+//! A sick disk (full, read-only, failing): when a write to the file fails for a disk reason,
+//! the table is copied into an in-memory SQLite database and every call goes there, so
+//! pages are still queued, delivered and recorded; once a second, the memory table is
+//! written back to the file, and when that works the file is used again. Nothing is paged
+//! twice: delivered rows go back to the file as delivered. A restart while the disk is sick
+//! loses the memory table; the alarm loop's replay queues the notifications again (and
+//! the case store holds its inputs in memory the same way, see `crate::cases`).
+//!
 //! Threading: every SQLite call blocks on the disk (an fsync per commit with
 //! `synchronous = FULL`, 1 to 20 ms on flash) and runs on tokio's blocking pool through
 //! `spawn_blocking`, serialised by one mutex around one connection. The outbox sees a few
@@ -26,7 +34,8 @@ mod tests;
 mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -105,11 +114,83 @@ pub struct Outbox {
 
 #[derive(Debug)]
 struct Inner {
-    store: Mutex<Store>,
+    store: Mutex<Stores>,
+    /// Where the outbox says that its file cannot be written.
+    metrics: OnceLock<Arc<crate::metrics::Metrics>>,
     /// Signalled by [`Outbox::enqueue`] so the worker starts delivering at once instead of at
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
     path: PathBuf,
+}
+
+/// How often a memory table is written back to the file.
+const BACK_TO_DISK_EVERY: Duration = Duration::from_secs(1);
+
+/// The file, and the memory table while the file cannot be written.
+#[derive(Debug)]
+struct Stores {
+    disk: Store,
+    /// The memory table, and when writing it back was last tried.
+    memory: Option<(Store, Instant)>,
+}
+
+/// Whether `error` says that the disk cannot take writes now (rather than a bug or a
+/// corrupt file): full, read-only, an I/O error, or a file it cannot open.
+fn is_disk_error(error: &OutboxError) -> bool {
+    use rusqlite::ErrorCode::*;
+    match error {
+        OutboxError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+            matches!(e.code, DiskFull | ReadOnly | SystemIoFailure | CannotOpen)
+        }
+        _ => false,
+    }
+}
+
+impl Stores {
+    /// Runs `f` where the table is now, moving it to memory when the file fails and back
+    /// when the file takes writes again.
+    fn call<T>(
+        &mut self,
+        f: &impl Fn(&mut Store) -> Result<T, OutboxError>,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> Result<T, OutboxError> {
+        use crate::durability::Store as Which;
+        if let Some((memory, tried)) = &mut self.memory
+            && tried.elapsed() >= BACK_TO_DISK_EVERY
+        {
+            *tried = Instant::now();
+            if memory.export_rows().and_then(|rows| self.disk.import_rows(&rows)).is_ok() {
+                tracing::warn!("Notification outbox rows held in memory are written to its file again.");
+                self.memory = None;
+                if let Some(m) = metrics {
+                    m.stores.recovered(Which::Outbox);
+                    m.stores.set_held(Which::Outbox, 0);
+                }
+            }
+        }
+        if let Some((memory, _)) = &mut self.memory {
+            let result = f(memory);
+            if let Some(m) = metrics {
+                m.stores.set_held(Which::Outbox, memory.pending_count().unwrap_or(0));
+            }
+            return result;
+        }
+        match f(&mut self.disk) {
+            Err(error) if is_disk_error(&error) => {
+                if let Some(m) = metrics {
+                    m.stores.failed(Which::Outbox, &error);
+                }
+                // Reading still works on a full or read-only disk: the memory table starts as
+                // a copy of the file, so the history and idempotency stay whole.
+                let mut memory = Store::open_memory()?;
+                memory.import_rows(&self.disk.export_rows()?)?;
+                let result = f(&mut memory);
+                self.memory = Some((memory, Instant::now()));
+                result
+            }
+            other => other,
+        }
+    }
 }
 
 impl Outbox {
@@ -118,8 +199,19 @@ impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         let store = Store::open(path)?;
         Ok(Outbox {
-            inner: Arc::new(Inner { store: Mutex::new(store), wake: Notify::new(), path: path.to_owned() }),
+            inner: Arc::new(Inner {
+                store: Mutex::new(Stores { disk: store, memory: None }),
+                metrics: OnceLock::new(),
+                wake: Notify::new(),
+                path: path.to_owned(),
+            }),
         })
+    }
+
+    /// Reports a file that cannot be written to `metrics` ([`crate::metrics::Metrics::stores`]).
+    pub fn report_to(self, metrics: Arc<crate::metrics::Metrics>) -> Outbox {
+        let _ = self.inner.metrics.set(metrics);
+        self
     }
 
     /// The file.
@@ -167,16 +259,18 @@ impl Outbox {
         self.call(move |store| store.prune(older_than_ms)).await
     }
 
-    /// Runs `f` on the store on the blocking pool.
+    /// Runs `f` on the store on the blocking pool (twice when the file refuses a write: the
+    /// failed transaction rolled back, and `f` runs again on the memory table).
     async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<T, OutboxError> + Send + 'static,
+        f: impl Fn(&mut Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             // A panic inside a call leaves no half-done transaction (it rolls back on drop),
             // so the store stays usable after a poisoned lock.
-            f(&mut inner.store.lock().unwrap_or_else(PoisonError::into_inner))
+            let mut stores = inner.store.lock().unwrap_or_else(PoisonError::into_inner);
+            stores.call(&f, inner.metrics.get().map(|m| &**m))
         })
         .await
         .map_err(|e| OutboxError::Task(e.to_string()))?

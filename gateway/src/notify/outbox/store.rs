@@ -150,6 +150,38 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// An outbox in memory, with the same table: where deliveries go while the file cannot
+    /// be written ([`super::Outbox`]).
+    pub fn open_memory() -> Result<Store, OutboxError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Every row, every column, in table order: for moving the table between the file and
+    /// memory whatever its columns are.
+    pub fn export_rows(&self) -> Result<Vec<Vec<rusqlite::types::Value>>, OutboxError> {
+        let mut select = self.conn.prepare("SELECT * FROM delivery")?;
+        let columns = select.column_count();
+        let rows = select.query_map([], |r| (0..columns).map(|i| r.get(i)).collect())?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Writes `rows` (from [`Store::export_rows`] of a store of the same schema), replacing
+    /// rows with the same key, in one transaction.
+    pub fn import_rows(&mut self, rows: &[Vec<rusqlite::types::Value>]) -> Result<(), OutboxError> {
+        let tx = self.conn.transaction()?;
+        if let Some(first) = rows.first() {
+            let marks = vec!["?"; first.len()].join(", ");
+            let mut insert = tx.prepare(&format!("INSERT OR REPLACE INTO delivery VALUES ({marks})"))?;
+            for row in rows {
+                insert.execute(rusqlite::params_from_iter(row))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Adds one pending delivery of `msg` per target, in one transaction; a (notification,
     /// target) already present in any state is left alone. Returns how many were new.
     pub fn enqueue(&mut self, msg: &Message, targets: &[String], now_ms: u64) -> Result<usize, OutboxError> {

@@ -360,6 +360,13 @@ async fn process_loop(
                 }
             }
         }
+        // Acknowledgements of messages held while the spool could not write, durable now.
+        for (ack_topic, ack_payload) in processed.released {
+            if acks.devices.publish(ack_topic, QoS::AtMostOnce, false, ack_payload).await.is_err() {
+                reset.cancel();
+                return;
+            }
+        }
         for accepted in processed.accepted {
             let _ = handoff.send(accepted);
         }
