@@ -85,6 +85,9 @@ max_backoff = "1s"
 district = "Xishan"
 officers = "{officers}"
 routes = {{ "*" = ["hook"] }}
+# Closed cases leave the engine's memory after 2 s; the store keeps them.
+[alerting.engine]
+keep_closed = "2s"
 # Short deadlines so the test sees every level: 4 s per level for a fire.
 [alerting.engine.fire]
 entry = ["grid", "community", "street"]
@@ -247,6 +250,17 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
         api.act(&g1, case, json!({"command": "note", "text": "owner informed in person"})).await.0,
         200
     );
+    // Past keep_closed the engine no longer holds the case (a command other than a note
+    // finds no case), and a note still goes onto the stored case.
+    let started = Instant::now();
+    while api.act(&street, case, json!({"command": "acknowledge"})).await.0 != 404 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the closed case leaves the engine");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) =
+        api.act(&g1, case, json!({"command": "note", "text": "insurer asked for the report"})).await;
+    assert_eq!(status, 200, "a note on an archived case: {body}");
+    assert_eq!(api.act(&g2, case, json!({"command": "note", "text": "not my grid"})).await.0, 403);
 
     // The timeline has every step, in order.
     let (_, detail) =
@@ -267,6 +281,7 @@ async fn a_fire_is_confirmed_escalates_unanswered_survives_kill_9_and_is_carried
         "disposed",
         "latch_reset",
         "closed",
+        "noted",
         "noted",
     ];
     let mut rest = kinds.iter();
