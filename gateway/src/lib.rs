@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod fleet;
+pub mod glossary;
 pub mod http;
 pub mod ingest;
 pub mod keys;

@@ -13,25 +13,16 @@ const TEXT = {
     dispatch: '派员', verify: '核实', dispose: '定性', close: '结案反馈', note: '备注',
     shelve: '屏蔽', reset_latch: '复位', assignee: '派往人员/队伍', finding: '核实结果',
     report: '处置情况', work_order: '后续工单（可选）', resident_informed: '已告知住户',
-    reason: '屏蔽原因', m_camera: '视频核实', m_on_site: '现场核实', m_phone: '电话核实',
-    o_real_fire: '真实火警', o_false_alarm: '误报', o_drill: '演练/测试', o_no_access: '无法进入',
-    o_resolved: '已处理', c_cooking: '烹饪', c_steam: '水汽', c_dust: '灰尘', c_smoking: '吸烟',
-    c_insects: '虫', c_device_fault: '设备故障', c_malicious: '恶意', c_other: '其他',
-    sev_fire: '火警', sev_pre_alarm: '预警', sev_water: '水压/水位', sev_communication_loss: '通信中断',
-    sev_offline: '离线', sev_fault: '故障', other_case: '其他警情', quiet: '正常',
-    stage_warning: '预警', stage_response: '响应', stage_handling: '应案', stage_feedback: '反馈',
-    level_grid: '网格', level_community: '社区', level_street: '街道', level_district: '区',
+    reason: '屏蔽原因', other_case: '其他警情', quiet: '正常',
     building: '建筑', grid: '网格', devices: '设备', state: '状态',
-    escalates_in: '升级倒计时', overdue: '已超时', handle_in: '处置时限', closed: '已结案',
+    escalates_in: '升级倒计时', remind_in: '催办倒计时', overdue: '已超时', handle_in: '处置时限', closed: '已结案',
     live: '实时', offline_feed: '连接中断，重连中', confirmed: '已确认火警', drill: '演练',
     no_camera: '附近没有登记的摄像头。', no_event: '暂无事件', distance: '距离', snapshot: '抓拍',
     reached: '已通知', acked_by: '响应人', read_only: '只读权限', bad_token: '令牌无效',
-    t_opened: '立案', t_confirmed: '确认火警', t_spread: '蔓延', t_escalated: '升级',
-    t_alarm_changed: '报警变化', t_chattering: '频繁报警', t_stale: '长时间报警', t_acknowledged: '响应',
-    t_dispatched: '派员', t_verified: '核实', t_disposed: '定性', t_closed: '结案', t_noted: '备注',
-    t_shelved: '屏蔽', t_unshelved: '取消屏蔽', t_latch_reset: '复位', t_delivery_failed: '通知失败',
-    t_placed: '已登记位置', unplaced: '未登记设备', unplaced_flood: '大量未登记设备', unverified: '未核实',
+    unplaced: '未登记设备', unplaced_flood: '大量未登记设备', unverified: '未核实',
     place_device: '登记设备位置', building_id: '建筑编号',
+    fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
+    fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
   },
   en: {
     title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
@@ -42,30 +33,41 @@ const TEXT = {
     close: 'Close with feedback', note: 'Note', shelve: 'Shelve', reset_latch: 'Reset latch',
     assignee: 'Who goes', finding: 'What was found', report: 'What happened and what was done',
     work_order: 'Follow-up work order (optional)', resident_informed: 'Resident informed',
-    reason: 'Why shelve', m_camera: 'By camera', m_on_site: 'On site', m_phone: 'By phone',
-    o_real_fire: 'Real fire', o_false_alarm: 'False alarm', o_drill: 'Drill / test',
-    o_no_access: 'No access', o_resolved: 'Resolved', c_cooking: 'Cooking', c_steam: 'Steam',
-    c_dust: 'Dust', c_smoking: 'Smoking', c_insects: 'Insects', c_device_fault: 'Device fault',
-    c_malicious: 'Malicious', c_other: 'Other', sev_fire: 'Fire', sev_pre_alarm: 'Pre-alarm',
-    sev_water: 'Water', sev_communication_loss: 'Communication loss', sev_offline: 'Offline',
-    sev_fault: 'Fault', other_case: 'Other case', quiet: 'Quiet', stage_warning: 'Warning',
-    stage_response: 'Response', stage_handling: 'Handling', stage_feedback: 'Feedback',
-    level_grid: 'Grid', level_community: 'Community', level_street: 'Street', level_district: 'District',
+    reason: 'Why shelve', other_case: 'Other case', quiet: 'Quiet',
     building: 'Building', grid: 'Grid', devices: 'Devices', state: 'State',
-    escalates_in: 'Escalates in', overdue: 'Overdue by', handle_in: 'Handling due in', closed: 'Closed',
+    escalates_in: 'Escalates in', remind_in: 'Reminder in', overdue: 'Overdue by', handle_in: 'Handling due in',
+    closed: 'Closed',
     live: 'Live', offline_feed: 'Feed lost, reconnecting', confirmed: 'Confirmed fire', drill: 'Drill',
     no_camera: 'No registered camera nearby.', no_event: 'No event yet', distance: 'distance',
     snapshot: 'snapshot', reached: 'notified', acked_by: 'Acknowledged by', read_only: 'Read-only role',
-    bad_token: 'Token not accepted',
-    t_opened: 'Opened', t_confirmed: 'Confirmed fire', t_spread: 'Spread', t_escalated: 'Escalated',
-    t_alarm_changed: 'Alarm changed', t_chattering: 'Chattering', t_stale: 'Stale', t_acknowledged: 'Acknowledged',
-    t_dispatched: 'Dispatched', t_verified: 'Verified', t_disposed: 'Disposition', t_closed: 'Closed',
-    t_noted: 'Note', t_shelved: 'Shelved', t_unshelved: 'Unshelved', t_latch_reset: 'Latch reset',
-    t_delivery_failed: 'Delivery failed', t_placed: 'Placed', unplaced: 'Unplaced device',
+    bad_token: 'Token not accepted', unplaced: 'Unplaced device',
     unplaced_flood: 'Unplaced flood', unverified: 'unverified', place_device: 'Place the device',
     building_id: 'Building id',
+    fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
+    fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
   },
 };
+
+// The field's words (stages, severities, levels, dispositions, causes, device kinds ...) come
+// from the glossary the gateway titles its pages with, /console/glossary.json, merged into TEXT
+// under these prefixes: one word for one thing on the console and in the pages.
+const GLOSSARY_PREFIX = {
+  stage: 'stage_', severity: 'sev_', level: 'level_', outcome: 'o_', cause: 'c_', method: 'm_',
+  device_kind: 'kind_', camera_event: 'ev_', transition: 't_',
+};
+
+async function loadGlossary() {
+  const res = await fetch('/console/glossary.json');
+  const glossary = await res.json();
+  for (const [group, terms] of Object.entries(glossary)) {
+    const prefix = GLOSSARY_PREFIX[group];
+    if (!prefix) continue;
+    for (const [name, term] of Object.entries(terms)) {
+      TEXT.zh[prefix + name] = term.zh;
+      TEXT.en[prefix + name] = term.en;
+    }
+  }
+}
 
 const SEVERITY_RANK = { fire: 6, pre_alarm: 5, water: 4, communication_loss: 3, offline: 2, fault: 1 };
 // Transitions that call for the officer's attention: a sound and a flash.
@@ -83,6 +85,9 @@ const state = {
   audio: null,
   feed: null,
   refresh: null,
+  // Fire cases whose siren this officer silenced here (the banner stays until the case closes).
+  silenced: new Set(),
+  sirens: 0,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -115,6 +120,10 @@ async function api(path, options = {}) {
   return body;
 }
 
+function errorText(error) {
+  return error.message;
+}
+
 // ---- sign in / out ----
 
 async function signIn(token) {
@@ -136,6 +145,7 @@ async function signIn(token) {
   $('#who').textContent = `${state.me.id} · ${state.me.scope}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
+  renderBanner();
   follow();
   // A notification link (/console/cases/<id>) opens on its case once signed in.
   const linked = location.pathname.match(/^\/console\/cases\/(\d+)$/);
@@ -143,7 +153,7 @@ async function signIn(token) {
     try {
       await openCase(Number(linked[1]));
     } catch (error) {
-      $('#action-error').textContent = error.message;
+      $('#action-error').textContent = errorText(error);
     }
   }
 }
@@ -173,20 +183,24 @@ function refreshSoon() {
 
 function due(c, now = Date.now()) {
   if (c.stage === 'feedback') return null;
-  if (c.stage === 'warning' && c.ack_due) return { key: 'escalates_in', at: c.ack_due };
+  // The district is the top desk: nothing escalates further, its deadline brings a reminder.
+  if (c.stage === 'warning' && c.ack_due) return { key: c.level === 'district' ? 'remind_in' : 'escalates_in', at: c.ack_due };
   if (c.handle_due) return { key: 'handle_in', at: c.handle_due };
   return null;
+}
+
+function span(seconds) {
+  const abs = Math.abs(seconds);
+  return abs >= 3600
+    ? `${Math.floor(abs / 3600)}h ${String(Math.floor(abs / 60) % 60).padStart(2, '0')}m`
+    : `${Math.floor(abs / 60)}:${String(abs % 60).padStart(2, '0')}`;
 }
 
 function countdown(c) {
   const d = due(c);
   if (!d) return { text: c.stage === 'feedback' ? t('closed') : '', late: false };
   const left = Math.round((d.at - Date.now()) / 1000);
-  const abs = Math.abs(left);
-  const clock = abs >= 3600
-    ? `${Math.floor(abs / 3600)}h ${String(Math.floor(abs / 60) % 60).padStart(2, '0')}m`
-    : `${Math.floor(abs / 60)}:${String(abs % 60).padStart(2, '0')}`;
-  return left >= 0 ? { text: `${t(d.key)} ${clock}`, late: false } : { text: `${t('overdue')} ${clock}`, late: true };
+  return left >= 0 ? { text: `${t(d.key)} ${span(left)}`, late: false } : { text: `${t('overdue')} ${span(left)}`, late: true };
 }
 
 function where(c) {
@@ -210,7 +224,7 @@ function renderCases() {
       el('span', { className: 'where' }, `#${c.id} ${where(c)}`),
       due,
       el('span', { className: 'meta' },
-        `${t(`stage_${c.stage}`)} · ${t(`level_${c.level}`)} · ${Object.keys(c.alarms).length} ${t('devices')}`));
+        `${t('stage')} ${t(`stage_${c.stage}`)} · ${t('at_level')} ${t(`level_${c.level}`)} · ${Object.keys(c.alarms).length} ${t('devices')}`));
     item.dataset.case = c.id;
     item.dataset.severity = c.severity;
     item.dataset.stage = c.stage;
@@ -220,10 +234,125 @@ function renderCases() {
     list.append(item);
   }
   state.fresh.clear();
+  renderBanner();
   tick();
 }
 
+// ---- a fire takes over the console ----
+
+function openFires() {
+  return state.cases.filter((c) => c.severity === 'fire' && c.stage !== 'feedback');
+}
+
+// A fire nobody acknowledged yet, and whose siren this officer did not silence: it sounds.
+function sounding(c) {
+  return c.stage === 'warning' && !c.drill && !state.silenced.has(c.id);
+}
+
+function renderBanner() {
+  const fires = openFires();
+  const banner = $('#fire-banner');
+  banner.hidden = fires.length === 0;
+  document.body.classList.toggle('on-fire', fires.length > 0);
+  const list = $('#fire-list');
+  list.replaceChildren();
+  for (const c of fires) {
+    const b = state.buildings.find((x) => x.id === c.location.building);
+    const buttons = el('span', { className: 'fire-actions' });
+    if (c.stage === 'warning' && state.me?.may_act) {
+      const ack = el('button', { type: 'button', className: 'ack' }, t('acknowledge'));
+      ack.addEventListener('click', () => acknowledgeFire(c.id));
+      buttons.append(ack);
+    }
+    if (sounding(c)) {
+      const hush = el('button', { type: 'button', className: 'hush' }, t('silence'));
+      hush.addEventListener('click', () => { state.silenced.add(c.id); renderBanner(); });
+      buttons.append(hush);
+    }
+    const open = el('button', { type: 'button', className: 'open' }, t('open_case'));
+    open.addEventListener('click', () => openCase(c.id));
+    buttons.append(open);
+    const row = el('div', { className: `fire${c.stage === 'warning' ? ' unacked' : ''}` },
+      el('strong', { className: 'fire-what' },
+        `${t('fire_now')} #${c.id}${c.drill ? ` · ${t('drill')}` : ''}${c.stage === 'warning' ? '' : ` · ${t('fire_acked')}`}`),
+      el('span', { className: 'fire-building' }, c.unplaced ? where(c) : c.location.building),
+      el('span', { className: 'fire-address' }, b ? `${t('address')} ${b.address}` : ''),
+      el('span', { className: 'fire-grid' }, `${t('grid')} ${c.location.grid || '—'} · ${c.location.community || c.location.street || ''}`),
+      el('span', { className: 'fire-since' }),
+      buttons);
+    row.dataset.case = c.id;
+    row.dataset.stage = c.stage;
+    list.append(row);
+  }
+  banner.dataset.sounding = fires.some(sounding);
+}
+
+async function acknowledgeFire(id) {
+  $('#fire-error').textContent = '';
+  try {
+    await api(`/api/v1/cases/${id}/actions`, { method: 'POST', body: JSON.stringify({ command: 'acknowledge' }) });
+  } catch (error) {
+    $('#fire-error').textContent = errorText(error);
+  }
+  await loadCases().catch(() => {});
+  if (state.detail?.case.id === id) await openCase(id).catch(() => {});
+}
+
+// A two-tone siren, synthesised (no audio file to load): 960 Hz and 770 Hz, 0.4 s each, the
+// pattern of a fire appliance, loud enough to wake a dozing officer and unlike the short
+// beep of other cases.
+function siren() {
+  if (!state.sound) return;
+  try {
+    state.audio = state.audio || new AudioContext();
+    if (state.audio.state === 'suspended') {
+      state.audio.resume().catch(() => {});
+      $('#sound-hint').hidden = false;
+    } else {
+      $('#sound-hint').hidden = true;
+    }
+    const now = state.audio.currentTime;
+    const osc = state.audio.createOscillator();
+    const gain = state.audio.createGain();
+    osc.type = 'square';
+    osc.frequency.setValueAtTime(960, now);
+    osc.frequency.setValueAtTime(770, now + 0.4);
+    osc.frequency.setValueAtTime(960, now + 0.8);
+    osc.frequency.setValueAtTime(770, now + 1.2);
+    gain.gain.value = 0.15;
+    osc.connect(gain).connect(state.audio.destination);
+    osc.start(now);
+    osc.stop(now + 1.6);
+    state.sirens += 1;
+    $('#fire-banner').dataset.sirens = state.sirens;
+  } catch (_) { /* no audio device: the banner and the title still show */ }
+}
+
+// Every two seconds while a fire sounds: the siren again, until acknowledged or silenced.
+function sirenLoop() {
+  if (openFires().some(sounding)) siren();
+}
+
+function fireTick() {
+  const fires = openFires();
+  const now = Date.now();
+  document.querySelectorAll('#fire-list .fire').forEach((row) => {
+    const c = fires.find((x) => String(x.id) === row.dataset.case);
+    if (c) row.querySelector('.fire-since').textContent = `${t('since_alarm')} ${span(Math.round((now - c.opened) / 1000))}`;
+  });
+  // The tab's title flashes while a fire is unacknowledged, so that a console in a background
+  // tab or a minimised window still shows it.
+  const loud = fires.filter((c) => c.stage === 'warning');
+  if (loud.length) {
+    const where = loud.map((c) => c.location.building || `#${c.id}`).join(' ');
+    document.title = Math.floor(now / 1000) % 2 ? `🔥【${t('sev_fire')}】${where}` : `████ ${t('sev_fire')} ████`;
+  } else if (document.title !== t('title')) {
+    document.title = t('title');
+  }
+}
+
 function tick() {
+  fireTick();
   document.querySelectorAll('#cases li').forEach((item) => {
     const c = state.cases.find((x) => String(x.id) === item.dataset.case);
     if (!c) return;
@@ -257,6 +386,7 @@ function renderDetail() {
   const section = $('#detail');
   section.dataset.case = c.id;
   section.dataset.stage = c.stage;
+  section.className = `sev-${c.severity}`;
   $('#detail-title').textContent = `#${c.id} ${t(`sev_${c.severity}`)} · ${where(c)}`;
   const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
   if (c.confirmed) flags.push(t('confirmed'));
@@ -334,7 +464,7 @@ async function act(body, route = 'actions') {
     await openCase(id);
     await loadCases();
   } catch (error) {
-    $('#action-error').textContent = error.message;
+    $('#action-error').textContent = errorText(error);
   }
 }
 
@@ -380,6 +510,7 @@ async function loadBuildings() {
   const { buildings } = await api('/api/v1/buildings');
   state.buildings = buildings;
   renderMap();
+  renderBanner();
 }
 
 function worstByBuilding() {
@@ -516,7 +647,8 @@ function showView(view) {
   document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
 }
 
-function start() {
+async function start() {
+  await loadGlossary();
   translate();
   $('#lang').addEventListener('click', () => {
     state.lang = state.lang === 'zh' ? 'en' : 'zh';
@@ -525,6 +657,7 @@ function start() {
     renderCases();
     renderMap();
     if (state.detail) renderDetail();
+    renderBanner();
   });
   $('#sound').addEventListener('click', () => { state.sound = !state.sound; translate(); });
   $('#logout').addEventListener('click', signOut);
@@ -537,6 +670,9 @@ function start() {
   });
   wireActions();
   setInterval(tick, 1000);
+  setInterval(sirenLoop, 2000);
+  // Browsers start sound only after a gesture: any click on the page lets the siren play.
+  document.addEventListener('click', () => { if (state.audio?.state === 'suspended') state.audio.resume().catch(() => {}); });
   // A token in the URL fragment (the demo prints such a link) signs in at once; the fragment
   // never reaches the server and is removed from the address bar.
   const fragment = new URLSearchParams(location.hash.slice(1)).get('token');
