@@ -23,6 +23,21 @@ const TEXT = {
     place_device: '登记设备位置', building_id: '建筑编号',
     fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
     fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
+    st_active: '报警中', st_cleared: '已恢复', st_latched: '锁存未复位', st_shelved: '屏蔽至', channel: '通道',
+    cam_active: '进行中', cam_ended: '已结束', confidence: '置信度', until: '至', time_zone: '时区',
+    err_latched_devices: '结案前请先复位这些设备：{devices}',
+    err_still_active: '{devices} 仍在报警，设备恢复后才能复位',
+    err_nothing_to_reset: '没有可复位的设备：仍在报警的设备需等其恢复',
+    err_not_disposed: '请先定性，再结案', err_closed: '案件已结案，只能添加备注',
+    err_already_acknowledged: '此案件已有人响应', err_not_found: '案件不存在',
+    err_out_of_scope: '该案件不在您的辖区内', err_read_only: '您的权限只能查看，不能操作',
+    err_role: '只有值班员和指挥员可以执行此操作', err_invalid: '填写的内容无效，请检查必填项',
+    err_unknown_device: '{devices} 不属于此案件', err_not_shelved: '{devices} 未被屏蔽',
+    err_unauthenticated: '令牌无效或已失效', err_no_directory: '网关未配置值班人员名录，无法登录',
+    err_bad_json: '请求格式错误', err_bad_query: '请求格式错误',
+    err_not_unplaced: '此案件不是单个未登记设备的案件', err_no_registry: '网关未配置设备登记表，无法登记位置',
+    err_registry: '设备登记表读写失败，请稍后重试', err_store: '案件存储暂不可用，请稍后重试',
+    err_stopped: '告警服务已停止', err_network: '无法连接网关，请检查网络', err_unknown: '操作失败（{status}）',
   },
   en: {
     title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
@@ -45,6 +60,22 @@ const TEXT = {
     building_id: 'Building id',
     fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
     fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
+    st_active: 'In alarm', st_cleared: 'Cleared', st_latched: 'Latched, not reset', st_shelved: 'Shelved until',
+    channel: 'Channel', cam_active: 'ongoing', cam_ended: 'ended', confidence: 'confidence', until: 'until',
+    time_zone: 'Time zone',
+    err_latched_devices: 'Reset these devices before closing: {devices}',
+    err_still_active: '{devices} still reports the alarm; it can be reset once it has cleared',
+    err_nothing_to_reset: 'Nothing to reset: devices still in alarm can be reset once they clear',
+    err_not_disposed: 'Record a disposition before closing', err_closed: 'The case is closed; only notes may be added',
+    err_already_acknowledged: 'Someone already acknowledged this case', err_not_found: 'No such case',
+    err_out_of_scope: 'This case is outside your scope', err_read_only: 'Your role may read cases, not act on them',
+    err_role: 'Only duty officers and commanders may do this', err_invalid: 'Not valid: {message}',
+    err_unknown_device: '{devices} is not part of this case', err_not_shelved: '{devices} is not shelved',
+    err_unauthenticated: 'Token not accepted or expired', err_no_directory: 'The gateway has no officer directory',
+    err_bad_json: 'Malformed request', err_bad_query: 'Malformed request',
+    err_not_unplaced: 'Not the case of one unplaced device', err_no_registry: 'The gateway has no registry file',
+    err_registry: 'Cannot read or write the registry; try again', err_store: 'The case store is unavailable; try again',
+    err_stopped: 'The alarm loop has stopped', err_network: 'Cannot reach the gateway', err_unknown: 'Failed ({status})',
   },
 };
 
@@ -74,7 +105,8 @@ const SEVERITY_RANK = { fire: 6, pre_alarm: 5, water: 4, communication_loss: 3, 
 const LOUD = new Set(['opened', 'confirmed', 'spread', 'escalated', 'reminder', 'handling_overdue']);
 
 const state = {
-  lang: localStorage.getItem('firegrid.lang') || (navigator.language.startsWith('zh') ? 'zh' : 'en'),
+  // Chinese unless this browser chose English with the switch (remembered here).
+  lang: localStorage.getItem('firegrid.lang') === 'en' ? 'en' : 'zh',
   token: sessionStorage.getItem('firegrid.token'),
   me: null,
   cases: [],
@@ -110,18 +142,45 @@ function translate() {
 async function api(path, options = {}) {
   const headers = { Authorization: `Bearer ${state.token}` };
   if (options.body) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, { ...options, headers });
+  let res;
+  try {
+    res = await fetch(path, { ...options, headers });
+  } catch (_) {
+    const error = new Error('network');
+    error.code = 'network';
+    throw error;
+  }
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
-    const error = new Error(body.message || `${res.status} ${res.statusText}`);
+    // {"error": {"code", "message", "devices"}}: the code picks the officer's sentence.
+    const e = body.error || {};
+    const error = new Error(e.message || `${res.status} ${res.statusText}`);
     error.status = res.status;
+    error.code = e.code || 'unknown';
+    error.devices = e.devices || [];
     throw error;
   }
   return body;
 }
 
+// A device as officers know it: its id and what it is (烟感 sd-3).
+function deviceName(id) {
+  const d = state.detail?.building?.devices.find((x) => x.id === id);
+  return d ? `${id}（${t(`kind_${d.kind}`)}）` : id;
+}
+
 function errorText(error) {
-  return error.message;
+  const key = `err_${error.code || 'unknown'}`;
+  const text = TEXT[state.lang][key] ?? t('err_unknown');
+  return text
+    .replace('{devices}', (error.devices || []).map(deviceName).join('、'))
+    .replace('{message}', error.message || '')
+    .replace('{status}', error.status || '');
+}
+
+function scopeText(scope) {
+  const [level, name] = String(scope).split(':');
+  return name ? `${t(`level_${level}`)} ${name}` : scope;
 }
 
 // ---- sign in / out ----
@@ -133,16 +192,18 @@ async function signIn(token) {
   } catch (error) {
     state.token = null;
     sessionStorage.removeItem('firegrid.token');
-    $('#login-error').textContent = `${t('bad_token')}: ${error.message}`;
+    $('#login-error').textContent = `${t('bad_token')}：${errorText(error)}`;
     return;
   }
   sessionStorage.setItem('firegrid.token', token);
+  state.timeZone = state.me.time_zone || Intl.DateTimeFormat().resolvedOptions().timeZone;
+  state.formats = {};
   $('#login').hidden = true;
   $('#app').hidden = false;
   $('#logout').hidden = false;
   $('#sound').hidden = false;
   $('#live').hidden = false;
-  $('#who').textContent = `${state.me.id} · ${state.me.scope}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
+  showWho();
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
   renderBanner();
@@ -156,6 +217,12 @@ async function signIn(token) {
       $('#action-error').textContent = errorText(error);
     }
   }
+}
+
+function showWho() {
+  if (!state.me) return;
+  $('#who').textContent = `${state.me.id} · ${scopeText(state.me.scope)}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
+  $('#zone').textContent = `${t('time_zone')} ${state.timeZone}`;
 }
 
 function signOut() {
@@ -377,8 +444,18 @@ async function openCase(id) {
   showView('detail');
 }
 
-function fmtTime(ms) {
-  return new Date(ms).toLocaleString(state.lang === 'zh' ? 'zh-CN' : 'en-GB', { hour12: false });
+// Every time on the officers' clock: the deployment's zone (`[alerting] time_zone`, served by
+// /api/v1/me), whatever zone the browser's machine is set to.
+function fmtTime(ms, short = false) {
+  const key = `${state.lang}-${short}`;
+  state.formats = state.formats || {};
+  if (!state.formats[key]) {
+    const options = short
+      ? { timeZone: state.timeZone, month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }
+      : { timeZone: state.timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' };
+    state.formats[key] = new Intl.DateTimeFormat(state.lang === 'zh' ? 'zh-CN' : 'en-GB', options);
+  }
+  return state.formats[key].format(new Date(ms));
 }
 
 function renderDetail() {
@@ -403,10 +480,16 @@ function renderDetail() {
   const listed = building ? building.devices : Object.keys(c.alarms).map((id) => ({ id, kind: '', model: '' }));
   for (const d of listed) {
     const alarm = c.alarms[d.id];
-    const status = alarm
-      ? `${alarm.active ? 'ACTIVE' : 'cleared'}${alarm.latched ? ' · latched' : ''}${alarm.shelved_until ? ' · shelved' : ''}`
-      : '';
-    const item = el('li', {}, `${d.id} ${d.kind} ${d.model} `, el('strong', {}, status));
+    const status = [];
+    if (alarm) {
+      status.push(t(alarm.active ? 'st_active' : 'st_cleared'));
+      if (alarm.latched) status.push(t('st_latched'));
+      if (alarm.shelved_until) status.push(`${t('st_shelved')} ${fmtTime(alarm.shelved_until, true)}`);
+    }
+    const kind = d.kind ? t(`kind_${d.kind}`) : '';
+    const item = el('li', {}, `${d.id} ${kind} ${d.model} `, el('strong', {}, status.join(' · ')));
+    item.dataset.device = d.id;
+    if (alarm?.active) item.classList.add('in-alarm');
     devices.append(item);
   }
 
@@ -415,11 +498,12 @@ function renderDetail() {
     cam.textContent = t('no_camera');
   } else {
     const latest = camera.latest;
-    const head = `${camera.device} (${camera.building}, ${t('distance')} ${Math.round(camera.distance_m)} m)`;
+    const head = `${camera.device}（${camera.building}，${t('distance')} ${Math.round(camera.distance_m)} m）`;
     cam.textContent = latest
-      ? `${head}: ch${latest.channel} ${latest.event} ${latest.active ? 'ACTIVE' : 'ended'} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
+      ? `${head}：${t('channel')} ${latest.channel} · ${t(`ev_${latest.event}`)} · ${t(latest.active ? 'cam_active' : 'cam_ended')}`
+        + ` · ${t('confidence')} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
         + (latest.snapshot ? ` · ${t('snapshot')}: ${latest.snapshot}` : '')
-      : `${head}: ${t('no_event')}`;
+      : `${head}：${t('no_event')}`;
   }
 
   const path = $('#detail-path');
@@ -432,11 +516,19 @@ function renderDetail() {
   list.replaceChildren();
   for (const entry of timeline) {
     const k = entry.kind;
-    const extra = k.assignee || k.finding || k.text || k.reason
-      || (k.disposition && (k.disposition.cause ? `${k.disposition.outcome}: ${k.disposition.cause}` : k.disposition.outcome))
-      || (k.feedback && k.feedback.report) || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '');
-    const who = entry.officer || entry.device || '';
-    const item = el('li', {}, `${fmtTime(entry.at)} ${t(`t_${k.transition}`)} ${who} ${extra || ''}`);
+    const disposition = k.disposition
+      && (k.disposition.cause ? `${t(`o_${k.disposition.outcome}`)}：${t(`c_${k.disposition.cause}`)}` : t(`o_${k.disposition.outcome}`));
+    const extra = k.assignee || (k.finding && `${t(`m_${k.method}`)}：${k.finding}`) || k.text
+      || (k.reason && `${k.reason}${k.until ? ` · ${t('until')} ${fmtTime(k.until, true)}` : ''}`)
+      || disposition || (k.feedback && k.feedback.report)
+      || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '')
+      || (k.building || '');
+    // The device an entry is about (a reset, a shelve, an alarm), and the officer who acted.
+    const parts = [fmtTime(entry.at), t(`t_${k.transition}`)];
+    if (entry.device) parts.push(deviceName(entry.device));
+    if (extra) parts.push(extra);
+    if (entry.officer) parts.push(`· ${entry.officer}`);
+    const item = el('li', {}, parts.join(' '));
     item.dataset.transition = k.transition;
     list.append(item);
   }
@@ -654,6 +746,7 @@ async function start() {
     state.lang = state.lang === 'zh' ? 'en' : 'zh';
     localStorage.setItem('firegrid.lang', state.lang);
     translate();
+    showWho();
     renderCases();
     renderMap();
     if (state.detail) renderDetail();
