@@ -23,6 +23,9 @@ const TEXT = {
     place_device: '登记设备位置', building_id: '建筑编号',
     fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
     fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
+    close_needs: '结案前还需要：', need_disposition: '尚未定性：先在上方记录定性', need_reset: '锁存未复位',
+    can_reset: '已恢复，可以复位', cannot_reset: '仍在报警，设备恢复后才能复位', reset_device: '复位',
+    reset_all: '复位已恢复的设备', reset_done: '已复位：{done}', reset_left: '{devices} 仍在报警，未复位，设备恢复后再复位',
     st_active: '报警中', st_cleared: '已恢复', st_latched: '锁存未复位', st_shelved: '屏蔽至', channel: '通道',
     cam_active: '进行中', cam_ended: '已结束', confidence: '置信度', until: '至', time_zone: '时区',
     err_latched_devices: '结案前请先复位这些设备：{devices}',
@@ -60,6 +63,10 @@ const TEXT = {
     building_id: 'Building id',
     fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
     fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
+    close_needs: 'Before closing:', need_disposition: 'No disposition yet: record one above', need_reset: 'latched, not reset',
+    can_reset: 'cleared, can be reset', cannot_reset: 'still in alarm; it can be reset once it has cleared',
+    reset_device: 'Reset', reset_all: 'Reset the cleared devices', reset_done: 'Reset: {done}',
+    reset_left: '{devices} still in alarm, not reset; reset it once it has cleared',
     st_active: 'In alarm', st_cleared: 'Cleared', st_latched: 'Latched, not reset', st_shelved: 'Shelved until',
     channel: 'Channel', cam_active: 'ongoing', cam_ended: 'ended', confidence: 'confidence', until: 'until',
     time_zone: 'Time zone',
@@ -490,8 +497,10 @@ function renderDetail() {
     const item = el('li', {}, `${d.id} ${kind} ${d.model} `, el('strong', {}, status.join(' · ')));
     item.dataset.device = d.id;
     if (alarm?.active) item.classList.add('in-alarm');
+    if (alarm?.latched) item.append(...latchControls(d.id, alarm));
     devices.append(item);
   }
+  renderCloseNeeds(c);
 
   const cam = $('#detail-camera');
   if (!camera) {
@@ -542,32 +551,85 @@ function renderDetail() {
   }
   $('#act-close button').disabled = closed || !c.disposition;
   $('#act-shelve button').disabled = closed;
-  $('#act-reset_latch').disabled = !Object.values(c.alarms).some((a) => a.latched);
+  const resettable = Object.values(c.alarms).filter((a) => a.latched && !a.active).length;
+  $('#act-reset_latch').disabled = resettable === 0;
+  $('#act-reset_latch').textContent = `${t('reset_all')}${resettable ? ` (${resettable})` : ''}`;
   $('#act-place').hidden = !c.unplaced || c.unplaced.flood || closed;
-  $('#action-error').textContent = '';
+  // A refusal stays on screen while the officer is on its case (a live refresh does not wipe it).
+  if (state.errorShown !== c.id) {
+    $('#action-error').textContent = '';
+    $('#action-notice').textContent = '';
+  }
   tick();
 }
 
+// A latched device: a reset button once it has cleared, or why it cannot be reset yet.
+function latchControls(device, alarm) {
+  if (alarm.active) return [el('span', { className: 'why' }, t('cannot_reset'))];
+  const button = el('button', { type: 'button', className: 'reset-one' }, t('reset_device'));
+  button.dataset.device = device;
+  button.addEventListener('click', () => resetLatches(device));
+  return [button];
+}
+
+// What closing still needs, shown before the officer tries: a disposition, and every latched
+// device by name with whether it can be reset now.
+function renderCloseNeeds(c) {
+  const list = $('#close-missing');
+  list.replaceChildren();
+  if (c.stage !== 'feedback') {
+    if (!c.disposition) list.append(el('li', { className: 'need-disposition' }, t('need_disposition')));
+    for (const [device, alarm] of Object.entries(c.alarms).filter(([, a]) => a.latched)) {
+      const item = el('li', {}, `${deviceName(device)} · ${t('need_reset')} · ${t(alarm.active ? 'cannot_reset' : 'can_reset')}`);
+      item.dataset.device = device;
+      if (!alarm.active) item.append(...latchControls(device, alarm));
+      list.append(item);
+    }
+  }
+  $('#close-needs').hidden = list.children.length === 0;
+}
+
+// Resets one device, or every cleared one; says which stayed latched because they are still
+// in alarm (the gateway resets only those that have cleared).
+async function resetLatches(device = null) {
+  const before = state.detail.case.alarms;
+  const ok = await act({ command: 'reset_latch', device });
+  if (!ok) return;
+  const after = state.detail.case.alarms;
+  const done = Object.keys(before).filter((d) => before[d].latched && !after[d]?.latched);
+  const left = Object.keys(after).filter((d) => after[d].latched && after[d].active);
+  const notice = [];
+  if (done.length) notice.push(t('reset_done').replace('{done}', done.map(deviceName).join('、')));
+  if (!device && left.length) notice.push(t('reset_left').replace('{devices}', left.map(deviceName).join('、')));
+  $('#action-notice').textContent = notice.join('；');
+}
+
+// Carries out one command. On a refusal (409, 422 ...) the sentence shows and every form keeps
+// what the officer typed; a form is emptied only once its command succeeded.
 async function act(body, route = 'actions') {
   const id = state.detail.case.id;
   $('#action-error').textContent = '';
+  $('#action-notice').textContent = '';
   try {
     await api(`/api/v1/cases/${id}/${route}`, { method: 'POST', body: JSON.stringify(body) });
-    await openCase(id);
-    await loadCases();
   } catch (error) {
     $('#action-error').textContent = errorText(error);
+    state.errorShown = id;
+    return false;
   }
+  state.errorShown = null;
+  await openCase(id).catch(() => {});
+  await loadCases().catch(() => {});
+  return true;
 }
 
 function wireActions() {
   $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }));
-  $('#act-reset_latch').addEventListener('click', () => act({ command: 'reset_latch', device: null }));
-  const on = (id, build) => $(`#act-${id}`).addEventListener('submit', (event) => {
+  $('#act-reset_latch').addEventListener('click', () => resetLatches(null));
+  const on = (id, build) => $(`#act-${id}`).addEventListener('submit', async (event) => {
     event.preventDefault();
-    const form = new FormData(event.target);
-    act(build(form));
-    event.target.reset();
+    const target = event.target;
+    if (await act(build(new FormData(target)))) target.reset();
   });
   on('dispatch', (f) => ({ command: 'dispatch', assignee: f.get('assignee') }));
   on('verify', (f) => ({ command: 'verify', method: f.get('method'), finding: f.get('finding') }));
@@ -588,10 +650,10 @@ function wireActions() {
     };
   });
   on('note', (f) => ({ command: 'note', text: f.get('text') }));
-  $('#act-place').addEventListener('submit', (event) => {
+  $('#act-place').addEventListener('submit', async (event) => {
     event.preventDefault();
-    act({ building: new FormData(event.target).get('building') }, 'place');
-    event.target.reset();
+    const target = event.target;
+    if (await act({ building: new FormData(target).get('building') }, 'place')) target.reset();
   });
   on('shelve', (f) => ({ command: 'shelve', device: f.get('device'), duration: f.get('duration'), reason: f.get('reason') }));
 }
