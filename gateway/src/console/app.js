@@ -23,6 +23,7 @@ const TEXT = {
     place_device: '登记设备位置', building_id: '建筑编号',
     fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
     fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
+    open_fires: '未结火警', no_fire: '当前没有火警', overdue_cases: '超时案件', none_overdue: '没有超时案件',
     close_needs: '结案前还需要：', need_disposition: '尚未定性：先在上方记录定性', need_reset: '锁存未复位',
     can_reset: '已恢复，可以复位', cannot_reset: '仍在报警，设备恢复后才能复位', reset_device: '复位',
     reset_all: '复位已恢复的设备', reset_done: '已复位：{done}', reset_left: '{devices} 仍在报警，未复位，设备恢复后再复位',
@@ -63,6 +64,7 @@ const TEXT = {
     building_id: 'Building id',
     fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
     fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
+    open_fires: 'Open fires', no_fire: 'No fire now', overdue_cases: 'Overdue cases', none_overdue: 'No overdue case',
     close_needs: 'Before closing:', need_disposition: 'No disposition yet: record one above', need_reset: 'latched, not reset',
     can_reset: 'cleared, can be reset', cannot_reset: 'still in alarm; it can be reset once it has cleared',
     reset_device: 'Reset', reset_all: 'Reset the cleared devices', reset_done: 'Reset: {done}',
@@ -170,10 +172,14 @@ async function api(path, options = {}) {
   return body;
 }
 
-// A device as officers know it: its id and what it is (烟感 sd-3).
+// A device as officers know it: what it is and its id (烟感 sd-3; a camera's channel as
+// 摄像头 cam-1 通道 2).
 function deviceName(id) {
-  const d = state.detail?.building?.devices.find((x) => x.id === id);
-  return d ? `${id}（${t(`kind_${d.kind}`)}）` : id;
+  const [base, channel] = String(id).split('/');
+  const d = state.detail?.building?.devices.find((x) => x.id === base);
+  const ch = channel?.match(/^ch(\d+)$/);
+  const name = ch ? `${base} ${t('channel')} ${ch[1]}` : id;
+  return d ? `${t(`kind_${d.kind}`)} ${name}` : name;
 }
 
 function errorText(error) {
@@ -214,6 +220,11 @@ async function signIn(token) {
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
   renderBanner();
+  if (state.wall) {
+    showView('wall');
+    renderMap();
+    renderWall();
+  }
   follow();
   // A notification link (/console/cases/<id>) opens on its case once signed in.
   const linked = location.pathname.match(/^\/console\/cases\/(\d+)$/);
@@ -309,6 +320,7 @@ function renderCases() {
   }
   state.fresh.clear();
   renderBanner();
+  renderWall();
   tick();
 }
 
@@ -326,7 +338,8 @@ function sounding(c) {
 function renderBanner() {
   const fires = openFires();
   const banner = $('#fire-banner');
-  banner.hidden = fires.length === 0;
+  // On the wall the fires fill the screen themselves.
+  banner.hidden = fires.length === 0 || state.wall;
   document.body.classList.toggle('on-fire', fires.length > 0);
   const list = $('#fire-list');
   list.replaceChildren();
@@ -427,6 +440,7 @@ function fireTick() {
 
 function tick() {
   fireTick();
+  wallTick();
   document.querySelectorAll('#cases li').forEach((item) => {
     const c = state.cases.find((x) => String(x.id) === item.dataset.case);
     if (!c) return;
@@ -470,7 +484,7 @@ function renderDetail() {
   const section = $('#detail');
   section.dataset.case = c.id;
   section.dataset.stage = c.stage;
-  section.className = `sev-${c.severity}`;
+  section.dataset.severity = c.severity;
   $('#detail-title').textContent = `#${c.id} ${t(`sev_${c.severity}`)} · ${where(c)}`;
   const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
   if (c.confirmed) flags.push(t('confirmed'));
@@ -546,6 +560,7 @@ function renderDetail() {
   shelve.replaceChildren(...Object.keys(c.alarms).map((id) => el('option', { value: id }, id)));
   const closed = c.stage === 'feedback';
   $('#act-acknowledge').disabled = c.stage !== 'warning';
+  $('#act-acknowledge').hidden = c.stage !== 'warning';
   for (const form of ['dispatch', 'verify', 'dispose']) {
     $(`#act-${form} button`).disabled = closed || c.stage === 'warning';
   }
@@ -593,7 +608,7 @@ function renderCloseNeeds(c) {
 // in alarm (the gateway resets only those that have cleared).
 async function resetLatches(device = null) {
   const before = state.detail.case.alarms;
-  const ok = await act({ command: 'reset_latch', device });
+  const ok = await act({ command: 'reset_latch', device }, 'actions', $('#act-reset_latch'));
   if (!ok) return;
   const after = state.detail.case.alarms;
   const done = Object.keys(before).filter((d) => before[d].latched && !after[d]?.latched);
@@ -606,8 +621,10 @@ async function resetLatches(device = null) {
 
 // Carries out one command. On a refusal (409, 422 ...) the sentence shows and every form keeps
 // what the officer typed; a form is emptied only once its command succeeded.
-async function act(body, route = 'actions') {
+async function act(body, route = 'actions', from = null) {
   const id = state.detail.case.id;
+  // The refusal shows right under what the officer pressed, not at the top of the page.
+  if (from) from.after($('#action-error'), $('#action-notice'));
   $('#action-error').textContent = '';
   $('#action-notice').textContent = '';
   try {
@@ -624,12 +641,17 @@ async function act(body, route = 'actions') {
 }
 
 function wireActions() {
-  $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }));
+  $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }, 'actions', $('#act-acknowledge')));
+  // A cause belongs to a false alarm only.
+  const outcome = $('#act-dispose select[name=outcome]');
+  const showCause = () => { $('#act-dispose select[name=cause]').hidden = outcome.value !== 'false_alarm'; };
+  outcome.addEventListener('change', showCause);
+  showCause();
   $('#act-reset_latch').addEventListener('click', () => resetLatches(null));
   const on = (id, build) => $(`#act-${id}`).addEventListener('submit', async (event) => {
     event.preventDefault();
     const target = event.target;
-    if (await act(build(new FormData(target)))) target.reset();
+    if (await act(build(new FormData(target)), 'actions', target)) target.reset();
   });
   on('dispatch', (f) => ({ command: 'dispatch', assignee: f.get('assignee') }));
   on('verify', (f) => ({ command: 'verify', method: f.get('method'), finding: f.get('finding') }));
@@ -653,7 +675,7 @@ function wireActions() {
   $('#act-place').addEventListener('submit', async (event) => {
     event.preventDefault();
     const target = event.target;
-    if (await act({ building: new FormData(target).get('building') }, 'place')) target.reset();
+    if (await act({ building: new FormData(target).get('building') }, 'place', target)) target.reset();
   });
   on('shelve', (f) => ({ command: 'shelve', device: f.get('device'), duration: f.get('duration'), reason: f.get('reason') }));
 }
@@ -685,13 +707,19 @@ const FILL = { 'sev-fire': '#c62828', 'sev-pre_alarm': '#ef6c00', 'sev-other': '
 
 function renderMap() {
   if (!state.buildings.length) return;
+  drawMap($('#map'));
+  if (state.wall) drawMap($('#wall-map'));
+  listBuildings();
+}
+
+function drawMap(svg) {
   const worst = worstByBuilding();
   const lats = state.buildings.map((b) => b.lat);
   const lons = state.buildings.map((b) => b.lon);
   const [minLat, maxLat, minLon, maxLon] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
-  const x = (lon) => 10 + ((lon - minLon) / ((maxLon - minLon) || 1)) * 980;
-  const y = (lat) => 10 + ((maxLat - lat) / ((maxLat - minLat) || 1)) * 680;
-  const svg = $('#map');
+  // A margin for the largest dot and its label; a single building sits in the middle.
+  const x = (lon) => (maxLon > minLon ? 40 + ((lon - minLon) / (maxLon - minLon)) * 860 : 500);
+  const y = (lat) => (maxLat > minLat ? 40 + ((maxLat - lat) / (maxLat - minLat)) * 620 : 350);
   const ns = 'http://www.w3.org/2000/svg';
   svg.replaceChildren();
   // Quiet buildings first so that buildings with cases are drawn on top.
@@ -701,15 +729,32 @@ function renderMap() {
     const dot = document.createElementNS(ns, 'circle');
     dot.setAttribute('cx', x(b.lon).toFixed(1));
     dot.setAttribute('cy', y(b.lat).toFixed(1));
-    dot.setAttribute('r', c ? 8 : 4);
+    dot.setAttribute('r', c ? (c.severity === 'fire' ? 14 : 8) : 4);
+    if (c?.severity === 'fire') dot.classList.add('fire');
     dot.setAttribute('fill', FILL[colourClass(c)]);
     dot.dataset.building = b.id;
     const title = document.createElementNS(ns, 'title');
     title.textContent = `${b.id} ${b.address}${c ? ` · #${c.id} ${t(`sev_${c.severity}`)}` : ''}`;
     dot.append(title);
-    if (c) dot.addEventListener('click', () => openCase(c.id));
+    if (c && svg.id === 'map') dot.addEventListener('click', () => openCase(c.id));
     svg.append(dot);
+    if (c) {
+      // Buildings with an open case carry their name, a fire its case number too.
+      const label = document.createElementNS(ns, 'text');
+      // A fire's label above its dot, the others to the right: neighbours do not overlap.
+      const fire = c.severity === 'fire';
+      label.setAttribute('x', (x(b.lon) + (fire ? 0 : 14)).toFixed(1));
+      label.setAttribute('y', (y(b.lat) + (fire ? -22 : 7)).toFixed(1));
+      if (fire) label.setAttribute('text-anchor', 'middle');
+      label.setAttribute('class', `label ${colourClass(c)}`);
+      label.textContent = c.severity === 'fire' ? `${b.id} ${t('sev_fire')} #${c.id}` : b.id;
+      svg.append(label);
+    }
   }
+}
+
+function listBuildings() {
+  const worst = worstByBuilding();
   const body = $('#buildings tbody');
   body.replaceChildren();
   const rows = [...state.buildings].sort((a, b) =>
@@ -793,7 +838,61 @@ async function follow() {
 
 // ---- views ----
 
+// ---- wall mode: the command centre's big screen ----
+
+function renderWall() {
+  if (!state.wall) return;
+  const open = state.cases;
+  for (const stage of ['warning', 'response', 'handling']) {
+    $(`#wall-stages [data-stage=${stage}] .n`).textContent = open.filter((c) => c.stage === stage).length;
+  }
+  const fires = openFires();
+  const box = $('#wall-fires');
+  box.replaceChildren();
+  for (const c of fires) {
+    const b = state.buildings.find((x) => x.id === c.location.building);
+    const card = el('div', { className: `fire${c.stage === 'warning' ? ' unacked' : ''}` },
+      el('div', { className: 'fire-what' }, `${t('sev_fire')} #${c.id} · ${c.unplaced ? where(c) : c.location.building}`),
+      el('div', { className: 'fire-address' }, b ? b.address : ''),
+      el('div', { className: 'fire-grid' },
+        `${t('grid')} ${c.location.grid || '—'} · ${t('stage')} ${t(`stage_${c.stage}`)} · ${t('at_level')} ${t(`level_${c.level}`)}`),
+      el('div', { className: 'fire-since' }),
+      el('div', { className: 'due' }));
+    card.dataset.case = c.id;
+    card.dataset.stage = c.stage;
+    box.append(card);
+  }
+  $('#wall-no-fire').hidden = fires.length > 0;
+  wallTick();
+}
+
+function wallTick() {
+  if (!state.wall) return;
+  const now = Date.now();
+  $('#wall-clock').textContent = state.timeZone ? `${fmtTime(now)} ${state.timeZone}` : '';
+  document.querySelectorAll('#wall-fires .fire').forEach((card) => {
+    const c = state.cases.find((x) => String(x.id) === card.dataset.case);
+    if (!c) return;
+    card.querySelector('.fire-since').textContent = `${t('since_alarm')} ${span(Math.round((now - c.opened) / 1000))}`;
+    const { text, late } = countdown(c);
+    card.querySelector('.due').textContent = text;
+    card.querySelector('.due').classList.toggle('overdue', late);
+  });
+  const late = state.cases.filter((c) => countdown(c).late);
+  $('#wall-stages [data-stage=overdue] .n').textContent = late.length;
+  const list = $('#wall-overdue');
+  list.replaceChildren(...late.map((c) => {
+    const item = el('li', { className: `sev-${c.severity}` },
+      el('strong', {}, `${t(`sev_${c.severity}`)} #${c.id}`), ` ${where(c)} · ${t(`stage_${c.stage}`)} · `,
+      el('span', { className: 'overdue' }, countdown(c).text));
+    item.dataset.case = c.id;
+    return item;
+  }));
+  $('#wall-no-overdue').hidden = late.length > 0;
+}
+
 function showView(view) {
+  $('#wall').hidden = view !== 'wall';
   $('#cases-view').hidden = view !== 'cases';
   $('#map-view').hidden = view !== 'map';
   $('#detail').hidden = view !== 'detail';
@@ -830,6 +929,14 @@ async function start() {
   document.addEventListener('click', () => { if (state.audio?.state === 'suspended') state.audio.resume().catch(() => {}); });
   // A token in the URL fragment (the demo prints such a link) signs in at once; the fragment
   // never reaches the server and is removed from the address bar.
+  // Wall mode: /console/wall, or #wall on any console address.
+  state.wall = location.pathname === '/console/wall' || location.hash === '#wall';
+  document.body.classList.toggle('wall', state.wall);
+  if (state.wall) {
+    // The wall has no person in front of it to reload it: the list is read anew every minute
+    // as well as live, in case the event stream dies without a word.
+    setInterval(() => { if (state.me) loadCases().catch(() => {}); }, 60000);
+  }
   const fragment = new URLSearchParams(location.hash.slice(1)).get('token');
   if (fragment) history.replaceState(null, '', location.pathname);
   const token = fragment || state.token;

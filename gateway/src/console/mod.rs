@@ -48,7 +48,9 @@ pub fn case_url(console: &str, case: u64) -> String {
 }
 
 /// `/console` (and `/`, redirected there), `/console/cases/{id}` (the same page, opening on
-/// the case), `/console/app.js`, `/console/app.css`, `/console/glossary.json`.
+/// the case), `/console/wall` (the same page in wall mode, for the command centre's big screen:
+/// map, open fires, counts by stage, overdue cases), `/console/app.js`, `/console/app.css`,
+/// `/console/glossary.json`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/console") }))
@@ -61,6 +63,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 file("text/html; charset=utf-8", INDEX)
             }),
         )
+        // The command centre's big screen: the same page in wall mode.
+        .route("/console/wall", get(|| async { file("text/html; charset=utf-8", INDEX) }))
         .route("/console/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
         .route(
