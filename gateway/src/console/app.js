@@ -23,6 +23,7 @@ const TEXT = {
     place_device: '登记设备位置', building_id: '建筑编号',
     fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
     fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
+    p_open: '（', p_close: '）', p_comma: '，', p_colon: '：', p_list: '、', p_semi: '；',
     open_fires: '未结火警', no_fire: '当前没有火警', overdue_cases: '超时案件', none_overdue: '没有超时案件',
     close_needs: '结案前还需要：', need_disposition: '尚未定性：先在上方记录定性', need_reset: '锁存未复位',
     can_reset: '已恢复，可以复位', cannot_reset: '仍在报警，设备恢复后才能复位', reset_device: '复位',
@@ -64,6 +65,7 @@ const TEXT = {
     building_id: 'Building id',
     fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
     fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
+    p_open: ' (', p_close: ')', p_comma: ', ', p_colon: ': ', p_list: ', ', p_semi: '; ',
     open_fires: 'Open fires', no_fire: 'No fire now', overdue_cases: 'Overdue cases', none_overdue: 'No overdue case',
     close_needs: 'Before closing:', need_disposition: 'No disposition yet: record one above', need_reset: 'latched, not reset',
     can_reset: 'cleared, can be reset', cannot_reset: 'still in alarm; it can be reset once it has cleared',
@@ -186,7 +188,7 @@ function errorText(error) {
   const key = `err_${error.code || 'unknown'}`;
   const text = TEXT[state.lang][key] ?? t('err_unknown');
   return text
-    .replace('{devices}', (error.devices || []).map(deviceName).join('、'))
+    .replace('{devices}', (error.devices || []).map(deviceName).join(t('p_list')))
     .replace('{message}', error.message || '')
     .replace('{status}', error.status || '');
 }
@@ -205,7 +207,7 @@ async function signIn(token) {
   } catch (error) {
     state.token = null;
     sessionStorage.removeItem('firegrid.token');
-    $('#login-error').textContent = `${t('bad_token')}：${errorText(error)}`;
+    $('#login-error').textContent = `${t('bad_token')}${t('p_colon')}${errorText(error)}`;
     return;
   }
   sessionStorage.setItem('firegrid.token', token);
@@ -486,7 +488,7 @@ function renderDetail() {
   section.dataset.stage = c.stage;
   section.dataset.severity = c.severity;
   $('#detail-title').textContent = `#${c.id} ${t(`sev_${c.severity}`)} · ${where(c)}`;
-  const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
+  const flags = [t(`stage_${c.stage}`), `${t('reached')}${t('p_colon')}${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
   if (c.confirmed) flags.push(t('confirmed'));
   if (c.drill) flags.push(t('drill'));
   if (c.unplaced) flags.push(`${c.unplaced.flood ? t('unplaced_flood') : t('unplaced')} · ${t('unverified')}`);
@@ -521,12 +523,12 @@ function renderDetail() {
     cam.textContent = t('no_camera');
   } else {
     const latest = camera.latest;
-    const head = `${camera.device}（${camera.building}，${t('distance')} ${Math.round(camera.distance_m)} m）`;
+    const head = `${camera.device}${t('p_open')}${camera.building}${t('p_comma')}${t('distance')} ${Math.round(camera.distance_m)} m${t('p_close')}`;
     cam.textContent = latest
-      ? `${head}：${t('channel')} ${latest.channel} · ${t(`ev_${latest.event}`)} · ${t(latest.active ? 'cam_active' : 'cam_ended')}`
+      ? `${head}${t('p_colon')}${t('channel')} ${latest.channel} · ${t(`ev_${latest.event}`)} · ${t(latest.active ? 'cam_active' : 'cam_ended')}`
         + ` · ${t('confidence')} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
         + (latest.snapshot ? ` · ${t('snapshot')}: ${latest.snapshot}` : '')
-      : `${head}：${t('no_event')}`;
+      : `${head}${t('p_colon')}${t('no_event')}`;
   }
 
   const path = $('#detail-path');
@@ -540,8 +542,8 @@ function renderDetail() {
   for (const entry of timeline) {
     const k = entry.kind;
     const disposition = k.disposition
-      && (k.disposition.cause ? `${t(`o_${k.disposition.outcome}`)}：${t(`c_${k.disposition.cause}`)}` : t(`o_${k.disposition.outcome}`));
-    const extra = k.assignee || (k.finding && `${t(`m_${k.method}`)}：${k.finding}`) || k.text
+      && (k.disposition.cause ? `${t(`o_${k.disposition.outcome}`)}${t('p_colon')}${t(`c_${k.disposition.cause}`)}` : t(`o_${k.disposition.outcome}`));
+    const extra = k.assignee || (k.finding && `${t(`m_${k.method}`)}${t('p_colon')}${k.finding}`) || k.text
       || (k.reason && `${k.reason}${k.until ? ` · ${t('until')} ${fmtTime(k.until, true)}` : ''}`)
       || disposition || (k.feedback && k.feedback.report)
       || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '')
@@ -614,9 +616,9 @@ async function resetLatches(device = null) {
   const done = Object.keys(before).filter((d) => before[d].latched && !after[d]?.latched);
   const left = Object.keys(after).filter((d) => after[d].latched && after[d].active);
   const notice = [];
-  if (done.length) notice.push(t('reset_done').replace('{done}', done.map(deviceName).join('、')));
-  if (!device && left.length) notice.push(t('reset_left').replace('{devices}', left.map(deviceName).join('、')));
-  $('#action-notice').textContent = notice.join('；');
+  if (done.length) notice.push(t('reset_done').replace('{done}', done.map(deviceName).join(t('p_list'))));
+  if (!device && left.length) notice.push(t('reset_left').replace('{devices}', left.map(deviceName).join(t('p_list'))));
+  $('#action-notice').textContent = notice.join(t('p_semi'));
 }
 
 // Carries out one command. On a refusal (409, 422 ...) the sentence shows and every form keeps
@@ -745,7 +747,9 @@ function drawMap(svg) {
       const fire = c.severity === 'fire';
       label.setAttribute('x', (x(b.lon) + (fire ? 0 : 14)).toFixed(1));
       label.setAttribute('y', (y(b.lat) + (fire ? -22 : 7)).toFixed(1));
-      if (fire) label.setAttribute('text-anchor', 'middle');
+      // Near the map's left or right edge a fire's label grows inwards, so it is not cut off.
+      const at = x(b.lon);
+      if (fire) label.setAttribute('text-anchor', at < 250 ? 'start' : at > 750 ? 'end' : 'middle');
       label.setAttribute('class', `label ${colourClass(c)}`);
       label.textContent = c.severity === 'fire' ? `${b.id} ${t('sev_fire')} #${c.id}` : b.id;
       svg.append(label);
@@ -908,6 +912,7 @@ async function start() {
     localStorage.setItem('firegrid.lang', state.lang);
     translate();
     showWho();
+    if ($('#live').dataset.up) setLive($('#live').dataset.up === 'true');
     renderCases();
     renderMap();
     if (state.detail) renderDetail();
