@@ -402,6 +402,7 @@ async fn script(client: &Client, js: &str) -> serde_json::Value {
 async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() {
     // At ×12 the fire starts 30 s after the village boots and burns on for the whole test, so
     // its detectors stay in alarm (latched and active).
+    let hook = WebhookReceiver::start().await;
     let demo = Demo::start(DemoArgs {
         detectors: 120,
         buildings: 24,
@@ -409,7 +410,7 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
         speed: 12.0,
         fire_at: "6m",
         fire_out_after: "2h",
-        webhook: None,
+        webhook: Some(hook.url()),
         influx: None,
     })
     .expect("firegrid demo starts");
@@ -464,6 +465,19 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     assert!(shown.contains(&address), "the banner names the address {address:?}: {shown}");
     assert!(shown.contains(&grid), "the banner names the grid {grid:?}: {shown}");
     assert!(shown.contains("报警已"), "the banner counts the time since the alarm: {shown}");
+    // Times on the officers' clock, said so in the header.
+    assert!(text(&browser, "#zone").await.contains("Asia/Shanghai"));
+    // The page about the fire carries the building's address and its deadline in that zone.
+    let id = case["id"].as_u64();
+    let page = hook
+        .wait("a page about the fire with its deadline", Duration::from_secs(30), |v| {
+            v["case_id"].as_u64() == id && v["text"].as_str().is_some_and(|t| t.contains("前响应"))
+        })
+        .await;
+    let page_text = page["text"].as_str().unwrap();
+    assert!(page_text.contains(&format!("地址 address: {address}")), "{page}");
+    assert!(page_text.contains("前响应 (Asia/Shanghai)"), "{page}");
+    assert!(!page_text.contains("answer by 20"), "no UTC deadline: {page}");
     // The siren repeats: two tones started, and the banner says it is sounding.
     until(&demo, Duration::from_secs(10), "the siren sounding twice", || async {
         let sirens: u32 = attr(&browser, "#fire-banner", "data-sirens").await?.parse().ok()?;
@@ -572,6 +586,25 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     )
     .await;
     assert_eq!(kept, serde_json::json!([report, order, true]), "the close form keeps what was typed");
+    // The refusal the console translated: a stable code and the devices, status 409 as ever.
+    let close = serde_json::json!({
+        "command": "close",
+        "feedback": {"report": report, "work_orders": [], "resident_informed": true},
+    });
+    let (status, refused) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/cases/{case_id}/actions"),
+            Some(&officer.token),
+            Some(close),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "latched_devices", "{refused}");
+    assert!(
+        refused["error"]["devices"].as_array().is_some_and(|d| d.iter().any(|d| d == latched[0].as_str())),
+        "{refused}"
+    );
     assert_eq!(attr(&browser, "#detail", "data-stage").await.as_deref(), Some("handling"));
     // The whole detail in one picture: a tall window, scrolled to the top.
     browser.set_window_size(1280, 1700).await.unwrap();
