@@ -905,7 +905,9 @@ function showView(view) {
 }
 
 async function start() {
-  await loadGlossary();
+  // Without its words the console still works (showing the API's names); it says nothing
+  // less about a fire.
+  await loadGlossary().catch(() => {});
   translate();
   $('#lang').addEventListener('click', () => {
     state.lang = state.lang === 'zh' ? 'en' : 'zh';
