@@ -37,6 +37,8 @@ pub struct ApiState {
     pub site: Arc<crate::site::Site>,
     /// The district (the top of every location).
     pub district: String,
+    /// The officers' time zone, in which the console shows times.
+    pub time_zone: chrono_tz::Tz,
     /// The registry file, which placing a device writes; `None` without a registry.
     pub registry: Option<std::path::PathBuf>,
     /// Placements write the registry file one at a time.
@@ -60,41 +62,75 @@ pub fn router(state: ApiState) -> axum::Router {
         .with_state(state)
 }
 
-/// An API error: a status, a stable reason and a sentence.
+/// An API error: a status, a stable machine code (which the console translates), an English
+/// sentence, and the devices it is about where there are some.
+///
+/// The body is `{"error": {"code": "latched_devices", "message": "...", "devices": [...]}}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    reason: &'static str,
+    code: &'static str,
     message: String,
+    devices: Vec<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, reason, message: message.into() }
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), devices: Vec::new() }
+    }
+
+    fn about(mut self, devices: Vec<String>) -> ApiError {
+        self.devices = devices;
+        self
+    }
+
+    /// The machine code.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.reason, "message": self.message }))).into_response()
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if !self.devices.is_empty() {
+            error["devices"] = json!(self.devices);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// The status and machine code of each refusal of the alarm loop. The statuses are those the
+/// API always answered with (409 for a command the case's state does not allow, 422 for a
+/// command that is not valid); the codes tell the console which sentence to show.
+fn refusal_code(refusal: &Refusal) -> (StatusCode, &'static str, Vec<String>) {
+    let one = |device: &String| vec![device.clone()];
+    match refusal {
+        Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", Vec::new()),
+        Refusal::OutOfScope(_) => (StatusCode::FORBIDDEN, "out_of_scope", Vec::new()),
+        Refusal::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", Vec::new()),
+        Refusal::UnknownDevice(d) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_device", one(d)),
+        Refusal::Closed(_) => (StatusCode::CONFLICT, "closed", Vec::new()),
+        Refusal::AlreadyAcknowledged(_) => (StatusCode::CONFLICT, "already_acknowledged", Vec::new()),
+        Refusal::NotDisposed(_) => (StatusCode::CONFLICT, "not_disposed", Vec::new()),
+        Refusal::Latched(_, devices) => {
+            let devices = devices.split(", ").filter(|d| !d.is_empty()).map(str::to_owned).collect();
+            (StatusCode::CONFLICT, "latched_devices", devices)
+        }
+        Refusal::StillActive(d) => (StatusCode::CONFLICT, "still_active", one(d)),
+        Refusal::NothingToReset(_) => (StatusCode::CONFLICT, "nothing_to_reset", Vec::new()),
+        Refusal::NotShelved(d) => (StatusCode::CONFLICT, "not_shelved", one(d)),
     }
 }
 
 impl From<CaseError> for ApiError {
     fn from(e: CaseError) -> ApiError {
-        let (status, reason) = match &e {
-            CaseError::Refused(r) => match r {
-                Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-                Refusal::OutOfScope(_) => (StatusCode::FORBIDDEN, "out_of_scope"),
-                Refusal::Invalid(_) | Refusal::UnknownDevice(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
-                }
-                _ => (StatusCode::CONFLICT, "conflict"),
-            },
-            CaseError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
-            CaseError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        let (status, code, devices) = match &e {
+            CaseError::Refused(r) => refusal_code(r),
+            CaseError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store", Vec::new()),
+            CaseError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped", Vec::new()),
         };
-        ApiError::new(status, reason, e.to_string())
+        ApiError::new(status, code, e.to_string()).about(devices)
     }
 }
 
@@ -212,7 +248,12 @@ fn location(case: &Value) -> Option<Location> {
 
 async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let (officer, may_act) = officer(&state, &headers)?;
-    Ok(Json(json!({ "id": officer.id, "scope": officer.scope.to_string(), "may_act": may_act })))
+    Ok(Json(json!({
+        "id": officer.id,
+        "scope": officer.scope.to_string(),
+        "may_act": may_act,
+        "time_zone": state.time_zone.name(),
+    })))
 }
 
 /// `GET /api/v1/cases` query.
@@ -585,8 +626,11 @@ pub fn spec() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
-                "Error": { "type": "object", "required": ["error", "message"],
-                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+                "Error": { "type": "object", "required": ["error"],
+                    "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
+                        "code": { "type": "string", "description": "stable machine code: unauthenticated, no_directory, out_of_scope, read_only, role, not_found, bad_json, bad_query, invalid, unknown_device, closed, already_acknowledged, not_disposed, latched_devices, still_active, nothing_to_reset, not_shelved, not_unplaced, no_registry, registry, store, stopped" },
+                        "message": { "type": "string", "description": "an English sentence for logs and scripts" },
+                        "devices": { "type": "array", "items": { "type": "string" }, "description": "the devices the refusal is about (latched_devices, still_active ...)" } } } } },
                 "Command": { "type": "object", "required": ["command"], "description": "One officer command; `case` is taken from the path.",
                     "oneOf": [
                         { "properties": { "command": { "const": "acknowledge" } } },
@@ -603,7 +647,7 @@ pub fn spec() -> Value {
         },
         "security": bearer,
         "paths": {
-            "/api/v1/me": { "get": { "summary": "Who the token belongs to", "responses": { "200": { "description": "id, scope, may_act" }, "401": errors["401"] } } },
+            "/api/v1/me": { "get": { "summary": "Who the token belongs to", "responses": { "200": { "description": "id, scope, may_act, time_zone (IANA, the console's clock)" }, "401": errors["401"] } } },
             "/api/v1/cases": { "get": { "summary": "Cases within your scope, newest first",
                 "parameters": [
                     { "name": "state", "in": "query", "schema": { "enum": ["open", "closed", "any"] } },

@@ -16,6 +16,7 @@ pub mod console;
 pub mod demo;
 pub mod durability;
 pub mod fleet;
+pub mod glossary;
 pub mod http;
 pub mod ingest;
 pub mod keys;

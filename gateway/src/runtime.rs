@@ -358,6 +358,7 @@ impl Gateway {
                 ingest.clone(),
                 metrics.clone(),
                 &mqtt,
+                site.clone(),
             )
             .await?;
             Some(started)
@@ -453,6 +454,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 site: site.clone(),
                 district: cfg.alerting.district.clone(),
+                time_zone: cfg.alerting.time_zone,
                 registry: cfg.registry.csv.clone(),
                 placing: Arc::default(),
                 ingest: ingest.clone(),

@@ -5,7 +5,10 @@
 //! sign-in; an unknown detector's alarm shows in the street commander's list marked as an
 //! unverified unplaced device, with the form to place it; an officer of another grid sees
 //! nothing of the fire, in the browser or through the API; and the demo stops cleanly on
-//! SIGTERM.
+//! SIGTERM. A second test keeps a console idle until a real fire: the fire takes it over
+//! (banner, siren, title), a close refused while the detectors are in alarm keeps the form,
+//! the wall mode shows the fire, and the screenshots in `gateway/src/console/screenshots/` are
+//! taken.
 
 use std::time::{Duration, Instant};
 
@@ -369,4 +372,256 @@ async fn the_demo_creates_its_influxdb_database_and_writes_into_it() {
         shown.contains("device_heartbeat").then_some(())
     })
     .await;
+}
+
+/// Where the screenshots of the console with a fire go: `FIREGRID_SCREENSHOTS` (the
+/// committed ones live in `gateway/src/console/screenshots/`), else the temp dir.
+fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("FIREGRID_SCREENSHOTS").map(Into::into).unwrap_or_else(std::env::temp_dir)
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG");
+    assert!(png.len() > 10_000, "the screenshot {name} is only {} bytes", png.len());
+    let path = screenshot_dir().join(format!("{name}.png"));
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+async fn script(client: &Client, js: &str) -> serde_json::Value {
+    client.execute(js, vec![]).await.expect("the script runs")
+}
+
+/// A real fire alarm in a village, a duty officer's console sitting idle in Chinese: the fire
+/// takes the console over (banner with building, address and grid, a siren that repeats, a
+/// flashing title, a fire row bigger than any other); acknowledging it stops the siren. The
+/// close form, refused while the detectors are still in alarm, keeps every word typed and says
+/// which devices are missing and why they cannot be reset yet. The wall mode shows the fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() {
+    // At ×12 the fire starts 30 s after the village boots and burns on for the whole test, so
+    // its detectors stay in alarm (latched and active).
+    let hook = WebhookReceiver::start().await;
+    let demo = Demo::start(DemoArgs {
+        detectors: 120,
+        buildings: 24,
+        camera_channels: 8,
+        speed: 12.0,
+        fire_at: "6m",
+        fire_out_after: "2h",
+        webhook: Some(hook.url()),
+        influx: None,
+    })
+    .expect("firegrid demo starts");
+    let driver = ChromeDriver::start().expect("ChromeDriver starts");
+    let base = demo.base_url();
+    // The street's commander: the fire's grid and the others, so the list holds the morning's
+    // other cases (a detector pulled off its base, a cooking pre-alarm) beside the fire.
+    let officer = demo.officer("street-commander").unwrap();
+    let browser = driver.session("duty").await.expect("a Chromium session");
+    browser.goto(&format!("{base}/console")).await.unwrap();
+    script(&browser, "localStorage.setItem('firegrid.lang', 'zh')").await;
+    sign_in(&browser, &base, &officer.token).await;
+    until(&demo, Duration::from_secs(20), "the officer's name in the header", || async {
+        text(&browser, "#who").await.contains("street-commander").then_some(())
+    })
+    .await;
+    assert!(!exists(&browser, "#cases li[data-severity=fire]").await, "a fire was open at sign-in");
+    let banner_shown = || async {
+        let banner = browser.find(Locator::Css("#fire-banner")).await.ok()?;
+        banner.is_displayed().await.ok()?.then_some(())
+    };
+    assert!(banner_shown().await.is_none(), "the fire banner shows before any fire");
+
+    // The gateway opens the fire case; the idle console shows it within a generous bound.
+    let api = OfficerApi::new(demo.http_port());
+    let case = until(&demo, Duration::from_secs(150), "a fire case in the API", || async {
+        let (_, listed) =
+            api.call(reqwest::Method::GET, "/api/v1/cases?severity=fire", Some(&officer.token), None).await;
+        listed["cases"].as_array()?.first().cloned()
+    })
+    .await;
+    let case_id = case["id"].as_u64().unwrap().to_string();
+    let building = case["location"]["building"].as_str().unwrap().to_owned();
+    let grid = case["location"]["grid"].as_str().unwrap().to_owned();
+    until(&demo, Duration::from_secs(10), "the fire banner in the idle console", banner_shown).await;
+    let row = format!("#fire-list .fire[data-case='{case_id}']");
+    let shown = until(&demo, Duration::from_secs(10), "the fire's line in the banner", || async {
+        let shown = text(&browser, &row).await;
+        shown.contains(&building).then_some(shown)
+    })
+    .await;
+    let (_, buildings) =
+        api.call(reqwest::Method::GET, "/api/v1/buildings", Some(&officer.token), None).await;
+    let address = buildings["buildings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == building.as_str())
+        .and_then(|b| b["address"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(shown.contains(&address), "the banner names the address {address:?}: {shown}");
+    assert!(shown.contains(&grid), "the banner names the grid {grid:?}: {shown}");
+    assert!(shown.contains("报警已"), "the banner counts the time since the alarm: {shown}");
+    // Times on the officers' clock, said so in the header.
+    assert!(text(&browser, "#zone").await.contains("Asia/Shanghai"));
+    // The page about the fire carries the building's address and its deadline in that zone.
+    let id = case["id"].as_u64();
+    let page = hook
+        .wait("a page about the fire with its deadline", Duration::from_secs(30), |v| {
+            v["case_id"].as_u64() == id && v["text"].as_str().is_some_and(|t| t.contains("前响应"))
+        })
+        .await;
+    let page_text = page["text"].as_str().unwrap();
+    assert!(page_text.contains(&format!("地址 address: {address}")), "{page}");
+    assert!(page_text.contains("前响应 (Asia/Shanghai)"), "{page}");
+    assert!(!page_text.contains("answer by 20"), "no UTC deadline: {page}");
+    // The siren repeats: two tones started, and the banner says it is sounding.
+    until(&demo, Duration::from_secs(10), "the siren sounding twice", || async {
+        let sirens: u32 = attr(&browser, "#fire-banner", "data-sirens").await?.parse().ok()?;
+        (sirens >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(attr(&browser, "#fire-banner", "data-sounding").await.as_deref(), Some("true"));
+    until(&demo, Duration::from_secs(10), "the tab title naming the fire", || async {
+        browser.title().await.ok()?.contains("火警").then_some(())
+    })
+    .await;
+    // Words that never collide, and a fire row bigger than any other row.
+    let fire_row = format!("#cases li[data-case='{case_id}']");
+    until(&demo, Duration::from_secs(10), "the fire row in the list", || async {
+        exists(&browser, &fire_row).await.then_some(())
+    })
+    .await;
+    let row_text = text(&browser, &fire_row).await;
+    assert!(row_text.starts_with("火警"), "{row_text}");
+    assert!(row_text.contains("阶段 预警"), "the stage is labelled as a stage: {row_text}");
+    let sizes = script(
+        &browser,
+        "return [...document.querySelectorAll('#cases li')].map((li) => \
+         [li.dataset.severity, li.getBoundingClientRect().height, parseFloat(getComputedStyle(li).fontSize)]);",
+    )
+    .await;
+    let sizes = sizes.as_array().unwrap();
+    let body_font = script(&browser, "return parseFloat(getComputedStyle(document.body).fontSize);").await;
+    for entry in sizes {
+        let (severity, height, font) =
+            (entry[0].as_str().unwrap(), entry[1].as_f64().unwrap(), entry[2].as_f64().unwrap());
+        if severity == "fire" {
+            assert!(font > body_font.as_f64().unwrap(), "a fire row's text is bigger: {sizes:?}");
+        } else {
+            let fire_height = sizes.iter().find(|e| e[0] == "fire").unwrap()[1].as_f64().unwrap();
+            assert!(fire_height > height, "a fire row is taller than a {severity} row: {sizes:?}");
+        }
+    }
+    assert!(
+        sizes.iter().any(|e| e[0] != "fire"),
+        "the list holds other cases to compare the fire row with: {sizes:?}"
+    );
+    screenshot(&browser, "console-fire-banner").await;
+
+    // Acknowledged from the banner: the siren stops, the banner stays while the fire is open.
+    browser.find(Locator::Css(&format!("{row} button.ack"))).await.unwrap().click().await.unwrap();
+    until(&demo, Duration::from_secs(10), "the siren silenced by the acknowledgement", || async {
+        let stage = attr(&browser, &row, "data-stage").await?;
+        (stage == "response" && attr(&browser, "#fire-banner", "data-sounding").await?.as_str() == "false")
+            .then_some(())
+    })
+    .await;
+    assert!(banner_shown().await.is_some(), "the banner stays while the fire is open");
+
+    // The detail: red title, devices by kind and state in Chinese; record a real fire.
+    browser.find(Locator::Css(&fire_row)).await.unwrap().click().await.unwrap();
+    until(&demo, Duration::from_secs(10), "the case detail", || async {
+        (attr(&browser, "#detail", "data-case").await.as_deref() == Some(case_id.as_str())).then_some(())
+    })
+    .await;
+    let devices = text(&browser, "#detail-devices").await;
+    assert!(devices.contains("烟感") && devices.contains("报警中"), "{devices}");
+    assert!(!devices.contains("ACTIVE") && !devices.contains("latched"), "{devices}");
+    submit_form(&browser, "act-dispose", &[("outcome", "real_fire")]).await;
+    until(&demo, Duration::from_secs(10), "the disposition in the timeline", || async {
+        exists(&browser, "#detail-timeline li[data-transition=disposed]").await.then_some(())
+    })
+    .await;
+    // Before trying, the close form lists what is missing: the latched detectors, by name,
+    // each with why it cannot be reset yet.
+    let missing = until(&demo, Duration::from_secs(10), "the list of what closing still needs", || async {
+        let missing = text(&browser, "#close-missing").await;
+        missing.contains("仍在报警").then_some(missing)
+    })
+    .await;
+    let latched: Vec<String> = case["alarms"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|d| missing.contains(d.as_str()))
+        .cloned()
+        .collect();
+    assert!(!latched.is_empty(), "the list names the case's devices: {missing}");
+
+    // Closing anyway: refused (409), and the form keeps everything typed.
+    let report = "二楼厨房起火，志愿消防队已到场扑救";
+    let order = "更换 3 号楼二楼烟感";
+    browser.find(Locator::Css("#act-close [name=report]")).await.unwrap().send_keys(report).await.unwrap();
+    browser.find(Locator::Css("#act-close [name=work_order]")).await.unwrap().send_keys(order).await.unwrap();
+    browser.find(Locator::Css("#act-close [name=resident_informed]")).await.unwrap().click().await.unwrap();
+    browser.find(Locator::Css("#act-close button")).await.unwrap().click().await.unwrap();
+    let refusal = until(&demo, Duration::from_secs(10), "the refusal shown", || async {
+        let shown = text(&browser, "#action-error").await;
+        (!shown.is_empty()).then_some(shown)
+    })
+    .await;
+    assert!(
+        refusal.contains("复位") && refusal.contains(&latched[0]),
+        "a Chinese refusal naming devices: {refusal}"
+    );
+    assert!(!refusal.contains("latched alarms"), "no English server sentence: {refusal}");
+    let kept = script(
+        &browser,
+        "const f = document.querySelector('#act-close'); \
+         return [f.report.value, f.work_order.value, f.resident_informed.checked];",
+    )
+    .await;
+    assert_eq!(kept, serde_json::json!([report, order, true]), "the close form keeps what was typed");
+    // The refusal the console translated: a stable code and the devices, status 409 as ever.
+    let close = serde_json::json!({
+        "command": "close",
+        "feedback": {"report": report, "work_orders": [], "resident_informed": true},
+    });
+    let (status, refused) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/cases/{case_id}/actions"),
+            Some(&officer.token),
+            Some(close),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "latched_devices", "{refused}");
+    assert!(
+        refused["error"]["devices"].as_array().is_some_and(|d| d.iter().any(|d| d == latched[0].as_str())),
+        "{refused}"
+    );
+    assert_eq!(attr(&browser, "#detail", "data-stage").await.as_deref(), Some("handling"));
+    // The whole detail in one picture: a tall window, scrolled to the top.
+    browser.set_window_size(1280, 1700).await.unwrap();
+    script(&browser, "window.scrollTo(0, 0);").await;
+    screenshot(&browser, "console-fire-detail").await;
+    browser.set_window_size(1280, 900).await.unwrap();
+
+    // The wall, on a big screen: map, open fires, counts by stage, overdue cases.
+    browser.set_window_size(1920, 1080).await.unwrap();
+    browser.goto(&format!("{base}/console/wall")).await.unwrap();
+    until(&demo, Duration::from_secs(20), "the wall with the fire", || async {
+        exists(&browser, &format!("#wall-fires .fire[data-case='{case_id}']")).await.then_some(())
+    })
+    .await;
+    assert!(exists(&browser, "#wall-map circle.fire").await, "the map shows the fire");
+    let handling: u32 = text(&browser, "#wall-stages [data-stage=handling] .n").await.trim().parse().unwrap();
+    assert!(handling >= 1, "the handling count includes the fire");
+    screenshot(&browser, "console-wall").await;
+    browser.close().await.unwrap();
 }

@@ -65,6 +65,7 @@ impl AlarmLoop {
         ingest: Arc<Ingest>,
         metrics: Arc<Metrics>,
         mqtt: &MqttConfig,
+        site: Arc<crate::site::Site>,
     ) -> Result<AlarmLoop, LaunchError> {
         cfg.engine.validate().map_err(LaunchError::Invalid)?;
         if let Some(desk) = &cfg.unplaced_desk {
@@ -186,6 +187,15 @@ impl AlarmLoop {
             series,
             sound,
             console_url: cfg.console_url.clone(),
+            pages: super::service::PageContext {
+                time_zone: cfg.time_zone,
+                address: {
+                    let site = site.clone();
+                    Arc::new(move |building: &str| {
+                        site.building(building).map(|(b, _)| b.address.to_string())
+                    })
+                },
+            },
             pending: pending.clone(),
             console_only,
             retention: cfg.retention,

@@ -47,6 +47,10 @@ pub struct AlertingConfig {
     /// links in notifications: they open `<console>/cases/<id>`.
     #[serde(default)]
     pub console_url: Option<String>,
+    /// The officers' time zone (IANA name): the console shows every time in it, and pages
+    /// give their deadlines in it (`请于 12-02 08:57 前响应 (Asia/Shanghai)`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: chrono_tz::Tz,
     /// The desk (`street:Fuhai`, `district:Xishan` ...) that answers for alarms, faults and
     /// camera fire events of devices the registry does not know. Default: the street of the
     /// village the device's topic names (the street of the village's registered buildings;
@@ -76,6 +80,10 @@ fn default_linkage_resend() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_time_zone() -> chrono_tz::Tz {
+    chrono_tz::Asia::Shanghai
+}
+
 fn default_district() -> String {
     "district".into()
 }
@@ -94,6 +102,7 @@ impl Default for AlertingConfig {
             routes: BTreeMap::new(),
             retention: default_retention(),
             console_url: None,
+            time_zone: default_time_zone(),
             unplaced_desk: None,
             linkage_resend: default_linkage_resend(),
             engine: firegrid_alerting::Config::default(),

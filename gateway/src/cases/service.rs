@@ -125,6 +125,8 @@ pub struct Wiring {
     pub sound: Sounder,
     /// Link to the console, for notification texts.
     pub console_url: Option<String>,
+    /// What pages say beyond the case: the building's address, deadlines in local time.
+    pub pages: PageContext,
     /// Notifications waiting for delivery results: id → targets not yet failed.
     pub pending: Arc<Mutex<HashMap<u64, usize>>>,
     /// How long closed cases are kept.
@@ -648,7 +650,7 @@ impl Worker {
             }
             return;
         }
-        let msg = message(n, at, self.wiring.console_url.as_deref());
+        let msg = message(n, at, self.wiring.console_url.as_deref(), &self.wiring.pages);
         self.wiring.pending.lock().unwrap().insert(n.id, targets.len());
         let outbox = self.wiring.outbox.clone();
         if let Err(error) = self.wiring.runtime.block_on(outbox.enqueue(&msg, &targets)) {
@@ -681,8 +683,34 @@ impl Worker {
     }
 }
 
+/// A building's address by building id (from the registry), for pages.
+pub type AddressOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a page says besides the case itself.
+#[derive(Clone)]
+pub struct PageContext {
+    /// The officers' time zone, for deadlines.
+    pub time_zone: chrono_tz::Tz,
+    /// The building's address.
+    pub address: AddressOf,
+}
+
+impl PageContext {
+    /// Deadlines in `time_zone`, no addresses (no registry).
+    pub fn without_addresses(time_zone: chrono_tz::Tz) -> PageContext {
+        PageContext { time_zone, address: Arc::new(|_| None) }
+    }
+}
+
+/// `12-02 08:57`: Unix ms as month, day and minute in `zone`. The zone's name goes next to
+/// it in the page, so that nobody reads it as UTC.
+pub fn local_minute(at_ms: Millis, zone: chrono_tz::Tz) -> String {
+    let utc = chrono::DateTime::from_timestamp_millis(at_ms as i64).unwrap_or_default();
+    utc.with_timezone(&zone).format("%m-%d %H:%M").to_string()
+}
+
 /// The human message for a notification.
-pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
+pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &PageContext) -> Message {
     use firegrid_alerting::NotifyReason::*;
     let why = match n.reason {
         Opened => "新警情 new case",
@@ -699,11 +727,11 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
     let building = if n.unverified { "未登记设备 unplaced device" } else { place.building.as_str() };
     let title = format!("{} {} {}", building, n.kind.as_str(), why);
     let names = [&place.street, &place.community, &place.grid, &place.building];
-    let mut text = format!(
-        "{}; devices: {}",
-        names.iter().filter(|n| !n.is_empty()).map(|n| n.as_str()).collect::<Vec<_>>().join(" / "),
-        n.devices.join(", ")
-    );
+    let mut text = names.iter().filter(|n| !n.is_empty()).map(|n| n.as_str()).collect::<Vec<_>>().join(" / ");
+    if let Some(address) = (!n.unverified).then(|| (pages.address)(&place.building)).flatten() {
+        text.push_str(&format!("; 地址 address: {address}"));
+    }
+    text.push_str(&format!("; 设备 devices: {}", n.devices.join(", ")));
     if n.unverified {
         text.push_str(
             "; 未核实 unverified: the registry does not know this device (place it from the console)",
@@ -713,7 +741,12 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>) -> Message {
         text.push_str("; chattering device (频繁误报)");
     }
     if let Some(deadline) = n.deadline {
-        text.push_str(&format!("; answer by {}", crate::notify::message::timestamp(deadline)));
+        let zone = pages.time_zone;
+        text.push_str(&format!(
+            "; 请于 {} 前响应 ({}) answer by then",
+            local_minute(deadline, zone),
+            zone.name()
+        ));
     }
     Message {
         notification_id: n.id,
@@ -754,9 +787,13 @@ mod tests {
     #[test]
     fn an_unplaced_device_pages_as_unverified_without_empty_places() {
         let street = Location { district: "Xishan".into(), street: "Fuhai".into(), ..Location::default() };
-        let m = message(&notification(street, true), 0, None);
+        let pages = PageContext {
+            time_zone: chrono_tz::Asia::Shanghai,
+            address: Arc::new(|b| (b == "A1").then(|| "富海村 3 号".to_owned())),
+        };
+        let m = message(&notification(street, true), 0, None, &pages);
         assert_eq!(m.title, "未登记设备 unplaced device fire 新警情 new case");
-        assert!(m.text.starts_with("Fuhai; devices: x1; 未核实 unverified"), "{}", m.text);
+        assert!(m.text.starts_with("Fuhai; 设备 devices: x1; 未核实 unverified"), "{}", m.text);
         let placed = Location {
             district: "Xishan".into(),
             street: "Fuhai".into(),
@@ -764,8 +801,22 @@ mod tests {
             grid: "G1".into(),
             building: "A1".into(),
         };
-        let m = message(&notification(placed, false), 0, None);
+        let m = message(&notification(placed, false), 0, None, &pages);
         assert_eq!(m.title, "A1 fire 新警情 new case");
-        assert_eq!(m.text, "Fuhai / C1 / G1 / A1; devices: x1");
+        assert_eq!(m.text, "Fuhai / C1 / G1 / A1; 地址 address: 富海村 3 号; 设备 devices: x1");
+    }
+
+    /// The deadline in the officers' zone with the zone named, not in UTC: 2026-12-02T00:57:08Z
+    /// is 08:57 in Shanghai.
+    #[test]
+    fn a_deadline_is_given_on_the_officers_clock() {
+        let check = |zone: chrono_tz::Tz, expected: &str| {
+            let mut n = notification(Location::default(), false);
+            n.deadline = Some(1_796_173_028_000);
+            let m = message(&n, 0, None, &PageContext::without_addresses(zone));
+            assert!(m.text.ends_with(expected), "{}", m.text);
+        };
+        check(chrono_tz::Asia::Shanghai, "; 请于 12-02 08:57 前响应 (Asia/Shanghai) answer by then");
+        check(chrono_tz::UTC, "; 请于 12-02 00:57 前响应 (UTC) answer by then");
     }
 }

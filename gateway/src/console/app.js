@@ -13,25 +13,37 @@ const TEXT = {
     dispatch: '派员', verify: '核实', dispose: '定性', close: '结案反馈', note: '备注',
     shelve: '屏蔽', reset_latch: '复位', assignee: '派往人员/队伍', finding: '核实结果',
     report: '处置情况', work_order: '后续工单（可选）', resident_informed: '已告知住户',
-    reason: '屏蔽原因', m_camera: '视频核实', m_on_site: '现场核实', m_phone: '电话核实',
-    o_real_fire: '真实火警', o_false_alarm: '误报', o_drill: '演练/测试', o_no_access: '无法进入',
-    o_resolved: '已处理', c_cooking: '烹饪', c_steam: '水汽', c_dust: '灰尘', c_smoking: '吸烟',
-    c_insects: '虫', c_device_fault: '设备故障', c_malicious: '恶意', c_other: '其他',
-    sev_fire: '火警', sev_pre_alarm: '预警', sev_water: '水压/水位', sev_communication_loss: '通信中断',
-    sev_offline: '离线', sev_fault: '故障', other_case: '其他警情', quiet: '正常',
-    stage_warning: '预警', stage_response: '响应', stage_handling: '应案', stage_feedback: '反馈',
-    level_grid: '网格', level_community: '社区', level_street: '街道', level_district: '区',
+    reason: '屏蔽原因', other_case: '其他警情', quiet: '正常',
     building: '建筑', grid: '网格', devices: '设备', state: '状态',
-    escalates_in: '升级倒计时', overdue: '已超时', handle_in: '处置时限', closed: '已结案',
+    escalates_in: '升级倒计时', remind_in: '催办倒计时', overdue: '已超时', handle_in: '处置时限', closed: '已结案',
     live: '实时', offline_feed: '连接中断，重连中', confirmed: '已确认火警', drill: '演练',
     no_camera: '附近没有登记的摄像头。', no_event: '暂无事件', distance: '距离', snapshot: '抓拍',
     reached: '已通知', acked_by: '响应人', read_only: '只读权限', bad_token: '令牌无效',
-    t_opened: '立案', t_confirmed: '确认火警', t_spread: '蔓延', t_escalated: '升级',
-    t_alarm_changed: '报警变化', t_chattering: '频繁报警', t_stale: '长时间报警', t_acknowledged: '响应',
-    t_dispatched: '派员', t_verified: '核实', t_disposed: '定性', t_closed: '结案', t_noted: '备注',
-    t_shelved: '屏蔽', t_unshelved: '取消屏蔽', t_latch_reset: '复位', t_delivery_failed: '通知失败',
-    t_placed: '已登记位置', unplaced: '未登记设备', unplaced_flood: '大量未登记设备', unverified: '未核实',
+    unplaced: '未登记设备', unplaced_flood: '大量未登记设备', unverified: '未核实',
     place_device: '登记设备位置', building_id: '建筑编号',
+    fire_now: '火警', since_alarm: '报警已', address: '地址', silence: '静音', open_case: '查看',
+    fire_acked: '已响应', stage: '阶段', at_level: '当前层级', tap_for_sound: '点击任意处开启警报声',
+    p_open: '（', p_close: '）', p_comma: '，', p_colon: '：', p_list: '、', p_semi: '；',
+    open_fires: '未结火警', no_fire: '当前没有火警', overdue_cases: '超时案件', none_overdue: '没有超时案件',
+    close_needs: '结案前还需要：', need_disposition: '尚未定性：先在上方记录定性', need_reset: '锁存未复位',
+    can_reset: '已恢复，可以复位', cannot_reset: '仍在报警，设备恢复后才能复位', reset_device: '复位',
+    reset_all: '复位已恢复的设备', reset_done: '已复位：{done}', reset_left: '{devices} 仍在报警，未复位，设备恢复后再复位',
+    not_durable: '已执行，但网关磁盘暂时无法写入：操作尚未保存，磁盘恢复后自动保存',
+    st_active: '报警中', st_cleared: '已恢复', st_latched: '锁存未复位', st_shelved: '屏蔽至', channel: '通道',
+    cam_active: '进行中', cam_ended: '已结束', confidence: '置信度', until: '至', time_zone: '时区',
+    err_latched_devices: '结案前请先复位这些设备：{devices}',
+    err_still_active: '{devices} 仍在报警，设备恢复后才能复位',
+    err_nothing_to_reset: '没有可复位的设备：仍在报警的设备需等其恢复',
+    err_not_disposed: '请先定性，再结案', err_closed: '案件已结案，只能添加备注',
+    err_already_acknowledged: '此案件已有人响应', err_not_found: '案件不存在',
+    err_out_of_scope: '该案件不在您的辖区内', err_read_only: '您的权限只能查看，不能操作',
+    err_role: '只有值班员和指挥员可以执行此操作', err_invalid: '填写的内容无效，请检查必填项',
+    err_unknown_device: '{devices} 不属于此案件', err_not_shelved: '{devices} 未被屏蔽',
+    err_unauthenticated: '令牌无效或已失效', err_no_directory: '网关未配置值班人员名录，无法登录',
+    err_bad_json: '请求格式错误', err_bad_query: '请求格式错误',
+    err_not_unplaced: '此案件不是单个未登记设备的案件', err_no_registry: '网关未配置设备登记表，无法登记位置',
+    err_registry: '设备登记表读写失败，请稍后重试', err_store: '案件存储暂不可用，请稍后重试',
+    err_stopped: '告警服务已停止', err_network: '无法连接网关，请检查网络', err_unknown: '操作失败（{status}）',
   },
   en: {
     title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
@@ -42,37 +54,72 @@ const TEXT = {
     close: 'Close with feedback', note: 'Note', shelve: 'Shelve', reset_latch: 'Reset latch',
     assignee: 'Who goes', finding: 'What was found', report: 'What happened and what was done',
     work_order: 'Follow-up work order (optional)', resident_informed: 'Resident informed',
-    reason: 'Why shelve', m_camera: 'By camera', m_on_site: 'On site', m_phone: 'By phone',
-    o_real_fire: 'Real fire', o_false_alarm: 'False alarm', o_drill: 'Drill / test',
-    o_no_access: 'No access', o_resolved: 'Resolved', c_cooking: 'Cooking', c_steam: 'Steam',
-    c_dust: 'Dust', c_smoking: 'Smoking', c_insects: 'Insects', c_device_fault: 'Device fault',
-    c_malicious: 'Malicious', c_other: 'Other', sev_fire: 'Fire', sev_pre_alarm: 'Pre-alarm',
-    sev_water: 'Water', sev_communication_loss: 'Communication loss', sev_offline: 'Offline',
-    sev_fault: 'Fault', other_case: 'Other case', quiet: 'Quiet', stage_warning: 'Warning',
-    stage_response: 'Response', stage_handling: 'Handling', stage_feedback: 'Feedback',
-    level_grid: 'Grid', level_community: 'Community', level_street: 'Street', level_district: 'District',
+    reason: 'Why shelve', other_case: 'Other case', quiet: 'Quiet',
     building: 'Building', grid: 'Grid', devices: 'Devices', state: 'State',
-    escalates_in: 'Escalates in', overdue: 'Overdue by', handle_in: 'Handling due in', closed: 'Closed',
+    escalates_in: 'Escalates in', remind_in: 'Reminder in', overdue: 'Overdue by', handle_in: 'Handling due in',
+    closed: 'Closed',
     live: 'Live', offline_feed: 'Feed lost, reconnecting', confirmed: 'Confirmed fire', drill: 'Drill',
     no_camera: 'No registered camera nearby.', no_event: 'No event yet', distance: 'distance',
     snapshot: 'snapshot', reached: 'notified', acked_by: 'Acknowledged by', read_only: 'Read-only role',
-    bad_token: 'Token not accepted',
-    t_opened: 'Opened', t_confirmed: 'Confirmed fire', t_spread: 'Spread', t_escalated: 'Escalated',
-    t_alarm_changed: 'Alarm changed', t_chattering: 'Chattering', t_stale: 'Stale', t_acknowledged: 'Acknowledged',
-    t_dispatched: 'Dispatched', t_verified: 'Verified', t_disposed: 'Disposition', t_closed: 'Closed',
-    t_noted: 'Note', t_shelved: 'Shelved', t_unshelved: 'Unshelved', t_latch_reset: 'Latch reset',
-    t_delivery_failed: 'Delivery failed', t_placed: 'Placed', unplaced: 'Unplaced device',
+    bad_token: 'Token not accepted', unplaced: 'Unplaced device',
     unplaced_flood: 'Unplaced flood', unverified: 'unverified', place_device: 'Place the device',
     building_id: 'Building id',
+    fire_now: 'FIRE', since_alarm: 'alarm', address: 'Address', silence: 'Silence', open_case: 'Open',
+    fire_acked: 'Acknowledged', stage: 'Stage', at_level: 'At', tap_for_sound: 'Tap anywhere to turn the alarm sound on',
+    p_open: ' (', p_close: ')', p_comma: ', ', p_colon: ': ', p_list: ', ', p_semi: '; ',
+    open_fires: 'Open fires', no_fire: 'No fire now', overdue_cases: 'Overdue cases', none_overdue: 'No overdue case',
+    close_needs: 'Before closing:', need_disposition: 'No disposition yet: record one above', need_reset: 'latched, not reset',
+    can_reset: 'cleared, can be reset', cannot_reset: 'still in alarm; it can be reset once it has cleared',
+    reset_device: 'Reset', reset_all: 'Reset the cleared devices', reset_done: 'Reset: {done}',
+    reset_left: '{devices} still in alarm, not reset; reset it once it has cleared',
+    not_durable: 'Carried out, but the gateway cannot write to its disk: not stored yet; it is stored when the disk recovers',
+    st_active: 'In alarm', st_cleared: 'Cleared', st_latched: 'Latched, not reset', st_shelved: 'Shelved until',
+    channel: 'Channel', cam_active: 'ongoing', cam_ended: 'ended', confidence: 'confidence', until: 'until',
+    time_zone: 'Time zone',
+    err_latched_devices: 'Reset these devices before closing: {devices}',
+    err_still_active: '{devices} still reports the alarm; it can be reset once it has cleared',
+    err_nothing_to_reset: 'Nothing to reset: devices still in alarm can be reset once they clear',
+    err_not_disposed: 'Record a disposition before closing', err_closed: 'The case is closed; only notes may be added',
+    err_already_acknowledged: 'Someone already acknowledged this case', err_not_found: 'No such case',
+    err_out_of_scope: 'This case is outside your scope', err_read_only: 'Your role may read cases, not act on them',
+    err_role: 'Only duty officers and commanders may do this', err_invalid: 'Not valid: {message}',
+    err_unknown_device: '{devices} is not part of this case', err_not_shelved: '{devices} is not shelved',
+    err_unauthenticated: 'Token not accepted or expired', err_no_directory: 'The gateway has no officer directory',
+    err_bad_json: 'Malformed request', err_bad_query: 'Malformed request',
+    err_not_unplaced: 'Not the case of one unplaced device', err_no_registry: 'The gateway has no registry file',
+    err_registry: 'Cannot read or write the registry; try again', err_store: 'The case store is unavailable; try again',
+    err_stopped: 'The alarm loop has stopped', err_network: 'Cannot reach the gateway', err_unknown: 'Failed ({status})',
   },
 };
+
+// The field's words (stages, severities, levels, dispositions, causes, device kinds ...) come
+// from the glossary the gateway titles its pages with, /console/glossary.json, merged into TEXT
+// under these prefixes: one word for one thing on the console and in the pages.
+const GLOSSARY_PREFIX = {
+  stage: 'stage_', severity: 'sev_', level: 'level_', outcome: 'o_', cause: 'c_', method: 'm_',
+  device_kind: 'kind_', camera_event: 'ev_', transition: 't_',
+};
+
+async function loadGlossary() {
+  const res = await fetch('/console/glossary.json');
+  const glossary = await res.json();
+  for (const [group, terms] of Object.entries(glossary)) {
+    const prefix = GLOSSARY_PREFIX[group];
+    if (!prefix) continue;
+    for (const [name, term] of Object.entries(terms)) {
+      TEXT.zh[prefix + name] = term.zh;
+      TEXT.en[prefix + name] = term.en;
+    }
+  }
+}
 
 const SEVERITY_RANK = { fire: 6, pre_alarm: 5, water: 4, communication_loss: 3, offline: 2, fault: 1 };
 // Transitions that call for the officer's attention: a sound and a flash.
 const LOUD = new Set(['opened', 'confirmed', 'spread', 'escalated', 'reminder', 'handling_overdue']);
 
 const state = {
-  lang: localStorage.getItem('firegrid.lang') || (navigator.language.startsWith('zh') ? 'zh' : 'en'),
+  // Chinese unless this browser chose English with the switch (remembered here).
+  lang: localStorage.getItem('firegrid.lang') === 'en' ? 'en' : 'zh',
   token: sessionStorage.getItem('firegrid.token'),
   me: null,
   cases: [],
@@ -83,6 +130,9 @@ const state = {
   audio: null,
   feed: null,
   refresh: null,
+  // Fire cases whose siren this officer silenced here (the banner stays until the case closes).
+  silenced: new Set(),
+  sirens: 0,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -105,14 +155,49 @@ function translate() {
 async function api(path, options = {}) {
   const headers = { Authorization: `Bearer ${state.token}` };
   if (options.body) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, { ...options, headers });
+  let res;
+  try {
+    res = await fetch(path, { ...options, headers });
+  } catch (_) {
+    const error = new Error('network');
+    error.code = 'network';
+    throw error;
+  }
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
-    const error = new Error(body.message || `${res.status} ${res.statusText}`);
+    // {"error": {"code", "message", "devices"}}: the code picks the officer's sentence.
+    const e = body.error || {};
+    const error = new Error(e.message || `${res.status} ${res.statusText}`);
     error.status = res.status;
+    error.code = e.code || 'unknown';
+    error.devices = e.devices || [];
     throw error;
   }
   return body;
+}
+
+// A device as officers know it: what it is and its id (烟感 sd-3; a camera's channel as
+// 摄像头 cam-1 通道 2).
+function deviceName(id) {
+  const [base, channel] = String(id).split('/');
+  const d = state.detail?.building?.devices.find((x) => x.id === base);
+  const ch = channel?.match(/^ch(\d+)$/);
+  const name = ch ? `${base} ${t('channel')} ${ch[1]}` : id;
+  return d ? `${t(`kind_${d.kind}`)} ${name}` : name;
+}
+
+function errorText(error) {
+  const key = `err_${error.code || 'unknown'}`;
+  const text = TEXT[state.lang][key] ?? t('err_unknown');
+  return text
+    .replace('{devices}', (error.devices || []).map(deviceName).join(t('p_list')))
+    .replace('{message}', error.message || '')
+    .replace('{status}', error.status || '');
+}
+
+function scopeText(scope) {
+  const [level, name] = String(scope).split(':');
+  return name ? `${t(`level_${level}`)} ${name}` : scope;
 }
 
 // ---- sign in / out ----
@@ -124,18 +209,26 @@ async function signIn(token) {
   } catch (error) {
     state.token = null;
     sessionStorage.removeItem('firegrid.token');
-    $('#login-error').textContent = `${t('bad_token')}: ${error.message}`;
+    $('#login-error').textContent = `${t('bad_token')}${t('p_colon')}${errorText(error)}`;
     return;
   }
   sessionStorage.setItem('firegrid.token', token);
+  state.timeZone = state.me.time_zone || Intl.DateTimeFormat().resolvedOptions().timeZone;
+  state.formats = {};
   $('#login').hidden = true;
   $('#app').hidden = false;
   $('#logout').hidden = false;
   $('#sound').hidden = false;
   $('#live').hidden = false;
-  $('#who').textContent = `${state.me.id} · ${state.me.scope}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
+  showWho();
   $('#actions').hidden = !state.me.may_act;
   await Promise.all([loadCases(), loadBuildings()]);
+  renderBanner();
+  if (state.wall) {
+    showView('wall');
+    renderMap();
+    renderWall();
+  }
   follow();
   // A notification link (/console/cases/<id>) opens on its case once signed in.
   const linked = location.pathname.match(/^\/console\/cases\/(\d+)$/);
@@ -143,9 +236,15 @@ async function signIn(token) {
     try {
       await openCase(Number(linked[1]));
     } catch (error) {
-      $('#action-error').textContent = error.message;
+      $('#action-error').textContent = errorText(error);
     }
   }
+}
+
+function showWho() {
+  if (!state.me) return;
+  $('#who').textContent = `${state.me.id} · ${scopeText(state.me.scope)}${state.me.may_act ? '' : ` · ${t('read_only')}`}`;
+  $('#zone').textContent = `${t('time_zone')} ${state.timeZone}`;
 }
 
 function signOut() {
@@ -173,20 +272,24 @@ function refreshSoon() {
 
 function due(c, now = Date.now()) {
   if (c.stage === 'feedback') return null;
-  if (c.stage === 'warning' && c.ack_due) return { key: 'escalates_in', at: c.ack_due };
+  // The district is the top desk: nothing escalates further, its deadline brings a reminder.
+  if (c.stage === 'warning' && c.ack_due) return { key: c.level === 'district' ? 'remind_in' : 'escalates_in', at: c.ack_due };
   if (c.handle_due) return { key: 'handle_in', at: c.handle_due };
   return null;
+}
+
+function span(seconds) {
+  const abs = Math.abs(seconds);
+  return abs >= 3600
+    ? `${Math.floor(abs / 3600)}h ${String(Math.floor(abs / 60) % 60).padStart(2, '0')}m`
+    : `${Math.floor(abs / 60)}:${String(abs % 60).padStart(2, '0')}`;
 }
 
 function countdown(c) {
   const d = due(c);
   if (!d) return { text: c.stage === 'feedback' ? t('closed') : '', late: false };
   const left = Math.round((d.at - Date.now()) / 1000);
-  const abs = Math.abs(left);
-  const clock = abs >= 3600
-    ? `${Math.floor(abs / 3600)}h ${String(Math.floor(abs / 60) % 60).padStart(2, '0')}m`
-    : `${Math.floor(abs / 60)}:${String(abs % 60).padStart(2, '0')}`;
-  return left >= 0 ? { text: `${t(d.key)} ${clock}`, late: false } : { text: `${t('overdue')} ${clock}`, late: true };
+  return left >= 0 ? { text: `${t(d.key)} ${span(left)}`, late: false } : { text: `${t('overdue')} ${span(left)}`, late: true };
 }
 
 function where(c) {
@@ -210,7 +313,7 @@ function renderCases() {
       el('span', { className: 'where' }, `#${c.id} ${where(c)}`),
       due,
       el('span', { className: 'meta' },
-        `${t(`stage_${c.stage}`)} · ${t(`level_${c.level}`)} · ${Object.keys(c.alarms).length} ${t('devices')}`));
+        `${t('stage')} ${t(`stage_${c.stage}`)} · ${t('at_level')} ${t(`level_${c.level}`)} · ${Object.keys(c.alarms).length} ${t('devices')}`));
     item.dataset.case = c.id;
     item.dataset.severity = c.severity;
     item.dataset.stage = c.stage;
@@ -220,10 +323,128 @@ function renderCases() {
     list.append(item);
   }
   state.fresh.clear();
+  renderBanner();
+  renderWall();
   tick();
 }
 
+// ---- a fire takes over the console ----
+
+function openFires() {
+  return state.cases.filter((c) => c.severity === 'fire' && c.stage !== 'feedback');
+}
+
+// A fire nobody acknowledged yet, and whose siren this officer did not silence: it sounds.
+function sounding(c) {
+  return c.stage === 'warning' && !c.drill && !state.silenced.has(c.id);
+}
+
+function renderBanner() {
+  const fires = openFires();
+  const banner = $('#fire-banner');
+  // On the wall the fires fill the screen themselves.
+  banner.hidden = fires.length === 0 || state.wall;
+  document.body.classList.toggle('on-fire', fires.length > 0);
+  const list = $('#fire-list');
+  list.replaceChildren();
+  for (const c of fires) {
+    const b = state.buildings.find((x) => x.id === c.location.building);
+    const buttons = el('span', { className: 'fire-actions' });
+    if (c.stage === 'warning' && state.me?.may_act) {
+      const ack = el('button', { type: 'button', className: 'ack' }, t('acknowledge'));
+      ack.addEventListener('click', () => acknowledgeFire(c.id));
+      buttons.append(ack);
+    }
+    if (sounding(c)) {
+      const hush = el('button', { type: 'button', className: 'hush' }, t('silence'));
+      hush.addEventListener('click', () => { state.silenced.add(c.id); renderBanner(); });
+      buttons.append(hush);
+    }
+    const open = el('button', { type: 'button', className: 'open' }, t('open_case'));
+    open.addEventListener('click', () => openCase(c.id));
+    buttons.append(open);
+    const row = el('div', { className: `fire${c.stage === 'warning' ? ' unacked' : ''}` },
+      el('strong', { className: 'fire-what' },
+        `${t('fire_now')} #${c.id}${c.drill ? ` · ${t('drill')}` : ''}${c.stage === 'warning' ? '' : ` · ${t('fire_acked')}`}`),
+      el('span', { className: 'fire-building' }, c.unplaced ? where(c) : c.location.building),
+      el('span', { className: 'fire-address' }, b ? `${t('address')} ${b.address}` : ''),
+      el('span', { className: 'fire-grid' }, `${t('grid')} ${c.location.grid || '—'} · ${c.location.community || c.location.street || ''}`),
+      el('span', { className: 'fire-since' }),
+      buttons);
+    row.dataset.case = c.id;
+    row.dataset.stage = c.stage;
+    list.append(row);
+  }
+  banner.dataset.sounding = fires.some(sounding);
+}
+
+async function acknowledgeFire(id) {
+  $('#fire-error').textContent = '';
+  try {
+    await api(`/api/v1/cases/${id}/actions`, { method: 'POST', body: JSON.stringify({ command: 'acknowledge' }) });
+  } catch (error) {
+    $('#fire-error').textContent = errorText(error);
+  }
+  await loadCases().catch(() => {});
+  if (state.detail?.case.id === id) await openCase(id).catch(() => {});
+}
+
+// A two-tone siren, synthesised (no audio file to load): 960 Hz and 770 Hz, 0.4 s each, the
+// pattern of a fire appliance, loud enough to wake a dozing officer and unlike the short
+// beep of other cases.
+function siren() {
+  if (!state.sound) return;
+  try {
+    state.audio = state.audio || new AudioContext();
+    if (state.audio.state === 'suspended') {
+      state.audio.resume().catch(() => {});
+      $('#sound-hint').hidden = false;
+    } else {
+      $('#sound-hint').hidden = true;
+    }
+    const now = state.audio.currentTime;
+    const osc = state.audio.createOscillator();
+    const gain = state.audio.createGain();
+    osc.type = 'square';
+    osc.frequency.setValueAtTime(960, now);
+    osc.frequency.setValueAtTime(770, now + 0.4);
+    osc.frequency.setValueAtTime(960, now + 0.8);
+    osc.frequency.setValueAtTime(770, now + 1.2);
+    gain.gain.value = 0.15;
+    osc.connect(gain).connect(state.audio.destination);
+    osc.start(now);
+    osc.stop(now + 1.6);
+    state.sirens += 1;
+    $('#fire-banner').dataset.sirens = state.sirens;
+  } catch (_) { /* no audio device: the banner and the title still show */ }
+}
+
+// Every two seconds while a fire sounds: the siren again, until acknowledged or silenced.
+function sirenLoop() {
+  if (openFires().some(sounding)) siren();
+}
+
+function fireTick() {
+  const fires = openFires();
+  const now = Date.now();
+  document.querySelectorAll('#fire-list .fire').forEach((row) => {
+    const c = fires.find((x) => String(x.id) === row.dataset.case);
+    if (c) row.querySelector('.fire-since').textContent = `${t('since_alarm')} ${span(Math.round((now - c.opened) / 1000))}`;
+  });
+  // The tab's title flashes while a fire is unacknowledged, so that a console in a background
+  // tab or a minimised window still shows it.
+  const loud = fires.filter((c) => c.stage === 'warning');
+  if (loud.length) {
+    const where = loud.map((c) => c.location.building || `#${c.id}`).join(' ');
+    document.title = Math.floor(now / 1000) % 2 ? `🔥【${t('sev_fire')}】${where}` : `████ ${t('sev_fire')} ████`;
+  } else if (document.title !== t('title')) {
+    document.title = t('title');
+  }
+}
+
 function tick() {
+  fireTick();
+  wallTick();
   document.querySelectorAll('#cases li').forEach((item) => {
     const c = state.cases.find((x) => String(x.id) === item.dataset.case);
     if (!c) return;
@@ -248,8 +469,18 @@ async function openCase(id) {
   showView('detail');
 }
 
-function fmtTime(ms) {
-  return new Date(ms).toLocaleString(state.lang === 'zh' ? 'zh-CN' : 'en-GB', { hour12: false });
+// Every time on the officers' clock: the deployment's zone (`[alerting] time_zone`, served by
+// /api/v1/me), whatever zone the browser's machine is set to.
+function fmtTime(ms, short = false) {
+  const key = `${state.lang}-${short}`;
+  state.formats = state.formats || {};
+  if (!state.formats[key]) {
+    const options = short
+      ? { timeZone: state.timeZone, month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }
+      : { timeZone: state.timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' };
+    state.formats[key] = new Intl.DateTimeFormat(state.lang === 'zh' ? 'zh-CN' : 'en-GB', options);
+  }
+  return state.formats[key].format(new Date(ms));
 }
 
 function renderDetail() {
@@ -257,8 +488,9 @@ function renderDetail() {
   const section = $('#detail');
   section.dataset.case = c.id;
   section.dataset.stage = c.stage;
+  section.dataset.severity = c.severity;
   $('#detail-title').textContent = `#${c.id} ${t(`sev_${c.severity}`)} · ${where(c)}`;
-  const flags = [t(`stage_${c.stage}`), `${t('reached')}: ${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
+  const flags = [t(`stage_${c.stage}`), `${t('reached')}${t('p_colon')}${c.reached.map((l) => t(`level_${l}`)).join(' → ')}`];
   if (c.confirmed) flags.push(t('confirmed'));
   if (c.drill) flags.push(t('drill'));
   if (c.unplaced) flags.push(`${c.unplaced.flood ? t('unplaced_flood') : t('unplaced')} · ${t('unverified')}`);
@@ -273,23 +505,32 @@ function renderDetail() {
   const listed = building ? building.devices : Object.keys(c.alarms).map((id) => ({ id, kind: '', model: '' }));
   for (const d of listed) {
     const alarm = c.alarms[d.id];
-    const status = alarm
-      ? `${alarm.active ? 'ACTIVE' : 'cleared'}${alarm.latched ? ' · latched' : ''}${alarm.shelved_until ? ' · shelved' : ''}`
-      : '';
-    const item = el('li', {}, `${d.id} ${d.kind} ${d.model} `, el('strong', {}, status));
+    const status = [];
+    if (alarm) {
+      status.push(t(alarm.active ? 'st_active' : 'st_cleared'));
+      if (alarm.latched) status.push(t('st_latched'));
+      if (alarm.shelved_until) status.push(`${t('st_shelved')} ${fmtTime(alarm.shelved_until, true)}`);
+    }
+    const kind = d.kind ? t(`kind_${d.kind}`) : '';
+    const item = el('li', {}, `${d.id} ${kind} ${d.model} `, el('strong', {}, status.join(' · ')));
+    item.dataset.device = d.id;
+    if (alarm?.active) item.classList.add('in-alarm');
+    if (alarm?.latched) item.append(...latchControls(d.id, alarm));
     devices.append(item);
   }
+  renderCloseNeeds(c);
 
   const cam = $('#detail-camera');
   if (!camera) {
     cam.textContent = t('no_camera');
   } else {
     const latest = camera.latest;
-    const head = `${camera.device} (${camera.building}, ${t('distance')} ${Math.round(camera.distance_m)} m)`;
+    const head = `${camera.device}${t('p_open')}${camera.building}${t('p_comma')}${t('distance')} ${Math.round(camera.distance_m)} m${t('p_close')}`;
     cam.textContent = latest
-      ? `${head}: ch${latest.channel} ${latest.event} ${latest.active ? 'ACTIVE' : 'ended'} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
+      ? `${head}${t('p_colon')}${t('channel')} ${latest.channel} · ${t(`ev_${latest.event}`)} · ${t(latest.active ? 'cam_active' : 'cam_ended')}`
+        + ` · ${t('confidence')} ${latest.confidence_pct}% · ${fmtTime(latest.at_ms)}`
         + (latest.snapshot ? ` · ${t('snapshot')}: ${latest.snapshot}` : '')
-      : `${head}: ${t('no_event')}`;
+      : `${head}${t('p_colon')}${t('no_event')}`;
   }
 
   const path = $('#detail-path');
@@ -302,11 +543,19 @@ function renderDetail() {
   list.replaceChildren();
   for (const entry of timeline) {
     const k = entry.kind;
-    const extra = k.assignee || k.finding || k.text || k.reason
-      || (k.disposition && (k.disposition.cause ? `${k.disposition.outcome}: ${k.disposition.cause}` : k.disposition.outcome))
-      || (k.feedback && k.feedback.report) || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '');
-    const who = entry.officer || entry.device || '';
-    const item = el('li', {}, `${fmtTime(entry.at)} ${t(`t_${k.transition}`)} ${who} ${extra || ''}`);
+    const disposition = k.disposition
+      && (k.disposition.cause ? `${t(`o_${k.disposition.outcome}`)}${t('p_colon')}${t(`c_${k.disposition.cause}`)}` : t(`o_${k.disposition.outcome}`));
+    const extra = k.assignee || (k.finding && `${t(`m_${k.method}`)}${t('p_colon')}${k.finding}`) || k.text
+      || (k.reason && `${k.reason}${k.until ? ` · ${t('until')} ${fmtTime(k.until, true)}` : ''}`)
+      || disposition || (k.feedback && k.feedback.report)
+      || (k.from ? `${t(`level_${k.from}`)} → ${t(`level_${entry.level}`)}` : '')
+      || (k.building || '');
+    // The device an entry is about (a reset, a shelve, an alarm), and the officer who acted.
+    const parts = [fmtTime(entry.at), t(`t_${k.transition}`)];
+    if (entry.device) parts.push(deviceName(entry.device));
+    if (extra) parts.push(extra);
+    if (entry.officer) parts.push(`· ${entry.officer}`);
+    const item = el('li', {}, parts.join(' '));
     item.dataset.transition = k.transition;
     list.append(item);
   }
@@ -315,37 +564,101 @@ function renderDetail() {
   shelve.replaceChildren(...Object.keys(c.alarms).map((id) => el('option', { value: id }, id)));
   const closed = c.stage === 'feedback';
   $('#act-acknowledge').disabled = c.stage !== 'warning';
+  $('#act-acknowledge').hidden = c.stage !== 'warning';
   for (const form of ['dispatch', 'verify', 'dispose']) {
     $(`#act-${form} button`).disabled = closed || c.stage === 'warning';
   }
   $('#act-close button').disabled = closed || !c.disposition;
   $('#act-shelve button').disabled = closed;
-  $('#act-reset_latch').disabled = !Object.values(c.alarms).some((a) => a.latched);
+  const resettable = Object.values(c.alarms).filter((a) => a.latched && !a.active).length;
+  $('#act-reset_latch').disabled = resettable === 0;
+  $('#act-reset_latch').textContent = `${t('reset_all')}${resettable ? ` (${resettable})` : ''}`;
   $('#act-place').hidden = !c.unplaced || c.unplaced.flood || closed;
-  $('#action-error').textContent = '';
+  // A refusal stays on screen while the officer is on its case (a live refresh does not wipe it).
+  if (state.errorShown !== c.id) {
+    $('#action-error').textContent = '';
+    $('#action-notice').textContent = '';
+  }
   tick();
 }
 
-async function act(body, route = 'actions') {
-  const id = state.detail.case.id;
-  $('#action-error').textContent = '';
-  try {
-    await api(`/api/v1/cases/${id}/${route}`, { method: 'POST', body: JSON.stringify(body) });
-    await openCase(id);
-    await loadCases();
-  } catch (error) {
-    $('#action-error').textContent = error.message;
+// A latched device: a reset button once it has cleared, or why it cannot be reset yet.
+function latchControls(device, alarm) {
+  if (alarm.active) return [el('span', { className: 'why' }, t('cannot_reset'))];
+  const button = el('button', { type: 'button', className: 'reset-one' }, t('reset_device'));
+  button.dataset.device = device;
+  button.addEventListener('click', () => resetLatches(device));
+  return [button];
+}
+
+// What closing still needs, shown before the officer tries: a disposition, and every latched
+// device by name with whether it can be reset now.
+function renderCloseNeeds(c) {
+  const list = $('#close-missing');
+  list.replaceChildren();
+  if (c.stage !== 'feedback') {
+    if (!c.disposition) list.append(el('li', { className: 'need-disposition' }, t('need_disposition')));
+    for (const [device, alarm] of Object.entries(c.alarms).filter(([, a]) => a.latched)) {
+      const item = el('li', {}, `${deviceName(device)} · ${t('need_reset')} · ${t(alarm.active ? 'cannot_reset' : 'can_reset')}`);
+      item.dataset.device = device;
+      if (!alarm.active) item.append(...latchControls(device, alarm));
+      list.append(item);
+    }
   }
+  $('#close-needs').hidden = list.children.length === 0;
+}
+
+// Resets one device, or every cleared one; says which stayed latched because they are still
+// in alarm (the gateway resets only those that have cleared).
+async function resetLatches(device = null) {
+  const before = state.detail.case.alarms;
+  const ok = await act({ command: 'reset_latch', device }, 'actions', $('#act-reset_latch'));
+  if (!ok) return;
+  const after = state.detail.case.alarms;
+  const done = Object.keys(before).filter((d) => before[d].latched && !after[d]?.latched);
+  const left = Object.keys(after).filter((d) => after[d].latched && after[d].active);
+  const notice = [];
+  if (done.length) notice.push(t('reset_done').replace('{done}', done.map(deviceName).join(t('p_list'))));
+  if (!device && left.length) notice.push(t('reset_left').replace('{devices}', left.map(deviceName).join(t('p_list'))));
+  $('#action-notice').textContent = notice.join(t('p_semi'));
+}
+
+// Carries out one command. On a refusal (409, 422 ...) the sentence shows and every form keeps
+// what the officer typed; a form is emptied only once its command succeeded.
+async function act(body, route = 'actions', from = null) {
+  const id = state.detail.case.id;
+  // The refusal shows right under what the officer pressed, not at the top of the page.
+  if (from) from.after($('#action-error'), $('#action-notice'));
+  $('#action-error').textContent = '';
+  $('#action-notice').textContent = '';
+  let answer;
+  try {
+    answer = await api(`/api/v1/cases/${id}/${route}`, { method: 'POST', body: JSON.stringify(body) });
+  } catch (error) {
+    $('#action-error').textContent = errorText(error);
+    state.errorShown = id;
+    return false;
+  }
+  state.errorShown = null;
+  await openCase(id).catch(() => {});
+  await loadCases().catch(() => {});
+  // 202: done, but held in memory until the gateway's disk takes writes again.
+  if (answer && answer.durable === false) $('#action-notice').textContent = t('not_durable');
+  return true;
 }
 
 function wireActions() {
-  $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }));
-  $('#act-reset_latch').addEventListener('click', () => act({ command: 'reset_latch', device: null }));
-  const on = (id, build) => $(`#act-${id}`).addEventListener('submit', (event) => {
+  $('#act-acknowledge').addEventListener('click', () => act({ command: 'acknowledge' }, 'actions', $('#act-acknowledge')));
+  // A cause belongs to a false alarm only.
+  const outcome = $('#act-dispose select[name=outcome]');
+  const showCause = () => { $('#act-dispose select[name=cause]').hidden = outcome.value !== 'false_alarm'; };
+  outcome.addEventListener('change', showCause);
+  showCause();
+  $('#act-reset_latch').addEventListener('click', () => resetLatches(null));
+  const on = (id, build) => $(`#act-${id}`).addEventListener('submit', async (event) => {
     event.preventDefault();
-    const form = new FormData(event.target);
-    act(build(form));
-    event.target.reset();
+    const target = event.target;
+    if (await act(build(new FormData(target)), 'actions', target)) target.reset();
   });
   on('dispatch', (f) => ({ command: 'dispatch', assignee: f.get('assignee') }));
   on('verify', (f) => ({ command: 'verify', method: f.get('method'), finding: f.get('finding') }));
@@ -366,10 +679,10 @@ function wireActions() {
     };
   });
   on('note', (f) => ({ command: 'note', text: f.get('text') }));
-  $('#act-place').addEventListener('submit', (event) => {
+  $('#act-place').addEventListener('submit', async (event) => {
     event.preventDefault();
-    act({ building: new FormData(event.target).get('building') }, 'place');
-    event.target.reset();
+    const target = event.target;
+    if (await act({ building: new FormData(target).get('building') }, 'place', target)) target.reset();
   });
   on('shelve', (f) => ({ command: 'shelve', device: f.get('device'), duration: f.get('duration'), reason: f.get('reason') }));
 }
@@ -380,6 +693,7 @@ async function loadBuildings() {
   const { buildings } = await api('/api/v1/buildings');
   state.buildings = buildings;
   renderMap();
+  renderBanner();
 }
 
 function worstByBuilding() {
@@ -400,13 +714,19 @@ const FILL = { 'sev-fire': '#c62828', 'sev-pre_alarm': '#ef6c00', 'sev-other': '
 
 function renderMap() {
   if (!state.buildings.length) return;
+  drawMap($('#map'));
+  if (state.wall) drawMap($('#wall-map'));
+  listBuildings();
+}
+
+function drawMap(svg) {
   const worst = worstByBuilding();
   const lats = state.buildings.map((b) => b.lat);
   const lons = state.buildings.map((b) => b.lon);
   const [minLat, maxLat, minLon, maxLon] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
-  const x = (lon) => 10 + ((lon - minLon) / ((maxLon - minLon) || 1)) * 980;
-  const y = (lat) => 10 + ((maxLat - lat) / ((maxLat - minLat) || 1)) * 680;
-  const svg = $('#map');
+  // A margin for the largest dot and its label; a single building sits in the middle.
+  const x = (lon) => (maxLon > minLon ? 40 + ((lon - minLon) / (maxLon - minLon)) * 860 : 500);
+  const y = (lat) => (maxLat > minLat ? 40 + ((maxLat - lat) / (maxLat - minLat)) * 620 : 350);
   const ns = 'http://www.w3.org/2000/svg';
   svg.replaceChildren();
   // Quiet buildings first so that buildings with cases are drawn on top.
@@ -416,15 +736,34 @@ function renderMap() {
     const dot = document.createElementNS(ns, 'circle');
     dot.setAttribute('cx', x(b.lon).toFixed(1));
     dot.setAttribute('cy', y(b.lat).toFixed(1));
-    dot.setAttribute('r', c ? 8 : 4);
+    dot.setAttribute('r', c ? (c.severity === 'fire' ? 14 : 8) : 4);
+    if (c?.severity === 'fire') dot.classList.add('fire');
     dot.setAttribute('fill', FILL[colourClass(c)]);
     dot.dataset.building = b.id;
     const title = document.createElementNS(ns, 'title');
     title.textContent = `${b.id} ${b.address}${c ? ` · #${c.id} ${t(`sev_${c.severity}`)}` : ''}`;
     dot.append(title);
-    if (c) dot.addEventListener('click', () => openCase(c.id));
+    if (c && svg.id === 'map') dot.addEventListener('click', () => openCase(c.id));
     svg.append(dot);
+    if (c) {
+      // Buildings with an open case carry their name, a fire its case number too.
+      const label = document.createElementNS(ns, 'text');
+      // A fire's label above its dot, the others to the right: neighbours do not overlap.
+      const fire = c.severity === 'fire';
+      label.setAttribute('x', (x(b.lon) + (fire ? 0 : 14)).toFixed(1));
+      label.setAttribute('y', (y(b.lat) + (fire ? -22 : 7)).toFixed(1));
+      // Near the map's left or right edge a fire's label grows inwards, so it is not cut off.
+      const at = x(b.lon);
+      if (fire) label.setAttribute('text-anchor', at < 250 ? 'start' : at > 750 ? 'end' : 'middle');
+      label.setAttribute('class', `label ${colourClass(c)}`);
+      label.textContent = c.severity === 'fire' ? `${b.id} ${t('sev_fire')} #${c.id}` : b.id;
+      svg.append(label);
+    }
   }
+}
+
+function listBuildings() {
+  const worst = worstByBuilding();
   const body = $('#buildings tbody');
   body.replaceChildren();
   const rows = [...state.buildings].sort((a, b) =>
@@ -508,7 +847,61 @@ async function follow() {
 
 // ---- views ----
 
+// ---- wall mode: the command centre's big screen ----
+
+function renderWall() {
+  if (!state.wall) return;
+  const open = state.cases;
+  for (const stage of ['warning', 'response', 'handling']) {
+    $(`#wall-stages [data-stage=${stage}] .n`).textContent = open.filter((c) => c.stage === stage).length;
+  }
+  const fires = openFires();
+  const box = $('#wall-fires');
+  box.replaceChildren();
+  for (const c of fires) {
+    const b = state.buildings.find((x) => x.id === c.location.building);
+    const card = el('div', { className: `fire${c.stage === 'warning' ? ' unacked' : ''}` },
+      el('div', { className: 'fire-what' }, `${t('sev_fire')} #${c.id} · ${c.unplaced ? where(c) : c.location.building}`),
+      el('div', { className: 'fire-address' }, b ? b.address : ''),
+      el('div', { className: 'fire-grid' },
+        `${t('grid')} ${c.location.grid || '—'} · ${t('stage')} ${t(`stage_${c.stage}`)} · ${t('at_level')} ${t(`level_${c.level}`)}`),
+      el('div', { className: 'fire-since' }),
+      el('div', { className: 'due' }));
+    card.dataset.case = c.id;
+    card.dataset.stage = c.stage;
+    box.append(card);
+  }
+  $('#wall-no-fire').hidden = fires.length > 0;
+  wallTick();
+}
+
+function wallTick() {
+  if (!state.wall) return;
+  const now = Date.now();
+  $('#wall-clock').textContent = state.timeZone ? `${fmtTime(now)} ${state.timeZone}` : '';
+  document.querySelectorAll('#wall-fires .fire').forEach((card) => {
+    const c = state.cases.find((x) => String(x.id) === card.dataset.case);
+    if (!c) return;
+    card.querySelector('.fire-since').textContent = `${t('since_alarm')} ${span(Math.round((now - c.opened) / 1000))}`;
+    const { text, late } = countdown(c);
+    card.querySelector('.due').textContent = text;
+    card.querySelector('.due').classList.toggle('overdue', late);
+  });
+  const late = state.cases.filter((c) => countdown(c).late);
+  $('#wall-stages [data-stage=overdue] .n').textContent = late.length;
+  const list = $('#wall-overdue');
+  list.replaceChildren(...late.map((c) => {
+    const item = el('li', { className: `sev-${c.severity}` },
+      el('strong', {}, `${t(`sev_${c.severity}`)} #${c.id}`), ` ${where(c)} · ${t(`stage_${c.stage}`)} · `,
+      el('span', { className: 'overdue' }, countdown(c).text));
+    item.dataset.case = c.id;
+    return item;
+  }));
+  $('#wall-no-overdue').hidden = late.length > 0;
+}
+
 function showView(view) {
+  $('#wall').hidden = view !== 'wall';
   $('#cases-view').hidden = view !== 'cases';
   $('#map-view').hidden = view !== 'map';
   $('#detail').hidden = view !== 'detail';
@@ -516,15 +909,21 @@ function showView(view) {
   document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
 }
 
-function start() {
+async function start() {
+  // Without its words the console still works (showing the API's names); it says nothing
+  // less about a fire.
+  await loadGlossary().catch(() => {});
   translate();
   $('#lang').addEventListener('click', () => {
     state.lang = state.lang === 'zh' ? 'en' : 'zh';
     localStorage.setItem('firegrid.lang', state.lang);
     translate();
+    showWho();
+    if ($('#live').dataset.up) setLive($('#live').dataset.up === 'true');
     renderCases();
     renderMap();
     if (state.detail) renderDetail();
+    renderBanner();
   });
   $('#sound').addEventListener('click', () => { state.sound = !state.sound; translate(); });
   $('#logout').addEventListener('click', signOut);
@@ -537,8 +936,19 @@ function start() {
   });
   wireActions();
   setInterval(tick, 1000);
+  setInterval(sirenLoop, 2000);
+  // Browsers start sound only after a gesture: any click on the page lets the siren play.
+  document.addEventListener('click', () => { if (state.audio?.state === 'suspended') state.audio.resume().catch(() => {}); });
   // A token in the URL fragment (the demo prints such a link) signs in at once; the fragment
   // never reaches the server and is removed from the address bar.
+  // Wall mode: /console/wall, or #wall on any console address.
+  state.wall = location.pathname === '/console/wall' || location.hash === '#wall';
+  document.body.classList.toggle('wall', state.wall);
+  if (state.wall) {
+    // The wall has no person in front of it to reload it: the list is read anew every minute
+    // as well as live, in case the event stream dies without a word.
+    setInterval(() => { if (state.me) loadCases().catch(() => {}); }, 60000);
+  }
   const fragment = new URLSearchParams(location.hash.slice(1)).get('token');
   if (fragment) history.replaceState(null, '', location.pathname);
   const token = fragment || state.token;

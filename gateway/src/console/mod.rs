@@ -7,7 +7,12 @@
 //! newest first with a countdown to each escalation deadline, follows `/api/v1/events` live
 //! with a sound and a flash for new and escalated cases, shows a case's timeline, devices,
 //! building, nearest camera and escalation path, carries out every officer action, and draws
-//! the village's buildings coloured by their open cases.
+//! the village's buildings coloured by their open cases. A confirmed fire takes the console
+//! over: a full-width banner on top of every view, a siren synthesised with the Web Audio API
+//! that repeats until the fire is acknowledged, and a flashing tab title.
+//!
+//! The field's words (stages, severities, levels ...) are in `glossary.json`, which the page
+//! loads and [`crate::glossary`] titles pages from: one word for one thing.
 
 use axum::Router;
 use axum::http::header;
@@ -43,7 +48,9 @@ pub fn case_url(console: &str, case: u64) -> String {
 }
 
 /// `/console` (and `/`, redirected there), `/console/cases/{id}` (the same page, opening on
-/// the case), `/console/app.js`, `/console/app.css`.
+/// the case), `/console/wall` (the same page in wall mode, for the command centre's big screen:
+/// map, open fires, counts by stage, overdue cases), `/console/app.js`, `/console/app.css`,
+/// `/console/glossary.json`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/console") }))
@@ -56,8 +63,14 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 file("text/html; charset=utf-8", INDEX)
             }),
         )
+        // The command centre's big screen: the same page in wall mode.
+        .route("/console/wall", get(|| async { file("text/html; charset=utf-8", INDEX) }))
         .route("/console/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/console/glossary.json",
+            get(|| async { file("application/json; charset=utf-8", crate::glossary::JSON) }),
+        )
 }
 
 #[cfg(test)]
@@ -89,8 +102,29 @@ mod tests {
         }));
         assert!(keys.len() > 60, "found only {} keys", keys.len());
         let zh = &SCRIPT[SCRIPT.find("zh: {").unwrap()..SCRIPT.find("en: {").unwrap()];
-        let en = &SCRIPT[SCRIPT.find("en: {").unwrap()..SCRIPT.find("const SEVERITY_RANK").unwrap()];
+        let en = &SCRIPT[SCRIPT.find("en: {").unwrap()..SCRIPT.find("const GLOSSARY_PREFIX").unwrap()];
+        // The field's words come from the glossary, under the prefixes the script merges them by.
+        let prefixes = &SCRIPT[SCRIPT.find("const GLOSSARY_PREFIX").unwrap()
+            ..SCRIPT.find("async function loadGlossary").unwrap()];
+        let glossary = crate::glossary::Glossary::get();
+        let prefixes: Vec<(&str, &str)> = prefixes
+            .split(',')
+            .filter_map(|pair| {
+                let (group, prefix) = pair.split_once(':')?;
+                Some((group.split_whitespace().last()?, prefix.trim().trim_matches('\'')))
+            })
+            .collect();
+        assert!(prefixes.len() >= 9, "{prefixes:?}");
+        let from_glossary = |key: &str| {
+            prefixes
+                .iter()
+                .find_map(|(group, prefix)| Some(glossary.term(group, key.strip_prefix(prefix)?).is_some()))
+        };
         for key in keys {
+            if let Some(found) = from_glossary(&key) {
+                assert!(found, "key {key:?} is not in the glossary");
+                continue;
+            }
             for (lang, table) in [("zh", zh), ("en", en)] {
                 assert!(table.contains(&format!(" {key}: ")), "key {key:?} has no {lang} text");
             }

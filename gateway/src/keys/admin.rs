@@ -145,6 +145,6 @@ pub async fn reset_window_via_api(api: &str, token: &str, device: &str) -> Resul
     if status.is_success() {
         Ok(body.to_string())
     } else {
-        Err(format!("{status}: {}", body["message"].as_str().unwrap_or("(no message)")))
+        Err(format!("{status}: {}", body["error"]["message"].as_str().unwrap_or("(no message)")))
     }
 }

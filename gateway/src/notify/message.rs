@@ -17,7 +17,7 @@ pub struct Message {
     pub notification_id: u64,
     /// The case this is about.
     pub case_id: u64,
-    /// `fire` (火警), `pre_alarm` (预警), `fault` (故障), ...
+    /// `fire` (火警), `pre_alarm` (预警信号), `fault` (故障), ...
     pub severity: String,
     /// `grid`, `community`, `street` or `district`.
     pub level: String,
@@ -34,15 +34,10 @@ pub struct Message {
 }
 
 /// The title-line label of a severity, Chinese first for the duty officers, English for
-/// everyone else; unknown severities are shown as they are.
+/// everyone else, from the glossary the console uses too (`console/glossary.json`); unknown
+/// severities are shown as they are.
 pub fn severity_label(severity: &str) -> &str {
-    match severity {
-        "fire" => "火警 Fire",
-        "pre_alarm" => "预警 Pre-alarm",
-        "fault" => "故障 Fault",
-        "test" => "测试 Test",
-        other => other,
-    }
+    crate::glossary::severity(severity).unwrap_or(severity)
 }
 
 /// `at_ms` as RFC 3339 in UTC, to the second. UTC, not local time: the gateway does not know

@@ -38,7 +38,7 @@ fn text_rendering_is_short_and_bilingual() {
     let bare = Message { text: String::new(), url: None, severity: "pre_alarm".to_owned(), ..sample() };
     assert_eq!(
         message::render_text(&bare),
-        "【预警 Pre-alarm】3号楼2单元 烟感火警\n值班台 Desk: grid:G1 (grid)\n案件 Case: 42 · 2023-11-14T22:13:20Z"
+        "【预警信号 Pre-alarm】3号楼2单元 烟感火警\n值班台 Desk: grid:G1 (grid)\n案件 Case: 42 · 2023-11-14T22:13:20Z"
     );
 }
 
@@ -55,7 +55,8 @@ fn markdown_rendering_has_a_heading_and_a_link() {
 fn severities_have_labels_and_unknown_ones_pass_through() {
     let check = |severity: &str, expected: &str| assert_eq!(message::severity_label(severity), expected);
     check("fire", "火警 Fire");
-    check("pre_alarm", "预警 Pre-alarm");
+    check("pre_alarm", "预警信号 Pre-alarm");
+    check("test", "测试 Test");
     check("fault", "故障 Fault");
     check("gas_leak", "gas_leak");
 }
