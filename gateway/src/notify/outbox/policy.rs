@@ -32,9 +32,29 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter: f64) -> Durat
     (half + half.mul_f64(jitter.clamp(0.0, 1.0))).max(min)
 }
 
+/// The fewest attempts a delivery makes within `max_age` when every wait is the longest
+/// [`backoff`] allows, counting the first attempt and the last one at `max_age` itself.
+pub fn attempts_within(max_age: Duration, min: Duration, max: Duration) -> u32 {
+    let (mut attempts, mut elapsed) = (1u32, Duration::ZERO);
+    loop {
+        let wait = backoff(attempts, min, max, 1.0);
+        if elapsed + wait >= max_age || attempts == u32::MAX - 1 {
+            return attempts + 1;
+        }
+        elapsed += wait;
+        attempts += 1;
+    }
+}
+
 /// What to do after attempt `attempt` of a delivery enqueued at `enqueued_ms` failed with
 /// `error` at `now_ms`. Retryable failures are retried until `max_age` after enqueueing, with
 /// one last attempt at that age; a server's `Retry-After` is honoured up to `max_backoff`.
+///
+/// The age is wall-clock time, because it outlives the process, and a wall clock can jump
+/// forward by hours (a bad NTP source, a clock set by hand). So a delivery is given up for its
+/// age only once it has also made at least [`attempts_within`] `max_age` attempts: a fire page
+/// queued a minute before the clock jumped an hour ahead keeps being tried at its own pace
+/// instead of being dropped at its next failure.
 pub fn after_failure(
     error: &SendError,
     attempt: u32,
@@ -44,12 +64,16 @@ pub fn after_failure(
     jitter: f64,
 ) -> AfterFailure {
     let deadline = enqueued_ms.saturating_add(settings.max_age.as_millis() as u64);
-    if !error.is_retryable() || now_ms >= deadline {
+    let tried_long_enough =
+        attempt >= attempts_within(settings.max_age, settings.min_backoff, settings.max_backoff);
+    if !error.is_retryable() || (now_ms >= deadline && tried_long_enough) {
         return AfterFailure::GiveUp;
     }
     let mut wait = backoff(attempt, settings.min_backoff, settings.max_backoff, jitter);
     if let Some(asked) = error.retry_after() {
         wait = wait.max(asked.min(settings.max_backoff));
     }
-    AfterFailure::RetryAt(now_ms.saturating_add(wait.as_millis() as u64).min(deadline))
+    let next = now_ms.saturating_add(wait.as_millis() as u64);
+    // The last attempt at the maximum age, unless the clock already went past it.
+    AfterFailure::RetryAt(if now_ms < deadline { next.min(deadline) } else { next })
 }

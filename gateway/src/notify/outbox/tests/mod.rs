@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::policy::{AfterFailure, after_failure, backoff};
+use super::policy::{AfterFailure, after_failure, attempts_within, backoff};
 use super::*;
 use crate::notify::SendError;
 use crate::notify::tests::sample;
@@ -69,6 +69,12 @@ fn after_failure_retries_until_the_maximum_age_and_gives_up_on_permanent_failure
     // The last attempt is made at the maximum age, not skipped.
     check(&network, 20, hour - 1_000, AfterFailure::RetryAt(hour));
     check(&network, 21, hour, AfterFailure::GiveUp);
+    // 1 s doubling to 5 min: 10 attempts in the first 511 s, 10 more 300 s apart, the last at
+    // the hour.
+    assert_eq!(attempts_within(settings.max_age, settings.min_backoff, settings.max_backoff), 21);
+    // The wall clock jumped five hours ahead after two attempts: not aged out, tried on.
+    check(&network, 2, 5 * hour, AfterFailure::RetryAt(5 * hour + 1_000));
+    check(&network, 21, 5 * hour, AfterFailure::GiveUp);
     check(&SendError::from_status(404, None, b""), 1, 1_000, AfterFailure::GiveUp);
     check(&SendError::UnknownTarget("x".into()), 1, 1_000, AfterFailure::GiveUp);
     // Retry-After is honoured up to the cap.
