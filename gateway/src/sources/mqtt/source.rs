@@ -327,9 +327,21 @@ async fn process_loop(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let pairs: Vec<(&str, &[u8])> =
-            batch.iter().map(|r: &Received| (r.publish.topic.as_str(), &r.publish.payload[..])).collect();
-        let processed = match ingest.process(&pairs, now_ms()) {
+        // `process` blocks: it fsyncs an alarm's batch (1 to 20 ms on flash) while holding the
+        // spool's lock. On the blocking pool, that wait holds no runtime worker, so the other
+        // session, the webhook deliveries and the HTTP API go on meanwhile.
+        let owned = std::mem::take(&mut batch);
+        let worker = ingest.clone();
+        let (owned, processed) = tokio::task::spawn_blocking(move || {
+            let pairs: Vec<(&str, &[u8])> =
+                owned.iter().map(|r: &Received| (r.publish.topic.as_str(), &r.publish.payload[..])).collect();
+            let processed = worker.process(&pairs, now_ms());
+            (owned, processed)
+        })
+        .await
+        .expect("ingest does not panic");
+        batch = owned;
+        let processed = match processed {
             Ok(processed) => processed,
             Err(error) => {
                 // Nothing of this batch is acknowledged: the broker keeps it for the
