@@ -5,7 +5,29 @@
 //!   and the API.
 //! - [`run`]: the delivery worker, which reports every attempt as a [`DeliveryReport`].
 //! - [`policy`]: when to retry, as a pure function.
+//! - [`schedule`]: which due deliveries to start now, as a pure function.
+//! - [`limit`]: a channel's [`RateLimit`] and the window enforcing it, as plain data.
 //! - [`store`]: the table and its synchronous SQL.
+//!
+//! Fire first. A robot takes about 20 messages a minute; a burst of fault reminders must not
+//! hold a fire page behind that limit. Three rules see to it:
+//!
+//! - **Severity order per channel.** Each channel sends its most urgent due delivery first:
+//!   fire, pre-alarm, water, communication loss, offline, fault (the engine's order), then
+//!   anything else (`test`); oldest first within a severity. Each row stores its
+//!   [`store::priority`]; retries keep theirs.
+//! - **Rate limits with a reserve.** A channel with a [`RateLimit`] (WeCom and DingTalk 20 a
+//!   minute, Feishu 5 in 3 s by default, none for webhooks and SMS unless configured) sends at
+//!   most `messages` in any window of `per`, and routine pages stop at `messages - reserve`:
+//!   the last slots of every window are kept for fire and pre-alarm pages, so one goes out at
+//!   once even while hundreds of faults wait. A delivery held back by the limit is not an
+//!   attempt and not a failure: its row is left as it is. A platform's own refusal (HTTP 429,
+//!   WeCom 45009, DingTalk 130101, Feishu 11232/9499) is still a retryable failure, with
+//!   backoff. The windows live in memory: after a restart they start empty.
+//! - **Reminders collapse.** A reminder ("still unacknowledged") enqueued for a case, desk
+//!   and channel supersedes that desk's older reminders still pending on that channel: they
+//!   are marked `superseded` (kept in the history with the newer one's id, counted, never
+//!   sent). First pages, confirmations and escalations are never superseded.
 //!
 //! Delivery is at least once: a crash between a channel accepting a message and the row being
 //! marked delivered sends it again after the restart. Duplicates of a fire alarm are harmless;
@@ -19,19 +41,23 @@
 //! is noise beside the fsync.
 
 pub mod config;
+pub mod limit;
 pub mod policy;
+pub mod schedule;
 pub mod store;
 #[cfg(test)]
 mod tests;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
 pub use config::DeliveryConfig;
-pub use store::{DeliveryKey, HistoryEntry, Pending, Status, Store};
+pub use limit::RateLimit;
+pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, Status, Store};
 pub use worker::run;
 
 use super::Message;
@@ -103,9 +129,20 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// Counts since the outbox was opened, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Deliveries held back by their channel's rate limit, by channel; a delivery is counted
+    /// once per wait, however many rounds it waits.
+    pub held: BTreeMap<String, u64>,
+    /// Reminders superseded by a newer one.
+    pub superseded: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Mutex<Store>,
+    stats: Mutex<Stats>,
     /// Signalled by [`Outbox::enqueue`] so the worker starts delivering at once instead of at
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
@@ -118,7 +155,12 @@ impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         let store = Store::open(path)?;
         Ok(Outbox {
-            inner: Arc::new(Inner { store: Mutex::new(store), wake: Notify::new(), path: path.to_owned() }),
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                stats: Mutex::default(),
+                wake: Notify::new(),
+                path: path.to_owned(),
+            }),
         })
     }
 
@@ -130,15 +172,40 @@ impl Outbox {
     /// Queues `msg` for each of `targets` (channel names) and wakes the worker; returns how
     /// many deliveries are new. Idempotent per (notification id, target): the engine replays
     /// its log after a restart and emits the same notifications again, and those must not be
-    /// sent twice, delivered or not. Durable when it returns.
+    /// sent twice, delivered or not. A new reminder supersedes the same desk's older pending
+    /// reminders of the case on the same channels. Durable when it returns.
     pub async fn enqueue(&self, msg: &Message, targets: &[String]) -> Result<usize, OutboxError> {
+        let (id, case_id) = (msg.notification_id, msg.case_id);
         let (msg, targets) = (msg.clone(), targets.to_vec());
         let now = super::unix_ms();
-        let inserted = self.call(move |store| store.enqueue(&msg, &targets, now)).await?;
-        if inserted > 0 {
+        let done = self.call(move |store| store.enqueue(&msg, &targets, now)).await?;
+        if done.superseded > 0 {
+            self.stats_mut().superseded += done.superseded as u64;
+            tracing::info!(
+                notification_id = id,
+                case_id,
+                superseded = done.superseded,
+                "Older reminders superseded by a newer one; they will not be sent."
+            );
+        }
+        if done.inserted > 0 {
             self.inner.wake.notify_one();
         }
-        Ok(inserted)
+        Ok(done.inserted)
+    }
+
+    /// Pending deliveries by channel and severity.
+    pub async fn depth(&self) -> Result<Vec<Depth>, OutboxError> {
+        self.call(|store| store.depth()).await
+    }
+
+    /// Counts since the outbox was opened.
+    pub fn stats(&self) -> Stats {
+        self.stats_mut().clone()
+    }
+
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Deliveries not yet delivered nor given up.

@@ -376,3 +376,46 @@ async fn shutdown_waits_for_sends_in_flight() {
     assert_eq!(outbox.pending_count().await.unwrap(), 0);
     receiver.stop().await;
 }
+
+/// A page about its own case with this severity.
+fn page(notification_id: u64, severity: &str) -> crate::notify::Message {
+    crate::notify::Message {
+        severity: severity.to_owned(),
+        reason: "opened".to_owned(),
+        ..msg(notification_id)
+    }
+}
+
+#[tokio::test]
+async fn a_fire_overtakes_faults_held_by_the_rate_limit_through_the_reserve() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    let limited = targets(&["limited"]);
+    for id in 1..=6 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    // 3 an hour with 1 kept: two faults go, the other four are held.
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { attempt: 1 }));
+    }
+    outbox.enqueue(&page(100, "fire"), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!((report.notification_id, report.outcome), (100, Outcome::Delivered { attempt: 1 }));
+    let arrived: Vec<_> = receiver.requests().iter().filter_map(|r| r.notification_id()).collect();
+    assert_eq!(arrived.len(), 3, "{arrived:?}");
+    assert_eq!(arrived[2], 100, "the fire is the third request: {arrived:?}");
+    assert!(arrived[..2].iter().all(|id| *id <= 6));
+    // Held is not attempted: no attempt, no error, still pending; counted once each.
+    assert_eq!(outbox.pending_count().await.unwrap(), 4);
+    for id in 1..=6u64 {
+        let h = outbox.history(1000 + id).await.unwrap().remove(0);
+        if h.status == Status::Pending {
+            assert_eq!((h.attempts, h.last_error), (0, None), "#{id}");
+        }
+    }
+    assert_eq!(outbox.stats().held.get("limited"), Some(&4));
+    worker.stop().await;
+    receiver.stop().await;
+}
