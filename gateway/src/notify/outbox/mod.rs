@@ -23,7 +23,9 @@
 //!   once even while hundreds of faults wait. A delivery held back by the limit is not an
 //!   attempt and not a failure: its row is left as it is. A platform's own refusal (HTTP 429,
 //!   WeCom 45009, DingTalk 130101, Feishu 11232/9499) is still a retryable failure, with
-//!   backoff. The windows live in memory: after a restart they start empty.
+//!   backoff. The windows live in memory; at start each counts again the deliveries its
+//!   channel accepted within the last window (from the table), so a restart does not hand a
+//!   robot a second full window.
 //! - **Reminders collapse.** A reminder ("still unacknowledged") enqueued for a case, desk
 //!   and channel supersedes that desk's older reminders still pending on that channel: they
 //!   are marked `superseded` (kept in the history with the newer one's id, counted, never

@@ -311,6 +311,17 @@ impl Store {
         Ok(Due { rows, next_due_ms: next_due_ms.map(|ms| ms as u64) })
     }
 
+    /// When each delivery to `target` accepted at or after `since_ms` was accepted, oldest
+    /// first: the sends a rate-limit window counts again after a restart.
+    pub fn delivered_since(&self, target: &str, since_ms: u64) -> Result<Vec<u64>, OutboxError> {
+        let mut select = self.conn.prepare_cached(
+            "SELECT finished_ms FROM delivery
+             WHERE target = ?1 AND status = 'delivered' AND finished_ms >= ?2 ORDER BY finished_ms",
+        )?;
+        let rows = select.query_map(params![target, since_ms as i64], |r| r.get::<_, i64>(0))?;
+        Ok(rows.map(|ms| ms.map(|ms| ms as u64)).collect::<Result<_, _>>()?)
+    }
+
     /// Pending deliveries by channel and severity.
     pub fn depth(&self) -> Result<Vec<Depth>, OutboxError> {
         let mut select = self.conn.prepare_cached(

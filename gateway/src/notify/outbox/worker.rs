@@ -70,6 +70,7 @@ pub async fn run(
         .filter_map(|(name, channel)| channel.rate_limit().map(|limit| (name.clone(), Window::new(limit))))
         .collect();
     let mut held: HashSet<DeliveryKey> = HashSet::new();
+    restore_windows(&outbox, &mut windows).await;
     tracing::info!(
         channels = job.channels.len(),
         path = %outbox.path().display(),
@@ -147,6 +148,24 @@ pub async fn run(
         }
     }
     tracing::info!("Notification delivery stopped.");
+}
+
+/// Counts into each window the deliveries its channel accepted within the window before this
+/// start, so a restart (or a crash loop) does not hand a robot a second full window: DingTalk
+/// blocks a robot for ten minutes past its limit. Failed attempts left no time and are not
+/// counted. A database error leaves the windows empty (logged): delivery goes on.
+async fn restore_windows(outbox: &Outbox, windows: &mut HashMap<String, Window>) {
+    let now = unix_ms();
+    for (name, window) in windows.iter_mut() {
+        let since = now.saturating_sub(window.limit().per.as_millis() as u64);
+        let target = name.clone();
+        match outbox.call(move |store| store.delivered_since(&target, since)).await {
+            Ok(times) => times.into_iter().for_each(|t| window.take(t)),
+            Err(error) => {
+                tracing::error!(target = %name, %error, "Reading recent deliveries for a rate limit failed.")
+            }
+        }
+    }
 }
 
 /// Counts the deliveries `plan` holds that were not held in the round before, per channel,

@@ -419,3 +419,31 @@ async fn a_fire_overtakes_faults_held_by_the_rate_limit_through_the_reserve() {
     worker.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn a_restart_counts_the_deliveries_already_made_in_the_window() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let limited = targets(&["limited"]);
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    for id in 1..=2 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { .. }));
+    }
+    worker.stop().await;
+
+    // The routine share of this hour is used: after the restart a fault waits, a fire goes.
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    outbox.enqueue(&page(3, "fault"), &limited).await.unwrap();
+    outbox.enqueue(&page(100, "fire"), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!((report.notification_id, report.outcome), (100, Outcome::Delivered { attempt: 1 }));
+    let fault = outbox.history(1003).await.unwrap().remove(0);
+    assert_eq!((fault.status, fault.attempts), (Status::Pending, 0));
+    assert_eq!(receiver.requests().len(), 3);
+    worker.stop().await;
+    receiver.stop().await;
+}
