@@ -285,7 +285,7 @@ impl Store {
 
     /// The deliveries due at `now_ms`, at most `per_target` per channel, each channel's most
     /// urgent first and then oldest, and when the next not yet due falls. Due as
-    /// [`super::worker::is_due`] says: a due time further ahead than `max_backoff` was set
+    /// the worker's `is_due` says: a due time further ahead than `max_backoff` was set
     /// before the wall clock stepped back and is due now.
     pub fn due(&self, now_ms: u64, max_backoff: Duration, per_target: usize) -> Result<Due, OutboxError> {
         let horizon = now_ms.saturating_add(max_backoff.as_millis() as u64).min(i64::MAX as u64) as i64;
