@@ -135,7 +135,9 @@ pub struct Outbox {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Deliveries held back by their channel's rate limit, by channel; a delivery is counted
-    /// once per wait, however many rounds it waits.
+    /// when it starts waiting, not again for each round of the worker it keeps waiting (a
+    /// round with no free delivery slot does not look at the limits, and a delivery still
+    /// waiting after one is counted anew).
     pub held: BTreeMap<String, u64>,
     /// Reminders superseded by a newer one.
     pub superseded: u64,

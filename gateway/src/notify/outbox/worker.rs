@@ -48,10 +48,10 @@ pub(crate) fn is_due(next_attempt_ms: u64, now_ms: u64, max_backoff: Duration) -
 /// Each channel sends its most urgent due delivery first, within its rate limit
 /// ([`Channel::rate_limit`]); a delivery held back by the limit waits, unchanged, for room in
 /// the channel's window. Up to `settings.concurrency` deliveries are in flight at once, each
-/// in its own task, so a slow channel holds only its own deliveries. Each outcome is recorded in the outbox first and
-/// then sent to `reports`; when the receiver is slow, only the reporting task waits. A closed
-/// `reports` is ignored (deliveries go on). Pending deliveries to a name missing from
-/// `channels` fail permanently and are given up.
+/// in its own task, so a slow channel holds only its own deliveries. Each outcome is recorded
+/// in the outbox first and then sent to `reports`; when the receiver is slow, only the
+/// reporting task waits. A closed `reports` is ignored (deliveries go on). Pending deliveries
+/// to a name missing from `channels` fail permanently and are given up.
 pub async fn run(
     outbox: Outbox,
     channels: HashMap<String, Channel>,
