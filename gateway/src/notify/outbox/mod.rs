@@ -29,7 +29,8 @@
 //! - **Reminders collapse.** A reminder ("still unacknowledged") enqueued for a case, desk
 //!   and channel supersedes that desk's older reminders still pending on that channel: they
 //!   are marked `superseded` (kept in the history with the newer one's id, counted, never
-//!   sent). First pages, confirmations and escalations are never superseded.
+//!   sent, and reported as [`Outcome::Superseded`]). First pages, confirmations and
+//!   escalations are never superseded.
 //!
 //! Delivery is at least once: a crash between a channel accepting a message and the row being
 //! marked delivered sends it again after the restart. Duplicates of a fire alarm are harmless;
@@ -84,7 +85,8 @@ pub enum OutboxError {
     Task(String),
 }
 
-/// What happened to one attempt of one delivery; sent for every attempt.
+/// What happened to one attempt of one delivery; sent for every attempt, and once for a
+/// delivery superseded before its attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// The notification.
@@ -123,6 +125,12 @@ pub enum Outcome {
         /// Attempts made.
         attempts: u32,
     },
+    /// The delivery (a reminder) was superseded by a newer reminder for the same case and
+    /// desk on the same channel, and will not be made; the newer one reports for that channel.
+    Superseded {
+        /// The newer reminder.
+        by: u64,
+    },
 }
 
 /// The outbox. Cheap to clone; clones share one database connection and one wake-up signal.
@@ -147,6 +155,8 @@ pub struct Stats {
 struct Inner {
     store: Mutex<Store>,
     stats: Mutex<Stats>,
+    /// Reports of superseded deliveries, for the worker to send with the others.
+    superseded: Mutex<Vec<DeliveryReport>>,
     /// Signalled by [`Outbox::enqueue`] so the worker starts delivering at once instead of at
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
@@ -162,6 +172,7 @@ impl Outbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 stats: Mutex::default(),
+                superseded: Mutex::default(),
                 wake: Notify::new(),
                 path: path.to_owned(),
             }),
@@ -183,14 +194,21 @@ impl Outbox {
         let (msg, targets) = (msg.clone(), targets.to_vec());
         let now = super::unix_ms();
         let done = self.call(move |store| store.enqueue(&msg, &targets, now)).await?;
-        if done.superseded > 0 {
-            self.stats_mut().superseded += done.superseded as u64;
+        if !done.superseded.is_empty() {
+            self.stats_mut().superseded += done.superseded.len() as u64;
             tracing::info!(
                 notification_id = id,
                 case_id,
-                superseded = done.superseded,
+                superseded = done.superseded.len(),
                 "Older reminders superseded by a newer one; they will not be sent."
             );
+            let reports = done.superseded.into_iter().map(|key| DeliveryReport {
+                notification_id: key.notification_id,
+                case_id,
+                target: key.target,
+                outcome: Outcome::Superseded { by: id },
+            });
+            self.inner.superseded.lock().unwrap_or_else(PoisonError::into_inner).extend(reports);
         }
         if done.inserted > 0 {
             self.inner.wake.notify_one();
@@ -206,6 +224,11 @@ impl Outbox {
     /// Counts since the outbox was opened.
     pub fn stats(&self) -> Stats {
         self.stats_mut().clone()
+    }
+
+    /// The reports of superseded deliveries not yet sent.
+    fn take_superseded(&self) -> Vec<DeliveryReport> {
+        std::mem::take(&mut *self.inner.superseded.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn stats_mut(&self) -> std::sync::MutexGuard<'_, Stats> {

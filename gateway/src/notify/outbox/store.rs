@@ -139,12 +139,12 @@ pub fn priority(severity: &str) -> i64 {
 pub const URGENT: i64 = firegrid_alerting::Severity::ALL.len() as i64 - 1;
 
 /// What one [`Store::enqueue`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Enqueued {
     /// Deliveries added.
     pub inserted: usize,
-    /// Older pending reminders this one superseded.
-    pub superseded: usize,
+    /// The older pending reminders this one superseded.
+    pub superseded: Vec<DeliveryKey>,
 }
 
 /// Pending deliveries of one channel and severity, for the queue-depth metric.
@@ -252,7 +252,8 @@ impl Store {
             let mut supersede = tx.prepare_cached(
                 "UPDATE delivery SET status = 'superseded', finished_ms = ?5, superseded_by = ?3
                  WHERE case_id = ?1 AND target = ?2 AND reminder_desk = ?4 AND status = 'pending'
-                   AND notification_id != ?3",
+                   AND notification_id != ?3
+                 RETURNING notification_id",
             )?;
             for target in targets {
                 let new = insert.execute(params![
@@ -269,13 +270,14 @@ impl Store {
                 // Only a reminder inserted now supersedes: a replayed one (already present)
                 // must not supersede the newer reminders queued after it.
                 if let (1, Some(desk)) = (new, reminder_desk) {
-                    done.superseded += supersede.execute(params![
-                        msg.case_id as i64,
-                        target,
-                        msg.notification_id as i64,
-                        desk,
-                        now_ms as i64
-                    ])?;
+                    let ids = supersede.query_map(
+                        params![msg.case_id as i64, target, msg.notification_id as i64, desk, now_ms as i64],
+                        |r| r.get::<_, i64>(0),
+                    )?;
+                    for id in ids {
+                        done.superseded
+                            .push(DeliveryKey { notification_id: id? as u64, target: target.clone() });
+                    }
                 }
             }
         }

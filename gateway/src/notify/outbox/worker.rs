@@ -96,6 +96,16 @@ pub async fn run(
             }
         };
         debug_assert!(due.rows.iter().all(|r| is_due(r.next_attempt_ms, now, max_backoff)));
+        let superseded = outbox.take_superseded();
+        if !superseded.is_empty() {
+            // Sent apart, like every report, so a slow receiver holds no delivery.
+            let reports = job.reports.clone();
+            tokio::spawn(async move {
+                for report in superseded {
+                    let _ = reports.send(report).await;
+                }
+            });
+        }
         let busy: HashSet<DeliveryKey> = in_flight.values().cloned().collect();
         let free = concurrency.saturating_sub(in_flight.len());
         let plan = schedule::plan(due.rows, &busy, free, &mut windows, now);

@@ -447,3 +447,35 @@ async fn a_restart_counts_the_deliveries_already_made_in_the_window() {
     worker.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn a_reminder_waiting_for_the_limit_is_superseded_by_the_next_and_reported_so() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let limited = targets(&["limited"]);
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    for id in 1..=2 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { .. }));
+    }
+    // Two reminders of one case to one desk while the channel's routine share is used.
+    let reminder =
+        |id| crate::notify::Message { case_id: 7, reason: "reminder".to_owned(), ..page(id, "fault") };
+    outbox.enqueue(&reminder(10), &limited).await.unwrap();
+    outbox.enqueue(&reminder(11), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!(
+        (report.notification_id, report.case_id, report.target.as_str(), report.outcome),
+        (10, 7, "limited", Outcome::Superseded { by: 11 })
+    );
+    let history: Vec<_> =
+        outbox.history(7).await.unwrap().into_iter().map(|h| (h.notification_id, h.status)).collect();
+    assert_eq!(history, [(10, Status::Superseded), (11, Status::Pending)]);
+    assert_eq!(outbox.stats().superseded, 1);
+    assert_eq!(receiver.requests().len(), 2, "neither reminder was sent yet");
+    worker.stop().await;
+    receiver.stop().await;
+}

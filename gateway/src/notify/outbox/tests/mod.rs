@@ -293,14 +293,14 @@ fn a_newer_reminder_supersedes_only_older_pending_reminders_of_its_case_desk_and
     enqueue(&mut store, &page(2, 9, "fault", "escalated", "community:C1"), &["a"], 20);
     assert_eq!(
         enqueue(&mut store, &page(3, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 30).superseded,
-        0
+        []
     );
     // Another case's reminder on the same channel, and the community's own reminder.
     enqueue(&mut store, &page(4, 8, "fault", "reminder", "grid:G1"), &["a"], 40);
     enqueue(&mut store, &page(5, 9, "fault", "reminder", "community:C1"), &["a"], 50);
     // The grid's next reminder, on channel a only: it supersedes #3 on a, not on b.
     let done = enqueue(&mut store, &page(6, 9, "fault", "reminder", "grid:G1"), &["a"], 60);
-    assert_eq!(done, store::Enqueued { inserted: 1, superseded: 1 });
+    assert_eq!(done, store::Enqueued { inserted: 1, superseded: vec![key(3, "a")] });
     // A replay of #3 (already present) supersedes nothing.
     assert_eq!(
         enqueue(&mut store, &page(3, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 70),
@@ -332,7 +332,7 @@ fn a_newer_reminder_supersedes_only_older_pending_reminders_of_its_case_desk_and
     store.delivered(&key(6, "a"), 1, 80).unwrap();
     assert_eq!(
         enqueue(&mut store, &page(7, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 90).superseded,
-        1
+        [key(3, "b")]
     );
     store.delivered(&key(3, "b"), 1, 95).unwrap();
     let b3 =
@@ -432,7 +432,7 @@ fn a_version_1_file_is_migrated_with_every_row_and_its_priority() {
             .enqueue(&page(9, 77, "fault", "reminder", "grid:G1"), &targets(&["a"]), 2_000)
             .unwrap()
             .superseded,
-        0
+        []
     );
     drop(store);
     // Opening again does not migrate again.
