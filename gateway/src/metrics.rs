@@ -63,6 +63,22 @@ pub struct StoreLabel {
     pub store: &'static str,
 }
 
+/// Label set with one `channel` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    /// Notification channel name.
+    pub channel: String,
+}
+
+/// Label set with `channel` and `severity` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelSeverityLabel {
+    /// Notification channel name.
+    pub channel: String,
+    /// Severity of the notification (`fire`, `pre_alarm`, `fault`, ...).
+    pub severity: String,
+}
+
 /// Label set with one `session` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabel {
@@ -122,6 +138,12 @@ pub struct Metrics {
     pub modbus_failing: Family<DeviceLabel, Gauge>,
     /// Notification delivery attempts, by outcome (`delivered`, a failure reason, `gave_up`).
     pub notifications: Family<ReasonLabel, Counter>,
+    /// Notification deliveries waiting in the outbox, by channel and severity.
+    pub outbox_pending: Family<ChannelSeverityLabel, Gauge>,
+    /// Notification deliveries held back by their channel's rate limit, by channel.
+    pub notifications_held: Family<ChannelLabel, Counter>,
+    /// Reminders superseded by a newer reminder before they were sent.
+    pub reminders_superseded: Counter,
     /// Officer API requests refused, by reason (`unauthenticated`, `forbidden`, `out_of_scope`, ...).
     pub api_refused: Family<ReasonLabel, Counter>,
     /// Connections the embedded broker refused at login, by reason (`unknown_user`,
@@ -141,6 +163,13 @@ pub struct Metrics {
     /// The same counts as `accepted` and `rejected`, readable for the gateway's own
     /// time series (prometheus-client families cannot be iterated).
     counts: Mutex<Counts>,
+}
+
+/// What [`Metrics::outbox`] published last.
+#[derive(Debug, Default)]
+pub struct OutboxShown {
+    depth: std::collections::HashSet<ChannelSeverityLabel>,
+    stats: crate::notify::outbox::Stats,
 }
 
 /// Message counts since start, by kind and by rejection reason.
@@ -186,6 +215,9 @@ impl Metrics {
             modbus_polls_failed: Family::default(),
             modbus_failing: Family::default(),
             notifications: Family::default(),
+            outbox_pending: Family::default(),
+            notifications_held: Family::default(),
+            reminders_superseded: Counter::default(),
             api_refused: Family::default(),
             broker_refused: Family::default(),
             open_cases: Gauge::default(),
@@ -200,6 +232,21 @@ impl Metrics {
             "notification_attempts",
             "Notification delivery attempts, by outcome",
             m.notifications.clone(),
+        );
+        registry.register(
+            "notification_outbox_pending",
+            "Notification deliveries waiting in the outbox, by channel and severity",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "notification_deliveries_held",
+            "Notification deliveries held back by their channel's rate limit (once per wait), by channel",
+            m.notifications_held.clone(),
+        );
+        registry.register(
+            "notification_reminders_superseded",
+            "Reminders superseded by a newer reminder for the same case, desk and channel; never sent",
+            m.reminders_superseded.clone(),
         );
         registry.register("api_refused", "Officer API requests refused, by reason", m.api_refused.clone());
         registry.register(
@@ -345,6 +392,35 @@ impl Metrics {
         self.counts.lock().unwrap().clone()
     }
 
+    /// The outbox's queue depth now and its counts since it opened. `shown` holds what was
+    /// published before (counts, and the depth labels), so counters move by the difference and
+    /// a channel and severity that drained reads 0 rather than its last depth.
+    pub fn outbox(
+        &self,
+        depth: &[crate::notify::Depth],
+        stats: &crate::notify::outbox::Stats,
+        shown: &mut OutboxShown,
+    ) {
+        let mut labels = std::collections::HashSet::new();
+        for d in depth {
+            let label = ChannelSeverityLabel { channel: d.target.clone(), severity: d.severity.clone() };
+            self.outbox_pending.get_or_create(&label).set(d.pending as i64);
+            labels.insert(label);
+        }
+        for gone in shown.depth.difference(&labels) {
+            self.outbox_pending.get_or_create(gone).set(0);
+        }
+        shown.depth = labels;
+        for (channel, &n) in &stats.held {
+            let before = shown.stats.held.get(channel).copied().unwrap_or(0);
+            self.notifications_held
+                .get_or_create(&ChannelLabel { channel: channel.clone() })
+                .inc_by(n - before);
+        }
+        self.reminders_superseded.inc_by(stats.superseded - shown.stats.superseded);
+        shown.stats = stats.clone();
+    }
+
     /// A message was rejected.
     pub fn rejected(&self, reason: &'static str, topic: &str, error: &dyn std::fmt::Display) {
         self.rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
@@ -429,6 +505,33 @@ mod tests {
         let text = m.encode();
         assert!(text.contains(r#"firegrid_messages_rejected_total{reason="malformed"} 2"#), "{text}");
         assert!(text.contains(r#"firegrid_messages_accepted_total{kind="state"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn outbox_depth_and_counts_are_published_and_a_drained_queue_reads_zero() {
+        use crate::notify::Depth;
+        let m = Metrics::new();
+        let mut shown = OutboxShown::default();
+        let depth = |target: &str, severity: &str, pending| Depth {
+            target: target.into(),
+            severity: severity.into(),
+            pending,
+        };
+        let mut stats = crate::notify::outbox::Stats::default();
+        stats.held.insert("wecom".into(), 3);
+        stats.superseded = 2;
+        m.outbox(&[depth("wecom", "fault", 500), depth("wecom", "fire", 1)], &stats, &mut shown);
+        stats.held.insert("wecom".into(), 5);
+        m.outbox(&[depth("wecom", "fault", 490)], &stats, &mut shown);
+        let text = m.encode();
+        for line in [
+            r#"firegrid_notification_outbox_pending{channel="wecom",severity="fault"} 490"#,
+            r#"firegrid_notification_outbox_pending{channel="wecom",severity="fire"} 0"#,
+            r#"firegrid_notification_deliveries_held_total{channel="wecom"} 5"#,
+            "firegrid_notification_reminders_superseded_total 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod clock;
 mod console;
 mod dashboards;
 mod e2e;
+mod fire_first;
 mod gateway;
 mod harness;
 mod influx_sink;

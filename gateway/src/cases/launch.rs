@@ -117,6 +117,8 @@ impl AlarmLoop {
             stop.clone(),
         )));
 
+        tasks.push(tokio::spawn(publish_outbox_metrics(outbox.clone(), metrics.clone(), stop.clone())));
+
         let routes = cfg.routes.clone();
         let directory = officers.clone();
         let desk_channels: DeskChannels = Arc::new(move |desk: &str| {
@@ -243,6 +245,26 @@ impl AlarmLoop {
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;
+        }
+    }
+}
+
+/// How often the outbox's queue depth is read for the metrics: one grouped count over the
+/// pending rows, cheap at any realistic depth.
+const OUTBOX_METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes the outbox's queue depth and counts to the metrics until `stop`.
+async fn publish_outbox_metrics(outbox: Outbox, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut shown = crate::metrics::OutboxShown::default();
+    let mut ticks = tokio::time::interval(OUTBOX_METRICS_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match outbox.depth().await {
+            Ok(depth) => metrics.outbox(&depth, &outbox.stats(), &mut shown),
+            Err(error) => tracing::warn!(%error, "Reading the notification outbox's depth failed."),
         }
     }
 }

@@ -152,6 +152,26 @@ pub async fn feed_deliveries(
                     cases.delivery(id, false);
                 }
             }
+            Outcome::Superseded { .. } => {
+                // This channel will not carry the notification (a newer reminder reports for
+                // it): it no longer counts among the channels that must all fail.
+                let mut waiting = pending.lock().unwrap();
+                let Some(targets) = waiting.get_mut(&id) else { continue };
+                *targets = targets.saturating_sub(1);
+                let left = *targets;
+                let failures = failed.get_mut(&id).map_or(0, |set| {
+                    set.remove(&report.target);
+                    set.len()
+                });
+                if left == 0 || failures >= left {
+                    waiting.remove(&id);
+                    failed.remove(&id);
+                    drop(waiting);
+                    if left > 0 {
+                        cases.delivery(id, false);
+                    }
+                }
+            }
             Outcome::GaveUp { .. } => {
                 metrics
                     .notifications

@@ -758,6 +758,21 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &Page
         text,
         url: console.map(|base| crate::console::case_url(base, n.case.0)),
         at_ms: at,
+        reason: reason_name(n.reason).to_owned(),
+    }
+}
+
+/// The stable name of a notification reason, as the engine serialises it.
+fn reason_name(reason: firegrid_alerting::NotifyReason) -> &'static str {
+    use firegrid_alerting::NotifyReason::*;
+    match reason {
+        Opened => "opened",
+        Confirmed => "confirmed",
+        Spread => "spread",
+        Escalated => "escalated",
+        Reminder => "reminder",
+        HandlingOverdue => "handling_overdue",
+        DeliveryFailed => "delivery_failed",
     }
 }
 
@@ -781,6 +796,22 @@ mod tests {
             chattering: false,
             deadline: None,
             unverified,
+        }
+    }
+
+    #[test]
+    fn a_message_names_its_reason_as_the_engine_serialises_it() {
+        use NotifyReason::*;
+        for reason in [Opened, Confirmed, Spread, Escalated, Reminder, HandlingOverdue, DeliveryFailed] {
+            let pages = PageContext::without_addresses(chrono_tz::Asia::Shanghai);
+            let m = message(
+                &Notification { reason, ..notification(Location::default(), false) },
+                0,
+                None,
+                &pages,
+            );
+            assert_eq!(serde_json::to_value(reason).unwrap(), m.reason.as_str(), "{reason:?}");
+            assert_eq!(m.is_reminder(), reason == Reminder);
         }
     }
 

@@ -31,6 +31,19 @@ pub struct Message {
     pub url: Option<String>,
     /// When the engine decided to notify, Unix ms.
     pub at_ms: u64,
+    /// Why the desk is paged now: `opened`, `confirmed`, `spread`, `escalated`, `reminder`,
+    /// `handling_overdue` or `delivery_failed`. Empty in messages queued by versions before
+    /// it existed. The outbox collapses `reminder`s (see [`Message::is_reminder`]).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Message {
+    /// A reminder to a desk already told ("still unacknowledged"): a newer one for the same
+    /// case, desk and channel makes an older undelivered one pointless.
+    pub fn is_reminder(&self) -> bool {
+        self.reason == "reminder"
+    }
 }
 
 /// The title-line label of a severity, Chinese first for the duty officers, English for

@@ -42,7 +42,9 @@ use std::future::Future;
 pub use config::{ChannelConfig, NotifyConfig};
 pub use error::{ConfigError, SendError};
 pub use message::Message;
-pub use outbox::{DeliveryConfig, DeliveryReport, HistoryEntry, Outbox, OutboxError, Outcome, Status};
+pub use outbox::{
+    DeliveryConfig, DeliveryReport, Depth, HistoryEntry, Outbox, OutboxError, Outcome, RateLimit, Status,
+};
 pub use secret::Secret;
 pub use transport::{Reply, Request};
 
@@ -86,6 +88,17 @@ impl Channel {
             ChannelConfig::Feishu(c) => Channel::Feishu(feishu::Feishu::new(c, env)?),
             ChannelConfig::Sms(c) => Channel::Sms(sms::Sms::new(c, env)?),
         })
+    }
+
+    /// The channel's rate limit, if it has one (see [`outbox::RateLimit`]).
+    pub fn rate_limit(&self) -> Option<outbox::RateLimit> {
+        match self {
+            Channel::Webhook(c) => c.rate_limit(),
+            Channel::Wecom(c) => c.rate_limit(),
+            Channel::Dingtalk(c) => c.rate_limit(),
+            Channel::Feishu(c) => c.rate_limit(),
+            Channel::Sms(c) => c.rate_limit(),
+        }
     }
 
     /// The configuration's `kind`, for logs.

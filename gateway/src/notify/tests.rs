@@ -20,6 +20,7 @@ pub(crate) fn sample() -> Message {
         url: Some("https://console.example/cases/42".to_owned()),
         // 2023-11-14T22:13:20Z
         at_ms: 1_700_000_000_000,
+        reason: "opened".to_owned(),
     }
 }
 
@@ -225,6 +226,31 @@ fn the_example_configuration_loads_and_builds() {
     let channels = build_channels_with_env(&cfg.channels, &no_env).unwrap();
     assert_eq!(channels.len(), 6);
     assert_eq!(channels["grid_g1_wecom"].kind(), "wecom");
+    let limit =
+        |name: &str| channels[name].rate_limit().map(|l| (l.messages.get(), l.per.as_secs(), l.reserve()));
+    assert_eq!(limit("console"), Some((30, 60, 2)));
+    assert_eq!(limit("grid_g1_wecom"), Some((10, 60, 2)));
+    // The platforms' documented limits by default; none for SMS.
+    assert_eq!(limit("street_dingtalk"), Some((20, 60, 4)));
+    assert_eq!(limit("district_feishu"), Some((5, 3, 1)));
+    assert_eq!(limit("duty_sms"), None);
+}
+
+#[test]
+fn rate_limits_default_per_platform_and_a_reserve_that_starves_routine_pages_is_refused() {
+    let build = |text: &str| {
+        let cfg: NotifyConfig = toml::from_str(text).unwrap();
+        build_channels_with_env(&cfg.channels, &no_env).map(|c| c["x"].rate_limit())
+    };
+    let wecom = "[channels.x]\nkind = \"wecom\"\nurl = \"https://qyapi.example/send?key=k\"\n";
+    assert_eq!(build(wecom).unwrap(), Some(outbox::RateLimit::new(20, Duration::from_secs(60))));
+    let hook = "[channels.x]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    assert_eq!(build(hook).unwrap(), None);
+    let starved = format!("{hook}rate_limit = {{ messages = 2, per = \"1m\", reserve = 2 }}\n");
+    let err = build(&starved).unwrap_err();
+    assert!(err.to_string().contains("reserve"), "{err}");
+    let unknown = format!("{hook}rate_limit = {{ messages = 2, per = \"1m\", burst = 2 }}\n");
+    assert!(toml::from_str::<NotifyConfig>(&unknown).is_err());
 }
 
 #[test]

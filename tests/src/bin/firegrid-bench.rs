@@ -160,6 +160,20 @@ enum Bench {
         #[arg(long, default_value = "60s", value_parser = duration_arg)]
         outage: Duration,
     },
+    /// A fire page behind fault reminders on a rate-limited channel: the outbox and its worker
+    /// in-process with a webhook channel taking `per_minute` messages a minute, delivering to
+    /// a receiver on loopback; `faults` fault reminders (one case each) are queued, then one
+    /// fire. Reports which request the fire page was and its enqueue → arrival time, with the
+    /// reserve on and off, and for the outbox's former due-time order (simulated with the same
+    /// scheduler and window: a real run would take the whole drain).
+    FireFirst {
+        /// Fault reminders queued before the fire.
+        #[arg(long, default_value_t = 500)]
+        faults: usize,
+        /// The channel's limit, messages per minute (WeCom's and DingTalk's robots: 20).
+        #[arg(long, default_value_t = 20)]
+        per_minute: u32,
+    },
     /// The largest simulated village one gateway carries: for each size, the fleet simulator
     /// (platform mode, cameras through the camera agent) and the `firegrid` binary (release)
     /// with the alarm loop and a webhook for every desk; probe alarms from buildings of their
@@ -672,6 +686,7 @@ async fn main() {
                 warm_up: Duration::from_secs(10),
                 outage: Duration::from_secs(60),
             },
+            Bench::FireFirst { faults: 500, per_minute: 20 },
             Bench::Village {
                 detectors: vec![6_000, 20_000, 50_000],
                 speed: 60.0,
@@ -702,6 +717,7 @@ async fn main() {
             Bench::Village { detectors, speed, seconds, heartbeat, no_cameras } => {
                 village(&detectors, speed, seconds, heartbeat, !no_cameras).await
             }
+            Bench::FireFirst { faults, per_minute } => fire_first(faults, per_minute).await,
         }
     }
 }
@@ -1708,4 +1724,126 @@ async fn village_run(
         caught_up: last.0.duration_since(stopped),
         report,
     }
+}
+
+/// A notification for the fire-first benchmark: its own case, to the grid desk.
+fn fire_first_message(id: u64, severity: &str, reason: &str) -> firegrid_gateway::notify::Message {
+    firegrid_gateway::notify::Message {
+        notification_id: id,
+        case_id: id,
+        severity: severity.to_owned(),
+        level: "grid".to_owned(),
+        desk: "grid:G1".to_owned(),
+        title: format!("B{id} {severity}"),
+        text: String::new(),
+        url: None,
+        at_ms: now_ms(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The fire page's id in the fire-first benchmark.
+const FIRE_ID: u64 = 1_000_000;
+
+/// `faults` fault reminders then one fire through the real outbox, worker and a webhook
+/// channel limited to `per_minute` a minute with `reserve` slots kept, into a receiver on
+/// loopback. The fire is queued once the routine share of the first window has arrived (the
+/// robot is busy with faults). Returns the fire's request number, its enqueue → arrival
+/// time.
+async fn fire_first_run(faults: usize, per_minute: u32, reserve: u32) -> (usize, Duration) {
+    use firegrid_gateway::notify::{DeliveryConfig, NotifyConfig, Outbox, build_channels, outbox};
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, mut received) = webhook_receiver().await;
+    let cfg: NotifyConfig = toml::from_str(&format!(
+        "[channels.robot]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\n\
+         rate_limit = {{ messages = {per_minute}, per = \"1m\", reserve = {reserve} }}\n"
+    ))
+    .unwrap();
+    let channels = build_channels(&cfg.channels).unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify-outbox.sqlite")).unwrap();
+    let (reports, mut drain) = mpsc::channel(4096);
+    tokio::spawn(async move { while drain.recv().await.is_some() {} });
+    let stop = CancellationToken::new();
+    let worker =
+        tokio::spawn(outbox::run(outbox.clone(), channels, DeliveryConfig::default(), reports, stop.clone()));
+    let robot = vec!["robot".to_owned()];
+    for i in 0..faults as u64 {
+        outbox.enqueue(&fire_first_message(i + 1, "fault", "reminder"), &robot).await.unwrap();
+    }
+    let routine = (per_minute - reserve) as usize;
+    let mut arrived = 0;
+    while arrived < routine.min(faults) {
+        tokio::time::timeout(Duration::from_secs(30), received.recv()).await.expect("faults arrive").unwrap();
+        arrived += 1;
+    }
+    let enqueued = Instant::now();
+    outbox.enqueue(&fire_first_message(FIRE_ID, "fire", "confirmed"), &robot).await.unwrap();
+    // Stop at the fire: draining 500 at 20 a minute takes 25 minutes.
+    let fire = loop {
+        let (at, body) = tokio::time::timeout(Duration::from_secs(120), received.recv())
+            .await
+            .expect("the fire arrives within two windows")
+            .unwrap();
+        arrived += 1;
+        if body["notification_id"].as_u64() == Some(FIRE_ID) {
+            break (arrived, at.duration_since(enqueued));
+        }
+    };
+    stop.cancel();
+    let _ = worker.await;
+    fire
+}
+
+/// The outbox's former order (due time only, no reserve) behind the same window, stepped
+/// through the same scheduler with simulated times: all rows at one priority, the fire queued
+/// after `faults` faults at time 0. Returns the fire's request number and its wait.
+fn fire_first_due_order(faults: usize, per_minute: u32) -> (usize, Duration) {
+    use std::collections::{HashMap, HashSet};
+
+    use firegrid_gateway::notify::outbox::limit::{RateLimit, Window};
+    use firegrid_gateway::notify::outbox::schedule::plan;
+    use firegrid_gateway::notify::outbox::{DeliveryKey, Pending};
+    let limit = RateLimit { reserve: Some(0), ..RateLimit::new(per_minute, Duration::from_secs(60)) };
+    let mut windows = HashMap::from([("robot".to_owned(), Window::new(limit))]);
+    let ids = (1..=faults as u64).chain([FIRE_ID]);
+    let mut queue: Vec<Pending> = ids
+        .enumerate()
+        .map(|(i, id)| Pending {
+            key: DeliveryKey { notification_id: id, target: "robot".to_owned() },
+            case_id: id,
+            message: Err("simulated".to_owned()),
+            attempts: 0,
+            enqueued_ms: i as u64,
+            next_attempt_ms: 0,
+            priority: 0,
+        })
+        .collect();
+    let (mut now, mut sent) = (0u64, 0usize);
+    loop {
+        let step = plan(queue.clone(), &HashSet::new(), 16, &mut windows, now);
+        for row in &step.start {
+            sent += 1;
+            if row.key.notification_id == FIRE_ID {
+                return (sent, Duration::from_millis(now));
+            }
+        }
+        let started: HashSet<_> = step.start.iter().map(|r| r.key.clone()).collect();
+        queue.retain(|r| !started.contains(&r.key));
+        now = step.room_at_ms.unwrap_or(now);
+    }
+}
+
+/// The fire-first table: reserve on (the default fifth), reserve off, former due-time order.
+async fn fire_first(faults: usize, per_minute: u32) {
+    let reserve = per_minute.div_ceil(5);
+    println!(
+        "| {faults} fault reminders queued, then one fire, channel {per_minute}/min | reserve | fire page was request # | enqueue → arrival |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (order, reserve) in [("severity order", reserve), ("severity order", 0)] {
+        let (n, latency) = fire_first_run(faults, per_minute, reserve).await;
+        println!("| {order} (measured) | {reserve} | {n} | {:.1} ms |", latency.as_secs_f64() * 1000.0);
+    }
+    let (n, wait) = fire_first_due_order(faults, per_minute);
+    println!("| due-time order, before (simulated) | 0 | {n} | {:.0} s |", wait.as_secs_f64());
 }

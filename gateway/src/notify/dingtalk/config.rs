@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::notify::Secret;
 use crate::notify::config::default_timeout;
+use crate::notify::outbox::RateLimit;
 
 /// A DingTalk (钉钉) custom robot.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -29,4 +30,15 @@ pub struct DingtalkConfig {
     /// Time limit for one request, connection included.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most messages per window. Default `{ messages = 20, per = "1m" }`: "每个机器人每分钟最多发送
+    /// 20条消息到群里，如果超过20条，会限流10分钟" (DingTalk custom robot, 调用频率限制,
+    /// <https://open.dingtalk.com/document/robots/custom-robot-access>); past it the robot
+    /// answers errcode 130101 and stays blocked for ten minutes, so this limit matters most
+    /// here. Lower it when other systems post through the same robot.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn default_rate_limit() -> Option<RateLimit> {
+    Some(RateLimit::new(20, Duration::from_secs(60)))
 }

@@ -2,6 +2,7 @@
 
 use super::config::DingtalkConfig;
 use super::request;
+use crate::notify::outbox::{RateLimit, limit::checked};
 use crate::notify::secret::Env;
 use crate::notify::transport::{self, exchange};
 use crate::notify::{ConfigError, Message, Notifier, Secret, SendError, unix_ms};
@@ -14,6 +15,7 @@ pub struct Dingtalk {
     secret: Option<Secret>,
     at_mobiles: Vec<String>,
     at_all: bool,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Dingtalk {
@@ -31,7 +33,15 @@ impl Dingtalk {
             secret: Secret::resolve(cfg.secret.as_ref(), cfg.secret_env.as_deref(), env)?,
             at_mobiles: cfg.at_mobiles.clone(),
             at_all: cfg.at_all,
+            rate_limit: checked(cfg.rate_limit)?,
         })
+    }
+}
+
+impl Dingtalk {
+    /// The configured rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::config::FeishuConfig;
 use super::request;
+use crate::notify::outbox::{RateLimit, limit::checked};
 use crate::notify::secret::Env;
 use crate::notify::transport::{self, exchange};
 use crate::notify::{ConfigError, Message, Notifier, Secret, SendError, unix_ms};
@@ -12,6 +13,7 @@ pub struct Feishu {
     client: reqwest::Client,
     url: String,
     secret: Option<Secret>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Feishu {
@@ -22,7 +24,15 @@ impl Feishu {
             client: transport::client(cfg.timeout)?,
             url: cfg.url.clone(),
             secret: Secret::resolve(cfg.secret.as_ref(), cfg.secret_env.as_deref(), env)?,
+            rate_limit: checked(cfg.rate_limit)?,
         })
+    }
+}
+
+impl Feishu {
+    /// The configured rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 }
 

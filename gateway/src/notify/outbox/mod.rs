@@ -5,7 +5,32 @@
 //!   and the API.
 //! - [`run`]: the delivery worker, which reports every attempt as a [`DeliveryReport`].
 //! - [`policy`]: when to retry, as a pure function.
+//! - [`schedule`]: which due deliveries to start now, as a pure function.
+//! - [`limit`]: a channel's [`RateLimit`] and the window enforcing it, as plain data.
 //! - [`store`]: the table and its synchronous SQL.
+//!
+//! Fire first. A robot takes about 20 messages a minute; a burst of fault reminders must not
+//! hold a fire page behind that limit. Three rules see to it:
+//!
+//! - **Severity order per channel.** Each channel sends its most urgent due delivery first:
+//!   fire, pre-alarm, water, communication loss, offline, fault (the engine's order), then
+//!   anything else (`test`); oldest first within a severity. Each row stores its
+//!   [`store::priority`]; retries keep theirs.
+//! - **Rate limits with a reserve.** A channel with a [`RateLimit`] (WeCom and DingTalk 20 a
+//!   minute, Feishu 5 in 3 s by default, none for webhooks and SMS unless configured) sends at
+//!   most `messages` in any window of `per`, and routine pages stop at `messages - reserve`:
+//!   the last slots of every window are kept for fire and pre-alarm pages, so one goes out at
+//!   once even while hundreds of faults wait. A delivery held back by the limit is not an
+//!   attempt and not a failure: its row is left as it is. A platform's own refusal (HTTP 429,
+//!   WeCom 45009, DingTalk 130101, Feishu 11232/9499) is still a retryable failure, with
+//!   backoff. The windows live in memory; at start each counts again the deliveries its
+//!   channel accepted within the last window (from the table), so a restart does not hand a
+//!   robot a second full window.
+//! - **Reminders collapse.** A reminder ("still unacknowledged") enqueued for a case, desk
+//!   and channel supersedes that desk's older reminders still pending on that channel: they
+//!   are marked `superseded` (kept in the history with the newer one's id, counted, never
+//!   sent, and reported as [`Outcome::Superseded`]). First pages, confirmations and
+//!   escalations are never superseded.
 //!
 //! Delivery is at least once: a crash between a channel accepting a message and the row being
 //! marked delivered sends it again after the restart. Duplicates of a fire alarm are harmless;
@@ -27,12 +52,15 @@
 //! is noise beside the fsync.
 
 pub mod config;
+pub mod limit;
 pub mod policy;
+pub mod schedule;
 pub mod store;
 #[cfg(test)]
 mod tests;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -40,7 +68,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use config::DeliveryConfig;
-pub use store::{DeliveryKey, HistoryEntry, Pending, Status, Store};
+pub use limit::RateLimit;
+pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, Status, Store};
 pub use worker::run;
 
 use super::Message;
@@ -65,7 +94,8 @@ pub enum OutboxError {
     Task(String),
 }
 
-/// What happened to one attempt of one delivery; sent for every attempt.
+/// What happened to one attempt of one delivery; sent for every attempt, and once for a
+/// delivery superseded before its attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// The notification.
@@ -104,6 +134,12 @@ pub enum Outcome {
         /// Attempts made.
         attempts: u32,
     },
+    /// The delivery (a reminder) was superseded by a newer reminder for the same case and
+    /// desk on the same channel, and will not be made; the newer one reports for that channel.
+    Superseded {
+        /// The newer reminder.
+        by: u64,
+    },
 }
 
 /// The outbox. Cheap to clone; clones share one database connection and one wake-up signal.
@@ -112,11 +148,26 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// Counts since the outbox was opened, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Deliveries held back by their channel's rate limit, by channel; a delivery is counted
+    /// when it starts waiting, not again for each round of the worker it keeps waiting (a
+    /// round with no free delivery slot does not look at the limits, and a delivery still
+    /// waiting after one is counted anew).
+    pub held: BTreeMap<String, u64>,
+    /// Reminders superseded by a newer one.
+    pub superseded: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Mutex<Stores>,
     /// Where the outbox says that its file cannot be written.
     metrics: OnceLock<Arc<crate::metrics::Metrics>>,
+    stats: Mutex<Stats>,
+    /// Reports of superseded deliveries, for the worker to send with the others.
+    superseded: Mutex<Vec<DeliveryReport>>,
     /// Signalled by [`Outbox::enqueue`] so the worker starts delivering at once instead of at
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
@@ -202,6 +253,8 @@ impl Outbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(Stores { disk: store, memory: None }),
                 metrics: OnceLock::new(),
+                stats: Mutex::default(),
+                superseded: Mutex::default(),
                 wake: Notify::new(),
                 path: path.to_owned(),
             }),
@@ -222,15 +275,52 @@ impl Outbox {
     /// Queues `msg` for each of `targets` (channel names) and wakes the worker; returns how
     /// many deliveries are new. Idempotent per (notification id, target): the engine replays
     /// its log after a restart and emits the same notifications again, and those must not be
-    /// sent twice, delivered or not. Durable when it returns.
+    /// sent twice, delivered or not. A new reminder supersedes the same desk's older pending
+    /// reminders of the case on the same channels. Durable when it returns.
     pub async fn enqueue(&self, msg: &Message, targets: &[String]) -> Result<usize, OutboxError> {
+        let (id, case_id) = (msg.notification_id, msg.case_id);
         let (msg, targets) = (msg.clone(), targets.to_vec());
         let now = super::unix_ms();
-        let inserted = self.call(move |store| store.enqueue(&msg, &targets, now)).await?;
-        if inserted > 0 {
+        let done = self.call(move |store| store.enqueue(&msg, &targets, now)).await?;
+        if !done.superseded.is_empty() {
+            self.stats_mut().superseded += done.superseded.len() as u64;
+            tracing::info!(
+                notification_id = id,
+                case_id,
+                superseded = done.superseded.len(),
+                "Older reminders superseded by a newer one; they will not be sent."
+            );
+            let reports = done.superseded.into_iter().map(|key| DeliveryReport {
+                notification_id: key.notification_id,
+                case_id,
+                target: key.target,
+                outcome: Outcome::Superseded { by: id },
+            });
+            self.inner.superseded.lock().unwrap_or_else(PoisonError::into_inner).extend(reports);
+        }
+        if done.inserted > 0 {
             self.inner.wake.notify_one();
         }
-        Ok(inserted)
+        Ok(done.inserted)
+    }
+
+    /// Pending deliveries by channel and severity.
+    pub async fn depth(&self) -> Result<Vec<Depth>, OutboxError> {
+        self.call(|store| store.depth()).await
+    }
+
+    /// Counts since the outbox was opened.
+    pub fn stats(&self) -> Stats {
+        self.stats_mut().clone()
+    }
+
+    /// The reports of superseded deliveries not yet sent.
+    fn take_superseded(&self) -> Vec<DeliveryReport> {
+        std::mem::take(&mut *self.inner.superseded.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Deliveries not yet delivered nor given up.

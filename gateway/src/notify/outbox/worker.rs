@@ -1,5 +1,6 @@
-//! The delivery worker: takes due deliveries from the outbox, sends them concurrently, records
-//! and reports each outcome.
+//! The delivery worker: takes due deliveries from the outbox, most urgent first per channel
+//! and within each channel's rate limit ([`super::schedule::plan`]), sends them concurrently,
+//! records and reports each outcome.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::limit::Window;
 use super::policy::{AfterFailure, after_failure};
+use super::schedule;
 use super::store::{DeliveryKey, Pending};
 use super::{DeliveryConfig, DeliveryReport, Outbox, Outcome};
 use crate::notify::{Channel, Notifier, SendError, unix_ms};
@@ -42,11 +45,13 @@ pub(crate) fn is_due(next_attempt_ms: u64, now_ms: u64, max_backoff: Duration) -
 
 /// Delivers the outbox through `channels` (by name) until `shutdown` is cancelled.
 ///
-/// Up to `settings.concurrency` deliveries are in flight at once, each in its own task, so a
-/// slow channel holds only its own deliveries. Each outcome is recorded in the outbox first and
-/// then sent to `reports`; when the receiver is slow, only the reporting task waits. A closed
-/// `reports` is ignored (deliveries go on). Pending deliveries to a name missing from
-/// `channels` fail permanently and are given up.
+/// Each channel sends its most urgent due delivery first, within its rate limit
+/// ([`Channel::rate_limit`]); a delivery held back by the limit waits, unchanged, for room in
+/// the channel's window. Up to `settings.concurrency` deliveries are in flight at once, each
+/// in its own task, so a slow channel holds only its own deliveries. Each outcome is recorded
+/// in the outbox first and then sent to `reports`; when the receiver is slow, only the
+/// reporting task waits. A closed `reports` is ignored (deliveries go on). Pending deliveries
+/// to a name missing from `channels` fail permanently and are given up.
 pub async fn run(
     outbox: Outbox,
     channels: HashMap<String, Channel>,
@@ -59,6 +64,13 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut in_flight: HashMap<tokio::task::Id, DeliveryKey> = HashMap::new();
     let mut last_prune: Option<Instant> = None;
+    let mut windows: HashMap<String, Window> = job
+        .channels
+        .iter()
+        .filter_map(|(name, channel)| channel.rate_limit().map(|limit| (name.clone(), Window::new(limit))))
+        .collect();
+    let mut held: HashSet<DeliveryKey> = HashSet::new();
+    restore_windows(&outbox, &mut windows).await;
     tracing::info!(
         channels = job.channels.len(),
         path = %outbox.path().display(),
@@ -71,39 +83,44 @@ pub async fn run(
             prune(&job).await;
         }
 
-        // The earliest `concurrency` pending rows always include every row that can be started
-        // now: at most `in_flight.len()` of them are already being sent.
-        let rows = match outbox.call(move |store| store.earliest(concurrency)).await {
-            Ok(rows) => rows,
+        // Each channel's `concurrency` most urgent due rows always include every row of it
+        // that can be started now: at most `in_flight.len()` of them are already being sent.
+        let now = unix_ms();
+        let max_backoff = job.settings.max_backoff;
+        let due = match outbox.call(move |store| store.due(now, max_backoff, concurrency)).await {
+            Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, "Reading the notification outbox failed.");
                 pause(&shutdown, DB_ERROR_PAUSE).await;
                 continue;
             }
         };
-        let now = unix_ms();
-        let busy: HashSet<&DeliveryKey> = in_flight.values().collect();
-        let mut next_due = None;
-        let mut start = Vec::new();
-        for row in rows {
-            if busy.contains(&row.key) {
-                continue;
-            }
-            if !is_due(row.next_attempt_ms, now, job.settings.max_backoff) {
-                next_due = Some(row.next_attempt_ms);
-                break;
-            }
-            if busy.len() + start.len() < concurrency {
-                start.push(row);
-            }
+        debug_assert!(due.rows.iter().all(|r| is_due(r.next_attempt_ms, now, max_backoff)));
+        let superseded = outbox.take_superseded();
+        if !superseded.is_empty() {
+            // Sent apart, like every report, so a slow receiver holds no delivery.
+            let reports = job.reports.clone();
+            tokio::spawn(async move {
+                for report in superseded {
+                    let _ = reports.send(report).await;
+                }
+            });
         }
-        for row in start {
+        let busy: HashSet<DeliveryKey> = in_flight.values().cloned().collect();
+        let free = concurrency.saturating_sub(in_flight.len());
+        let plan = schedule::plan(due.rows, &busy, free, &mut windows, now);
+        count_held(&outbox, &mut held, &plan, now);
+        for row in plan.start {
             let key = row.key.clone();
             let handle = tasks.spawn(deliver(job.clone(), row));
             in_flight.insert(handle.id(), key);
         }
 
-        let wait = next_due.map_or(IDLE_RECHECK, |due| Duration::from_millis(due.saturating_sub(now)));
+        let next = match (due.next_due_ms, plan.room_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = next.map_or(IDLE_RECHECK, |at| Duration::from_millis(at.saturating_sub(now)));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = outbox.inner.wake.notified() => {}
@@ -141,6 +158,53 @@ pub async fn run(
         }
     }
     tracing::info!("Notification delivery stopped.");
+}
+
+/// Counts into each window the deliveries its channel accepted within the window before this
+/// start, so a restart (or a crash loop) does not hand a robot a second full window: DingTalk
+/// blocks a robot for ten minutes past its limit. Failed attempts left no time and are not
+/// counted. A database error leaves the windows empty (logged): delivery goes on.
+async fn restore_windows(outbox: &Outbox, windows: &mut HashMap<String, Window>) {
+    let now = unix_ms();
+    for (name, window) in windows.iter_mut() {
+        let since = now.saturating_sub(window.limit().per.as_millis() as u64);
+        let target = name.clone();
+        match outbox.call(move |store| store.delivered_since(&target, since)).await {
+            Ok(times) => times.into_iter().for_each(|t| window.take(t)),
+            Err(error) => {
+                tracing::error!(target = %name, %error, "Reading recent deliveries for a rate limit failed.")
+            }
+        }
+    }
+}
+
+/// Counts the deliveries `plan` holds that were not held in the round before, per channel,
+/// and logs a channel that starts holding.
+fn count_held(outbox: &Outbox, held: &mut HashSet<DeliveryKey>, plan: &schedule::Plan, now: u64) {
+    let before = std::mem::take(held);
+    let mut newly: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for key in &plan.held {
+        if !before.contains(key) {
+            *newly.entry(key.target.as_str()).or_default() += 1;
+        }
+        held.insert(key.clone());
+    }
+    if newly.is_empty() {
+        return;
+    }
+    let was_holding: HashSet<&str> = before.iter().map(|k| k.target.as_str()).collect();
+    let mut stats = outbox.stats_mut();
+    for (target, n) in newly {
+        *stats.held.entry(target.to_owned()).or_default() += n;
+        if !was_holding.contains(target) {
+            tracing::info!(
+                target,
+                held = n,
+                room_in_ms = plan.room_at_ms.map(|at| at.saturating_sub(now)),
+                "Notification channel at its rate limit; deliveries wait for room in its window."
+            );
+        }
+    }
 }
 
 /// What every delivery task shares.

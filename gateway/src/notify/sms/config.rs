@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::notify::Secret;
 use crate::notify::config::default_timeout;
+use crate::notify::outbox::RateLimit;
 use crate::notify::transport::Method;
 
 /// An HTTP SMS or voice gateway. Templates may hold the placeholders listed in
@@ -65,6 +66,11 @@ pub struct SmsConfig {
     /// Time limit for one request, connection included.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most deliveries per window (one delivery is every number of `phones`), e.g.
+    /// `{ messages = 60, per = "1m" }`. None by default: SMS gateways' limits are per
+    /// account and contract, not documented in general.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Escaping of placeholder values in the body.

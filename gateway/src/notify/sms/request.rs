@@ -91,6 +91,7 @@ impl RequestTemplate {
             text: "测试 test".to_owned(),
             url: Some("https://console.example/cases/1".to_owned()),
             at_ms: 0,
+            reason: "opened".to_owned(),
         };
         shape.requests(&sample).map_err(|e| ConfigError::msg(e.to_string()))?;
         Ok(shape)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::config::SmsConfig;
 use super::request::RequestTemplate;
+use crate::notify::outbox::{RateLimit, limit::checked};
 use crate::notify::secret::Env;
 use crate::notify::transport::{self, exchange};
 use crate::notify::{ConfigError, Message, Notifier, SendError};
@@ -13,6 +14,7 @@ use crate::notify::{ConfigError, Message, Notifier, SendError};
 pub struct Sms {
     client: reqwest::Client,
     template: Arc<RequestTemplate>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Sms {
@@ -21,7 +23,15 @@ impl Sms {
         Ok(Sms {
             client: transport::client(cfg.timeout)?,
             template: Arc::new(RequestTemplate::new(cfg, env)?),
+            rate_limit: checked(cfg.rate_limit)?,
         })
+    }
+}
+
+impl Sms {
+    /// The configured rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::notify::Secret;
 use crate::notify::config::default_timeout;
+use crate::notify::outbox::RateLimit;
 
 /// A generic JSON webhook.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -32,4 +33,8 @@ pub struct WebhookConfig {
     /// to variable name.
     #[serde(default)]
     pub headers_env: BTreeMap<String, String>,
+    /// Most requests per window, e.g. `{ messages = 30, per = "1m" }` for an endpoint that
+    /// throttles. None by default: a generic endpoint has no documented limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }

@@ -2,6 +2,7 @@
 
 use super::config::WebhookConfig;
 use super::request;
+use crate::notify::outbox::{RateLimit, limit::checked};
 use crate::notify::secret::{self, Env};
 use crate::notify::transport::{self, exchange};
 use crate::notify::{ConfigError, Message, Notifier, Secret, SendError, unix_ms};
@@ -13,6 +14,7 @@ pub struct Webhook {
     url: String,
     headers: Vec<(String, String)>,
     secret: Option<Secret>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Webhook {
@@ -24,7 +26,15 @@ impl Webhook {
             url: cfg.url.clone(),
             headers: secret::headers(&cfg.headers, &cfg.headers_env, env)?,
             secret: Secret::resolve(cfg.secret.as_ref(), cfg.secret_env.as_deref(), env)?,
+            rate_limit: checked(cfg.rate_limit)?,
         })
+    }
+}
+
+impl Webhook {
+    /// The configured rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 }
 

@@ -49,7 +49,7 @@ fn request_posts_the_message_as_json_with_timestamp_signature_and_extra_headers(
     assert_eq!(sent, sample());
     assert_eq!(
         String::from_utf8(req.body.clone()).unwrap(),
-        r#"{"notification_id":7,"case_id":42,"severity":"fire","level":"grid","desk":"grid:G1","title":"3号楼2单元 烟感火警","text":"502室烟雾浓度 0.25 dB/m，请立即核查。","url":"https://console.example/cases/42","at_ms":1700000000000}"#,
+        r#"{"notification_id":7,"case_id":42,"severity":"fire","level":"grid","desk":"grid:G1","title":"3号楼2单元 烟感火警","text":"502室烟雾浓度 0.25 dB/m，请立即核查。","url":"https://console.example/cases/42","at_ms":1700000000000,"reason":"opened"}"#,
         "field names are the receiver's contract"
     );
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::notify::config::default_timeout;
+use crate::notify::outbox::RateLimit;
 
 /// A WeCom (企业微信) group robot.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -22,6 +23,16 @@ pub struct WecomConfig {
     /// Time limit for one request, connection included.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most messages per window. Default `{ messages = 20, per = "1m" }`: "每个机器人发送的消息不能
+    /// 超过20条/分钟" (WeCom group robot, 消息发送频率限制,
+    /// <https://developer.work.weixin.qq.com/document/path/91770>); past it the robot answers
+    /// errcode 45009. Lower it when other systems post through the same robot.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn default_rate_limit() -> Option<RateLimit> {
+    Some(RateLimit::new(20, Duration::from_secs(60)))
 }
 
 /// The WeCom message type.

@@ -2,6 +2,7 @@
 
 use super::config::{WecomConfig, WecomFormat};
 use super::request;
+use crate::notify::outbox::{RateLimit, limit::checked};
 use crate::notify::transport::{self, exchange};
 use crate::notify::{ConfigError, Message, Notifier, SendError};
 
@@ -12,6 +13,7 @@ pub struct Wecom {
     url: String,
     format: WecomFormat,
     mentioned_mobiles: Vec<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Wecom {
@@ -35,7 +37,15 @@ impl Wecom {
             url: cfg.url.clone(),
             format: cfg.format,
             mentioned_mobiles: cfg.mentioned_mobiles.clone(),
+            rate_limit: checked(cfg.rate_limit)?,
         })
+    }
+}
+
+impl Wecom {
+    /// The configured rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 }
 

@@ -376,3 +376,106 @@ async fn shutdown_waits_for_sends_in_flight() {
     assert_eq!(outbox.pending_count().await.unwrap(), 0);
     receiver.stop().await;
 }
+
+/// A page about its own case with this severity.
+fn page(notification_id: u64, severity: &str) -> crate::notify::Message {
+    crate::notify::Message {
+        severity: severity.to_owned(),
+        reason: "opened".to_owned(),
+        ..msg(notification_id)
+    }
+}
+
+#[tokio::test]
+async fn a_fire_overtakes_faults_held_by_the_rate_limit_through_the_reserve() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    let limited = targets(&["limited"]);
+    for id in 1..=6 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    // 3 an hour with 1 kept: two faults go, the other four are held.
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { attempt: 1 }));
+    }
+    outbox.enqueue(&page(100, "fire"), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!((report.notification_id, report.outcome), (100, Outcome::Delivered { attempt: 1 }));
+    let arrived: Vec<_> = receiver.requests().iter().filter_map(|r| r.notification_id()).collect();
+    assert_eq!(arrived.len(), 3, "{arrived:?}");
+    assert_eq!(arrived[2], 100, "the fire is the third request: {arrived:?}");
+    assert!(arrived[..2].iter().all(|id| *id <= 6));
+    // Held is not attempted: no attempt, no error, still pending; counted once each.
+    assert_eq!(outbox.pending_count().await.unwrap(), 4);
+    for id in 1..=6u64 {
+        let h = outbox.history(1000 + id).await.unwrap().remove(0);
+        if h.status == Status::Pending {
+            assert_eq!((h.attempts, h.last_error), (0, None), "#{id}");
+        }
+    }
+    assert_eq!(outbox.stats().held.get("limited"), Some(&4));
+    worker.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_counts_the_deliveries_already_made_in_the_window() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let limited = targets(&["limited"]);
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    for id in 1..=2 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { .. }));
+    }
+    worker.stop().await;
+
+    // The routine share of this hour is used: after the restart a fault waits, a fire goes.
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    outbox.enqueue(&page(3, "fault"), &limited).await.unwrap();
+    outbox.enqueue(&page(100, "fire"), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!((report.notification_id, report.outcome), (100, Outcome::Delivered { attempt: 1 }));
+    let fault = outbox.history(1003).await.unwrap().remove(0);
+    assert_eq!((fault.status, fault.attempts), (Status::Pending, 0));
+    assert_eq!(receiver.requests().len(), 3);
+    worker.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn a_reminder_waiting_for_the_limit_is_superseded_by_the_next_and_reported_so() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite")).unwrap();
+    let limited = targets(&["limited"]);
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+    for id in 1..=2 {
+        outbox.enqueue(&page(id, "fault"), &limited).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert!(matches!(worker.report().await.outcome, Outcome::Delivered { .. }));
+    }
+    // Two reminders of one case to one desk while the channel's routine share is used.
+    let reminder =
+        |id| crate::notify::Message { case_id: 7, reason: "reminder".to_owned(), ..page(id, "fault") };
+    outbox.enqueue(&reminder(10), &limited).await.unwrap();
+    outbox.enqueue(&reminder(11), &limited).await.unwrap();
+    let report = worker.report().await;
+    assert_eq!(
+        (report.notification_id, report.case_id, report.target.as_str(), report.outcome),
+        (10, 7, "limited", Outcome::Superseded { by: 11 })
+    );
+    let history: Vec<_> =
+        outbox.history(7).await.unwrap().into_iter().map(|h| (h.notification_id, h.status)).collect();
+    assert_eq!(history, [(10, Status::Superseded), (11, Status::Pending)]);
+    assert_eq!(outbox.stats().superseded, 1);
+    assert_eq!(receiver.requests().len(), 2, "neither reminder was sent yet");
+    worker.stop().await;
+    receiver.stop().await;
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::policy::{AfterFailure, after_failure, attempts_within, backoff};
+use super::store::priority;
 use super::*;
 use crate::notify::SendError;
 use crate::notify::tests::sample;
@@ -103,12 +104,16 @@ fn pending_keys(store: &Store) -> Vec<(u64, String, u64)> {
 fn enqueue_is_idempotent_per_notification_and_target_in_every_state() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
-    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b"]), 10).unwrap(), 2);
-    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 20).unwrap(), 1, "only c is new");
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b"]), 10).unwrap().inserted, 2);
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 20).unwrap().inserted, 1, "only c is new");
     store.delivered(&key(1, "a"), 1, 30).unwrap();
     store.dead(&key(1, "b"), 1, "refused", 30).unwrap();
-    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 40).unwrap(), 0, "replay after delivery");
-    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "a"]), 40).unwrap(), 0);
+    assert_eq!(
+        store.enqueue(&msg(1), &targets(&["a", "b", "c"]), 40).unwrap().inserted,
+        0,
+        "replay after delivery"
+    );
+    assert_eq!(store.enqueue(&msg(1), &targets(&["a", "a"]), 40).unwrap().inserted, 0);
     assert_eq!(pending_keys(&store), [(1, "c".to_owned(), 20)]);
     let history: Vec<_> = store.history(1001).unwrap().into_iter().map(|h| (h.target, h.status)).collect();
     assert_eq!(
@@ -159,6 +164,8 @@ fn outcomes_change_only_pending_rows() {
             next_attempt_ms: None,
             delivered_ms: Some(60),
             gave_up_ms: None,
+            superseded_ms: None,
+            superseded_by: None,
         }
     );
 }
@@ -186,7 +193,7 @@ fn ids_above_i64_max_round_trip() {
     let row = &store.earliest(1).unwrap()[0];
     assert_eq!((row.key.notification_id, row.case_id), (u64::MAX - 1, u64::MAX));
     assert_eq!(store.history(u64::MAX).unwrap()[0].notification_id, u64::MAX - 1);
-    assert_eq!(store.enqueue(&big, &targets(&["a"]), 2).unwrap(), 0);
+    assert_eq!(store.enqueue(&big, &targets(&["a"]), 2).unwrap().inserted, 0);
 }
 
 #[test]
@@ -200,7 +207,7 @@ fn reopening_keeps_rows_and_a_newer_schema_is_refused() {
     let store = Store::open(&path).unwrap();
     assert_eq!(pending_keys(&store), [(1, "b".to_owned(), 5), (1, "a".to_owned(), 99)]);
     drop(store);
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
     let err = Store::open(&path).unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
 }
@@ -218,6 +225,233 @@ fn an_unreadable_stored_message_is_reported_not_fatal() {
     let row = &store.earliest(1).unwrap()[0];
     assert!(row.message.is_err(), "{row:?}");
     assert_eq!(row.case_id, 1001, "the case is known without the message");
+}
+
+// ---- priority, reminders, migration ----
+
+/// A page about `case_id` to `desk` with this severity and reason.
+fn page(notification_id: u64, case_id: u64, severity: &str, reason: &str, desk: &str) -> Message {
+    Message {
+        notification_id,
+        case_id,
+        severity: severity.to_owned(),
+        reason: reason.to_owned(),
+        desk: desk.to_owned(),
+        ..sample()
+    }
+}
+
+fn due_ids(store: &Store, now: u64, per_target: usize) -> Vec<(u64, String)> {
+    let due = store.due(now, Duration::from_secs(300), per_target).unwrap();
+    due.rows.into_iter().map(|p| (p.key.notification_id, p.key.target)).collect()
+}
+
+#[test]
+fn due_lists_each_channels_most_urgent_first_then_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store.enqueue(&page(1, 1, "fault", "opened", "grid:G1"), &targets(&["a", "b"]), 100).unwrap();
+    store.enqueue(&page(2, 2, "fault", "opened", "grid:G1"), &targets(&["a"]), 200).unwrap();
+    store.enqueue(&page(3, 3, "test", "opened", "grid:G1"), &targets(&["a"]), 50).unwrap();
+    store.enqueue(&page(4, 4, "pre_alarm", "opened", "grid:G1"), &targets(&["a"]), 300).unwrap();
+    store.enqueue(&page(5, 5, "fire", "confirmed", "grid:G1"), &targets(&["a", "b"]), 400).unwrap();
+    let a = |ids: &[u64]| ids.iter().map(|&i| (i, "a".to_owned())).collect::<Vec<_>>();
+    let only_a: Vec<_> = due_ids(&store, 1_000, 10).into_iter().filter(|(_, t)| t == "a").collect();
+    assert_eq!(only_a, a(&[5, 4, 1, 2, 3]));
+    // At most `per_target` per channel: b's rows are not crowded out by a's.
+    assert_eq!(
+        due_ids(&store, 1_000, 2),
+        [(5, "a".to_owned()), (5, "b".to_owned()), (4, "a".to_owned()), (1, "b".to_owned())]
+    );
+    // A retry keeps its priority but waits for its time.
+    store.retry_at(&key(5, "a"), 1, 5_000, "HTTP 502").unwrap();
+    let due = store.due(1_000, Duration::from_secs(300), 10).unwrap();
+    assert_eq!(due.next_due_ms, Some(5_000));
+    assert!(due.rows.iter().all(|r| r.key != key(5, "a")));
+    assert!(due.rows.iter().find(|r| r.key == key(5, "b")).unwrap().is_urgent());
+    assert_eq!(due_ids(&store, 5_000, 1), [(5, "a".to_owned()), (5, "b".to_owned())]);
+    // Set before the wall clock stepped back (further ahead than any backoff): due now.
+    store.retry_at(&key(4, "a"), 1, 1_000 + 301_000, "HTTP 502").unwrap();
+    assert!(due_ids(&store, 1_000, 10).contains(&(4, "a".to_owned())));
+    let depth = store.depth().unwrap();
+    let depth: Vec<_> = depth.iter().map(|d| (d.target.as_str(), d.severity.as_str(), d.pending)).collect();
+    assert_eq!(
+        depth,
+        [
+            ("a", "fault", 2),
+            ("a", "fire", 1),
+            ("a", "pre_alarm", 1),
+            ("a", "test", 1),
+            ("b", "fault", 1),
+            ("b", "fire", 1)
+        ]
+    );
+}
+
+#[test]
+fn a_newer_reminder_supersedes_only_older_pending_reminders_of_its_case_desk_and_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let enqueue =
+        |store: &mut Store, m: &Message, t: &[&str], now| store.enqueue(m, &targets(t), now).unwrap();
+    // The first page, an escalation to the community, and a reminder to the grid.
+    enqueue(&mut store, &page(1, 9, "fault", "opened", "grid:G1"), &["a", "b"], 10);
+    enqueue(&mut store, &page(2, 9, "fault", "escalated", "community:C1"), &["a"], 20);
+    assert_eq!(
+        enqueue(&mut store, &page(3, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 30).superseded,
+        []
+    );
+    // Another case's reminder on the same channel, and the community's own reminder.
+    enqueue(&mut store, &page(4, 8, "fault", "reminder", "grid:G1"), &["a"], 40);
+    enqueue(&mut store, &page(5, 9, "fault", "reminder", "community:C1"), &["a"], 50);
+    // The grid's next reminder, on channel a only: it supersedes #3 on a, not on b.
+    let done = enqueue(&mut store, &page(6, 9, "fault", "reminder", "grid:G1"), &["a"], 60);
+    assert_eq!(done, store::Enqueued { inserted: 1, superseded: vec![key(3, "a")] });
+    // A replay of #3 (already present) supersedes nothing.
+    assert_eq!(
+        enqueue(&mut store, &page(3, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 70),
+        Default::default()
+    );
+    let history: Vec<_> = store
+        .history(9)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.notification_id, h.target, h.status, h.superseded_by, h.superseded_ms))
+        .collect();
+    use Status::{Pending as P, Superseded as S};
+    assert_eq!(
+        history,
+        [
+            (1, "a".to_owned(), P, None, None),
+            (1, "b".to_owned(), P, None, None),
+            (2, "a".to_owned(), P, None, None),
+            (3, "a".to_owned(), S, Some(6), Some(60)),
+            (3, "b".to_owned(), P, None, None),
+            (5, "a".to_owned(), P, None, None),
+            (6, "a".to_owned(), P, None, None),
+        ]
+    );
+    assert_eq!(store.superseded_count().unwrap(), 1);
+    assert!(!due_ids(&store, 100, 100).contains(&(3, "a".to_owned())), "never delivered");
+    // A reminder that was delivered already is not superseded; one being sent when it was
+    // superseded is recorded as delivered when it gets through.
+    store.delivered(&key(6, "a"), 1, 80).unwrap();
+    assert_eq!(
+        enqueue(&mut store, &page(7, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 90).superseded,
+        [key(3, "b")]
+    );
+    store.delivered(&key(3, "b"), 1, 95).unwrap();
+    let b3 =
+        store.history(9).unwrap().into_iter().find(|h| h.notification_id == 3 && h.target == "b").unwrap();
+    assert_eq!((b3.status, b3.superseded_by), (Status::Delivered, Some(7)));
+    // Superseded rows are finished: pruned with the rest.
+    assert_eq!(store.prune(1_000).unwrap(), 3);
+}
+
+/// A version-1 row: id, target, message, status, attempts, enqueued, next attempt, last error,
+/// finished.
+type V1Row<'a> = (u64, &'a str, String, &'a str, u32, i64, i64, Option<&'a str>, Option<i64>);
+
+/// The schema of version 1, as that version created it.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS delivery (
+    notification_id INTEGER NOT NULL,
+    target          TEXT    NOT NULL,
+    case_id         INTEGER NOT NULL,
+    message         TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    enqueued_ms     INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    finished_ms     INTEGER,
+    PRIMARY KEY (notification_id, target)
+);
+CREATE INDEX IF NOT EXISTS delivery_due ON delivery (next_attempt_ms) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS delivery_case ON delivery (case_id);
+CREATE INDEX IF NOT EXISTS delivery_finished ON delivery (finished_ms) WHERE status != 'pending';
+";
+
+#[test]
+fn a_version_1_file_is_migrated_with_every_row_and_its_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        // Messages as version 1 stored them: no `reason` field.
+        let v1 = |id: u64, severity: &str| {
+            let mut json = serde_json::to_value(page(id, 77, severity, "", "grid:G1")).unwrap();
+            json.as_object_mut().unwrap().remove("reason");
+            json.to_string()
+        };
+        let insert = "INSERT INTO delivery (notification_id, target, case_id, message, status, attempts,
+                      enqueued_ms, next_attempt_ms, last_error, finished_ms) VALUES (?1, ?2, 77, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        let rows: [V1Row; 5] = [
+            (1, "a", v1(1, "fault"), "pending", 0, 100, 100, None, None),
+            (2, "a", v1(2, "fire"), "pending", 2, 200, 250, Some("HTTP 502"), None),
+            (3, "a", v1(3, "fault"), "delivered", 1, 50, 50, None, Some(60)),
+            (4, "b", v1(4, "pre_alarm"), "dead", 3, 40, 40, Some("HTTP 404"), Some(70)),
+            (5, "b", "{\"not\": \"a message\"".to_owned(), "pending", 0, 30, 30, None, None),
+        ];
+        for (id, t, json, status, attempts, enq, next, err, fin) in rows {
+            conn.execute(
+                insert,
+                rusqlite::params![id as i64, t, json, status, attempts, enq, next, err, fin],
+            )
+            .unwrap();
+        }
+    }
+    let mut store = Store::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    // The fire comes first now, although it was queued after the fault.
+    let due = store.due(1_000, Duration::from_secs(300), 10).unwrap();
+    let got: Vec<_> = due.rows.iter().map(|p| (p.key.notification_id, p.priority, p.attempts)).collect();
+    assert_eq!(got, [(2, priority("fire"), 2), (1, priority("fault"), 0), (5, 0, 0)]);
+    assert_eq!(due.rows[0].message.as_ref().unwrap().reason, "", "an old row reads without a reason");
+    assert!(due.rows[2].message.is_err(), "an unreadable row is kept, and reported when sent");
+    let history: Vec<_> =
+        store.history(77).unwrap().into_iter().map(|h| (h.notification_id, h.status, h.last_error)).collect();
+    assert_eq!(
+        history,
+        [
+            (5, Status::Pending, None),
+            (4, Status::Dead, Some("HTTP 404".to_owned())),
+            (3, Status::Delivered, None),
+            (1, Status::Pending, None),
+            (2, Status::Pending, Some("HTTP 502".to_owned())),
+        ]
+    );
+    // A migrated file (its new columns at the end) moves to a memory table and back, as on a
+    // sick disk, row for row.
+    let on_disk = store.export_rows().unwrap();
+    let mut memory = Store::open_memory().unwrap();
+    memory.import_rows(&on_disk).unwrap();
+    assert_eq!(memory.history(77).unwrap(), store.history(77).unwrap());
+    store.import_rows(&memory.export_rows().unwrap()).unwrap();
+    assert_eq!(store.export_rows().unwrap(), on_disk, "back on disk unchanged");
+    // Still idempotent per (notification, target), and old rows are never taken for reminders.
+    assert_eq!(
+        store.enqueue(&page(3, 77, "fault", "reminder", "grid:G1"), &targets(&["a"]), 2_000).unwrap(),
+        Default::default()
+    );
+    assert_eq!(
+        store
+            .enqueue(&page(9, 77, "fault", "reminder", "grid:G1"), &targets(&["a"]), 2_000)
+            .unwrap()
+            .superseded,
+        []
+    );
+    drop(store);
+    // Opening again does not migrate again.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.pending_count().unwrap(), 4);
 }
 
 // ---- model-based: random operation sequences against a map ----
@@ -271,7 +505,7 @@ proptest! {
                             new += 1;
                         }
                     }
-                    prop_assert_eq!(store.enqueue(&msg(id), &names, now).unwrap(), new);
+                    prop_assert_eq!(store.enqueue(&msg(id), &names, now).unwrap().inserted, new);
                 }
                 Op::Deliver { pick: i, now } => if let Some((id, t)) = pick(i) {
                     let row = model.get_mut(&(id, t.clone())).unwrap();

@@ -22,8 +22,9 @@ pub const DINGTALK_SECRET: &str = "SECding-secret";
 pub const FEISHU_SECRET: &str = "feishu-secret";
 
 /// Every channel kind pointed at a receiver at `addr`, under the names the tests use:
-/// `console` (webhook), `wecom`, `dingtalk`, `feishu`, `sms`, and `slow` (an unsigned webhook
-/// whose replies the tests delay).
+/// `console` (webhook), `wecom`, `dingtalk`, `feishu`, `sms`, `slow` (an unsigned webhook
+/// whose replies the tests delay) and `limited` (an unsigned webhook taking 3 messages an
+/// hour, 1 of them kept for fire and pre-alarm pages).
 pub fn channels(addr: SocketAddr) -> HashMap<String, Channel> {
     let toml_text = format!(
         r#"
@@ -37,6 +38,12 @@ pub fn channels(addr: SocketAddr) -> HashMap<String, Channel> {
         kind = "webhook"
         url = "http://{addr}/slow"
         timeout = "5s"
+
+        [channels.limited]
+        kind = "webhook"
+        url = "http://{addr}/limited"
+        timeout = "3s"
+        rate_limit = {{ messages = 3, per = "1h", reserve = 1 }}
 
         [channels.wecom]
         kind = "wecom"
