@@ -725,7 +725,11 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &Page
     // An unplaced device has no building; its page must say that nobody vouches for it, and
     // a duty officer must still act on it as the fire it may be.
     let building = if n.unverified { "未登记设备 unplaced device" } else { place.building.as_str() };
-    let title = format!("{} {} {}", building, n.kind.as_str(), why);
+    // The field's word for the kind of case, from the glossary the console shares.
+    let kind = crate::glossary::Glossary::get()
+        .term("case_kind", n.kind.as_str())
+        .map_or_else(|| n.kind.as_str().to_owned(), |t| format!("{} {}", t.zh, t.en));
+    let title = format!("{building} {kind} · {why}");
     let names = [&place.street, &place.community, &place.grid, &place.building];
     let mut text = names.iter().filter(|n| !n.is_empty()).map(|n| n.as_str()).collect::<Vec<_>>().join(" / ");
     if let Some(address) = (!n.unverified).then(|| (pages.address)(&place.building)).flatten() {
@@ -759,6 +763,7 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &Page
         url: console.map(|base| crate::console::case_url(base, n.case.0)),
         at_ms: at,
         reason: reason_name(n.reason).to_owned(),
+        local_at: Some(format!("{} ({})", local_minute(at, pages.time_zone), pages.time_zone.name())),
     }
 }
 
@@ -800,6 +805,19 @@ mod tests {
     }
 
     #[test]
+    fn every_case_kind_has_the_fields_words_and_a_page_is_stamped_on_the_officers_clock() {
+        for kind in
+            [CaseKind::Fire, CaseKind::Fault, CaseKind::Offline, CaseKind::CommunicationLoss, CaseKind::Water]
+        {
+            assert!(crate::glossary::Glossary::get().term("case_kind", kind.as_str()).is_some(), "{kind:?}");
+        }
+        // 2026-12-02T00:57:08Z is 08:57 in Shanghai.
+        let pages = PageContext::without_addresses(chrono_tz::Asia::Shanghai);
+        let m = message(&notification(Location::default(), false), 1_796_173_028_000, None, &pages);
+        assert_eq!(m.local_at.as_deref(), Some("12-02 08:57 (Asia/Shanghai)"));
+    }
+
+    #[test]
     fn a_message_names_its_reason_as_the_engine_serialises_it() {
         use NotifyReason::*;
         for reason in [Opened, Confirmed, Spread, Escalated, Reminder, HandlingOverdue, DeliveryFailed] {
@@ -823,7 +841,7 @@ mod tests {
             address: Arc::new(|b| (b == "A1").then(|| "富海村 3 号".to_owned())),
         };
         let m = message(&notification(street, true), 0, None, &pages);
-        assert_eq!(m.title, "未登记设备 unplaced device fire 新警情 new case");
+        assert_eq!(m.title, "未登记设备 unplaced device 火情 fire · 新警情 new case");
         assert!(m.text.starts_with("Fuhai; 设备 devices: x1; 未核实 unverified"), "{}", m.text);
         let placed = Location {
             district: "Xishan".into(),
@@ -833,7 +851,7 @@ mod tests {
             building: "A1".into(),
         };
         let m = message(&notification(placed, false), 0, None, &pages);
-        assert_eq!(m.title, "A1 fire 新警情 new case");
+        assert_eq!(m.title, "A1 火情 fire · 新警情 new case");
         assert_eq!(m.text, "Fuhai / C1 / G1 / A1; 地址 address: 富海村 3 号; 设备 devices: x1");
     }
 

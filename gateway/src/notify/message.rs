@@ -36,6 +36,10 @@ pub struct Message {
     /// it existed. The outbox collapses `reminder`s (see [`Message::is_reminder`]).
     #[serde(default)]
     pub reason: String,
+    /// `at_ms` on the officers' clock, e.g. `12-02 08:57 (Asia/Shanghai)`; pages show it
+    /// instead of UTC. Absent in messages queued by versions before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_at: Option<String>,
 }
 
 impl Message {
@@ -59,6 +63,12 @@ pub fn timestamp(at_ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at_ms)).to_string()
 }
 
+/// When the engine decided, as pages show it: on the officers' clock when the message says
+/// it, else in UTC.
+pub fn when(msg: &Message) -> String {
+    msg.local_at.clone().unwrap_or_else(|| timestamp(msg.at_ms))
+}
+
 /// The title line: `【火警 Fire】<title>`.
 pub fn title_line(msg: &Message) -> String {
     format!("【{}】{}", severity_label(&msg.severity), msg.title)
@@ -72,7 +82,7 @@ pub fn render_text(msg: &Message) -> String {
         msg.desk,
         msg.level,
         msg.case_id,
-        timestamp(msg.at_ms)
+        when(msg)
     );
     if !msg.text.is_empty() {
         out.push('\n');
@@ -94,7 +104,7 @@ pub fn render_markdown(msg: &Message) -> String {
         msg.desk,
         msg.level,
         msg.case_id,
-        timestamp(msg.at_ms)
+        when(msg)
     );
     if !msg.text.is_empty() {
         out.push_str("\n\n");

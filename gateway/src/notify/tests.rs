@@ -21,6 +21,7 @@ pub(crate) fn sample() -> Message {
         // 2023-11-14T22:13:20Z
         at_ms: 1_700_000_000_000,
         reason: "opened".to_owned(),
+        local_at: None,
     }
 }
 
@@ -41,6 +42,9 @@ fn text_rendering_is_short_and_bilingual() {
         message::render_text(&bare),
         "【预警信号 Pre-alarm】3号楼2单元 烟感火警\n值班台 Desk: grid:G1 (grid)\n案件 Case: 42 · 2023-11-14T22:13:20Z"
     );
+    // A message made on the officers' clock is shown on it.
+    let local = Message { local_at: Some("11-15 06:13 (Asia/Shanghai)".to_owned()), ..bare };
+    assert!(message::render_text(&local).ends_with("案件 Case: 42 · 11-15 06:13 (Asia/Shanghai)"));
 }
 
 #[test]

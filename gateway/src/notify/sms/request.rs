@@ -92,6 +92,7 @@ impl RequestTemplate {
             url: Some("https://console.example/cases/1".to_owned()),
             at_ms: 0,
             reason: "opened".to_owned(),
+            local_at: None,
         };
         shape.requests(&sample).map_err(|e| ConfigError::msg(e.to_string()))?;
         Ok(shape)

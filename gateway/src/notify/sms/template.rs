@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::notify::Message;
-use crate::notify::message::{severity_label, timestamp};
+use crate::notify::message::{severity_label, when};
 
 /// Every placeholder a template may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -137,7 +137,7 @@ pub fn values(msg: &Message, phone: &str, secret: Option<&str>) -> BTreeMap<&'st
         ("level", msg.level.clone()),
         ("desk", msg.desk.clone()),
         ("url", msg.url.clone().unwrap_or_default()),
-        ("time", timestamp(msg.at_ms)),
+        ("time", when(msg)),
         ("secret", secret.unwrap_or_default().to_owned()),
     ])
 }
