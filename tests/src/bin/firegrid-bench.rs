@@ -1739,6 +1739,7 @@ fn fire_first_message(id: u64, severity: &str, reason: &str) -> firegrid_gateway
         url: None,
         at_ms: now_ms(),
         reason: reason.to_owned(),
+        local_at: None,
     }
 }
 
