@@ -14,7 +14,7 @@
 //! liveness, so a sick disk does not make devices look offline.
 //!
 //! While records are held, every new alarm- or event-class record queues behind them, so
-//! the spool keeps acceptance order. Storing is tried again at most every [`RETRY_EVERY`].
+//! the spool keeps acceptance order. Storing is tried again at most every [`RETRY_EVERY_MS`].
 
 use std::collections::{HashSet, VecDeque};
 

@@ -317,7 +317,7 @@ impl Spool {
     /// then matches the files again, whatever the failed write left behind (a torn record is
     /// cut as on a restart). Counters are kept; destinations resume after the position they
     /// acknowledged last (a ledger the full disk refused costs a rewrite of points that
-    /// overwrite themselves, see [`write_ledger`]). The caller keeps whatever it did not get
+    /// overwrite themselves, see `write_ledger`). The caller keeps whatever it did not get
     /// committed. Fails, leaving the spool unusable until a later call succeeds, while the
     /// files cannot be opened for writing (a read-only disk).
     pub fn reopen(&mut self) -> Result<(), SpoolError> {
