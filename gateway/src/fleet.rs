@@ -158,7 +158,11 @@ pub async fn run(
                     // Heard now on the liveness clock: the acceptance stamp is wall time.
                     _ => task.liveness.seen(&a.msg.dev, task.clock.now_ms()),
                 };
-                store(&task.ingest, &events);
+                // The commit fsyncs (and may wait for the spool's lock): off the runtime's
+                // other tasks, so an alarm batch's delivery or the API never waits for it.
+                if !events.is_empty() {
+                    tokio::task::block_in_place(|| store(&task.ingest, &events));
+                }
                 signal(&task, &events);
                 log_alarm(&a);
                 if let Some(tx) = &onward {
@@ -167,7 +171,9 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let events = task.liveness.tick(task.clock.now_ms());
-                store(&task.ingest, &events);
+                if !events.is_empty() {
+                    tokio::task::block_in_place(|| store(&task.ingest, &events));
+                }
                 signal(&task, &events);
                 let now = tokio::time::Instant::now();
                 if now >= snapshot_at {
