@@ -177,3 +177,71 @@ impl Held {
         self.keys.remove(&ack.key());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use firegrid_protocol::VillageId;
+
+    use super::*;
+    use crate::spool::SpoolConfig;
+
+    fn record(dev: &str, seq: u32, owed: bool) -> HeldRecord {
+        let device = DeviceId::new(dev).unwrap();
+        let topic = Topic::uplink(
+            VillageId::new("fuhai-1").unwrap(),
+            device.clone(),
+            firegrid_protocol::UplinkKind::State,
+        );
+        HeldRecord {
+            class: Class::Alarm,
+            ts_ms: u64::from(seq),
+            line: format!("detector_state,device={dev} seq={seq}i").into_bytes(),
+            key: Some((device, 1, seq)),
+            ack: owed.then(|| OwedAck { topic, boot: 1, seq, verified: false, encoding: Encoding::Json }),
+        }
+    }
+
+    #[test]
+    fn held_records_are_stored_in_order_and_their_acks_owed_until_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(SpoolConfig::new(dir.path()), &["db"]).unwrap();
+        let mut held = Held::default();
+        assert!(!held.is_sick());
+        assert!(held.push(record("sd-1", 1, true)));
+        assert!(held.push(record("sd-2", 7, false)));
+        assert!(held.is_sick(), "new records queue behind held ones");
+        let key = (DeviceId::new("sd-1").unwrap(), 1, 1);
+        assert!(held.holds(&key));
+
+        assert_eq!(held.store(&mut spool, 10_000).unwrap(), 2);
+        assert!(!held.is_sick() && held.is_empty());
+        let stored: Vec<u64> = spool.read("db", 10, usize::MAX).unwrap().iter().map(|r| r.ts_ms).collect();
+        assert_eq!(stored, [1, 7], "in the order they were held");
+        // The ack is owed until made: a retransmission meanwhile gets none.
+        let owed = held.take_released();
+        assert_eq!(owed.iter().map(|o| o.seq).collect::<Vec<_>>(), [1]);
+        assert!(held.holds(&key));
+        held.owe(owed[0].clone());
+        assert!(held.holds(&key), "could not be made yet: still owed");
+        let again = held.take_released();
+        held.settle(&again[0]);
+        assert!(!held.holds(&key));
+        assert!(!held.holds(&(DeviceId::new("sd-2").unwrap(), 1, 7)), "a record owed nothing is done");
+    }
+
+    #[test]
+    fn storing_is_retried_at_most_every_second_and_the_bound_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(SpoolConfig::new(dir.path()), &["db"]).unwrap();
+        let mut held = Held::default();
+        held.push(record("sd-1", 1, true));
+        held.failed(&mut spool, 5_000);
+        assert_eq!(held.store(&mut spool, 5_500).unwrap(), 0, "not before a second has passed");
+        assert_eq!(held.store(&mut spool, 6_000).unwrap(), 1);
+        for seq in 0..MAX_HELD as u32 {
+            assert!(held.push(record("sd-3", seq, false)));
+        }
+        assert!(!held.push(record("sd-3", u32::MAX, false)), "beyond the bound nothing is held");
+        assert_eq!(held.len(), MAX_HELD);
+    }
+}
