@@ -5,6 +5,7 @@
 //! each across a server restart.
 
 mod alarm_loop;
+mod chaos;
 mod clock;
 mod console;
 mod dashboards;

@@ -18,7 +18,8 @@
 //! the officer API; [`watch_uplinks`] and [`ack_uplinks`] subscribe to the devices' uplinks
 //! (the first only watching, the second answering as the gateway would); [`Publisher`]
 //! publishes for many devices and counts the broker's acknowledgements; [`FakeClock`] steps
-//! a child process's wall clock through libfaketime.
+//! a child process's wall clock through libfaketime; [`chaos`] runs all of their faults at
+//! once against a village and checks that no alarm was lost, late or paged twice.
 //!
 //! ```no_run
 //! let broker = firegrid_tests::Mosquitto::start().unwrap();
@@ -27,6 +28,7 @@
 
 pub mod acker;
 pub mod browser;
+pub mod chaos;
 mod error;
 pub mod faketime;
 pub mod firegrid;
