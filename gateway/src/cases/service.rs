@@ -456,9 +456,12 @@ impl Worker {
         // not the disk is healthy. What could not be stored stays in memory and is stored with
         // the next commit that goes through.
         let new = steps.split_off(earlier);
-        let actions: Vec<(Millis, Action)> =
-            new.iter().flat_map(|d| d.actions.iter().map(|a| (now, a.clone()))).collect();
-        if !durable {
+        // Stored: the inputs are done with, their actions move out. Not stored: they stay
+        // held, so their actions are copied.
+        let actions: Vec<(Millis, Action)> = if durable {
+            new.into_iter().flat_map(|d| d.actions.into_iter().map(|a| (now, a))).collect()
+        } else {
+            let actions = new.iter().flat_map(|d| d.actions.iter().map(|a| (now, a.clone()))).collect();
             steps.extend(new);
             if steps.len() > MAX_UNSAVED {
                 let lost = steps.len() - MAX_UNSAVED;
@@ -470,7 +473,8 @@ impl Worker {
                 steps.drain(..lost);
             }
             self.unsaved = steps;
-        }
+            actions
+        };
         self.wiring.metrics.stores.set_held(crate::durability::Store::Cases, self.unsaved.len() as u64);
         self.carry_out(&actions, true);
         for (id, reply) in replies {
