@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_protocol::{
-    DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Heartbeat, Limits, StateChange, Topic, Uplink,
+    DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Limits, StateChange, Topic, Uplink,
     UplinkBody, UplinkKind, VillageId,
 };
 use firegrid_tests::officers::{Officer, OfficerApi, write_directory};
@@ -48,16 +48,7 @@ fn alarm(dev: &str, seq: u32) -> (String, Vec<u8>) {
 }
 
 fn heartbeat(dev: &str, seq: u32) -> (String, Vec<u8>) {
-    let body = UplinkBody::Heartbeat(Heartbeat {
-        battery_mv: Some(3000),
-        signal_dbm: -90,
-        chamber_baseline: None,
-        drift_pct: None,
-        temperature_c: 20.0,
-        firmware: heapless::String::try_from("1.0").unwrap(),
-        uptime_s: 5,
-    });
-    uplink(dev, seq, UplinkKind::Heartbeat, body)
+    uplink(dev, seq, UplinkKind::Heartbeat, firegrid_tests::uplinks::heartbeat_body())
 }
 
 fn config(

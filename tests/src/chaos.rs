@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_protocol::{
-    DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Heartbeat, Limits, StateChange, Topic, Uplink,
+    DetectorState, DeviceId, Downlink, DownlinkBody, Encoding, Limits, StateChange, Topic, Uplink,
     UplinkBody, VillageId,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -660,18 +660,6 @@ impl Detectors {
 
 type Shared = Arc<Mutex<Detectors>>;
 
-fn heartbeat_body() -> UplinkBody {
-    UplinkBody::Heartbeat(Heartbeat {
-        battery_mv: Some(3000),
-        signal_dbm: -90,
-        chamber_baseline: None,
-        drift_pct: None,
-        temperature_c: 20.0,
-        firmware: heapless::String::try_from("1.0").unwrap(),
-        uptime_s: 5,
-    })
-}
-
 /// Starts the detectors' MQTT client: one persistent session publishing for every
 /// detector and taking their `down/ack`s.
 fn detectors_client(port: u16, shared: Shared) -> AsyncClient {
@@ -729,7 +717,7 @@ fn detectors_traffic(
                 for _ in 0..per_tick {
                     let device = &devices[next % devices.len()];
                     next += 1;
-                    let (_, topic, payload) = d.next(device, heartbeat_body());
+                    let (_, topic, payload) = d.next(device, crate::uplinks::heartbeat_body());
                     d.heartbeats += 1;
                     out.push((topic, payload));
                 }

@@ -66,3 +66,17 @@ pub async fn watch_uplinks(
         )),
     }
 }
+
+/// The body of an ordinary, healthy detector heartbeat, for tests that need telemetry
+/// flowing beside their alarms.
+pub fn heartbeat_body() -> firegrid_protocol::UplinkBody {
+    firegrid_protocol::UplinkBody::Heartbeat(firegrid_protocol::Heartbeat {
+        battery_mv: Some(3000),
+        signal_dbm: -90,
+        chamber_baseline: None,
+        drift_pct: None,
+        temperature_c: 20.0,
+        firmware: heapless::String::try_from("1.0").expect("3 bytes fit"),
+        uptime_s: 5,
+    })
+}
