@@ -87,8 +87,9 @@ pub struct EmbeddedBrokerConfig {
     /// Most client connections it accepts.
     #[serde(default = "default_broker_connections")]
     pub max_connections: usize,
-    /// MQTT over TLS beside the plain listener (`[embedded_broker.tls]`: `cert`, `key`).
-    /// Loaded at start: restart the gateway after renewing this certificate.
+    /// MQTT over TLS beside the plain listener (`[embedded_broker.tls]`: `cert`, `key`,
+    /// optional `client_ca`, which makes every device present a certificate that chains to
+    /// it). The certificate is reloaded when its files change.
     #[serde(default)]
     pub tls: Option<crate::tls::ServeTls>,
     /// Address of the TLS listener.
@@ -381,7 +382,8 @@ impl Config {
         }
         if let Some(tls) = &self.embedded_broker.tls
             && self.mqtt.is_none()
-            && let Err(e) = crate::tls::ReloadingCert::load(tls)
+            && let Err(e) =
+                crate::tls::ReloadingCert::load(tls).and_then(|cert| crate::tls::server_config(cert, &[]))
         {
             problem("[embedded_broker.tls]", e.to_string());
         }

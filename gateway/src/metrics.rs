@@ -147,8 +147,9 @@ pub struct Metrics {
     /// Officer API requests refused, by reason (`unauthenticated`, `forbidden`, `out_of_scope`, ...).
     pub api_refused: Family<ReasonLabel, Counter>,
     /// Connections the embedded broker refused at login, by reason (`unknown_user`,
-    /// `wrong_password`, `revoked`). Connections without any login are refused by the broker
-    /// before the gateway sees them and are not counted here.
+    /// `wrong_password`, `revoked`), and connections its TLS listener refused before any login
+    /// (`tls_handshake`, `tls_handshake_timeout`, `too_many_connections`). Connections without
+    /// any login are refused by rumqttd before the gateway sees them and are not counted here.
     pub broker_refused: Family<ReasonLabel, Counter>,
     /// Open alarm cases.
     pub open_cases: Gauge,
@@ -251,7 +252,7 @@ impl Metrics {
         registry.register("api_refused", "Officer API requests refused, by reason", m.api_refused.clone());
         registry.register(
             "broker_logins_refused",
-            "Logins the embedded MQTT broker refused, by reason",
+            "Logins and TLS connections the embedded MQTT broker refused, by reason",
             m.broker_refused.clone(),
         );
         registry.register("open_cases", "Open alarm cases", m.open_cases.clone());

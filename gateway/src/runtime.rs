@@ -328,7 +328,7 @@ impl Gateway {
                     let keys = ingest.clone();
                     let keys: Arc<dyn Fn() -> Arc<crate::keys::KeyStore> + Send + Sync> =
                         Arc::new(move || keys.keys());
-                    Some((accounts, keys, metrics.clone()))
+                    Some((accounts, keys))
                 } else {
                     tracing::warn!(
                         %listen,
@@ -341,6 +341,7 @@ impl Gateway {
                     max_connections: broker.max_connections,
                     tls: broker.tls.clone().map(|files| (broker.tls_listen, files)),
                     auth,
+                    metrics: metrics.clone(),
                 };
                 tokio::task::spawn_blocking(move || crate::broker::start_embedded(embedded))
                     .await

@@ -230,8 +230,9 @@ secret = "test-secret"
     wait_metric(&gateway, &refused("wrong_password"), 2.0).await;
     wait_metric(&gateway, &refused("unknown_user"), 1.0).await;
 
-    // Plain text to the TLS listener: no MQTT conversation.
+    // Plain text to the TLS listener: no MQTT conversation, and the refusal is counted.
     assert!(connect(MqttOptions::new("sd-a1", "127.0.0.1", tls_port), Some(("sd-a1", &p1))).await.is_err());
+    wait_metric(&gateway, &refused("tls_handshake"), 1.0).await;
 
     // sd-a2's own account publishing as sd-a1: rumqttd has no topic ACLs, so the tag check is
     // what refuses it.
@@ -308,6 +309,132 @@ secret = "test-secret"
         }
     }
     assert!(gateway.log_tail(200).contains("TLS certificate reloaded"), "{}", gateway.log_tail(40));
+}
+
+/// A TLS handshake with the listener on loopback `port`, asking for `name`, trusting `ca` and
+/// presenting `client`'s certificate: the served certificate (DER) or the client's error.
+async fn served_certificate(
+    port: u16,
+    ca: &Path,
+    name: &str,
+    client: (PathBuf, PathBuf),
+) -> Result<Vec<u8>, String> {
+    let (client_cert, client_key) = (Some(client.0), Some(client.1));
+    let config = ClientTls { ca: ca.to_owned(), client_cert, client_key }.client_config().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the TLS listener is up");
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let tls =
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("{e:?}"))?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+/// The embedded broker's TLS listener with `client_ca`: a device without a certificate, or
+/// with one from another CA, is refused at the handshake (counted), one whose certificate the
+/// CA signed logs in with its account and its alarm pages; a server certificate renewed under
+/// the running gateway is served to the next connection without a restart, and the device is
+/// still heard over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_brokers_tls_listener_requires_client_certificates_and_serves_a_renewed_one() {
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, keys, _, issued) = provision(dir.path());
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir, &[], &["sd-a1"]);
+    let ca = certs_dir.join("ca.pem");
+    let officers = dir.path().join("officers.toml");
+    write_street_desk(&officers, "Fuhai");
+    let (plain_port, tls_port) = (free_port().unwrap(), free_port().unwrap());
+    let config = {
+        let (certs_dir, registry, keys, hook) =
+            (certs_dir.clone(), registry.clone(), keys.clone(), hook.port());
+        move |d: &Path, http: u16| {
+            format!(
+                r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http}"
+[embedded_broker]
+listen = "127.0.0.1:{plain_port}"
+tls_listen = "127.0.0.1:{tls_port}"
+tls = {{ cert = "{certs}/server.pem", key = "{certs}/server.key", client_ca = "{certs}/ca.pem" }}
+[registry]
+csv = "{registry}"
+keys = "{keys}"
+[alerting]
+district = "Xishan"
+officers = "{officers}"
+routes = {{ "*" = ["hook"] }}
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+secret = "test-secret"
+"#,
+                data = d.join("data").display(),
+                certs = certs_dir.display(),
+                registry = registry.display(),
+                keys = keys.display(),
+                officers = officers.display(),
+            )
+        }
+    };
+    let gateway = Firegrid::start(config).unwrap();
+    let refused = |reason: &str| format!(r#"firegrid_broker_logins_refused_total{{reason="{reason}"}}"#);
+    let a1 = issued["sd-a1"].1.clone();
+    let p1 = a1.mqtt_password().to_string();
+    let client_cert = || Some((certs_dir.join("client-sd-a1.pem"), certs_dir.join("client-sd-a1.key")));
+
+    // No certificate, and a certificate another CA signed: refused during the handshake.
+    assert!(
+        connect(tls_options("sd-a1", tls_port, &ca, None), Some(("sd-a1", &p1))).await.is_err(),
+        "the broker admitted a device without a certificate"
+    );
+    let other = dir.path().join("other-ca");
+    certs(&other, &[], &["sd-a1"]);
+    let foreign = Some((other.join("client-sd-a1.pem"), other.join("client-sd-a1.key")));
+    assert!(
+        connect(tls_options("sd-a1", tls_port, &ca, foreign), Some(("sd-a1", &p1))).await.is_err(),
+        "the broker admitted a certificate of another CA"
+    );
+    wait_metric(&gateway, &refused("tls_handshake"), 2.0).await;
+    // A certificate is not an account: the right certificate with a wrong password is refused
+    // at login, behind the TLS front.
+    assert!(
+        connect(tls_options("sd-a1", tls_port, &ca, client_cert()), Some(("sd-a1", "0000"))).await.is_err(),
+        "a wrong password was accepted over TLS"
+    );
+    wait_metric(&gateway, &refused("wrong_password"), 1.0).await;
+
+    // The detector with its certificate and its account: heard, and its alarm pages.
+    let detector =
+        connect(tls_options("sd-a1", tls_port, &ca, client_cert()), Some(("sd-a1", &p1))).await.unwrap();
+    publish(&detector, uplink("sd-a1", 1, heartbeat_body(), Some(&a1), Encoding::Compact)).await;
+    wait_metric(&gateway, r#"firegrid_messages_accepted_total{kind="heartbeat"}"#, 1.0).await;
+
+    // Renewal: a certificate for a new name is served to new connections within the reload
+    // interval, without a restart.
+    let name = "broker.fuhai.example";
+    let first = served_certificate(tls_port, &ca, "localhost", client_cert().unwrap()).await.unwrap();
+    let before = served_certificate(tls_port, &ca, name, client_cert().unwrap()).await.unwrap_err();
+    assert!(before.contains("NotValidForName"), "the first certificate already names {name}: {before}");
+    certs(&certs_dir, &[name], &["sd-a1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let renewed = loop {
+        match served_certificate(tls_port, &ca, name, client_cert().unwrap()).await {
+            Ok(renewed) => break renewed,
+            Err(error) => {
+                assert!(error.contains("NotValidForName"), "{error}");
+                assert!(Instant::now() < deadline, "the renewed certificate was not served: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert_ne!(first, renewed);
+    assert!(gateway.log_tail(200).contains("TLS certificate reloaded"), "{}", gateway.log_tail(40));
+    // The detector connects again over the renewed certificate, and its alarm pages.
+    drop(detector);
+    let detector =
+        connect(tls_options("sd-a1", tls_port, &ca, client_cert()), Some(("sd-a1", &p1))).await.unwrap();
+    publish(&detector, uplink("sd-a1", 2, alarm(), Some(&a1), Encoding::Compact)).await;
+    until_paged(&hook, &gateway).await;
 }
 
 /// The README's nginx example, run as written (listen address, certificate paths and upstream

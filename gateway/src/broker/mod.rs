@@ -7,12 +7,14 @@
 //! Mosquitto files of [`mosquitto`]), and the platform accounts of the configuration (carrier
 //! platforms and bridges that publish for many devices). rumqttd has no topic ACLs, so a device
 //! that logs in may publish under another device's topic; the message tags refuse what it
-//! sends there. With `[embedded_broker.tls]` it also listens for MQTT over TLS (8883).
+//! sends there. With `[embedded_broker.tls]` it also listens for MQTT over TLS (8883),
+//! terminated by the gateway in front of rumqttd ([`tls_front`]): certificates reload when
+//! renewed, and `client_ca` requires client certificates.
 
 pub mod mosquitto;
+pub mod tls_front;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,11 +182,13 @@ pub struct Embedded {
     pub listen: SocketAddr,
     /// Most client connections.
     pub max_connections: usize,
-    /// MQTT over TLS: listener and certificate files (loaded at start).
+    /// MQTT over TLS: listener and certificate files (reloaded when they change).
     pub tls: Option<(SocketAddr, crate::tls::ServeTls)>,
-    /// Authenticate logins: the accounts, the key store they are judged against (read at each
-    /// login, so rotations and revocations apply at once) and the metrics refusals count in.
-    pub auth: Option<(Arc<Accounts>, CurrentKeys, Arc<Metrics>)>,
+    /// Authenticate logins: the accounts and the key store they are judged against (read at
+    /// each login, so rotations and revocations apply at once).
+    pub auth: Option<(Arc<Accounts>, CurrentKeys)>,
+    /// Where refused logins and TLS connections are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -197,16 +201,10 @@ impl std::fmt::Debug for Embedded {
     }
 }
 
-fn path_str(path: &Path) -> Result<String, BrokerError> {
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| BrokerError::Config(format!("{} is not UTF-8", path.display())))
-}
-
 /// Starts rumqttd in its own threads and waits until it accepts connections. It runs until
 /// the process exits.
 pub fn start_embedded(embedded: Embedded) -> Result<(), BrokerError> {
-    let Embedded { listen, max_connections, tls, auth } = embedded;
+    let Embedded { listen, max_connections, tls, auth, metrics } = embedded;
     // Persistent sessions (clean session off) are kept in memory while the process runs; the
     // in-flight window of 500 lets the gateway batch its fsyncs; payloads up to 256 KiB.
     let text = format!(
@@ -232,28 +230,7 @@ pub fn start_embedded(embedded: Embedded) -> Result<(), BrokerError> {
     let mut config: rumqttd::Config =
         toml::from_str(&text).map_err(|e| BrokerError::Config(e.to_string()))?;
     let servers = config.v4.as_mut().expect("the v4 server is configured above");
-    if let Some((tls_listen, files)) = &tls {
-        // Checked here with the gateway's own loader, so that a bad file is reported by name
-        // before rumqttd's thread starts (which would only log it).
-        crate::tls::ReloadingCert::load(files).map_err(|e| BrokerError::Config(format!("TLS: {e}")))?;
-        if files.client_ca.is_some() {
-            return Err(BrokerError::Config(
-                "TLS: client_ca is not supported on the embedded broker (rumqttd is built without client \
-                 certificate verification); devices authenticate by password and message tags"
-                    .into(),
-            ));
-        }
-        let mut settings = servers["1"].clone();
-        settings.name = "v4-tls".into();
-        settings.listen = *tls_listen;
-        settings.tls = Some(rumqttd::TlsConfig::Rustls {
-            capath: None,
-            certpath: path_str(&files.cert)?,
-            keypath: path_str(&files.key)?,
-        });
-        servers.insert("2".into(), settings);
-    }
-    if let Some((accounts, keys, metrics)) = auth {
+    if let Some((accounts, keys)) = auth {
         for settings in servers.values_mut() {
             let (accounts, keys, metrics) = (accounts.clone(), keys.clone(), metrics.clone());
             settings.set_auth_handler(move |client_id: String, user: String, password: String| {
@@ -270,6 +247,20 @@ pub fn start_embedded(embedded: Embedded) -> Result<(), BrokerError> {
             });
         }
     }
+    // TLS is terminated in front of rumqttd and carried to its plain listener. Started first,
+    // so that a certificate that does not load stops the start before rumqttd runs.
+    let client_certificates = tls.as_ref().is_some_and(|(_, files)| files.client_ca.is_some());
+    let tls_bound = match &tls {
+        Some((tls_listen, files)) => {
+            let upstream = match listen.ip().is_unspecified() {
+                true if listen.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+                true => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port())),
+                false => listen,
+            };
+            Some(tls_front::start(*tls_listen, files, upstream, max_connections, metrics.clone())?)
+        }
+        None => None,
+    };
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
@@ -282,24 +273,12 @@ pub fn start_embedded(embedded: Embedded) -> Result<(), BrokerError> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
-            match &tls {
-                Some((tls_listen, _)) => {
-                    wait_listening(*tls_listen)?;
-                    tracing::info!(%listen, %tls_listen, "Embedded MQTT broker listening (plain and TLS).");
+            match tls_bound {
+                Some(tls_listen) => {
+                    tracing::info!(%listen, %tls_listen, client_certificates, "Embedded MQTT broker listening (plain and TLS).")
                 }
                 None => tracing::info!(%listen, "Embedded MQTT broker listening."),
             }
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(BrokerError::NotListening(listen))
-}
-
-fn wait_listening(listen: SocketAddr) -> Result<(), BrokerError> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
