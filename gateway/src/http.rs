@@ -164,20 +164,33 @@ async fn accept_loop(
     }
 }
 
+/// Runs `f` off the async runtime: the gauges and the health read the spool under its lock,
+/// which the ingest may hold through an fsync.
+async fn off_runtime<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> T {
+    tokio::task::spawn_blocking(move || f(&shared)).await.expect("reading the gateway's state does not panic")
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    shared.refresh_gauges();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.encode())
+    let text = off_runtime(shared, |shared| {
+        shared.refresh_gauges();
+        shared.metrics.encode()
+    })
+    .await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let health = shared.health();
+    let health = off_runtime(shared, Shared::health).await;
     let status = if health.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health))
 }
 
 /// `/healthz` on a listener others can reach: the status code and `ok`, no details.
 async fn healthz_brief(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let ok = shared.health().ok;
+    let ok = off_runtime(shared, |shared| shared.health().ok).await;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(serde_json::json!({ "ok": ok })))
 }

@@ -602,9 +602,16 @@ async fn write_health(shared: Arc<Shared>, gateway: String, stop: CancellationTo
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let now = now_ms();
-        let points = shared.health_points(&gateway, (now as i64).saturating_mul(1_000_000));
-        if let Err(error) = shared.ingest.store_points(&points, firegrid_protocol::Class::Telemetry, now) {
+        // Off the runtime: both take the spool's lock, and storing commits with an fsync.
+        let (shared, gateway) = (shared.clone(), gateway.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let points = shared.health_points(&gateway, (now as i64).saturating_mul(1_000_000));
+            shared.ingest.store_points(&points, firegrid_protocol::Class::Telemetry, now)
+        })
+        .await
+        .expect("storing the health does not panic");
+        if let Err(error) = stored {
             tracing::error!(%error, "Cannot store the gateway's health.");
         }
     }

@@ -23,7 +23,12 @@ impl Publisher {
     /// Connects as `client_id` to the broker at `127.0.0.1:port`, with up to `inflight`
     /// publishes awaiting the broker's acknowledgement.
     pub fn start(port: u16, client_id: &str, inflight: u16) -> Publisher {
-        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        Publisher::start_with(MqttOptions::new(client_id, "127.0.0.1", port), inflight)
+    }
+
+    /// As [`Publisher::start`], with the connection described by `opts` (credentials, TLS); its
+    /// session is made persistent.
+    pub fn start_with(mut opts: MqttOptions, inflight: u16) -> Publisher {
         opts.set_clean_session(false).set_inflight(inflight).set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(opts, QUEUE);
         let acked = Arc::new(AtomicU64::new(0));

@@ -75,7 +75,8 @@ pub async fn run_destination(
     let name = cfg.name.as_str();
     let dead_letters = DeadLetters { path: dead_letter_dir.join(format!("{name}.lp")), stats: &stats };
     while !shutdown.is_cancelled() {
-        let read = spool.lock().unwrap().read(name, cfg.batch_lines, BATCH_BYTES);
+        let (owned, lines_wanted) = (cfg.name.clone(), cfg.batch_lines);
+        let read = with_spool(&spool, move |s| s.read(&owned, lines_wanted, BATCH_BYTES)).await;
         let batch = match read {
             Ok(batch) => batch,
             Err(error) => {
@@ -99,7 +100,8 @@ pub async fn run_destination(
         let age = Duration::from_millis(now_ms().saturating_sub(first.ts_ms));
         if batch.len() < cfg.batch_lines && age < cfg.flush_interval {
             // Give the batch time to fill; it is read again afterwards.
-            spool.lock().unwrap().rewind(name).ok();
+            let owned = cfg.name.clone();
+            with_spool(&spool, move |s| s.rewind(&owned).ok()).await;
             pause(&shutdown, cfg.flush_interval - age).await;
             continue;
         }
@@ -108,7 +110,8 @@ pub async fn run_destination(
         match deliver(&writer, &lines(&batch), &dead_letters).await {
             Ok(()) => {
                 let last = batch.last().unwrap().id;
-                let acked = spool.lock().unwrap().ack(name, last);
+                let owned = cfg.name.clone();
+                let acked = with_spool(&spool, move |s| s.ack(&owned, last)).await;
                 if let Err(error) = acked {
                     tracing::error!(destination = name, %error, "Recording a delivered batch in the spool failed.");
                 }
@@ -122,7 +125,8 @@ pub async fn run_destination(
             }
             Err((next, failure)) => {
                 stats.requests_failed.fetch_add(1, Ordering::Relaxed);
-                spool.lock().unwrap().rewind(name).ok();
+                let owned = cfg.name.clone();
+                with_spool(&spool, move |s| s.rewind(&owned).ok()).await;
                 let wait = match next {
                     Next::Hold => {
                         // Logged once per hold period: a person must fix credentials or create
@@ -237,4 +241,17 @@ impl DeadLetters<'_> {
         );
         Ok(())
     }
+}
+
+/// Runs `f` on the spool off the async runtime: reading, rewinding and acknowledging touch the
+/// disk, and the ingest may hold the lock through an fsync, so a runtime worker (which also
+/// carries the alarm session and the outbox) must not wait for it.
+async fn with_spool<T: Send + 'static>(
+    spool: &Arc<Mutex<Spool>>,
+    f: impl FnOnce(&mut Spool) -> T + Send + 'static,
+) -> T {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || f(&mut spool.lock().unwrap()))
+        .await
+        .expect("a spool call does not panic")
 }
