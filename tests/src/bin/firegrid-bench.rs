@@ -265,7 +265,11 @@ fn bench_keys(dir: &std::path::Path, devices: usize) -> std::path::PathBuf {
 
 /// A compact heartbeat of bench device `i`, signed with its key.
 fn signed_heartbeat(i: usize, seq: u32) -> (String, Vec<u8>) {
-    let (topic, payload) = heartbeat(&device(i), seq);
+    signed(i, heartbeat(&device(i), seq))
+}
+
+/// Bench device `i`'s `(topic, payload)` re-encoded with its tag, as the device would send it.
+fn signed(i: usize, (topic, payload): (String, Vec<u8>)) -> (String, Vec<u8>) {
     let mut msg = Uplink::receive(&payload, &firegrid_protocol::Limits::default()).unwrap();
     msg.sign(&VillageId::new("fuhai-1").unwrap(), &device_key(i));
     (topic, msg.encode(Encoding::Compact, &mut [0u8; 256]).unwrap().to_vec())
@@ -1032,13 +1036,8 @@ async fn alarm_notify(rate: usize, alarms: usize, configs: &[String]) {
 
 /// A bench device's uplink as the device would send it: signed with its key when `signed`.
 fn device_uplink(i: usize, seq: u32, body: UplinkBody, signed: bool) -> (String, Vec<u8>) {
-    let (topic, payload) = uplink(&device(i), seq, body);
-    if !signed {
-        return (topic, payload);
-    }
-    let mut msg = Uplink::receive(&payload, &firegrid_protocol::Limits::default()).unwrap();
-    msg.sign(&VillageId::new("fuhai-1").unwrap(), &device_key(i));
-    (topic, msg.encode(Encoding::Compact, &mut [0u8; 256]).unwrap().to_vec())
+    let message = uplink(&device(i), seq, body);
+    if signed { self::signed(i, message) } else { message }
 }
 
 /// The secure side of `alarm-notify`: certificates, keys, the broker's generated accounts and
