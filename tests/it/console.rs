@@ -650,7 +650,10 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     assert!(map["buildings"].as_u64().unwrap() >= 2, "{map}");
     assert_eq!(map["outlines"], map["buildings"], "one outline per grid: {map}");
     assert_eq!(grids.len() as u64, map["buildings"].as_u64().unwrap(), "one name per grid: {map}");
-    assert!(grids.iter().any(|g| g.as_str() == Some(grid.as_str())), "the fire's grid {grid} is named: {map}");
+    assert!(
+        grids.iter().any(|g| g.as_str() == Some(grid.as_str())),
+        "the fire's grid {grid} is named: {map}"
+    );
     assert_eq!(map["labels"], map["dots"], "every building has a label: {map}");
     assert_eq!(map["fire_label_shown"], true, "{map}");
     let (drawn, ground) = (map["drawn"].as_f64().unwrap(), map["ground"].as_f64().unwrap());
