@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use firegrid_sim::scenario::{
-    BatteryDecay, Chatter, Cooking, DustLoad, Fire, FireGrowth, Outage, Removal, WaterDrop,
-};
+use firegrid_sim::scenario::{BatteryDecay, Chatter, Cooking, Fire, FireGrowth, Outage, Removal, WaterDrop};
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams, WaterSensors};
 
 use crate::cases::store::{CaseFilter, CaseState};
@@ -122,7 +120,7 @@ impl Default for DemoOptions {
     }
 }
 
-/// The buildings and devices the script uses, for the intro text.
+/// The buildings and devices the script uses, and the cases it opens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Script {
     /// The scenario.
@@ -133,22 +131,79 @@ pub struct Script {
     pub fire_grid: String,
     /// A grid with nothing of the fire in it (its officer sees none of it).
     pub other_grid: String,
+    /// The cases the day opens, one per case (events that merge into one case, such as a
+    /// tamper and a low battery in one building, are one entry), in the order they are due.
+    pub expected: Vec<ExpectedCase>,
 }
 
-/// The scripted day for `village`: a cooking false alarm a few minutes in, a detector pulled
-/// off its base, a chattering detector, a flaming fire at `fire_at` (the demo: minute 5) that
-/// spreads to the neighbouring buildings four minutes later and is put out `fire_out_after`
-/// (the demo: 20 minutes) after it starts in each (so that its latched alarms can be reset and
-/// the cases closed), a grid losing its NB-IoT cell for three hours
-/// (its detectors go silent: offline, then a communication loss), a sprinkler main's pressure
-/// falling while the fire is fought, meal-time cooking waves,
-/// dusty chambers and failing batteries (faults). Nobody acknowledges anything unless the
-/// person at the console does, so every case escalates on schedule.
+/// One case the scripted day opens, and when, in simulated time from the start of the day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExpectedCase {
+    /// The alarm engine's case kind (`fire` covers pre-alarms and nuisance alarms).
+    pub kind: firegrid_alerting::CaseKind,
+    /// The building; for a communication loss, the scope that went dark (grid, community or
+    /// village name).
+    pub place: String,
+    /// What in the script opens it.
+    pub why: String,
+    /// It cannot open before this.
+    #[serde(with = "humantime_serde")]
+    pub opens_after: Duration,
+    /// It is open by this.
+    #[serde(with = "humantime_serde")]
+    pub open_by: Duration,
+}
+
+impl ExpectedCase {
+    fn new(
+        kind: firegrid_alerting::CaseKind,
+        place: &str,
+        why: String,
+        from: Duration,
+        by: Duration,
+    ) -> Self {
+        ExpectedCase { kind, place: place.to_owned(), why, opens_after: from, open_by: by }
+    }
+}
+
+/// How often the gateway hears each kind of the demo's devices, in real time: the
+/// `heartbeat` column of the registry the demo writes. The demo's gateway runs liveness on
+/// the real clock while a simulated detector sends a heartbeat every `village.heartbeat` of
+/// simulated time, so the gateway hears it every `heartbeat / speed` (rounded up to the
+/// millisecond, at least the registry's 1 s); a registry listing the simulated interval would
+/// never see an outage shorter than three of them in real time.
+pub fn registry_heartbeats(village: &Village, speed: f64) -> firegrid_sim::village::RegistryHeartbeats {
+    let real_ms = (village.heartbeat.as_secs_f64() * 1_000.0 / speed).ceil().max(1_000.0);
+    firegrid_sim::village::RegistryHeartbeats {
+        detector: Duration::from_millis(real_ms as u64),
+        camera: Some(firegrid_sim::cameras::STATUS_EVERY),
+        // Water sensors are polled over Modbus every few seconds; every reading counts, so
+        // the registry's default for the kind (5 min) holds.
+        water: crate::registry::DeviceKind::WaterSensor.default_heartbeat_ms().map(Duration::from_millis),
+    }
+}
+
+/// The scripted day for `village` played at `speed`: a cooking false alarm a few minutes in,
+/// a detector pulled off its base, a chattering detector, a flaming fire at `fire_at` (the
+/// demo: minute 5) that spreads to the neighbouring buildings four minutes later and is put
+/// out `fire_out_after` (the demo: 20 minutes) after it starts in each (so that its latched
+/// alarms can be reset and the cases closed), a grid losing its NB-IoT cell from the first
+/// hour (its detectors go silent: offline, or a communication loss of the grid), a sprinkler
+/// main's pressure falling while the fire is fought, meal-time cooking waves and failing
+/// batteries (faults). Nobody acknowledges anything unless the person at the console does,
+/// so every case escalates on schedule.
+///
+/// Every event names its buildings or devices (picked from the village, the same for the
+/// same village), so [`Script::expected`] lists the cases the day opens before it starts.
 pub fn scripted_day(
     village: &Village,
     fire_at: Duration,
     fire_out_after: Duration,
+    speed: f64,
 ) -> Result<Script, DemoError> {
+    use firegrid_alerting::CaseKind;
+    use firegrid_sim::village::Kind;
+
     let detectors = |b: usize| village.detectors_in(b).count();
     let fire = (0..village.buildings.len())
         .find(|&b| detectors(b) >= 2 && village.neighbours(b, 15.0).iter().any(|&n| detectors(n) >= 2))
@@ -180,54 +235,223 @@ pub fn scripted_day(
         })
         .map(|d| village.devices[d].id.clone());
     let minutes = |m: u64| Duration::from_secs(60 * m);
+    let fire_spec = Fire {
+        building: fire_building.id.clone(),
+        at: fire_at,
+        growth: FireGrowth::Flaming,
+        spread_after: Some(minutes(4)),
+        spread_radius_m: 15.0,
+        out_after: Some(fire_out_after),
+    };
+    let burning: Vec<usize> = std::iter::once(fire).chain(village.neighbours(fire, 15.0)).collect();
+    let device_building = |id: &str| village.devices.iter().find(|d| d.id == id).map(|d| d.building);
+    let chatter_building = chatterer.as_deref().and_then(device_building);
+
+    // Who cooks and whose cell is failing, picked once from the village with a fixed seed
+    // (the same village, the same picks) instead of drawn as shares while the day plays.
+    let mut pick = fastrand::Rng::with_seed(0xC00C);
+    let mut cooks: Vec<usize> = (0..village.buildings.len())
+        .filter(|b| !burning.contains(b) && Some(*b) != chatter_building)
+        .collect();
+    pick.shuffle(&mut cooks);
+    let wave = |share: f64| ((village.buildings.len() as f64 * share).round() as usize).max(1);
+    let mut waves = Vec::new();
+    for (at, count) in
+        [(minutes(2), 2), (minutes(11 * 60 + 30), wave(0.004)), (minutes(18 * 60), wave(0.004))]
+    {
+        let take = count.min(cooks.len());
+        waves.push((at, cooks.drain(..take).collect::<Vec<usize>>()));
+    }
+    let mut all_detectors: Vec<usize> = village
+        .devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.kind == Kind::Detector)
+        .map(|(i, _)| i)
+        .collect();
+    pick.shuffle(&mut all_detectors);
+    let failing: Vec<usize> = all_detectors.into_iter().take(wave(0.003)).collect();
+
+    // The outage must outlast the liveness window of every detector behind it, counted in
+    // simulated time: `missed_heartbeats` intervals after its last heartbeat plus the grace,
+    // which runs on the gateway's real clock (so it is `speed` times longer here), plus a
+    // margin for the once-a-second liveness tick and the transport.
+    let liveness = crate::liveness::LivenessConfig::default();
+    let n = liveness.missed_heartbeats.max(2);
+    let heartbeat = village.heartbeat;
+    let grace = Duration::from_millis(liveness.grace_ms).mul_f64(speed);
+    let margin = minutes(10) + Duration::from_secs(5).mul_f64(speed);
+    let outage_at = minutes(60);
+    let silent_by = heartbeat * n + grace + margin;
+    let outage_for = minutes(180).max(silent_by + heartbeat);
+
+    let water_sensor = village.devices.iter().find(|d| d.kind == Kind::Water);
+    let water_at = fire_at + minutes(2);
     let scenario = Scenario {
-        fire: vec![Fire {
-            building: fire_building.id.clone(),
-            at: fire_at,
-            growth: FireGrowth::Flaming,
-            spread_after: Some(minutes(4)),
-            spread_radius_m: 15.0,
-            out_after: Some(fire_out_after),
-        }],
-        cooking: vec![
-            // At least one building, however small the village.
-            Cooking { at: minutes(2), share: (1.5 / village.buildings.len() as f64).max(0.002) },
-            Cooking { at: minutes(11 * 60 + 30), share: 0.004 },
-            Cooking { at: minutes(18 * 60), share: 0.004 },
-        ],
+        fire: vec![fire_spec],
+        cooking: waves
+            .iter()
+            .map(|(at, buildings)| Cooking {
+                at: *at,
+                share: 0.0,
+                buildings: buildings.iter().map(|&b| village.buildings[b].id.clone()).collect(),
+            })
+            .collect(),
         outage: outage_grid
-            .map(|g| Outage { grid: (*g).to_owned(), at: minutes(60), duration: minutes(180) })
+            .map(|g| Outage { grid: (*g).to_owned(), at: outage_at, duration: outage_for })
             .into_iter()
             .collect(),
-        removal: vec![Removal { device: removed, at: minutes(3) }],
+        removal: vec![Removal { device: removed.clone(), at: minutes(3) }],
         chatter: chatterer
-            .map(|device| Chatter { device, at: minutes(30), period: Duration::from_secs(15), cycles: 8 })
-            .into_iter()
+            .iter()
+            .map(|device| Chatter {
+                device: device.clone(),
+                at: minutes(30),
+                period: Duration::from_secs(15),
+                cycles: 8,
+            })
             .collect(),
-        dust: Some(DustLoad { share: 0.003, ir_counts: 1_500.0 }),
-        battery: Some(BatteryDecay { share: 0.003, from: 0.93, to: 1.0 }),
+        // No dust: the firmware compensates at most 5 % of its alarm threshold a day, so a
+        // chamber fouls into a contamination fault over weeks, not in one day; a day's heavy
+        // dust would only read as smoke and open fire cases the script does not mean.
+        dust: None,
+        battery: Some(BatteryDecay {
+            share: 0.0,
+            devices: failing.iter().map(|&d| village.devices[d].id.clone()).collect(),
+            from: 0.93,
+            to: 1.0,
+        }),
         bad_firmware: None,
         // While the fire brigade draws on the hydrants, the nearest sprinkler main's pressure
         // falls below its threshold for ten minutes.
-        water: village
-            .devices
-            .iter()
-            .find(|d| d.kind == firegrid_sim::village::Kind::Water)
-            .map(|d| WaterDrop {
-                device: d.id.clone(),
-                at: fire_at + minutes(2),
-                value: 0.08,
-                duration: minutes(10),
-            })
+        water: water_sensor
+            .map(|d| WaterDrop { device: d.id.clone(), at: water_at, value: 0.08, duration: minutes(10) })
             .into_iter()
             .collect(),
     };
+
+    // The cases, with the windows in which they open. A flaming fire crosses the alarm
+    // threshold within about half a minute of reaching a room, its other rooms 30 s apart
+    // (`ROOM_DELAY`); a cooking plume starts within ten minutes of its wave and pre-alarms
+    // within its 90 s rise; a battery is measured under load at boot; a tamper is sent at
+    // once; the gateway polls the water sensors every few seconds of real time. Five
+    // simulated minutes cover every one of them with room for the transport.
+    let mut expected = Vec::new();
+    let building = |b: usize| village.buildings[b].id.as_str();
+    let spread = fire_at + minutes(4);
+    for &b in &burning {
+        if detectors(b) == 0 {
+            continue;
+        }
+        let (why, at) = if b == fire { ("the fire", fire_at) } else { ("the fire spreading", spread) };
+        expected.push(ExpectedCase::new(CaseKind::Fire, building(b), why.into(), at, at + minutes(5)));
+    }
+    for (at, buildings) in &waves {
+        for &b in buildings {
+            let why = format!("cooking at {}", humantime::format_duration(*at));
+            expected.push(ExpectedCase::new(CaseKind::Fire, building(b), why, *at, *at + minutes(15)));
+        }
+    }
+    if let Some(b) = device_building(&removed) {
+        let why = format!("{removed} pulled off its base");
+        expected.push(ExpectedCase::new(CaseKind::Fault, building(b), why, minutes(3), minutes(8)));
+    }
+    for &d in &failing {
+        let why = format!("{}'s battery low", village.devices[d].id);
+        let b = village.devices[d].building;
+        expected.push(ExpectedCase::new(CaseKind::Fault, building(b), why, Duration::ZERO, minutes(30)));
+    }
+    if let Some(d) = water_sensor {
+        let why = format!("{}'s pressure low", d.id);
+        expected.push(ExpectedCase::new(
+            CaseKind::Water,
+            building(d.building),
+            why,
+            water_at,
+            water_at + minutes(5),
+        ));
+    }
+    // The chattering detector's puffs last a few seconds each: the firmware's confirmation
+    // rejects them, and no case opens (the nuisance the gate exists for).
+    if let Some(grid) = outage_grid {
+        let why = format!("grid {grid} without its NB-IoT cell");
+        let by = outage_at + silent_by;
+        match lost_scope(village, grid, &liveness) {
+            Some(scope) => {
+                expected.push(ExpectedCase::new(CaseKind::CommunicationLoss, &scope, why, outage_at, by))
+            }
+            None => {
+                for b in (0..village.buildings.len()).filter(|&b| village.buildings[b].grid == *grid) {
+                    if detectors(b) > 0 {
+                        expected.push(ExpectedCase::new(
+                            CaseKind::Offline,
+                            building(b),
+                            why.clone(),
+                            outage_at,
+                            by,
+                        ));
+                    }
+                }
+            }
+        }
+    }
     Ok(Script {
         scenario,
         fire_building: fire_building.id.clone(),
         fire_grid: fire_building.grid.clone(),
         other_grid: (*other_grid).to_owned(),
+        expected: merge_cases(expected),
     })
+}
+
+/// The scope liveness reports lost when every detector of `grid` goes silent: the widest of
+/// village, community, grid and building in which the silent detectors are at least
+/// `scope_lost_percent` of the registered devices and at least `scope_min_devices` (the
+/// cameras and water sensors in it keep reporting). `None`: each detector goes offline on
+/// its own.
+fn lost_scope(village: &Village, grid: &str, liveness: &crate::liveness::LivenessConfig) -> Option<String> {
+    use firegrid_sim::village::Kind;
+    let silent = |d: &firegrid_sim::village::DeviceSpec| {
+        d.kind == Kind::Detector && village.buildings[d.building].grid == grid
+    };
+    let qualifies = |inside: &dyn Fn(&firegrid_sim::village::Building) -> bool| {
+        let devices: Vec<_> =
+            village.devices.iter().filter(|d| inside(&village.buildings[d.building])).collect();
+        let late = devices.iter().filter(|d| silent(d)).count() as u64;
+        late >= u64::from(liveness.scope_min_devices)
+            && late * 100 >= u64::from(liveness.scope_lost_percent) * devices.len() as u64
+    };
+    let in_grid: Vec<&firegrid_sim::village::Building> =
+        village.buildings.iter().filter(|b| b.grid == grid).collect();
+    let community = in_grid.first()?.community.clone();
+    if qualifies(&|_| true) {
+        return Some(village.village.clone());
+    }
+    if qualifies(&|b| b.community == community) {
+        return Some(community);
+    }
+    if qualifies(&|b| b.grid == grid) {
+        return Some(grid.to_owned());
+    }
+    None
+}
+
+/// One entry per case: events of one kind in one place open one case, as soon as the first
+/// of them does.
+fn merge_cases(cases: Vec<ExpectedCase>) -> Vec<ExpectedCase> {
+    let mut merged: Vec<ExpectedCase> = Vec::new();
+    for case in cases {
+        match merged.iter_mut().find(|m| m.kind == case.kind && m.place == case.place) {
+            Some(m) => {
+                m.why = format!("{}; {}", m.why, case.why);
+                m.opens_after = m.opens_after.min(case.opens_after);
+                m.open_by = m.open_by.min(case.open_by);
+            }
+            None => merged.push(case),
+        }
+    }
+    merged.sort_by(|a, b| a.open_by.cmp(&b.open_by).then_with(|| a.place.cmp(&b.place)));
+    merged
 }
 
 /// An officer the demo creates, with the token it prints.
@@ -365,8 +589,8 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         }
     };
     let village = Village::generate(&opts.village, opts.seed)?;
-    let script = scripted_day(&village, opts.fire_at, opts.fire_out_after)?;
-    write(&dir.join("registry.csv"), &village.registry_csv())?;
+    let script = scripted_day(&village, opts.fire_at, opts.fire_out_after, opts.speed)?;
+    write(&dir.join("registry.csv"), &village.registry_csv_with(&registry_heartbeats(&village, opts.speed)))?;
     // Every simulated device gets its own key, as a factory would flash it: the gateway's key
     // store and the provisioning file the simulated devices load.
     let provisioning = dir.join("provisioning.csv");
@@ -382,6 +606,8 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
     let keys = firegrid_sim::keys::load(&provisioning).map_err(|e| DemoError::Keys(e.to_string()))?;
     let scenario_text = toml::to_string(&script.scenario).expect("a scenario serialises");
     write(&dir.join("scenario.toml"), &scenario_text)?;
+    let expected = serde_json::to_string_pretty(&script.expected).expect("the expected cases serialise");
+    write(&dir.join("expected-cases.json"), &expected)?;
     let street = village.street.clone();
     let officers = vec![
         DemoOfficer {
@@ -474,6 +700,11 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
         script.fire_grid,
         humantime::format_duration(opts.fire_at),
         humantime::format_duration(opts.fire_out_after),
+    );
+    println!(
+        "the script opens {} cases, listed with when each opens in {}/expected-cases.json.",
+        script.expected.len(),
+        dir.display()
     );
     println!("files: {}", dir.display());
     if opts.mqtt.is_none() {
@@ -617,7 +848,8 @@ mod tests {
             ..VillageParams::default()
         };
         let village = Village::generate(&params, 7).unwrap();
-        let script = scripted_day(&village, Duration::from_secs(300), Duration::from_secs(1200)).unwrap();
+        let script =
+            scripted_day(&village, Duration::from_secs(300), Duration::from_secs(1200), 10.0).unwrap();
         let b = village.buildings.iter().position(|b| b.id == script.fire_building).unwrap();
         assert!(village.detectors_in(b).count() >= 2);
         assert!(!village.neighbours(b, 15.0).is_empty(), "the fire has somewhere to spread");

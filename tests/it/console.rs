@@ -85,6 +85,8 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         fire_out_after: "3m",
         webhook: Some(hook.url()),
         influx: None,
+        water_sensors: None,
+        heartbeat: None,
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -362,6 +364,8 @@ async fn the_demo_creates_its_influxdb_database_and_writes_into_it() {
         fire_out_after: "3m",
         webhook: None,
         influx: Some(influx.url()),
+        water_sensors: None,
+        heartbeat: None,
     })
     .expect("firegrid demo starts");
     assert!(demo.output().contains("InfluxDB: database \"firegrid\" ready"), "{}", demo.output());
@@ -412,6 +416,8 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
         fire_out_after: "2h",
         webhook: Some(hook.url()),
         influx: None,
+        water_sensors: None,
+        heartbeat: None,
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -620,6 +626,38 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     })
     .await;
     assert!(exists(&browser, "#wall-map circle.fire").await, "the map shows the fire");
+    // The map a commander reads: every grid's boundary with its name, a label for every
+    // building (the quiet ones on hover or zoom), the fire's always shown, and the village's
+    // shape kept (the drawn extent has the aspect of the buildings' extent on the ground).
+    let map = script(
+        &browser,
+        "const m = document.querySelector('#wall-map'); \
+         const dots = [...m.querySelectorAll('circle')]; \
+         const xs = dots.map((d) => +d.getAttribute('cx')), ys = dots.map((d) => +d.getAttribute('cy')); \
+         const lats = state.buildings.map((b) => b.lat), lons = state.buildings.map((b) => b.lon); \
+         const k = Math.cos((Math.min(...lats) + Math.max(...lats)) / 2 * Math.PI / 180); \
+         const fire = m.querySelector('.building-label.sev-fire'); \
+         return { outlines: m.querySelectorAll('polygon.grid-outline').length, \
+           grids: [...m.querySelectorAll('.grid-label')].map((t) => t.textContent), \
+           buildings: [...new Set(state.buildings.map((b) => b.grid))].length, \
+           labels: m.querySelectorAll('.building-label').length, dots: dots.length, \
+           fire_label_shown: !!fire && getComputedStyle(fire).display !== 'none', \
+           drawn: (Math.max(...xs) - Math.min(...xs)) / (Math.max(...ys) - Math.min(...ys)), \
+           ground: (Math.max(...lons) - Math.min(...lons)) * k / (Math.max(...lats) - Math.min(...lats)) };",
+    )
+    .await;
+    let grids = map["grids"].as_array().unwrap();
+    assert!(map["buildings"].as_u64().unwrap() >= 2, "{map}");
+    assert_eq!(map["outlines"], map["buildings"], "one outline per grid: {map}");
+    assert_eq!(grids.len() as u64, map["buildings"].as_u64().unwrap(), "one name per grid: {map}");
+    assert!(
+        grids.iter().any(|g| g.as_str() == Some(grid.as_str())),
+        "the fire's grid {grid} is named: {map}"
+    );
+    assert_eq!(map["labels"], map["dots"], "every building has a label: {map}");
+    assert_eq!(map["fire_label_shown"], true, "{map}");
+    let (drawn, ground) = (map["drawn"].as_f64().unwrap(), map["ground"].as_f64().unwrap());
+    assert!((drawn / ground - 1.0).abs() < 0.02, "the map keeps the village's shape: {map}");
     let handling: u32 = text(&browser, "#wall-stages [data-stage=handling] .n").await.trim().parse().unwrap();
     assert!(handling >= 1, "the handling count includes the fire");
     screenshot(&browser, "console-wall").await;

@@ -9,6 +9,7 @@ mod chaos;
 mod clock;
 mod console;
 mod dashboards;
+mod demo;
 mod e2e;
 mod fire_first;
 mod gateway;

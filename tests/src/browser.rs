@@ -39,6 +39,10 @@ pub struct DemoArgs {
     pub webhook: Option<String>,
     /// An InfluxDB 1.x server the demo also writes to (`--influx`).
     pub influx: Option<String>,
+    /// Water sensors (`--water-sensors`; `None`: the demo's default).
+    pub water_sensors: Option<usize>,
+    /// Detector heartbeat, simulated (`--heartbeat`; `None`: the demo's default).
+    pub heartbeat: Option<&'static str>,
 }
 
 struct DemoKind {
@@ -77,7 +81,16 @@ impl ServerKind for DemoKind {
         ];
         let webhook = a.webhook.iter().map(|url| format!("--webhook={url}"));
         let influx = a.influx.iter().map(|url| format!("--influx={url}"));
-        Ok(args.into_iter().chain(webhook).chain(influx).map(OsString::from).collect())
+        let water = a.water_sensors.iter().map(|n| format!("--water-sensors={n}"));
+        let heartbeat = a.heartbeat.iter().map(|h| format!("--heartbeat={h}"));
+        Ok(args
+            .into_iter()
+            .chain(webhook)
+            .chain(influx)
+            .chain(water)
+            .chain(heartbeat)
+            .map(OsString::from)
+            .collect())
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {

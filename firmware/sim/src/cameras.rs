@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::village::{Kind, Village};
 
+/// How often each simulated camera's agent says it is online, in real time: its heartbeat,
+/// the interval a registry lists for it (the agent's default).
+pub const STATUS_EVERY: Duration = Duration::from_secs(60);
+
 /// What a camera has reported of a fire in its building.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SmokeSeen {
@@ -69,6 +73,7 @@ impl Cameras {
                 dir.display(),
             );
             let mut config = Config::from_toml(&toml).map_err(|e| err(e.to_string()))?;
+            config.mqtt.status_every = STATUS_EVERY;
             if let Some(key) = keys.get(&village.village, &device.id) {
                 let mut hex = [0u8; 64];
                 let hex = base16ct::lower::encode_str(key.expose(), &mut hex).unwrap_or_default();

@@ -93,6 +93,18 @@ impl Default for VillageParams {
     }
 }
 
+/// The `heartbeat` column of each device kind in a registry CSV: how often the gateway
+/// hears each kind; `None` leaves the column empty (the gateway's default for the kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryHeartbeats {
+    /// Smoke detectors.
+    pub detector: Duration,
+    /// Cameras.
+    pub camera: Option<Duration>,
+    /// Water sensors.
+    pub water: Option<Duration>,
+}
+
 /// What a simulated device is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -224,18 +236,28 @@ impl Village {
         })
     }
 
-    /// The registry CSV the gateway imports (`gateway/REGISTRY.md`).
+    /// The registry CSV the gateway imports (`gateway/REGISTRY.md`), with the detectors'
+    /// heartbeat interval and the gateway's defaults for the other kinds.
     pub fn registry_csv(&self) -> String {
+        self.registry_csv_with(&RegistryHeartbeats { detector: self.heartbeat, camera: None, water: None })
+    }
+
+    /// The registry CSV with the `heartbeat` column of each kind given.
+    pub fn registry_csv_with(&self, heartbeats: &RegistryHeartbeats) -> String {
         let mut out = String::from(
             "device_id,kind,model,building_id,building_address,lat,lon,grid,community,street,village,heartbeat,channels\n",
         );
-        let heartbeat = humantime::format_duration(self.heartbeat).to_string().replace(' ', "");
+        let text = |d: Option<Duration>| {
+            d.map(|d| humantime::format_duration(d).to_string().replace(' ', "")).unwrap_or_default()
+        };
+        let (detector, camera, water) =
+            (text(Some(heartbeats.detector)), text(heartbeats.camera), text(heartbeats.water));
         for d in &self.devices {
             let b = &self.buildings[d.building];
             let (kind, model, heartbeat, channels) = match d.kind {
-                Kind::Detector => ("smoke_detector", "firegrid-sd", heartbeat.as_str(), String::new()),
-                Kind::Camera(ch) => ("camera", "ipc", "", ch.to_string()),
-                Kind::Water => ("water_sensor", "pt-100", "", String::new()),
+                Kind::Detector => ("smoke_detector", "firegrid-sd", detector.as_str(), String::new()),
+                Kind::Camera(ch) => ("camera", "ipc", camera.as_str(), ch.to_string()),
+                Kind::Water => ("water_sensor", "pt-100", water.as_str(), String::new()),
             };
             let _ = writeln!(
                 out,

@@ -719,47 +719,146 @@ function renderMap() {
   listBuildings();
 }
 
+// The map's drawing area in the SVG's viewBox (1000 × 700), inside a margin for the largest
+// dot and its label.
+const MAP_BOX = { left: 40, top: 50, width: 920, height: 610 };
+
+// Longitude and latitude onto the drawing area, one scale for both axes so that the village
+// keeps its shape: a degree of longitude is cos(latitude) as long as one of latitude
+// (equirectangular, exact enough across a village).
+function projection(buildings) {
+  const lats = buildings.map((b) => b.lat);
+  const lons = buildings.map((b) => b.lon);
+  const [minLat, maxLat, minLon, maxLon] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
+  const k = Math.cos((((minLat + maxLat) / 2) * Math.PI) / 180);
+  const spanX = (maxLon - minLon) * k;
+  const spanY = maxLat - minLat;
+  const scale = spanX || spanY ? Math.min(spanX ? MAP_BOX.width / spanX : Infinity, spanY ? MAP_BOX.height / spanY : Infinity) : 0;
+  const offX = MAP_BOX.left + (MAP_BOX.width - spanX * scale) / 2;
+  const offY = MAP_BOX.top + (MAP_BOX.height - spanY * scale) / 2;
+  return { x: (lon) => offX + (lon - minLon) * k * scale, y: (lat) => offY + (maxLat - lat) * scale };
+}
+
+// The convex hull of points [x, y] (Andrew's monotone chain), counter-clockwise.
+function convexHull(points) {
+  const p = [...points].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  if (p.length < 3) return p;
+  const cross = (o, a, b) => (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
+  const half = (list) => {
+    const out = [];
+    for (const q of list) {
+      while (out.length >= 2 && cross(out[out.length - 2], out[out.length - 1], q) <= 0) out.pop();
+      out.push(q);
+    }
+    out.pop();
+    return out;
+  };
+  return [...half(p), ...half([...p].reverse())];
+}
+
+// Each grid's boundary: the hull of its buildings, each widened by `pad` so that a grid of one
+// building or one row still has an area.
+function gridOutlines(buildings, x, y, pad) {
+  const grids = new Map();
+  for (const b of buildings) {
+    if (!grids.has(b.grid)) grids.set(b.grid, []);
+    const [cx, cy] = [x(b.lon), y(b.lat)];
+    grids.get(b.grid).push([cx - pad, cy - pad], [cx + pad, cy - pad], [cx + pad, cy + pad], [cx - pad, cy + pad]);
+  }
+  return [...grids].map(([grid, points]) => ({ grid, hull: convexHull(points) }));
+}
+
 function drawMap(svg) {
   const worst = worstByBuilding();
-  const lats = state.buildings.map((b) => b.lat);
-  const lons = state.buildings.map((b) => b.lon);
-  const [minLat, maxLat, minLon, maxLon] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
-  // A margin for the largest dot and its label; a single building sits in the middle.
-  const x = (lon) => (maxLon > minLon ? 40 + ((lon - minLon) / (maxLon - minLon)) * 860 : 500);
-  const y = (lat) => (maxLat > minLat ? 40 + ((maxLat - lat) / (maxLat - minLat)) * 620 : 350);
+  const { x, y } = projection(state.buildings);
   const ns = 'http://www.w3.org/2000/svg';
+  const node = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  };
   svg.replaceChildren();
+  // Grid boundaries under everything, each named at its top edge.
+  const grids = node('g', { class: 'grids' });
+  for (const { grid, hull } of gridOutlines(state.buildings, x, y, 10)) {
+    const points = hull.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ');
+    grids.append(node('polygon', { class: 'grid-outline', points, 'data-grid': grid }));
+    const top = hull.reduce((a, b) => (b[1] < a[1] ? b : a));
+    const left = Math.min(...hull.map((h) => h[0]));
+    const right = Math.max(...hull.map((h) => h[0]));
+    grids.append(node('text', { class: 'grid-label', x: ((left + right) / 2).toFixed(1), y: (top[1] - 4).toFixed(1), 'text-anchor': 'middle', 'data-grid': grid }, grid));
+  }
+  svg.append(grids);
   // Quiet buildings first so that buildings with cases are drawn on top.
   const ordered = [...state.buildings].sort((a, b) => (worst.has(a.id) ? 1 : 0) - (worst.has(b.id) ? 1 : 0));
   for (const b of ordered) {
     const c = worst.get(b.id);
-    const dot = document.createElementNS(ns, 'circle');
-    dot.setAttribute('cx', x(b.lon).toFixed(1));
-    dot.setAttribute('cy', y(b.lat).toFixed(1));
-    dot.setAttribute('r', c ? (c.severity === 'fire' ? 14 : 8) : 4);
-    if (c?.severity === 'fire') dot.classList.add('fire');
-    dot.setAttribute('fill', FILL[colourClass(c)]);
+    const fire = c?.severity === 'fire';
+    const [cx, cy] = [x(b.lon), y(b.lat)];
+    const group = node('g', { class: `building ${c ? 'has-case' : 'quiet'}`, 'data-building': b.id });
+    const dot = node('circle', { cx: cx.toFixed(1), cy: cy.toFixed(1), r: c ? (fire ? 16 : 8) : 4, fill: FILL[colourClass(c)] });
+    if (fire) dot.classList.add('fire');
     dot.dataset.building = b.id;
-    const title = document.createElementNS(ns, 'title');
-    title.textContent = `${b.id} ${b.address}${c ? ` · #${c.id} ${t(`sev_${c.severity}`)}` : ''}`;
-    dot.append(title);
-    if (c && svg.id === 'map') dot.addEventListener('click', () => openCase(c.id));
-    svg.append(dot);
-    if (c) {
-      // Buildings with an open case carry their name, a fire its case number too.
-      const label = document.createElementNS(ns, 'text');
-      // A fire's label above its dot, the others to the right: neighbours do not overlap.
-      const fire = c.severity === 'fire';
-      label.setAttribute('x', (x(b.lon) + (fire ? 0 : 14)).toFixed(1));
-      label.setAttribute('y', (y(b.lat) + (fire ? -22 : 7)).toFixed(1));
-      // Near the map's left or right edge a fire's label grows inwards, so it is not cut off.
-      const at = x(b.lon);
-      if (fire) label.setAttribute('text-anchor', at < 250 ? 'start' : at > 750 ? 'end' : 'middle');
-      label.setAttribute('class', `label ${colourClass(c)}`);
-      label.textContent = c.severity === 'fire' ? `${b.id} ${t('sev_fire')} #${c.id}` : b.id;
-      svg.append(label);
-    }
+    dot.append(node('title', {}, `${b.id} ${b.address}${c ? ` · #${c.id} ${t(`sev_${c.severity}`)}` : ''}`));
+    if (c && svg.id === 'map') group.addEventListener('click', () => openCase(c.id));
+    group.append(dot);
+    // Every building has a label: always shown with an open case (a fire's with its case
+    // number, above its dot so neighbours do not overlap), on hover or when zoomed in for
+    // the quiet ones.
+    const label = node('text', { class: `label building-label ${colourClass(c)}` },
+      fire ? `${b.id} ${t('sev_fire')} #${c.id}` : b.id);
+    label.setAttribute('x', (cx + (fire ? 0 : c ? 14 : 8)).toFixed(1));
+    label.setAttribute('y', (cy + (fire ? -24 : 7)).toFixed(1));
+    // Near the map's left or right edge a fire's label grows inwards, so it is not cut off.
+    if (fire) label.setAttribute('text-anchor', cx < 250 ? 'start' : cx > 750 ? 'end' : 'middle');
+    group.append(label);
+    svg.append(group);
   }
+  enableZoom(svg);
+}
+
+// Zoom with the wheel around the pointer, pan by dragging, back to the whole village with a
+// double click. Labels and outlines keep their size on screen (the CSS divides them by
+// --zoom) while the buildings spread apart, and from twice the size every building's label
+// shows.
+function enableZoom(svg) {
+  if (svg.dataset.zoomable) return;
+  svg.dataset.zoomable = '1';
+  const full = { x: 0, y: 0, w: 1000, h: 700 };
+  let view = { ...full };
+  const apply = () => {
+    svg.setAttribute('viewBox', `${view.x} ${view.y} ${view.w} ${view.h}`);
+    const zoom = full.w / view.w;
+    svg.style.setProperty('--zoom', zoom);
+    svg.classList.toggle('zoomed', zoom >= 2);
+  };
+  const toSvg = (event) => {
+    const r = svg.getBoundingClientRect();
+    return [view.x + ((event.clientX - r.left) / r.width) * view.w, view.y + ((event.clientY - r.top) / r.height) * view.h];
+  };
+  svg.addEventListener('wheel', (event) => {
+    event.preventDefault();
+    const [px, py] = toSvg(event);
+    const f = Math.min(Math.max(event.deltaY > 0 ? 1.25 : 0.8, full.w / 16 / view.w), full.w / view.w);
+    view = { x: px - (px - view.x) * f, y: py - (py - view.y) * f, w: view.w * f, h: view.h * f };
+    apply();
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener('pointerdown', (event) => { drag = toSvg(event); });
+  svg.addEventListener('pointermove', (event) => {
+    if (!drag || !event.buttons) return;
+    const [px, py] = toSvg(event);
+    view = { ...view, x: view.x - (px - drag[0]), y: view.y - (py - drag[1]) };
+    apply();
+  });
+  svg.addEventListener('pointerup', () => { drag = null; });
+  svg.addEventListener('dblclick', () => { view = { ...full }; apply(); });
+  svg.zoomTo = (factor) => {
+    view = { x: 500 - 500 / factor, y: 350 - 350 / factor, w: 1000 / factor, h: 700 / factor };
+    apply();
+  };
+  apply();
 }
 
 function listBuildings() {
