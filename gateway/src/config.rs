@@ -75,6 +75,9 @@ pub struct Config {
     /// Notification channels (`[notify.channels.<name>]`) and delivery settings.
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    /// The officers' console (`[console]`): a basemap under the village map.
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// The embedded MQTT broker.
@@ -386,6 +389,13 @@ impl Config {
                 crate::tls::ReloadingCert::load(tls).and_then(|cert| crate::tls::server_config(cert, &[]))
         {
             problem("[embedded_broker.tls]", e.to_string());
+        }
+        if let Some(basemap) = &self.console.basemap
+            && let Err(problems) = basemap.check()
+        {
+            for message in problems {
+                problem("[console.basemap]", message);
+            }
         }
         if let Err(e) = crate::broker::Accounts::new(&self.embedded_broker.platforms) {
             problem("[[embedded_broker.platforms]]", e.to_string());

@@ -97,6 +97,8 @@ pub struct DemoOptions {
     pub fire_out_after: Duration,
     /// A webhook every desk's pages also go to (HMAC-signed with the secret `demo`).
     pub webhook: Option<String>,
+    /// An offline PMTiles archive drawn under the console's village map.
+    pub basemap: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -116,6 +118,7 @@ impl Default for DemoOptions {
             fire_at: Duration::from_secs(5 * 60),
             fire_out_after: Duration::from_secs(20 * 60),
             webhook: None,
+            basemap: None,
         }
     }
 }
@@ -556,6 +559,10 @@ fn gateway_toml(opts: &DemoOptions, dir: &Path, modbus: Option<&str>, sim_passwo
             text,
             "\n[alerting.routes]\n\"*\" = [\"webhook\"]\n\n[notify.channels.webhook]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"demo\"\n"
         );
+    }
+    if let Some(archive) = &opts.basemap {
+        let path = toml::Value::String(archive.display().to_string());
+        let _ = write!(text, "\n[console.basemap]\npmtiles = {path}\n");
     }
     if let Some(modbus) = modbus {
         text.push('\n');

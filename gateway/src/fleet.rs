@@ -131,6 +131,9 @@ pub struct FleetTask {
     pub site: Arc<crate::site::Site>,
 }
 
+/// Most accepted messages taken at once (what is queued, up to this).
+const BATCH: usize = 512;
+
 /// Runs until `shutdown`: feeds accepted messages to liveness and forwards them to `onward`
 /// (the alarm loop), ticks liveness every second, stores its events, reloads the registry when
 /// its file changes (a bad file keeps the old registry and logs every bad line), and writes
@@ -146,27 +149,38 @@ pub async fn run(
     let mut snapshot_at = tokio::time::Instant::now() + SNAPSHOT_EVERY;
     let mut registry_checked = tokio::time::Instant::now();
     let mut registry_mtime = modified(&task.csv);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            a = accepted.recv() => {
-                let Some(a) = a else { break };
-                let events = match &a.msg.body {
-                    // The device's last will: its connection is gone now.
-                    firegrid_protocol::UplinkBody::Status(s) if !s.online => {
-                        task.liveness.disconnected(&a.msg.dev, task.clock.now_ms())
-                    }
-                    // Heard now on the liveness clock: the acceptance stamp is wall time.
-                    _ => task.liveness.seen(&a.msg.dev, task.clock.now_ms()),
-                };
+            n = accepted.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                // A whole batch's events in one commit: after a restart (or a new registry)
+                // every device's first message is a state change, and a commit (an fsync)
+                // per message would make a backlog crawl.
+                let mut events = Vec::new();
+                for a in &batch {
+                    events.extend(match &a.msg.body {
+                        // The device's last will: its connection is gone now.
+                        firegrid_protocol::UplinkBody::Status(s) if !s.online => {
+                            task.liveness.disconnected(&a.msg.dev, task.clock.now_ms())
+                        }
+                        // Heard now on the liveness clock: the acceptance stamp is wall time.
+                        _ => task.liveness.seen(&a.msg.dev, task.clock.now_ms()),
+                    });
+                }
                 // The commit fsyncs (and may wait for the spool's lock): off the runtime's
                 // other tasks, so an alarm batch's delivery or the API never waits for it.
                 if !events.is_empty() {
                     tokio::task::block_in_place(|| store(&task.ingest, &events));
                 }
                 signal(&task, &events);
-                log_alarm(&a);
-                if let Some(tx) = &onward {
-                    let _ = tx.send(a);
+                for a in batch.drain(..) {
+                    log_alarm(&a);
+                    if let Some(tx) = &onward {
+                        let _ = tx.send(a);
+                    }
                 }
             }
             _ = tick.tick() => {

@@ -157,6 +157,41 @@ pub struct Ingest {
     last_ts_ns: AtomicI64,
     keys: RwLock<Arc<KeyStore>>,
     commands: CommandCounter,
+    backlog: Arc<Backlog>,
+}
+
+/// Whether a source is taking a backlog off the broker (full batches, one after another), so
+/// that the database writers can let it go first: the broker's queue for a session is bounded
+/// and drops what overflows it (Mosquitto's `max_queued_messages`), the spool is durable, so
+/// emptying the broker first is what loses nothing. Alarms never wait on this: they are
+/// handed to the alarm loop from ingest, not from the database writers.
+#[derive(Debug)]
+pub struct Backlog {
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch` until which a backlog is assumed; 0: none seen.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog { epoch: std::time::Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Backlog {
+    /// How long after the last full batch a backlog is still assumed.
+    pub const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// A source took a full batch: more are queued behind it.
+    pub fn note_full_batch(&self) {
+        let until = self.epoch.elapsed() + Self::LINGER;
+        self.until_ms.store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a source has been taking full batches within [`Backlog::LINGER`].
+    pub fn busy(&self) -> bool {
+        (self.epoch.elapsed().as_millis() as u64) < self.until_ms.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Ingest {
@@ -200,7 +235,19 @@ impl Ingest {
             last_ts_ns: AtomicI64::new(0),
             keys: RwLock::new(Arc::new(KeyStore::empty())),
             commands: CommandCounter::in_memory(),
+            backlog: Arc::default(),
         })
+    }
+
+    /// Shares `backlog` with the database writers (the default is this ingest's own).
+    pub fn with_backlog(mut self, backlog: Arc<Backlog>) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// The backlog signal the sources raise and the database writers read.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Numbers downlink commands from `counter` (durable, so that numbers never repeat across
@@ -852,6 +899,17 @@ mod tests {
     use crate::spool::SpoolConfig;
 
     const NOW: u64 = 1_763_860_000_000;
+
+    #[test]
+    fn a_backlog_is_assumed_only_after_a_full_batch_and_ends_after_its_linger() {
+        let backlog = Backlog::default();
+        assert!(!backlog.busy(), "no backlog before any full batch");
+        backlog.note_full_batch();
+        assert!(backlog.busy(), "a full batch means more are queued");
+        // At least LINGER later (a sleep never returns early), with no full batch since.
+        std::thread::sleep(Backlog::LINGER + std::time::Duration::from_millis(20));
+        assert!(!backlog.busy(), "the backlog ends once the batches are no longer full");
+    }
 
     fn ingest(dir: &std::path::Path) -> (Ingest, Arc<Mutex<Spool>>, Arc<Metrics>) {
         let spool = Arc::new(Mutex::new(Spool::open(SpoolConfig::new(dir), &["db"]).unwrap()));

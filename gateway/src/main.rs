@@ -243,6 +243,10 @@ struct DemoArgs {
     /// Also send every page to this webhook (HMAC-signed with the secret `demo`).
     #[arg(long)]
     webhook: Option<String>,
+    /// Draw the console's village map over this offline PMTiles archive (a raster archive,
+    /// or a vector one drawn as outlines); without it the map shows the buildings alone.
+    #[arg(long)]
+    basemap: Option<std::path::PathBuf>,
 }
 
 fn host_port(text: &str, flag: &str) -> anyhow::Result<(String, u16)> {
@@ -303,6 +307,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 fire_at: args.fire_at,
                 fire_out_after: args.fire_out_after,
                 webhook: args.webhook,
+                basemap: args.basemap,
                 ..defaults
             };
             anyhow::ensure!(opts.speed > 0.0, "--speed must be above 0");

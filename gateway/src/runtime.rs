@@ -85,6 +85,8 @@ pub struct Shared {
     pub api: Option<crate::api::ApiState>,
     /// Buildings, devices heard from and camera events.
     pub site: Arc<crate::site::Site>,
+    /// The console's basemap, checked.
+    pub basemap: Option<Arc<crate::console::Basemap>>,
 }
 
 /// What `/healthz` reports.
@@ -260,6 +262,18 @@ impl Gateway {
         handoff: Option<mpsc::UnboundedSender<Accepted>>,
     ) -> Result<Gateway, StartError> {
         cfg.check()?;
+        // Checked just above, so only a file changed in between fails here; it leaves the
+        // console on its scatter map, with a warning.
+        let basemap = cfg.console.basemap.as_ref().and_then(|b| match b.check() {
+            Ok(basemap) => Some(Arc::new(basemap)),
+            Err(problems) => {
+                tracing::warn!(
+                    ?problems,
+                    "The console's basemap is not usable; the map shows the buildings alone."
+                );
+                None
+            }
+        });
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|source| SpoolError::Io { path: cfg.data_dir.clone(), source })?;
         let names: Vec<&str> = cfg.influx.iter().map(|d| d.name.as_str()).collect();
@@ -268,6 +282,7 @@ impl Gateway {
         let wake = Arc::new(Notify::new());
 
         let destinations_stop = CancellationToken::new();
+        let backlog = Arc::new(crate::ingest::Backlog::default());
         let mut destinations = Vec::new();
         let mut destination_stats = Vec::new();
         for dest in &cfg.influx {
@@ -279,7 +294,7 @@ impl Gateway {
                 spool.clone(),
                 dest.clone(),
                 writer,
-                wake.clone(),
+                crate::sinks::influx::Signals { appended: wake.clone(), backlog: backlog.clone() },
                 stats,
                 cfg.data_dir.join("dead-letter"),
                 destinations_stop.clone(),
@@ -298,7 +313,8 @@ impl Gateway {
                 metrics.clone(),
                 now_ms(),
             )?
-            .with_command_counter(open_counter(&cfg.data_dir)?),
+            .with_command_counter(open_counter(&cfg.data_dir)?)
+            .with_backlog(backlog),
         );
         if let Some(path) = &cfg.registry.keys {
             let keys = crate::keys::KeyStore::load(path)?;
@@ -461,6 +477,7 @@ impl Gateway {
                 ingest: ingest.clone(),
             }),
             site: site.clone(),
+            basemap,
         });
         let health_task = tokio::spawn(write_health(
             shared.clone(),

@@ -87,6 +87,7 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         influx: None,
         water_sensors: None,
         heartbeat: None,
+        basemap: None,
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -366,6 +367,7 @@ async fn the_demo_creates_its_influxdb_database_and_writes_into_it() {
         influx: Some(influx.url()),
         water_sensors: None,
         heartbeat: None,
+        basemap: None,
     })
     .expect("firegrid demo starts");
     assert!(demo.output().contains("InfluxDB: database \"firegrid\" ready"), "{}", demo.output());
@@ -418,6 +420,7 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
         influx: None,
         water_sensors: None,
         heartbeat: None,
+        basemap: None,
     })
     .expect("firegrid demo starts");
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
@@ -661,5 +664,147 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     let handling: u32 = text(&browser, "#wall-stages [data-stage=handling] .n").await.trim().parse().unwrap();
     assert!(handling >= 1, "the handling count includes the fire");
     screenshot(&browser, "console-wall").await;
+    browser.close().await.unwrap();
+}
+
+/// The commander's map over an offline basemap: the demo given a raster PMTiles archive
+/// (`tests/fixtures/village-basemap.pmtiles`, made by `make_basemap.py` there) serves it in
+/// HTTP ranges, the console loads MapLibre GL from the gateway and draws the village over it
+/// in the wall and the map view, the buildings placed by the map's own projection, a fire
+/// the largest dot, every label shown once zoomed in; and nothing comes from elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_draws_the_village_over_an_offline_basemap_served_in_ranges() {
+    let archive = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/village-basemap.pmtiles");
+    let size = std::fs::metadata(&archive).expect("the fixture archive").len();
+    let demo = Demo::start(DemoArgs {
+        detectors: 120,
+        buildings: 24,
+        camera_channels: 8,
+        speed: 12.0,
+        fire_at: "3m",
+        fire_out_after: "2h",
+        webhook: None,
+        influx: None,
+        water_sensors: None,
+        heartbeat: None,
+        basemap: Some(archive.clone()),
+    })
+    .expect("firegrid demo starts");
+    let base = demo.base_url();
+
+    // The archive in ranges, as the PMTiles reader asks for it.
+    let http = reqwest::Client::new();
+    let part = http
+        .get(format!("{base}/console/basemap.pmtiles"))
+        .header("Range", "bytes=0-126")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes 0-126/{size}").as_str());
+    assert_eq!(&part.bytes().await.unwrap()[..8], b"PMTiles\x03");
+    let whole = http.get(format!("{base}/console/basemap.pmtiles")).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap().len() as u64, size);
+    let page = http.get(format!("{base}/console")).send().await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("default-src 'self'") && !policy.contains("http"), "{policy}");
+
+    // A fire first, so that the map has one to show.
+    let officer = demo.officer("street-commander").unwrap();
+    let api = OfficerApi::new(demo.http_port());
+    let case = until(&demo, Duration::from_secs(150), "a fire case in the API", || async {
+        let (_, listed) =
+            api.call(reqwest::Method::GET, "/api/v1/cases?severity=fire", Some(&officer.token), None).await;
+        listed["cases"].as_array()?.first().cloned()
+    })
+    .await;
+    let building = case["location"]["building"].as_str().unwrap().to_owned();
+
+    let driver = ChromeDriver::start().expect("ChromeDriver starts");
+    let browser = driver.session("wall").await.expect("a Chromium session");
+    browser.set_window_size(1920, 1080).await.unwrap();
+    // The language first (a page of the console's own), then the wall signed in by its link.
+    browser.goto(&format!("{base}/console")).await.unwrap();
+    script(&browser, "localStorage.setItem('firegrid.lang', 'zh')").await;
+    browser.goto(&format!("{base}/console/wall#token={}", officer.token)).await.unwrap();
+    until(&demo, Duration::from_secs(60), "the wall's basemap loaded", || async {
+        let state = attr(&browser, "#wall-map-frame", "data-basemap").await?;
+        assert_ne!(state, "failed", "the basemap failed to load");
+        (state == "loaded").then_some(())
+    })
+    .await;
+    until(&demo, Duration::from_secs(20), "the fire's dot over the basemap", || async {
+        exists(&browser, &format!("#wall-map .building[data-building='{building}'] circle.fire"))
+            .await
+            .then_some(())
+    })
+    .await;
+    let drawn = script(
+        &browser,
+        "const svg = document.querySelector('#wall-map'); \
+         const frame = svg.getBoundingClientRect(); \
+         const map = svg.basemap; \
+         const placed = state.buildings.map((b) => { \
+           const dot = svg.querySelector(`.building[data-building='${b.id}'] circle`); \
+           const p = map.project([b.lon, b.lat]); \
+           return [+dot.getAttribute('cx') - p.x, +dot.getAttribute('cy') - p.y, \
+             +dot.getAttribute('cx') >= 0 && +dot.getAttribute('cx') <= frame.width \
+             && +dot.getAttribute('cy') >= 0 && +dot.getAttribute('cy') <= frame.height]; }); \
+         const radii = [...svg.querySelectorAll('circle')].map((c) => +c.getAttribute('r')); \
+         const fire = +svg.querySelector('circle.fire').getAttribute('r'); \
+         const ranges = performance.getEntriesByType('resource') \
+           .filter((e) => e.name.includes('/console/basemap.pmtiles')).map((e) => e.responseStatus); \
+         const foreign = performance.getEntriesByType('resource') \
+           .filter((e) => !e.name.startsWith(location.origin)).map((e) => e.name); \
+         return { placed, fire, largest: Math.max(...radii.filter((r) => r !== fire)), ranges, foreign, \
+           canvas: !!document.querySelector('#wall-map-frame .basemap canvas.maplibregl-canvas'), \
+           outlines: svg.querySelectorAll('polygon.grid-outline').length };",
+    )
+    .await;
+    assert_eq!(drawn["canvas"], true, "MapLibre draws the basemap: {drawn}");
+    let placed = drawn["placed"].as_array().unwrap();
+    assert!(!placed.is_empty());
+    for p in placed {
+        assert!(p[0].as_f64().unwrap().abs() < 0.5 && p[1].as_f64().unwrap().abs() < 0.5, "{p}");
+        assert_eq!(p[2], true, "every building is in view after the map fits the village: {drawn}");
+    }
+    assert!(drawn["fire"].as_f64().unwrap() > drawn["largest"].as_f64().unwrap(), "{drawn}");
+    assert!(drawn["outlines"].as_u64().unwrap() >= 2, "the grids are outlined over the basemap: {drawn}");
+    let ranges = drawn["ranges"].as_array().unwrap();
+    assert!(ranges.len() >= 2, "the header and tiles are read from the archive: {drawn}");
+    assert!(ranges.iter().all(|s| s == 206), "every read of the archive is a range: {drawn}");
+    assert_eq!(drawn["foreign"], serde_json::json!([]), "nothing is loaded from elsewhere: {drawn}");
+    screenshot(&browser, "console-wall-basemap").await;
+
+    // Zoomed in on the fire, every building's label shows.
+    let shown = script(
+        &browser,
+        &format!(
+            "const svg = document.querySelector('#wall-map'); \
+             const b = state.buildings.find((b) => b.id === '{building}'); \
+             svg.basemap.jumpTo({{ center: [b.lon, b.lat], zoom: 19 }}); \
+             drawMap(svg); \
+             return {{ zoomed: svg.classList.contains('zoomed'), \
+               hidden: [...svg.querySelectorAll('.building-label')] \
+                 .filter((l) => getComputedStyle(l).display === 'none').length }};"
+        ),
+    )
+    .await;
+    assert_eq!(shown, serde_json::json!({ "zoomed": true, "hidden": 0 }), "{shown}");
+
+    // The officers' map view has its own basemap, sized once it is shown.
+    browser.set_window_size(1280, 900).await.unwrap();
+    browser.goto(&format!("{base}/console#token={}", officer.token)).await.unwrap();
+    until(&demo, Duration::from_secs(20), "the map tab", || async {
+        browser.find(Locator::Css("nav button[data-view=map]")).await.ok()?.click().await.ok()
+    })
+    .await;
+    until(&demo, Duration::from_secs(60), "the map view's basemap loaded", || async {
+        (attr(&browser, "#map-frame", "data-basemap").await? == "loaded").then_some(())
+    })
+    .await;
+    let width = script(&browser, "return document.querySelector('#map-frame .basemap canvas').width;").await;
+    assert!(width.as_f64().unwrap() > 300.0, "the map view's basemap has a size: {width}");
     browser.close().await.unwrap();
 }

@@ -59,6 +59,7 @@ async fn the_demo_opens_exactly_the_cases_its_script_lists() {
         influx: None,
         water_sensors: Some(2),
         heartbeat: Some("10m"),
+        basemap: None,
     })
     .expect("firegrid demo starts");
     let file = demo.dir().join("demo/expected-cases.json");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_gateway::series::{Field, Point};
 use firegrid_gateway::sinks::influx::{
-    DestinationConfig, DestinationKind, DestinationStats, run_destination, writer_for,
+    DestinationConfig, DestinationKind, DestinationStats, Signals, run_destination, writer_for,
 };
 use firegrid_gateway::spool::{Durability, Spool, SpoolConfig};
 use firegrid_protocol::Class;
@@ -42,7 +42,7 @@ impl Drain {
             spool.clone(),
             cfg,
             writer,
-            notify.clone(),
+            Signals { appended: notify.clone(), backlog: Arc::default() },
             stats.clone(),
             dir.join("dead-letter"),
             shutdown.clone(),

@@ -43,6 +43,8 @@ pub struct DemoArgs {
     pub water_sensors: Option<usize>,
     /// Detector heartbeat, simulated (`--heartbeat`; `None`: the demo's default).
     pub heartbeat: Option<&'static str>,
+    /// An offline PMTiles archive under the console's map (`--basemap`).
+    pub basemap: Option<PathBuf>,
 }
 
 struct DemoKind {
@@ -83,12 +85,14 @@ impl ServerKind for DemoKind {
         let influx = a.influx.iter().map(|url| format!("--influx={url}"));
         let water = a.water_sensors.iter().map(|n| format!("--water-sensors={n}"));
         let heartbeat = a.heartbeat.iter().map(|h| format!("--heartbeat={h}"));
+        let basemap = a.basemap.iter().map(|p| format!("--basemap={}", p.display()));
         Ok(args
             .into_iter()
             .chain(webhook)
             .chain(influx)
             .chain(water)
             .chain(heartbeat)
+            .chain(basemap)
             .map(OsString::from)
             .collect())
     }

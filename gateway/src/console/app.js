@@ -691,7 +691,9 @@ function wireActions() {
 
 async function loadBuildings() {
   const { buildings } = await api('/api/v1/buildings');
+  const first = !state.buildings.length;
   state.buildings = buildings;
+  if (first) for (const svg of [$('#map'), $('#wall-map')]) if (svg.basemap?.loaded()) fitVillage(svg);
   renderMap();
   renderBanner();
 }
@@ -736,7 +738,16 @@ function projection(buildings) {
   const scale = spanX || spanY ? Math.min(spanX ? MAP_BOX.width / spanX : Infinity, spanY ? MAP_BOX.height / spanY : Infinity) : 0;
   const offX = MAP_BOX.left + (MAP_BOX.width - spanX * scale) / 2;
   const offY = MAP_BOX.top + (MAP_BOX.height - spanY * scale) / 2;
-  return { x: (lon) => offX + (lon - minLon) * k * scale, y: (lat) => offY + (maxLat - lat) * scale };
+  return { width: 1000, at: (lon, lat) => [offX + (lon - minLon) * k * scale, offY + (maxLat - lat) * scale] };
+}
+
+// Over a basemap the drawing is in the frame's screen pixels, placed by the map's own
+// projection (Web Mercator), so the buildings sit on the streets of the basemap.
+function basemapProjection(svg) {
+  const map = svg.basemap;
+  const { width, height } = svg.getBoundingClientRect();
+  svg.setAttribute('viewBox', `0 0 ${width.toFixed(0)} ${height.toFixed(0)}`);
+  return { width, at: (lon, lat) => { const p = map.project([lon, lat]); return [p.x, p.y]; } };
 }
 
 // The convex hull of points [x, y] (Andrew's monotone chain), counter-clockwise.
@@ -758,11 +769,11 @@ function convexHull(points) {
 
 // Each grid's boundary: the hull of its buildings, each widened by `pad` so that a grid of one
 // building or one row still has an area.
-function gridOutlines(buildings, x, y, pad) {
+function gridOutlines(buildings, at, pad) {
   const grids = new Map();
   for (const b of buildings) {
     if (!grids.has(b.grid)) grids.set(b.grid, []);
-    const [cx, cy] = [x(b.lon), y(b.lat)];
+    const [cx, cy] = at(b.lon, b.lat);
     grids.get(b.grid).push([cx - pad, cy - pad], [cx + pad, cy - pad], [cx + pad, cy + pad], [cx - pad, cy + pad]);
   }
   return [...grids].map(([grid, points]) => ({ grid, hull: convexHull(points) }));
@@ -770,7 +781,7 @@ function gridOutlines(buildings, x, y, pad) {
 
 function drawMap(svg) {
   const worst = worstByBuilding();
-  const { x, y } = projection(state.buildings);
+  const { width, at } = svg.basemap ? basemapProjection(svg) : projection(state.buildings);
   const ns = 'http://www.w3.org/2000/svg';
   const node = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
@@ -781,7 +792,7 @@ function drawMap(svg) {
   svg.replaceChildren();
   // Grid boundaries under everything, each named at its top edge.
   const grids = node('g', { class: 'grids' });
-  for (const { grid, hull } of gridOutlines(state.buildings, x, y, 10)) {
+  for (const { grid, hull } of gridOutlines(state.buildings, at, 10)) {
     const points = hull.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ');
     grids.append(node('polygon', { class: 'grid-outline', points, 'data-grid': grid }));
     const top = hull.reduce((a, b) => (b[1] < a[1] ? b : a));
@@ -795,7 +806,7 @@ function drawMap(svg) {
   for (const b of ordered) {
     const c = worst.get(b.id);
     const fire = c?.severity === 'fire';
-    const [cx, cy] = [x(b.lon), y(b.lat)];
+    const [cx, cy] = at(b.lon, b.lat);
     const group = node('g', { class: `building ${c ? 'has-case' : 'quiet'}`, 'data-building': b.id });
     const dot = node('circle', { cx: cx.toFixed(1), cy: cy.toFixed(1), r: c ? (fire ? 16 : 8) : 4, fill: FILL[colourClass(c)] });
     if (fire) dot.classList.add('fire');
@@ -811,11 +822,111 @@ function drawMap(svg) {
     label.setAttribute('x', (cx + (fire ? 0 : c ? 14 : 8)).toFixed(1));
     label.setAttribute('y', (cy + (fire ? -24 : 7)).toFixed(1));
     // Near the map's left or right edge a fire's label grows inwards, so it is not cut off.
-    if (fire) label.setAttribute('text-anchor', cx < 250 ? 'start' : cx > 750 ? 'end' : 'middle');
+    if (fire) label.setAttribute('text-anchor', cx < width / 4 ? 'start' : cx > (width * 3) / 4 ? 'end' : 'middle');
     group.append(label);
     svg.append(group);
   }
-  enableZoom(svg);
+  if (svg.basemap) {
+    // The map zooms and pans; from zoom 18 (a building a few dozen pixels across) every
+    // building's label shows.
+    svg.style.setProperty('--zoom', 1);
+    svg.classList.toggle('zoomed', svg.basemap.getZoom() >= 18);
+  } else {
+    enableZoom(svg);
+  }
+}
+
+// ---- basemap ----
+
+// A basemap under the village map when the gateway has one configured (`[console.basemap]`):
+// MapLibre GL and the PMTiles reader, both served by the gateway, load only then. Without
+// WebGL, or if the style cannot load, the map stays the buildings' scatter; the frame's
+// data-basemap says which (loading, loaded, failed).
+async function loadBasemap() {
+  let config;
+  try {
+    config = await (await fetch('/console/basemap.json')).json();
+  } catch {
+    return;
+  }
+  if (!config.pmtiles && !config.style) return;
+  const frames = state.wall ? [$('#map-frame'), $('#wall-map-frame')] : [$('#map-frame')];
+  for (const frame of frames) frame.dataset.basemap = 'loading';
+  try {
+    await loadScript(config.maplibre);
+    await loadScript(config.pmtiles_js);
+    const css = el('link', { rel: 'stylesheet', href: config.css });
+    document.head.append(css);
+    maplibregl.setWorkerUrl(config.worker);
+    const protocol = new pmtiles.Protocol();
+    maplibregl.addProtocol('pmtiles', protocol.tile);
+    const style = await basemapStyle(config, protocol);
+    for (const frame of frames) attachBasemap(frame, style);
+  } catch (error) {
+    for (const frame of frames) frame.dataset.basemap = 'failed';
+    console.warn('basemap not shown:', error);
+  }
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = el('script', { src });
+    script.addEventListener('load', resolve);
+    script.addEventListener('error', () => reject(new Error(`${src} did not load`)));
+    document.head.append(script);
+  });
+}
+
+// The configured style, or one made for the archive: a raster archive as it is, a vector
+// archive as the outlines of its layers (a style for it is better; see the gateway README).
+async function basemapStyle(config, protocol) {
+  if (config.style) return new URL(config.style, location.href).href;
+  const url = new URL(config.pmtiles, location.href).href;
+  const archive = new pmtiles.PMTiles(url);
+  protocol.add(archive);
+  const header = await archive.getHeader();
+  const source = { type: header.tileType === pmtiles.TileType.Mvt ? 'vector' : 'raster', url: `pmtiles://${url}` };
+  let layers;
+  if (source.type === 'raster') {
+    source.tileSize = 256;
+    layers = [{ id: 'basemap', type: 'raster', source: 'basemap' }];
+  } else {
+    const metadata = await archive.getMetadata();
+    layers = (metadata.vector_layers || []).map((layer) => ({
+      id: `basemap-${layer.id}`, type: 'line', source: 'basemap', 'source-layer': layer.id,
+      paint: { 'line-color': '#9e9e9e', 'line-width': 0.8 },
+    }));
+  }
+  return { version: 8, sources: { basemap: source }, layers: [{ id: 'paper', type: 'background', paint: { 'background-color': '#f5f3ef' } }, ...layers] };
+}
+
+function attachBasemap(frame, style) {
+  const svg = frame.querySelector('svg');
+  const container = el('div', { className: 'basemap' });
+  frame.prepend(container);
+  frame.classList.add('with-basemap');
+  const map = new maplibregl.Map({ container, style, attributionControl: { compact: true }, dragRotate: false, pitchWithRotate: false });
+  map.touchZoomRotate.disableRotation();
+  svg.basemap = map;
+  let frameRequested = false;
+  const redraw = () => {
+    if (frameRequested) return;
+    frameRequested = true;
+    requestAnimationFrame(() => { frameRequested = false; if (state.buildings.length) drawMap(svg); });
+  };
+  map.on('move', redraw);
+  map.on('resize', redraw);
+  map.on('error', (event) => { if (frame.dataset.basemap !== 'loaded') console.warn('basemap:', event.error); });
+  map.once('load', () => { fitVillage(svg); redraw(); });
+  map.once('idle', () => { frame.dataset.basemap = 'loaded'; });
+}
+
+// The whole village in view.
+function fitVillage(svg) {
+  if (!svg.basemap || !state.buildings.length) return;
+  const lats = state.buildings.map((b) => b.lat);
+  const lons = state.buildings.map((b) => b.lon);
+  svg.basemap.fitBounds([[Math.min(...lons), Math.min(...lats)], [Math.max(...lons), Math.max(...lats)]], { padding: 40, animate: false });
 }
 
 // Zoom with the wheel around the pointer, pan by dragging, back to the whole village with a
@@ -1003,6 +1114,8 @@ function showView(view) {
   $('#wall').hidden = view !== 'wall';
   $('#cases-view').hidden = view !== 'cases';
   $('#map-view').hidden = view !== 'map';
+  // A map made while its frame was hidden has no size until told.
+  if (view === 'map') $('#map').basemap?.resize();
   $('#detail').hidden = view !== 'detail';
   if (view !== 'detail') state.detail = null;
   document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
@@ -1052,6 +1165,7 @@ async function start() {
   if (fragment) history.replaceState(null, '', location.pathname);
   const token = fragment || state.token;
   if (token) signIn(token);
+  loadBasemap();
 }
 
 start();

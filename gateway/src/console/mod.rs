@@ -14,29 +14,67 @@
 //! The field's words (stages, severities, levels ...) are in `glossary.json`, which the page
 //! loads and [`crate::glossary`] titles pages from: one word for one thing.
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::http::header;
-use axum::response::{IntoResponse, Redirect};
-use axum::routing::get;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, get_service};
+
+pub mod basemap;
+
+pub use basemap::{Basemap, BasemapConfig, ConsoleConfig};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
 const STYLE: &str = include_str!("app.css");
 
-/// Only the page's own files and API: no inline script, nothing from elsewhere.
-const POLICY: &str =
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+/// The vendored map libraries (`vendor/README.md`), under a path that names their version so
+/// that browsers may keep them.
+const VENDOR: &str = "/console/vendor/maplibre-gl-4.7.1+pmtiles-3.2.1";
+const MAPLIBRE_JS: &str = include_str!("vendor/maplibre-gl-csp.js");
+const MAPLIBRE_WORKER: &str = include_str!("vendor/maplibre-gl-csp-worker.js");
+const MAPLIBRE_CSS: &str = include_str!("vendor/maplibre-gl.css");
+const PMTILES_JS: &str = include_str!("vendor/pmtiles.js");
 
-fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::CONTENT_SECURITY_POLICY, POLICY),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
+/// Only the page's own files and API (and a configured basemap's origins): no inline script.
+/// MapLibre draws raster tiles from `blob:` images.
+fn policy(origins: &[String]) -> String {
+    let extra: String = origins.iter().map(|o| format!(" {o}")).collect();
+    format!(
+        "default-src 'self'; img-src 'self' data: blob:{extra}; connect-src 'self'{extra}; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     )
+}
+
+#[derive(Clone)]
+struct Page {
+    policy: HeaderValue,
+}
+
+impl Page {
+    fn file(&self, content_type: &'static str, cache: &'static str, body: &'static str) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+                (header::CONTENT_SECURITY_POLICY, self.policy.clone()),
+                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            ],
+            body,
+        )
+            .into_response()
+    }
+
+    /// The page's own files: checked again on every load, so an upgrade shows at once.
+    fn own(&self, content_type: &'static str, body: &'static str) -> Response {
+        self.file(content_type, "no-cache", body)
+    }
+
+    /// A vendored library: its path changes with its version.
+    fn vendored(&self, content_type: &'static str, body: &'static str) -> Response {
+        self.file(content_type, "public, max-age=31536000, immutable", body)
+    }
 }
 
 /// The page's address for one case, which notification links point to: the console opens
@@ -50,27 +88,115 @@ pub fn case_url(console: &str, case: u64) -> String {
 /// `/console` (and `/`, redirected there), `/console/cases/{id}` (the same page, opening on
 /// the case), `/console/wall` (the same page in wall mode, for the command centre's big screen:
 /// map, open fires, counts by stage, overdue cases), `/console/app.js`, `/console/app.css`,
-/// `/console/glossary.json`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+/// `/console/glossary.json`, `/console/basemap.json` (the basemap, if any, and the vendored
+/// MapLibre files under `/console/vendor/`), and with a basemap its archive
+/// ([`basemap::PMTILES_PATH`], range requests answered with 206) and style file
+/// ([`basemap::STYLE_PATH`]).
+pub fn router<S: Clone + Send + Sync + 'static>(basemap: Option<Arc<Basemap>>) -> Router<S> {
+    let origins = basemap.as_ref().map(|b| b.origins().to_vec()).unwrap_or_default();
+    let page =
+        Page { policy: HeaderValue::from_str(&policy(&origins)).expect("origins are ASCII serialisations") };
+    let html = {
+        let page = page.clone();
+        move || {
+            let page = page.clone();
+            async move { page.own("text/html; charset=utf-8", INDEX) }
+        }
+    };
+    let serve = |content_type: &'static str, body: &'static str, vendored: bool| {
+        let page = page.clone();
+        move || {
+            let page = page.clone();
+            async move { if vendored { page.vendored(content_type, body) } else { page.own(content_type, body) } }
+        }
+    };
+    let description = {
+        let mut d = basemap
+            .as_ref()
+            .map_or_else(|| serde_json::json!({ "pmtiles": null, "style": null }), |b| b.describe());
+        d["maplibre"] = format!("{VENDOR}/maplibre-gl-csp.js").into();
+        d["worker"] = format!("{VENDOR}/maplibre-gl-csp-worker.js").into();
+        d["css"] = format!("{VENDOR}/maplibre-gl.css").into();
+        d["pmtiles_js"] = format!("{VENDOR}/pmtiles.js").into();
+        axum::Json(d)
+    };
+    let mut router = Router::new()
         .route("/", get(|| async { Redirect::temporary("/console") }))
-        .route("/console", get(|| async { file("text/html; charset=utf-8", INDEX) }))
+        .route("/console", get(html.clone()))
         // Only a case number: anything else under /console/cases/ is a 404 (axum refuses a
         // path segment that does not parse).
         .route(
             "/console/cases/{id}",
-            get(|axum::extract::Path(_id): axum::extract::Path<u64>| async {
-                file("text/html; charset=utf-8", INDEX)
+            get({
+                let html = html.clone();
+                move |axum::extract::Path(_id): axum::extract::Path<u64>| html()
             }),
         )
         // The command centre's big screen: the same page in wall mode.
-        .route("/console/wall", get(|| async { file("text/html; charset=utf-8", INDEX) }))
-        .route("/console/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/console/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
+        .route("/console/wall", get(html))
+        .route("/console/app.js", get(serve("text/javascript; charset=utf-8", SCRIPT, false)))
+        .route("/console/app.css", get(serve("text/css; charset=utf-8", STYLE, false)))
         .route(
             "/console/glossary.json",
-            get(|| async { file("application/json; charset=utf-8", crate::glossary::JSON) }),
+            get(serve("application/json; charset=utf-8", crate::glossary::JSON, false)),
         )
+        .route("/console/basemap.json", get(move || async move { description }))
+        .route(
+            &format!("{VENDOR}/maplibre-gl-csp.js"),
+            get(serve("text/javascript; charset=utf-8", MAPLIBRE_JS, true)),
+        )
+        .route(
+            &format!("{VENDOR}/maplibre-gl-csp-worker.js"),
+            get(serve("text/javascript; charset=utf-8", MAPLIBRE_WORKER, true)),
+        )
+        .route(
+            &format!("{VENDOR}/maplibre-gl.css"),
+            get(serve("text/css; charset=utf-8", MAPLIBRE_CSS, true)),
+        )
+        .route(
+            &format!("{VENDOR}/pmtiles.js"),
+            get(serve("text/javascript; charset=utf-8", PMTILES_JS, true)),
+        );
+    if let Some(basemap) = basemap {
+        if let Some(archive) = &basemap.pmtiles {
+            // Range requests (206 Partial Content), conditional requests and HEAD, from the
+            // file as it is on disk now.
+            let file =
+                tower_http::services::ServeFile::new_with_mime(archive, &mime::APPLICATION_OCTET_STREAM);
+            router = router.route_service(basemap::PMTILES_PATH, get_service(file));
+        }
+        if let Some(basemap::Style::File(path)) = &basemap.style {
+            let path = path.clone();
+            router = router.route(
+                basemap::STYLE_PATH,
+                get(move || {
+                    let path = path.clone();
+                    async move {
+                        match tokio::task::spawn_blocking(move || basemap::read_style(&path)).await {
+                            Ok(Ok(text)) => (
+                                [
+                                    (header::CONTENT_TYPE, "application/json"),
+                                    (header::CACHE_CONTROL, "no-cache"),
+                                ],
+                                text,
+                            )
+                                .into_response(),
+                            Ok(Err(message)) => {
+                                tracing::warn!(%message, "The basemap style cannot be served.");
+                                (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "the basemap style cannot be read",
+                                )
+                                    .into_response()
+                            }
+                            Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                        }
+                    }
+                }),
+            );
+        }
+    }
+    router
 }
 
 #[cfg(test)]

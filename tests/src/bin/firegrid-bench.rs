@@ -17,7 +17,7 @@ use firegrid_gateway::ingest::Accepted;
 use firegrid_gateway::runtime::Gateway;
 use firegrid_gateway::series::{Field, Point};
 use firegrid_gateway::sinks::influx::{
-    DestinationConfig, DestinationKind, DestinationStats, run_destination, writer_for,
+    DestinationConfig, DestinationKind, DestinationStats, Signals, run_destination, writer_for,
 };
 use firegrid_gateway::sources::mqtt::MqttConfig;
 use firegrid_gateway::spool::{Durability, Spool, SpoolConfig};
@@ -51,6 +51,11 @@ enum Bench {
         /// Rounds, each draining the backlog once by each side; the median ratio is reported.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+        /// What the gateway runs with: `registry` (every device registered, liveness and site
+        /// tracking on) and `influx` (one InfluxDB 1.x destination draining the spool), or
+        /// `none`. The real configuration is both.
+        #[arg(long, value_delimiter = ',', default_value = "registry,influx")]
+        with: Vec<String>,
     },
     /// `Ingest::process` alone (decode, checks, spool) on the same stream, without MQTT.
     IngestOnly {
@@ -391,7 +396,13 @@ async fn count_down_acks(port: u16) -> Arc<AtomicU64> {
     count
 }
 
-async fn ingest(messages: usize, devices: usize, rounds: usize) {
+async fn ingest(messages: usize, devices: usize, rounds: usize, with: &[String]) {
+    let known = ["registry", "influx", "none"];
+    if let Some(other) = with.iter().find(|w| !known.contains(&w.as_str())) {
+        panic!("--with takes registry, influx or none, not {other:?}");
+    }
+    let (with_registry, with_influx) =
+        (with.iter().any(|w| w == "registry"), with.iter().any(|w| w == "influx"));
     let broker = Mosquitto::start().unwrap();
     let stream: Vec<_> =
         (0..messages).map(|k| heartbeat(&device(k % devices), (k / devices) as u32)).collect();
@@ -402,12 +413,18 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
     // drains into while the gateway ingests.
     let registry = keys_dir.path().join("registry.csv");
     write_registry(&registry, devices);
-    let influx = InfluxDb1::start().unwrap();
+    let influx = with_influx.then(|| InfluxDb1::start().unwrap());
     println!(
         "ingest: {messages} heartbeats from {devices} devices, compact encoding, backlog drained from \
          Mosquitto; {rounds} rounds alternating the bare subscriber, the gateway without keys (unsigned \
          stream) and the gateway with every device's key (signed stream, every tag verified); the \
-         gateway with the registry and one InfluxDB 1.x destination"
+         gateway with {}",
+        match (with_registry, with_influx) {
+            (true, true) => "the registry and one InfluxDB 1.x destination",
+            (true, false) => "the registry, no database",
+            (false, true) => "one InfluxDB 1.x destination, no registry",
+            (false, false) => "neither registry nor database",
+        }
     );
     // Heartbeats are telemetry, which the gateway stores and acknowledges to the broker but
     // answers with no `down/ack` (firmware/protocol/README.md); the probe shows it does not.
@@ -442,9 +459,10 @@ async fn ingest(messages: usize, devices: usize, rounds: usize) {
             // A fresh data directory each round: the same messages again would otherwise be
             // recognised as duplicates (which is the point of seeding them from the spool).
             let dir = tempfile::tempdir().unwrap();
-            let mut cfg = gateway_config(dir.path(), broker.port(), vec![street_database(&influx)]);
+            let mut cfg =
+                gateway_config(dir.path(), broker.port(), influx.iter().map(street_database).collect());
             cfg.registry.keys = keys.cloned();
-            cfg.registry.csv = Some(registry.clone());
+            cfg.registry.csv = with_registry.then(|| registry.clone());
             let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
             let gateway = Gateway::start(cfg, Some(tx)).await.unwrap();
             let mut got = 0;
@@ -607,7 +625,7 @@ async fn drain(lines: usize, batch_lines: usize) {
         spool.clone(),
         cfg.clone(),
         writer_for(&cfg).unwrap(),
-        Arc::new(Notify::new()),
+        Signals::default(),
         stats.clone(),
         dir.path().join("dead"),
         stop.clone(),
@@ -700,7 +718,12 @@ async fn end_to_end(rate: usize, seconds: u64) {
 async fn main() {
     let benches = match Cli::parse().bench {
         Bench::All => vec![
-            Bench::Ingest { messages: 200_000, devices: 20_000, rounds: 5 },
+            Bench::Ingest {
+                messages: 200_000,
+                devices: 20_000,
+                rounds: 5,
+                with: vec!["registry".into(), "influx".into()],
+            },
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
             Bench::CaseStore { steps: 2_000 },
@@ -734,7 +757,9 @@ async fn main() {
     for bench in benches {
         match bench {
             Bench::All => unreachable!("expanded above"),
-            Bench::Ingest { messages, devices, rounds } => ingest(messages, devices, rounds).await,
+            Bench::Ingest { messages, devices, rounds, with } => {
+                ingest(messages, devices, rounds, &with).await
+            }
             Bench::IngestOnly { messages, devices } => ingest_only(messages, devices),
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),

@@ -18,4 +18,4 @@ mod tests;
 pub use classify::{Next, WriteFailure, classify};
 pub use config::{DestinationConfig, DestinationKind};
 pub use service::{LineWriter, V1Writer, V2Writer, writer_for};
-pub use sink::{DestinationStats, run_destination};
+pub use sink::{DestinationStats, Signals, run_destination};

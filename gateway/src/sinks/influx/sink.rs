@@ -55,17 +55,27 @@ impl DestinationStats {
 
 use crate::clock::wall_ms as now_ms;
 
+/// What tells a drain loop when to write.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Signalled by whoever appends to the spool, so new data is picked up at once.
+    pub appended: Arc<Notify>,
+    /// Raised while a source takes a backlog off the broker (see [`MAX_YIELD`]).
+    pub backlog: Arc<crate::ingest::Backlog>,
+}
+
 /// Drains `spool` into one destination until `shutdown` is cancelled. A write in progress is
 /// finished first; whatever is not acknowledged stays in the spool for the next start.
 ///
-/// `notify` is signalled by whoever appends to the spool, so new data is picked up at once.
+/// `signals.appended` is signalled by whoever appends to the spool, so new data is picked up
+/// at once.
 /// Batches fill up to `batch_lines` or wait at most `flush_interval` since their oldest
 /// record was accepted.
 pub async fn run_destination(
     spool: Arc<Mutex<Spool>>,
     cfg: DestinationConfig,
     writer: LineWriter,
-    notify: Arc<Notify>,
+    signals: Signals,
     stats: Arc<DestinationStats>,
     dead_letter_dir: PathBuf,
     shutdown: CancellationToken,
@@ -88,7 +98,7 @@ pub async fn run_destination(
         let Some(first) = batch.first() else {
             stats.oldest_pending_ms.store(0, Ordering::Relaxed);
             tokio::select! {
-                _ = notify.notified() => {}
+                _ = signals.appended.notified() => {}
                 // A notification sent between the read and this wait is not lost: the timer
                 // looks again.
                 _ = tokio::time::sleep(cfg.flush_interval) => {}
@@ -106,6 +116,14 @@ pub async fn run_destination(
             continue;
         }
 
+        // Ingest first: while a source takes a backlog off the broker, the write waits (the
+        // records are in the spool), but never more than MAX_YIELD in a row, so a source
+        // that is always busy cannot stop the database from catching up.
+        let mut yielded = Duration::ZERO;
+        while signals.backlog.busy() && yielded < MAX_YIELD && !shutdown.is_cancelled() {
+            pause(&shutdown, YIELD_STEP).await;
+            yielded += YIELD_STEP;
+        }
         let started = Instant::now();
         match deliver(&writer, &lines(&batch), &dead_letters).await {
             Ok(()) => {
@@ -155,6 +173,10 @@ pub async fn run_destination(
         }
     }
 }
+
+/// Longest a database write waits for a source taking a backlog off the broker.
+pub const MAX_YIELD: Duration = Duration::from_secs(2);
+const YIELD_STEP: Duration = Duration::from_millis(50);
 
 async fn pause(shutdown: &CancellationToken, wait: Duration) {
     tokio::select! {

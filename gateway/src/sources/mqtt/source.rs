@@ -327,6 +327,9 @@ async fn process_loop(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
+        if batch.len() == max_batch {
+            ingest.backlog().note_full_batch();
+        }
         // `process` blocks: it fsyncs an alarm's batch (1 to 20 ms on flash) while holding the
         // spool's lock. On the blocking pool, that wait holds no runtime worker, so the other
         // session, the webhook deliveries and the HTTP API go on meanwhile.
