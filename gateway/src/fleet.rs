@@ -44,10 +44,10 @@ impl Directory for Registry {
         self.get(device).map(|d| placement(d))
     }
 
-    fn devices_in(&self, building: &str) -> Vec<(firegrid_protocol::VillageId, DeviceId)> {
+    fn sounders_in(&self, building: &str) -> Vec<(firegrid_protocol::VillageId, DeviceId)> {
         self.devices()
             .iter()
-            .filter(|d| &*d.building.id == building)
+            .filter(|d| &*d.building.id == building && d.kind == crate::registry::DeviceKind::SmokeDetector)
             .filter_map(|d| {
                 Some((firegrid_protocol::VillageId::new(&d.building.village).ok()?, d.id.clone()))
             })
@@ -385,5 +385,40 @@ mod tests {
                 .iter()
                 .all(|r| std::str::from_utf8(&r.payload).unwrap().contains("device_kind=smoke_detector"))
         );
+    }
+
+    /// A fire's sounder command goes to the building's smoke detectors only: a camera or a
+    /// water sensor in the same building has no sounder and would answer `unsupported`.
+    #[test]
+    fn only_smoke_detectors_are_sounders() {
+        let record = |id: &str, kind: DeviceKind, building: &str| DeviceRecord {
+            id: DeviceId::new(id).unwrap(),
+            kind,
+            model: "m".into(),
+            building: building.into(),
+            address: "Lane 1".into(),
+            lat: 25.0,
+            lon: 102.6,
+            grid: "g1".into(),
+            community: "c1".into(),
+            street: "fuhai".into(),
+            village: VillageId::new("fuhai-1").unwrap(),
+            district: None,
+            heartbeat_ms: None,
+            channels: (kind == DeviceKind::Camera).then_some(4),
+        };
+        let registry = Registry::from_records([
+            record("sd-1", DeviceKind::SmokeDetector, "b1"),
+            record("cam-1", DeviceKind::Camera, "b1"),
+            record("ws-1", DeviceKind::WaterSensor, "b1"),
+            record("sd-2", DeviceKind::SmokeDetector, "b1"),
+            record("sd-3", DeviceKind::SmokeDetector, "b2"),
+        ])
+        .unwrap();
+        let mut sounders: Vec<String> =
+            registry.sounders_in("b1").into_iter().map(|(_, d)| d.as_str().to_owned()).collect();
+        sounders.sort();
+        assert_eq!(sounders, ["sd-1", "sd-2"]);
+        assert!(registry.sounders_in("b9").is_empty());
     }
 }

@@ -55,8 +55,10 @@ pub trait Directory: Send + Sync {
     /// The placement of `device`, or `None` when it is not registered.
     fn placement(&self, device: &DeviceId) -> Option<Placement<'_>>;
 
-    /// The devices installed in `building`, with their village (for downlink topics).
-    fn devices_in(&self, _building: &str) -> Vec<(VillageId, DeviceId)> {
+    /// The devices in `building` that sound an alarm (the smoke detectors: cameras and water
+    /// sensors have no sounder and answer a sounder command `unsupported`), with their village
+    /// (for downlink topics).
+    fn sounders_in(&self, _building: &str) -> Vec<(VillageId, DeviceId)> {
         Vec::new()
     }
 }

@@ -37,6 +37,15 @@ where
     }
 }
 
+/// Clicks `css` once it can: the live feed re-renders the case list and the banner, which may
+/// replace the element between finding and clicking it (a stale element reference).
+async fn click(demo: &Demo, client: &Client, css: &str) {
+    until(demo, Duration::from_secs(10), &format!("a click on {css}"), || async {
+        client.find(Locator::Css(css)).await.ok()?.click().await.ok()
+    })
+    .await
+}
+
 async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
     client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()?
 }
@@ -126,13 +135,7 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         .await;
 
     // Case detail: the timeline, the building's devices, the camera, the escalation path.
-    browser
-        .find(Locator::Css(&format!("#cases li[data-case='{case_id}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&demo, &browser, &format!("#cases li[data-case='{case_id}']")).await;
     until(&demo, Duration::from_secs(10), "the case detail", || async {
         (attr(&browser, "#detail", "data-case").await.as_deref() == Some(case_id.as_str())).then_some(())
     })
@@ -206,12 +209,7 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
         shown.contains("sd-stranger") && (shown.contains("unverified") || shown.contains("未核实")),
         "{shown}"
     );
-    desk.find(Locator::Css(&format!("#cases li[data-case='{unplaced}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&demo, &desk, &format!("#cases li[data-case='{unplaced}']")).await;
     until(&demo, Duration::from_secs(10), "the unplaced case's detail with the place form", || async {
         let form = desk.find(Locator::Css("#act-place")).await.ok()?;
         form.is_displayed().await.ok()?.then_some(())
@@ -532,7 +530,7 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     screenshot(&browser, "console-fire-banner").await;
 
     // Acknowledged from the banner: the siren stops, the banner stays while the fire is open.
-    browser.find(Locator::Css(&format!("{row} button.ack"))).await.unwrap().click().await.unwrap();
+    click(&demo, &browser, &format!("{row} button.ack")).await;
     until(&demo, Duration::from_secs(10), "the siren silenced by the acknowledgement", || async {
         let stage = attr(&browser, &row, "data-stage").await?;
         (stage == "response" && attr(&browser, "#fire-banner", "data-sounding").await?.as_str() == "false")
@@ -542,7 +540,7 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
     assert!(banner_shown().await.is_some(), "the banner stays while the fire is open");
 
     // The detail: red title, devices by kind and state in Chinese; record a real fire.
-    browser.find(Locator::Css(&fire_row)).await.unwrap().click().await.unwrap();
+    click(&demo, &browser, &fire_row).await;
     until(&demo, Duration::from_secs(10), "the case detail", || async {
         (attr(&browser, "#detail", "data-case").await.as_deref() == Some(case_id.as_str())).then_some(())
     })
@@ -771,6 +769,19 @@ async fn the_map_draws_the_village_over_an_offline_basemap_served_in_ranges() {
     }
     assert!(drawn["fire"].as_f64().unwrap() > drawn["largest"].as_f64().unwrap(), "{drawn}");
     assert!(drawn["outlines"].as_u64().unwrap() >= 2, "the grids are outlined over the basemap: {drawn}");
+    // The fire's label and its grid's name do not cover each other.
+    let grid = case["location"]["grid"].as_str().unwrap();
+    let overlap = script(
+        &browser,
+        &format!(
+            "const svg = document.querySelector('#wall-map'); \
+             const a = svg.querySelector('.building-label.sev-fire').getBBox(); \
+             const b = svg.querySelector(`.grid-label[data-grid='{grid}']`).getBBox(); \
+             return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;"
+        ),
+    )
+    .await;
+    assert_eq!(overlap, false, "the fire's label overlaps the name of grid {grid}");
     let ranges = drawn["ranges"].as_array().unwrap();
     assert!(ranges.len() >= 2, "the header and tiles are read from the archive: {drawn}");
     assert!(ranges.iter().all(|s| s == 206), "every read of the archive is a range: {drawn}");

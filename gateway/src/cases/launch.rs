@@ -146,7 +146,7 @@ impl AlarmLoop {
                   confirmed: &std::collections::BTreeSet<String>| {
                 let directory = sound_ingest.directory();
                 let now = crate::clock::wall_ms();
-                let devices = directory.devices_in(&location.building);
+                let devices = directory.sounders_in(&location.building);
                 let mut linkage = sound_linkage.lock().unwrap();
                 if devices.is_empty() {
                     // Right after a restart the registry is not loaded yet: the resend task
@@ -433,7 +433,7 @@ async fn resend_sounders(
         if linkage.waiting() > 0 {
             let directory = ingest.directory();
             for (building, w) in linkage.take_waiting() {
-                let devices = directory.devices_in(&building);
+                let devices = directory.sounders_in(&building);
                 if devices.is_empty() {
                     linkage.wait(&building, w);
                     continue;

@@ -790,15 +790,19 @@ function drawMap(svg) {
     return n;
   };
   svg.replaceChildren();
-  // Grid boundaries under everything, each named at its top edge.
+  const fireGrids = new Set(state.buildings.filter((b) => worst.get(b.id)?.severity === 'fire').map((b) => b.grid));
+  // Grid boundaries under everything, each named at an edge.
   const grids = node('g', { class: 'grids' });
   for (const { grid, hull } of gridOutlines(state.buildings, at, 10)) {
     const points = hull.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ');
     grids.append(node('polygon', { class: 'grid-outline', points, 'data-grid': grid }));
-    const top = hull.reduce((a, b) => (b[1] < a[1] ? b : a));
     const left = Math.min(...hull.map((h) => h[0]));
     const right = Math.max(...hull.map((h) => h[0]));
-    grids.append(node('text', { class: 'grid-label', x: ((left + right) / 2).toFixed(1), y: (top[1] - 4).toFixed(1), 'text-anchor': 'middle', 'data-grid': grid }, grid));
+    // Named at the top edge, or at the bottom where a fire's label (above its dot) would
+    // cover the name.
+    const below = fireGrids.has(grid);
+    const edge = below ? Math.max(...hull.map((h) => h[1])) + 16 : Math.min(...hull.map((h) => h[1])) - 4;
+    grids.append(node('text', { class: 'grid-label', x: ((left + right) / 2).toFixed(1), y: edge.toFixed(1), 'text-anchor': 'middle', 'data-grid': grid }, grid));
   }
   svg.append(grids);
   // Quiet buildings first so that buildings with cases are drawn on top.
