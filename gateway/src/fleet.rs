@@ -336,6 +336,26 @@ mod tests {
     use crate::registry::{DeviceKind, DeviceRecord};
     use crate::spool::{Spool, SpoolConfig};
 
+    /// A device of `kind` in `building`, in grid g1 of village fuhai-1.
+    fn record(id: &str, kind: DeviceKind, building: &str) -> DeviceRecord {
+        DeviceRecord {
+            id: DeviceId::new(id).unwrap(),
+            kind,
+            model: "JTY-GD".into(),
+            building: building.into(),
+            address: "Lane 1".into(),
+            lat: 25.0,
+            lon: 102.6,
+            grid: "g1".into(),
+            community: "c1".into(),
+            street: "fuhai".into(),
+            village: VillageId::new("fuhai-1").unwrap(),
+            district: None,
+            heartbeat_ms: None,
+            channels: (kind == DeviceKind::Camera).then_some(4),
+        }
+    }
+
     /// A grid coming back online: 500 events, one commit and one fsync, so an alarm waiting
     /// for the spool waits for one fsync, not five hundred.
     #[test]
@@ -351,22 +371,8 @@ mod tests {
             1,
         )
         .unwrap();
-        let records = (0..500).map(|i| DeviceRecord {
-            id: DeviceId::new(&format!("sd-{i:04}")).unwrap(),
-            kind: DeviceKind::SmokeDetector,
-            model: "JTY-GD".into(),
-            building: format!("b{}", i / 5),
-            address: "Lane 1".into(),
-            lat: 25.0,
-            lon: 102.6,
-            grid: "g1".into(),
-            community: "c1".into(),
-            street: "fuhai".into(),
-            village: VillageId::new("fuhai-1").unwrap(),
-            district: None,
-            heartbeat_ms: None,
-            channels: None,
-        });
+        let records = (0..500)
+            .map(|i| record(&format!("sd-{i:04}"), DeviceKind::SmokeDetector, &format!("b{}", i / 5)));
         let registry = Arc::new(Registry::from_records(records).unwrap());
         ingest.set_directory(registry.clone());
         let events: Vec<_> = registry
@@ -391,22 +397,6 @@ mod tests {
     /// water sensor in the same building has no sounder and would answer `unsupported`.
     #[test]
     fn only_smoke_detectors_are_sounders() {
-        let record = |id: &str, kind: DeviceKind, building: &str| DeviceRecord {
-            id: DeviceId::new(id).unwrap(),
-            kind,
-            model: "m".into(),
-            building: building.into(),
-            address: "Lane 1".into(),
-            lat: 25.0,
-            lon: 102.6,
-            grid: "g1".into(),
-            community: "c1".into(),
-            street: "fuhai".into(),
-            village: VillageId::new("fuhai-1").unwrap(),
-            district: None,
-            heartbeat_ms: None,
-            channels: (kind == DeviceKind::Camera).then_some(4),
-        };
         let registry = Registry::from_records([
             record("sd-1", DeviceKind::SmokeDetector, "b1"),
             record("cam-1", DeviceKind::Camera, "b1"),

@@ -37,6 +37,17 @@ where
     }
 }
 
+/// The first fire case the API lists to `token`, once there is one (the demo's fire starts
+/// a few simulated minutes in).
+async fn first_fire_case(demo: &Demo, api: &OfficerApi, token: &str) -> serde_json::Value {
+    until(demo, Duration::from_secs(150), "a fire case in the API", || async {
+        let (_, listed) =
+            api.call(reqwest::Method::GET, "/api/v1/cases?severity=fire", Some(token), None).await;
+        listed["cases"].as_array()?.first().cloned()
+    })
+    .await
+}
+
 /// Clicks `css` once it can: the live feed re-renders the case list and the banner, which may
 /// replace the element between finding and clicking it (a stale element reference).
 async fn click(demo: &Demo, client: &Client, css: &str) {
@@ -443,12 +454,7 @@ async fn a_fire_takes_over_an_idle_console_and_a_refused_close_keeps_the_form() 
 
     // The gateway opens the fire case; the idle console shows it within a generous bound.
     let api = OfficerApi::new(demo.http_port());
-    let case = until(&demo, Duration::from_secs(150), "a fire case in the API", || async {
-        let (_, listed) =
-            api.call(reqwest::Method::GET, "/api/v1/cases?severity=fire", Some(&officer.token), None).await;
-        listed["cases"].as_array()?.first().cloned()
-    })
-    .await;
+    let case = first_fire_case(&demo, &api, &officer.token).await;
     let case_id = case["id"].as_u64().unwrap().to_string();
     let building = case["location"]["building"].as_str().unwrap().to_owned();
     let grid = case["location"]["grid"].as_str().unwrap().to_owned();
@@ -711,12 +717,7 @@ async fn the_map_draws_the_village_over_an_offline_basemap_served_in_ranges() {
     // A fire first, so that the map has one to show.
     let officer = demo.officer("street-commander").unwrap();
     let api = OfficerApi::new(demo.http_port());
-    let case = until(&demo, Duration::from_secs(150), "a fire case in the API", || async {
-        let (_, listed) =
-            api.call(reqwest::Method::GET, "/api/v1/cases?severity=fire", Some(&officer.token), None).await;
-        listed["cases"].as_array()?.first().cloned()
-    })
-    .await;
+    let case = first_fire_case(&demo, &api, &officer.token).await;
     let building = case["location"]["building"].as_str().unwrap().to_owned();
 
     let driver = ChromeDriver::start().expect("ChromeDriver starts");
