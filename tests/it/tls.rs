@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use firegrid_gateway::tls::ClientTls;
 use firegrid_protocol::Encoding;
+use firegrid_tests::firegrid::alarm_loop_section;
 use firegrid_tests::mosquitto::MosquittoTls;
 use firegrid_tests::officers::write_street_desk;
 use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, free_port};
@@ -190,23 +191,10 @@ key = "{certs}/server.key"
 listen = "127.0.0.1:{plain_port}"
 tls_listen = "127.0.0.1:{tls_port}"
 tls = {{ cert = "{certs}/server.pem", key = "{certs}/server.key" }}
-[registry]
-csv = "{registry}"
-keys = "{keys}"
-[alerting]
-district = "Xishan"
-officers = "{officers}"
-routes = {{ "*" = ["hook"] }}
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook}/hook"
-secret = "test-secret"
-"#,
+{tail}"#,
                 data = d.join("data").display(),
                 certs = certs_dir.display(),
-                registry = registry.display(),
-                keys = keys.display(),
-                officers = officers.display(),
+                tail = alarm_loop_section(&registry, &keys, &officers, hook),
             )
         }
     };
@@ -356,23 +344,10 @@ http_listen = "127.0.0.1:{http}"
 listen = "127.0.0.1:{plain_port}"
 tls_listen = "127.0.0.1:{tls_port}"
 tls = {{ cert = "{certs}/server.pem", key = "{certs}/server.key", client_ca = "{certs}/ca.pem" }}
-[registry]
-csv = "{registry}"
-keys = "{keys}"
-[alerting]
-district = "Xishan"
-officers = "{officers}"
-routes = {{ "*" = ["hook"] }}
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook}/hook"
-secret = "test-secret"
-"#,
+{tail}"#,
                 data = d.join("data").display(),
                 certs = certs_dir.display(),
-                registry = registry.display(),
-                keys = keys.display(),
-                officers = officers.display(),
+                tail = alarm_loop_section(&registry, &keys, &officers, hook),
             )
         }
     };

@@ -15,6 +15,7 @@ use firegrid_protocol::{
     DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody, DownlinkGuard, Encoding, Heartbeat, Limits,
     StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
 };
+use firegrid_tests::firegrid::alarm_loop_section;
 use firegrid_tests::officers::write_street_desk;
 use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, firegrid_binary};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -90,22 +91,9 @@ host = "127.0.0.1"
 port = {broker}
 client_id = "gw-trust"
 max_backoff = "500ms"
-[registry]
-csv = "{registry}"
-keys = "{keys}"
-[alerting]
-district = "Xishan"
-officers = "{officers}"
-routes = {{ "*" = ["hook"] }}
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook}/hook"
-secret = "test-secret"
-"#,
+{tail}"#,
             data = dir.join("data").display(),
-            registry = registry.display(),
-            keys = keys.display(),
-            officers = officers.display(),
+            tail = alarm_loop_section(&registry, &keys, &officers, hook),
         )
     }
 }

@@ -156,3 +156,26 @@ impl Firegrid {
         Ok(self.http.get(path, &[])?.body)
     }
 }
+
+/// The part of a gateway config most alarm-loop tests share: the registry with its key store,
+/// the alarm loop with an officer directory (district `Xishan`), and every desk routed to one
+/// webhook channel at `http://127.0.0.1:{hook}/hook` signing with the secret `test-secret`.
+pub fn alarm_loop_section(registry: &Path, keys: &Path, officers: &Path, hook: u16) -> String {
+    format!(
+        r#"[registry]
+csv = "{registry}"
+keys = "{keys}"
+[alerting]
+district = "Xishan"
+officers = "{officers}"
+routes = {{ "*" = ["hook"] }}
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+secret = "test-secret"
+"#,
+        registry = registry.display(),
+        keys = keys.display(),
+        officers = officers.display(),
+    )
+}
