@@ -96,13 +96,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(basemap: Option<Arc<Basemap>>) -
     let origins = basemap.as_ref().map(|b| b.origins().to_vec()).unwrap_or_default();
     let page =
         Page { policy: HeaderValue::from_str(&policy(&origins)).expect("origins are ASCII serialisations") };
-    let html = {
-        let page = page.clone();
-        move || {
-            let page = page.clone();
-            async move { page.own("text/html; charset=utf-8", INDEX) }
-        }
-    };
     let serve = |content_type: &'static str, body: &'static str, vendored: bool| {
         let page = page.clone();
         move || {
@@ -110,6 +103,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(basemap: Option<Arc<Basemap>>) -
             async move { if vendored { page.vendored(content_type, body) } else { page.own(content_type, body) } }
         }
     };
+    let html = serve("text/html; charset=utf-8", INDEX, false);
     let description = {
         let mut d = basemap
             .as_ref()
