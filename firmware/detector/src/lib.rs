@@ -17,6 +17,10 @@
 //! - [`link::Uplink`] is the transport seam; [`mqtt::MqttUplink`] implements it on minimq
 //!   over `embedded-nal`, and [`link::pump`] moves messages between outbox, transport and
 //!   device.
+//! - [`journal`] keeps the alarm- and event-class part of the outbox in NOR flash
+//!   ([`journal::FlashJournal`], on sequential-storage) from before its first transmission
+//!   until the gateway's `ack`, so a reset loses none of it; [`link::pump_journaled`] keeps
+//!   it up to date and [`journal::restore`] reloads it at boot.
 //! - [`drivers`] holds the embedded-hal 1.0 drivers: the [`drivers::Adpd188`] chamber front
 //!   end behind [`drivers::ChamberSensor`], the [`drivers::Indicators`] (sounder and LED),
 //!   the [`drivers::Inputs`] (test button and base tamper switch), the
@@ -38,6 +42,7 @@ pub mod config;
 pub mod detect;
 pub mod device;
 pub mod drivers;
+pub mod journal;
 pub mod link;
 pub mod mqtt;
 pub mod outbox;

@@ -8,6 +8,7 @@
 use firegrid_protocol::{Encoding, UplinkKind};
 
 use crate::device::Device;
+use crate::journal::{self, Journal};
 
 /// Largest encoded uplink the pump sends; the largest detector message (a JSON heartbeat)
 /// takes 224 bytes (protocol README size table).
@@ -44,6 +45,34 @@ pub fn pump<U: Uplink>(
     encoding: Encoding,
 ) -> Result<usize, U::Error> {
     uplink.poll(&mut |payload| device.on_downlink(now_ms, payload))?;
+    send_due(device, uplink, now_ms, encoding)
+}
+
+/// [`pump`] for a device whose alarms and events persist in `journal`: after the downlinks
+/// (whose acks forget records) and before anything is sent, [`journal::sync`] stores every new
+/// alarm- and event-class message and removes the acknowledged ones, so no such message is
+/// ever on the air before it is in flash. A journal failure is counted by the device and
+/// does not stop the sending: a fire alarm goes out whether or not flash works.
+/// Downlinks are decoded as `encoding` ([`Device::on_downlink_in`]).
+pub fn pump_journaled<U: Uplink, J: Journal>(
+    device: &mut Device,
+    uplink: &mut U,
+    journal: &mut J,
+    now_ms: u64,
+    encoding: Encoding,
+) -> Result<usize, U::Error> {
+    uplink.poll(&mut |payload| device.on_downlink_in(now_ms, payload, encoding))?;
+    journal::sync(device, journal);
+    send_due(device, uplink, now_ms, encoding)
+}
+
+/// Sends every due outbox message, at most once each, while the transport is ready.
+fn send_due<U: Uplink>(
+    device: &mut Device,
+    uplink: &mut U,
+    now_ms: u64,
+    encoding: Encoding,
+) -> Result<usize, U::Error> {
     let mut sent = 0;
     let mut buf = [0u8; MAX_UPLINK];
     // Each message goes out at most once per pump: a sent one is either gone (telemetry) or

@@ -18,9 +18,9 @@
 //! the sounder chirp, and none stops a fire alarm.
 
 use firegrid_protocol::{
-    AckResult, BootAnnouncement, CommandAck, DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody,
-    DownlinkGuard, Encoding, Fault, FaultKind, FirmwareVersion, Heartbeat, Limits, StateChange, Uplink,
-    UplinkBody, VillageId,
+    AckResult, AuthError, BootAnnouncement, CommandAck, DetectorState, DeviceId, DeviceKey, Downlink,
+    DownlinkBody, DownlinkGuard, Encoding, Fault, FaultKind, FirmwareVersion, Heartbeat, Limits, StateChange,
+    Uplink, UplinkBody, VillageId,
 };
 
 use crate::config::{Calibration, Config};
@@ -166,6 +166,7 @@ pub struct Device {
     outbox: Outbox<OUTBOX_SLOTS>,
     guard: DownlinkGuard,
     refusals: Refusals,
+    journal_failures: u32,
 }
 
 impl Device {
@@ -198,7 +199,40 @@ impl Device {
             outbox: Outbox::new(),
             guard: DownlinkGuard::new(),
             refusals: Refusals::new(),
+            journal_failures: 0,
         }
+    }
+
+    /// An alarm- or event-class message read back from the flash journal at boot
+    /// ([`crate::journal::restore`]): queued again with its original boot counter, `seq` and
+    /// tag, due at once. One of an earlier boot goes out before anything of this boot. One of
+    /// this very boot (a board whose boot counter did not advance) moves the device's `seq`
+    /// past it, so that no new message reuses its identity.
+    pub fn restore(&mut self, msg: Uplink, origin: (u16, u32), now_ms: u64) {
+        if !msg.class().is_acknowledged() {
+            return;
+        }
+        let earlier = msg.boot != self.id.boot;
+        if !earlier && msg.seq >= self.seq {
+            self.seq = msg.seq.wrapping_add(1);
+        }
+        if self.outbox.reload(msg, origin, earlier, now_ms).is_some() {
+            warning!("Outbox full: a message was shed.");
+        }
+    }
+
+    /// Counts a failed flash journal operation (the message stays queued in RAM and is
+    /// sent; the journal catches up at the next pump). Logged at the 1st, 2nd, 4th ...
+    pub fn note_journal_failure(&mut self) {
+        self.journal_failures = self.journal_failures.saturating_add(1);
+        if self.journal_failures.is_power_of_two() {
+            warning!("Flash journal failed (failure {}); messages kept in RAM.", self.journal_failures);
+        }
+    }
+
+    /// Failed flash journal operations since boot, for the board to report.
+    pub fn journal_failures(&self) -> u32 {
+        self.journal_failures
     }
 
     /// Who the device is.
@@ -412,6 +446,9 @@ impl Device {
         if let Some(key) = &self.id.key
             && let Err(reason) = self.guard.admit(&cmd, &self.id.village, &self.id.dev, self.id.boot, key)
         {
+            if reason == AuthError::WrongBoot && self.on_earlier_boot_command(now_ms, &cmd) {
+                return;
+            }
             self.refusals.count(reason);
             return;
         }
@@ -534,6 +571,38 @@ impl Device {
 
     // ---- Internals ----------------------------------------------------------------------
 
+    /// A genuine command signed for another boot than this one: useful only when it is about
+    /// a message reloaded from that boot. The gateway signs an `ack` for the boot of the
+    /// message it acknowledges, so an `ack` for a reloaded message is signed for its earlier
+    /// boot; admitting it drops only a message the gateway has, so a replay of it can do no
+    /// harm. A `challenge` for an earlier boot whose messages are still queued says the
+    /// gateway's window has moved past that boot and takes them for replays: they are
+    /// re-issued under this boot (a message it already had is then stored twice, the one
+    /// duplicate its window cannot absorb). Returns whether the command was used.
+    fn on_earlier_boot_command(&mut self, now_ms: u64, cmd: &Downlink) -> bool {
+        let Some(key) = &self.id.key else { return false };
+        let Ok(issued_for) = cmd.verify(&self.id.village, &self.id.dev, key) else { return false };
+        match cmd.body {
+            DownlinkBody::Ack { boot, seq } if boot == issued_for && self.outbox.holds_earlier(boot, seq) => {
+                self.outbox.ack(boot, seq)
+            }
+            DownlinkBody::Challenge { .. } if self.outbox.holds_earlier_boot(issued_for) => {
+                let (village, my_boot) = (&self.id.village, self.id.boot);
+                let mut seq = self.seq;
+                let n = self.outbox.reissue(issued_for, now_ms, |msg| {
+                    msg.boot = my_boot;
+                    msg.seq = seq;
+                    seq = seq.wrapping_add(1);
+                    msg.sign(village, key);
+                });
+                self.seq = seq;
+                info!("Window moved past boot {}: {} messages re-issued.", issued_for, n);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn battery_chirping(&self, now_ms: u64) -> bool {
         self.fault(FaultKind::LowBattery) && self.battery_hush_until_ms.is_none_or(|until| now_ms >= until)
     }
@@ -599,6 +668,13 @@ impl Device {
             firmware,
             uptime_s: (now_ms.saturating_sub(self.boot_ms) / 1_000).min(u64::from(u32::MAX)) as u32,
         })
+    }
+
+    /// Queues `body` as the device queues its own messages (host tests that need a given
+    /// alarm or event without driving the detector to it).
+    #[cfg(test)]
+    pub(crate) fn queue(&mut self, now_ms: u64, body: UplinkBody) {
+        self.push(now_ms, body);
     }
 
     fn push(&mut self, now_ms: u64, body: UplinkBody) {

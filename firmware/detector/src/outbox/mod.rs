@@ -13,6 +13,13 @@
 //!   (BENCHMARKS.md, "Ingest efficiency"). While the link is down telemetry stays queued
 //!   like everything else; since only the newest reading of a kind matters, it is what a full
 //!   outbox sheds first, oldest first.
+//!
+//! Alarm- and event-class entries are also written to flash by [`crate::journal`] before
+//! they are first sent, and removed from it once acknowledged. The outbox only keeps the
+//! books of that ([`Entry::stored`], [`Outbox::forgotten`]); the board's pump does the
+//! writing. Entries reloaded from flash after a reset ([`Outbox::reload`]) carry an earlier
+//! boot counter and go out before anything of the new boot, so that the gateway, whose
+//! duplicate window is still at their boot, takes a resend it already has for a duplicate.
 
 use firegrid_protocol::{Class, Uplink};
 
@@ -33,6 +40,14 @@ pub struct Entry {
     pub due_ms: u64,
     /// How often it has been sent.
     pub attempts: u16,
+    /// Whether its record is in the flash journal ([`crate::journal`]). Only alarm- and
+    /// event-class entries are ever stored.
+    pub stored: bool,
+    /// Whether it was reloaded from flash and carries the boot counter of an earlier boot.
+    pub earlier_boot: bool,
+    /// The `(boot, seq)` it was first queued as. A re-issue gives the message a new identity
+    /// but keeps this, so that its old and new records in flash are known to be one message.
+    pub origin: (u16, u32),
 }
 
 /// A bounded outbox of `N` messages. See the module documentation.
@@ -53,6 +68,9 @@ pub struct Entry {
 pub struct Outbox<const N: usize> {
     entries: heapless::Vec<Entry, N>,
     shed: u32,
+    /// `(boot, seq)` of stored entries that left the outbox (acknowledged or shed) and whose
+    /// records are still to be removed from flash.
+    forget: heapless::Vec<(u16, u32), N>,
 }
 
 impl<const N: usize> Default for Outbox<N> {
@@ -64,11 +82,44 @@ impl<const N: usize> Default for Outbox<N> {
 impl<const N: usize> Outbox<N> {
     /// An empty outbox.
     pub const fn new() -> Self {
-        Outbox { entries: heapless::Vec::new(), shed: 0 }
+        Outbox { entries: heapless::Vec::new(), shed: 0, forget: heapless::Vec::new() }
     }
 
     /// Queues `msg`, due at once. Returns the message it had to shed, if any.
     pub fn push(&mut self, msg: Uplink, now_ms: u64) -> Option<Uplink> {
+        self.insert(msg, now_ms, false)
+    }
+
+    /// Queues `msg`, read back from the flash journal after a reset (records oldest first),
+    /// due at once. `origin` is the identity it was first queued as; `earlier_boot` whether it
+    /// carries an earlier boot counter than the device's (those go out first). A record
+    /// already queued is ignored; a later record of the same origin (a re-issue whose old
+    /// record a reset kept from being removed) replaces the queued one, whose record is then
+    /// forgotten. Returns the message it had to shed, if any (its record is forgotten too).
+    pub fn reload(
+        &mut self,
+        msg: Uplink,
+        origin: (u16, u32),
+        earlier_boot: bool,
+        now_ms: u64,
+    ) -> Option<Uplink> {
+        if self.position(msg.boot, msg.seq).is_some() {
+            return None;
+        }
+        if let Some(i) = self.entries.iter().position(|e| e.origin == origin) {
+            let old = self.entries.remove(i);
+            self.forget_record(old.msg.boot, old.msg.seq);
+        }
+        let (boot, seq) = (msg.boot, msg.seq);
+        let shed = self.insert(msg, now_ms, true);
+        if let Some(i) = self.position(boot, seq) {
+            self.entries[i].earlier_boot = earlier_boot;
+            self.entries[i].origin = origin;
+        }
+        shed
+    }
+
+    fn insert(&mut self, msg: Uplink, now_ms: u64, stored: bool) -> Option<Uplink> {
         let mut shed = None;
         if self.entries.is_full() {
             // `None` means "refuse the new message" instead of displacing a queued one.
@@ -80,13 +131,46 @@ impl<const N: usize> Outbox<N> {
             };
             self.shed += 1;
             match victim {
-                None => return Some(msg),
-                Some(i) => shed = Some(self.entries.remove(i).msg),
+                None => {
+                    if stored {
+                        self.forget_record(msg.boot, msg.seq);
+                    }
+                    return Some(msg);
+                }
+                Some(i) => {
+                    let old = self.entries.remove(i);
+                    if old.stored {
+                        self.forget_record(old.msg.boot, old.msg.seq);
+                    }
+                    shed = Some(old.msg)
+                }
             }
         }
         // Cannot fail: a slot was freed above when the outbox was full.
-        let _ = self.entries.push(Entry { msg, due_ms: now_ms, attempts: 0 });
+        let origin = (msg.boot, msg.seq);
+        let _ = self.entries.push(Entry {
+            msg,
+            due_ms: now_ms,
+            attempts: 0,
+            stored,
+            earlier_boot: false,
+            origin,
+        });
         shed
+    }
+
+    /// Notes that the record of `(boot, seq)` is to be removed from flash. When the list is
+    /// full its oldest key is dropped: that record comes back after a reset, as a resend the
+    /// gateway has already acknowledged.
+    fn forget_record(&mut self, boot: u16, seq: u32) {
+        if self.forget.is_full() {
+            self.forget.remove(0);
+        }
+        let _ = self.forget.push((boot, seq));
+    }
+
+    fn position(&self, boot: u16, seq: u32) -> Option<usize> {
+        self.entries.iter().position(|e| e.msg.boot == boot && e.msg.seq == seq)
     }
 
     fn oldest_of(&self, class: Class) -> Option<usize> {
@@ -98,12 +182,14 @@ impl<const N: usize> Outbox<N> {
             .map(|(i, _)| i)
     }
 
-    /// The message to send now, if any is due: highest class first, then oldest.
+    /// The message to send now, if any is due: entries of an earlier boot first (so the
+    /// gateway's window is still at their boot when they arrive), then highest class first,
+    /// then oldest.
     pub fn next_due(&self, now_ms: u64) -> Option<&Uplink> {
         self.entries
             .iter()
             .filter(|e| e.due_ms <= now_ms)
-            .min_by_key(|e| (e.msg.class(), e.msg.boot, e.msg.seq))
+            .min_by_key(|e| (!e.earlier_boot, e.msg.class(), e.msg.boot, e.msg.seq))
             .map(|e| &e.msg)
     }
 
@@ -111,7 +197,7 @@ impl<const N: usize> Outbox<N> {
     /// leaves the outbox; an alarm or event waits for its acknowledgement and is scheduled for
     /// its resend.
     pub fn mark_sent(&mut self, boot: u16, seq: u32, now_ms: u64) {
-        let Some(i) = self.entries.iter().position(|e| e.msg.boot == boot && e.msg.seq == seq) else {
+        let Some(i) = self.position(boot, seq) else {
             return;
         };
         let class = self.entries[i].msg.class();
@@ -131,12 +217,83 @@ impl<const N: usize> Outbox<N> {
     /// The gateway acknowledged `(boot, seq)`: forget it. Returns whether it was queued (an
     /// ack for telemetry still queued behind a down link is honoured too).
     pub fn ack(&mut self, boot: u16, seq: u32) -> bool {
-        match self.entries.iter().position(|e| e.msg.boot == boot && e.msg.seq == seq) {
+        match self.position(boot, seq) {
             Some(i) => {
-                self.entries.remove(i);
+                if self.entries.remove(i).stored {
+                    self.forget_record(boot, seq);
+                }
                 true
             }
             None => false,
+        }
+    }
+
+    /// Whether an entry reloaded from an earlier boot is queued as `(boot, seq)`.
+    pub fn holds_earlier(&self, boot: u16, seq: u32) -> bool {
+        self.position(boot, seq).is_some_and(|i| self.entries[i].earlier_boot)
+    }
+
+    /// Whether any entry reloaded from the earlier boot `boot` is queued.
+    pub fn holds_earlier_boot(&self, boot: u16) -> bool {
+        self.entries.iter().any(|e| e.earlier_boot && e.msg.boot == boot)
+    }
+
+    /// Gives every entry reloaded from the earlier boot `boot` a new identity: `restamp` sets
+    /// its boot counter and `seq` (and signs it again), its old record is forgotten, and it is
+    /// stored again and due at once, as if newly queued. For when the gateway's window has
+    /// moved past `boot` and no longer takes the old identity. Returns how many were restamped.
+    pub fn reissue(&mut self, boot: u16, now_ms: u64, mut restamp: impl FnMut(&mut Uplink)) -> usize {
+        let mut n = 0;
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if !(e.earlier_boot && e.msg.boot == boot) {
+                continue;
+            }
+            let (old_boot, old_seq, stored) = (e.msg.boot, e.msg.seq, e.stored);
+            if stored {
+                self.forget_record(old_boot, old_seq);
+            }
+            let e = &mut self.entries[i];
+            restamp(&mut e.msg);
+            e.stored = false;
+            e.earlier_boot = false;
+            e.due_ms = now_ms;
+            e.attempts = 0;
+            n += 1;
+        }
+        n
+    }
+
+    /// `(boot, seq)` of the alarm- and event-class entries not yet in the flash journal.
+    pub fn unstored(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.entries
+            .iter()
+            .filter(|e| !e.stored && e.msg.class().is_acknowledged())
+            .map(|e| (e.msg.boot, e.msg.seq))
+    }
+
+    /// The queued entry `(boot, seq)`, if any.
+    pub fn get(&self, boot: u16, seq: u32) -> Option<&Entry> {
+        self.position(boot, seq).map(|i| &self.entries[i])
+    }
+
+    /// Records that the entry `(boot, seq)` is now in the flash journal.
+    pub fn mark_stored(&mut self, boot: u16, seq: u32) {
+        if let Some(i) = self.position(boot, seq) {
+            self.entries[i].stored = true;
+        }
+    }
+
+    /// `(boot, seq)` of records to remove from the flash journal: entries that were stored
+    /// and have left the outbox since.
+    pub fn forgotten(&self) -> &[(u16, u32)] {
+        &self.forget
+    }
+
+    /// Records that the journal no longer holds `(boot, seq)`.
+    pub fn mark_forgotten(&mut self, boot: u16, seq: u32) {
+        if let Some(i) = self.forget.iter().position(|k| *k == (boot, seq)) {
+            self.forget.remove(i);
         }
     }
 
