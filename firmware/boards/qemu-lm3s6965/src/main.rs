@@ -10,7 +10,13 @@
 //! The scenario device carries [`firegrid_detector::scenario::SCENARIO_TEST_KEY`], a fixed
 //! test key, so every uplink is signed with HMAC-SHA-256 on the target; after the vectors,
 //! [`firegrid_detector::scenario::run_trust`] plays forged, unsigned, replayed and genuine
-//! commands to it and logs what it did with each.
+//! commands to it and logs what it did with each. Last,
+//! [`firegrid_detector::scenario::run_journal`] persists the device's alarm in a flash
+//! journal, resets the device, reloads and resends it, and drops it on its ack. The journal
+//! partition is a [`SimulatedNor`] in RAM (four 1 KiB pages, the LM3S6965's erase page):
+//! QEMU's `lm3s6965evb` does not emulate the Stellaris flash controller, so the image cannot
+//! program its own flash. On silicon the partition is the MCU's flash behind its HAL's
+//! `embedded-storage-async` NOR driver, and these 4 KiB of RAM are not needed.
 #![no_std]
 #![no_main]
 
@@ -18,6 +24,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use firegrid_detector::Device;
+use firegrid_detector::journal::SimulatedNor;
 use firegrid_detector::scenario::{self, VECTORS, What};
 
 /// Runs every vector, logs, and ends QEMU with the semihosting exit call.
@@ -56,6 +63,20 @@ fn main() -> ! {
             scenario::state_name(s.state),
             if s.alarm_pending { "pending" } else { "acknowledged" },
             s.refused
+        )
+    });
+    type Partition = SimulatedNor<4, 1024>;
+    let flash: &'static mut Partition =
+        cortex_m::singleton!(: Partition = Partition::new()).unwrap_or_else(|| unreachable!());
+    *device = scenario::fresh_device();
+    scenario::run_journal(device, flash, 0..Partition::size(), |s| {
+        defmt::info!(
+            "journal {=str} {=u16} {=str} {=u32} {=u32}",
+            s.step,
+            s.boot,
+            if s.alarm_pending { "pending" } else { "acknowledged" },
+            s.records,
+            s.sent
         )
     });
     defmt::info!("end");

@@ -672,24 +672,8 @@ pub struct TrustStep {
 /// Cortex-M3 image alike, so verification is exercised on the target.
 pub fn run_trust(device: &mut Device, mut on_step: impl FnMut(&TrustStep)) {
     let forger = DeviceKey::from_bytes([0x5A; 32]);
-    let smoke = crate::detect::ChamberSample {
-        ir: CALIBRATION.clean_ir + (0.25 * CALIBRATION.ir_counts_per_db_m) as u16,
-        blue: CALIBRATION.clean_blue + (0.25 * 1.6 * CALIBRATION.blue_counts_per_db_m) as u16,
-    };
-    let mut t = 0;
-    while device.mode() != crate::Mode::Alarm && t < 10 * MINUTE_MS {
-        if device.chamber_due(t) {
-            device.on_chamber(t, Ok(smoke));
-        }
-        device.tick(t);
-        t = device.next_wake_ms().max(t + 1);
-    }
-    let alarm = device
-        .outbox()
-        .entries()
-        .iter()
-        .find(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm))
-        .map(|e| (e.msg.boot, e.msg.seq));
+    let t = smoke_to_alarm(device);
+    let alarm = alarm_in_outbox(device);
     let (boot, seq) = alarm.unwrap_or((0, 0));
     let id = device.identity().clone();
     let ack = DownlinkBody::Ack { boot, seq };
@@ -719,6 +703,132 @@ pub fn run_trust(device: &mut Device, mut on_step: impl FnMut(&TrustStep)) {
             refused: device.refusals().total(),
         });
     }
+}
+
+/// Feeds `device` steady smoke (0.25 dB/m, smouldering ratio) until it is in alarm; returns
+/// the time reached.
+fn smoke_to_alarm(device: &mut Device) -> u64 {
+    let smoke = crate::detect::ChamberSample {
+        ir: CALIBRATION.clean_ir + (0.25 * CALIBRATION.ir_counts_per_db_m) as u16,
+        blue: CALIBRATION.clean_blue + (0.25 * 1.6 * CALIBRATION.blue_counts_per_db_m) as u16,
+    };
+    let mut t = 0;
+    while device.mode() != crate::Mode::Alarm && t < 10 * MINUTE_MS {
+        if device.chamber_due(t) {
+            device.on_chamber(t, Ok(smoke));
+        }
+        device.tick(t);
+        t = device.next_wake_ms().max(t + 1);
+    }
+    t
+}
+
+/// `(boot, seq)` of the alarm message in `device`'s outbox, if one is queued.
+fn alarm_in_outbox(device: &Device) -> Option<(u16, u32)> {
+    device
+        .outbox()
+        .entries()
+        .iter()
+        .find(|e| matches!(&e.msg.body, UplinkBody::State(s) if s.state == DetectorState::Alarm))
+        .map(|e| (e.msg.boot, e.msg.seq))
+}
+
+/// One step of [`run_journal`], as the Cortex-M3 image logs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStep {
+    /// `stored`, `reset`, `resent`, `acknowledged`, `removed`.
+    pub step: &'static str,
+    /// The device's boot counter.
+    pub boot: u16,
+    /// Whether the boot-1 alarm is still in the outbox.
+    pub alarm_pending: bool,
+    /// Records in the flash journal.
+    pub records: u32,
+    /// Messages handed to the link so far.
+    pub sent: u32,
+}
+
+/// A link for [`run_journal`]: up or down, counting what it is handed; no downlinks.
+struct Air {
+    up: bool,
+    sent: u32,
+}
+
+impl crate::link::Uplink for Air {
+    type Error = ();
+    fn ready(&mut self) -> bool {
+        self.up
+    }
+    fn send(&mut self, _kind: firegrid_protocol::UplinkKind, _payload: &[u8]) -> Result<(), ()> {
+        self.sent += 1;
+        Ok(())
+    }
+    fn poll(&mut self, _on_downlink: &mut dyn FnMut(&[u8])) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+/// The persisted-outbox scenario over the journal in `range` of `flash` (erased): the
+/// scenario device (boot 1) goes into alarm with its link down, so the alarm is stored but
+/// not acknowledged; it resets (`*device` becomes the same device at boot 2) and reloads the
+/// journal; the link comes up and the alarm is resent; the gateway's ack, signed for boot 1
+/// as the gateway signs it, drops it; the next pump removes its record. Runs on the host and
+/// on the Cortex-M3 image alike.
+pub fn run_journal<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
+    device: &mut Device,
+    flash: F,
+    range: core::ops::Range<u32>,
+    mut on_step: impl FnMut(&JournalStep),
+) {
+    use crate::journal::{FlashJournal, Journal};
+    let mut journal = FlashJournal::new(flash, range);
+    let mut air = Air { up: false, sent: 0 };
+    let mut report = |step,
+                      device: &Device,
+                      journal: &mut FlashJournal<F>,
+                      air: &Air,
+                      alarm: Option<(u16, u32)>| {
+        let mut records = 0;
+        let _ = journal.load(&mut |_, _| records += 1);
+        let alarm_pending = alarm.is_some_and(|(b, s)| device.outbox().get(b, s).is_some());
+        on_step(&JournalStep { step, boot: device.identity().boot, alarm_pending, records, sent: air.sent });
+    };
+    let t = smoke_to_alarm(device);
+    let alarm = alarm_in_outbox(device);
+    let _ = crate::link::pump_journaled(device, &mut air, &mut journal, t, Encoding::Compact);
+    report("stored", device, &mut journal, &air, alarm);
+
+    let mut id = scenario_identity();
+    id.boot = 2;
+    *device = Device::new(Config::default(), CALIBRATION, id.clone(), 0);
+    let _ = crate::journal::restore(device, &mut journal, 0);
+    report("reset", device, &mut journal, &air, alarm);
+
+    air.up = true;
+    let _ = crate::link::pump_journaled(device, &mut air, &mut journal, 0, Encoding::Compact);
+    report("resent", device, &mut journal, &air, alarm);
+
+    let (boot, seq) = alarm.unwrap_or((0, 0));
+    let mut ack = Downlink::new(1, 0, DownlinkBody::Ack { boot, seq });
+    if let Some(key) = &id.key {
+        ack.sign(&id.village, &id.dev, boot, key);
+    }
+    let mut buf = [0u8; crate::mqtt::MAX_DOWNLINK];
+    if let Ok(bytes) = ack.encode(Encoding::Compact, &mut buf) {
+        device.on_downlink_in(1, bytes, Encoding::Compact);
+    }
+    report("acknowledged", device, &mut journal, &air, alarm);
+
+    air.up = false;
+    let _ = crate::link::pump_journaled(device, &mut air, &mut journal, 2, Encoding::Compact);
+    report("removed", device, &mut journal, &air, alarm);
+}
+
+/// Writes a journal step as one line, `journal {step} {boot} {pending|acknowledged}
+/// {records} {sent}`, the format the Cortex-M3 image logs.
+pub fn write_journal_step(out: &mut impl core::fmt::Write, s: &JournalStep) -> core::fmt::Result {
+    let pending = if s.alarm_pending { "pending" } else { "acknowledged" };
+    write!(out, "journal {} {} {pending} {} {}", s.step, s.boot, s.records, s.sent)
 }
 
 /// Writes a trust step as one line, `trust {step} {state} {pending|acknowledged} {refused}`,

@@ -150,3 +150,26 @@ fn the_trust_scenario_obeys_only_the_genuine_commands() {
         ]
     );
 }
+
+#[test]
+fn the_journal_scenario_keeps_the_alarm_across_the_reset_until_its_ack() {
+    let mut lines = Vec::new();
+    let flash: crate::journal::SimulatedNor<4, 1024> = crate::journal::SimulatedNor::new();
+    run_journal(&mut fresh_device(), flash, 0..4096, |s| {
+        let mut line = String::new();
+        write_journal_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
+    // The pre-alarm and the alarm are stored (the heartbeat is not), survive the reset, are
+    // resent, and the alarm's record goes once its ack (signed for boot 1) is in.
+    assert_eq!(
+        lines,
+        [
+            "journal stored 1 pending 2 0",
+            "journal reset 2 pending 2 0",
+            "journal resent 2 pending 2 2",
+            "journal acknowledged 2 acknowledged 2 2",
+            "journal removed 2 acknowledged 1 2",
+        ]
+    );
+}

@@ -2,7 +2,8 @@
 //! RAM against the budget, run it under `qemu-system-arm`, decode its defmt log with
 //! `defmt-print`, and require the decisions to equal the host run's, line for line: the
 //! scenario vectors (with every uplink signed under the scenario test key) and the trust
-//! scenario (forged, unsigned and replayed commands refused, genuine ones obeyed).
+//! scenario (forged, unsigned and replayed commands refused, genuine ones obeyed) and the
+//! persisted-outbox scenario (an alarm kept in the flash journal across a reset).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,13 @@ fn host_log() -> Vec<String> {
         scenario::write_trust_step(&mut line, s).unwrap();
         lines.push(line);
     });
+    // The image's journal partition: four 1 KiB pages in RAM.
+    let flash: firegrid_detector::journal::SimulatedNor<4, 1024> = Default::default();
+    scenario::run_journal(&mut scenario::fresh_device(), flash, 0..4096, |s| {
+        let mut line = String::new();
+        scenario::write_journal_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
     lines
 }
 
@@ -156,7 +164,11 @@ fn qemu_image_decides_like_the_host_within_budget() {
     let target: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| l.starts_with("trust ") || VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name))))
+        .filter(|l| {
+            l.starts_with("trust ")
+                || l.starts_with("journal ")
+                || VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name)))
+        })
         .collect();
     let host = host_log();
     assert_eq!(target, host, "Cortex-M3 and host decisions differ");
@@ -166,6 +178,11 @@ fn qemu_image_decides_like_the_host_within_budget() {
         "the trust scenario ran on the target; log:\n{log}"
     );
     assert!(log.contains("Downlink refused: bad_signature"), "the refusal was logged on the target");
+    assert_eq!(
+        target.iter().filter(|l| l.starts_with("journal ")).count(),
+        5,
+        "the persisted-outbox scenario ran on the target; log:\n{log}"
+    );
 }
 
 #[test]
