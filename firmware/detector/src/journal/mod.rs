@@ -157,26 +157,37 @@ impl<F: MultiwriteNorFlash> Journal for FlashJournal<F> {
 
 /// Brings `journal` up to date with `device`'s outbox: stores every alarm- and event-class
 /// entry not stored yet, then removes the records of entries that left the outbox. Stores
-/// come first, so a re-issued entry's new record exists before its old one goes. A failure is
-/// counted in [`Device::journal_failures`] and the rest waits for the next call (after a
-/// failed store no record is removed). Returns whether the journal is up to date.
+/// come first, and a re-issued entry's old record is only removed once its new one is
+/// stored. A failure is counted in [`Device::journal_failures`]; the stores stop at the first
+/// failed one, the removals still run (a full journal only frees space through them) and the
+/// stores are tried once more after them; what is left waits for the next call. Returns
+/// whether the journal is up to date.
 pub fn sync<J: Journal>(device: &mut Device, journal: &mut J) -> bool {
-    let unstored: heapless::Vec<(u16, u32), OUTBOX_SLOTS> = device.outbox().unstored().collect();
-    for (boot, seq) in unstored {
-        let Some(entry) = device.outbox().get(boot, seq) else { continue };
-        match journal.store(&entry.msg, entry.origin) {
-            Ok(()) => device.outbox_mut().mark_stored(boot, seq),
+    let mut stored = store_new(device, journal);
+    let forgotten: heapless::Vec<(u16, u32), OUTBOX_SLOTS> = device.outbox().forgotten().collect();
+    for &(boot, seq) in &forgotten {
+        match journal.remove(boot, seq) {
+            Ok(()) => device.outbox_mut().mark_forgotten(boot, seq),
             Err(_) => {
                 device.note_journal_failure();
                 return false;
             }
         }
     }
-    let forgotten: heapless::Vec<(u16, u32), OUTBOX_SLOTS> =
-        device.outbox().forgotten().iter().copied().collect();
-    for (boot, seq) in forgotten {
-        match journal.remove(boot, seq) {
-            Ok(()) => device.outbox_mut().mark_forgotten(boot, seq),
+    // A store that failed on a full journal may fit now that records are gone.
+    if !stored && !forgotten.is_empty() {
+        stored = store_new(device, journal);
+    }
+    stored && !device.outbox().has_forgotten()
+}
+
+/// Stores the outbox's new alarm- and event-class entries, stopping at the first failure.
+fn store_new<J: Journal>(device: &mut Device, journal: &mut J) -> bool {
+    let unstored: heapless::Vec<(u16, u32), OUTBOX_SLOTS> = device.outbox().unstored().collect();
+    for (boot, seq) in unstored {
+        let Some(entry) = device.outbox().get(boot, seq) else { continue };
+        match journal.store(&entry.msg, entry.origin) {
+            Ok(()) => device.outbox_mut().mark_stored(boot, seq),
             Err(_) => {
                 device.note_journal_failure();
                 return false;

@@ -386,7 +386,7 @@ impl Rig {
             self.now += crate::outbox::MAX_RETRY_MS;
             let outbox = self.device.outbox();
             let settled = outbox.entries().iter().all(|e| e.msg.class() == Class::Telemetry);
-            if settled && outbox.forgotten().is_empty() && self.link.inbox.is_empty() {
+            if settled && !outbox.has_forgotten() && self.link.inbox.is_empty() {
                 break;
             }
         }
@@ -480,6 +480,33 @@ fn a_failing_flash_is_counted_and_the_alarm_still_goes_out() {
     rig.pump(false, false);
     assert!(rig.device.outbox().entries().iter().any(|e| e.stored), "stored once the flash works again");
     rig.drain();
+}
+
+#[test]
+fn a_full_journal_recovers_once_its_oldest_record_is_acknowledged() {
+    let mut device = device(1);
+    let mut journal = FlashJournal::new(Nor::new(), 0..Nor::size());
+    // An alarm that stays unacknowledged while event after event is stored and acknowledged.
+    device.queue(0, alarm(1));
+    assert!(sync(&mut device, &mut journal));
+    let mut n = 2;
+    while device.journal_failures() == 0 && n < 200 {
+        device.queue(0, event(n));
+        sync(&mut device, &mut journal);
+        let (boot, seq) = (1, device.outbox().entries().last().unwrap().msg.seq);
+        assert!(device.outbox_mut().ack(boot, seq));
+        n += 1;
+    }
+    assert!(device.journal_failures() > 0, "the journal filled up behind the alarm");
+    assert!(n > 20, "only after {n} messages");
+    // The event that did not fit waits in RAM; the alarm's ack frees the oldest page.
+    device.queue(0, event(n));
+    let seq = device.outbox().entries()[0].msg.seq;
+    assert!(device.outbox_mut().ack(1, seq));
+    assert!(sync(&mut device, &mut journal), "everything stored and removed again");
+    assert!(device.outbox().entries().iter().all(|e| e.stored));
+    let kept: Vec<Option<u32>> = loaded(&mut journal).iter().map(|m| number(&m.body)).collect();
+    assert_eq!(kept, [Some(n)], "only the newest event is left in flash");
 }
 
 /// The scripted run that [`a_power_cut_at_every_step_loses_nothing`] cuts: alarms and events

@@ -68,9 +68,9 @@ pub struct Entry {
 pub struct Outbox<const N: usize> {
     entries: heapless::Vec<Entry, N>,
     shed: u32,
-    /// `(boot, seq)` of stored entries that left the outbox (acknowledged or shed) and whose
-    /// records are still to be removed from flash.
-    forget: heapless::Vec<(u16, u32), N>,
+    /// `(boot, seq)` and origin of stored entries that left the outbox (acknowledged, shed)
+    /// or were re-issued, whose records are still to be removed from flash.
+    forget: heapless::Vec<((u16, u32), (u16, u32)), N>,
 }
 
 impl<const N: usize> Default for Outbox<N> {
@@ -87,7 +87,8 @@ impl<const N: usize> Outbox<N> {
 
     /// Queues `msg`, due at once. Returns the message it had to shed, if any.
     pub fn push(&mut self, msg: Uplink, now_ms: u64) -> Option<Uplink> {
-        self.insert(msg, now_ms, false)
+        let origin = (msg.boot, msg.seq);
+        self.insert(msg, origin, now_ms, false)
     }
 
     /// Queues `msg`, read back from the flash journal after a reset (records oldest first),
@@ -108,18 +109,17 @@ impl<const N: usize> Outbox<N> {
         }
         if let Some(i) = self.entries.iter().position(|e| e.origin == origin) {
             let old = self.entries.remove(i);
-            self.forget_record(old.msg.boot, old.msg.seq);
+            self.forget_record((old.msg.boot, old.msg.seq), old.origin);
         }
         let (boot, seq) = (msg.boot, msg.seq);
-        let shed = self.insert(msg, now_ms, true);
+        let shed = self.insert(msg, origin, now_ms, true);
         if let Some(i) = self.position(boot, seq) {
             self.entries[i].earlier_boot = earlier_boot;
-            self.entries[i].origin = origin;
         }
         shed
     }
 
-    fn insert(&mut self, msg: Uplink, now_ms: u64, stored: bool) -> Option<Uplink> {
+    fn insert(&mut self, msg: Uplink, origin: (u16, u32), now_ms: u64, stored: bool) -> Option<Uplink> {
         let mut shed = None;
         if self.entries.is_full() {
             // `None` means "refuse the new message" instead of displacing a queued one.
@@ -133,21 +133,20 @@ impl<const N: usize> Outbox<N> {
             match victim {
                 None => {
                     if stored {
-                        self.forget_record(msg.boot, msg.seq);
+                        self.forget_record((msg.boot, msg.seq), origin);
                     }
                     return Some(msg);
                 }
                 Some(i) => {
                     let old = self.entries.remove(i);
                     if old.stored {
-                        self.forget_record(old.msg.boot, old.msg.seq);
+                        self.forget_record((old.msg.boot, old.msg.seq), old.origin);
                     }
                     shed = Some(old.msg)
                 }
             }
         }
         // Cannot fail: a slot was freed above when the outbox was full.
-        let origin = (msg.boot, msg.seq);
         let _ = self.entries.push(Entry {
             msg,
             due_ms: now_ms,
@@ -159,14 +158,14 @@ impl<const N: usize> Outbox<N> {
         shed
     }
 
-    /// Notes that the record of `(boot, seq)` is to be removed from flash. When the list is
-    /// full its oldest key is dropped: that record comes back after a reset, as a resend the
-    /// gateway has already acknowledged.
-    fn forget_record(&mut self, boot: u16, seq: u32) {
+    /// Notes that the record `key` (of the message first queued as `origin`) is to be removed
+    /// from flash. When the list is full its oldest key is dropped: that record comes back
+    /// after a reset, as a resend the gateway has already acknowledged.
+    fn forget_record(&mut self, key: (u16, u32), origin: (u16, u32)) {
         if self.forget.is_full() {
             self.forget.remove(0);
         }
-        let _ = self.forget.push((boot, seq));
+        let _ = self.forget.push((key, origin));
     }
 
     fn position(&self, boot: u16, seq: u32) -> Option<usize> {
@@ -219,8 +218,9 @@ impl<const N: usize> Outbox<N> {
     pub fn ack(&mut self, boot: u16, seq: u32) -> bool {
         match self.position(boot, seq) {
             Some(i) => {
-                if self.entries.remove(i).stored {
-                    self.forget_record(boot, seq);
+                let e = self.entries.remove(i);
+                if e.stored {
+                    self.forget_record((boot, seq), e.origin);
                 }
                 true
             }
@@ -249,9 +249,9 @@ impl<const N: usize> Outbox<N> {
             if !(e.earlier_boot && e.msg.boot == boot) {
                 continue;
             }
-            let (old_boot, old_seq, stored) = (e.msg.boot, e.msg.seq, e.stored);
+            let (key, origin, stored) = ((e.msg.boot, e.msg.seq), e.origin, e.stored);
             if stored {
-                self.forget_record(old_boot, old_seq);
+                self.forget_record(key, origin);
             }
             let e = &mut self.entries[i];
             restamp(&mut e.msg);
@@ -284,15 +284,25 @@ impl<const N: usize> Outbox<N> {
         }
     }
 
-    /// `(boot, seq)` of records to remove from the flash journal: entries that were stored
-    /// and have left the outbox since.
-    pub fn forgotten(&self) -> &[(u16, u32)] {
-        &self.forget
+    /// `(boot, seq)` of records to remove from the flash journal now: entries that were
+    /// stored and have left the outbox since, and old identities of re-issued entries once
+    /// the new identity is stored (until then the old record is the message's only copy in
+    /// flash).
+    pub fn forgotten(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.forget
+            .iter()
+            .filter(|(_, origin)| !self.entries.iter().any(|e| e.origin == *origin && !e.stored))
+            .map(|(key, _)| *key)
+    }
+
+    /// Whether records are waiting to be removed from the journal.
+    pub fn has_forgotten(&self) -> bool {
+        !self.forget.is_empty()
     }
 
     /// Records that the journal no longer holds `(boot, seq)`.
     pub fn mark_forgotten(&mut self, boot: u16, seq: u32) {
-        if let Some(i) = self.forget.iter().position(|k| *k == (boot, seq)) {
+        if let Some(i) = self.forget.iter().position(|(k, _)| *k == (boot, seq)) {
             self.forget.remove(i);
         }
     }
