@@ -50,9 +50,10 @@ pub fn pump<U: Uplink>(
 
 /// [`pump`] for a device whose alarms and events persist in `journal`: after the downlinks
 /// (whose acks forget records) and before anything is sent, [`journal::sync`] stores every new
-/// alarm- and event-class message and removes the acknowledged ones, so no such message is
-/// ever on the air before it is in flash. A journal failure is counted by the device and
-/// does not stop the sending: a fire alarm goes out whether or not flash works.
+/// alarm- and event-class message and removes the acknowledged ones, so no such message goes
+/// on the air before it is in flash, unless the flash failed: a journal failure is counted by
+/// the device and does not stop the sending, and a fire alarm goes out whether or not flash
+/// works.
 /// Downlinks are decoded as `encoding` ([`Device::on_downlink_in`]).
 pub fn pump_journaled<U: Uplink, J: Journal>(
     device: &mut Device,
