@@ -11,6 +11,10 @@ pub const HOUR_MS: u64 = 60 * MINUTE_MS;
 /// One day.
 pub const DAY_MS: u64 = 24 * HOUR_MS;
 
+/// The default blue/IR nuisance-gate boundary ([`Config::nuisance_ratio`]), named so that the
+/// scenario vectors that test the gate itself can sit at, just above and just below it.
+pub const NUISANCE_RATIO: f32 = 1.2;
+
 /// Factory calibration of one chamber, measured in a smoke box and stored in flash.
 ///
 /// The analog front end reports scattered light in raw counts; calibration turns a count
@@ -120,7 +124,7 @@ impl Default for Config {
             confirmations: 3,
             fast_rise_confirmations: 2,
             nuisance_confirmations: 30,
-            nuisance_ratio: 1.2,
+            nuisance_ratio: NUISANCE_RATIO,
             smoulder_fraction: 0.8,
             smoulder_hold_ms: 5 * MINUTE_MS,
             clear_samples: 3,
