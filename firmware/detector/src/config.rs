@@ -11,6 +11,10 @@ pub const HOUR_MS: u64 = 60 * MINUTE_MS;
 /// One day.
 pub const DAY_MS: u64 = 24 * HOUR_MS;
 
+/// The default blue/IR nuisance-gate boundary ([`Config::nuisance_ratio`]), named so that the
+/// scenario vectors that test the gate itself can sit at, just above and just below it.
+pub const NUISANCE_RATIO: f32 = 1.2;
+
 /// Factory calibration of one chamber, measured in a smoke box and stored in flash.
 ///
 /// The analog front end reports scattered light in raw counts; calibration turns a count
@@ -65,8 +69,19 @@ pub struct Config {
     pub fast_rise_confirmations: u8,
     /// Confirmations while the blue/IR ratio says "large particles" (steam, dust, cooking
     /// oil): 30 samples, one minute at 2 s, the longest delay NFPA 72's alarm verification
-    /// allows. This delays an alarm; it never prevents one.
+    /// allows. Heavy smoke is never delayed.
     pub nuisance_confirmations: u8,
+    /// While the blue/IR ratio says nuisance, the threshold path counts only samples at or
+    /// above this obscuration in dB/m (and never below `alarm_db_m`). UL 217 8th edition's
+    /// cooking nuisance test (§54, broiling hamburgers) allows no alarm below 1.5 %/ft,
+    /// 0.215 dB/m (the criterion as commonly cited); 0.22 dB/m leaves a little room for the
+    /// chamber's noise. With only the minute's delay, a cooking plume rising slowly past
+    /// the 0.15 dB/m threshold alarmed at about 0.18 dB/m (the `ul217_cooking_broiling`
+    /// vector). The cost: smoke whose ratio says nuisance but which is a fire alarms from
+    /// this level instead of from the threshold, still far below UL 217's fire criteria
+    /// (5 and 10 %/ft) and EN 54-7's end-of-test levels; heavy smoke alarms whatever its
+    /// ratio.
+    pub nuisance_alarm_db_m: f32,
     /// Calibrated blue/IR ratio below which smoke is suspected to be a nuisance aerosol.
     /// Sub-micron fire smoke scatters blue light relatively more than micron-sized droplets
     /// and dust (Mie theory; Li et al., Fire 2023, 6(4), 140).
@@ -120,7 +135,8 @@ impl Default for Config {
             confirmations: 3,
             fast_rise_confirmations: 2,
             nuisance_confirmations: 30,
-            nuisance_ratio: 1.2,
+            nuisance_alarm_db_m: 0.22,
+            nuisance_ratio: NUISANCE_RATIO,
             smoulder_fraction: 0.8,
             smoulder_hold_ms: 5 * MINUTE_MS,
             clear_samples: 3,

@@ -6,7 +6,8 @@
 //! - [`Detector`] turns chamber samples into smoke judgements: clean-air baseline with
 //!   bounded drift compensation, pre-alarm and alarm thresholds in dB/m, confirmation over
 //!   consecutive samples, a fast-rise path for flaming fires, a slow-smoulder path and a
-//!   dual-wavelength nuisance gate that may delay but never veto an alarm.
+//!   dual-wavelength nuisance gate that delays an alarm and raises its level to UL 217's
+//!   cooking criterion, but never holds back heavy smoke.
 //! - [`Device`] is the detector's state machine (standby, pre-alarm, alarm, hush,
 //!   self-test, drill, faults). It takes samples, button presses, tamper changes, battery
 //!   readings and downlink commands **together with the current time** and answers with

@@ -2,10 +2,11 @@
 //!
 //! [`main`] runs the very code the host tests run, [`firegrid_detector::scenario::run_on`]
 //! with the real `Adpd188` driver talking to the simulated chip, over every vector in
-//! [`firegrid_detector::scenario::VECTORS`], and logs each decision through defmt over
-//! semihosting. `firmware/detector/tests/it/qemu.rs` decodes the log with `defmt-print`
-//! and requires it to equal the host's run line for line. The device state lives in a
-//! static, so the image's static RAM figure includes it.
+//! [`firegrid_detector::scenario::VECTORS`] on its first seed (the host tests sweep all
+//! `scenario::SEEDS`; the first is the one compared here), and logs each decision through
+//! defmt over semihosting. `firmware/detector/tests/it/qemu.rs` decodes the log with
+//! `defmt-print` and requires it to equal the host's run line for line. The device state
+//! lives in a static, so the image's static RAM figure includes it.
 //!
 //! The scenario device carries [`firegrid_detector::scenario::SCENARIO_TEST_KEY`], a fixed
 //! test key, so every uplink is signed with HMAC-SHA-256 on the target; after the vectors,

@@ -185,10 +185,14 @@ impl Detector {
         // alarm is the one that cannot kill anybody.
         let heavy = m >= cfg.heavy_db_m() || sample.ir == u16::MAX;
         let above_pre = m >= cfg.pre_alarm_db_m;
-        let above_alarm = m >= cfg.alarm_db_m;
         // The ratio is only meaningful once there is enough smoke for both channels to rise
         // clearly above their noise.
         let nuisance_suspect = above_pre && blue_obscuration < cfg.nuisance_ratio * m;
+        // Smoke that reads like cooking or steam must also reach UL 217's cooking level
+        // before it counts towards an alarm (see `Config::nuisance_alarm_db_m`).
+        let alarm_level =
+            if nuisance_suspect { cfg.nuisance_alarm_db_m.max(cfg.alarm_db_m) } else { cfg.alarm_db_m };
+        let above_alarm = m >= alarm_level;
 
         self.push_window(now_ms, m);
         let fast_rise = self.fast_rise(cfg);
@@ -287,7 +291,7 @@ impl Detector {
     /// Slow-smoulder path: smoke at or above `smoulder_fraction` of the alarm threshold for
     /// `smoulder_hold_ms`. Time under a nuisance-suspect ratio does not count (steam hangs
     /// below the threshold for minutes too), but it does not restart the clock either; smoke
-    /// at the alarm threshold is confirmed by the threshold path whatever its ratio.
+    /// at the alarm level is confirmed by the threshold path whatever its ratio.
     fn smoulder_held(&mut self, cfg: &Config, now_ms: u64, m: f32, nuisance_suspect: bool) -> bool {
         if m < cfg.smoulder_fraction * cfg.alarm_db_m {
             self.smoulder_since_ms = None;

@@ -28,8 +28,10 @@ fn confirmation_paths() {
     assert_eq!(check(&[0.0, 0.16, 0.16, 0.0, 0.16, 0.16], 1.6), None, "not consecutive");
     // Fast rise: two confirmations.
     assert_eq!(check(&[0.0, 0.04, 0.08, 0.12, 0.16, 0.2], 1.6), Some((5, Cause::FastRise)));
-    // Nuisance ratio: thirty confirmations; heavy smoke cuts through after two samples.
-    let steam = [0.16f32; 40];
+    // Nuisance ratio: thirty confirmations at or above UL 217's cooking level; heavy smoke
+    // cuts through after two samples.
+    assert_eq!(check(&[0.16f32; 40], 0.8), None, "above the threshold, below the nuisance level");
+    let steam = [0.23f32; 40];
     assert_eq!(check(&steam, 0.8), Some((29, Cause::Threshold)), "the 30th sample");
     assert_eq!(check(&[0.0, 0.4, 0.4], 0.8), Some((2, Cause::Heavy)));
     assert_eq!(check(&[0.0, 0.4, 0.0, 0.4], 0.8), None, "one heavy glitch is not a fire");

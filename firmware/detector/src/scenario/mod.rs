@@ -20,7 +20,7 @@ use firegrid_protocol::{
     DetectorState, DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, FaultKind, UplinkBody, VillageId,
 };
 
-use crate::config::{Calibration, Config, DAY_MS, MINUTE_MS, SECOND_MS};
+use crate::config::{Calibration, Config, DAY_MS, MINUTE_MS, NUISANCE_RATIO, SECOND_MS};
 use crate::device::{Device, Identity};
 use crate::drivers::{Adpd188, ChamberSensor, I2C_ADDRESS, reg};
 
@@ -57,6 +57,12 @@ pub enum Growth {
         /// Decay time constant after the end, s.
         decay_s: f32,
     },
+    /// A linear rise, `rate·t`, capped at 10 dB/m: the smoke tunnel's response-threshold
+    /// test (EN 54-7 5.1.5, as commonly cited: 0.015 to 0.1 dB/m per minute).
+    Linear {
+        /// Rise, dB/m per minute.
+        db_m_per_min: f32,
+    },
     /// Puffs: `count` instant puffs of `peak`, `period_s` apart, each decaying with
     /// `decay_s` (exhaled cigarette smoke, dust kicked up by a closing door).
     Puffs {
@@ -77,6 +83,7 @@ impl Growth {
         match self {
             Growth::Exponential { scale, tau_s, max } => (scale * (libm::expf(t_s / tau_s) - 1.0)).min(max),
             Growth::TSquared { m_ref, t_ref_s } => (m_ref * (t_s / t_ref_s) * (t_s / t_ref_s)).min(10.0),
+            Growth::Linear { db_m_per_min } => (db_m_per_min * t_s / 60.0).min(10.0),
             Growth::Plume { peak, rise_s, end_s, decay_s } => {
                 let rise = |t: f32| peak * (1.0 - libm::expf(-t / rise_s));
                 if t_s <= end_s { rise(t_s) } else { rise(end_s) * libm::expf(-(t_s - end_s) / decay_s) }
@@ -169,13 +176,54 @@ pub struct Model {
 
 const CLEAN: Model = Model { sources: [None, None], dust: None, led_failure_ms: None, discharge: None };
 
-/// What a vector must produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An obscuration level as a standard states it: UL 217 in percent per foot, EN 54 and
+/// GB 4715 in dB/m.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Level {
+    /// Obscuration in percent per foot (UL 217, NFPA 72).
+    PercentPerFoot(f32),
+    /// Obscuration in dB/m (EN 54-7, GB 4715).
+    DbPerM(f32),
+}
+
+impl Level {
+    /// The level in dB/m. A fraction `p/100` of the light lost over one foot (0.3048 m) is
+    /// `-10·log10(1 - p/100)` dB per foot, so
+    /// `dB/m = -(10/0.3048)·log10(1 - p/100)`: 1.5 %/ft is 0.215 dB/m, 5 %/ft 0.731 dB/m,
+    /// 10 %/ft 1.501 dB/m.
+    pub fn db_m(self) -> f32 {
+        match self {
+            Level::PercentPerFoot(p) => -(10.0 / 0.3048) * libm::log10f(1.0 - p / 100.0),
+            Level::DbPerM(m) => m,
+        }
+    }
+
+    /// `db_m` in percent per foot, the inverse of [`Level::db_m`].
+    pub fn percent_per_foot(db_m: f32) -> f32 {
+        100.0 * (1.0 - libm::powf(10.0, -db_m * 0.3048 / 10.0))
+    }
+}
+
+/// What a vector must produce: the criterion of the standard's test it models, or the
+/// project's own goal where no standard has a test.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Expect {
-    /// An alarm no later than `deadline_ms` after the start.
+    /// An alarm, with the reference obscuration at the alarm (what the test room's
+    /// obscuration meter reads, [`Model::smoke_at`]) checked against the standard's levels.
     Alarm {
-        /// Latest acceptable alarm time.
+        /// Latest acceptable alarm time, from the start of the vector.
         deadline_ms: u64,
+        /// The alarm must come before the obscuration reaches this (UL 217's fire tests,
+        /// EN 54-7's end-of-test condition).
+        before: Option<Level>,
+        /// ... and not before it reaches this (EN 54-7's lower response-threshold limit).
+        not_before: Option<Level>,
+    },
+    /// No alarm while the obscuration is below `level`; above it an alarm is allowed (UL
+    /// 217's cooking nuisance test).
+    NoAlarmBelow {
+        /// The level below which the detector must stay silent.
+        level: Level,
     },
     /// No alarm (a pre-alarm is allowed).
     NoAlarm,
@@ -201,85 +249,187 @@ pub struct Vector {
     pub duration_ms: u64,
     /// What must happen.
     pub expect: Expect,
-    /// Noise seed.
+    /// Noise seed; it also sets the phase of the detector's sampling against the room (see
+    /// [`run_on`]).
     pub seed: u32,
+}
+
+/// Noise seeds each vector is run over on the host (the README table and the tests);
+/// the Cortex-M3 image runs the first, [`Vector::seed`] itself.
+pub const SEEDS: u32 = 20;
+
+impl Vector {
+    /// The vector with its `run`-th noise seed (run 0 is the vector as written).
+    pub const fn seeded(&self, run: u32) -> Vector {
+        Vector { seed: self.seed.wrapping_add(run.wrapping_mul(0x9E37_79B9)), ..*self }
+    }
 }
 
 const fn fire(start_ms: u64, growth: Growth, ratio: f32) -> Model {
     Model { sources: [Some(Source { start_ms, growth, ratio }), None], ..CLEAN }
 }
 
+/// The cooking plume of `cooking_then_pan_fire`, a project scenario (not a standard's test).
 const COOKING: Source = Source {
     start_ms: 60 * SECOND_MS,
     growth: Growth::Plume { peak: 0.16, rise_s: 120.0, end_s: 360.0, decay_s: 150.0 },
     ratio: 0.9,
 };
 
+/// Where a flaming test fire is lit, from the start of the vector.
+const IGNITION_MS: u64 = 30 * SECOND_MS;
+/// Where a smouldering test fire or a nuisance source starts.
+const SMOULDER_START_MS: u64 = 60 * SECOND_MS;
+
+/// A plume held above the alarm threshold and below the heavy level (twice the threshold)
+/// for 20 minutes: the input of the nuisance-gate vectors, whose ratio is the gate's own
+/// boundary. They test the gate, not a standard.
+const fn gate_plume(ratio: f32) -> Model {
+    fire(SMOULDER_START_MS, Growth::Plume { peak: 0.25, rise_s: 60.0, end_s: 1_200.0, decay_s: 60.0 }, ratio)
+}
+
+// The test fires' figures. UL 217 8th edition: the flaming polyurethane foam test (§51.4),
+// the smouldering polyurethane foam test (§53) and the cooking nuisance test (§54, broiling
+// hamburgers) are the ones NIST Technical Note 1947 (Cleary, 2016,
+// doi:10.6028/NIST.TN.1947) ran 270 alarms against; their pass criteria (flaming: alarm
+// before 5 %/ft and within 4 min; smouldering: before 10 %/ft; cooking: no alarm before
+// 1.5 %/ft) are as commonly cited, not checked against the standard's text. The profiles'
+// shapes and times are assumptions: the standard bounds them by limit curves we do not have,
+// so each is the simplest curve that meets its criterion's level at a plausible time.
+//
+// EN 54-7 (and EN 14604, GB 4715's SH1-SH4 are taken to be the same fires): TF2 smouldering
+// wood and TF3 smouldering cotton end at m = 2 dB/m; TF4 flaming polyurethane and TF5
+// flaming n-heptane end on the ionisation chamber's y = 6, where m is recalled only roughly
+// (1-2 dB/m), so 1 dB/m stands in, the strictest reading. All as commonly cited, not checked
+// against the standard's text. The standard's m-y profile (particle size) enters only as the
+// blue/IR ratio, whose per-source values are this chamber model's ([`Source::ratio`]).
+//
+// The EN 54-7 response-threshold test raises the tunnel's aerosol linearly at 0.015 to 0.1
+// dB/m per minute and reads m at the alarm; the lower limit of 0.05 dB/m and the
+// repeatability limit (max:min of six runs at most 1.6) are as commonly cited. The tunnel's
+// paraffin-oil aerosol is given the smouldering-smoke ratio 1.5, an assumption.
+
 /// Every scenario vector, in README order.
 pub const VECTORS: &[Vector] = &[
     Vector {
-        name: "smouldering_cotton",
-        what: "cotton wick smoulder (GB 4715 SH2, EN 54 TF3): exponential, τ 240 s, ratio 1.7",
-        model: fire(60 * SECOND_MS, Growth::Exponential { scale: 0.01, tau_s: 240.0, max: 2.0 }, 1.7),
-        duration_ms: 30 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 20 * MINUTE_MS },
+        name: "ul217_flaming_polyurethane",
+        what: "UL 217 §51.4 flaming PU foam: t² growth to 5 %/ft (0.731 dB/m) 4 min after ignition, ratio 1.4",
+        model: fire(IGNITION_MS, Growth::TSquared { m_ref: 0.731, t_ref_s: 240.0 }, 1.4),
+        duration_ms: 10 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: IGNITION_MS + 4 * MINUTE_MS,
+            before: Some(Level::PercentPerFoot(5.0)),
+            not_before: None,
+        },
         seed: 1,
     },
     Vector {
-        name: "smouldering_polyurethane",
-        what: "PU foam smoulder (UL 217 8th ed.) levelling off at 0.9× the alarm threshold, ratio 1.5",
-        model: fire(
-            60 * SECOND_MS,
-            Growth::Plume { peak: 0.135, rise_s: 600.0, end_s: 7_200.0, decay_s: 600.0 },
-            1.5,
-        ),
-        duration_ms: 60 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 45 * MINUTE_MS },
+        name: "ul217_smouldering_polyurethane",
+        what: "UL 217 §53 smouldering PU foam: exponential, τ 15 min, to 10 %/ft (1.50 dB/m) in 60 min, ratio 1.5",
+        model: fire(SMOULDER_START_MS, Growth::Exponential { scale: 0.028, tau_s: 900.0, max: 3.0 }, 1.5),
+        duration_ms: 75 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 75 * MINUTE_MS,
+            before: Some(Level::PercentPerFoot(10.0)),
+            not_before: None,
+        },
         seed: 2,
     },
     Vector {
-        name: "flaming_wood",
-        what: "wood crib fire (EN 54 TF1): t² growth to 0.3 dB/m in 240 s, ratio 1.3",
-        model: fire(30 * SECOND_MS, Growth::TSquared { m_ref: 0.3, t_ref_s: 240.0 }, 1.3),
-        duration_ms: 10 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 5 * MINUTE_MS },
+        name: "ul217_cooking_broiling",
+        what: "UL 217 §54 broiling hamburgers: plume towards 0.45 dB/m (3 %/ft), τ 10 min, 1.5 %/ft at 6.5 min, ratio 0.9",
+        model: fire(
+            SMOULDER_START_MS,
+            Growth::Plume { peak: 0.45, rise_s: 600.0, end_s: 900.0, decay_s: 300.0 },
+            0.9,
+        ),
+        duration_ms: 25 * MINUTE_MS,
+        expect: Expect::NoAlarmBelow { level: Level::PercentPerFoot(1.5) },
         seed: 3,
     },
     Vector {
-        name: "flaming_plastics",
-        what: "flaming PU foam (EN 54 TF4, UL 217): t² growth to 0.3 dB/m in 150 s, ratio 1.4",
-        model: fire(30 * SECOND_MS, Growth::TSquared { m_ref: 0.3, t_ref_s: 150.0 }, 1.4),
-        duration_ms: 10 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 4 * MINUTE_MS },
+        name: "en54_tf2_smouldering_wood",
+        what: "EN 54-7 TF2 / GB 4715 SH1 smouldering wood: exponential, τ 180 s, to 2 dB/m in 11 min, ratio 1.5",
+        model: fire(SMOULDER_START_MS, Growth::Exponential { scale: 0.0525, tau_s: 180.0, max: 2.5 }, 1.5),
+        duration_ms: 15 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 15 * MINUTE_MS,
+            before: Some(Level::DbPerM(2.0)),
+            not_before: None,
+        },
         seed: 4,
     },
     Vector {
-        name: "fast_flaming_accelerant",
-        what: "n-heptane pool fire (EN 54 TF5): t² growth to 0.6 dB/m in 60 s, ratio 1.3",
-        model: fire(30 * SECOND_MS, Growth::TSquared { m_ref: 0.6, t_ref_s: 60.0 }, 1.3),
-        duration_ms: 5 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 90 * SECOND_MS },
+        name: "en54_tf3_smouldering_cotton",
+        what: "EN 54-7 TF3 / GB 4715 SH2 smouldering cotton: exponential, τ 150 s, to 2 dB/m in 10 min, ratio 1.7",
+        model: fire(SMOULDER_START_MS, Growth::Exponential { scale: 0.0373, tau_s: 150.0, max: 2.5 }, 1.7),
+        duration_ms: 15 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 15 * MINUTE_MS,
+            before: Some(Level::DbPerM(2.0)),
+            not_before: None,
+        },
         seed: 5,
     },
     Vector {
-        name: "cooking_broiling",
-        what: "broiling (UL 217 hamburger test): plume to 0.16 dB/m for 6 min, ratio 0.9",
-        model: Model { sources: [Some(COOKING), None], ..CLEAN },
-        duration_ms: 30 * MINUTE_MS,
-        expect: Expect::NoAlarm,
+        name: "en54_tf4_flaming_polyurethane",
+        what: "EN 54-7 TF4 / GB 4715 SH3 flaming PU: t² growth to 1 dB/m in 180 s, ratio 1.4",
+        model: fire(IGNITION_MS, Growth::TSquared { m_ref: 1.0, t_ref_s: 180.0 }, 1.4),
+        duration_ms: 6 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 6 * MINUTE_MS,
+            before: Some(Level::DbPerM(1.0)),
+            not_before: None,
+        },
         seed: 6,
     },
     Vector {
+        name: "en54_tf5_flaming_heptane",
+        what: "EN 54-7 TF5 / GB 4715 SH4 flaming n-heptane: t² growth to 1 dB/m in 120 s, ratio 1.3",
+        model: fire(IGNITION_MS, Growth::TSquared { m_ref: 1.0, t_ref_s: 120.0 }, 1.3),
+        duration_ms: 5 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 5 * MINUTE_MS,
+            before: Some(Level::DbPerM(1.0)),
+            not_before: None,
+        },
+        seed: 7,
+    },
+    Vector {
+        name: "en54_7_threshold_slow",
+        what: "EN 54-7 response threshold: linear rise at 0.015 dB/m per minute, ratio 1.5",
+        model: fire(SMOULDER_START_MS, Growth::Linear { db_m_per_min: 0.015 }, 1.5),
+        duration_ms: 30 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 30 * MINUTE_MS,
+            before: None,
+            not_before: Some(Level::DbPerM(0.05)),
+        },
+        seed: 8,
+    },
+    Vector {
+        name: "en54_7_threshold_fast",
+        what: "EN 54-7 response threshold: linear rise at 0.1 dB/m per minute, ratio 1.5",
+        model: fire(SMOULDER_START_MS, Growth::Linear { db_m_per_min: 0.1 }, 1.5),
+        duration_ms: 8 * MINUTE_MS,
+        expect: Expect::Alarm {
+            deadline_ms: 8 * MINUTE_MS,
+            before: None,
+            not_before: Some(Level::DbPerM(0.05)),
+        },
+        seed: 9,
+    },
+    Vector {
         name: "shower_steam",
-        what: "shower steam through an open bathroom door: plume to 0.14 dB/m for 10 min, ratio 0.8",
+        what: "shower steam through an open bathroom door: plume to 0.25 dB/m for 10 min, ratio 0.8",
         model: fire(
-            60 * SECOND_MS,
-            Growth::Plume { peak: 0.14, rise_s: 180.0, end_s: 600.0, decay_s: 120.0 },
+            SMOULDER_START_MS,
+            Growth::Plume { peak: 0.25, rise_s: 120.0, end_s: 600.0, decay_s: 120.0 },
             0.8,
         ),
-        duration_ms: 30 * MINUTE_MS,
+        duration_ms: 20 * MINUTE_MS,
         expect: Expect::NoAlarm,
-        seed: 7,
+        seed: 10,
     },
     Vector {
         name: "dust_burst",
@@ -291,23 +441,47 @@ pub const VECTORS: &[Vector] = &[
         ),
         duration_ms: 10 * MINUTE_MS,
         expect: Expect::NoAlarm,
-        seed: 8,
+        seed: 11,
     },
     Vector {
         name: "cigarette",
-        what: "cigarette smoked under the detector: 12 puffs of 0.12 dB/m, τ 4 s, every 30 s, ratio 1.6",
+        what: "cigarette smoked under the detector: 12 puffs of 0.3 dB/m, τ 4 s, every 30 s, ratio 1.6",
         model: fire(
-            60 * SECOND_MS,
-            Growth::Puffs { peak: 0.12, period_s: 30.0, decay_s: 4.0, count: 12 },
+            SMOULDER_START_MS,
+            Growth::Puffs { peak: 0.3, period_s: 30.0, decay_s: 4.0, count: 12 },
             1.6,
         ),
         duration_ms: 15 * MINUTE_MS,
         expect: Expect::NoAlarm,
-        seed: 9,
+        seed: 12,
+    },
+    Vector {
+        name: "gate_ratio_below",
+        what: "gate test, not a standard: plume to 0.25 dB/m, ratio 0.05 below the gate boundary (1.15)",
+        model: gate_plume(NUISANCE_RATIO - 0.05),
+        duration_ms: 15 * MINUTE_MS,
+        expect: Expect::Alarm { deadline_ms: 6 * MINUTE_MS, before: None, not_before: None },
+        seed: 13,
+    },
+    Vector {
+        name: "gate_ratio_at",
+        what: "gate test, not a standard: plume to 0.25 dB/m, ratio at the gate boundary (1.2)",
+        model: gate_plume(NUISANCE_RATIO),
+        duration_ms: 15 * MINUTE_MS,
+        expect: Expect::Alarm { deadline_ms: 6 * MINUTE_MS, before: None, not_before: None },
+        seed: 14,
+    },
+    Vector {
+        name: "gate_ratio_above",
+        what: "gate test, not a standard: plume to 0.25 dB/m, ratio 0.05 above the gate boundary (1.25)",
+        model: gate_plume(NUISANCE_RATIO + 0.05),
+        duration_ms: 15 * MINUTE_MS,
+        expect: Expect::Alarm { deadline_ms: 6 * MINUTE_MS, before: None, not_before: None },
+        seed: 15,
     },
     Vector {
         name: "cooking_then_pan_fire",
-        what: "the broiling above, then a pan fire from 5 min: t² to 0.3 dB/m in 180 s, ratio 1.3",
+        what: "project scenario: cooking plume to 0.16 dB/m, ratio 0.9, then a pan fire from 5 min: t² to 0.3 dB/m in 180 s, ratio 1.3",
         model: Model {
             sources: [
                 Some(COOKING),
@@ -320,8 +494,8 @@ pub const VECTORS: &[Vector] = &[
             ..CLEAN
         },
         duration_ms: 15 * MINUTE_MS,
-        expect: Expect::Alarm { deadline_ms: 9 * MINUTE_MS },
-        seed: 10,
+        expect: Expect::Alarm { deadline_ms: 9 * MINUTE_MS, before: None, not_before: None },
+        seed: 16,
     },
     Vector {
         name: "dust_ten_years",
@@ -329,7 +503,7 @@ pub const VECTORS: &[Vector] = &[
         model: Model { dust: Some(Dust { ir_counts: 525.0, ratio: 0.7 }), ..CLEAN },
         duration_ms: 30 * DAY_MS,
         expect: Expect::Fault { fault: FaultKind::Contamination, deadline_ms: 30 * DAY_MS },
-        seed: 11,
+        seed: 17,
     },
     Vector {
         name: "chamber_failure",
@@ -337,7 +511,7 @@ pub const VECTORS: &[Vector] = &[
         model: Model { led_failure_ms: Some(10 * MINUTE_MS), ..CLEAN },
         duration_ms: 20 * MINUTE_MS,
         expect: Expect::Fault { fault: FaultKind::SensorFault, deadline_ms: 13 * MINUTE_MS },
-        seed: 12,
+        seed: 18,
     },
     Vector {
         name: "battery_decay",
@@ -345,7 +519,7 @@ pub const VECTORS: &[Vector] = &[
         model: Model { discharge: Some(Discharge { from: 0.8, to: 1.0 }), ..CLEAN },
         duration_ms: 20 * DAY_MS,
         expect: Expect::Fault { fault: FaultKind::LowBattery, deadline_ms: 20 * DAY_MS },
-        seed: 13,
+        seed: 19,
     },
     Vector {
         name: "clean_air_day",
@@ -353,7 +527,7 @@ pub const VECTORS: &[Vector] = &[
         model: CLEAN,
         duration_ms: DAY_MS,
         expect: Expect::NoAlarm,
-        seed: 14,
+        seed: 20,
     },
 ];
 
@@ -537,6 +711,9 @@ pub const fn fault_name(fault: FaultKind) -> &'static str {
 pub struct Outcome {
     /// First alarm, ms.
     pub alarm_ms: Option<u64>,
+    /// Reference obscuration at the first alarm (the model's, what a test room's obscuration
+    /// meter reads, not the detector's own estimate), dB/m.
+    pub alarm_db_m: Option<f32>,
     /// First pre-alarm, ms.
     pub pre_alarm_ms: Option<u64>,
     /// First raising of the expected fault, ms.
@@ -553,7 +730,15 @@ impl Outcome {
     /// Whether the outcome meets `expect`.
     pub fn meets(&self, expect: Expect) -> bool {
         match expect {
-            Expect::Alarm { deadline_ms } => self.alarm_ms.is_some_and(|t| t <= deadline_ms),
+            Expect::Alarm { deadline_ms, before, not_before } => match (self.alarm_ms, self.alarm_db_m) {
+                (Some(t), Some(m)) => {
+                    t <= deadline_ms
+                        && before.is_none_or(|level| m < level.db_m())
+                        && not_before.is_none_or(|level| m >= level.db_m())
+                }
+                _ => false,
+            },
+            Expect::NoAlarmBelow { level } => self.alarm_db_m.is_none_or(|m| m >= level.db_m()),
             Expect::NoAlarm => self.alarm_ms.is_none(),
             Expect::Fault { deadline_ms, .. } => {
                 self.alarm_ms.is_none() && self.fault_ms.is_some_and(|t| t <= deadline_ms)
@@ -603,7 +788,10 @@ pub fn run_on(device: &mut Device, vector: &Vector, mut on_decision: impl FnMut(
         _ => None,
     };
     let mut out = Outcome::default();
-    let mut t = 0;
+    // The seed also sets where the detector's first sample falls in its standby period, so
+    // the seeds of a vector meet the room at different sampling phases: that phase, not the
+    // ±4-count noise, is what moves an alarm by up to a standby period.
+    let mut t = u64::from(vector.seed) % device.config().standby_period_ms.max(1);
     while t <= vector.duration_ms {
         if device.chamber_due(t) {
             afe.bus_mut().set_time(t);
@@ -627,8 +815,9 @@ pub fn run_on(device: &mut Device, vector: &Vector, mut on_decision: impl FnMut(
             };
             if let Some(what) = what {
                 match what {
-                    What::State(DetectorState::Alarm, _) => {
-                        out.alarm_ms.get_or_insert(t);
+                    What::State(DetectorState::Alarm, _) if out.alarm_ms.is_none() => {
+                        out.alarm_ms = Some(t);
+                        out.alarm_db_m = Some(vector.model.smoke_at(t).0);
                     }
                     What::State(DetectorState::PreAlarm, _) => {
                         out.pre_alarm_ms.get_or_insert(t);
