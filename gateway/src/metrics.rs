@@ -296,7 +296,7 @@ impl Metrics {
         );
         registry.register(
             "mqtt_connected",
-            "1 while the MQTT session is connected",
+            "1 while the MQTT session is connected and its subscriptions granted",
             m.mqtt_connected.clone(),
         );
         registry.register(

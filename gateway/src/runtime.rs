@@ -690,7 +690,10 @@ async fn reload_keys(path: std::path::PathBuf, ingest: Arc<Ingest>, stop: Cancel
             continue;
         }
         seen = now;
-        match crate::keys::KeyStore::load(&path) {
+        // Parsing a street's store takes tens of milliseconds: off the runtime's workers.
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::keys::KeyStore::load(&file)).await;
+        match loaded.expect("loading keys does not panic") {
             Ok(keys) => {
                 tracing::info!(devices = keys.len(), "Device keys reloaded.");
                 ingest.set_keys(Arc::new(keys));

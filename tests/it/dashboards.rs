@@ -820,6 +820,11 @@ async fn every_query_of_every_panel_returns_rows_from_a_simulated_village() {
     )
     .await
     .unwrap();
+    // Until the gateway's subscriptions are granted the broker drops what devices publish.
+    while !gateway.shared.health().mqtt_disconnected.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the gateway never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let api = OfficerApi::new(gateway.http_addr.port());
     let mut field = Devices::connect(broker.port());
 

@@ -181,14 +181,18 @@ pub async fn run_session(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connection += 1;
-                metrics.mqtt_connected.get_or_create(&label).set(1);
                 backoff = new_backoff();
                 tracing::info!(
                     session = name,
                     session_present = ack.session_present,
                     "MQTT session connected."
                 );
-                if !ack.session_present {
+                // Connected means receiving: with a session the broker kept, at once; with a
+                // new one, once the broker has granted the subscription (until then it drops
+                // what devices publish, so readiness must not be claimed earlier).
+                if ack.session_present {
+                    metrics.mqtt_connected.get_or_create(&label).set(1);
+                } else {
                     let subs =
                         filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                     if let Err(error) = client.try_subscribe_many(subs) {
@@ -199,6 +203,8 @@ pub async fn run_session(
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
                     tracing::error!(session = name, ?filters, "The broker refused a subscription.");
+                } else {
+                    metrics.mqtt_connected.get_or_create(&label).set(1);
                 }
             }
             Ok(_) => {}
