@@ -376,6 +376,20 @@ impl Config {
             if let Err(e) = mqtt.options(String::new()) {
                 problem("[mqtt.tls]", e.to_string());
             }
+            // The broker splits a shared subscription's messages between the replicas, and each
+            // would keep its own cases and liveness: a fire's two detectors confirmed on
+            // neither, about half of every device's heartbeats seen by each (offline cases
+            // that are not), duplicates judged per replica. So replicas only ever ingest.
+            if mqtt.shared_group.is_some() && (self.alerting.enabled || self.registry.csv.is_some()) {
+                problem(
+                    "[mqtt] shared_group",
+                    "replicas on a shared subscription each see only part of every device's messages, \
+                     which splits the alarm loop's cases and the registry's liveness between them: \
+                     use shared_group only for ingest-only replicas ([alerting] enabled = false and no \
+                     [registry] csv), and run the alarm loop on one gateway"
+                        .to_owned(),
+                );
+            }
         }
         if let Some(tls) = &self.http_tls
             && let Err(e) =
@@ -613,6 +627,29 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/fg"));
         let err = Config::load(None, env(&[("FIREGRID_SPOOL__MAX_MIB", "lots")])).unwrap_err().to_string();
         assert!(err.contains("FIREGRID_SPOOL__MAX_MIB"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_subscription_is_refused_with_the_alarm_loop_or_liveness_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("registry.csv");
+        std::fs::write(
+            &registry,
+            "device_id,kind,model,building_id,building_address,lat,lon,grid,community,street,village\n",
+        )
+        .unwrap();
+        let mqtt = "[mqtt]\nhost = \"h\"\nshared_group = \"gw\"\n";
+        let refused = |text: &str| {
+            let path = dir.path().join("shared.toml");
+            std::fs::write(&path, text).unwrap();
+            let cfg = Config::load(Some(&path), env(&[])).unwrap();
+            cfg.problems().iter().any(|p| p.to_string().contains("shared_group"))
+        };
+        // The alarm loop is on by default.
+        assert!(refused(mqtt));
+        let liveness = format!("{mqtt}[alerting]\nenabled = false\n[registry]\ncsv = {registry:?}\n");
+        assert!(refused(&liveness));
+        assert!(!refused(&format!("{mqtt}[alerting]\nenabled = false\n")));
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     unknown: Mutex<HashMap<DeviceId, UnknownDevice>>,
     last_ts_ns: AtomicI64,
+    /// Encoded line-protocol heads (locked after `held`).
+    heads: Mutex<crate::series::HeadCache>,
     keys: RwLock<Arc<KeyStore>>,
     commands: CommandCounter,
     backlog: Arc<Backlog>,
@@ -235,6 +237,7 @@ impl Ingest {
             metrics,
             unknown: Mutex::new(HashMap::new()),
             last_ts_ns: AtomicI64::new(0),
+            heads: Mutex::new(crate::series::HeadCache::default()),
             keys: RwLock::new(Arc::new(KeyStore::empty())),
             commands: CommandCounter::in_memory(),
             backlog: Arc::default(),
@@ -413,10 +416,11 @@ impl Ingest {
         let mut spool = self.spool.lock().unwrap();
         let mut held = self.held.lock().unwrap();
         self.store_held(&mut spool, &mut held, now_ms);
+        let mut heads = self.heads.lock().unwrap();
         let mut lines = Vec::with_capacity(points.len());
         for point in points {
             let mut line = Vec::with_capacity(256);
-            if let Err(error) = point.encode(&mut line) {
+            if let Err(error) = point.encode_cached(&mut heads, &mut line) {
                 self.metrics.rejected("unencodable", &point.measurement, &error);
                 continue;
             }
@@ -510,6 +514,7 @@ impl Ingest {
         let mut line = Vec::with_capacity(256);
         let mut spool = self.spool.lock().unwrap();
         let mut held = self.held.lock().unwrap();
+        let mut heads = self.heads.lock().unwrap();
         self.store_held(&mut spool, &mut held, now_ms);
         for owed in held.take_released() {
             match self.owed_ack(&keys, &owed) {
@@ -646,7 +651,7 @@ impl Ingest {
             } else {
                 uplink_point(msg, &place, self.stamp(now_ms))
             };
-            if let Err(error) = point.encode(&mut line) {
+            if let Err(error) = point.encode_cached(&mut heads, &mut line) {
                 // Cannot happen for validated messages and registry tags; counted if it does.
                 self.metrics.rejected("unencodable", topic, &error);
                 out.outcomes.push(Outcome::Dropped);

@@ -67,7 +67,10 @@ fn gateway_config(
     shared_group: Option<&str>,
 ) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static {
     let client_id = client_id.to_owned();
-    let shared = shared_group.map(|g| format!("shared_group = \"{g}\"\n")).unwrap_or_default();
+    // Replicas on a shared subscription only ingest: the gateway refuses the alarm loop there.
+    let shared = shared_group
+        .map(|g| format!("shared_group = \"{g}\"\n[alerting]\nenabled = false\n"))
+        .unwrap_or_default();
     move |dir: &Path, http_port: u16| {
         format!(
             r#"

@@ -147,4 +147,23 @@ proptest! {
         }
         prop_assert_eq!(line.timestamp, Some(point.ts_ns));
     }
+
+    /// The cached head changes nothing: each point encodes as `encode` writes it, whether its
+    /// head is new, cached by an earlier point, or cached under the same tags in another order.
+    #[test]
+    fn the_cached_head_encodes_byte_for_byte_as_encode(points in proptest::collection::vec(point(), 1..8)) {
+        let mut cache = HeadCache::default();
+        for point in points.iter().chain(&points) {
+            let (mut plain, mut cached) = (b"previous\n".to_vec(), b"previous\n".to_vec());
+            let expected = point.encode(&mut plain);
+            prop_assert_eq!(point.encode_cached(&mut cache, &mut cached), expected.clone());
+            prop_assert_eq!(&cached, &plain);
+            let mut reordered = point.clone();
+            reordered.tags.reverse();
+            let mut again = b"previous\n".to_vec();
+            prop_assert_eq!(reordered.encode_cached(&mut cache, &mut again), expected);
+            prop_assert_eq!(&again, &plain);
+        }
+        prop_assert!(!cache.is_empty() || points.iter().all(|p| p.encode(&mut Vec::new()).is_err()));
+    }
 }
