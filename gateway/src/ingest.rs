@@ -526,9 +526,10 @@ impl Ingest {
             }
         }
         // This batch's records in the spool's buffer, until the commit: alarm- and event-class
-        // ones (with a copy, to hold them if the commit fails) and telemetry ones.
-        let mut appended: Vec<(usize, HeldRecord)> = Vec::new();
-        let mut appended_telemetry: Vec<usize> = Vec::new();
+        // ones (with a copy, to hold them if the commit fails) and telemetry ones, each with its
+        // kind, counted accepted once the commit settles what became of it.
+        let mut appended: Vec<(usize, HeldRecord, &'static str)> = Vec::new();
+        let mut appended_telemetry: Vec<(usize, &'static str)> = Vec::new();
         // `down/ack`s this batch owes but could not make, owed once the batch is committed.
         let mut unmade: Vec<OwedAck> = Vec::new();
         for (topic, payload) in batch {
@@ -686,12 +687,13 @@ impl Ingest {
             if appended_now {
                 let needed = if class == Class::Telemetry { Durability::Os } else { Durability::Disk };
                 durability = durability.max(Some(needed));
+                let kind = msg.kind().as_str();
                 if class == Class::Telemetry {
-                    appended_telemetry.push(out.outcomes.len());
+                    appended_telemetry.push((out.outcomes.len(), kind));
                 } else {
                     let ack = owed(&accepted.topic, msg, verified, payload);
                     let record = HeldRecord { class, ts_ms: now_ms, line: line.clone(), key, ack };
-                    appended.push((out.outcomes.len(), record));
+                    appended.push((out.outcomes.len(), record, kind));
                 }
                 let ack = self.ack_for(&keys, &accepted.topic, msg, verified, payload);
                 match (ack, owed(&accepted.topic, msg, verified, payload)) {
@@ -702,7 +704,6 @@ impl Ingest {
                     }
                     (ack, _) => out.outcomes.push(ack),
                 }
-                self.metrics.accepted(msg.kind().as_str());
             } else if class == Class::Telemetry {
                 // Shed, but still heard: liveness must not see a sick disk as silent devices.
                 self.metrics.rejected("disk_unwritable", topic, &"telemetry shed: the spool cannot write");
@@ -732,6 +733,10 @@ impl Ingest {
         if let Some(durability) = durability {
             match spool.commit(durability) {
                 Ok(()) => {
+                    let kinds = appended.iter().map(|(_, _, kind)| kind);
+                    kinds.chain(appended_telemetry.iter().map(|(_, kind)| kind)).for_each(|kind| {
+                        self.metrics.accepted(kind);
+                    });
                     unmade.into_iter().for_each(|owed| held.owe(owed));
                     self.stored(&held);
                     drop((spool, held));
@@ -764,19 +769,20 @@ impl Ingest {
         error: &SpoolError,
         now_ms: u64,
         out: &mut Processed,
-        appended: &mut Vec<(usize, HeldRecord)>,
-        appended_telemetry: &mut Vec<usize>,
+        appended: &mut Vec<(usize, HeldRecord, &'static str)>,
+        appended_telemetry: &mut Vec<(usize, &'static str)>,
     ) {
         self.spool_failed(spool, held, error, now_ms);
-        for (index, record) in appended.drain(..) {
+        for (index, record, kind) in appended.drain(..) {
             out.outcomes[index] = if held.push(record) {
+                self.metrics.accepted(kind);
                 Outcome::Held
             } else {
                 self.metrics.rejected("held_full", "batch", &"held in memory beyond its bound: not stored");
                 Outcome::Dropped
             };
         }
-        for index in appended_telemetry.drain(..) {
+        for (index, _) in appended_telemetry.drain(..) {
             out.outcomes[index] = Outcome::Dropped;
             self.metrics.rejected("disk_unwritable", "batch", &"telemetry shed: the spool cannot write");
         }
