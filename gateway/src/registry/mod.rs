@@ -135,7 +135,9 @@ pub enum RegistryError {
 pub struct Registry {
     /// In file order (which is the order written back).
     devices: Vec<Arc<Device>>,
-    by_id: HashMap<DeviceId, u32>,
+    /// Looked up for every message: a fast hash. Its keys come from the registry file alone, so
+    /// no sender can choose colliding ones.
+    by_id: HashMap<DeviceId, u32, foldhash::fast::RandomState>,
     by_scope: HashMap<Scope, Vec<u32>>,
     district: Option<Arc<str>>,
 }
@@ -358,7 +360,7 @@ impl Registry {
             return Err(RegistryError::Rows(errors));
         }
         let devices: Vec<Arc<Device>> = devices.into_iter().map(|(_, d)| d).collect();
-        let mut by_id = HashMap::with_capacity(devices.len());
+        let mut by_id = HashMap::with_capacity_and_hasher(devices.len(), Default::default());
         let mut by_scope: HashMap<Scope, Vec<u32>> = HashMap::new();
         for (i, d) in devices.iter().enumerate() {
             by_id.insert(d.id.clone(), i as u32);

@@ -11,6 +11,7 @@
 //! escaped head from a [`HeadCache`], the fields without the builder's character-at-a-time
 //! formatting; a property test holds it to the builder's output.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use influxdb_line_protocol::LineProtocolBuilder;
@@ -35,12 +36,13 @@ pub enum Field {
 /// One point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    /// Measurement name.
-    pub measurement: String,
+    /// Measurement name. Names are mostly the schema's constants, so they are borrowed when
+    /// they can be: a point is built for every message.
+    pub measurement: Cow<'static, str>,
     /// Tags; order does not matter, they are sorted on encoding. Empty values are skipped.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(Cow<'static, str>, String)>,
     /// Fields; at least one.
-    pub fields: Vec<(String, Field)>,
+    pub fields: Vec<(Cow<'static, str>, Field)>,
     /// Timestamp, Unix nanoseconds.
     pub ts_ns: i64,
 }
@@ -88,18 +90,18 @@ fn plain(what: &'static str, value: &str) -> Result<(), EncodeError> {
 
 impl Point {
     /// A point with no tags or fields yet.
-    pub fn new(measurement: impl Into<String>, ts_ns: i64) -> Self {
+    pub fn new(measurement: impl Into<Cow<'static, str>>, ts_ns: i64) -> Self {
         Point { measurement: measurement.into(), tags: Vec::new(), fields: Vec::new(), ts_ns }
     }
 
     /// Adds a tag.
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn tag(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
         self.tags.push((key.into(), value.into()));
         self
     }
 
     /// Adds a field.
-    pub fn field(mut self, key: impl Into<String>, value: Field) -> Self {
+    pub fn field(mut self, key: impl Into<Cow<'static, str>>, value: Field) -> Self {
         self.fields.push((key.into(), value));
         self
     }
@@ -120,31 +122,35 @@ impl Point {
     /// ingest path's time (a profile of `firegrid-bench ingest-only`), and a device's head
     /// hardly ever changes. The output is byte for byte `encode`'s.
     pub fn encode_cached(&self, cache: &mut HeadCache, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // Each part with its length before it, so no two points share a key.
         cache.key.clear();
-        cache.key.extend_from_slice(self.measurement.as_bytes());
-        for (k, v) in &self.tags {
-            // NUL separates: no name or tag value that encodes may hold one.
-            cache.key.extend_from_slice(&[0]);
-            cache.key.extend_from_slice(k.as_bytes());
-            cache.key.extend_from_slice(&[0]);
-            cache.key.extend_from_slice(v.as_bytes());
+        let tags = self.tags.iter().flat_map(|(k, v)| [k.as_ref(), v.as_str()]);
+        for part in std::iter::once(self.measurement.as_ref()).chain(tags) {
+            cache.key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            cache.key.extend_from_slice(part.as_bytes());
         }
-        if !cache.heads.contains_key(&cache.key) {
-            let tags = self.checked_head()?;
-            // The builder hands its buffer back only at a line's end: the head is the line of
-            // one probe field without it.
-            const PROBE: &[u8] = b" _=true\n";
-            let line = LineProtocolBuilder::new().measurement(&self.measurement);
-            let mut head = add_tags(line, &tags).field("_", true).close_line().build();
-            debug_assert!(head.ends_with(PROBE));
-            head.truncate(head.len() - PROBE.len());
-            if cache.heads.len() >= HeadCache::MAX_HEADS {
-                cache.heads.clear();
+        match cache.heads.get(&cache.key) {
+            Some(head) => {
+                self.check_fields()?;
+                out.extend_from_slice(head);
             }
-            cache.heads.insert(cache.key.clone(), head);
+            None => {
+                let tags = self.checked_head()?;
+                self.check_fields()?;
+                // The builder hands its buffer back only at a line's end: the head is the line
+                // of one probe field without it.
+                const PROBE: &[u8] = b" _=true\n";
+                let line = LineProtocolBuilder::new().measurement(&self.measurement);
+                let mut head = add_tags(line, &tags).field("_", true).close_line().build();
+                debug_assert!(head.ends_with(PROBE));
+                head.truncate(head.len() - PROBE.len());
+                out.extend_from_slice(&head);
+                if cache.heads.len() >= HeadCache::MAX_HEADS {
+                    cache.heads.clear();
+                }
+                cache.heads.insert(cache.key.clone(), head);
+            }
         }
-        self.check_fields()?;
-        out.extend_from_slice(&cache.heads[&cache.key]);
         self.write_fields(out);
         Ok(())
     }
@@ -184,16 +190,17 @@ impl Point {
     }
 
     /// The measurement and the tags to write, sorted by key, checked.
-    fn checked_head(&self) -> Result<Vec<&(String, String)>, EncodeError> {
+    fn checked_head(&self) -> Result<Vec<&(Cow<'static, str>, String)>, EncodeError> {
         plain("measurement", &self.measurement)?;
         if self.measurement.starts_with('#') {
             // A line starting with `#` is a comment in line protocol.
             return Err(EncodeError::Unrepresentable {
                 what: "measurement",
-                value: self.measurement.clone(),
+                value: self.measurement.to_string(),
             });
         }
-        let mut tags: Vec<&(String, String)> = self.tags.iter().filter(|(_, v)| !v.is_empty()).collect();
+        let mut tags: Vec<&(Cow<'static, str>, String)> =
+            self.tags.iter().filter(|(_, v)| !v.is_empty()).collect();
         tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in &tags {
             plain("tag key", k)?;
@@ -204,12 +211,14 @@ impl Point {
 
     fn check_fields(&self) -> Result<(), EncodeError> {
         if self.fields.is_empty() {
-            return Err(EncodeError::NoFields { measurement: self.measurement.clone() });
+            return Err(EncodeError::NoFields { measurement: self.measurement.to_string() });
         }
         for (k, v) in &self.fields {
             plain("field key", k)?;
             match v {
-                Field::F64(f) if !f.is_finite() => return Err(EncodeError::NotFinite { field: k.clone() }),
+                Field::F64(f) if !f.is_finite() => {
+                    return Err(EncodeError::NotFinite { field: k.to_string() });
+                }
                 Field::Str(s) if s.contains(['\n', '\r']) => {
                     return Err(EncodeError::Unrepresentable { what: "field value", value: s.clone() });
                 }
@@ -245,7 +254,7 @@ fn escaped(out: &mut Vec<u8>, text: &str, special: &[u8]) {
 
 fn add_tags(
     mut line: LineProtocolBuilder<Vec<u8>, AfterMeasurement>,
-    tags: &[&(String, String)],
+    tags: &[&(Cow<'static, str>, String)],
 ) -> LineProtocolBuilder<Vec<u8>, AfterMeasurement> {
     for (k, v) in tags {
         line = line.tag(k, v);

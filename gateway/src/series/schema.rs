@@ -385,8 +385,8 @@ mod tests {
 
     fn used(point: &Point) -> BTreeSet<(String, String)> {
         let tags =
-            point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.clone()));
-        tags.chain(point.fields.iter().map(|(k, _)| ("field".to_owned(), k.clone()))).collect()
+            point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.to_string()));
+        tags.chain(point.fields.iter().map(|(k, _)| ("field".to_owned(), k.to_string()))).collect()
     }
 
     #[test]
@@ -479,7 +479,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         for point in &points {
             let keys = doc
-                .get(&point.measurement)
+                .get(point.measurement.as_ref())
                 .unwrap_or_else(|| panic!("{} is not in SCHEMA.md", point.measurement));
             let missing: Vec<_> = used(point).difference(keys).cloned().collect();
             assert!(missing.is_empty(), "{}: not in SCHEMA.md: {missing:?}", point.measurement);

@@ -94,9 +94,9 @@ fn point() -> impl Strategy<Value = Point> {
         any::<i64>(),
     )
         .prop_map(|(measurement, tags, fields, ts_ns)| Point {
-            measurement,
-            tags: tags.into_iter().rev().collect(),
-            fields: fields.into_iter().collect(),
+            measurement: measurement.into(),
+            tags: tags.into_iter().rev().map(|(k, v)| (k.into(), v)).collect(),
+            fields: fields.into_iter().map(|(k, v)| (k.into(), v)).collect(),
             ts_ns,
         })
 }
@@ -123,7 +123,7 @@ proptest! {
         let lines: Vec<_> = parse_lines(&text).collect::<Result<_, _>>().unwrap();
         prop_assert_eq!(lines.len(), 1);
         let line = &lines[0];
-        prop_assert_eq!(line.series.measurement.as_str(), point.measurement.as_str());
+        prop_assert_eq!(line.series.measurement.as_str(), point.measurement.as_ref());
         let tags: Vec<(String, String)> = line
             .series
             .tag_set
@@ -131,7 +131,8 @@ proptest! {
             .flatten()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut expected_tags: Vec<_> = point.tags.iter().filter(|(_, v)| !v.is_empty()).cloned().collect();
+        let mut expected_tags: Vec<_> =
+            point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.clone())).collect();
         expected_tags.sort();
         prop_assert_eq!(tags, expected_tags, "tags come back sorted by key");
         prop_assert_eq!(line.field_set.len(), point.fields.len());
