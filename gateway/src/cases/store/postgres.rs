@@ -1,0 +1,475 @@
+//! The PostgreSQL backend: the same tables as SQLite's in a database of the operator's, over
+//! the synchronous `postgres` client (rust-postgres).
+//!
+//! Differences that matter, and why:
+//! - Seqs come from a counter row (`case_store.last_seq`) bumped inside each commit's
+//!   transaction, not from a sequence: PostgreSQL sequences are not transactional (a rolled
+//!   back `nextval` stays used, PostgreSQL manual, "Sequence Manipulation Functions"), and a
+//!   hole in the log would make every later replay fail with [`StoreError::ReplayGap`].
+//! - A commit returns once PostgreSQL reports it durable under the server's
+//!   `synchronous_commit`; a session where it is `off` is set back to `on` on open, since
+//!   `off` may lose committed transactions in a server crash (manual, "Asynchronous Commit").
+//! - A lost connection fails the operation in progress and is opened again by the next one
+//!   (the alarm loop holds and retries what could not be stored).
+
+use std::cell::{RefCell, RefMut};
+use std::path::Path;
+
+use postgres::config::Host;
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
+
+use super::{
+    AuditEntry, Backend, CASE_COLUMNS, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION, SNAPSHOTS_KEPT,
+    Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
+};
+
+/// The store's own row: its schema version and the last seq handed out. Created before the
+/// version is read, so it has to stay the same in every version.
+const META: &str = "
+CREATE TABLE IF NOT EXISTS case_store (
+    only_row       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    schema_version BIGINT NOT NULL,
+    last_seq       BIGINT NOT NULL
+);
+";
+
+/// Version 1: SQLite's tables with PostgreSQL's types.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inputs (
+    seq    BIGINT PRIMARY KEY,
+    at_ms  BIGINT NOT NULL,
+    kind   TEXT   NOT NULL,
+    actor  TEXT,
+    origin TEXT,
+    json   TEXT   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS transitions (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq     BIGINT NOT NULL,
+    case_id BIGINT NOT NULL,
+    at_ms   BIGINT NOT NULL,
+    kind    TEXT   NOT NULL,
+    json    TEXT   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
+
+CREATE TABLE IF NOT EXISTS cases (
+    case_id     BIGINT PRIMARY KEY,
+    opened_ms   BIGINT NOT NULL,
+    closed_ms   BIGINT,
+    stage       TEXT   NOT NULL,
+    severity    TEXT   NOT NULL,
+    street      TEXT   NOT NULL,
+    community   TEXT   NOT NULL,
+    grid        TEXT   NOT NULL,
+    building    TEXT   NOT NULL,
+    updated_seq BIGINT NOT NULL,
+    json        TEXT   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
+CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
+CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
+
+CREATE TABLE IF NOT EXISTS snapshots (
+    upto_seq BIGINT PRIMARY KEY,
+    at_ms    BIGINT NOT NULL,
+    json     TEXT   NOT NULL
+);
+";
+
+/// Serialises two gateways creating the schema in one database at the same time
+/// (`pg_advisory_xact_lock`; the number is arbitrary, the same in every version).
+const SCHEMA_LOCK: i64 = 0x6669_7265_6772_6964;
+
+/// The case store in a PostgreSQL database.
+pub(super) struct PostgresStore {
+    config: Config,
+    /// `user@host:port/dbname`, for messages: never the password.
+    database: String,
+    /// `None` once the connection was found closed, until the next operation opens it again.
+    conn: RefCell<Option<Connection>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("database", &self.database).finish_non_exhaustive()
+    }
+}
+
+/// One connection and the commit path's statements, prepared on it.
+struct Connection {
+    client: Client,
+    bump_seq: Statement,
+    input: Statement,
+    transition: Statement,
+    case: Statement,
+}
+
+impl PostgresStore {
+    /// Connects, creates or checks the schema, and prepares the commit path.
+    pub(super) fn open(conninfo: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let mut config: Config = conninfo.parse().map_err(|source| StoreError::Postgres {
+            operation: "open",
+            database: "(connection string)".into(),
+            source,
+        })?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        let database = describe(&config);
+        let store = PostgresStore { config, database, conn: RefCell::new(None) };
+        store.connection("open")?;
+        Ok(store)
+    }
+
+    fn error(&self, operation: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        move |source| StoreError::Postgres { operation, database: self.database.clone(), source }
+    }
+
+    /// The open connection, opening (and setting up) a new one if there is none or it closed.
+    fn connection(&self, operation: &'static str) -> Result<RefMut<'_, Connection>, StoreError> {
+        let mut slot = self.conn.borrow_mut();
+        if slot.as_ref().is_none_or(|conn| conn.client.is_closed()) {
+            *slot = None;
+            *slot = Some(self.connect(operation)?);
+        }
+        Ok(RefMut::map(slot, |slot| slot.as_mut().expect("set above")))
+    }
+
+    fn connect(&self, operation: &'static str) -> Result<Connection, StoreError> {
+        let err = self.error(operation);
+        let mut client = self.config.connect(NoTls).map_err(&err)?;
+        let durable = client.query_one("SHOW synchronous_commit", &[]).map_err(&err)?;
+        if durable.try_get::<_, String>(0).map_err(&err)? == "off" {
+            client.batch_execute("SET synchronous_commit = on").map_err(&err)?;
+        }
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&err)?;
+        tx.batch_execute(META).map_err(&err)?;
+        let found = tx.query_opt("SELECT schema_version FROM case_store", &[]).map_err(&err)?;
+        let found: i64 = found.map(|row| row.try_get(0)).transpose().map_err(&err)?.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            let store = self.database.clone();
+            return Err(StoreError::NewerSchema { store, found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            tx.batch_execute(SCHEMA).map_err(&err)?;
+            tx.execute(
+                "INSERT INTO case_store (schema_version, last_seq) VALUES ($1, 0) \
+                 ON CONFLICT (only_row) DO UPDATE SET schema_version = excluded.schema_version",
+                &[&SCHEMA_VERSION],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        let bump_seq = client
+            .prepare("UPDATE case_store SET last_seq = last_seq + $1 RETURNING last_seq")
+            .map_err(&err)?;
+        let input = client
+            .prepare(
+                "INSERT INTO inputs (seq, at_ms, kind, actor, origin, json) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .map_err(&err)?;
+        let transition = client.prepare(super::INSERT_TRANSITION).map_err(&err)?;
+        let case = client.prepare(super::UPSERT_CASE).map_err(&err)?;
+        Ok(Connection { client, bump_seq, input, transition, case })
+    }
+
+    /// Runs a read on the connection.
+    fn read<T>(
+        &self,
+        operation: &'static str,
+        query: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection(operation)?;
+        query(&mut conn.client).map_err(self.error(operation))
+    }
+
+    fn commit_steps_on(&self, conn: &mut Connection, steps: &[Step<'_>]) -> Result<u64, StoreError> {
+        let err = self.error("commit");
+        let signed = |value| signed("commit", value);
+        let mut tx = conn.client.transaction().map_err(&err)?;
+        let count = signed(steps.len() as u64)?;
+        let last: i64 = tx.query_one(&conn.bump_seq, &[&count]).map_err(&err)?.try_get(0).map_err(&err)?;
+        for (seq, step) in (last - count + 1..).zip(steps) {
+            let (actor, origin) = step.audit.map(|a| (&a.actor, &a.origin)).unzip();
+            tx.execute(
+                &conn.input,
+                &[&seq, &signed(step.at_ms)?, &step.kind, &actor, &origin, &step.input_json],
+            )
+            .map_err(&err)?;
+            for t in step.transitions {
+                tx.execute(
+                    &conn.transition,
+                    &[&seq, &signed(t.case_id)?, &signed(t.at_ms)?, &t.kind, &t.json],
+                )
+                .map_err(&err)?;
+            }
+            for c in step.cases {
+                let closed_ms = c.closed_ms.map(signed).transpose()?;
+                let values: [&(dyn ToSql + Sync); 11] = [
+                    &signed(c.case_id)?,
+                    &signed(c.opened_ms)?,
+                    &closed_ms,
+                    &c.stage,
+                    &c.severity,
+                    &c.street,
+                    &c.community,
+                    &c.grid,
+                    &c.building,
+                    &seq,
+                    &c.json,
+                ];
+                tx.execute(&conn.case, &values).map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)?;
+        Ok(unsigned(last))
+    }
+}
+
+impl Backend for PostgresStore {
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read("commit", last_seq)
+    }
+
+    fn commit_steps(&mut self, steps: &[Step<'_>]) -> Result<u64, StoreError> {
+        let mut conn = self.connection("commit")?;
+        self.commit_steps_on(&mut conn, steps)
+    }
+
+    fn save_snapshot(&mut self, upto_seq: u64, at_ms: u64, json: &str) -> Result<(), StoreError> {
+        let err = self.error("snapshot");
+        let (upto, at) = (signed("snapshot", upto_seq)?, signed("snapshot", at_ms)?);
+        let mut conn = self.connection("snapshot")?;
+        let mut tx = conn.client.transaction().map_err(&err)?;
+        // FOR UPDATE holds off a commit until the snapshot is in, as SQLite's write lock does.
+        let last = tx.query_one("SELECT last_seq FROM case_store FOR UPDATE", &[]).map_err(&err)?;
+        let last_seq = unsigned(last.try_get(0).map_err(&err)?);
+        let latest = snapshot_seqs(&mut tx).map_err(&err)?.first().copied();
+        check_snapshot(upto_seq, last_seq, latest)?;
+        tx.execute(super::SAVE_SNAPSHOT, &[&upto, &at, &json]).map_err(&err)?;
+        tx.execute(super::DELETE_OLD_SNAPSHOTS, &[&SNAPSHOTS_KEPT]).map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError> {
+        self.read("load", |client| {
+            let row = client.query_opt(super::SNAPSHOT_AT, &[&nth])?;
+            row.map(|row| {
+                Ok(Snapshot { upto_seq: number(&row, 0)?, at_ms: number(&row, 1)?, json: row.try_get(2)? })
+            })
+            .transpose()
+        })
+    }
+
+    fn inputs_after(&self, after: u64) -> Result<Vec<LoggedInput>, StoreError> {
+        let after = signed("load", after)?;
+        self.read("load", |client| {
+            let rows = client.query(super::INPUTS_AFTER, &[&after])?;
+            rows.iter()
+                .map(|row| {
+                    Ok(LoggedInput {
+                        seq: number(row, 0)?,
+                        at_ms: number(row, 1)?,
+                        kind: row.try_get(2)?,
+                        json: row.try_get(3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn case(&self, case_id: u64) -> Result<Option<StoredCase>, StoreError> {
+        let case_id = signed("case", case_id)?;
+        self.read("case", |client| {
+            let row = client
+                .query_opt(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"), &[&case_id])?;
+            row.as_ref().map(stored_case).transpose()
+        })
+    }
+
+    fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError> {
+        let case_id = signed("timeline", case_id)?;
+        self.read("timeline", |client| {
+            let rows = client.query(super::TIMELINE, &[&case_id])?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StoredTransition {
+                        seq: number(row, 0)?,
+                        at_ms: number(row, 1)?,
+                        kind: row.try_get(2)?,
+                        json: row.try_get(3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn list(&self, sql_text: &str, values: &[FilterValue<'_>]) -> Result<Vec<StoredCase>, StoreError> {
+        let numbers = values
+            .iter()
+            .map(|value| match value {
+                FilterValue::Integer(number) => signed("list", *number),
+                FilterValue::Text(_) => Ok(0),
+            })
+            .collect::<Result<Vec<i64>, _>>()?;
+        let bound: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .zip(&numbers)
+            .map(|(value, number)| match value {
+                FilterValue::Text(text) => text as &(dyn ToSql + Sync),
+                FilterValue::Integer(_) => number as &(dyn ToSql + Sync),
+            })
+            .collect();
+        self.read("list", |client| client.query(sql_text, &bound)?.iter().map(stored_case).collect())
+    }
+
+    fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let (since_ms, limit) = (signed("audit log", since_ms)?, i64::from(limit));
+        self.read("audit log", |client| {
+            let rows = client.query(super::AUDIT_LOG, &[&since_ms, &limit])?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AuditEntry {
+                        seq: number(row, 0)?,
+                        at_ms: number(row, 1)?,
+                        kind: row.try_get(2)?,
+                        actor: row.try_get(3)?,
+                        origin: row.try_get(4)?,
+                        json: row.try_get(5)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        let cutoff = signed("prune", cutoff_ms)?;
+        self.read("prune", |client| {
+            let mut tx = client.transaction()?;
+            let transitions = tx.execute(super::PRUNE_TRANSITIONS, &[&cutoff])?;
+            let cases = tx.execute(super::PRUNE_CASES, &[&cutoff])?;
+            // As in SQLite: only what the oldest kept snapshot covers is no longer needed.
+            let inputs = match snapshot_seqs(&mut tx)?.last() {
+                Some(&covered) => tx.execute(super::PRUNE_INPUTS, &[&(covered as i64), &cutoff])?,
+                None => 0,
+            };
+            tx.commit()?;
+            Ok(Pruned { cases, transitions, inputs })
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read("stats", |client| {
+            let last_seq = last_seq(client)?;
+            let snapshot_seq = snapshot_seqs(client)?.first().copied();
+            let since = snapshot_seq.unwrap_or(0) as i64;
+            let counts = client.query_one(super::COUNT_INPUTS, &[&since])?;
+            let cases = client.query_one(super::COUNT_CASES, &[])?;
+            let size = client.query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint \
+                 FROM unnest(ARRAY['inputs', 'transitions', 'cases', 'snapshots', 'case_store']) AS t",
+                &[],
+            )?;
+            Ok(StoreStats {
+                inputs: number(&counts, 0)?,
+                last_seq,
+                snapshot_seq,
+                inputs_since_snapshot: number(&counts, 1)?,
+                open_cases: number(&cases, 0)?,
+                closed_cases: number(&cases, 1)?,
+                file_bytes: number(&size, 0)?,
+            })
+        })
+    }
+
+    #[cfg(test)]
+    fn integers(&mut self, sql_text: &str) -> Vec<Vec<i64>> {
+        let rows = self.read("test", |client| client.query(sql_text, &[])).unwrap();
+        rows.iter().map(|row| (0..row.len()).map(|i| row.get(i)).collect()).collect()
+    }
+
+    #[cfg(test)]
+    fn schema_version(&mut self) -> i64 {
+        self.read("test", |client| client.query_one("SELECT schema_version FROM case_store", &[]))
+            .unwrap()
+            .get(0)
+    }
+
+    #[cfg(test)]
+    fn set_schema_version(&mut self, version: i64) {
+        self.read("test", |client| client.execute("UPDATE case_store SET schema_version = $1", &[&version]))
+            .unwrap();
+    }
+}
+
+/// `user@host:port/dbname`: what messages name the database by.
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") },
+        if ports.is_empty() { "5432".to_owned() } else { ports.join(",") },
+        config.get_dbname().unwrap_or("?"),
+    )
+}
+
+/// A number for a `bigint` column, or [`StoreError::OutOfRange`].
+fn signed(operation: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { operation, value })
+}
+
+/// A number from a `bigint` column. Every one the store reads was written through [`signed`]
+/// or counted, so none is negative.
+fn unsigned(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+fn number(row: &Row, column: usize) -> Result<u64, postgres::Error> {
+    row.try_get::<_, i64>(column).map(unsigned)
+}
+
+fn stored_case(row: &Row) -> Result<StoredCase, postgres::Error> {
+    Ok(StoredCase {
+        case_id: number(row, 0)?,
+        opened_ms: number(row, 1)?,
+        closed_ms: row.try_get::<_, Option<i64>>(2)?.map(unsigned),
+        stage: row.try_get(3)?,
+        severity: row.try_get(4)?,
+        street: row.try_get(5)?,
+        community: row.try_get(6)?,
+        grid: row.try_get(7)?,
+        building: row.try_get(8)?,
+        updated_seq: number(row, 9)?,
+        json: row.try_get(10)?,
+    })
+}
+
+fn last_seq(client: &mut impl postgres::GenericClient) -> Result<u64, postgres::Error> {
+    let row = client.query_opt("SELECT last_seq FROM case_store", &[])?;
+    row.map_or(Ok(0), |row| number(&row, 0))
+}
+
+/// The kept snapshots' `upto_seq`, newest first.
+fn snapshot_seqs(client: &mut impl postgres::GenericClient) -> Result<Vec<u64>, postgres::Error> {
+    client.query(super::SNAPSHOT_SEQS, &[])?.iter().map(|row| number(row, 0)).collect()
+}
