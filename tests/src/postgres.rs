@@ -239,9 +239,12 @@ impl PostgresKind {
             Some(port) => {
                 let mut backup = tool("pg_basebackup")?;
                 // -R writes standby.signal and primary_conninfo (with the password, into the
-                // standby's own postgresql.auto.conf); -X stream copies the WAL written meanwhile.
+                // standby's own postgresql.auto.conf); -X stream copies the WAL written meanwhile;
+                // -c fast checkpoints at once instead of spreading the checkpoint's writes over
+                // minutes.
                 backup
                     .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "-R", "-X", "stream"])
+                    .args(["-c", "fast"])
                     .arg("-D")
                     .arg(&data)
                     .env("PGPASSWORD", &self.password);
