@@ -25,7 +25,7 @@ fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
         .map(|(i, (_, case_json))| {
             let case_id = 1 + (batch * 5 + i as u64) % 40;
             let at_ms = 1_000 * batch + i as u64;
-            let closed_ms = (batch % 3 == 0).then_some(at_ms);
+            let closed_ms = batch.is_multiple_of(3).then_some(at_ms);
             (
                 [TransitionRow { case_id, at_ms, kind: "escalated", json: case_json }],
                 [CaseRow {
