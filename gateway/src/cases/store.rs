@@ -627,6 +627,59 @@ fn check_snapshot(upto_seq: u64, last_seq: u64, latest: Option<u64>) -> Result<(
     Ok(())
 }
 
+/// The schema, version [`SCHEMA_VERSION`], in a backend's dialect: `integer` is its 64-bit
+/// integer type, `seq_key` the input log's key, `row_key` the transitions' own numbering.
+fn schema(integer: &str, seq_key: &str, row_key: &str) -> String {
+    SCHEMA.replace("{seq_key}", seq_key).replace("{row_key}", row_key).replace("{int}", integer)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inputs (
+    seq    {seq_key},
+    at_ms  {int} NOT NULL,
+    kind   TEXT  NOT NULL,
+    actor  TEXT,
+    origin TEXT,
+    json   TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS transitions (
+    id      {row_key},
+    seq     {int} NOT NULL,
+    case_id {int} NOT NULL,
+    at_ms   {int} NOT NULL,
+    kind    TEXT  NOT NULL,
+    json    TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
+
+CREATE TABLE IF NOT EXISTS cases (
+    case_id     {int} PRIMARY KEY,
+    opened_ms   {int} NOT NULL,
+    closed_ms   {int},
+    stage       TEXT  NOT NULL,
+    severity    TEXT  NOT NULL,
+    street      TEXT  NOT NULL,
+    community   TEXT  NOT NULL,
+    grid        TEXT  NOT NULL,
+    building    TEXT  NOT NULL,
+    updated_seq {int} NOT NULL,
+    json        TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
+CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
+CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
+
+CREATE TABLE IF NOT EXISTS snapshots (
+    upto_seq {int} PRIMARY KEY,
+    at_ms    {int} NOT NULL,
+    json     TEXT  NOT NULL
+);
+";
+
 // The statements both backends run as they are. SQLite numbers `$N` parameters in the order
 // they first appear (sqlite.org/lang_expr.html, "Parameters"), PostgreSQL by N, so they agree
 // where the numbers first appear in ascending order, as here.

@@ -34,53 +34,11 @@ CREATE TABLE IF NOT EXISTS case_store (
 );
 ";
 
-/// Version 1: SQLite's tables with PostgreSQL's types.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS inputs (
-    seq    BIGINT PRIMARY KEY,
-    at_ms  BIGINT NOT NULL,
-    kind   TEXT   NOT NULL,
-    actor  TEXT,
-    origin TEXT,
-    json   TEXT   NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS transitions (
-    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    seq     BIGINT NOT NULL,
-    case_id BIGINT NOT NULL,
-    at_ms   BIGINT NOT NULL,
-    kind    TEXT   NOT NULL,
-    json    TEXT   NOT NULL
-);
-CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
-
-CREATE TABLE IF NOT EXISTS cases (
-    case_id     BIGINT PRIMARY KEY,
-    opened_ms   BIGINT NOT NULL,
-    closed_ms   BIGINT,
-    stage       TEXT   NOT NULL,
-    severity    TEXT   NOT NULL,
-    street      TEXT   NOT NULL,
-    community   TEXT   NOT NULL,
-    grid        TEXT   NOT NULL,
-    building    TEXT   NOT NULL,
-    updated_seq BIGINT NOT NULL,
-    json        TEXT   NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
-CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
-CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
-
-CREATE TABLE IF NOT EXISTS snapshots (
-    upto_seq BIGINT PRIMARY KEY,
-    at_ms    BIGINT NOT NULL,
-    json     TEXT   NOT NULL
-);
-";
+/// The tables in PostgreSQL's dialect: seqs are written as the counter row hands them out,
+/// transitions numbered by an identity column (its gaps do not matter: it only orders).
+fn schema() -> String {
+    super::schema("BIGINT", "BIGINT PRIMARY KEY", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+}
 
 /// Serialises two gateways creating the schema in one database at the same time
 /// (`pg_advisory_xact_lock`; the number is arbitrary, the same in every version).
@@ -158,7 +116,7 @@ impl PostgresStore {
             return Err(StoreError::NewerSchema { store, found, supported: SCHEMA_VERSION });
         }
         if found < SCHEMA_VERSION {
-            tx.batch_execute(SCHEMA).map_err(&err)?;
+            tx.batch_execute(&schema()).map_err(&err)?;
             tx.execute(
                 "INSERT INTO case_store (schema_version, last_seq) VALUES ($1, 0) \
                  ON CONFLICT (only_row) DO UPDATE SET schema_version = excluded.schema_version",

@@ -16,54 +16,13 @@ use super::{
 // stalling the alarm loop for long.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS inputs (
-    -- AUTOINCREMENT: a plain rowid restarts at max + 1, so after pruning every logged input
-    -- a new input could get a seq that the snapshot already covers and be skipped on replay.
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms  INTEGER NOT NULL,
-    kind   TEXT    NOT NULL,
-    actor  TEXT,
-    origin TEXT,
-    json   TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS transitions (
-    id      INTEGER PRIMARY KEY,
-    seq     INTEGER NOT NULL,
-    case_id INTEGER NOT NULL,
-    at_ms   INTEGER NOT NULL,
-    kind    TEXT    NOT NULL,
-    json    TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
-
-CREATE TABLE IF NOT EXISTS cases (
-    case_id     INTEGER PRIMARY KEY,
-    opened_ms   INTEGER NOT NULL,
-    closed_ms   INTEGER,
-    stage       TEXT    NOT NULL,
-    severity    TEXT    NOT NULL,
-    street      TEXT    NOT NULL,
-    community   TEXT    NOT NULL,
-    grid        TEXT    NOT NULL,
-    building    TEXT    NOT NULL,
-    updated_seq INTEGER NOT NULL,
-    json        TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
-CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
-CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
-
-CREATE TABLE IF NOT EXISTS snapshots (
-    upto_seq INTEGER PRIMARY KEY,
-    at_ms    INTEGER NOT NULL,
-    json     TEXT    NOT NULL
-);
-";
+/// The tables in SQLite's dialect. `INTEGER PRIMARY KEY` makes the key the rowid;
+/// AUTOINCREMENT on the input log, because a plain rowid restarts at max + 1, so after pruning
+/// every logged input a new input could get a seq that the snapshot already covers and be
+/// skipped on replay.
+fn schema() -> String {
+    super::schema("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER PRIMARY KEY")
+}
 
 /// Wraps SQLite's error with what the store was doing.
 fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -106,7 +65,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         if found < SCHEMA_VERSION {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(open_err)?;
-            tx.execute_batch(SCHEMA).map_err(open_err)?;
+            tx.execute_batch(&schema()).map_err(open_err)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_err)?;
             tx.commit().map_err(open_err)?;
         }
