@@ -536,6 +536,45 @@ mod postgres_only {
         assert_eq!(seqs, [1, 2, 3], "no seq lost to the failed commit");
     }
 
+    /// A commit that went through but whose answer was lost: PostgreSQL cuts a session
+    /// that waits for a synchronous standby (here one that never comes) after writing the
+    /// commit locally. The alarm loop's retry (the same steps first) must not log them twice.
+    #[test]
+    fn a_commit_whose_answer_was_lost_is_not_logged_twice() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let mut admin = server.connect("postgres").unwrap();
+        let mut store =
+            CaseStore::open_postgres(&server.conninfo("postgres"), Some(server.password())).unwrap();
+        store.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
+
+        admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let cutter = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let waiting =
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+            while admin.query(waiting, &[]).unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "the commit never waited for the standby");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            admin.batch_execute("ALTER SYSTEM RESET synchronous_standby_names").unwrap();
+            admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        });
+        let lost = [input(2, "acknowledge", r#"{"n":2}"#), input(3, "tick", "")];
+        let err = store.commit(&lost).unwrap_err();
+        assert!(matches!(err, StoreError::Postgres { operation: "commit", .. }), "{err:?}");
+        cutter.join().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+
+        let retry = [lost[0], lost[1], input(4, "close", r#"{"n":4}"#)];
+        assert_eq!(store.commit(&retry).unwrap(), 4);
+        let got: Vec<_> = store.load().unwrap().inputs.iter().map(|i| (i.seq, i.at_ms)).collect();
+        assert_eq!(got, [(1, 1), (2, 2), (3, 3), (4, 4)], "the lost commit's steps once each");
+        // A doubt is settled once: the next commit is logged as it is.
+        assert_eq!(store.commit(&[lost[0]]).unwrap(), 5);
+    }
+
     #[test]
     fn a_large_number_is_refused_not_wrapped() {
         let (_fresh, mut store) = open_temp(&POSTGRES);

@@ -10,7 +10,12 @@
 //!   `synchronous_commit`; a session where it is `off` is set back to `on` on open, since
 //!   `off` may lose committed transactions in a server crash (manual, "Asynchronous Commit").
 //! - A lost connection fails the operation in progress and is opened again by the next one
-//!   (the alarm loop holds and retries what could not be stored).
+//!   (the alarm loop holds and retries what could not be stored). A connection lost while
+//!   `COMMIT` was on its way leaves the client not knowing whether the transaction went
+//!   through (PostgreSQL says so when it cuts a session waiting for a synchronous standby:
+//!   "the transaction has already committed locally"). The store remembers such a batch
+//!   ([`InDoubt`]); when the next commit starts with the same steps, as the alarm loop's retry
+//!   does, and the log shows that the batch did go through, those steps are not logged twice.
 
 use std::cell::{RefCell, RefMut};
 use std::path::Path;
@@ -51,6 +56,17 @@ pub(super) struct PostgresStore {
     database: String,
     /// `None` once the connection was found closed, until the next operation opens it again.
     conn: RefCell<Option<Connection>>,
+    /// The last batch whose `COMMIT` got no answer.
+    in_doubt: Option<InDoubt>,
+}
+
+/// A batch whose `COMMIT` was sent but never answered: it may be in the log or not.
+#[derive(Debug)]
+struct InDoubt {
+    /// The last seq before the batch.
+    before: u64,
+    /// Its steps, as `(at_ms, kind, input_json)`, to recognise them in a retry.
+    steps: Vec<(u64, String, String)>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -80,7 +96,7 @@ impl PostgresStore {
             config.password(password);
         }
         let database = describe(&config);
-        let store = PostgresStore { config, database, conn: RefCell::new(None) };
+        let store = PostgresStore { config, database, conn: RefCell::new(None), in_doubt: None };
         store.connection("open")?;
         Ok(store)
     }
@@ -148,7 +164,30 @@ impl PostgresStore {
         query(&mut conn.client).map_err(self.error(operation))
     }
 
-    fn commit_steps_on(&self, conn: &mut Connection, steps: &[Step<'_>]) -> Result<u64, StoreError> {
+    /// How many of `steps`, from the first, an [`InDoubt`] batch already logged: all of it if
+    /// the log grew by exactly that batch and `steps` starts with it, else none.
+    fn already_logged(
+        &self,
+        conn: &mut Connection,
+        in_doubt: &InDoubt,
+        steps: &[Step<'_>],
+    ) -> Result<usize, StoreError> {
+        let logged = last_seq(&mut conn.client).map_err(self.error("commit"))?;
+        let n = in_doubt.steps.len();
+        let retried = steps.len() >= n
+            && steps.iter().zip(&in_doubt.steps).all(|(step, (at_ms, kind, input))| {
+                (step.at_ms, step.kind, step.input_json) == (*at_ms, kind.as_str(), input.as_str())
+            });
+        Ok(if retried && logged == in_doubt.before + n as u64 { n } else { 0 })
+    }
+
+    /// Commits `steps` in one transaction; a `COMMIT` that got no answer leaves `doubt` set.
+    fn commit_steps_on(
+        &self,
+        conn: &mut Connection,
+        steps: &[Step<'_>],
+        doubt: &mut Option<InDoubt>,
+    ) -> Result<u64, StoreError> {
         let err = self.error("commit");
         let signed = |value| signed("commit", value);
         let mut tx = conn.client.transaction().map_err(&err)?;
@@ -186,7 +225,19 @@ impl PostgresStore {
                 tx.execute(&conn.case, &values).map_err(&err)?;
             }
         }
-        tx.commit().map_err(&err)?;
+        if let Err(error) = tx.commit() {
+            // With the connection still open PostgreSQL answered, so it rolled back.
+            if conn.client.is_closed() {
+                *doubt = Some(InDoubt {
+                    before: unsigned(last - count),
+                    steps: steps
+                        .iter()
+                        .map(|s| (s.at_ms, s.kind.to_owned(), s.input_json.to_owned()))
+                        .collect(),
+                });
+            }
+            return Err(err(error));
+        }
         Ok(unsigned(last))
     }
 }
@@ -202,7 +253,28 @@ impl Backend for PostgresStore {
 
     fn commit_steps(&mut self, steps: &[Step<'_>]) -> Result<u64, StoreError> {
         let mut conn = self.connection("commit")?;
-        self.commit_steps_on(&mut conn, steps)
+        let skip = match &self.in_doubt {
+            Some(in_doubt) => self.already_logged(&mut conn, in_doubt, steps)?,
+            None => 0,
+        };
+        if skip > 0 {
+            tracing::warn!(
+                steps = skip,
+                "A case-store commit whose answer was lost did go through; its retry is not logged twice."
+            );
+        }
+        let mut doubt = None;
+        let result = match &steps[skip..] {
+            [] => last_seq(&mut conn.client).map_err(self.error("commit")),
+            rest => self.commit_steps_on(&mut conn, rest, &mut doubt),
+        };
+        drop(conn);
+        // A failure short of `COMMIT` leaves an earlier doubt as it was: the retry still
+        // starts with that batch.
+        if result.is_ok() || doubt.is_some() {
+            self.in_doubt = doubt;
+        }
+        result
     }
 
     fn save_snapshot(&mut self, upto_seq: u64, at_ms: u64, json: &str) -> Result<(), StoreError> {
