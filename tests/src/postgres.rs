@@ -82,7 +82,9 @@ impl Postgres {
         format!("host={} port={} user={USER} dbname={dbname} connect_timeout=10", self.host(), self.port())
     }
 
-    /// A client connected to `dbname` as the superuser.
+    /// A client connected to `dbname` as the superuser. It is the synchronous `postgres`
+    /// client, which panics on a thread that drives async tasks: in a tokio test, use it
+    /// inside `tokio::task::block_in_place` or `spawn_blocking`.
     ///
     /// # Errors
     /// [`Error::Server`] when the connection or the login fails.
@@ -95,11 +97,13 @@ impl Postgres {
     /// # Errors
     /// [`Error::Server`] when PostgreSQL refuses, e.g. because it exists.
     pub fn create_database(&self, name: &str) -> Result<String> {
-        let mut client = self.connect("postgres")?;
         // An identifier cannot be a bind parameter; quoting it is PostgreSQL's own rule
         // (SQL standard delimited identifiers, `"` doubled inside).
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        client.batch_execute(&format!("CREATE DATABASE {quoted}")).map_err(server_error)?;
+        off_runtime(|| {
+            let mut client = self.connect("postgres")?;
+            client.batch_execute(&format!("CREATE DATABASE {quoted}")).map_err(server_error)
+        })?;
         Ok(self.conninfo(name))
     }
 }
@@ -120,6 +124,12 @@ fn connect(conninfo: &str, password: &str) -> Result<postgres::Client> {
     let mut config: postgres::Config = conninfo.parse().map_err(server_error)?;
     config.password(password);
     config.connect(postgres::NoTls).map_err(server_error)
+}
+
+/// Runs `f` on a thread of its own, so that the synchronous client works from a tokio test's
+/// thread too, like the rest of the harness.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(f).join().expect("the PostgreSQL client does not panic"))
 }
 
 /// 24 random letters and digits: unique enough that a test can search a message for it.
@@ -290,9 +300,9 @@ impl ServerKind for PostgresKind {
     fn is_ready(&self, ports: &[u16]) -> bool {
         let conninfo =
             format!("host=127.0.0.1 port={} user={USER} dbname=postgres connect_timeout=2", ports[0]);
-        let probe = connect(&conninfo, &self.password).and_then(|mut client| {
-            client.simple_query("SELECT 1").map_err(server_error)?;
-            Ok(())
+        let probe = off_runtime(|| {
+            let mut client = connect(&conninfo, &self.password)?;
+            client.simple_query("SELECT 1").map_err(server_error).map(drop)
         });
         if probe.is_err() {
             // The server refuses connections while it starts up or replays WAL.

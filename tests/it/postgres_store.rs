@@ -1,4 +1,6 @@
-//! The case store through a PostgreSQL failover: a primary with a synchronous streaming standby
+//! The case store in PostgreSQL: the `firegrid` binary with `[alerting.store] postgres` between
+//! a real Mosquitto and a webhook receiver, its cases in a real PostgreSQL across a `kill -9`;
+//! and the store through a PostgreSQL failover: a primary with a synchronous streaming standby
 //! (`pg_basebackup -R`, `synchronous_standby_names = '*'`), cases committed on the primary,
 //! the primary killed with SIGKILL, the standby promoted (`pg_ctl promote`), and the store
 //! reopened on it: every commit that returned is there, and new commits go on from the last
@@ -9,10 +11,100 @@
 //! and promotion replays all of it. With asynchronous replication the last commits before a
 //! crash may be missing on the standby.
 
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firegrid_gateway::cases::store::{CaseFilter, CaseRow, CaseStore, Step, TransitionRow};
-use firegrid_tests::Postgres;
+use firegrid_protocol::{
+    DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
+};
+use firegrid_tests::{Firegrid, Mosquitto, Postgres, WebhookReceiver};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+/// An unknown detector's alarm in village `fuhai-1`.
+fn alarm(dev: &str) -> (String, Vec<u8>) {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let dev = DeviceId::new(dev).unwrap();
+    let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
+    let msg = Uplink::new(dev.clone(), 1, 1, now_ms, body);
+    let topic =
+        Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev, UplinkKind::State).to_buf().to_string();
+    (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
+}
+
+/// Rows in `table`. The synchronous client must not run on the async test's worker thread.
+fn count(server: &Postgres, table: &str) -> i64 {
+    tokio::task::block_in_place(|| {
+        let mut client = server.connect("firegrid").unwrap();
+        client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).unwrap().get(0)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let server = Postgres::start().unwrap();
+    let conninfo = server.create_database("firegrid").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres-password");
+    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
+    let (broker_port, hook_port) = (broker.port(), hook.port());
+    let config = move |dir: &Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "gw-postgres"
+max_backoff = "500ms"
+[alerting]
+routes = {{ "*" = ["hook"] }}
+[alerting.store]
+postgres = "{conninfo}"
+password_file = "{password_file}"
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "test-secret"
+"#,
+            data = dir.join("data").display(),
+            password_file = password_file.display(),
+        )
+    };
+    let mut gateway = Firegrid::start(config).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", broker_port), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let page =
+        hook.wait("the unplaced case", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    let case = page["case_id"].as_i64().unwrap();
+
+    let stage: String = tokio::task::block_in_place(|| {
+        let mut client = server.connect("firegrid").unwrap();
+        client.query_one("SELECT stage FROM cases WHERE case_id = $1", &[&case]).unwrap().get(0)
+    });
+    assert!(!stage.is_empty());
+    assert!(count(&server, "inputs") >= 1 && count(&server, "transitions") >= 1);
+    let data = gateway.dir().join("data");
+    assert!(!data.join("cases.sqlite").exists(), "no SQLite case store beside PostgreSQL");
+    assert!(data.join("notify-outbox.sqlite").exists(), "the outbox stays in SQLite");
+
+    // After kill -9 the gateway replays from PostgreSQL: the case is there, not paged anew.
+    let inputs = count(&server, "inputs");
+    gateway.kill().unwrap();
+    gateway.restart().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(count(&server, "inputs") >= inputs);
+    assert_eq!(count(&server, "cases"), 1);
+    let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+    assert!(log.contains("The case store is in PostgreSQL."), "{log}");
+    assert!(!log.contains(server.password()), "the password is never logged");
+}
 
 /// One batch of steps: each opens or updates a case, with one transition.
 fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
