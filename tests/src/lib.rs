@@ -1,8 +1,9 @@
 //! Real servers for firegrid's integration tests and benchmarks.
 //!
-//! Each of [`Mosquitto`] (MQTT broker), [`InfluxDb1`] (InfluxDB 1.x) and [`VictoriaMetrics`]
-//! starts the Debian-packaged server as a child process on free 127.0.0.1 port(s) with its own
-//! temp dir for config, data and log, waits until it answers, and stops it when dropped, even
+//! Each of [`Mosquitto`] (MQTT broker), [`InfluxDb1`] (InfluxDB 1.x), [`VictoriaMetrics`] and
+//! [`Postgres`] (PostgreSQL, also as a streaming standby of another) starts the
+//! Debian-packaged server as a child process on free 127.0.0.1 port(s) with its own temp dir
+//! for config, data and log, waits until it answers, and stops it when dropped, even
 //! when the test panics. `restart()` brings it back on the same port with the same data, so a
 //! test can check what survives; `kill()` simulates a crash. They share one supervision core,
 //! [`ServerProcess`], which any other server can use by implementing [`ServerKind`].

@@ -73,7 +73,8 @@ pub enum StoreError {
     /// The store was written by a newer gateway, whose schema this one does not know.
     #[error(
         "case store {store} has schema version {found}, but this gateway knows only up to \
-         {supported}: run the newer gateway, or move the file (drop the tables) away to start empty"
+         {supported}: run the newer gateway, or start on an empty store (move the file away, \
+         or drop the tables)"
     )]
     NewerSchema {
         /// The file, or the PostgreSQL database (`user@host:port/dbname`, never the password).
