@@ -731,3 +731,67 @@ const COUNT_INPUTS: &str = "SELECT count(*), count(*) FILTER (WHERE seq > $1) FR
 
 const COUNT_CASES: &str = "SELECT count(*) FILTER (WHERE closed_ms IS NULL), \
      count(*) FILTER (WHERE closed_ms IS NOT NULL) FROM cases";
+
+/// A result row of either backend, read column by column, so that each row type is put
+/// together in one place.
+trait Columns {
+    type Error;
+    fn number(&self, column: usize) -> Result<u64, Self::Error>;
+    fn optional_number(&self, column: usize) -> Result<Option<u64>, Self::Error>;
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
+}
+
+impl Snapshot {
+    /// From `upto_seq, at_ms, json`.
+    fn read<R: Columns>(row: &R) -> Result<Snapshot, R::Error> {
+        Ok(Snapshot { upto_seq: row.number(0)?, at_ms: row.number(1)?, json: row.text(2)? })
+    }
+}
+
+impl LoggedInput {
+    /// From `seq, at_ms, kind, json`.
+    fn read<R: Columns>(row: &R) -> Result<LoggedInput, R::Error> {
+        Ok(LoggedInput { seq: row.number(0)?, at_ms: row.number(1)?, kind: row.text(2)?, json: row.text(3)? })
+    }
+}
+
+impl StoredTransition {
+    /// From `seq, at_ms, kind, json`, like a logged input.
+    fn read<R: Columns>(row: &R) -> Result<StoredTransition, R::Error> {
+        let LoggedInput { seq, at_ms, kind, json } = LoggedInput::read(row)?;
+        Ok(StoredTransition { seq, at_ms, kind, json })
+    }
+}
+
+impl StoredCase {
+    /// From [`CASE_COLUMNS`].
+    fn read<R: Columns>(row: &R) -> Result<StoredCase, R::Error> {
+        Ok(StoredCase {
+            case_id: row.number(0)?,
+            opened_ms: row.number(1)?,
+            closed_ms: row.optional_number(2)?,
+            stage: row.text(3)?,
+            severity: row.text(4)?,
+            street: row.text(5)?,
+            community: row.text(6)?,
+            grid: row.text(7)?,
+            building: row.text(8)?,
+            updated_seq: row.number(9)?,
+            json: row.text(10)?,
+        })
+    }
+}
+
+impl AuditEntry {
+    /// From `seq, at_ms, kind, actor, origin, json`.
+    fn read<R: Columns>(row: &R) -> Result<AuditEntry, R::Error> {
+        Ok(AuditEntry {
+            seq: row.number(0)?,
+            at_ms: row.number(1)?,
+            kind: row.text(2)?,
+            actor: row.text(3)?,
+            origin: row.text(4)?,
+            json: row.text(5)?,
+        })
+    }
+}

@@ -25,8 +25,8 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::{
-    AuditEntry, Backend, CASE_COLUMNS, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION, SNAPSHOTS_KEPT,
-    Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
+    AuditEntry, Backend, CASE_COLUMNS, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
+    SNAPSHOTS_KEPT, Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
 };
 
 /// The store's own row: its schema version and the last seq handed out. Created before the
@@ -295,27 +295,14 @@ impl Backend for PostgresStore {
     fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError> {
         self.read("load", |client| {
             let row = client.query_opt(super::SNAPSHOT_AT, &[&nth])?;
-            row.map(|row| {
-                Ok(Snapshot { upto_seq: number(&row, 0)?, at_ms: number(&row, 1)?, json: row.try_get(2)? })
-            })
-            .transpose()
+            row.as_ref().map(Snapshot::read).transpose()
         })
     }
 
     fn inputs_after(&self, after: u64) -> Result<Vec<LoggedInput>, StoreError> {
         let after = signed("load", after)?;
         self.read("load", |client| {
-            let rows = client.query(super::INPUTS_AFTER, &[&after])?;
-            rows.iter()
-                .map(|row| {
-                    Ok(LoggedInput {
-                        seq: number(row, 0)?,
-                        at_ms: number(row, 1)?,
-                        kind: row.try_get(2)?,
-                        json: row.try_get(3)?,
-                    })
-                })
-                .collect()
+            client.query(super::INPUTS_AFTER, &[&after])?.iter().map(LoggedInput::read).collect()
         })
     }
 
@@ -324,24 +311,14 @@ impl Backend for PostgresStore {
         self.read("case", |client| {
             let row = client
                 .query_opt(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"), &[&case_id])?;
-            row.as_ref().map(stored_case).transpose()
+            row.as_ref().map(StoredCase::read).transpose()
         })
     }
 
     fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError> {
         let case_id = signed("timeline", case_id)?;
         self.read("timeline", |client| {
-            let rows = client.query(super::TIMELINE, &[&case_id])?;
-            rows.iter()
-                .map(|row| {
-                    Ok(StoredTransition {
-                        seq: number(row, 0)?,
-                        at_ms: number(row, 1)?,
-                        kind: row.try_get(2)?,
-                        json: row.try_get(3)?,
-                    })
-                })
-                .collect()
+            client.query(super::TIMELINE, &[&case_id])?.iter().map(StoredTransition::read).collect()
         })
     }
 
@@ -361,25 +338,13 @@ impl Backend for PostgresStore {
                 FilterValue::Integer(_) => number as &(dyn ToSql + Sync),
             })
             .collect();
-        self.read("list", |client| client.query(sql_text, &bound)?.iter().map(stored_case).collect())
+        self.read("list", |client| client.query(sql_text, &bound)?.iter().map(StoredCase::read).collect())
     }
 
     fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let (since_ms, limit) = (signed("audit log", since_ms)?, i64::from(limit));
         self.read("audit log", |client| {
-            let rows = client.query(super::AUDIT_LOG, &[&since_ms, &limit])?;
-            rows.iter()
-                .map(|row| {
-                    Ok(AuditEntry {
-                        seq: number(row, 0)?,
-                        at_ms: number(row, 1)?,
-                        kind: row.try_get(2)?,
-                        actor: row.try_get(3)?,
-                        origin: row.try_get(4)?,
-                        json: row.try_get(5)?,
-                    })
-                })
-                .collect()
+            client.query(super::AUDIT_LOG, &[&since_ms, &limit])?.iter().map(AuditEntry::read).collect()
         })
     }
 
@@ -412,13 +377,13 @@ impl Backend for PostgresStore {
                 &[],
             )?;
             Ok(StoreStats {
-                inputs: number(&counts, 0)?,
+                inputs: counts.number(0)?,
                 last_seq,
                 snapshot_seq,
-                inputs_since_snapshot: number(&counts, 1)?,
-                open_cases: number(&cases, 0)?,
-                closed_cases: number(&cases, 1)?,
-                file_bytes: number(&size, 0)?,
+                inputs_since_snapshot: counts.number(1)?,
+                open_cases: cases.number(0)?,
+                closed_cases: cases.number(1)?,
+                file_bytes: size.number(0)?,
             })
         })
     }
@@ -474,32 +439,28 @@ fn unsigned(value: i64) -> u64 {
     value.max(0) as u64
 }
 
-fn number(row: &Row, column: usize) -> Result<u64, postgres::Error> {
-    row.try_get::<_, i64>(column).map(unsigned)
-}
+impl Columns for Row {
+    type Error = postgres::Error;
 
-fn stored_case(row: &Row) -> Result<StoredCase, postgres::Error> {
-    Ok(StoredCase {
-        case_id: number(row, 0)?,
-        opened_ms: number(row, 1)?,
-        closed_ms: row.try_get::<_, Option<i64>>(2)?.map(unsigned),
-        stage: row.try_get(3)?,
-        severity: row.try_get(4)?,
-        street: row.try_get(5)?,
-        community: row.try_get(6)?,
-        grid: row.try_get(7)?,
-        building: row.try_get(8)?,
-        updated_seq: number(row, 9)?,
-        json: row.try_get(10)?,
-    })
+    fn number(&self, column: usize) -> Result<u64, postgres::Error> {
+        self.try_get::<_, i64>(column).map(unsigned)
+    }
+
+    fn optional_number(&self, column: usize) -> Result<Option<u64>, postgres::Error> {
+        Ok(self.try_get::<_, Option<i64>>(column)?.map(unsigned))
+    }
+
+    fn text(&self, column: usize) -> Result<String, postgres::Error> {
+        self.try_get(column)
+    }
 }
 
 fn last_seq(client: &mut impl postgres::GenericClient) -> Result<u64, postgres::Error> {
     let row = client.query_opt("SELECT last_seq FROM case_store", &[])?;
-    row.map_or(Ok(0), |row| number(&row, 0))
+    row.map_or(Ok(0), |row| row.number(0))
 }
 
 /// The kept snapshots' `upto_seq`, newest first.
 fn snapshot_seqs(client: &mut impl postgres::GenericClient) -> Result<Vec<u64>, postgres::Error> {
-    client.query(super::SNAPSHOT_SEQS, &[])?.iter().map(|row| number(row, 0)).collect()
+    client.query(super::SNAPSHOT_SEQS, &[])?.iter().map(|row| row.number(0)).collect()
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 
 use super::{
-    AuditEntry, Backend, CASE_COLUMNS, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION, SNAPSHOTS_KEPT,
-    Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
+    AuditEntry, Backend, CASE_COLUMNS, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
+    SNAPSHOTS_KEPT, Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
 };
 
 // Only one connection writes, so waiting on a lock means someone else has the file open: an
@@ -103,41 +103,28 @@ impl Backend for SqliteStore {
 
     fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError> {
         self.conn
-            .query_row(super::SNAPSHOT_AT, [nth], |row| {
-                Ok(Snapshot { upto_seq: row.get(0)?, at_ms: row.get(1)?, json: row.get(2)? })
-            })
+            .query_row(super::SNAPSHOT_AT, [nth], |row| Snapshot::read(row))
             .optional()
             .map_err(sql("load"))
     }
 
     fn inputs_after(&self, after: u64) -> Result<Vec<LoggedInput>, StoreError> {
-        query_all(&self.conn, super::INPUTS_AFTER, &[&after], |row| {
-            Ok(LoggedInput { seq: row.get(0)?, at_ms: row.get(1)?, kind: row.get(2)?, json: row.get(3)? })
-        })
-        .map_err(sql("load"))
+        query_all(&self.conn, super::INPUTS_AFTER, &[&after], |row| LoggedInput::read(row))
+            .map_err(sql("load"))
     }
 
     fn case(&self, case_id: u64) -> Result<Option<StoredCase>, StoreError> {
         self.conn
-            .query_row(
-                &format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"),
-                [case_id],
-                stored_case,
-            )
+            .query_row(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"), [case_id], |row| {
+                StoredCase::read(row)
+            })
             .optional()
             .map_err(sql("case"))
     }
 
     fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError> {
-        query_all(&self.conn, super::TIMELINE, &[&case_id], |row| {
-            Ok(StoredTransition {
-                seq: row.get(0)?,
-                at_ms: row.get(1)?,
-                kind: row.get(2)?,
-                json: row.get(3)?,
-            })
-        })
-        .map_err(sql("timeline"))
+        query_all(&self.conn, super::TIMELINE, &[&case_id], |row| StoredTransition::read(row))
+            .map_err(sql("timeline"))
     }
 
     fn list(&self, sql_text: &str, values: &[FilterValue<'_>]) -> Result<Vec<StoredCase>, StoreError> {
@@ -148,21 +135,12 @@ impl Backend for SqliteStore {
                 FilterValue::Integer(number) => number as &dyn ToSql,
             })
             .collect();
-        query_all(&self.conn, sql_text, &values, stored_case).map_err(sql("list"))
+        query_all(&self.conn, sql_text, &values, |row| StoredCase::read(row)).map_err(sql("list"))
     }
 
     fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        query_all(&self.conn, super::AUDIT_LOG, &[&since_ms, &limit], |row| {
-            Ok(AuditEntry {
-                seq: row.get(0)?,
-                at_ms: row.get(1)?,
-                kind: row.get(2)?,
-                actor: row.get(3)?,
-                origin: row.get(4)?,
-                json: row.get(5)?,
-            })
-        })
-        .map_err(sql("audit log"))
+        query_all(&self.conn, super::AUDIT_LOG, &[&since_ms, &limit], |row| AuditEntry::read(row))
+            .map_err(sql("audit log"))
     }
 
     fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
@@ -233,20 +211,20 @@ impl Backend for SqliteStore {
     }
 }
 
-fn stored_case(row: &Row<'_>) -> rusqlite::Result<StoredCase> {
-    Ok(StoredCase {
-        case_id: row.get(0)?,
-        opened_ms: row.get(1)?,
-        closed_ms: row.get(2)?,
-        stage: row.get(3)?,
-        severity: row.get(4)?,
-        street: row.get(5)?,
-        community: row.get(6)?,
-        grid: row.get(7)?,
-        building: row.get(8)?,
-        updated_seq: row.get(9)?,
-        json: row.get(10)?,
-    })
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn number(&self, column: usize) -> rusqlite::Result<u64> {
+        self.get(column)
+    }
+
+    fn optional_number(&self, column: usize) -> rusqlite::Result<Option<u64>> {
+        self.get(column)
+    }
+
+    fn text(&self, column: usize) -> rusqlite::Result<String> {
+        self.get(column)
+    }
 }
 
 fn query_all<T>(
