@@ -688,17 +688,22 @@ CREATE TABLE IF NOT EXISTS snapshots (
 const CASE_COLUMNS: &str =
     "case_id, opened_ms, closed_ms, stage, severity, street, community, grid, building, updated_seq, json";
 
-const INSERT_TRANSITION: &str =
-    "INSERT INTO transitions (seq, case_id, at_ms, kind, json) VALUES ($1, $2, $3, $4, $5)";
+/// Inserts transitions, their rows given as `rows` (`VALUES` or a `SELECT`).
+fn insert_transitions(rows: &str) -> String {
+    format!("INSERT INTO transitions (seq, case_id, at_ms, kind, json) {rows}")
+}
 
-const UPSERT_CASE: &str = "INSERT INTO cases (case_id, opened_ms, closed_ms, stage, severity, street, \
-                                             community, grid, building, updated_seq, json) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-     ON CONFLICT (case_id) DO UPDATE SET \
-        opened_ms = excluded.opened_ms, closed_ms = excluded.closed_ms, stage = excluded.stage, \
-        severity = excluded.severity, street = excluded.street, community = excluded.community, \
-        grid = excluded.grid, building = excluded.building, updated_seq = excluded.updated_seq, \
-        json = excluded.json";
+/// Inserts or replaces cases, their rows (in [`CASE_COLUMNS`] order) given as `rows`.
+fn upsert_cases(rows: &str) -> String {
+    format!(
+        "INSERT INTO cases ({CASE_COLUMNS}) {rows} \
+         ON CONFLICT (case_id) DO UPDATE SET \
+            opened_ms = excluded.opened_ms, closed_ms = excluded.closed_ms, stage = excluded.stage, \
+            severity = excluded.severity, street = excluded.street, community = excluded.community, \
+            grid = excluded.grid, building = excluded.building, updated_seq = excluded.updated_seq, \
+            json = excluded.json"
+    )
+}
 
 const PRUNE_TRANSITIONS: &str = "DELETE FROM transitions WHERE case_id IN \
      (SELECT case_id FROM cases WHERE closed_ms IS NOT NULL AND closed_ms < $1)";

@@ -18,6 +18,7 @@
 //!   does, and the log shows that the batch did go through, those steps are not logged twice.
 
 use std::cell::{RefCell, RefMut};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use postgres::config::Host;
@@ -25,8 +26,9 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::{
-    AuditEntry, Backend, CASE_COLUMNS, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
-    SNAPSHOTS_KEPT, Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, check_snapshot,
+    AuditEntry, Backend, CASE_COLUMNS, CaseRow, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
+    SNAPSHOTS_KEPT, Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, TransitionRow,
+    check_snapshot,
 };
 
 /// The store's own row: its schema version and the last seq handed out. Created before the
@@ -79,9 +81,9 @@ impl std::fmt::Debug for PostgresStore {
 struct Connection {
     client: Client,
     bump_seq: Statement,
-    input: Statement,
-    transition: Statement,
-    case: Statement,
+    inputs: Statement,
+    transitions: Statement,
+    cases: Statement,
 }
 
 impl PostgresStore {
@@ -144,14 +146,31 @@ impl PostgresStore {
         let bump_seq = client
             .prepare("UPDATE case_store SET last_seq = last_seq + $1 RETURNING last_seq")
             .map_err(&err)?;
-        let input = client
+        // A batch's rows go in one statement per table, as arrays (`unnest`): a commit is then
+        // six round trips whatever its size, where one statement per row made a batch of 100
+        // cost 300 (BENCHMARKS.md).
+        let inputs = client
             .prepare(
-                "INSERT INTO inputs (seq, at_ms, kind, actor, origin, json) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO inputs (seq, at_ms, kind, actor, origin, json) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
             )
             .map_err(&err)?;
-        let transition = client.prepare(super::INSERT_TRANSITION).map_err(&err)?;
-        let case = client.prepare(super::UPSERT_CASE).map_err(&err)?;
-        Ok(Connection { client, bump_seq, input, transition, case })
+        // In the order given (WITH ORDINALITY), so that `id` orders a timeline's transitions
+        // of one millisecond as they were committed.
+        let transitions = client
+            .prepare(&super::insert_transitions(
+                "SELECT seq, case_id, at_ms, kind, json FROM unnest($1::bigint[], $2::bigint[], \
+                 $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY AS t (seq, case_id, at_ms, kind, json, n) \
+                 ORDER BY n",
+            ))
+            .map_err(&err)?;
+        let cases = client
+            .prepare(&super::upsert_cases(
+                "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[])",
+            ))
+            .map_err(&err)?;
+        Ok(Connection { client, bump_seq, inputs, transitions, cases })
     }
 
     /// Runs a read on the connection.
@@ -193,37 +212,66 @@ impl PostgresStore {
         let mut tx = conn.client.transaction().map_err(&err)?;
         let count = signed(steps.len() as u64)?;
         let last: i64 = tx.query_one(&conn.bump_seq, &[&count]).map_err(&err)?.try_get(0).map_err(&err)?;
-        for (seq, step) in (last - count + 1..).zip(steps) {
-            let (actor, origin) = step.audit.map(|a| (&a.actor, &a.origin)).unzip();
-            tx.execute(
-                &conn.input,
-                &[&seq, &signed(step.at_ms)?, &step.kind, &actor, &origin, &step.input_json],
-            )
-            .map_err(&err)?;
-            for t in step.transitions {
-                tx.execute(
-                    &conn.transition,
-                    &[&seq, &signed(t.case_id)?, &signed(t.at_ms)?, &t.kind, &t.json],
-                )
-                .map_err(&err)?;
+        let seqs: Vec<i64> = (last - count + 1..=last).collect();
+        let at_ms = steps.iter().map(|s| signed(s.at_ms)).collect::<Result<Vec<_>, _>>()?;
+        let kinds: Vec<&str> = steps.iter().map(|s| s.kind).collect();
+        let actors: Vec<Option<&str>> = steps.iter().map(|s| s.audit.map(|a| a.actor.as_str())).collect();
+        let origins: Vec<Option<&str>> = steps.iter().map(|s| s.audit.map(|a| a.origin.as_str())).collect();
+        let jsons: Vec<&str> = steps.iter().map(|s| s.input_json).collect();
+        tx.execute(&conn.inputs, &[&seqs, &at_ms, &kinds, &actors, &origins, &jsons]).map_err(&err)?;
+
+        let transitions: Vec<(i64, &TransitionRow<'_>)> = seqs
+            .iter()
+            .zip(steps)
+            .flat_map(|(&seq, s)| s.transitions.iter().map(move |t| (seq, t)))
+            .collect();
+        if !transitions.is_empty() {
+            let t_seqs: Vec<i64> = transitions.iter().map(|(seq, _)| *seq).collect();
+            let case_ids =
+                transitions.iter().map(|(_, t)| signed(t.case_id)).collect::<Result<Vec<_>, _>>()?;
+            let t_at = transitions.iter().map(|(_, t)| signed(t.at_ms)).collect::<Result<Vec<_>, _>>()?;
+            let t_kinds: Vec<&str> = transitions.iter().map(|(_, t)| t.kind).collect();
+            let t_jsons: Vec<&str> = transitions.iter().map(|(_, t)| t.json).collect();
+            tx.execute(&conn.transitions, &[&t_seqs, &case_ids, &t_at, &t_kinds, &t_jsons]).map_err(&err)?;
+        }
+
+        // One row per case, its last state in the batch: an upsert may not touch a row twice
+        // in one statement, and each later step replaced the earlier one anyway.
+        let mut latest: BTreeMap<u64, (i64, &CaseRow<'_>)> = BTreeMap::new();
+        for (&seq, step) in seqs.iter().zip(steps) {
+            for case in step.cases {
+                latest.insert(case.case_id, (seq, case));
             }
-            for c in step.cases {
-                let closed_ms = c.closed_ms.map(signed).transpose()?;
-                let values: [&(dyn ToSql + Sync); 11] = [
-                    &signed(c.case_id)?,
-                    &signed(c.opened_ms)?,
-                    &closed_ms,
-                    &c.stage,
-                    &c.severity,
-                    &c.street,
-                    &c.community,
-                    &c.grid,
-                    &c.building,
-                    &seq,
-                    &c.json,
-                ];
-                tx.execute(&conn.case, &values).map_err(&err)?;
-            }
+        }
+        if !latest.is_empty() {
+            let rows: Vec<&(i64, &CaseRow<'_>)> = latest.values().collect();
+            let numbers = |f: fn(&CaseRow<'_>) -> u64| {
+                rows.iter().map(|(_, c)| signed(f(c))).collect::<Result<Vec<_>, _>>()
+            };
+            let texts = |f: for<'c> fn(&'c CaseRow<'_>) -> &'c str| {
+                rows.iter().map(|(_, c)| f(c)).collect::<Vec<&str>>()
+            };
+            let ids = numbers(|c| c.case_id)?;
+            let opened = numbers(|c| c.opened_ms)?;
+            let closed = rows
+                .iter()
+                .map(|(_, c)| c.closed_ms.map(signed).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            let updated: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+            let values: [&(dyn ToSql + Sync); 11] = [
+                &ids,
+                &opened,
+                &closed,
+                &texts(|c| c.stage),
+                &texts(|c| c.severity),
+                &texts(|c| c.street),
+                &texts(|c| c.community),
+                &texts(|c| c.grid),
+                &texts(|c| c.building),
+                &updated,
+                &texts(|c| c.json),
+            ];
+            tx.execute(&conn.cases, &values).map_err(&err)?;
         }
         if let Err(error) = tx.commit() {
             // With the connection still open PostgreSQL answered, so it rolled back.

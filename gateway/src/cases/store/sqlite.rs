@@ -259,8 +259,9 @@ fn commit_steps(conn: &mut Connection, steps: &[Step<'_>]) -> rusqlite::Result<u
         let mut input = tx.prepare_cached(
             "INSERT INTO inputs (at_ms, kind, actor, origin, json) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        let mut transition = tx.prepare_cached(super::INSERT_TRANSITION)?;
-        let mut case = tx.prepare_cached(super::UPSERT_CASE)?;
+        let mut transition = tx.prepare_cached(&super::insert_transitions("VALUES ($1, $2, $3, $4, $5)"))?;
+        let mut case =
+            tx.prepare_cached(&super::upsert_cases("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))?;
         for step in steps {
             let (actor, origin) = step.audit.map(|a| (&a.actor, &a.origin)).unzip();
             seq = input.insert(params![step.at_ms, step.kind, actor, origin, step.input_json])?;
