@@ -452,6 +452,9 @@ impl Config {
         if let Err(message) = alerting.engine.validate() {
             problem("[alerting.engine]", message);
         }
+        if let Some(message) = alerting.store.problem() {
+            problem("[alerting.store]", message);
+        }
         if let Some(desk) = &alerting.unplaced_desk
             && let Err(e) = desk.parse::<firegrid_alerting::Scope>()
         {
@@ -650,6 +653,43 @@ mod tests {
         let liveness = format!("{mqtt}[alerting]\nenabled = false\n[registry]\ncsv = {registry:?}\n");
         assert!(refused(&liveness));
         assert!(!refused(&format!("{mqtt}[alerting]\nenabled = false\n")));
+    }
+
+    #[test]
+    fn the_case_store_can_be_put_in_postgresql_without_a_password_in_the_file() {
+        let load = |conninfo: &str| {
+            let vars = [("FIREGRID_ALERTING__STORE__POSTGRES", conninfo)];
+            Config::load(None, env(&vars)).unwrap()
+        };
+        assert_eq!(Config::default().alerting.store, crate::cases::StoreConfig::default());
+        let cfg = load("host=db.example user=firegrid dbname=firegrid");
+        assert_eq!(
+            cfg.alerting.store.postgres.as_deref(),
+            Some("host=db.example user=firegrid dbname=firegrid")
+        );
+        assert!(cfg.alerting.store.problem().is_none());
+        for (conninfo, expected) in [
+            ("host=db.example password=hunter22", "not in the connection string"),
+            ("postgresql://firegrid:hunter22@db.example/firegrid", "not in the connection string"),
+            ("host=db.example port=hunter22", "not a connection string"),
+        ] {
+            let message = load(conninfo).check().unwrap_err().to_string();
+            assert!(message.contains("[alerting.store]") && message.contains(expected), "{message}");
+            assert!(!message.contains("hunter22"), "{message}");
+        }
+
+        // The password: the file's first line, else the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cr3t\n").unwrap();
+        let from_env =
+            |name: &str| (name == crate::cases::POSTGRES_PASSWORD_ENV).then(|| "from-env".to_owned());
+        let mut store = cfg.alerting.store;
+        assert_eq!(store.password(from_env).unwrap().as_deref(), Some("from-env"));
+        store.password_file = Some(file);
+        assert_eq!(store.password(from_env).unwrap().as_deref(), Some("s3cr3t"));
+        store.password_file = Some(dir.path().join("missing"));
+        assert!(store.password(from_env).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Real servers for firegrid's integration tests and benchmarks.
 //!
-//! Each of [`Mosquitto`] (MQTT broker), [`InfluxDb1`] (InfluxDB 1.x) and [`VictoriaMetrics`]
-//! starts the Debian-packaged server as a child process on free 127.0.0.1 port(s) with its own
-//! temp dir for config, data and log, waits until it answers, and stops it when dropped, even
+//! Each of [`Mosquitto`] (MQTT broker), [`InfluxDb1`] (InfluxDB 1.x), [`VictoriaMetrics`] and
+//! [`Postgres`] (PostgreSQL, also as a streaming standby of another) starts the
+//! Debian-packaged server as a child process on free 127.0.0.1 port(s) with its own temp dir
+//! for config, data and log, waits until it answers, and stops it when dropped, even
 //! when the test panics. `restart()` brings it back on the same port with the same data, so a
 //! test can check what survives; `kill()` simulates a crash. They share one supervision core,
 //! [`ServerProcess`], which any other server can use by implementing [`ServerKind`].
@@ -37,6 +38,7 @@ pub mod influxdb;
 pub mod mosquitto;
 pub mod nginx;
 pub mod officers;
+pub mod postgres;
 pub mod process;
 pub mod publisher;
 pub mod pymodbus;
@@ -51,6 +53,7 @@ pub use faketime::FakeClock;
 pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;
+pub use postgres::Postgres;
 pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
 pub use publisher::{Publisher, publish_all};
 pub use pymodbus::{Pymodbus, SimRegisters, SimValue};

@@ -105,6 +105,18 @@ pub trait ServerKind: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The user and group ids to run the server as, when it must not run as the test's own
+    /// user (PostgreSQL refuses to run as root). The test's own by default.
+    fn run_as(&self) -> Option<(u32, u32)> {
+        None
+    }
+
+    /// The signal [`ServerProcess::stop`] sends first. SIGTERM by default; PostgreSQL's is
+    /// SIGINT, its "fast" shutdown, since SIGTERM waits for every client to disconnect.
+    fn stop_signal(&self) -> rustix::process::Signal {
+        rustix::process::Signal::TERM
+    }
+
     /// Protocol-level readiness probe, e.g. an HTTP health check. It is only called once the
     /// child process is alive and itself listens on every port, so an unrelated process that
     /// grabbed the port cannot pass for the server.
@@ -114,8 +126,8 @@ pub trait ServerKind: Send + Sync + 'static {
 /// One supervised server process with its own temp dir, ports and log file.
 ///
 /// The temp dir (config, data, log) lives as long as this value, so data persists across
-/// [`restart`](Self::restart). Dropping it stops the process (SIGTERM, then SIGKILL) and then
-/// deletes the temp dir, also when a test panics. Don't keep one in a `static`: statics are
+/// [`restart`](Self::restart). Dropping it stops the process (its stop signal, then SIGKILL)
+/// and then deletes the temp dir, also when a test panics. Don't keep one in a `static`: statics are
 /// never dropped, so the process would outlive the test binary.
 pub struct ServerProcess {
     kind: Box<dyn ServerKind>,
@@ -182,8 +194,8 @@ impl ServerProcess {
         self.launch(false)
     }
 
-    /// Stops the server gracefully: SIGTERM, then SIGKILL if it has not exited after
-    /// [`STOP_TIMEOUT`]. Waits until the process is gone. Does nothing if it is not running.
+    /// Stops the server gracefully: [`ServerKind::stop_signal`], then SIGKILL if it has not
+    /// exited after [`STOP_TIMEOUT`]. Waits until the process is gone. Does nothing if it is not running.
     ///
     /// # Errors
     /// [`Error::Io`] if signalling or waiting fails.
@@ -194,7 +206,7 @@ impl ServerProcess {
         if child.try_wait().map_err(|e| Error::io("checking the server process", e))?.is_none() {
             let pid = rustix::process::Pid::from_child(child);
             // ESRCH only means it exited between `try_wait` and here.
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = rustix::process::kill_process(pid, self.kind.stop_signal());
             if wait_timeout(child, STOP_TIMEOUT)
                 .map_err(|e| Error::io(format!("waiting for {} to exit", self.name), e))?
                 .is_none()
@@ -319,7 +331,12 @@ impl ServerProcess {
         self.log_offset =
             log.metadata().map_err(|e| Error::io(format!("reading {}", self.log_path.display()), e))?.len();
         let stderr = log.try_clone().map_err(|e| Error::io("duplicating the log file handle", e))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some((uid, gid)) = self.kind.run_as() {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let child = command
             .args(&args)
             .envs(self.kind.envs())
             .current_dir(self.dir.path())

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use super::service::{Cases, DeskChannels, Wiring};
 use super::store::CaseStore;
-use super::{AlertingConfig, feed_deliveries};
+use super::{AlertingConfig, StoreConfig, feed_deliveries};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
 use crate::notify::{NotifyConfig, Outbox};
@@ -54,6 +54,20 @@ pub enum LaunchError {
     /// Inconsistent settings.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Opens the case store that `[alerting.store]` selects.
+fn open_store(config: &StoreConfig, data_dir: &std::path::Path) -> Result<CaseStore, LaunchError> {
+    let Some(conninfo) = &config.postgres else {
+        return Ok(CaseStore::open(data_dir.join("cases.sqlite"))?);
+    };
+    let password = config.password(|name| std::env::var(name).ok()).map_err(|e| {
+        let file = config.password_file.as_deref().unwrap_or(std::path::Path::new("?"));
+        LaunchError::Invalid(format!("[alerting.store] password_file {}: {e}", file.display()))
+    })?;
+    let store = CaseStore::open_postgres(conninfo, password.as_deref())?;
+    tracing::info!("The case store is in PostgreSQL.");
+    Ok(store)
 }
 
 impl AlarmLoop {
@@ -97,9 +111,11 @@ impl AlarmLoop {
         };
         let dir = data_dir.to_owned();
         let outbox_metrics = metrics.clone();
+        let store_config = cfg.store.clone();
+        // On the blocking pool: the PostgreSQL client must not run on an async worker thread.
         let (store, outbox) = tokio::task::spawn_blocking(move || {
             Ok::<_, LaunchError>((
-                CaseStore::open(dir.join("cases.sqlite"))?,
+                open_store(&store_config, &dir)?,
                 Outbox::open(&dir.join("notify-outbox.sqlite"))?.report_to(outbox_metrics),
             ))
         })

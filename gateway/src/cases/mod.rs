@@ -70,6 +70,63 @@ pub struct AlertingConfig {
     /// built-in official Chinese one, e.g. once next year's notice is out.
     #[serde(default)]
     pub holidays: Option<std::path::PathBuf>,
+    /// Where the case store lives (`[alerting.store]`): SQLite in the data directory unless
+    /// a PostgreSQL database is named.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[alerting.store]`: the case store's backend. The notification outbox stays in SQLite in
+/// the data directory either way.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL database for the case store, as a libpq connection string
+    /// (`host=db.example port=5432 user=firegrid dbname=firegrid`) or a `postgresql://` URL,
+    /// without the password. Absent: SQLite, `cases.sqlite` in the data directory.
+    #[serde(default)]
+    pub postgres: Option<String>,
+    /// A file whose first line is the PostgreSQL password. Without one, the environment
+    /// variable `FIREGRID_POSTGRES_PASSWORD` gives it; without either, PostgreSQL's
+    /// `pg_hba.conf` must admit the user without one.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// The environment variable that carries the case store's PostgreSQL password when
+/// `[alerting.store] password_file` names no file.
+pub const POSTGRES_PASSWORD_ENV: &str = "FIREGRID_POSTGRES_PASSWORD";
+
+impl StoreConfig {
+    /// What is wrong with the settings, if anything: a connection string that does not parse
+    /// or that carries a password (which belongs in `password_file` or the environment, so
+    /// that the configuration file can be shown and logged). The message never quotes the
+    /// connection string.
+    pub fn problem(&self) -> Option<String> {
+        let conninfo = self.postgres.as_ref()?;
+        match conninfo.parse::<postgres::Config>() {
+            Err(e) => Some(format!("postgres: not a connection string: {e}")),
+            Ok(config) if config.get_password().is_some() => Some(format!(
+                "postgres: put the password in password_file or {POSTGRES_PASSWORD_ENV}, not in the connection string"
+            )),
+            Ok(_) => None,
+        }
+    }
+
+    /// The PostgreSQL password: the first line of `password_file`, else
+    /// [`POSTGRES_PASSWORD_ENV`] from `env`, else none.
+    pub fn password(
+        &self,
+        mut env: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Option<String>, std::io::Error> {
+        match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)?;
+                Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
+            }
+            None => Ok(env(POSTGRES_PASSWORD_ENV)),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -107,6 +164,7 @@ impl Default for AlertingConfig {
             linkage_resend: default_linkage_resend(),
             engine: firegrid_alerting::Config::default(),
             holidays: None,
+            store: StoreConfig::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The durable store of the alarm cases, on SQLite: the event log that makes the alarm engine
-//! survive a restart, and the record of every case that the officer API queries.
+//! The durable store of the alarm cases: the event log that makes the alarm engine survive a
+//! restart, and the record of every case that the officer API queries.
 //!
 //! The engine of `firegrid-alerting` is a deterministic state machine, so durability is event
 //! sourcing: every input is appended here (one [`Step`], committed by [`CaseStore::commit`])
@@ -13,9 +13,14 @@
 //! them.
 //!
 //! The store knows nothing of the engine's types: it keeps JSON text plus the few columns that
-//! queries filter on. It is blocking (rusqlite), and one owner drives it: the gateway runs it on
-//! a dedicated thread (or inside `spawn_blocking`) and sends it requests; nothing here touches
-//! tokio. The connection is `Send` but not `Sync`, which the compiler enforces.
+//! queries filter on. It has two backends with one schema and the same semantics: an SQLite
+//! file, the embedded default ([`CaseStore::open`]), and a PostgreSQL database
+//! ([`CaseStore::open_postgres`]), for a street or district tier whose database is replicated
+//! and backed up apart from the gateway's disk. Either is blocking, and one owner drives it:
+//! the gateway runs it on a dedicated thread (or inside `spawn_blocking`) and sends it
+//! requests. The synchronous `postgres` client drives its connection on a runtime of its own,
+//! which panics on a thread that already runs async tasks, so the store must never be called
+//! from one. The store is `Send` but not `Sync`, which the compiler enforces.
 //!
 //! Main types: [`CaseStore`], [`Step`] with its [`TransitionRow`]s and [`CaseRow`]s, [`Loaded`],
 //! [`CaseFilter`], [`StoreError`].
@@ -23,14 +28,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
+mod postgres;
+mod sqlite;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
 
-/// The schema this code writes, kept in `PRAGMA user_version`. A file with a higher number
-/// was written by a newer gateway and is refused rather than misread.
+/// The schema this code writes, kept in `PRAGMA user_version` (SQLite) or the `case_store`
+/// table (PostgreSQL). A store with a higher number was written by a newer gateway and is
+/// refused rather than misread.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Rows [`CaseStore::list`] returns when the filter names no limit.
@@ -43,60 +50,6 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 // upgrade), the previous one plus a longer replay still restores the engine without loss. One
 // snapshot more costs a few kilobytes, and pruning keeps the inputs that replay needs.
 const SNAPSHOTS_KEPT: i64 = 2;
-
-// Only one connection writes, so waiting on a lock means someone else has the file open: an
-// operator's `sqlite3` shell or a backup. Five seconds rides out a backup step without
-// stalling the alarm loop for long.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS inputs (
-    -- AUTOINCREMENT: a plain rowid restarts at max + 1, so after pruning every logged input
-    -- a new input could get a seq that the snapshot already covers and be skipped on replay.
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms  INTEGER NOT NULL,
-    kind   TEXT    NOT NULL,
-    actor  TEXT,
-    origin TEXT,
-    json   TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS transitions (
-    id      INTEGER PRIMARY KEY,
-    seq     INTEGER NOT NULL,
-    case_id INTEGER NOT NULL,
-    at_ms   INTEGER NOT NULL,
-    kind    TEXT    NOT NULL,
-    json    TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
-
-CREATE TABLE IF NOT EXISTS cases (
-    case_id     INTEGER PRIMARY KEY,
-    opened_ms   INTEGER NOT NULL,
-    closed_ms   INTEGER,
-    stage       TEXT    NOT NULL,
-    severity    TEXT    NOT NULL,
-    street      TEXT    NOT NULL,
-    community   TEXT    NOT NULL,
-    grid        TEXT    NOT NULL,
-    building    TEXT    NOT NULL,
-    updated_seq INTEGER NOT NULL,
-    json        TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
-CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
-CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
-CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
-
-CREATE TABLE IF NOT EXISTS snapshots (
-    upto_seq INTEGER PRIMARY KEY,
-    at_ms    INTEGER NOT NULL,
-    json     TEXT    NOT NULL
-);
-";
 
 /// Errors of the case store.
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +70,17 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
-    /// The file was written by a newer gateway, whose schema this one does not know.
+    /// The store was written by a newer gateway, whose schema this one does not know.
     #[error(
-        "case store {path} has schema version {found}, but this gateway knows only up to \
-         {supported}: run the newer gateway, or move the file away to start empty"
+        "case store {store} has schema version {found}, but this gateway knows only up to \
+         {supported}: run the newer gateway, or start on an empty store (move the file away, \
+         or drop the tables)"
     )]
     NewerSchema {
-        /// The file.
-        path: PathBuf,
-        /// `PRAGMA user_version` of the file.
+        /// The file, or the PostgreSQL database (`user@host:port/dbname`, never the password).
+        store: String,
+        /// The store's version: `PRAGMA user_version` of the file, `schema_version` of the
+        /// `case_store` table in PostgreSQL.
         found: i64,
         /// [`SCHEMA_VERSION`].
         supported: i64,
@@ -138,6 +93,28 @@ pub enum StoreError {
         operation: &'static str,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// An operation on a PostgreSQL store failed: the server unreachable, a login refused, the
+    /// connection lost, a full disk on the server. The message names the database as
+    /// `user@host:port/dbname` and never carries the password, which is neither in the
+    /// connection string shown nor in PostgreSQL's own messages.
+    #[error("case store {operation} on PostgreSQL {database}: {source}")]
+    Postgres {
+        /// What the store was doing, e.g. `"commit"`.
+        operation: &'static str,
+        /// Which database.
+        database: String,
+        /// The client's error.
+        source: ::postgres::Error,
+    },
+    /// A number handed to the PostgreSQL store does not fit its signed 64-bit `bigint` (SQLite
+    /// refuses the same numbers with a [`StoreError::Sqlite`]).
+    #[error("case store {operation}: {value} is too large for a PostgreSQL bigint")]
+    OutOfRange {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The number.
+        value: u64,
     },
     /// A JSON document handed to the store does not parse; storing it would make a replay or a
     /// query fail later, far from the bug.
@@ -174,11 +151,6 @@ pub enum StoreError {
         /// The seq found instead.
         found: u64,
     },
-}
-
-/// Wraps SQLite's error with what the store was doing.
-fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { operation, source }
 }
 
 fn check_json(what: &'static str, json: &str) -> Result<(), StoreError> {
@@ -411,56 +383,39 @@ pub struct StoreStats {
     pub open_cases: u64,
     /// Closed cases still kept.
     pub closed_cases: u64,
-    /// The database file and its write-ahead log on disk.
+    /// The database file and its write-ahead log on disk (SQLite), or the store's tables with
+    /// their indexes and TOAST data (PostgreSQL).
     pub file_bytes: u64,
 }
 
-/// The durable store of the alarm cases. One owner drives it; see the module docs.
+/// The durable store of the alarm cases, on SQLite or PostgreSQL. One owner drives it; see the
+/// module docs.
 #[derive(Debug)]
 pub struct CaseStore {
-    conn: Connection,
-    path: PathBuf,
+    backend: Box<dyn Backend>,
 }
 
 impl CaseStore {
-    /// Opens the store at `path`, creating the file, its parent directory and the schema if
-    /// missing. Refuses a file written by a newer gateway ([`StoreError::NewerSchema`]).
+    /// Opens the SQLite store at `path`, creating the file, its parent directory and the
+    /// schema if missing. Refuses a file written by a newer gateway
+    /// ([`StoreError::NewerSchema`]).
     pub fn open(path: impl AsRef<Path>) -> Result<CaseStore, StoreError> {
-        let path = path.as_ref().to_owned();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Dir { path: dir.to_owned(), source })?;
-        }
-        let open_err = |source| StoreError::Open { path: path.clone(), source };
-        let mut conn = Connection::open(&path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(open_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
-        }
-        // Deleting a year of closed cases should give the space back, or the file only ever
-        // grows. Incremental mode can only be chosen before the first table exists; on an
-        // existing file this does nothing.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(open_err)?;
-        // WAL: readers (an operator's shell, a backup) do not block the alarm loop's commits,
-        // and a commit is one append to the log instead of a rewrite of the pages.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        // FULL syncs the log at every commit. In WAL mode NORMAL would stay consistent but
-        // could lose the last commits in a power cut, and a committed officer action (who
-        // acknowledged the fire, when) must not vanish.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        if found < SCHEMA_VERSION {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(open_err)?;
-            tx.execute_batch(SCHEMA).map_err(open_err)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(open_err)?;
-            tx.commit().map_err(open_err)?;
-        }
-        Ok(CaseStore { conn, path })
+        Ok(CaseStore { backend: Box::new(sqlite::SqliteStore::open(path.as_ref())?) })
     }
 
-    /// The file this store lives in.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the PostgreSQL store in the database that `conninfo` names (a libpq connection
+    /// string, `host=db.example port=5432 user=firegrid dbname=firegrid`, or a
+    /// `postgresql://` URL), creating the schema if missing, and logging in with `password`
+    /// when given (it replaces one in `conninfo`). Refuses a database written by a newer
+    /// gateway ([`StoreError::NewerSchema`]). Must not be called on an async task's thread
+    /// (module docs).
+    pub fn open_postgres(conninfo: &str, password: Option<&str>) -> Result<CaseStore, StoreError> {
+        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password)?) })
+    }
+
+    /// The file this store lives in; `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.backend.path()
     }
 
     /// Commits a batch of steps in one transaction and returns the seq of the last input
@@ -482,81 +437,37 @@ impl CaseStore {
             }
         }
         if steps.is_empty() {
-            return last_seq(&self.conn).map_err(sql("commit"));
+            return self.backend.last_seq();
         }
-        commit_steps(&mut self.conn, steps).map_err(sql("commit"))
+        self.backend.commit_steps(steps)
     }
 
     /// Saves the engine's state after every input up to `upto_seq`, keeping the previous
     /// snapshot as a fallback ([`CaseStore::load_previous`]) and deleting older ones.
     pub fn save_snapshot(&mut self, upto_seq: u64, at_ms: u64, json: &str) -> Result<(), StoreError> {
         check_json("snapshot", json)?;
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("snapshot"))?;
-        let last_seq = last_seq(&tx).map_err(sql("snapshot"))?;
-        if upto_seq > last_seq {
-            return Err(StoreError::SnapshotAhead { upto_seq, last_seq });
-        }
-        if let Some(latest) = snapshot_seqs(&tx).map_err(sql("snapshot"))?.first().copied()
-            && upto_seq < latest
-        {
-            return Err(StoreError::SnapshotBehind { upto_seq, latest });
-        }
-        let save = || -> rusqlite::Result<()> {
-            tx.execute(
-                "INSERT OR REPLACE INTO snapshots (upto_seq, at_ms, json) VALUES (?1, ?2, ?3)",
-                params![upto_seq, at_ms, json],
-            )?;
-            tx.execute(
-                "DELETE FROM snapshots WHERE upto_seq NOT IN \
-                 (SELECT upto_seq FROM snapshots ORDER BY upto_seq DESC LIMIT ?1)",
-                [SNAPSHOTS_KEPT],
-            )?;
-            Ok(())
-        };
-        save().map_err(sql("snapshot"))?;
-        tx.commit().map_err(sql("snapshot"))
+        self.backend.save_snapshot(upto_seq, at_ms, json)
     }
 
     /// What a restart replays: the latest snapshot and the inputs after it, in seq order.
     /// Fails with [`StoreError::ReplayGap`] rather than return a log with a hole.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let snapshot = self.snapshot_at(0)?;
+        let snapshot = self.backend.snapshot_at(0)?;
         self.load_from(snapshot)
     }
 
     /// Like [`CaseStore::load`] but from the snapshot before the latest, for when the latest
     /// cannot be decoded. `None` if fewer than two snapshots were saved.
     pub fn load_previous(&self) -> Result<Option<Loaded>, StoreError> {
-        match self.snapshot_at(1)? {
+        match self.backend.snapshot_at(1)? {
             Some(snapshot) => self.load_from(Some(snapshot)).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The `nth` newest snapshot (0 is the latest).
-    fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT upto_seq, at_ms, json FROM snapshots ORDER BY upto_seq DESC LIMIT 1 OFFSET ?1",
-                [nth],
-                |row| Ok(Snapshot { upto_seq: row.get(0)?, at_ms: row.get(1)?, json: row.get(2)? }),
-            )
-            .optional()
-            .map_err(sql("load"))
-    }
-
     fn load_from(&self, snapshot: Option<Snapshot>) -> Result<Loaded, StoreError> {
         let after = snapshot.as_ref().map_or(0, |s| s.upto_seq);
-        let inputs = query_all(
-            &self.conn,
-            "SELECT seq, at_ms, kind, json FROM inputs WHERE seq > ?1 ORDER BY seq",
-            &[&after],
-            |row| {
-                Ok(LoggedInput { seq: row.get(0)?, at_ms: row.get(1)?, kind: row.get(2)?, json: row.get(3)? })
-            },
-        )
-        .map_err(sql("load"))?;
+        let inputs = self.backend.inputs_after(after)?;
         for (expected, input) in (after + 1..).zip(&inputs) {
             if input.seq != expected {
                 return Err(StoreError::ReplayGap { expected, found: input.seq });
@@ -567,257 +478,325 @@ impl CaseStore {
 
     /// The stored state of one case, `None` if unknown (or pruned).
     pub fn case(&self, case_id: u64) -> Result<Option<StoredCase>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ?1"),
-                [case_id],
-                stored_case,
-            )
-            .optional()
-            .map_err(sql("case"))
+        self.backend.case(case_id)
     }
 
     /// The transitions of one case, oldest first (by time, then by the order they were
     /// committed in).
     pub fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError> {
-        query_all(
-            &self.conn,
-            "SELECT seq, at_ms, kind, json FROM transitions WHERE case_id = ?1 ORDER BY at_ms, id",
-            &[&case_id],
-            |row| {
-                Ok(StoredTransition {
-                    seq: row.get(0)?,
-                    at_ms: row.get(1)?,
-                    kind: row.get(2)?,
-                    json: row.get(3)?,
-                })
-            },
-        )
-        .map_err(sql("timeline"))
+        self.backend.timeline(case_id)
     }
 
     /// The cases `filter` selects, newest opened first.
     pub fn list(&self, filter: &CaseFilter) -> Result<Vec<StoredCase>, StoreError> {
         // The WHERE clause is put together from fixed fragments, one per filter given, and
-        // every value is a bound parameter. A single statement with `(?1 IS NULL OR street =
-        // ?1)` for every field would be simpler but keeps SQLite from using the indexes.
+        // every value is a bound parameter. A single statement with `($1 IS NULL OR street =
+        // $1)` for every field would be simpler but keeps the databases from using the indexes.
         let mut sql_text = format!("SELECT {CASE_COLUMNS} FROM cases WHERE 1 = 1");
-        let mut values: Vec<&dyn ToSql> = Vec::new();
+        let mut values = Vec::new();
         match filter.state {
             CaseState::Any => {}
             CaseState::Open => sql_text.push_str(" AND closed_ms IS NULL"),
             CaseState::Closed => sql_text.push_str(" AND closed_ms IS NOT NULL"),
         }
         let text_fields = [
-            (" AND stage = ?", &filter.stage),
-            (" AND severity = ?", &filter.severity),
-            (" AND street = ?", &filter.street),
-            (" AND community = ?", &filter.community),
-            (" AND grid = ?", &filter.grid),
+            ("stage =", &filter.stage),
+            ("severity =", &filter.severity),
+            ("street =", &filter.street),
+            ("community =", &filter.community),
+            ("grid =", &filter.grid),
         ];
-        for (fragment, value) in text_fields {
+        for (column, value) in text_fields {
             if let Some(value) = value {
-                sql_text.push_str(fragment);
-                values.push(value);
+                values.push(FilterValue::Text(value));
+                sql_text.push_str(&format!(" AND {column} ${}", values.len()));
             }
         }
-        if let Some(since) = &filter.opened_since_ms {
-            sql_text.push_str(" AND opened_ms >= ?");
-            values.push(since);
-        }
-        if let Some(until) = &filter.opened_until_ms {
-            sql_text.push_str(" AND opened_ms < ?");
-            values.push(until);
+        for (column, value) in
+            [("opened_ms >=", filter.opened_since_ms), ("opened_ms <", filter.opened_until_ms)]
+        {
+            if let Some(value) = value {
+                values.push(FilterValue::Integer(value));
+                sql_text.push_str(&format!(" AND {column} ${}", values.len()));
+            }
         }
         let limit = filter.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
-        sql_text.push_str(" ORDER BY opened_ms DESC, case_id DESC LIMIT ?");
-        values.push(&limit);
-        query_all(&self.conn, &sql_text, &values, stored_case).map_err(sql("list"))
+        values.push(FilterValue::Integer(limit.into()));
+        sql_text.push_str(&format!(" ORDER BY opened_ms DESC, case_id DESC LIMIT ${}", values.len()));
+        self.backend.list(&sql_text, &values)
     }
 
     /// Officer actions handled at or after `since_ms`, oldest first, at most `limit`.
     pub fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        query_all(
-            &self.conn,
-            "SELECT seq, at_ms, kind, actor, origin, json FROM inputs \
-             WHERE actor IS NOT NULL AND at_ms >= ?1 ORDER BY seq LIMIT ?2",
-            &[&since_ms, &limit],
-            |row| {
-                Ok(AuditEntry {
-                    seq: row.get(0)?,
-                    at_ms: row.get(1)?,
-                    kind: row.get(2)?,
-                    actor: row.get(3)?,
-                    origin: row.get(4)?,
-                    json: row.get(5)?,
-                })
-            },
-        )
-        .map_err(sql("audit log"))
+        self.backend.audit_log(since_ms, limit)
     }
 
     /// Deletes what is older than `retention` at `now_ms`: closed cases closed before then,
     /// with their transitions, and logged inputs handled before then that every kept snapshot
     /// already covers. Open cases and the inputs a replay needs are never deleted, however
-    /// old. The freed pages are returned to the file system.
+    /// old. The space is given back: SQLite returns the freed pages to the file system,
+    /// PostgreSQL's autovacuum makes them reusable.
     pub fn prune(&mut self, now_ms: u64, retention: Duration) -> Result<Pruned, StoreError> {
         let cutoff = now_ms.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
-        let pruned = prune_before(&mut self.conn, cutoff).map_err(sql("prune"))?;
-        if pruned != Pruned::default() {
-            // Outside the transaction: incremental vacuum moves pages and truncates the file.
-            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(sql("prune"))?;
-        }
-        Ok(pruned)
+        self.backend.prune_before(cutoff)
     }
 
     /// Counts and size, for metrics.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let counts = || -> rusqlite::Result<StoreStats> {
-            let last_seq = last_seq(&self.conn)?;
-            let snapshot_seq = snapshot_seqs(&self.conn)?.first().copied();
-            let (inputs, inputs_since_snapshot): (u64, u64) = self.conn.query_row(
-                "SELECT count(*), count(*) FILTER (WHERE seq > ?1) FROM inputs",
-                [snapshot_seq.unwrap_or(0)],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            let (open_cases, closed_cases): (u64, u64) = self.conn.query_row(
-                "SELECT count(*) FILTER (WHERE closed_ms IS NULL), \
-                        count(*) FILTER (WHERE closed_ms IS NOT NULL) FROM cases",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            Ok(StoreStats {
-                inputs,
-                last_seq,
-                snapshot_seq,
-                inputs_since_snapshot,
-                open_cases,
-                closed_cases,
-                file_bytes: 0,
-            })
-        };
-        let mut stats = counts().map_err(sql("stats"))?;
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        // A file that cannot be read counts as empty: this is a gauge, not a check.
-        stats.file_bytes = [self.path.as_os_str(), wal.as_os_str()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        Ok(stats)
+        self.backend.stats()
     }
 }
+
+/// What the tests look at beneath the API.
+#[cfg(test)]
+impl CaseStore {
+    /// Runs a query whose columns are all integers (`count(*)`, seqs); a `DELETE` with
+    /// `RETURNING` edits the store behind its back.
+    fn integers(&mut self, sql_text: &str) -> Vec<Vec<i64>> {
+        self.backend.integers(sql_text)
+    }
+
+    fn schema_version(&mut self) -> i64 {
+        self.backend.schema_version()
+    }
+
+    fn set_schema_version(&mut self, version: i64) {
+        self.backend.set_schema_version(version)
+    }
+
+    /// The SQLite connection; panics on another backend.
+    fn sqlite_conn(&self) -> &rusqlite::Connection {
+        let debug = format!("{:?}", self.backend);
+        self.backend.sqlite().unwrap_or_else(|| panic!("not an SQLite store: {debug}"))
+    }
+}
+
+/// What a backend does; [`CaseStore`] checks its arguments and shares the logic that does not
+/// depend on the database.
+trait Backend: std::fmt::Debug + Send {
+    fn path(&self) -> Option<&Path>;
+    /// The last seq handed out, surviving the pruning of the inputs themselves.
+    fn last_seq(&self) -> Result<u64, StoreError>;
+    /// Commits a non-empty batch in one transaction; returns the last seq.
+    fn commit_steps(&mut self, steps: &[Step<'_>]) -> Result<u64, StoreError>;
+    /// Saves a snapshot after [`check_snapshot`], in one transaction.
+    fn save_snapshot(&mut self, upto_seq: u64, at_ms: u64, json: &str) -> Result<(), StoreError>;
+    /// The `nth` newest snapshot (0 is the latest).
+    fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError>;
+    /// The inputs after seq `after`, in seq order.
+    fn inputs_after(&self, after: u64) -> Result<Vec<LoggedInput>, StoreError>;
+    fn case(&self, case_id: u64) -> Result<Option<StoredCase>, StoreError>;
+    fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError>;
+    /// Runs the query [`CaseStore::list`] put together, its `$n` bound to `values[n - 1]`.
+    fn list(&self, sql_text: &str, values: &[FilterValue<'_>]) -> Result<Vec<StoredCase>, StoreError>;
+    fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Deletes what [`CaseStore::prune`] says, with `cutoff_ms` worked out, in one transaction.
+    fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError>;
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Runs a query whose columns are all integers, for tests that look beneath the API.
+    #[cfg(test)]
+    fn integers(&mut self, sql_text: &str) -> Vec<Vec<i64>>;
+    #[cfg(test)]
+    fn schema_version(&mut self) -> i64;
+    #[cfg(test)]
+    fn set_schema_version(&mut self, version: i64);
+    /// The SQLite connection, on that backend.
+    #[cfg(test)]
+    fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        None
+    }
+}
+
+/// A value bound in [`CaseStore::list`]'s query.
+#[derive(Debug, Clone, Copy)]
+enum FilterValue<'a> {
+    Text(&'a str),
+    Integer(u64),
+}
+
+/// Refuses a snapshot ahead of the log or behind the latest one.
+fn check_snapshot(upto_seq: u64, last_seq: u64, latest: Option<u64>) -> Result<(), StoreError> {
+    if upto_seq > last_seq {
+        return Err(StoreError::SnapshotAhead { upto_seq, last_seq });
+    }
+    if let Some(latest) = latest
+        && upto_seq < latest
+    {
+        return Err(StoreError::SnapshotBehind { upto_seq, latest });
+    }
+    Ok(())
+}
+
+/// The schema, version [`SCHEMA_VERSION`], in a backend's dialect: `integer` is its 64-bit
+/// integer type, `seq_key` the input log's key, `row_key` the transitions' own numbering.
+fn schema(integer: &str, seq_key: &str, row_key: &str) -> String {
+    SCHEMA.replace("{seq_key}", seq_key).replace("{row_key}", row_key).replace("{int}", integer)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inputs (
+    seq    {seq_key},
+    at_ms  {int} NOT NULL,
+    kind   TEXT  NOT NULL,
+    actor  TEXT,
+    origin TEXT,
+    json   TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inputs_audit ON inputs (at_ms) WHERE actor IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS transitions (
+    id      {row_key},
+    seq     {int} NOT NULL,
+    case_id {int} NOT NULL,
+    at_ms   {int} NOT NULL,
+    kind    TEXT  NOT NULL,
+    json    TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_case ON transitions (case_id, at_ms, id);
+
+CREATE TABLE IF NOT EXISTS cases (
+    case_id     {int} PRIMARY KEY,
+    opened_ms   {int} NOT NULL,
+    closed_ms   {int},
+    stage       TEXT  NOT NULL,
+    severity    TEXT  NOT NULL,
+    street      TEXT  NOT NULL,
+    community   TEXT  NOT NULL,
+    grid        TEXT  NOT NULL,
+    building    TEXT  NOT NULL,
+    updated_seq {int} NOT NULL,
+    json        TEXT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_opened ON cases (opened_ms, case_id);
+CREATE INDEX IF NOT EXISTS cases_closed ON cases (closed_ms);
+CREATE INDEX IF NOT EXISTS cases_street ON cases (street, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_community ON cases (community, opened_ms);
+CREATE INDEX IF NOT EXISTS cases_grid ON cases (grid, opened_ms);
+
+CREATE TABLE IF NOT EXISTS snapshots (
+    upto_seq {int} PRIMARY KEY,
+    at_ms    {int} NOT NULL,
+    json     TEXT  NOT NULL
+);
+";
+
+// The statements both backends run as they are. SQLite numbers `$N` parameters in the order
+// they first appear (sqlite.org/lang_expr.html, "Parameters"), PostgreSQL by N, so they agree
+// where the numbers first appear in ascending order, as here.
 
 const CASE_COLUMNS: &str =
     "case_id, opened_ms, closed_ms, stage, severity, street, community, grid, building, updated_seq, json";
 
-fn stored_case(row: &Row<'_>) -> rusqlite::Result<StoredCase> {
-    Ok(StoredCase {
-        case_id: row.get(0)?,
-        opened_ms: row.get(1)?,
-        closed_ms: row.get(2)?,
-        stage: row.get(3)?,
-        severity: row.get(4)?,
-        street: row.get(5)?,
-        community: row.get(6)?,
-        grid: row.get(7)?,
-        building: row.get(8)?,
-        updated_seq: row.get(9)?,
-        json: row.get(10)?,
-    })
+/// Inserts transitions, their rows given as `rows` (`VALUES` or a `SELECT`).
+fn insert_transitions(rows: &str) -> String {
+    format!("INSERT INTO transitions (seq, case_id, at_ms, kind, json) {rows}")
 }
 
-fn query_all<T>(
-    conn: &Connection,
-    sql_text: &str,
-    values: &[&dyn ToSql],
-    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql_text)?;
-    stmt.query_map(values, map)?.collect()
+/// Inserts or replaces cases, their rows (in [`CASE_COLUMNS`] order) given as `rows`.
+fn upsert_cases(rows: &str) -> String {
+    format!(
+        "INSERT INTO cases ({CASE_COLUMNS}) {rows} \
+         ON CONFLICT (case_id) DO UPDATE SET \
+            opened_ms = excluded.opened_ms, closed_ms = excluded.closed_ms, stage = excluded.stage, \
+            severity = excluded.severity, street = excluded.street, community = excluded.community, \
+            grid = excluded.grid, building = excluded.building, updated_seq = excluded.updated_seq, \
+            json = excluded.json"
+    )
 }
 
-/// The last seq handed out, from SQLite's AUTOINCREMENT counter: it survives the pruning of
-/// the inputs themselves.
-fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'inputs'", [], |row| row.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
+const PRUNE_TRANSITIONS: &str = "DELETE FROM transitions WHERE case_id IN \
+     (SELECT case_id FROM cases WHERE closed_ms IS NOT NULL AND closed_ms < $1)";
+
+const PRUNE_CASES: &str = "DELETE FROM cases WHERE closed_ms IS NOT NULL AND closed_ms < $1";
+
+const PRUNE_INPUTS: &str = "DELETE FROM inputs WHERE seq <= $1 AND at_ms < $2";
+
+/// Keeps the latest `SNAPSHOTS_KEPT` snapshots.
+const DELETE_OLD_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE upto_seq NOT IN \
+     (SELECT upto_seq FROM snapshots ORDER BY upto_seq DESC LIMIT $1)";
+
+const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (upto_seq, at_ms, json) VALUES ($1, $2, $3) \
+     ON CONFLICT (upto_seq) DO UPDATE SET at_ms = excluded.at_ms, json = excluded.json";
+
+/// The `nth` newest snapshot.
+const SNAPSHOT_AT: &str =
+    "SELECT upto_seq, at_ms, json FROM snapshots ORDER BY upto_seq DESC LIMIT 1 OFFSET $1";
+
+const INPUTS_AFTER: &str = "SELECT seq, at_ms, kind, json FROM inputs WHERE seq > $1 ORDER BY seq";
+
+const TIMELINE: &str = "SELECT seq, at_ms, kind, json FROM transitions WHERE case_id = $1 ORDER BY at_ms, id";
+
+const AUDIT_LOG: &str = "SELECT seq, at_ms, kind, actor, origin, json FROM inputs \
+     WHERE actor IS NOT NULL AND at_ms >= $1 ORDER BY seq LIMIT $2";
+
+const SNAPSHOT_SEQS: &str = "SELECT upto_seq FROM snapshots ORDER BY upto_seq DESC";
+
+const COUNT_INPUTS: &str = "SELECT count(*), count(*) FILTER (WHERE seq > $1) FROM inputs";
+
+const COUNT_CASES: &str = "SELECT count(*) FILTER (WHERE closed_ms IS NULL), \
+     count(*) FILTER (WHERE closed_ms IS NOT NULL) FROM cases";
+
+/// A result row of either backend, read column by column, so that each row type is put
+/// together in one place.
+trait Columns {
+    type Error;
+    fn number(&self, column: usize) -> Result<u64, Self::Error>;
+    fn optional_number(&self, column: usize) -> Result<Option<u64>, Self::Error>;
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
 }
 
-/// The kept snapshots' `upto_seq`, newest first.
-fn snapshot_seqs(conn: &Connection) -> rusqlite::Result<Vec<u64>> {
-    query_all(conn, "SELECT upto_seq FROM snapshots ORDER BY upto_seq DESC", &[], |row| row.get(0))
-}
-
-fn commit_steps(conn: &mut Connection, steps: &[Step<'_>]) -> rusqlite::Result<u64> {
-    // IMMEDIATE takes the write lock at the start, so a busy file shows at BEGIN and the
-    // busy timeout applies, instead of failing midway when a read would upgrade to a write.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut seq = 0;
-    {
-        let mut input = tx.prepare_cached(
-            "INSERT INTO inputs (at_ms, kind, actor, origin, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut transition = tx.prepare_cached(
-            "INSERT INTO transitions (seq, case_id, at_ms, kind, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut case = tx.prepare_cached(
-            "INSERT INTO cases (case_id, opened_ms, closed_ms, stage, severity, street, community, grid, \
-                                building, updated_seq, json) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-             ON CONFLICT (case_id) DO UPDATE SET \
-                opened_ms = excluded.opened_ms, closed_ms = excluded.closed_ms, stage = excluded.stage, \
-                severity = excluded.severity, street = excluded.street, community = excluded.community, \
-                grid = excluded.grid, building = excluded.building, updated_seq = excluded.updated_seq, \
-                json = excluded.json",
-        )?;
-        for step in steps {
-            let (actor, origin) = step.audit.map(|a| (&a.actor, &a.origin)).unzip();
-            seq = input.insert(params![step.at_ms, step.kind, actor, origin, step.input_json])?;
-            for t in step.transitions {
-                transition.execute(params![seq, t.case_id, t.at_ms, t.kind, t.json])?;
-            }
-            for c in step.cases {
-                case.execute(params![
-                    c.case_id,
-                    c.opened_ms,
-                    c.closed_ms,
-                    c.stage,
-                    c.severity,
-                    c.street,
-                    c.community,
-                    c.grid,
-                    c.building,
-                    seq,
-                    c.json
-                ])?;
-            }
-        }
+impl Snapshot {
+    /// From `upto_seq, at_ms, json`.
+    fn read<R: Columns>(row: &R) -> Result<Snapshot, R::Error> {
+        Ok(Snapshot { upto_seq: row.number(0)?, at_ms: row.number(1)?, json: row.text(2)? })
     }
-    tx.commit()?;
-    // A rowid is never negative.
-    Ok(seq as u64)
 }
 
-fn prune_before(conn: &mut Connection, cutoff_ms: u64) -> rusqlite::Result<Pruned> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let transitions = tx.execute(
-        "DELETE FROM transitions WHERE case_id IN \
-         (SELECT case_id FROM cases WHERE closed_ms IS NOT NULL AND closed_ms < ?1)",
-        [cutoff_ms],
-    )?;
-    let cases =
-        tx.execute("DELETE FROM cases WHERE closed_ms IS NOT NULL AND closed_ms < ?1", [cutoff_ms])?;
-    // A replay may start from any kept snapshot (the latest or its fallback), so only what the
-    // oldest kept one covers is no longer needed. Without a snapshot every input is needed.
-    let inputs = match snapshot_seqs(&tx)?.last() {
-        Some(&covered) => {
-            tx.execute("DELETE FROM inputs WHERE seq <= ?1 AND at_ms < ?2", [covered, cutoff_ms])?
-        }
-        None => 0,
-    };
-    tx.commit()?;
-    Ok(Pruned { cases: cases as u64, transitions: transitions as u64, inputs: inputs as u64 })
+impl LoggedInput {
+    /// From `seq, at_ms, kind, json`.
+    fn read<R: Columns>(row: &R) -> Result<LoggedInput, R::Error> {
+        Ok(LoggedInput { seq: row.number(0)?, at_ms: row.number(1)?, kind: row.text(2)?, json: row.text(3)? })
+    }
+}
+
+impl StoredTransition {
+    /// From `seq, at_ms, kind, json`, like a logged input.
+    fn read<R: Columns>(row: &R) -> Result<StoredTransition, R::Error> {
+        let LoggedInput { seq, at_ms, kind, json } = LoggedInput::read(row)?;
+        Ok(StoredTransition { seq, at_ms, kind, json })
+    }
+}
+
+impl StoredCase {
+    /// From [`CASE_COLUMNS`].
+    fn read<R: Columns>(row: &R) -> Result<StoredCase, R::Error> {
+        Ok(StoredCase {
+            case_id: row.number(0)?,
+            opened_ms: row.number(1)?,
+            closed_ms: row.optional_number(2)?,
+            stage: row.text(3)?,
+            severity: row.text(4)?,
+            street: row.text(5)?,
+            community: row.text(6)?,
+            grid: row.text(7)?,
+            building: row.text(8)?,
+            updated_seq: row.number(9)?,
+            json: row.text(10)?,
+        })
+    }
+}
+
+impl AuditEntry {
+    /// From `seq, at_ms, kind, actor, origin, json`.
+    fn read<R: Columns>(row: &R) -> Result<AuditEntry, R::Error> {
+        Ok(AuditEntry {
+            seq: row.number(0)?,
+            at_ms: row.number(1)?,
+            kind: row.text(2)?,
+            actor: row.text(3)?,
+            origin: row.text(4)?,
+            json: row.text(5)?,
+        })
+    }
 }

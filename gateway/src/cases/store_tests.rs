@@ -1,5 +1,8 @@
-//! Case store tests, each on a real SQLite file in a temporary directory: the log and its
-//! replay, a writer killed with SIGKILL mid-stream, the queries, pruning and the schema guard.
+//! Case store tests, each run on both backends: a real SQLite file in a temporary directory,
+//! and a real PostgreSQL server started for the test (`firegrid_tests::Postgres`, Debian's
+//! `postgresql`; a missing server fails the test). The log and its replay, a writer killed
+//! with SIGKILL mid-stream, the queries, pruning and the schema guard; then what only one
+//! backend has.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -7,10 +10,78 @@ use std::process::{Command, Stdio};
 
 use super::*;
 
-fn open_temp() -> (tempfile::TempDir, CaseStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CaseStore::open(dir.path().join("cases.db")).unwrap();
-    (dir, store)
+/// One backend the tests run on.
+struct Backend {
+    /// Its module below, in the tests' paths.
+    name: &'static str,
+    /// A new, empty store.
+    fresh: fn() -> Fresh,
+    /// Opens the store at a location [`Fresh`] named.
+    open: fn(&str) -> Result<CaseStore, StoreError>,
+}
+
+/// Where a fresh store lives, and what keeps it alive (a temp dir, a server).
+struct Fresh {
+    location: String,
+    _keep: Box<dyn std::any::Any>,
+}
+
+const SQLITE: Backend = Backend {
+    name: "sqlite",
+    fresh: || {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("cases.db").display().to_string();
+        Fresh { location, _keep: Box::new(dir) }
+    },
+    open: |location| CaseStore::open(location),
+};
+
+const POSTGRES: Backend = Backend {
+    name: "postgres",
+    fresh: || {
+        let server = firegrid_tests::Postgres::start().expect("PostgreSQL for the store tests");
+        let location = format!("{} password={}", server.conninfo("postgres"), server.password());
+        Fresh { location, _keep: Box::new(server) }
+    },
+    open: |location| CaseStore::open_postgres(location, None),
+};
+
+/// Generates one test per backend for each test body named, in modules `sqlite` and
+/// `postgres`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $test() { super::$test(&super::SQLITE) } )*
+        }
+        mod postgres {
+            $( #[test] fn $test() { super::$test(&super::POSTGRES) } )*
+        }
+    };
+}
+
+on_every_backend!(
+    commit_then_load_returns_every_input_in_order,
+    load_after_a_snapshot_returns_only_later_inputs,
+    a_snapshot_ahead_of_the_log_or_behind_the_latest_is_refused,
+    invalid_json_is_refused_before_anything_is_written,
+    load_refuses_a_log_with_a_hole,
+    case_state_is_replaced_by_each_later_step,
+    list_filters_and_orders_newest_first,
+    list_limit_defaults_to_100_and_is_capped_at_1000,
+    timeline_is_ordered_by_time_then_by_commit_order,
+    audit_log_lists_officer_actions_with_actor_and_origin,
+    prune_keeps_open_cases_and_the_inputs_a_replay_needs,
+    seq_keeps_growing_after_every_input_was_pruned,
+    stats_count_inputs_cases_and_bytes,
+    a_store_from_a_newer_schema_is_refused,
+    a_killed_writer_loses_no_committed_step_and_leaves_no_half_step,
+);
+
+/// A new store of `backend`, open.
+fn open_temp(backend: &Backend) -> (Fresh, CaseStore) {
+    let fresh = (backend.fresh)();
+    let store = (backend.open)(&fresh.location).unwrap();
+    (fresh, store)
 }
 
 /// A step with no transitions and no case changes.
@@ -37,9 +108,8 @@ fn transition(case_id: u64, at_ms: u64, kind: &'static str) -> TransitionRow<'st
     TransitionRow { case_id, at_ms, kind, json: "{}" }
 }
 
-#[test]
-fn commit_then_load_returns_every_input_in_order() {
-    let (_dir, mut store) = open_temp();
+fn commit_then_load_returns_every_input_in_order(backend: &Backend) {
+    let (fresh, mut store) = open_temp(backend);
     assert_eq!(store.commit(&[]).unwrap(), 0, "an empty batch before any input");
     let first = store.commit(&[input(10, "alarm", r#"{"device":"d1"}"#)]).unwrap();
     let last = store
@@ -48,9 +118,8 @@ fn commit_then_load_returns_every_input_in_order() {
     assert_eq!((first, last), (1, 4));
     assert_eq!(store.commit(&[]).unwrap(), 4, "an empty batch returns the last seq");
 
-    let path = store.path().to_owned();
     drop(store);
-    let loaded = CaseStore::open(path).unwrap().load().unwrap();
+    let loaded = (backend.open)(&fresh.location).unwrap().load().unwrap();
     assert_eq!(loaded.snapshot, None);
     let got: Vec<_> =
         loaded.inputs.iter().map(|i| (i.seq, i.at_ms, i.kind.as_str(), i.json.as_str())).collect();
@@ -65,9 +134,8 @@ fn commit_then_load_returns_every_input_in_order() {
     );
 }
 
-#[test]
-fn load_after_a_snapshot_returns_only_later_inputs() {
-    let (_dir, mut store) = open_temp();
+fn load_after_a_snapshot_returns_only_later_inputs(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     for at in 1..=5 {
         store.commit(&[input(at, "alarm", "{}")]).unwrap();
     }
@@ -87,13 +155,11 @@ fn load_after_a_snapshot_returns_only_later_inputs() {
     store.save_snapshot(6, 6, r#"{"engine":6}"#).unwrap();
     assert_eq!(store.load().unwrap().inputs, []);
     assert_eq!(store.load_previous().unwrap().unwrap().snapshot.unwrap().upto_seq, 4);
-    let kept: u64 = store.conn.query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0)).unwrap();
-    assert_eq!(kept, 2);
+    assert_eq!(store.integers("SELECT count(*) FROM snapshots"), [[2]]);
 }
 
-#[test]
-fn a_snapshot_ahead_of_the_log_or_behind_the_latest_is_refused() {
-    let (_dir, mut store) = open_temp();
+fn a_snapshot_ahead_of_the_log_or_behind_the_latest_is_refused(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     assert!(store.load_previous().unwrap().is_none());
     store.commit(&[input(1, "alarm", "{}"), input(2, "alarm", "{}")]).unwrap();
     let err = store.save_snapshot(3, 3, "{}").unwrap_err();
@@ -104,9 +170,8 @@ fn a_snapshot_ahead_of_the_log_or_behind_the_latest_is_refused() {
     assert_eq!(store.load().unwrap().snapshot.unwrap().upto_seq, 2);
 }
 
-#[test]
-fn invalid_json_is_refused_before_anything_is_written() {
-    let (_dir, mut store) = open_temp();
+fn invalid_json_is_refused_before_anything_is_written(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let cases = [CaseRow { json: "{not json", ..case_row(1, 0, None, "warning") }];
     let step = Step { cases: &cases, ..input(1, "alarm", "{}") };
     let err = store.commit(&[input(0, "alarm", "{}"), step]).unwrap_err();
@@ -117,18 +182,16 @@ fn invalid_json_is_refused_before_anything_is_written() {
     assert!(store.case(1).unwrap().is_none());
 }
 
-#[test]
-fn load_refuses_a_log_with_a_hole() {
-    let (_dir, mut store) = open_temp();
+fn load_refuses_a_log_with_a_hole(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     store.commit(&[input(1, "alarm", "{}"), input(2, "alarm", "{}"), input(3, "alarm", "{}")]).unwrap();
-    store.conn.execute("DELETE FROM inputs WHERE seq = 2", []).unwrap();
+    assert_eq!(store.integers("DELETE FROM inputs WHERE seq = 2 RETURNING seq"), [[2]]);
     let err = store.load().unwrap_err();
     assert!(matches!(err, StoreError::ReplayGap { expected: 2, found: 3 }), "{err}");
 }
 
-#[test]
-fn case_state_is_replaced_by_each_later_step() {
-    let (_dir, mut store) = open_temp();
+fn case_state_is_replaced_by_each_later_step(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let opened = [CaseRow { json: r#"{"stage":"warning"}"#, ..case_row(7, 100, None, "warning") }];
     let acked = [CaseRow { json: r#"{"stage":"acknowledged"}"#, ..case_row(7, 100, None, "acknowledged") }];
     let closed = [CaseRow { json: r#"{"stage":"closed"}"#, ..case_row(7, 100, Some(900), "closed") }];
@@ -164,8 +227,8 @@ fn case_state_is_replaced_by_each_later_step() {
 }
 
 /// Five cases along the village, opened at 1000, 2000, ... 5000.
-fn village() -> (tempfile::TempDir, CaseStore) {
-    let (dir, mut store) = open_temp();
+fn village(backend: &Backend) -> (Fresh, CaseStore) {
+    let (fresh, mut store) = open_temp(backend);
     let row = |case_id, closed_ms, stage, severity, street, community, grid| CaseRow {
         case_id,
         opened_ms: case_id * 1000,
@@ -186,7 +249,7 @@ fn village() -> (tempfile::TempDir, CaseStore) {
         row(5, None, "warning", "low", "east", "c3", "g4"),
     ];
     store.commit(&[Step { cases: &cases, ..input(5000, "alarm", "{}") }]).unwrap();
-    (dir, store)
+    (fresh, store)
 }
 
 fn check(store: &CaseStore, filter: CaseFilter, expected: &[u64]) {
@@ -194,9 +257,8 @@ fn check(store: &CaseStore, filter: CaseFilter, expected: &[u64]) {
     assert_eq!(got, expected, "{filter:?}");
 }
 
-#[test]
-fn list_filters_and_orders_newest_first() {
-    let (_dir, store) = village();
+fn list_filters_and_orders_newest_first(backend: &Backend) {
+    let (_fresh, store) = village(backend);
     let s = |v: &str| Some(v.to_owned());
     check(&store, CaseFilter::default(), &[5, 4, 3, 2, 1]);
     check(&store, CaseFilter { state: CaseState::Open, ..Default::default() }, &[5, 3, 1]);
@@ -218,9 +280,8 @@ fn list_filters_and_orders_newest_first() {
     check(&store, CaseFilter { limit: Some(0), ..Default::default() }, &[]);
 }
 
-#[test]
-fn list_limit_defaults_to_100_and_is_capped_at_1000() {
-    let (_dir, mut store) = open_temp();
+fn list_limit_defaults_to_100_and_is_capped_at_1000(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let cases: Vec<_> = (1..=1100).map(|id| case_row(id, id, None, "warning")).collect();
     store.commit(&[Step { cases: &cases, ..input(0, "alarm", "{}") }]).unwrap();
     let listed = |limit| store.list(&CaseFilter { limit, ..Default::default() }).unwrap();
@@ -230,9 +291,8 @@ fn list_limit_defaults_to_100_and_is_capped_at_1000() {
     assert_eq!(listed(Some(5000)).len(), MAX_LIST_LIMIT as usize);
 }
 
-#[test]
-fn timeline_is_ordered_by_time_then_by_commit_order() {
-    let (_dir, mut store) = open_temp();
+fn timeline_is_ordered_by_time_then_by_commit_order(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let first = [transition(1, 100, "opened"), transition(2, 100, "opened"), transition(1, 300, "escalated")];
     // Committed later but earlier in time (a late delivery result), then two at the same ms.
     let second = [transition(1, 200, "delivered"), transition(1, 300, "notified")];
@@ -246,9 +306,8 @@ fn timeline_is_ordered_by_time_then_by_commit_order() {
     assert_eq!(store.timeline(3).unwrap(), []);
 }
 
-#[test]
-fn audit_log_lists_officer_actions_with_actor_and_origin() {
-    let (_dir, mut store) = open_temp();
+fn audit_log_lists_officer_actions_with_actor_and_origin(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let wang = Audit { actor: "wang".into(), origin: "192.0.2.7".into() };
     let li = Audit { actor: "li".into(), origin: "mqtt".into() };
     store
@@ -286,12 +345,11 @@ fn audit_log_lists_officer_actions_with_actor_and_origin() {
     assert_eq!(store.audit_log(0, 1).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
 }
 
-#[test]
-fn prune_keeps_open_cases_and_the_inputs_a_replay_needs() {
+fn prune_keeps_open_cases_and_the_inputs_a_replay_needs(backend: &Backend) {
     const DAY: u64 = 24 * 3600 * 1000;
     let retention = Duration::from_millis(30 * DAY);
     let now = 100 * DAY;
-    let (_dir, mut store) = open_temp();
+    let (_fresh, mut store) = open_temp(backend);
 
     // Old: a case closed long ago, a case opened long ago and still open; recent: a case
     // closed yesterday. Inputs 1-4 are old, 5 is recent.
@@ -334,16 +392,14 @@ fn prune_keeps_open_cases_and_the_inputs_a_replay_needs() {
     // A snapshot covering everything: old inputs go, the recent one stays for the audit.
     store.save_snapshot(5, now, "{}").unwrap();
     assert_eq!(store.prune(now, retention).unwrap(), Pruned { cases: 0, transitions: 0, inputs: 2 });
-    let inputs: Vec<u64> =
-        query_all(&store.conn, "SELECT seq FROM inputs ORDER BY seq", &[], |r| r.get(0)).unwrap();
-    assert_eq!(inputs, [4, 5], "4 is old but the fallback snapshot (at 3) needs it");
+    let inputs = store.integers("SELECT seq FROM inputs ORDER BY seq");
+    assert_eq!(inputs, [[4], [5]], "4 is old but the fallback snapshot (at 3) needs it");
     assert_eq!(store.load().unwrap().inputs, []);
     assert_eq!(store.prune(now, retention).unwrap(), Pruned::default(), "pruning again finds nothing");
 }
 
-#[test]
-fn seq_keeps_growing_after_every_input_was_pruned() {
-    let (_dir, mut store) = open_temp();
+fn seq_keeps_growing_after_every_input_was_pruned(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     store.commit(&[input(0, "alarm", "{}"), input(1, "alarm", "{}")]).unwrap();
     store.save_snapshot(2, 1, r#"{"engine":2}"#).unwrap();
     assert_eq!(store.prune(10_000, Duration::from_secs(1)).unwrap().inputs, 2);
@@ -356,9 +412,8 @@ fn seq_keeps_growing_after_every_input_was_pruned() {
     assert_eq!(loaded.inputs.iter().map(|i| i.seq).collect::<Vec<_>>(), [3]);
 }
 
-#[test]
-fn stats_count_inputs_cases_and_bytes() {
-    let (_dir, mut store) = open_temp();
+fn stats_count_inputs_cases_and_bytes(backend: &Backend) {
+    let (_fresh, mut store) = open_temp(backend);
     let cases =
         [case_row(1, 0, None, "warning"), case_row(2, 0, Some(5), "closed"), case_row(3, 0, None, "warning")];
     store.commit(&[Step { cases: &cases, ..input(0, "alarm", "{}") }, input(1, "tick", "")]).unwrap();
@@ -380,54 +435,163 @@ fn stats_count_inputs_cases_and_bytes() {
     );
 }
 
-#[test]
-fn a_file_from_a_newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cases.db");
-    drop(CaseStore::open(&path).unwrap());
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+fn a_store_from_a_newer_schema_is_refused(backend: &Backend) {
+    let (fresh, mut store) = open_temp(backend);
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
+    store.set_schema_version(SCHEMA_VERSION + 1);
+    drop(store);
 
-    let err = CaseStore::open(&path).unwrap_err();
+    let err = (backend.open)(&fresh.location).unwrap_err();
     assert!(matches!(err, StoreError::NewerSchema { found: 2, supported: 1, .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("schema version 2") && message.contains("cases.db"), "{message}");
-    let version: i64 =
-        Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 2, "the newer file is left as it was");
+    let named = if backend.name == "sqlite" { "cases.db" } else { "firegrid@127.0.0.1:" };
+    assert!(message.contains("schema version 2") && message.contains(named), "{message}");
+    assert!(!message.contains("password"), "{message}");
 }
 
-#[test]
-fn open_sets_up_wal_full_sync_and_the_schema_version() {
-    use rusqlite::types::Value;
-    let pragma = |store: &CaseStore, name| {
-        store.conn.pragma_query_value(None, name, |r| r.get::<_, Value>(0)).unwrap()
-    };
-    let (_dir, store) = open_temp();
-    assert_eq!(pragma(&store, "journal_mode"), Value::Text("wal".into()));
-    assert_eq!(pragma(&store, "synchronous"), Value::Integer(2), "FULL");
-    assert_eq!(pragma(&store, "auto_vacuum"), Value::Integer(2), "INCREMENTAL");
-    assert_eq!(pragma(&store, "user_version"), Value::Integer(SCHEMA_VERSION));
-    assert_eq!(pragma(&store, "busy_timeout"), Value::Integer(5000));
+mod sqlite_only {
+    use super::*;
 
-    // Reopening an existing file sets the connection up the same way and keeps the file.
-    let path = store.path().to_owned();
-    drop(store);
-    let store = CaseStore::open(path).unwrap();
-    assert_eq!(pragma(&store, "journal_mode"), Value::Text("wal".into()));
-    assert_eq!(pragma(&store, "synchronous"), Value::Integer(2));
-    assert_eq!(pragma(&store, "user_version"), Value::Integer(SCHEMA_VERSION));
-    let stats = store.stats().unwrap();
-    assert_eq!(stats, StoreStats { file_bytes: stats.file_bytes, ..StoreStats::default() });
+    #[test]
+    fn a_newer_file_is_left_as_it_was() {
+        let (fresh, mut store) = open_temp(&SQLITE);
+        store.set_schema_version(SCHEMA_VERSION + 1);
+        drop(store);
+        assert!(CaseStore::open(&fresh.location).is_err());
+        let version: i64 = rusqlite::Connection::open(&fresh.location)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+    }
+
+    #[test]
+    fn open_sets_up_wal_full_sync_and_the_schema_version() {
+        use rusqlite::types::Value;
+        let pragma = |store: &CaseStore, name| {
+            store.sqlite_conn().pragma_query_value(None, name, |r| r.get::<_, Value>(0)).unwrap()
+        };
+        let (fresh, store) = open_temp(&SQLITE);
+        assert_eq!(pragma(&store, "journal_mode"), Value::Text("wal".into()));
+        assert_eq!(pragma(&store, "synchronous"), Value::Integer(2), "FULL");
+        assert_eq!(pragma(&store, "auto_vacuum"), Value::Integer(2), "INCREMENTAL");
+        assert_eq!(pragma(&store, "user_version"), Value::Integer(SCHEMA_VERSION));
+        assert_eq!(pragma(&store, "busy_timeout"), Value::Integer(5000));
+
+        // Reopening an existing file sets the connection up the same way and keeps the file.
+        drop(store);
+        let store = CaseStore::open(&fresh.location).unwrap();
+        assert_eq!(store.path(), Some(Path::new(&fresh.location)));
+        assert_eq!(pragma(&store, "journal_mode"), Value::Text("wal".into()));
+        assert_eq!(pragma(&store, "synchronous"), Value::Integer(2));
+        assert_eq!(pragma(&store, "user_version"), Value::Integer(SCHEMA_VERSION));
+        let stats = store.stats().unwrap();
+        assert_eq!(stats, StoreStats { file_bytes: stats.file_bytes, ..StoreStats::default() });
+    }
+}
+
+mod postgres_only {
+    use super::*;
+
+    #[test]
+    fn no_error_message_carries_the_password() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let conninfo = server.conninfo("postgres");
+        let wrong = "wrong-Pa55word-4711";
+        let refused = [
+            CaseStore::open_postgres(&conninfo, Some(wrong)).unwrap_err(),
+            CaseStore::open_postgres(&format!("{conninfo} password={wrong}"), None).unwrap_err(),
+            CaseStore::open_postgres(&format!("{conninfo} password={wrong} port=notaport"), None)
+                .unwrap_err(),
+        ];
+        for err in &refused {
+            assert!(matches!(err, StoreError::Postgres { operation: "open", .. }), "{err:?}");
+            let shown = format!("{err} / {err:?}");
+            assert!(!shown.contains(wrong), "{shown}");
+        }
+        assert!(refused[0].to_string().contains("firegrid@127.0.0.1:"), "{}", refused[0]);
+
+        // The right password, then the server goes away under an open store.
+        let mut store = CaseStore::open_postgres(&conninfo, Some(server.password())).unwrap();
+        drop(server);
+        let err = store.commit(&[input(1, "alarm", "{}")]).unwrap_err();
+        assert!(matches!(err, StoreError::Postgres { operation: "commit", .. }), "{err:?}");
+        let shown = format!("{err} / {err:?} / {store:?}");
+        assert!(!shown.contains(wrong) && !shown.contains("password"), "{shown}");
+    }
+
+    #[test]
+    fn a_restarted_server_is_reconnected_to_and_keeps_every_commit() {
+        let mut server = firegrid_tests::Postgres::start().unwrap();
+        let mut store =
+            CaseStore::open_postgres(&server.conninfo("postgres"), Some(server.password())).unwrap();
+        assert_eq!(store.path(), None);
+        store.commit(&[input(1, "alarm", "{}"), input(2, "tick", "")]).unwrap();
+        server.restart().unwrap();
+        // The operation that finds the connection gone fails; the alarm loop holds its steps
+        // and hands them to the next commit, which connects again.
+        let _ = store.commit(&[input(3, "alarm", "{}")]);
+        assert_eq!(store.commit(&[input(3, "alarm", "{}")]).unwrap(), 3);
+        let seqs: Vec<u64> = store.load().unwrap().inputs.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, [1, 2, 3], "no seq lost to the failed commit");
+    }
+
+    /// A commit that went through but whose answer was lost: PostgreSQL cuts a session
+    /// that waits for a synchronous standby (here one that never comes) after writing the
+    /// commit locally. The alarm loop's retry (the same steps first) must not log them twice.
+    #[test]
+    fn a_commit_whose_answer_was_lost_is_not_logged_twice() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let mut admin = server.connect("postgres").unwrap();
+        let mut store =
+            CaseStore::open_postgres(&server.conninfo("postgres"), Some(server.password())).unwrap();
+        store.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
+
+        admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let cutter = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let waiting =
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+            while admin.query(waiting, &[]).unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "the commit never waited for the standby");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            admin.batch_execute("ALTER SYSTEM RESET synchronous_standby_names").unwrap();
+            admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        });
+        let lost = [input(2, "acknowledge", r#"{"n":2}"#), input(3, "tick", "")];
+        let err = store.commit(&lost).unwrap_err();
+        assert!(matches!(err, StoreError::Postgres { operation: "commit", .. }), "{err:?}");
+        cutter.join().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+
+        let retry = [lost[0], lost[1], input(4, "close", r#"{"n":4}"#)];
+        assert_eq!(store.commit(&retry).unwrap(), 4);
+        let got: Vec<_> = store.load().unwrap().inputs.iter().map(|i| (i.seq, i.at_ms)).collect();
+        assert_eq!(got, [(1, 1), (2, 2), (3, 3), (4, 4)], "the lost commit's steps once each");
+        // A doubt is settled once: the next commit is logged as it is.
+        assert_eq!(store.commit(&[lost[0]]).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_large_number_is_refused_not_wrapped() {
+        let (_fresh, mut store) = open_temp(&POSTGRES);
+        let err = store.commit(&[input(u64::MAX, "alarm", "{}")]).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfRange { value: u64::MAX, .. }), "{err:?}");
+        assert_eq!(store.commit(&[]).unwrap(), 0);
+    }
 }
 
 /// The environment variable that turns the crash test into its own child writer.
 const CHILD_ENV: &str = "FIREGRID_CASE_STORE_CRASH_CHILD";
 
-/// Writes batches of steps to the store at `path` until killed, printing the seq each commit
-/// returned. Each input's JSON says what its step wrote, so the parent can check after the
-/// kill that every step is whole.
-fn write_until_killed(path: &Path) -> ! {
-    let mut store = CaseStore::open(path).unwrap();
+/// Writes batches of steps to the store at `location` until killed, printing the seq each
+/// commit returned. Each input's JSON says what its step wrote, so the parent can check after
+/// the kill that every step is whole.
+fn write_until_killed(backend: &Backend, location: &str) -> ! {
+    let mut store = (backend.open)(location).unwrap();
     let mut out = std::io::stdout().lock();
     let pid = std::process::id();
     for batch in 0u64.. {
@@ -468,21 +632,22 @@ fn write_until_killed(path: &Path) -> ! {
 
 /// Checks the file a killed writer left: everything the child reported committed is there,
 /// and every step and batch is whole.
-fn check_after_kill(path: &Path, reported: u64) {
-    let store = CaseStore::open(path).unwrap();
-    let integrity: String = store.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(integrity, "ok");
+fn check_after_kill(backend: &Backend, location: &str, reported: u64) {
+    let mut store = (backend.open)(location).unwrap();
+    if backend.name == "sqlite" {
+        let integrity: String =
+            store.sqlite_conn().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(integrity, "ok");
+    }
     // `load` also checks that the seqs run without a gap.
     let inputs = store.load().unwrap().inputs;
     let last = inputs.last().map_or(0, |i| i.seq);
     assert!(last >= reported, "the child reported seq {reported} committed, the file ends at {last}");
 
-    let transitions: BTreeMap<u64, u64> =
-        query_all(&store.conn, "SELECT seq, count(*) FROM transitions GROUP BY seq", &[], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap()
+    let transitions: BTreeMap<u64, u64> = store
+        .integers("SELECT seq, count(*) FROM transitions GROUP BY seq")
         .into_iter()
+        .map(|row| (row[0] as u64, row[1] as u64))
         .collect();
     let mut batches: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut batch_of_seq = BTreeMap::new();
@@ -507,25 +672,24 @@ fn check_after_kill(path: &Path, reported: u64) {
     }
 }
 
-#[test]
-fn a_killed_writer_loses_no_committed_step_and_leaves_no_half_step() {
-    if let Some(path) = std::env::var_os(CHILD_ENV) {
-        write_until_killed(Path::new(&path));
+fn a_killed_writer_loses_no_committed_step_and_leaves_no_half_step(backend: &Backend) {
+    if let Ok(location) = std::env::var(CHILD_ENV) {
+        write_until_killed(backend, &location);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cases.db");
+    let fresh = (backend.fresh)();
     let test_name = format!(
-        "{}::a_killed_writer_loses_no_committed_step_and_leaves_no_half_step",
-        module_path!().split_once("::").unwrap().1
+        "{}::{}::a_killed_writer_loses_no_committed_step_and_leaves_no_half_step",
+        module_path!().split_once("::").unwrap().1,
+        backend.name
     );
-    // Rounds on the same file: each child recovers what the previous one left and goes on
+    // Rounds on the same store: each child recovers what the previous one left and goes on
     // from there. A commit takes about half a millisecond here, so the growing delays before
     // the kill land it in different phases of the commit cycle (inserting, syncing the log,
     // printing), not always at the same point after a report.
     for (round, delay_us) in [0u64, 120, 250, 400, 650].into_iter().enumerate() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([test_name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
+            .env(CHILD_ENV, &fresh.location)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -549,6 +713,6 @@ fn a_killed_writer_loses_no_committed_step_and_leaves_no_half_step() {
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "the child was killed, not finished");
-        check_after_kill(&path, reported);
+        check_after_kill(backend, &fresh.location, reported);
     }
 }

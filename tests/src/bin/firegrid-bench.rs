@@ -107,11 +107,16 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "plain,secure")]
         configs: Vec<String>,
     },
-    /// The case store's commit rate (fsynced transactions) with batches of 1 and of 100.
+    /// The case store's commit rate and latency (durable transactions) with batches of 1 and
+    /// of 100, on each backend side by side: SQLite (`synchronous = FULL`) and PostgreSQL (a
+    /// server started on loopback by the harness, `synchronous_commit = on`).
     CaseStore {
-        /// Steps committed per batch size.
+        /// Steps committed per batch size and backend.
         #[arg(long, default_value_t = 2_000)]
         steps: usize,
+        /// Backends, measured one after the other for each batch size: `sqlite`, `postgres`.
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backends: Vec<String>,
     },
     /// The fleet simulator: devices in one process (platform mode) against Mosquitto, with
     /// a subscriber acknowledging every message as the gateway would; messages/s, CPU, RSS.
@@ -726,7 +731,7 @@ async fn main() {
             },
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
-            Bench::CaseStore { steps: 2_000 },
+            Bench::CaseStore { steps: 2_000, backends: vec!["sqlite".into(), "postgres".into()] },
             Bench::Sim { devices: 20_000, speed: 10.0, minutes: 5, mode: "platform".into() },
             Bench::AlarmNotify {
                 rate: 10_000,
@@ -763,7 +768,10 @@ async fn main() {
             Bench::IngestOnly { messages, devices } => ingest_only(messages, devices),
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
-            Bench::CaseStore { steps } => case_store(steps),
+            // The PostgreSQL client is synchronous and must not run on an async worker thread.
+            Bench::CaseStore { steps, backends } => {
+                tokio::task::spawn_blocking(move || case_store(steps, &backends)).await.unwrap()
+            }
             Bench::Sim { devices, speed, minutes, mode } => sim(devices, speed, minutes, &mode).await,
             Bench::AlarmNotify { rate, alarms, configs } => alarm_notify(rate, alarms, &configs).await,
             Bench::Spool { lines } => spool_append(lines),
@@ -1257,7 +1265,7 @@ async fn alarm_notify_run(rate: usize, alarms: usize, secure: bool) -> (Vec<f64>
 
 /// Alarm-sized steps (one input, one transition, one case upsert) committed to the SQLite
 /// case store with `synchronous = FULL`, one transaction per batch.
-fn case_store(steps: usize) {
+fn case_store(steps: usize, backends: &[String]) {
     use firegrid_gateway::cases::store::{CaseRow, CaseStore, Step, TransitionRow};
     let input = r#"{"input":"signal","device":"sd-000001","active":true}"#;
     let case = r#"{"id":1,"stage":"warning","severity":"pre_alarm","location":{"building":"b1"}}"#;
@@ -1274,28 +1282,54 @@ fn case_store(steps: usize) {
         building: "b1",
         json: case,
     }];
+    let dir = tempfile::tempdir().unwrap();
+    let postgres =
+        backends.iter().any(|b| b == "postgres").then(|| firegrid_tests::Postgres::start().unwrap());
+    println!(
+        "| `firegrid-bench case-store` | steps/s | commits/s | commit p50 | commit p99 |\n|---|---:|---:|---:|---:|"
+    );
     for batch in [1usize, 100] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = CaseStore::open(dir.path().join("cases.sqlite")).unwrap();
-        let step = Step {
-            at_ms: 0,
-            kind: "signal",
-            audit: None,
-            input_json: input,
-            transitions: &transitions,
-            cases: &cases,
-        };
-        let batch_steps = vec![step; batch];
-        let started = Instant::now();
-        for _ in 0..steps / batch {
-            store.commit(&batch_steps).unwrap();
+        for backend in backends {
+            let (mut store, label) = match (backend.as_str(), &postgres) {
+                ("sqlite", _) => (
+                    CaseStore::open(dir.path().join(format!("cases-{batch}.sqlite"))).unwrap(),
+                    "SQLite, synchronous=FULL",
+                ),
+                ("postgres", Some(server)) => {
+                    let conninfo = server.create_database(&format!("cases_{batch}")).unwrap();
+                    (
+                        CaseStore::open_postgres(&conninfo, Some(server.password())).unwrap(),
+                        "PostgreSQL on loopback, synchronous_commit=on",
+                    )
+                }
+                (other, _) => panic!("unknown backend {other:?}: sqlite or postgres"),
+            };
+            let step = Step {
+                at_ms: 0,
+                kind: "signal",
+                audit: None,
+                input_json: input,
+                transitions: &transitions,
+                cases: &cases,
+            };
+            let batch_steps = vec![step; batch];
+            let mut latencies = Vec::with_capacity(steps / batch);
+            let started = Instant::now();
+            for _ in 0..steps / batch {
+                let commit = Instant::now();
+                store.commit(&batch_steps).unwrap();
+                latencies.push(commit.elapsed().as_secs_f64() * 1e3);
+            }
+            let s = started.elapsed().as_secs_f64();
+            latencies.sort_by(f64::total_cmp);
+            println!(
+                "| {label}, batches of {batch} | {:.0} | {:.0} | {:.2} ms | {:.2} ms |",
+                steps as f64 / s,
+                (steps / batch) as f64 / s,
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+            );
         }
-        let s = started.elapsed().as_secs_f64();
-        println!(
-            "| case store, batches of {batch}, synchronous=FULL | {:.0} steps/s | {:.0} commits/s |",
-            steps as f64 / s,
-            (steps / batch) as f64 / s
-        );
     }
 }
 

@@ -1,0 +1,514 @@
+//! The PostgreSQL backend: the same tables as SQLite's in a database of the operator's, over
+//! the synchronous `postgres` client (rust-postgres).
+//!
+//! Differences that matter, and why:
+//! - Seqs come from a counter row (`case_store.last_seq`) bumped inside each commit's
+//!   transaction, not from a sequence: PostgreSQL sequences are not transactional (a rolled
+//!   back `nextval` stays used, PostgreSQL manual, "Sequence Manipulation Functions"), and a
+//!   hole in the log would make every later replay fail with [`StoreError::ReplayGap`].
+//! - A commit returns once PostgreSQL reports it durable under the server's
+//!   `synchronous_commit`; a session where it is `off` is set back to `on` on open, since
+//!   `off` may lose committed transactions in a server crash (manual, "Asynchronous Commit").
+//! - A lost connection fails the operation in progress and is opened again by the next one
+//!   (the alarm loop holds and retries what could not be stored). A connection lost while
+//!   `COMMIT` was on its way leaves the client not knowing whether the transaction went
+//!   through (PostgreSQL says so when it cuts a session waiting for a synchronous standby:
+//!   "the transaction has already committed locally"). The store remembers such a batch
+//!   ([`InDoubt`]); when the next commit starts with the same steps, as the alarm loop's retry
+//!   does, and the log shows that the batch did go through, those steps are not logged twice.
+
+use std::cell::{RefCell, RefMut};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use postgres::config::Host;
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
+
+use super::{
+    AuditEntry, Backend, CASE_COLUMNS, CaseRow, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
+    SNAPSHOTS_KEPT, Snapshot, Step, StoreError, StoreStats, StoredCase, StoredTransition, TransitionRow,
+    check_snapshot,
+};
+
+/// The store's own row: its schema version and the last seq handed out. Created before the
+/// version is read, so it has to stay the same in every version.
+const META: &str = "
+CREATE TABLE IF NOT EXISTS case_store (
+    only_row       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    schema_version BIGINT NOT NULL,
+    last_seq       BIGINT NOT NULL
+);
+";
+
+/// The tables in PostgreSQL's dialect: seqs are written as the counter row hands them out,
+/// transitions numbered by an identity column (its gaps do not matter: it only orders).
+fn schema() -> String {
+    super::schema("BIGINT", "BIGINT PRIMARY KEY", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+}
+
+/// Serialises two gateways creating the schema in one database at the same time
+/// (`pg_advisory_xact_lock`; the number is arbitrary, the same in every version).
+const SCHEMA_LOCK: i64 = 0x6669_7265_6772_6964;
+
+/// The case store in a PostgreSQL database.
+pub(super) struct PostgresStore {
+    config: Config,
+    /// `user@host:port/dbname`, for messages: never the password.
+    database: String,
+    /// `None` once the connection was found closed, until the next operation opens it again.
+    conn: RefCell<Option<Connection>>,
+    /// The last batch whose `COMMIT` got no answer.
+    in_doubt: Option<InDoubt>,
+}
+
+/// A batch whose `COMMIT` was sent but never answered: it may be in the log or not.
+#[derive(Debug)]
+struct InDoubt {
+    /// The last seq before the batch.
+    before: u64,
+    /// Its steps, as `(at_ms, kind, input_json)`, to recognise them in a retry.
+    steps: Vec<(u64, String, String)>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("database", &self.database).finish_non_exhaustive()
+    }
+}
+
+/// One connection and the commit path's statements, prepared on it.
+struct Connection {
+    client: Client,
+    bump_seq: Statement,
+    inputs: Statement,
+    transitions: Statement,
+    cases: Statement,
+}
+
+impl PostgresStore {
+    /// Connects, creates or checks the schema, and prepares the commit path.
+    pub(super) fn open(conninfo: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let mut config: Config = conninfo.parse().map_err(|source| StoreError::Postgres {
+            operation: "open",
+            database: "(connection string)".into(),
+            source,
+        })?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        let database = describe(&config);
+        let store = PostgresStore { config, database, conn: RefCell::new(None), in_doubt: None };
+        store.connection("open")?;
+        Ok(store)
+    }
+
+    fn error(&self, operation: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        move |source| StoreError::Postgres { operation, database: self.database.clone(), source }
+    }
+
+    /// The open connection, opening (and setting up) a new one if there is none or it closed.
+    fn connection(&self, operation: &'static str) -> Result<RefMut<'_, Connection>, StoreError> {
+        let mut slot = self.conn.borrow_mut();
+        if slot.as_ref().is_none_or(|conn| conn.client.is_closed()) {
+            *slot = None;
+            *slot = Some(self.connect(operation)?);
+        }
+        Ok(RefMut::map(slot, |slot| slot.as_mut().expect("set above")))
+    }
+
+    fn connect(&self, operation: &'static str) -> Result<Connection, StoreError> {
+        let err = self.error(operation);
+        let mut client = self.config.connect(NoTls).map_err(&err)?;
+        let durable = client.query_one("SHOW synchronous_commit", &[]).map_err(&err)?;
+        if durable.try_get::<_, String>(0).map_err(&err)? == "off" {
+            client.batch_execute("SET synchronous_commit = on").map_err(&err)?;
+        }
+        let mut tx = client.transaction().map_err(&err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&err)?;
+        tx.batch_execute(META).map_err(&err)?;
+        let found = tx.query_opt("SELECT schema_version FROM case_store", &[]).map_err(&err)?;
+        let found: i64 = found.map(|row| row.try_get(0)).transpose().map_err(&err)?.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            let store = self.database.clone();
+            return Err(StoreError::NewerSchema { store, found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            tx.batch_execute(&schema()).map_err(&err)?;
+            tx.execute(
+                "INSERT INTO case_store (schema_version, last_seq) VALUES ($1, 0) \
+                 ON CONFLICT (only_row) DO UPDATE SET schema_version = excluded.schema_version",
+                &[&SCHEMA_VERSION],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        let bump_seq = client
+            .prepare("UPDATE case_store SET last_seq = last_seq + $1 RETURNING last_seq")
+            .map_err(&err)?;
+        // A batch's rows go in one statement per table, as arrays (`unnest`): a commit is then
+        // six round trips whatever its size, where one statement per row made a batch of 100
+        // cost 300 (BENCHMARKS.md).
+        let inputs = client
+            .prepare(
+                "INSERT INTO inputs (seq, at_ms, kind, actor, origin, json) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
+            )
+            .map_err(&err)?;
+        // In the order given (WITH ORDINALITY), so that `id` orders a timeline's transitions
+        // of one millisecond as they were committed.
+        let transitions = client
+            .prepare(&super::insert_transitions(
+                "SELECT seq, case_id, at_ms, kind, json FROM unnest($1::bigint[], $2::bigint[], \
+                 $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY AS t (seq, case_id, at_ms, kind, json, n) \
+                 ORDER BY n",
+            ))
+            .map_err(&err)?;
+        let cases = client
+            .prepare(&super::upsert_cases(
+                "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[])",
+            ))
+            .map_err(&err)?;
+        Ok(Connection { client, bump_seq, inputs, transitions, cases })
+    }
+
+    /// Runs a read on the connection.
+    fn read<T>(
+        &self,
+        operation: &'static str,
+        query: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection(operation)?;
+        query(&mut conn.client).map_err(self.error(operation))
+    }
+
+    /// How many of `steps`, from the first, an [`InDoubt`] batch already logged: all of it if
+    /// the log grew by exactly that batch and `steps` starts with it, else none.
+    fn already_logged(
+        &self,
+        conn: &mut Connection,
+        in_doubt: &InDoubt,
+        steps: &[Step<'_>],
+    ) -> Result<usize, StoreError> {
+        let logged = last_seq(&mut conn.client).map_err(self.error("commit"))?;
+        let n = in_doubt.steps.len();
+        let retried = steps.len() >= n
+            && steps.iter().zip(&in_doubt.steps).all(|(step, (at_ms, kind, input))| {
+                (step.at_ms, step.kind, step.input_json) == (*at_ms, kind.as_str(), input.as_str())
+            });
+        Ok(if retried && logged == in_doubt.before + n as u64 { n } else { 0 })
+    }
+
+    /// Commits `steps` in one transaction; a `COMMIT` that got no answer leaves `doubt` set.
+    fn commit_steps_on(
+        &self,
+        conn: &mut Connection,
+        steps: &[Step<'_>],
+        doubt: &mut Option<InDoubt>,
+    ) -> Result<u64, StoreError> {
+        let err = self.error("commit");
+        let signed = |value| signed("commit", value);
+        let mut tx = conn.client.transaction().map_err(&err)?;
+        let count = signed(steps.len() as u64)?;
+        let last: i64 = tx.query_one(&conn.bump_seq, &[&count]).map_err(&err)?.try_get(0).map_err(&err)?;
+        let seqs: Vec<i64> = (last - count + 1..=last).collect();
+        let at_ms = steps.iter().map(|s| signed(s.at_ms)).collect::<Result<Vec<_>, _>>()?;
+        let kinds: Vec<&str> = steps.iter().map(|s| s.kind).collect();
+        let actors: Vec<Option<&str>> = steps.iter().map(|s| s.audit.map(|a| a.actor.as_str())).collect();
+        let origins: Vec<Option<&str>> = steps.iter().map(|s| s.audit.map(|a| a.origin.as_str())).collect();
+        let jsons: Vec<&str> = steps.iter().map(|s| s.input_json).collect();
+        tx.execute(&conn.inputs, &[&seqs, &at_ms, &kinds, &actors, &origins, &jsons]).map_err(&err)?;
+
+        let transitions: Vec<(i64, &TransitionRow<'_>)> = seqs
+            .iter()
+            .zip(steps)
+            .flat_map(|(&seq, s)| s.transitions.iter().map(move |t| (seq, t)))
+            .collect();
+        if !transitions.is_empty() {
+            let t_seqs: Vec<i64> = transitions.iter().map(|(seq, _)| *seq).collect();
+            let case_ids =
+                transitions.iter().map(|(_, t)| signed(t.case_id)).collect::<Result<Vec<_>, _>>()?;
+            let t_at = transitions.iter().map(|(_, t)| signed(t.at_ms)).collect::<Result<Vec<_>, _>>()?;
+            let t_kinds: Vec<&str> = transitions.iter().map(|(_, t)| t.kind).collect();
+            let t_jsons: Vec<&str> = transitions.iter().map(|(_, t)| t.json).collect();
+            tx.execute(&conn.transitions, &[&t_seqs, &case_ids, &t_at, &t_kinds, &t_jsons]).map_err(&err)?;
+        }
+
+        // One row per case, its last state in the batch: an upsert may not touch a row twice
+        // in one statement, and each later step replaced the earlier one anyway.
+        let mut latest: BTreeMap<u64, (i64, &CaseRow<'_>)> = BTreeMap::new();
+        for (&seq, step) in seqs.iter().zip(steps) {
+            for case in step.cases {
+                latest.insert(case.case_id, (seq, case));
+            }
+        }
+        if !latest.is_empty() {
+            let rows: Vec<&(i64, &CaseRow<'_>)> = latest.values().collect();
+            let numbers = |f: fn(&CaseRow<'_>) -> u64| {
+                rows.iter().map(|(_, c)| signed(f(c))).collect::<Result<Vec<_>, _>>()
+            };
+            let texts = |f: for<'c> fn(&'c CaseRow<'_>) -> &'c str| {
+                rows.iter().map(|(_, c)| f(c)).collect::<Vec<&str>>()
+            };
+            let ids = numbers(|c| c.case_id)?;
+            let opened = numbers(|c| c.opened_ms)?;
+            let closed = rows
+                .iter()
+                .map(|(_, c)| c.closed_ms.map(signed).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            let updated: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+            let values: [&(dyn ToSql + Sync); 11] = [
+                &ids,
+                &opened,
+                &closed,
+                &texts(|c| c.stage),
+                &texts(|c| c.severity),
+                &texts(|c| c.street),
+                &texts(|c| c.community),
+                &texts(|c| c.grid),
+                &texts(|c| c.building),
+                &updated,
+                &texts(|c| c.json),
+            ];
+            tx.execute(&conn.cases, &values).map_err(&err)?;
+        }
+        if let Err(error) = tx.commit() {
+            // With the connection still open PostgreSQL answered, so it rolled back.
+            if conn.client.is_closed() {
+                *doubt = Some(InDoubt {
+                    before: unsigned(last - count),
+                    steps: steps
+                        .iter()
+                        .map(|s| (s.at_ms, s.kind.to_owned(), s.input_json.to_owned()))
+                        .collect(),
+                });
+            }
+            return Err(err(error));
+        }
+        Ok(unsigned(last))
+    }
+}
+
+impl Backend for PostgresStore {
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read("commit", last_seq)
+    }
+
+    fn commit_steps(&mut self, steps: &[Step<'_>]) -> Result<u64, StoreError> {
+        let mut conn = self.connection("commit")?;
+        let skip = match &self.in_doubt {
+            Some(in_doubt) => self.already_logged(&mut conn, in_doubt, steps)?,
+            None => 0,
+        };
+        if skip > 0 {
+            tracing::warn!(
+                steps = skip,
+                "A case-store commit whose answer was lost did go through; its retry is not logged twice."
+            );
+        }
+        let mut doubt = None;
+        let result = match &steps[skip..] {
+            [] => last_seq(&mut conn.client).map_err(self.error("commit")),
+            rest => self.commit_steps_on(&mut conn, rest, &mut doubt),
+        };
+        drop(conn);
+        // A failure short of `COMMIT` leaves an earlier doubt as it was: the retry still
+        // starts with that batch.
+        if result.is_ok() || doubt.is_some() {
+            self.in_doubt = doubt;
+        }
+        result
+    }
+
+    fn save_snapshot(&mut self, upto_seq: u64, at_ms: u64, json: &str) -> Result<(), StoreError> {
+        let err = self.error("snapshot");
+        let (upto, at) = (signed("snapshot", upto_seq)?, signed("snapshot", at_ms)?);
+        let mut conn = self.connection("snapshot")?;
+        let mut tx = conn.client.transaction().map_err(&err)?;
+        // FOR UPDATE holds off a commit until the snapshot is in, as SQLite's write lock does.
+        let last = tx.query_one("SELECT last_seq FROM case_store FOR UPDATE", &[]).map_err(&err)?;
+        let last_seq = unsigned(last.try_get(0).map_err(&err)?);
+        let latest = snapshot_seqs(&mut tx).map_err(&err)?.first().copied();
+        check_snapshot(upto_seq, last_seq, latest)?;
+        tx.execute(super::SAVE_SNAPSHOT, &[&upto, &at, &json]).map_err(&err)?;
+        tx.execute(super::DELETE_OLD_SNAPSHOTS, &[&SNAPSHOTS_KEPT]).map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    fn snapshot_at(&self, nth: i64) -> Result<Option<Snapshot>, StoreError> {
+        self.read("load", |client| {
+            let row = client.query_opt(super::SNAPSHOT_AT, &[&nth])?;
+            row.as_ref().map(Snapshot::read).transpose()
+        })
+    }
+
+    fn inputs_after(&self, after: u64) -> Result<Vec<LoggedInput>, StoreError> {
+        let after = signed("load", after)?;
+        self.read("load", |client| {
+            client.query(super::INPUTS_AFTER, &[&after])?.iter().map(LoggedInput::read).collect()
+        })
+    }
+
+    fn case(&self, case_id: u64) -> Result<Option<StoredCase>, StoreError> {
+        let case_id = signed("case", case_id)?;
+        self.read("case", |client| {
+            let row = client
+                .query_opt(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"), &[&case_id])?;
+            row.as_ref().map(StoredCase::read).transpose()
+        })
+    }
+
+    fn timeline(&self, case_id: u64) -> Result<Vec<StoredTransition>, StoreError> {
+        let case_id = signed("timeline", case_id)?;
+        self.read("timeline", |client| {
+            client.query(super::TIMELINE, &[&case_id])?.iter().map(StoredTransition::read).collect()
+        })
+    }
+
+    fn list(&self, sql_text: &str, values: &[FilterValue<'_>]) -> Result<Vec<StoredCase>, StoreError> {
+        let numbers = values
+            .iter()
+            .map(|value| match value {
+                FilterValue::Integer(number) => signed("list", *number),
+                FilterValue::Text(_) => Ok(0),
+            })
+            .collect::<Result<Vec<i64>, _>>()?;
+        let bound: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .zip(&numbers)
+            .map(|(value, number)| match value {
+                FilterValue::Text(text) => text as &(dyn ToSql + Sync),
+                FilterValue::Integer(_) => number as &(dyn ToSql + Sync),
+            })
+            .collect();
+        self.read("list", |client| client.query(sql_text, &bound)?.iter().map(StoredCase::read).collect())
+    }
+
+    fn audit_log(&self, since_ms: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let (since_ms, limit) = (signed("audit log", since_ms)?, i64::from(limit));
+        self.read("audit log", |client| {
+            client.query(super::AUDIT_LOG, &[&since_ms, &limit])?.iter().map(AuditEntry::read).collect()
+        })
+    }
+
+    fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        let cutoff = signed("prune", cutoff_ms)?;
+        self.read("prune", |client| {
+            let mut tx = client.transaction()?;
+            let transitions = tx.execute(super::PRUNE_TRANSITIONS, &[&cutoff])?;
+            let cases = tx.execute(super::PRUNE_CASES, &[&cutoff])?;
+            // As in SQLite: only what the oldest kept snapshot covers is no longer needed.
+            let inputs = match snapshot_seqs(&mut tx)?.last() {
+                Some(&covered) => tx.execute(super::PRUNE_INPUTS, &[&(covered as i64), &cutoff])?,
+                None => 0,
+            };
+            tx.commit()?;
+            Ok(Pruned { cases, transitions, inputs })
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read("stats", |client| {
+            let last_seq = last_seq(client)?;
+            let snapshot_seq = snapshot_seqs(client)?.first().copied();
+            let since = snapshot_seq.unwrap_or(0) as i64;
+            let counts = client.query_one(super::COUNT_INPUTS, &[&since])?;
+            let cases = client.query_one(super::COUNT_CASES, &[])?;
+            let size = client.query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint \
+                 FROM unnest(ARRAY['inputs', 'transitions', 'cases', 'snapshots', 'case_store']) AS t",
+                &[],
+            )?;
+            Ok(StoreStats {
+                inputs: counts.number(0)?,
+                last_seq,
+                snapshot_seq,
+                inputs_since_snapshot: counts.number(1)?,
+                open_cases: cases.number(0)?,
+                closed_cases: cases.number(1)?,
+                file_bytes: size.number(0)?,
+            })
+        })
+    }
+
+    #[cfg(test)]
+    fn integers(&mut self, sql_text: &str) -> Vec<Vec<i64>> {
+        let rows = self.read("test", |client| client.query(sql_text, &[])).unwrap();
+        rows.iter().map(|row| (0..row.len()).map(|i| row.get(i)).collect()).collect()
+    }
+
+    #[cfg(test)]
+    fn schema_version(&mut self) -> i64 {
+        self.read("test", |client| client.query_one("SELECT schema_version FROM case_store", &[]))
+            .unwrap()
+            .get(0)
+    }
+
+    #[cfg(test)]
+    fn set_schema_version(&mut self, version: i64) {
+        self.read("test", |client| client.execute("UPDATE case_store SET schema_version = $1", &[&version]))
+            .unwrap();
+    }
+}
+
+/// `user@host:port/dbname`: what messages name the database by.
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") },
+        if ports.is_empty() { "5432".to_owned() } else { ports.join(",") },
+        config.get_dbname().unwrap_or("?"),
+    )
+}
+
+/// A number for a `bigint` column, or [`StoreError::OutOfRange`].
+fn signed(operation: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { operation, value })
+}
+
+/// A number from a `bigint` column. Every one the store reads was written through [`signed`]
+/// or counted, so none is negative.
+fn unsigned(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+impl Columns for Row {
+    type Error = postgres::Error;
+
+    fn number(&self, column: usize) -> Result<u64, postgres::Error> {
+        self.try_get::<_, i64>(column).map(unsigned)
+    }
+
+    fn optional_number(&self, column: usize) -> Result<Option<u64>, postgres::Error> {
+        Ok(self.try_get::<_, Option<i64>>(column)?.map(unsigned))
+    }
+
+    fn text(&self, column: usize) -> Result<String, postgres::Error> {
+        self.try_get(column)
+    }
+}
+
+fn last_seq(client: &mut impl postgres::GenericClient) -> Result<u64, postgres::Error> {
+    let row = client.query_opt("SELECT last_seq FROM case_store", &[])?;
+    row.map_or(Ok(0), |row| row.number(0))
+}
+
+/// The kept snapshots' `upto_seq`, newest first.
+fn snapshot_seqs(client: &mut impl postgres::GenericClient) -> Result<Vec<u64>, postgres::Error> {
+    client.query(super::SNAPSHOT_SEQS, &[])?.iter().map(|row| row.number(0)).collect()
+}

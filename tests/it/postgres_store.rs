@@ -1,0 +1,219 @@
+//! The case store in PostgreSQL: the `firegrid` binary with `[alerting.store] postgres` between
+//! a real Mosquitto and a webhook receiver, its cases in a real PostgreSQL across a `kill -9`;
+//! and the store through a PostgreSQL failover: a primary with a synchronous streaming standby
+//! (`pg_basebackup -R`, `synchronous_standby_names = '*'`), cases committed on the primary,
+//! the primary killed with SIGKILL, the standby promoted (`pg_ctl promote`), and the store
+//! reopened on it: every commit that returned is there, and new commits go on from the last
+//! seq.
+//!
+//! Synchronous replication is what makes "every commit that returned" hold: a commit returns
+//! only once the standby has flushed its WAL (PostgreSQL manual, "Synchronous Replication"),
+//! and promotion replays all of it. With asynchronous replication the last commits before a
+//! crash may be missing on the standby.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firegrid_gateway::cases::store::{CaseFilter, CaseRow, CaseStore, Step, TransitionRow};
+use firegrid_protocol::{
+    DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
+};
+use firegrid_tests::{Firegrid, Mosquitto, Postgres, WebhookReceiver};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+/// An unknown detector's alarm in village `fuhai-1`.
+fn alarm(dev: &str) -> (String, Vec<u8>) {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let dev = DeviceId::new(dev).unwrap();
+    let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
+    let msg = Uplink::new(dev.clone(), 1, 1, now_ms, body);
+    let topic =
+        Topic::uplink(VillageId::new("fuhai-1").unwrap(), dev, UplinkKind::State).to_buf().to_string();
+    (topic, msg.encode(Encoding::Json, &mut [0u8; 512]).unwrap().to_vec())
+}
+
+/// Rows in `table`. The synchronous client must not run on the async test's worker thread.
+fn count(server: &Postgres, table: &str) -> i64 {
+    tokio::task::block_in_place(|| {
+        let mut client = server.connect("firegrid").unwrap();
+        client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).unwrap().get(0)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let server = Postgres::start().unwrap();
+    let conninfo = server.create_database("firegrid").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres-password");
+    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
+    let (broker_port, hook_port) = (broker.port(), hook.port());
+    let config = move |dir: &Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "gw-postgres"
+max_backoff = "500ms"
+[alerting]
+routes = {{ "*" = ["hook"] }}
+[alerting.store]
+postgres = "{conninfo}"
+password_file = "{password_file}"
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "test-secret"
+"#,
+            data = dir.join("data").display(),
+            password_file = password_file.display(),
+        )
+    };
+    let mut gateway = Firegrid::start(config).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", broker_port), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let page =
+        hook.wait("the unplaced case", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    let case = page["case_id"].as_i64().unwrap();
+
+    let stage: String = tokio::task::block_in_place(|| {
+        let mut client = server.connect("firegrid").unwrap();
+        client.query_one("SELECT stage FROM cases WHERE case_id = $1", &[&case]).unwrap().get(0)
+    });
+    assert!(!stage.is_empty());
+    assert!(count(&server, "inputs") >= 1 && count(&server, "transitions") >= 1);
+    let data = gateway.dir().join("data");
+    assert!(!data.join("cases.sqlite").exists(), "no SQLite case store beside PostgreSQL");
+    assert!(data.join("notify-outbox.sqlite").exists(), "the outbox stays in SQLite");
+
+    // After kill -9 the gateway replays from PostgreSQL: the case is there, not paged anew.
+    let inputs = count(&server, "inputs");
+    gateway.kill().unwrap();
+    gateway.restart().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(count(&server, "inputs") >= inputs);
+    assert_eq!(count(&server, "cases"), 1);
+    let log = std::fs::read_to_string(gateway.log_path()).unwrap();
+    assert!(log.contains("The case store is in PostgreSQL."), "{log}");
+    assert!(!log.contains(server.password()), "the password is never logged");
+}
+
+/// One batch of steps: each opens or updates a case, with one transition.
+fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
+    let jsons: Vec<(String, String)> = (0..5)
+        .map(|i| (format!(r#"{{"batch":{batch},"step":{i}}}"#), format!(r#"{{"case":{}}}"#, batch * 5 + i)))
+        .collect();
+    let rows: Vec<([TransitionRow<'_>; 1], [CaseRow<'_>; 1])> = jsons
+        .iter()
+        .enumerate()
+        .map(|(i, (_, case_json))| {
+            let case_id = 1 + (batch * 5 + i as u64) % 40;
+            let at_ms = 1_000 * batch + i as u64;
+            let closed_ms = batch.is_multiple_of(3).then_some(at_ms);
+            (
+                [TransitionRow { case_id, at_ms, kind: "escalated", json: case_json }],
+                [CaseRow {
+                    case_id,
+                    opened_ms: case_id * 10,
+                    closed_ms,
+                    stage: if closed_ms.is_some() { "closed" } else { "warning" },
+                    severity: "fire",
+                    street: "fuhai",
+                    community: "c1",
+                    grid: "g1",
+                    building: "b1",
+                    json: case_json,
+                }],
+            )
+        })
+        .collect();
+    let steps: Vec<Step<'_>> = jsons
+        .iter()
+        .zip(&rows)
+        .map(|((input, _), (transitions, cases))| Step {
+            at_ms: 1_000 * batch,
+            kind: "alarm",
+            audit: None,
+            input_json: input,
+            transitions,
+            cases,
+        })
+        .collect();
+    store.commit(&steps).unwrap()
+}
+
+/// Waits until the primary reports `standby` as its synchronous standby.
+fn wait_for_sync_standby(primary: &Postgres) {
+    let mut client = primary.connect("postgres").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = client.query("SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'", &[]).unwrap();
+        if !rows.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_committed_case_survives_a_failover_to_the_promoted_standby() {
+    let mut primary = Postgres::start().unwrap();
+    let conninfo = primary.create_database("firegrid").unwrap();
+    let password = primary.password().to_owned();
+    let mut store = CaseStore::open_postgres(&conninfo, Some(&password)).unwrap();
+    // Some history before the base backup, the rest streamed to the standby.
+    for batch in 0..10 {
+        commit_batch(&mut store, batch);
+    }
+    let standby = Postgres::standby_of(&primary).unwrap();
+    let mut admin = primary.connect("postgres").unwrap();
+    admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    drop(admin);
+    wait_for_sync_standby(&primary);
+    let mut last = 0;
+    for batch in 10..60 {
+        last = commit_batch(&mut store, batch);
+        if batch == 30 {
+            store.save_snapshot(last, 1_000 * batch, r#"{"engine":"at batch 30"}"#).unwrap();
+        }
+    }
+    assert_eq!(last, 300);
+    let everything = CaseFilter { limit: Some(1000), ..CaseFilter::default() };
+    let loaded = store.load().unwrap();
+    let cases = store.list(&everything).unwrap();
+    let timelines: Vec<_> = (1..=40).map(|id| store.timeline(id).unwrap()).collect();
+    let stats = store.stats().unwrap();
+    assert_eq!((cases.len(), loaded.inputs.len()), (40, 145), "the snapshot at 155 covers the rest");
+
+    // The primary crashes; the standby takes over.
+    primary.kill().unwrap();
+    drop(store);
+    let in_recovery =
+        standby.connect("firegrid").unwrap().query_one("SELECT pg_is_in_recovery()", &[]).unwrap();
+    assert!(in_recovery.get::<_, bool>(0), "a standby until promoted");
+    standby.promote().unwrap();
+
+    let conninfo = standby.conninfo("firegrid");
+    let mut store = CaseStore::open_postgres(&conninfo, Some(&password)).unwrap();
+    assert_eq!(store.load().unwrap(), loaded, "snapshot and inputs after it");
+    assert_eq!(store.list(&everything).unwrap(), cases);
+    let promoted: Vec<_> = (1..=40).map(|id| store.timeline(id).unwrap()).collect();
+    assert_eq!(promoted, timelines);
+    let after = store.stats().unwrap();
+    assert_eq!(after, firegrid_gateway::cases::store::StoreStats { file_bytes: after.file_bytes, ..stats });
+
+    // The promoted server takes new commits, numbered on from the primary's last.
+    assert_eq!(commit_batch(&mut store, 60), 305);
+    assert_eq!(store.timeline(21).unwrap().len(), timelines[20].len() + 1, "batch 60 touches cases 21-25");
+    assert_eq!(store.load().unwrap().inputs.len(), 150);
+}
