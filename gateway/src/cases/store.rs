@@ -107,6 +107,20 @@ pub enum StoreError {
         /// The client's error.
         source: ::postgres::Error,
     },
+    /// Another gateway writes this PostgreSQL store: it holds the store's writer lock (a
+    /// session-level advisory lock, released when its connection ends). Two gateways on one
+    /// store would each run their own alarm loop over the same cases.
+    #[error(
+        "case store on PostgreSQL {database} is held by another gateway (backend pid {holder}): \
+         one gateway writes a village's store; stop the other, or wait for its connection to end"
+    )]
+    Held {
+        /// Which database.
+        database: String,
+        /// The PostgreSQL backend process of the session holding the lock, to find it in
+        /// `pg_stat_activity`; 0 when it ended meanwhile.
+        holder: i32,
+    },
     /// A number handed to the PostgreSQL store does not fit its signed 64-bit `bigint` (SQLite
     /// refuses the same numbers with a [`StoreError::Sqlite`]).
     #[error("case store {operation}: {value} is too large for a PostgreSQL bigint")]
@@ -410,7 +424,18 @@ impl CaseStore {
     /// gateway ([`StoreError::NewerSchema`]). Must not be called on an async task's thread
     /// (module docs).
     pub fn open_postgres(conninfo: &str, password: Option<&str>) -> Result<CaseStore, StoreError> {
-        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password)?) })
+        Self::open_postgres_within(conninfo, password, postgres::OPEN_WAIT)
+    }
+
+    /// As [`open_postgres`](Self::open_postgres), waiting at most `wait` for the store's
+    /// writer lock ([`StoreError::Held`] after that): one gateway writes a store, and the
+    /// session of one that just died may take a moment to end.
+    pub fn open_postgres_within(
+        conninfo: &str,
+        password: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Result<CaseStore, StoreError> {
+        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password, wait)?) })
     }
 
     /// The file this store lives in; `None` for PostgreSQL.

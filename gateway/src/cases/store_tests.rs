@@ -575,6 +575,47 @@ mod postgres_only {
         assert_eq!(store.commit(&[lost[0]]).unwrap(), 5);
     }
 
+    /// One writer: a second store on the same database is refused while the first holds it,
+    /// takes over once the first one's session is cut, and the first cannot write again.
+    #[test]
+    fn one_gateway_writes_a_store_and_one_cut_off_cannot_write_again() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let mut admin = server.connect("postgres").unwrap();
+        let conninfo = server.conninfo("postgres");
+        let open = |wait: Duration| CaseStore::open_postgres_within(&conninfo, Some(server.password()), wait);
+        let mut first = open(Duration::ZERO).unwrap();
+        first.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
+
+        let err = open(Duration::from_millis(500)).unwrap_err();
+        let StoreError::Held { holder, .. } = &err else { panic!("{err:?}") };
+        assert_ne!(*holder, 0, "the holder's backend is named: {err}");
+        assert!(err.to_string().contains("held by another gateway"), "{err}");
+        assert!(!err.to_string().contains(server.password()), "{err}");
+
+        // The first gateway's session is cut (a network partition, a paused process whose
+        // connection timed out): the second takes over and goes on numbering.
+        let cut = admin.query("SELECT pg_terminate_backend($1)", &[holder]).unwrap();
+        assert!(cut[0].get::<_, bool>(0), "the session was cut");
+        let mut second = open(Duration::from_secs(20)).unwrap();
+        assert_eq!(second.commit(&[input(2, "acknowledge", r#"{"n":2}"#)]).unwrap(), 2);
+
+        // The first one finds its connection gone and, reconnecting, the lock taken: it
+        // writes nothing, now or on a retry.
+        for _ in 0..2 {
+            let err = first.commit(&[input(3, "close", r#"{"n":3}"#)]).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Held { .. } | StoreError::Postgres { operation: "commit", .. }),
+                "{err:?}"
+            );
+        }
+        assert!(matches!(first.commit(&[input(3, "close", "{}")]), Err(StoreError::Held { .. })));
+        let seqs: Vec<u64> = second.load().unwrap().inputs.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, [1, 2], "nothing of the cut-off writer's after the takeover");
+        // Once the second lets go, a store opens again.
+        drop(second);
+        open(Duration::from_secs(20)).unwrap();
+    }
+
     #[test]
     fn a_large_number_is_refused_not_wrapped() {
         let (_fresh, mut store) = open_temp(&POSTGRES);

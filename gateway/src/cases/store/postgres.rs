@@ -16,6 +16,16 @@
 //!   "the transaction has already committed locally"). The store remembers such a batch
 //!   ([`InDoubt`]); when the next commit starts with the same steps, as the alarm loop's retry
 //!   does, and the log shows that the batch did go through, those steps are not logged twice.
+//! - One gateway writes a store: every connection takes the store's writer lock
+//!   (`pg_try_advisory_lock`, held for the session) before it reads or writes, and a
+//!   connection that cannot take it fails with [`StoreError::Held`]. The lock goes with the
+//!   session, so a gateway that dies, or whose connection is cut, frees it, and a gateway that
+//!   lost its connection has to win the lock again before its next write: one that was paused
+//!   while another took over cannot write again. The server is asked to probe an idle client
+//!   (`tcp_keepalives_*`, about 11 s) so that the lock of a machine that lost power is not held
+//!   for the kernel's default two hours. Opening waits up to [`OPEN_WAIT`] for the lock, so
+//!   that a gateway restarted at once finds the session of its previous run ended; a
+//!   reconnection while running does not wait (the alarm loop holds and retries).
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
@@ -50,6 +60,20 @@ fn schema() -> String {
 /// Serialises two gateways creating the schema in one database at the same time
 /// (`pg_advisory_xact_lock`; the number is arbitrary, the same in every version).
 const SCHEMA_LOCK: i64 = 0x6669_7265_6772_6964;
+
+/// The store's writer lock (`pg_try_advisory_lock`, session level; arbitrary, the same in every
+/// version, and not [`SCHEMA_LOCK`]).
+const WRITER_LOCK: i64 = 0x6669_7265_6772_6965;
+
+/// How long opening the store waits for the writer lock.
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The server's probes of an idle client connection: silent for 5 s, then a probe every 2 s,
+/// and gone after 3 unanswered, so a dead gateway's lock is freed in about 11 s
+/// (PostgreSQL manual, "Connections and Authentication": `tcp_keepalives_idle`,
+/// `tcp_keepalives_interval`, `tcp_keepalives_count`).
+const KEEPALIVES: &str =
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
 
 /// The case store in a PostgreSQL database.
 pub(super) struct PostgresStore {
@@ -88,7 +112,11 @@ struct Connection {
 
 impl PostgresStore {
     /// Connects, creates or checks the schema, and prepares the commit path.
-    pub(super) fn open(conninfo: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+    pub(super) fn open(
+        conninfo: &str,
+        password: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Result<PostgresStore, StoreError> {
         let mut config: Config = conninfo.parse().map_err(|source| StoreError::Postgres {
             operation: "open",
             database: "(connection string)".into(),
@@ -99,8 +127,22 @@ impl PostgresStore {
         }
         let database = describe(&config);
         let store = PostgresStore { config, database, conn: RefCell::new(None), in_doubt: None };
-        store.connection("open")?;
-        Ok(store)
+        let deadline = std::time::Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            let opened = store.connection("open").map(drop);
+            match opened {
+                Err(StoreError::Held { holder, .. }) if std::time::Instant::now() < deadline => {
+                    if !waited {
+                        tracing::warn!(database = %store.database, holder, "Another session holds the case store's writer lock; waiting for it to end.");
+                        waited = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(error) => return Err(error),
+                Ok(()) => return Ok(store),
+            }
+        }
     }
 
     fn error(&self, operation: &'static str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -120,6 +162,22 @@ impl PostgresStore {
     fn connect(&self, operation: &'static str) -> Result<Connection, StoreError> {
         let err = self.error(operation);
         let mut client = self.config.connect(NoTls).map_err(&err)?;
+        client.batch_execute(KEEPALIVES).map_err(&err)?;
+        let locked = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(&err)?;
+        if !locked.try_get::<_, bool>(0).map_err(&err)? {
+            // Who holds it, for the message; best effort (the holder may be gone already).
+            let holder = client
+                .query_opt(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+                     AND (classid::bigint << 32) | objid::bigint = $1::bigint",
+                    &[&WRITER_LOCK],
+                )
+                .ok()
+                .flatten()
+                .and_then(|row| row.try_get::<_, i32>(0).ok())
+                .unwrap_or(0);
+            return Err(StoreError::Held { database: self.database.clone(), holder });
+        }
         let durable = client.query_one("SHOW synchronous_commit", &[]).map_err(&err)?;
         if durable.try_get::<_, String>(0).map_err(&err)? == "off" {
             client.batch_execute("SET synchronous_commit = on").map_err(&err)?;
