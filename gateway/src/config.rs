@@ -366,6 +366,13 @@ impl Config {
                 ),
             );
         }
+        if self.alerting.store.standby && self.mqtt.is_none() {
+            problem(
+                "[alerting.store] standby",
+                "a standby shares the active gateway's broker: configure [mqtt] (an embedded broker would be a second one)"
+                    .to_owned(),
+            );
+        }
         if let Some(mqtt) = &self.mqtt {
             for session in crate::sources::mqtt::Session::ALL {
                 if let Err(message) = mqtt.filters(session) {

@@ -34,9 +34,14 @@ fn alarm(dev: &str) -> (String, Vec<u8>) {
 
 /// Rows in `table`. The synchronous client must not run on the async test's worker thread.
 fn count(server: &Postgres, table: &str) -> i64 {
+    count_where(server, table, "true")
+}
+
+/// Rows in `table` that match `condition`.
+fn count_where(server: &Postgres, table: &str, condition: &str) -> i64 {
     tokio::task::block_in_place(|| {
         let mut client = server.connect("firegrid").unwrap();
-        client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).unwrap().get(0)
+        client.query_one(&format!("SELECT count(*) FROM {table} WHERE {condition}"), &[]).unwrap().get(0)
     })
 }
 
@@ -104,6 +109,117 @@ secret = "test-secret"
     let log = std::fs::read_to_string(gateway.log_path()).unwrap();
     assert!(log.contains("The case store is in PostgreSQL."), "{log}");
     assert!(!log.contains(server.password()), "the password is never logged");
+}
+
+/// Two gateways for one village on one PostgreSQL store and one broker, with the same MQTT
+/// client ids: the second stands by (`[alerting.store] standby`) without touching the broker,
+/// and when the first is killed with SIGKILL mid-escalation it takes the store and the MQTT
+/// sessions and pages the fire's next level on its deadline; nothing is paged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_gateway_takes_over_a_fire_escalating_when_the_active_one_is_killed() {
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let server = Postgres::start().unwrap();
+    let conninfo = server.create_database("firegrid").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres-password");
+    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
+    let (broker_port, hook_port) = (broker.port(), hook.port());
+    let config = move |standby: bool| {
+        let (conninfo, password_file) = (conninfo.clone(), password_file.clone());
+        move |dir: &Path, http_port: u16| {
+            format!(
+                r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "gw-fuhai-1"
+max_backoff = "500ms"
+[alerting]
+district = "Xishan"
+routes = {{ "*" = ["hook"] }}
+[alerting.store]
+postgres = "{conninfo}"
+password_file = "{password_file}"
+standby = {standby}
+# An unregistered detector's alarm is a pre-alarm ("unverified"), paged at the street desk.
+[alerting.engine.pre_alarm]
+entry = ["street"]
+ack = [{{ after = "10s" }}, {{ after = "10s" }}, {{ after = "10s" }}, {{ after = "10s" }}]
+renotify = "10m"
+handle = {{ after = "10m" }}
+latched = false
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "test-secret"
+"#,
+                data = dir.join("data").display(),
+                password_file = password_file.display(),
+            )
+        }
+    };
+    let mut active = Firegrid::start(config(false)).unwrap();
+
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", broker_port), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    // The standby's start returns once it is ready, that is, once it has taken over; until
+    // then its session waits in PostgreSQL for the store's writer lock.
+    let standby = std::thread::spawn(move || (Firegrid::start(config(true)).unwrap(), Instant::now()));
+    let queued = Instant::now();
+    while count_where(&server, "pg_stat_activity", "wait_event = 'advisory'") == 0 {
+        assert!(queued.elapsed() < Duration::from_secs(15), "the standby never queued for the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Standing by, the second gateway has not taken the active one's MQTT sessions.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(active.metric("firegrid_mqtt_connected{session=\"alarm\"}").unwrap(), Some(1.0));
+    assert_eq!(active.metric("firegrid_mqtt_connect_failures_total{session=\"alarm\"}").unwrap(), None);
+    assert!(!standby.is_finished(), "the standby waits while the active one holds the store");
+
+    // Once the first page's delivery is in the store, the active one dies before the case's
+    // next deadline (10 s after the page).
+    let logged = Instant::now();
+    while count_where(&server, "inputs", "kind = 'delivery'") == 0 {
+        assert!(logged.elapsed() < Duration::from_secs(20), "the delivery was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = Instant::now();
+    active.kill().unwrap();
+    let next = hook
+        .wait("the escalation after the takeover", Duration::from_secs(30), |v| {
+            v["desk"] == "district:Xishan"
+        })
+        .await;
+    let (taken_over, ready) = tokio::task::spawn_blocking(move || standby.join().unwrap()).await.unwrap();
+    assert_eq!(next["case_id"], first["case_id"], "the same case goes on escalating");
+    let received = hook.received();
+    let arrived = received.iter().find(|(_, v)| v["desk"] == "district:Xishan").map(|(at, _)| *at);
+    assert!(arrived.unwrap() > killed, "the escalation is the standby's, sent after the kill");
+    // What the takeover cost, shown with `--nocapture`: the standby ready (subscribed) after
+    // the kill, and the escalation's lateness against its deadline (10 s after the first page).
+    let first_at = received.iter().find(|(_, v)| v["desk"] == "street:fuhai-1").map(|(at, _)| *at).unwrap();
+    let late = arrived.unwrap().saturating_duration_since(first_at + Duration::from_secs(10));
+    eprintln!(
+        "takeover: standby ready {:?} after the kill; escalation {late:?} past its deadline",
+        ready.duration_since(killed)
+    );
+    let log = std::fs::read_to_string(taken_over.log_path()).unwrap();
+    assert!(log.contains("Standing by until this gateway holds the case store"), "{log}");
+    assert!(!log.contains(server.password()), "the password is never logged");
+    // Nothing paged twice: every notification arrived once, the first page (delivered and
+    // logged before the kill) included, though the standby replayed it with an outbox of its
+    // own.
+    let ids: Vec<u64> = hook.received().iter().map(|(_, v)| v["notification_id"].as_u64().unwrap()).collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a notification paged twice: {ids:?} ({:?})", hook.desks());
+    assert_eq!(count(&server, "cases"), 1);
 }
 
 /// One batch of steps: each opens or updates a case, with one transition.

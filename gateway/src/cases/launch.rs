@@ -65,7 +65,12 @@ fn open_store(config: &StoreConfig, data_dir: &std::path::Path) -> Result<CaseSt
         let file = config.password_file.as_deref().unwrap_or(std::path::Path::new("?"));
         LaunchError::Invalid(format!("[alerting.store] password_file {}: {e}", file.display()))
     })?;
-    let store = CaseStore::open_postgres(conninfo, password.as_deref())?;
+    let store = if config.standby {
+        tracing::info!("Standing by until this gateway holds the case store in PostgreSQL.");
+        CaseStore::open_postgres_within(conninfo, password.as_deref(), std::time::Duration::MAX)?
+    } else {
+        CaseStore::open_postgres(conninfo, password.as_deref())?
+    };
     tracing::info!("The case store is in PostgreSQL.");
     Ok(store)
 }

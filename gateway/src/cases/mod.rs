@@ -91,6 +91,12 @@ pub struct StoreConfig {
     /// `pg_hba.conf` must admit the user without one.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Stand by while another gateway holds the PostgreSQL store: wait for its writer lock as
+    /// long as it takes instead of refusing to start after 30 s. The second gateway of a
+    /// village connects to no broker until it holds the store, then starts as the active one
+    /// would after a restart (the engine from the store, the same MQTT sessions).
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// The environment variable that carries the case store's PostgreSQL password when
@@ -103,6 +109,9 @@ impl StoreConfig {
     /// that the configuration file can be shown and logged). The message never quotes the
     /// connection string.
     pub fn problem(&self) -> Option<String> {
+        if self.standby && self.postgres.is_none() {
+            return Some("standby needs a shared store: set postgres too".to_owned());
+        }
         let conninfo = self.postgres.as_ref()?;
         match conninfo.parse::<postgres::Config>() {
             Err(e) => Some(format!("postgres: not a connection string: {e}")),

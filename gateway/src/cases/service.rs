@@ -261,6 +261,7 @@ fn restore(store: &CaseStore, config: firegrid_alerting::Config) -> Result<Resto
         None => Engine::new(config),
     };
     let mut actions = Vec::new();
+    let mut delivered = std::collections::HashSet::new();
     let floor = loaded
         .inputs
         .iter()
@@ -275,11 +276,18 @@ fn restore(store: &CaseStore, config: firegrid_alerting::Config) -> Result<Resto
         }
         let parsed: Input = serde_json::from_str(&input.json)
             .map_err(|source| StoreError::InvalidJson { what: "logged input", source })?;
+        if let Input::Delivery { notification, delivered: true } = parsed {
+            delivered.insert(notification);
+        }
         // A logged input was accepted once; the engine is deterministic, so it is again.
         if let Ok(out) = engine.handle(input.at_ms, &parsed) {
             actions.extend(out.into_iter().map(|a| (input.at_ms, a)));
         }
     }
+    // A notification whose delivery is logged is not queued again. This gateway's own outbox
+    // would drop it as a duplicate anyway; a standby that took over the store has an outbox of
+    // its own, which would page it a second time.
+    actions.retain(|(_, action)| !matches!(action, Action::Notify(n) if delivered.contains(&n.id)));
     Ok((engine, actions, floor))
 }
 

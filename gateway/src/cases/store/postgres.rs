@@ -127,7 +127,15 @@ impl PostgresStore {
         }
         let database = describe(&config);
         let store = PostgresStore { config, database, conn: RefCell::new(None), in_doubt: None };
-        let deadline = std::time::Instant::now() + wait;
+        // `Duration::MAX`: a standby's wait, for as long as it takes, in one session queued for
+        // the lock (`pg_advisory_lock`), so that it takes over the moment the holder's session
+        // ends, and is seen waiting in `pg_stat_activity` (`wait_event = 'advisory'`).
+        let Some(deadline) = std::time::Instant::now().checked_add(wait) else {
+            tracing::info!(database = %store.database, "Waiting for the case store's writer lock.");
+            let conn = store.connect("open", true)?;
+            *store.conn.borrow_mut() = Some(conn);
+            return Ok(store);
+        };
         let mut waited = false;
         loop {
             let opened = store.connection("open").map(drop);
@@ -154,17 +162,25 @@ impl PostgresStore {
         let mut slot = self.conn.borrow_mut();
         if slot.as_ref().is_none_or(|conn| conn.client.is_closed()) {
             *slot = None;
-            *slot = Some(self.connect(operation)?);
+            *slot = Some(self.connect(operation, false)?);
         }
         Ok(RefMut::map(slot, |slot| slot.as_mut().expect("set above")))
     }
 
-    fn connect(&self, operation: &'static str) -> Result<Connection, StoreError> {
+    /// A new connection holding the writer lock: waiting for it when `queue`, else refused
+    /// with [`StoreError::Held`] at once.
+    fn connect(&self, operation: &'static str, queue: bool) -> Result<Connection, StoreError> {
         let err = self.error(operation);
         let mut client = self.config.connect(NoTls).map_err(&err)?;
         client.batch_execute(KEEPALIVES).map_err(&err)?;
-        let locked = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(&err)?;
-        if !locked.try_get::<_, bool>(0).map_err(&err)? {
+        if queue {
+            client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map_err(&err)?;
+        } else if !client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .map_err(&err)?
+            .try_get::<_, bool>(0)
+            .map_err(&err)?
+        {
             // Who holds it, for the message; best effort (the holder may be gone already).
             let holder = client
                 .query_opt(
