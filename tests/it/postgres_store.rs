@@ -45,40 +45,75 @@ fn count_where(server: &Postgres, table: &str, condition: &str) -> i64 {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
-    let broker = Mosquitto::start().unwrap();
-    let hook = WebhookReceiver::start().await;
-    let server = Postgres::start().unwrap();
-    let conninfo = server.create_database("firegrid").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let password_file = dir.path().join("postgres-password");
-    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
-    let (broker_port, hook_port) = (broker.port(), hook.port());
-    let config = move |dir: &Path, http_port: u16| {
-        format!(
-            r#"
+/// What a village's gateways run against: a broker, a webhook receiver and a PostgreSQL
+/// server with the database `firegrid` for the case store (its password in a file).
+struct Village {
+    broker: Mosquitto,
+    hook: WebhookReceiver,
+    server: Postgres,
+    conninfo: String,
+    password_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Village {
+    async fn start() -> Village {
+        let broker = Mosquitto::start().unwrap();
+        let hook = WebhookReceiver::start().await;
+        let server = Postgres::start().unwrap();
+        let conninfo = server.create_database("firegrid").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let password_file = dir.path().join("postgres-password");
+        std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
+        Village { broker, hook, server, conninfo, password_file, _dir: dir }
+    }
+
+    /// A gateway's configuration with MQTT client id `client_id`; `store` goes into
+    /// `[alerting.store]`, `rest` after it.
+    fn config(
+        &self,
+        client_id: &str,
+        store: &str,
+        rest: &str,
+    ) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static + use<> {
+        let (broker_port, hook_port) = (self.broker.port(), self.hook.port());
+        let (conninfo, password_file) = (self.conninfo.clone(), self.password_file.display().to_string());
+        let (client_id, store, rest) = (client_id.to_owned(), store.to_owned(), rest.to_owned());
+        move |dir: &Path, http_port: u16| {
+            format!(
+                r#"
 data_dir = "{data}"
 http_listen = "127.0.0.1:{http_port}"
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
-client_id = "gw-postgres"
+client_id = "{client_id}"
 max_backoff = "500ms"
 [alerting]
+district = "Xishan"
 routes = {{ "*" = ["hook"] }}
 [alerting.store]
 postgres = "{conninfo}"
 password_file = "{password_file}"
+{store}
+{rest}
 [notify.channels.hook]
 kind = "webhook"
 url = "http://127.0.0.1:{hook_port}/hook"
 secret = "test-secret"
 "#,
-            data = dir.join("data").display(),
-            password_file = password_file.display(),
-        )
-    };
+                data = dir.join("data").display(),
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
+    let village = Village::start().await;
+    let (hook, server) = (&village.hook, &village.server);
+    let broker_port = village.broker.port();
+    let config = village.config("gw-postgres", "", "");
     let mut gateway = Firegrid::start(config).unwrap();
     let (client, mut eventloop) =
         AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", broker_port), 10);
@@ -94,18 +129,18 @@ secret = "test-secret"
         client.query_one("SELECT stage FROM cases WHERE case_id = $1", &[&case]).unwrap().get(0)
     });
     assert!(!stage.is_empty());
-    assert!(count(&server, "inputs") >= 1 && count(&server, "transitions") >= 1);
+    assert!(count(server, "inputs") >= 1 && count(server, "transitions") >= 1);
     let data = gateway.dir().join("data");
     assert!(!data.join("cases.sqlite").exists(), "no SQLite case store beside PostgreSQL");
     assert!(data.join("notify-outbox.sqlite").exists(), "the outbox stays in SQLite");
 
     // After kill -9 the gateway replays from PostgreSQL: the case is there, not paged anew.
-    let inputs = count(&server, "inputs");
+    let inputs = count(server, "inputs");
     gateway.kill().unwrap();
     gateway.restart().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(count(&server, "inputs") >= inputs);
-    assert_eq!(count(&server, "cases"), 1);
+    assert!(count(server, "inputs") >= inputs);
+    assert_eq!(count(server, "cases"), 1);
     let log = std::fs::read_to_string(gateway.log_path()).unwrap();
     assert!(log.contains("The case store is in PostgreSQL."), "{log}");
     assert!(!log.contains(server.password()), "the password is never logged");
@@ -117,50 +152,17 @@ secret = "test-secret"
 /// sessions and pages the fire's next level on its deadline; nothing is paged twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_gateway_takes_over_a_fire_escalating_when_the_active_one_is_killed() {
-    let broker = Mosquitto::start().unwrap();
-    let hook = WebhookReceiver::start().await;
-    let server = Postgres::start().unwrap();
-    let conninfo = server.create_database("firegrid").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let password_file = dir.path().join("postgres-password");
-    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
-    let (broker_port, hook_port) = (broker.port(), hook.port());
-    let config = move |standby: bool| {
-        let (conninfo, password_file) = (conninfo.clone(), password_file.clone());
-        move |dir: &Path, http_port: u16| {
-            format!(
-                r#"
-data_dir = "{data}"
-http_listen = "127.0.0.1:{http_port}"
-[mqtt]
-host = "127.0.0.1"
-port = {broker_port}
-client_id = "gw-fuhai-1"
-max_backoff = "500ms"
-[alerting]
-district = "Xishan"
-routes = {{ "*" = ["hook"] }}
-[alerting.store]
-postgres = "{conninfo}"
-password_file = "{password_file}"
-standby = {standby}
-# An unregistered detector's alarm is a pre-alarm ("unverified"), paged at the street desk.
-[alerting.engine.pre_alarm]
+    let village = Village::start().await;
+    let (hook, server) = (&village.hook, &village.server);
+    let broker_port = village.broker.port();
+    // An unregistered detector's alarm is a pre-alarm ("unverified"), paged at the street desk.
+    let engine = r#"[alerting.engine.pre_alarm]
 entry = ["street"]
-ack = [{{ after = "10s" }}, {{ after = "10s" }}, {{ after = "10s" }}, {{ after = "10s" }}]
+ack = [{ after = "10s" }, { after = "10s" }, { after = "10s" }, { after = "10s" }]
 renotify = "10m"
-handle = {{ after = "10m" }}
-latched = false
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook_port}/hook"
-secret = "test-secret"
-"#,
-                data = dir.join("data").display(),
-                password_file = password_file.display(),
-            )
-        }
-    };
+handle = { after = "10m" }
+latched = false"#;
+    let config = |standby: bool| village.config("gw-fuhai-1", &format!("standby = {standby}"), engine);
     let mut active = Firegrid::start(config(false)).unwrap();
 
     let (client, mut eventloop) =
@@ -171,9 +173,10 @@ secret = "test-secret"
     let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
     // The standby's start returns once it is ready, that is, once it has taken over; until
     // then its session waits in PostgreSQL for the store's writer lock.
-    let standby = std::thread::spawn(move || (Firegrid::start(config(true)).unwrap(), Instant::now()));
+    let standby_config = config(true);
+    let standby = std::thread::spawn(move || (Firegrid::start(standby_config).unwrap(), Instant::now()));
     let queued = Instant::now();
-    while count_where(&server, "pg_stat_activity", "wait_event = 'advisory'") == 0 {
+    while count_where(server, "pg_stat_activity", "wait_event = 'advisory'") == 0 {
         assert!(queued.elapsed() < Duration::from_secs(15), "the standby never queued for the store");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -186,7 +189,7 @@ secret = "test-secret"
     // Once the first page's delivery is in the store, the active one dies before the case's
     // next deadline (10 s after the page).
     let logged = Instant::now();
-    while count_where(&server, "inputs", "kind = 'delivery'") == 0 {
+    while count_where(server, "inputs", "kind = 'delivery'") == 0 {
         assert!(logged.elapsed() < Duration::from_secs(20), "the delivery was never logged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -219,7 +222,7 @@ secret = "test-secret"
     let ids: Vec<u64> = hook.received().iter().map(|(_, v)| v["notification_id"].as_u64().unwrap()).collect();
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a notification paged twice: {ids:?} ({:?})", hook.desks());
-    assert_eq!(count(&server, "cases"), 1);
+    assert_eq!(count(server, "cases"), 1);
 }
 
 /// One batch of steps: each opens or updates a case, with one transition.
