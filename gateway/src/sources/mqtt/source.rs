@@ -35,8 +35,8 @@ use crate::metrics::{Metrics, SessionLabel};
 
 use crate::clock::wall_ms as now_ms;
 
-/// Acknowledgements written per flush at most.
-const ACKS_PER_FLUSH: usize = 4096;
+/// Batches of acknowledgements written per flush at most.
+const ACK_BATCHES_PER_FLUSH: usize = 16;
 
 /// A publish and the connection it arrived on (counted from 1 per session run).
 struct Received {
@@ -53,13 +53,13 @@ struct BrokerAck {
 /// Writes the waiting acknowledgements of the current `connection` and flushes once. Those of
 /// an earlier connection are dropped: the broker redelivers their messages on the resumed
 /// session, and the duplicate check answers them without storing anything twice.
-async fn send_acks(eventloop: &mut EventLoop, connection: u64, acks: &mut Vec<BrokerAck>) {
+async fn send_acks(eventloop: &mut EventLoop, connection: u64, acks: &mut Vec<Vec<BrokerAck>>) {
     let Some(network) = eventloop.network.as_mut() else {
         acks.clear();
         return;
     };
     let mut written = 0;
-    for ack in acks.drain(..) {
+    for ack in acks.drain(..).flatten() {
         if ack.connection == connection {
             if network.write(Packet::PubAck(PubAck::new(ack.pkid))).await.is_err() {
                 // The connection is failing; the next poll reports it and reconnects.
@@ -153,7 +153,12 @@ pub async fn run_session(
     let mut backoff = new_backoff();
     let name = session.name();
     let mut connection = 0u64;
-    let mut acks = Vec::with_capacity(ACKS_PER_FLUSH);
+    let mut acks = Vec::with_capacity(ACK_BATCHES_PER_FLUSH);
+    // Registered once: a `cancelled()` future made anew in every turn of the loop would lock
+    // the token's waiter list twice per message.
+    let stopping = shutdown.cancelled();
+    let resetting = reset.cancelled();
+    tokio::pin!(stopping, resetting);
     loop {
         // Cancelling `poll` for the acknowledgements loses nothing: with manual
         // acknowledgements it awaits reads (buffered by its framing), flushes (the bytes stay
@@ -162,7 +167,7 @@ pub async fn run_session(
         // limit: only when the broker has stopped reading, and then the connection is failing.
         let event = tokio::select! {
             event = eventloop.poll() => event,
-            n = acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH) => {
+            n = acks_rx.recv_many(&mut acks, ACK_BATCHES_PER_FLUSH) => {
                 if n == 0 {
                     // The processing task stopped, which it does only after cancelling `reset`.
                     break;
@@ -170,14 +175,26 @@ pub async fn run_session(
                 send_acks(&mut eventloop, connection, &mut acks).await;
                 continue;
             }
-            _ = shutdown.cancelled() => break,
-            _ = reset.cancelled() => break,
+            _ = &mut stopping => break,
+            _ = &mut resetting => break,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                // Cannot fail while the processing task runs; if it stopped, the message
-                // stays unacknowledged and comes back after the reconnect below.
-                let _ = tx.send(Received { connection, publish });
+                // rumqttc reads up to ten packets at a time and hands them out one per `poll`;
+                // the publishes among those it holds go on together, so the processing task
+                // wakes once per read, not once per message. Other packets it holds wait for
+                // the next `poll`, in their order.
+                let mut arrived = vec![Received { connection, publish }];
+                while let Some(Event::Incoming(Packet::Publish(_))) = eventloop.state.events.front() {
+                    if let Some(Event::Incoming(Packet::Publish(publish))) =
+                        eventloop.state.events.pop_front()
+                    {
+                        arrived.push(Received { connection, publish });
+                    }
+                }
+                // Cannot fail while the processing task runs; if it stopped, the messages
+                // stay unacknowledged and come back after the reconnect below.
+                let _ = tx.send(arrived);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connection += 1;
@@ -261,18 +278,18 @@ pub async fn run_session(
 async fn drive_until(
     eventloop: &mut EventLoop,
     task: &mut tokio::task::JoinHandle<()>,
-    acks_rx: &mut mpsc::UnboundedReceiver<BrokerAck>,
+    acks_rx: &mut mpsc::UnboundedReceiver<Vec<BrokerAck>>,
     connection: u64,
     limit: Duration,
 ) -> bool {
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
-    let mut acks = Vec::with_capacity(ACKS_PER_FLUSH);
+    let mut acks = Vec::with_capacity(ACK_BATCHES_PER_FLUSH);
     loop {
         tokio::select! {
             _ = &mut *task => {
                 // Send what the task queued last, and let rumqttc flush its own requests.
-                while acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH).await > 0 {
+                while acks_rx.recv_many(&mut acks, ACK_BATCHES_PER_FLUSH).await > 0 {
                     send_acks(eventloop, connection, &mut acks).await;
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(200), async {
@@ -281,7 +298,7 @@ async fn drive_until(
                 .await;
                 return true;
             }
-            n = acks_rx.recv_many(&mut acks, ACKS_PER_FLUSH) => {
+            n = acks_rx.recv_many(&mut acks, ACK_BATCHES_PER_FLUSH) => {
                 if n > 0 {
                     send_acks(eventloop, connection, &mut acks).await;
                 }
@@ -301,7 +318,9 @@ async fn drive_until(
 /// Where acknowledgements go: to the broker through the poll task, to the devices
 /// (`down/ack`) on a connection of their own.
 struct Acks {
-    broker: mpsc::UnboundedSender<BrokerAck>,
+    /// One batch's acknowledgements at a time, so the poll task wakes and flushes once per
+    /// batch, not once per message.
+    broker: mpsc::UnboundedSender<Vec<BrokerAck>>,
     /// rumqttc itself, for the QoS 2 handshake it tracks (the subscriptions are QoS 1, so a
     /// broker never sends QoS 2; kept correct all the same).
     qos2: AsyncClient,
@@ -309,31 +328,47 @@ struct Acks {
 }
 
 impl Acks {
-    /// Acknowledges `received` to the broker; `false` once the session is going down.
-    async fn to_broker(&self, received: &Received) -> bool {
-        match received.publish.qos {
-            QoS::AtMostOnce => true,
-            QoS::AtLeastOnce => self
-                .broker
-                .send(BrokerAck { connection: received.connection, pkid: received.publish.pkid })
-                .is_ok(),
-            QoS::ExactlyOnce => self.qos2.ack(&received.publish).await.is_ok(),
+    /// Acknowledges a stored batch to the broker, in its order; `false` once the session is
+    /// going down.
+    async fn to_broker(&self, batch: &[Received]) -> bool {
+        let mut at_least_once = Vec::with_capacity(batch.len());
+        for received in batch {
+            match received.publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => at_least_once
+                    .push(BrokerAck { connection: received.connection, pkid: received.publish.pkid }),
+                QoS::ExactlyOnce => {
+                    if self.qos2.ack(&received.publish).await.is_err() {
+                        return false;
+                    }
+                }
+            }
         }
+        at_least_once.is_empty() || self.broker.send(at_least_once).is_ok()
     }
 }
 
 async fn process_loop(
     session: Session,
     acks: Acks,
-    mut rx: mpsc::UnboundedReceiver<Received>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Received>>,
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
     max_batch: usize,
     reset: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        if batch.len() == max_batch {
+    while let Some(first) = rx.recv().await {
+        // What has arrived meanwhile joins the batch, up to `max_batch` (exceeded by at most
+        // one read's worth of messages).
+        batch.extend(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= max_batch {
             ingest.backlog().note_full_batch();
         }
         // `process` blocks: it fsyncs an alarm's batch (1 to 20 ms on flash) while holding the
@@ -360,11 +395,11 @@ async fn process_loop(
                 return;
             }
         };
-        for (received, outcome) in batch.iter().zip(processed.outcomes) {
-            if !acks.to_broker(received).await {
-                reset.cancel();
-                return;
-            }
+        if !acks.to_broker(&batch).await {
+            reset.cancel();
+            return;
+        }
+        for outcome in processed.outcomes {
             // Only alarm- and event-class messages are answered with a `down/ack`; telemetry
             // (`Outcome::Stored`) ends with the broker acknowledgement above.
             if let Outcome::Accepted { ack_topic, ack_payload }
