@@ -106,6 +106,19 @@ enum Bench {
         /// with generated passwords and ACL, MQTT over TLS with client certificates).
         #[arg(long, value_delimiter = ',', default_value = "plain,secure")]
         configs: Vec<String>,
+        /// Case stores, each configuration measured on each: `sqlite` (the embedded default)
+        /// and `postgres` (a server the harness starts on loopback, `synchronous_commit = on`).
+        #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+        stores: Vec<String>,
+    },
+    /// Village failover: an active and a standby gateway on one PostgreSQL case store and one
+    /// broker; the active one is killed with SIGKILL and a detector's fire alarm is published
+    /// at the same instant. Per run: the standby's first committed input and the page after
+    /// the kill, beside the same alarm's page while the active one was alive.
+    Takeover {
+        /// Kills measured, each with a database and a pair of gateways of its own.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
     },
     /// The case store's commit rate and latency (durable transactions) with batches of 1 and
     /// of 100, on each backend side by side: SQLite (`synchronous = FULL`) and PostgreSQL (a
@@ -737,7 +750,9 @@ async fn main() {
                 rate: 10_000,
                 alarms: 1_000,
                 configs: vec!["plain".into(), "secure".into()],
+                stores: vec!["sqlite".into(), "postgres".into()],
             },
+            Bench::Takeover { runs: 20 },
             Bench::Spool { lines: 1_000_000 },
             Bench::Drain { lines: 500_000, batch_lines: 5_000 },
             Bench::EndToEnd { rate: 2_000, seconds: 20 },
@@ -773,7 +788,10 @@ async fn main() {
                 tokio::task::spawn_blocking(move || case_store(steps, &backends)).await.unwrap()
             }
             Bench::Sim { devices, speed, minutes, mode } => sim(devices, speed, minutes, &mode).await,
-            Bench::AlarmNotify { rate, alarms, configs } => alarm_notify(rate, alarms, &configs).await,
+            Bench::AlarmNotify { rate, alarms, configs, stores } => {
+                alarm_notify(rate, alarms, &configs, &stores).await
+            }
+            Bench::Takeover { runs } => takeover(runs).await,
             Bench::Spool { lines } => spool_append(lines),
             Bench::Drain { lines, batch_lines } => drain(lines, batch_lines).await,
             Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
@@ -1044,27 +1062,44 @@ fn alarm_toml(hook: u16, officers: Option<&std::path::Path>) -> String {
 
 /// Alarm → webhook while heartbeats flow, in each configuration of `configs` one after the
 /// other, each on a broker of its own.
-async fn alarm_notify(rate: usize, alarms: usize, configs: &[String]) {
+async fn alarm_notify(rate: usize, alarms: usize, configs: &[String], stores: &[String]) {
+    if let Some(other) = stores.iter().find(|s| !["sqlite", "postgres"].contains(&s.as_str())) {
+        panic!("unknown case store {other:?} (sqlite, postgres)");
+    }
+    let postgres = stores.iter().any(|s| s == "postgres").then(|| firegrid_tests::Postgres::start().unwrap());
     let mut rows = Vec::new();
+    let mut run = 0;
     for config in configs {
         let secure = match config.as_str() {
             "plain" => false,
             "secure" => true,
             other => panic!("unknown configuration {other:?} (plain, secure)"),
         };
-        eprintln!("alarm-notify: {config}, {alarms} alarms under {rate} heartbeats/s ...");
-        let (mut latencies, achieved) = alarm_notify_run(rate, alarms, secure).await;
-        latencies.sort_by(f64::total_cmp);
-        rows.push(format!(
-            "| {config} | {alarms} | {achieved:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            percentile(&latencies, 0.999),
-            latencies.last().unwrap()
-        ));
+        for store in stores {
+            eprintln!(
+                "alarm-notify: {config}, {store} case store, {alarms} alarms under {rate} heartbeats/s ..."
+            );
+            run += 1;
+            let database = match store.as_str() {
+                "postgres" => {
+                    let server = postgres.as_ref().expect("started above");
+                    Some((server.create_database(&format!("alarm_notify_{run}")).unwrap(), server.password()))
+                }
+                _ => None,
+            };
+            let (mut latencies, achieved) = alarm_notify_run(rate, alarms, secure, database).await;
+            latencies.sort_by(f64::total_cmp);
+            rows.push(format!(
+                "| {config} | {store} | {alarms} | {achieved:.0}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 0.999),
+                latencies.last().unwrap()
+            ));
+        }
     }
     println!(
-        "| configuration | alarms | heartbeats | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|---:|"
+        "| configuration | case store | alarms | heartbeats | p50 | p99 | p99.9 | max |\n|---|---|---:|---:|---:|---:|---:|---:|"
     );
     for row in rows {
         println!("{row}");
@@ -1149,7 +1184,12 @@ fn secure_broker(dir: &std::path::Path, registry: &std::path::Path, devices: usi
 /// One configuration of `alarm-notify`: the gateway in-process with a registry, one webhook
 /// channel for every desk, a receiver on loopback. Returns the latencies (ms) and the
 /// heartbeat rate achieved.
-async fn alarm_notify_run(rate: usize, alarms: usize, secure: bool) -> (Vec<f64>, f64) {
+async fn alarm_notify_run(
+    rate: usize,
+    alarms: usize,
+    secure: bool,
+    postgres: Option<(String, &str)>,
+) -> (Vec<f64>, f64) {
     let dir = tempfile::tempdir().unwrap();
     let heartbeat_devices = rate.max(1);
     let mut csv = String::from(
@@ -1189,6 +1229,12 @@ async fn alarm_notify_run(rate: usize, alarms: usize, secure: bool) -> (Vec<f64>
     let extra: Config = toml::from_str(&alarm_toml(hook, None)).unwrap();
     cfg.alerting = extra.alerting;
     cfg.notify = extra.notify;
+    if let Some((conninfo, password)) = postgres {
+        let password_file = dir.path().join("postgres-password");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        cfg.alerting.store.postgres = Some(conninfo);
+        cfg.alerting.store.password_file = Some(password_file);
+    }
     let gateway = Gateway::start(cfg, None).await.unwrap();
 
     let options = |id: &str| {
@@ -2097,4 +2143,170 @@ async fn fire_first(faults: usize, per_minute: u32) {
     }
     let (n, wait) = fire_first_due_order(faults, per_minute);
     println!("| due-time order, before (simulated) | 0 | {n} | {:.0} s |", wait.as_secs_f64());
+}
+
+/// The `[alerting]` engine of `takeover`: an unregistered detector's alarm is a pre-alarm,
+/// paged at once at the street desk, then every 10 s one level up.
+const TAKEOVER_ENGINE: &str = r#"[alerting.engine.pre_alarm]
+entry = ["street"]
+ack = [{ after = "10s" }, { after = "10s" }, { after = "10s" }, { after = "10s" }]
+renotify = "10m"
+handle = { after = "10m" }
+latched = false"#;
+
+/// A `takeover` gateway's configuration: MQTT client id `gw-fuhai-1` for both gateways, the
+/// case store in `database`, every desk paged through the webhook at `hook`.
+fn takeover_config(
+    broker: u16,
+    hook: u16,
+    conninfo: &str,
+    password_file: &std::path::Path,
+    standby: bool,
+) -> impl Fn(&std::path::Path, u16) -> String + Send + Sync + 'static + use<> {
+    let (conninfo, password_file) = (conninfo.to_owned(), password_file.display().to_string());
+    move |dir: &std::path::Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker}
+client_id = "gw-fuhai-1"
+max_backoff = "500ms"
+[alerting]
+district = "Xishan"
+routes = {{ "*" = ["hook"] }}
+[alerting.store]
+postgres = "{conninfo}"
+password_file = "{password_file}"
+standby = {standby}
+{TAKEOVER_ENGINE}
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+secret = "bench-secret"
+"#,
+            data = dir.join("data").display(),
+        )
+    }
+}
+
+/// Waits for the first page at the street desk that arrived after `since`; its arrival.
+async fn street_page_after(hook: &firegrid_tests::webhook::WebhookReceiver, since: Instant) -> Instant {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        let page = hook.received().into_iter().find(|(at, v)| *at > since && v["desk"] == "street:fuhai-1");
+        if let Some((at, _)) = page {
+            return at;
+        }
+        assert!(Instant::now() < deadline, "no page within 60 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn takeover(runs: usize) {
+    use firegrid_tests::webhook::WebhookReceiver;
+    use firegrid_tests::{Firegrid, Postgres};
+    let broker = Mosquitto::start().unwrap();
+    let hook = WebhookReceiver::start().await;
+    let server = Arc::new(Postgres::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres-password");
+    std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let publish = |i: usize| {
+        let (topic, payload) = uplink(
+            &device(i),
+            1,
+            UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 }),
+        );
+        let client = client.clone();
+        async move { client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap() }
+    };
+    let inputs = |db: String| {
+        let server = server.clone();
+        move || -> i64 {
+            let mut c = server.connect(&db).unwrap();
+            c.query_one("SELECT count(*) FROM inputs", &[]).unwrap().get(0)
+        }
+    };
+    println!(
+        "takeover: {runs} runs; each: an active and a standby gateway (same MQTT client ids, one PostgreSQL \
+         case store, one Mosquitto), SIGKILL of the active one, a fire alarm published at once"
+    );
+    let (mut alive_ms, mut commit_ms, mut page_ms, mut ready_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut progress = Progress::new();
+    for run in 0..runs {
+        let db = format!("takeover_{run}");
+        let conninfo = server.create_database(&db).unwrap();
+        let config =
+            |standby| takeover_config(broker.port(), hook.port(), &conninfo, &password_file, standby);
+        let active_config = config(false);
+        let mut active =
+            tokio::task::spawn_blocking(move || Firegrid::start(active_config).unwrap()).await.unwrap();
+        // The alarm's page with the active gateway alive: the yardstick.
+        let sent = Instant::now();
+        publish(10_000 + 2 * run).await;
+        alive_ms.push(street_page_after(&hook, sent).await.duration_since(sent).as_secs_f64() * 1e3);
+        let standby_config = config(true);
+        let standby = std::thread::spawn(move || (Firegrid::start(standby_config).unwrap(), Instant::now()));
+        let waiting = {
+            let server = server.clone();
+            move || -> i64 {
+                let mut c = server.connect("postgres").unwrap();
+                c.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'", &[])
+                    .unwrap()
+                    .get(0)
+            }
+        };
+        let queued = Instant::now();
+        while tokio::task::spawn_blocking(waiting.clone()).await.unwrap() == 0 {
+            assert!(queued.elapsed() < Duration::from_secs(30), "the standby never queued for the store");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The active one has committed every input it will; the standby's first is the next.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = tokio::task::spawn_blocking(inputs(db.clone())).await.unwrap();
+        let killed = Instant::now();
+        active.kill().unwrap();
+        publish(10_001 + 2 * run).await;
+        let count = inputs(db.clone());
+        let committed = tokio::task::spawn_blocking(move || {
+            while count() <= before {
+                assert!(killed.elapsed() < Duration::from_secs(60), "the standby committed nothing in 60 s");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Instant::now()
+        })
+        .await
+        .unwrap();
+        let paged = street_page_after(&hook, killed).await;
+        let (taken_over, ready) = tokio::task::spawn_blocking(move || standby.join().unwrap()).await.unwrap();
+        commit_ms.push(committed.duration_since(killed).as_secs_f64() * 1e3);
+        page_ms.push(paged.duration_since(killed).as_secs_f64() * 1e3);
+        ready_ms.push(ready.saturating_duration_since(killed).as_secs_f64() * 1e3);
+        drop((taken_over, active));
+        progress.show(|| format!("takeover: {}/{runs} runs", run + 1));
+    }
+    let row = |name: &str, v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            v[0],
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            v.last().unwrap()
+        );
+    };
+    println!(
+        "| `firegrid-bench takeover --runs {runs}` | min | median | p90 | max |\n|---|---:|---:|---:|---:|"
+    );
+    row("alarm → page, active alive", &mut alive_ms);
+    row("SIGKILL → standby ready (subscribed)", &mut ready_ms);
+    row("SIGKILL → standby's first committed input", &mut commit_ms);
+    row("SIGKILL + alarm → page (the whole path)", &mut page_ms);
 }
