@@ -66,7 +66,7 @@ pub struct AlertingConfig {
     /// ...); see `firegrid_alerting::Config` for every field and its default.
     #[serde(default)]
     pub engine: firegrid_alerting::Config,
-    /// A holiday calendar file (the format of `alerting/holidays/cn.toml`) replacing the
+    /// A holiday calendar file (the format of `alerting/engine/holidays/cn.toml`) replacing the
     /// built-in official Chinese one, e.g. once next year's notice is out.
     #[serde(default)]
     pub holidays: Option<std::path::PathBuf>,
