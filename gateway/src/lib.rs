@@ -6,17 +6,18 @@
 //! checks ([`uplink::accept`], [`admission`]) into the durable [`spool::Spool`], which the
 //! [`sinks::influx`] destinations drain into InfluxDB as [`series::Point`]s.
 
+// The deadline clock, retry backoff, store health and glossary live in `alerting/base`, below
+// both the alarm loop and the gateway; the gateway's parts name them as its own modules.
+pub use firegrid_base::{clock, durability, glossary, retry};
+
 pub mod admission;
 pub mod api;
 pub mod broker;
 pub mod cases;
-pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;
-pub mod durability;
 pub mod fleet;
-pub mod glossary;
 pub mod http;
 pub mod ingest;
 pub mod keys;
@@ -25,7 +26,6 @@ pub mod metrics;
 pub mod notify;
 pub mod officers;
 pub mod registry;
-pub mod retry;
 pub mod runtime;
 pub mod series;
 pub mod sinks;

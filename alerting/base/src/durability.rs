@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 /// One of the stores on the gateway's disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
-    /// The spool of accepted messages (`crate::spool`).
+    /// The spool of accepted messages (the gateway's spool).
     Spool,
-    /// The alarm loop's input log and case documents (`crate::cases::store`).
+    /// The alarm loop's input log and case documents (`firegrid-cases`).
     Cases,
-    /// The notification outbox (`crate::notify::outbox`).
+    /// The notification outbox (`firegrid-notify`).
     Outbox,
 }
 
