@@ -155,7 +155,7 @@ pub struct Metrics {
     pub open_cases: Gauge,
     /// Which stores cannot write and what they hold in memory meanwhile; the stores report
     /// here, [`Metrics::refresh_stores`] copies it into the two gauges below.
-    pub stores: crate::durability::StoreHealth,
+    pub stores: std::sync::Arc<crate::durability::StoreHealth>,
     /// 1 while a store cannot write (full, read-only or failing disk).
     pub store_unwritable: Family<StoreLabel, Gauge>,
     /// Records a store holds in memory because it cannot write them.
@@ -222,7 +222,7 @@ impl Metrics {
             api_refused: Family::default(),
             broker_refused: Family::default(),
             open_cases: Gauge::default(),
-            stores: crate::durability::StoreHealth::default(),
+            stores: Default::default(),
             store_unwritable: Family::default(),
             store_held: Family::default(),
             limiter: Mutex::new(HashMap::new()),

@@ -115,13 +115,13 @@ impl AlarmLoop {
             None => None,
         };
         let dir = data_dir.to_owned();
-        let outbox_metrics = metrics.clone();
+        let outbox_health = metrics.stores.clone();
         let store_config = cfg.store.clone();
         // On the blocking pool: the PostgreSQL client must not run on an async worker thread.
         let (store, outbox) = tokio::task::spawn_blocking(move || {
             Ok::<_, LaunchError>((
                 open_store(&store_config, &dir)?,
-                Outbox::open(&dir.join("notify-outbox.sqlite"))?.report_to(outbox_metrics),
+                Outbox::open(&dir.join("notify-outbox.sqlite"))?.report_to(outbox_health),
             ))
         })
         .await

@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{ConfigError, SendError, excerpt};
-use crate::sinks::influx::classify::parse_retry_after;
 
 /// HTTP method of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -194,4 +193,11 @@ pub fn check_coded_reply(reply: &Reply, platform: &CodedReply) -> Result<(), Sen
             excerpt(&reply.body)
         ))),
     }
+}
+
+/// Parses a `Retry-After` header given in seconds (the form the robot platforms and proxies
+/// send, RFC 9110 §10.2.3); the HTTP-date form is treated as absent and falls back to the
+/// outbox's backoff.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

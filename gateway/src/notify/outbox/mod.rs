@@ -73,6 +73,7 @@ pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, Status, Store};
 pub use worker::run;
 
 use super::Message;
+use crate::durability::StoreHealth;
 
 /// A failure of the outbox itself (not of a delivery).
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ pub struct Stats {
 struct Inner {
     store: Mutex<Stores>,
     /// Where the outbox says that its file cannot be written.
-    metrics: OnceLock<Arc<crate::metrics::Metrics>>,
+    health: OnceLock<Arc<StoreHealth>>,
     stats: Mutex<Stats>,
     /// Reports of superseded deliveries, for the worker to send with the others.
     superseded: Mutex<Vec<DeliveryReport>>,
@@ -203,7 +204,7 @@ impl Stores {
     fn call<T>(
         &mut self,
         f: &impl Fn(&mut Store) -> Result<T, OutboxError>,
-        metrics: Option<&crate::metrics::Metrics>,
+        health: Option<&StoreHealth>,
     ) -> Result<T, OutboxError> {
         use crate::durability::Store as Which;
         if let Some((memory, tried)) = &mut self.memory
@@ -213,23 +214,23 @@ impl Stores {
             if memory.export_rows().and_then(|rows| self.disk.import_rows(&rows)).is_ok() {
                 tracing::warn!("Notification outbox rows held in memory are written to its file again.");
                 self.memory = None;
-                if let Some(m) = metrics {
-                    m.stores.recovered(Which::Outbox);
-                    m.stores.set_held(Which::Outbox, 0);
+                if let Some(h) = health {
+                    h.recovered(Which::Outbox);
+                    h.set_held(Which::Outbox, 0);
                 }
             }
         }
         if let Some((memory, _)) = &mut self.memory {
             let result = f(memory);
-            if let Some(m) = metrics {
-                m.stores.set_held(Which::Outbox, memory.pending_count().unwrap_or(0));
+            if let Some(h) = health {
+                h.set_held(Which::Outbox, memory.pending_count().unwrap_or(0));
             }
             return result;
         }
         match f(&mut self.disk) {
             Err(error) if is_disk_error(&error) => {
-                if let Some(m) = metrics {
-                    m.stores.failed(Which::Outbox, &error);
+                if let Some(h) = health {
+                    h.failed(Which::Outbox, &error);
                 }
                 // Reading still works on a full or read-only disk: the memory table starts as
                 // a copy of the file, so the history and idempotency stay whole.
@@ -252,7 +253,7 @@ impl Outbox {
         Ok(Outbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(Stores { disk: store, memory: None }),
-                metrics: OnceLock::new(),
+                health: OnceLock::new(),
                 stats: Mutex::default(),
                 superseded: Mutex::default(),
                 wake: Notify::new(),
@@ -261,9 +262,10 @@ impl Outbox {
         })
     }
 
-    /// Reports a file that cannot be written to `metrics` ([`crate::metrics::Metrics::stores`]).
-    pub fn report_to(self, metrics: Arc<crate::metrics::Metrics>) -> Outbox {
-        let _ = self.inner.metrics.set(metrics);
+    /// Reports a file that cannot be written to `health`, the stores' write health that
+    /// `/healthz` and `/metrics` show.
+    pub fn report_to(self, health: Arc<StoreHealth>) -> Outbox {
+        let _ = self.inner.health.set(health);
         self
     }
 
@@ -360,7 +362,7 @@ impl Outbox {
             // A panic inside a call leaves no half-done transaction (it rolls back on drop),
             // so the store stays usable after a poisoned lock.
             let mut stores = inner.store.lock().unwrap_or_else(PoisonError::into_inner);
-            stores.call(&f, inner.metrics.get().map(|m| &**m))
+            stores.call(&f, inner.health.get().map(|h| &**h))
         })
         .await
         .map_err(|e| OutboxError::Task(e.to_string()))?
