@@ -74,7 +74,7 @@ pub struct Config {
     pub alerting: crate::cases::AlertingConfig,
     /// Notification channels (`[notify.channels.<name>]`) and delivery settings.
     #[serde(default)]
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: firegrid_notify::NotifyConfig,
     /// The officers' console (`[console]`): a basemap under the village map.
     #[serde(default)]
     pub console: crate::console::ConsoleConfig,
@@ -474,7 +474,7 @@ impl Config {
             }
         }
         let channels: Vec<&String> = self.notify.channels.keys().collect();
-        if let Err(e) = crate::notify::build_channels(&self.notify.channels) {
+        if let Err(e) = firegrid_notify::build_channels(&self.notify.channels) {
             problem("[notify.channels]", e.to_string());
         }
         for (desk, names) in &alerting.routes {
@@ -595,7 +595,7 @@ mod tests {
         // The engine settings shown are the defaults, so the example documents them.
         assert_eq!(cfg.alerting.engine, firegrid_alerting::Config::default());
         assert_eq!(cfg.alerting.retention, crate::cases::AlertingConfig::default().retention);
-        let channels = crate::notify::build_channels(&cfg.notify.channels).unwrap();
+        let channels = firegrid_notify::build_channels(&cfg.notify.channels).unwrap();
         for names in cfg.alerting.routes.values() {
             assert!(
                 names.iter().all(|n| channels.contains_key(n)),

@@ -23,7 +23,6 @@ pub mod ingest;
 pub mod keys;
 pub mod liveness;
 pub mod metrics;
-pub mod notify;
 pub mod officers;
 pub mod registry;
 pub mod runtime;

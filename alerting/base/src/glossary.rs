@@ -29,9 +29,8 @@ pub struct Term {
 #[serde(transparent)]
 pub struct Glossary(BTreeMap<String, BTreeMap<String, Term>>);
 
-static GLOSSARY: LazyLock<Glossary> = LazyLock::new(|| {
-    serde_json::from_str(JSON).expect("glossary.json parses (a unit test checks it)")
-});
+static GLOSSARY: LazyLock<Glossary> =
+    LazyLock::new(|| serde_json::from_str(JSON).expect("glossary.json parses (a unit test checks it)"));
 
 impl Glossary {
     /// The embedded glossary, parsed on first use.

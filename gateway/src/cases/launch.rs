@@ -19,9 +19,9 @@ use super::store::CaseStore;
 use super::{AlertingConfig, StoreConfig, feed_deliveries};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
-use crate::notify::{NotifyConfig, Outbox};
 use crate::officers::DirectoryWatch;
 use crate::sources::mqtt::MqttConfig;
+use firegrid_notify::{NotifyConfig, Outbox};
 
 /// The running alarm loop and its helpers.
 pub struct AlarmLoop {
@@ -44,10 +44,10 @@ pub enum LaunchError {
     Store(#[from] super::store::StoreError),
     /// The outbox.
     #[error(transparent)]
-    Outbox(#[from] crate::notify::OutboxError),
+    Outbox(#[from] firegrid_notify::OutboxError),
     /// A channel's configuration.
     #[error(transparent)]
-    Channel(#[from] crate::notify::ConfigError),
+    Channel(#[from] firegrid_notify::ConfigError),
     /// The officer directory.
     #[error(transparent)]
     Officers(#[from] crate::officers::DirectoryError),
@@ -91,7 +91,7 @@ impl AlarmLoop {
             desk.parse::<firegrid_alerting::Scope>()
                 .map_err(|e| LaunchError::Invalid(format!("[alerting] unplaced_desk: {e}")))?;
         }
-        let channels = crate::notify::build_channels(&notify.channels)?;
+        let channels = firegrid_notify::build_channels(&notify.channels)?;
         for (desk, names) in &cfg.routes {
             if desk != "*" && desk.parse::<firegrid_alerting::Scope>().is_err() {
                 return Err(LaunchError::Invalid(format!(
@@ -130,7 +130,7 @@ impl AlarmLoop {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let (reports_tx, reports_rx) = mpsc::channel(4096);
-        tasks.push(tokio::spawn(crate::notify::outbox::run(
+        tasks.push(tokio::spawn(firegrid_notify::outbox::run(
             outbox.clone(),
             channels,
             notify.delivery.clone(),

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 pub use launch::AlarmLoop;
 pub use service::{Acted, CaseError, Cases};
 
-use crate::notify::{DeliveryReport, Outcome};
+use firegrid_notify::{DeliveryReport, Outcome};
 
 /// `[alerting]`: the alarm loop.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::store::{Audit, CaseFilter, CaseRow, CaseStore, StoreError, StoredTransition, TransitionRow};
 use crate::clock::DeadlineClock;
-use crate::notify::{Message, Outbox};
+use firegrid_notify::{Message, Outbox};
 
 /// Inputs logged between two snapshots: a restart replays at most this many.
 const SNAPSHOT_EVERY: u64 = 2_000;
