@@ -223,7 +223,7 @@ impl AlarmLoop {
             console_only,
             retention: cfg.retention,
             runtime: tokio::runtime::Handle::current(),
-            metrics: metrics.clone(),
+            health: metrics.stores.clone(),
         };
         let mut engine = cfg.engine.clone();
         if let Some(path) = &cfg.holidays {
@@ -246,7 +246,14 @@ impl AlarmLoop {
         let (cases, thread) = tokio::task::spawn_blocking(move || Cases::start(store, engine, wiring))
             .await
             .expect("restoring does not panic")?;
-        tasks.push(tokio::spawn(feed_deliveries(reports_rx, pending, cases.clone(), metrics)));
+        // Every delivery attempt is counted by outcome (`delivered`, a failure reason, `gave_up`).
+        let count_attempt = move |outcome: &str| {
+            metrics
+                .notifications
+                .get_or_create(&crate::metrics::ReasonLabel { reason: outcome.into() })
+                .inc();
+        };
+        tasks.push(tokio::spawn(feed_deliveries(reports_rx, pending, cases.clone(), count_attempt)));
         if let Some(watch) = &officers {
             tasks.push(tokio::spawn(crate::officers::run(
                 watch.clone(),

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 pub use launch::AlarmLoop;
-pub use service::{Acted, CaseError, Cases};
+pub use service::{Acted, CaseError, Cases, case_url};
 
 use firegrid_notify::{DeliveryReport, Outcome};
 
@@ -181,31 +181,27 @@ impl Default for AlertingConfig {
 /// Turns the outbox's per-channel reports into one result per notification for the engine:
 /// delivered as soon as any channel got it through; failed once every channel has failed
 /// at least once (a desk with a working channel was reached, even if its SMS gateway is down).
+/// `count_attempt` is told the outcome of every attempt (`delivered`, a failure reason,
+/// `gave_up`), for the metrics.
 pub async fn feed_deliveries(
     mut reports: mpsc::Receiver<DeliveryReport>,
     pending: Arc<Mutex<HashMap<u64, usize>>>,
     cases: Cases,
-    metrics: Arc<crate::metrics::Metrics>,
+    count_attempt: impl Fn(&str) + Send,
 ) {
     let mut failed: HashMap<u64, std::collections::HashSet<String>> = HashMap::new();
     while let Some(report) = reports.recv().await {
         let id = report.notification_id;
         match &report.outcome {
             Outcome::Delivered { .. } => {
-                metrics
-                    .notifications
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: "delivered".into() })
-                    .inc();
+                count_attempt("delivered");
                 failed.remove(&id);
                 if pending.lock().unwrap().remove(&id).is_some() {
                     cases.delivery(id, true);
                 }
             }
             Outcome::Failed { reason, attempt, .. } => {
-                metrics
-                    .notifications
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: (*reason).into() })
-                    .inc();
+                count_attempt(reason);
                 if *attempt > 1 {
                     continue;
                 }
@@ -240,10 +236,7 @@ pub async fn feed_deliveries(
                 }
             }
             Outcome::GaveUp { .. } => {
-                metrics
-                    .notifications
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: "gave_up".into() })
-                    .inc();
+                count_attempt("gave_up");
             }
         }
     }

@@ -105,6 +105,14 @@ pub struct Acted {
     pub durable: bool,
 }
 
+/// The console's address for one case, which notification links point to: the console (at
+/// `/console/cases/{id}`) opens on that case once the officer has signed in.
+pub fn case_url(console: &str, case: u64) -> String {
+    let base = console.trim_end_matches('/');
+    let base = base.strip_suffix("/console").unwrap_or(base);
+    format!("{base}/console/cases/{case}")
+}
+
 /// A handle on the alarm loop. Cheap to clone.
 #[derive(Clone)]
 pub struct Cases {
@@ -135,8 +143,9 @@ pub struct Wiring {
     pub console_only: bool,
     /// A Tokio runtime handle, to queue into the async outbox from the loop thread.
     pub runtime: tokio::runtime::Handle,
-    /// Where the store says it cannot write ([`crate::metrics::Metrics::stores`]).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the store says it cannot write: the stores' write health that `/healthz` and
+    /// `/metrics` show.
+    pub health: Arc<crate::durability::StoreHealth>,
 }
 
 impl Cases {
@@ -452,11 +461,11 @@ impl Worker {
                 if earlier > 0 {
                     tracing::warn!(inputs = earlier, "Alarm-loop inputs held in memory are stored.");
                 }
-                self.wiring.metrics.stores.recovered(crate::durability::Store::Cases);
+                self.wiring.health.recovered(crate::durability::Store::Cases);
                 true
             }
             Err(error) => {
-                self.wiring.metrics.stores.failed(crate::durability::Store::Cases, &error);
+                self.wiring.health.failed(crate::durability::Store::Cases, &error);
                 false
             }
         };
@@ -483,7 +492,7 @@ impl Worker {
             self.unsaved = steps;
             actions
         };
-        self.wiring.metrics.stores.set_held(crate::durability::Store::Cases, self.unsaved.len() as u64);
+        self.wiring.health.set_held(crate::durability::Store::Cases, self.unsaved.len() as u64);
         self.carry_out(&actions, true);
         for (id, reply) in replies {
             let case = self.case_json(id.0).ok().flatten().unwrap_or_default();
@@ -772,7 +781,7 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &Page
         desk: n.desk.to_string(),
         title,
         text,
-        url: console.map(|base| crate::console::case_url(base, n.case.0)),
+        url: console.map(|base| case_url(base, n.case.0)),
         at_ms: at,
         reason: reason_name(n.reason).to_owned(),
         local_at: Some(format!("{} ({})", local_minute(at, pages.time_zone), pages.time_zone.name())),

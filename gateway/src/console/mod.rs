@@ -77,14 +77,6 @@ impl Page {
     }
 }
 
-/// The page's address for one case, which notification links point to: the console opens
-/// on that case once the officer has signed in.
-pub fn case_url(console: &str, case: u64) -> String {
-    let base = console.trim_end_matches('/');
-    let base = base.strip_suffix("/console").unwrap_or(base);
-    format!("{base}/console/cases/{case}")
-}
-
 /// `/console` (and `/`, redirected there), `/console/cases/{id}` (the same page, opening on
 /// the case), `/console/wall` (the same page in wall mode, for the command centre's big screen:
 /// map, open fires, counts by stage, overdue cases), `/console/app.js`, `/console/app.css`,
@@ -196,14 +188,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(basemap: Option<Arc<Basemap>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_point_at_the_case_in_the_console_whatever_the_base() {
-        for base in ["http://h:8080", "http://h:8080/", "http://h:8080/console", "http://h:8080/console/"] {
-            assert_eq!(case_url(base, 7), "http://h:8080/console/cases/7", "{base}");
-        }
-        assert_eq!(case_url("https://x.example/fg/console", 1), "https://x.example/fg/console/cases/1");
-    }
 
     /// Every `data-t` key the page uses has a text in both languages, and the script's own
     /// lookups too (a missing key would show the raw key to an officer).
