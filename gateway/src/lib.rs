@@ -11,6 +11,7 @@
 pub use firegrid_base::{clock, durability, glossary, retry};
 
 pub mod admission;
+pub mod alarm;
 pub mod api;
 pub mod broker;
 pub mod cases;

@@ -61,7 +61,7 @@ pub enum StartError {
     },
     /// The alarm loop did not start.
     #[error("alarm loop: {0}")]
-    Alarm(#[from] crate::cases::launch::LaunchError),
+    Alarm(#[from] crate::alarm::launch::LaunchError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Http {
@@ -251,7 +251,7 @@ pub struct Gateway {
     fleet_stop: CancellationToken,
     health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
-    alarm: Option<crate::cases::AlarmLoop>,
+    alarm: Option<crate::alarm::AlarmLoop>,
 }
 
 impl Gateway {
@@ -368,7 +368,7 @@ impl Gateway {
 
         let site = Arc::new(crate::site::Site::new());
         let alarm = if cfg.alerting.enabled {
-            let started = crate::cases::AlarmLoop::start(
+            let started = crate::alarm::AlarmLoop::start(
                 &cfg.alerting,
                 &cfg.notify,
                 &cfg.data_dir,
@@ -386,7 +386,7 @@ impl Gateway {
         let handoff = match &alarm {
             Some(alarm) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let feed = crate::cases::launch::Feed {
+                let feed = crate::alarm::launch::Feed {
                     cases: alarm.cases.clone(),
                     ingest: ingest.clone(),
                     district: cfg.alerting.district.clone(),
@@ -395,7 +395,7 @@ impl Gateway {
                     metrics: metrics.clone(),
                     linkage: alarm.linkage.clone(),
                 };
-                tokio::spawn(crate::cases::launch::feed_accepted(rx, handoff, feed));
+                tokio::spawn(crate::alarm::launch::feed_accepted(rx, handoff, feed));
                 Some(tx)
             }
             None => handoff,
@@ -650,9 +650,9 @@ async fn store_modbus(
             }
             ModbusEvent::Condition(c) => {
                 if let Some((cases, district)) = &alarms
-                    && let Some(location) = crate::cases::launch::location_of(&ingest, &c.device, district)
+                    && let Some(location) = crate::alarm::launch::location_of(&ingest, &c.device, district)
                 {
-                    cases.signal(crate::cases::signals::from_modbus(c, &location));
+                    cases.signal(crate::alarm::signals::from_modbus(c, &location));
                 }
                 tracing::warn!(device = %c.device, condition = ?c.condition, active = c.active, value = c.value, "Water sensor condition changed.");
                 ingest.store_local(&c.device, firegrid_protocol::Class::Event, c.ts_ms, |place, ts| {

@@ -1,11 +1,8 @@
 //! The alarm loop in the gateway: the [`service::Cases`] thread that runs the
-//! `firegrid-alerting` engine over the durable [`store::CaseStore`], the [`signals`] it is
-//! fed, and its configuration.
+//! `firegrid-alerting` engine over the durable [`store::CaseStore`], and its configuration;
+//! `crate::alarm` feeds it.
 
-pub mod launch;
-pub mod linkage;
 pub mod service;
-pub mod signals;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +13,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-pub use launch::AlarmLoop;
 pub use service::{Acted, CaseError, Cases, case_url};
 
 use firegrid_notify::{DeliveryReport, Outcome};

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
-use super::service::{Cases, DeskChannels, Wiring};
-use super::store::CaseStore;
-use super::{AlertingConfig, StoreConfig, feed_deliveries};
+use crate::cases::service::{Cases, DeskChannels, Wiring};
+use crate::cases::store::CaseStore;
+use crate::cases::{AlertingConfig, StoreConfig, feed_deliveries};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
 use crate::officers::DirectoryWatch;
@@ -41,7 +41,7 @@ pub struct AlarmLoop {
 pub enum LaunchError {
     /// The case store.
     #[error(transparent)]
-    Store(#[from] super::store::StoreError),
+    Store(#[from] crate::cases::store::StoreError),
     /// The outbox.
     #[error(transparent)]
     Outbox(#[from] firegrid_notify::OutboxError),
@@ -210,7 +210,7 @@ impl AlarmLoop {
             series,
             sound,
             console_url: cfg.console_url.clone(),
-            pages: super::service::PageContext {
+            pages: crate::cases::service::PageContext {
                 time_zone: cfg.time_zone,
                 address: {
                     let site = site.clone();
