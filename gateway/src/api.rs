@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::cases::store::{Audit, CaseFilter, CaseState};
-use crate::cases::{CaseError, Cases};
 use crate::metrics::ReasonLabel;
 use crate::officers::{DirectoryWatch, Role};
+use firegrid_cases::store::{Audit, CaseFilter, CaseState};
+use firegrid_cases::{CaseError, Cases};
 
 /// What the API handlers need.
 #[derive(Clone)]
@@ -425,7 +425,7 @@ async fn act(
 /// the case and `"durable": false` while the case store cannot write. The command took
 /// effect either way (pages, escalation, the console); a 202 tells the officer, truthfully,
 /// that a restart before the disk recovers would lose it.
-fn acted_response(acted: crate::cases::Acted) -> Response {
+fn acted_response(acted: firegrid_cases::Acted) -> Response {
     let case = serde_json::from_str::<Value>(&acted.case).unwrap_or(Value::Null);
     if acted.durable {
         (StatusCode::OK, Json(json!({ "case": case, "durable": true }))).into_response()

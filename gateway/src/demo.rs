@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use firegrid_sim::scenario::{BatteryDecay, Chatter, Cooking, Fire, FireGrowth, Outage, Removal, WaterDrop};
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams, WaterSensors};
 
-use crate::cases::store::{CaseFilter, CaseState};
 use crate::config::Config;
 use crate::runtime::Gateway;
+use firegrid_cases::store::{CaseFilter, CaseState};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,6 @@ pub mod admission;
 pub mod alarm;
 pub mod api;
 pub mod broker;
-pub mod cases;
 pub mod config;
 pub mod console;
 pub mod demo;

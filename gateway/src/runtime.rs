@@ -638,7 +638,7 @@ async fn write_health(shared: Arc<Shared>, gateway: String, stop: CancellationTo
 async fn store_modbus(
     mut rx: mpsc::Receiver<ModbusEvent>,
     ingest: Arc<Ingest>,
-    alarms: Option<(crate::cases::Cases, String)>,
+    alarms: Option<(firegrid_cases::Cases, String)>,
 ) {
     use crate::series::schema::{modbus_condition_point, modbus_reading_point};
     while let Some(event) = rx.recv().await {

@@ -14,13 +14,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
-use crate::cases::service::{Cases, DeskChannels, Wiring};
-use crate::cases::store::CaseStore;
-use crate::cases::{AlertingConfig, StoreConfig, feed_deliveries};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
 use crate::officers::DirectoryWatch;
 use crate::sources::mqtt::MqttConfig;
+use firegrid_cases::service::{Cases, DeskChannels, Wiring};
+use firegrid_cases::store::CaseStore;
+use firegrid_cases::{AlertingConfig, StoreConfig, feed_deliveries};
 use firegrid_notify::{NotifyConfig, Outbox};
 
 /// The running alarm loop and its helpers.
@@ -41,7 +41,7 @@ pub struct AlarmLoop {
 pub enum LaunchError {
     /// The case store.
     #[error(transparent)]
-    Store(#[from] crate::cases::store::StoreError),
+    Store(#[from] firegrid_cases::store::StoreError),
     /// The outbox.
     #[error(transparent)]
     Outbox(#[from] firegrid_notify::OutboxError),
@@ -210,7 +210,7 @@ impl AlarmLoop {
             series,
             sound,
             console_url: cfg.console_url.clone(),
-            pages: crate::cases::service::PageContext {
+            pages: firegrid_cases::service::PageContext {
                 time_zone: cfg.time_zone,
                 address: {
                     let site = site.clone();

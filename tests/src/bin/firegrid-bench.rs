@@ -1266,7 +1266,7 @@ async fn alarm_notify_run(rate: usize, alarms: usize, secure: bool) -> (Vec<f64>
 /// Alarm-sized steps (one input, one transition, one case upsert) committed to the SQLite
 /// case store with `synchronous = FULL`, one transaction per batch.
 fn case_store(steps: usize, backends: &[String]) {
-    use firegrid_gateway::cases::store::{CaseRow, CaseStore, Step, TransitionRow};
+    use firegrid_cases::store::{CaseRow, CaseStore, Step, TransitionRow};
     let input = r#"{"input":"signal","device":"sd-000001","active":true}"#;
     let case = r#"{"id":1,"stage":"warning","severity":"pre_alarm","location":{"building":"b1"}}"#;
     let transitions = [TransitionRow { case_id: 1, at_ms: 0, kind: "opened", json: case }];

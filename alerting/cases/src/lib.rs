@@ -1,6 +1,8 @@
-//! The alarm loop in the gateway: the [`service::Cases`] thread that runs the
-//! `firegrid-alerting` engine over the durable [`store::CaseStore`], and its configuration;
-//! `crate::alarm` feeds it.
+//! The alarm loop's case service: the [`service::Cases`] thread that runs the
+//! `firegrid-alerting` engine over the durable [`store::CaseStore`] (SQLite or PostgreSQL),
+//! queues its pages in the `firegrid-notify` outbox, and its `[alerting]` configuration
+//! ([`AlertingConfig`]). It knows no device: the gateway feeds it signals and gives it the
+//! callbacks that write series and sound buildings ([`service::Wiring`]).
 
 pub mod service;
 pub mod store;

@@ -17,7 +17,7 @@ use firegrid_alerting::{
 use tokio::sync::{broadcast, oneshot};
 
 use super::store::{Audit, CaseFilter, CaseRow, CaseStore, StoreError, StoredTransition, TransitionRow};
-use crate::clock::DeadlineClock;
+use firegrid_base::clock::DeadlineClock;
 use firegrid_notify::{Message, Outbox};
 
 /// Inputs logged between two snapshots: a restart replays at most this many.
@@ -145,7 +145,7 @@ pub struct Wiring {
     pub runtime: tokio::runtime::Handle,
     /// Where the store says it cannot write: the stores' write health that `/healthz` and
     /// `/metrics` show.
-    pub health: Arc<crate::durability::StoreHealth>,
+    pub health: Arc<firegrid_base::durability::StoreHealth>,
 }
 
 impl Cases {
@@ -156,7 +156,7 @@ impl Cases {
         wiring: Wiring,
     ) -> Result<(Cases, std::thread::JoinHandle<()>), StoreError> {
         let (engine, replayed, floor) = restore(&store, config)?;
-        // Deadlines run on a clock that never steps (crate::clock); it starts no earlier than
+        // Deadlines run on a clock that never steps (firegrid_base::clock); it starts no earlier than
         // the last logged input, so a restart on a wall clock that went back neither replays
         // out of order nor waits for the wall clock to catch up.
         let clock = DeadlineClock::start(floor);
@@ -461,11 +461,11 @@ impl Worker {
                 if earlier > 0 {
                     tracing::warn!(inputs = earlier, "Alarm-loop inputs held in memory are stored.");
                 }
-                self.wiring.health.recovered(crate::durability::Store::Cases);
+                self.wiring.health.recovered(firegrid_base::durability::Store::Cases);
                 true
             }
             Err(error) => {
-                self.wiring.health.failed(crate::durability::Store::Cases, &error);
+                self.wiring.health.failed(firegrid_base::durability::Store::Cases, &error);
                 false
             }
         };
@@ -492,7 +492,7 @@ impl Worker {
             self.unsaved = steps;
             actions
         };
-        self.wiring.health.set_held(crate::durability::Store::Cases, self.unsaved.len() as u64);
+        self.wiring.health.set_held(firegrid_base::durability::Store::Cases, self.unsaved.len() as u64);
         self.carry_out(&actions, true);
         for (id, reply) in replies {
             let case = self.case_json(id.0).ok().flatten().unwrap_or_default();
@@ -747,7 +747,7 @@ pub fn message(n: &Notification, at: Millis, console: Option<&str>, pages: &Page
     // a duty officer must still act on it as the fire it may be.
     let building = if n.unverified { "未登记设备 unplaced device" } else { place.building.as_str() };
     // The field's word for the kind of case, from the glossary the console shares.
-    let kind = crate::glossary::Glossary::get()
+    let kind = firegrid_base::glossary::Glossary::get()
         .term("case_kind", n.kind.as_str())
         .map_or_else(|| n.kind.as_str().to_owned(), |t| format!("{} {}", t.zh, t.en));
     let title = format!("{building} {kind} · {why}");
@@ -830,7 +830,10 @@ mod tests {
         for kind in
             [CaseKind::Fire, CaseKind::Fault, CaseKind::Offline, CaseKind::CommunicationLoss, CaseKind::Water]
         {
-            assert!(crate::glossary::Glossary::get().term("case_kind", kind.as_str()).is_some(), "{kind:?}");
+            assert!(
+                firegrid_base::glossary::Glossary::get().term("case_kind", kind.as_str()).is_some(),
+                "{kind:?}"
+            );
         }
         // 2026-12-02T00:57:08Z is 08:57 in Shanghai.
         let pages = PageContext::without_addresses(chrono_tz::Asia::Shanghai);
