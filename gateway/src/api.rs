@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::metrics::ReasonLabel;
-use crate::officers::{DirectoryWatch, Role};
+use crate::officers::DirectoryWatch;
 use firegrid_cases::store::{Audit, CaseFilter, CaseState};
 use firegrid_cases::{CaseError, Cases};
 
@@ -32,32 +31,44 @@ pub struct ApiState {
     /// The officer directory.
     pub officers: Option<Arc<DirectoryWatch>>,
     /// Metrics, for refusals.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Buildings, devices and camera events, for case detail and the building list.
-    pub site: Arc<crate::site::Site>,
+    pub metrics: Arc<dyn ApiMetrics>,
+    /// Buildings, devices and cameras, for case detail.
+    pub places: Arc<dyn Places>,
     /// The district (the top of every location).
     pub district: String,
     /// The officers' time zone, in which the console shows times.
     pub time_zone: chrono_tz::Tz,
-    /// The registry file, which placing a device writes; `None` without a registry.
-    pub registry: Option<std::path::PathBuf>,
-    /// Placements write the registry file one at a time.
-    pub placing: Arc<tokio::sync::Mutex<()>>,
-    /// Ingest, for device administration (resetting a replay window).
-    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
-/// The routes, to be merged into the gateway's router.
+/// Where the API counts the requests it refuses, by reason (`unauthenticated`, `forbidden`,
+/// `out_of_scope` ...), and whether it may log one now (the gateway's metrics, rate-limited).
+pub trait ApiMetrics: Send + Sync {
+    /// Counts one refused request.
+    fn refused(&self, reason: &str);
+    /// Whether a line about `key` may be logged now, and how many were suppressed since the
+    /// last one; `None`: not now.
+    fn may_log(&self, key: &'static str) -> Option<u64>;
+}
+
+/// What the API shows of a case's place beyond its location: the gateway's registry and
+/// camera events, as JSON.
+pub trait Places: Send + Sync {
+    /// The building with its address, coordinates and devices (`{"id", "address", "lat",
+    /// "lon", "devices": [{"id", "kind", "model"}]}`), if the registry knows it.
+    fn building(&self, id: &str) -> Option<Value>;
+    /// The camera nearest the building with its latest event, if there is one.
+    fn nearest_camera(&self, building: &str) -> Option<Value>;
+}
+
+/// The routes over cases, to be merged into the gateway's router (which adds the device
+/// routes: buildings, placing a device, resetting a replay window).
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/me", get(me))
         .route("/api/v1/cases", get(list))
         .route("/api/v1/cases/{id}", get(case))
         .route("/api/v1/cases/{id}/actions", post(act))
-        .route("/api/v1/cases/{id}/place", post(place))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/buildings", get(buildings))
-        .route("/api/v1/devices/{id}/reset-window", post(reset_window))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -75,7 +86,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with `status`, machine `code` and English `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), devices: Vec::new() }
     }
 
@@ -135,14 +147,17 @@ impl From<CaseError> for ApiError {
 }
 
 /// Authenticates the request; refusals are counted and logged (rate-limited).
-fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), ApiError> {
+pub fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool), ApiError> {
     officer_entry(state, headers).map(|e| (e.officer(), e.may_act()))
 }
 
 /// The authenticated officer's directory entry.
-fn officer_entry(state: &ApiState, headers: &HeaderMap) -> Result<crate::officers::OfficerEntry, ApiError> {
+pub fn officer_entry(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<crate::officers::OfficerEntry, ApiError> {
     let refuse = |reason: &'static str, message: String| {
-        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        state.metrics.refused(reason);
         if let Some(suppressed) = state.metrics.may_log(reason) {
             tracing::warn!(reason, suppressed, "Officer API request refused.");
         }
@@ -161,79 +176,9 @@ fn officer_entry(state: &ApiState, headers: &HeaderMap) -> Result<crate::officer
     Ok(entry.clone())
 }
 
-/// `POST /api/v1/devices/{id}/reset-window`: forgets a device's authenticated replay window,
-/// so that its next signed message starts a new one. For a detector whose boot counter went
-/// backwards (reflashed, flash erased) and that cannot answer a challenge. Duty officers and
-/// commanders only, for devices of their scope; written to the time series as a
-/// `device_admin` event with the officer and the remote address, and logged.
-async fn reset_window(
-    State(state): State<ApiState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    use crate::officers::Role;
-    let entry = officer_entry(&state, &headers)?;
-    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
-        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "role".into() }).inc();
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role",
-            "only duty officers and commanders may reset a device's replay window",
-        ));
-    }
-    let device = firegrid_protocol::DeviceId::new(&id).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("bad device id: {e}"))
-    })?;
-    let officer = entry.officer();
-    let registered = state.site.registry().and_then(|r| {
-        let b = &r.get(&device)?.building;
-        Some(Location {
-            district: state.district.clone(),
-            street: b.street.to_string(),
-            community: b.community.to_string(),
-            grid: b.grid.to_string(),
-            building: b.id.to_string(),
-        })
-    });
-    let Some(location) = registered else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("device {id} is not in the registry"),
-        ));
-    };
-    if !officer.scope.covers(&location) {
-        return Err(forbidden(&state, &officer, &format!("device {id}")));
-    }
-    let known = state.ingest.reset_window(&device);
-    let now = crate::clock::wall_ms();
-    let origin = remote.ip().to_string();
-    tracing::warn!(device = %device, officer = %officer.id, %origin, "Officer reset the device's replay window.");
-    let stored = state.ingest.store_local(&device, firegrid_protocol::Class::Event, now, |place, ts| {
-        crate::series::schema::device_admin_point(
-            place,
-            device.as_str(),
-            "reset_window",
-            &officer.id,
-            &origin,
-            ts,
-        )
-    });
-    if let Err(error) = stored {
-        // The reset is done; its record is what failed. Say so rather than pretend.
-        tracing::error!(%error, device = %device, "Cannot store the audit record of a window reset.");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store",
-            "the window was reset, but its audit record could not be stored",
-        ));
-    }
-    Ok(Json(json!({ "device": id, "reset": true, "was_known": known })))
-}
-
-fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
-    state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "out_of_scope".into() }).inc();
+/// Refuses a request for `what` outside the officer's scope: counted, logged, `403`.
+pub fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
+    state.metrics.refused("out_of_scope");
     tracing::warn!(officer = %officer.id, scope = %officer.scope, what, "Officer asked for a case outside their scope.");
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -242,7 +187,8 @@ fn forbidden(state: &ApiState, officer: &Officer, what: &str) -> ApiError {
     )
 }
 
-fn location(case: &Value) -> Option<Location> {
+/// The location of a case document.
+pub fn location(case: &Value) -> Option<Location> {
     serde_json::from_value(case.get("location")?.clone()).ok()
 }
 
@@ -334,55 +280,9 @@ async fn case(
         .map(|t| serde_json::from_str(&t.json).unwrap_or(Value::Null))
         .collect();
     let building = case.pointer("/location/building").and_then(Value::as_str).unwrap_or_default();
-    let place = state.site.building(building).map(|(b, devices)| {
-        let devices: Vec<Value> = devices
-            .iter()
-            .map(|d| json!({ "id": d.id.to_string(), "kind": d.kind.as_str(), "model": &*d.model }))
-            .collect();
-        json!({ "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon, "devices": devices })
-    });
-    let camera = state.site.nearest_camera(building);
+    let place = state.places.building(building);
+    let camera = state.places.nearest_camera(building);
     Ok(Json(json!({ "case": case, "timeline": timeline, "building": place, "camera": camera })))
-}
-
-/// `GET /api/v1/buildings`: every registered building in the officer's scope, with its
-/// coordinates and device counts (the console colours them by their open cases).
-async fn buildings(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let (officer, _) = officer(&state, &headers)?;
-    let Some(registry) = state.site.registry() else {
-        return Ok(Json(json!({ "buildings": [] })));
-    };
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
-    let mut out: Vec<Value> = Vec::new();
-    for d in registry.devices() {
-        let b = &d.building;
-        let location = Location {
-            district: state.district.clone(),
-            street: b.street.to_string(),
-            community: b.community.to_string(),
-            grid: b.grid.to_string(),
-            building: b.id.to_string(),
-        };
-        if !officer.scope.covers(&location) {
-            continue;
-        }
-        let index = *seen.entry(&b.id).or_insert_with(|| {
-            out.push(json!({
-                "id": &*b.id, "address": &*b.address, "lat": b.lat, "lon": b.lon,
-                "grid": &*b.grid, "community": &*b.community, "street": &*b.street,
-                "detectors": 0, "cameras": 0, "water_sensors": 0, "other": 0,
-            }));
-            out.len() - 1
-        });
-        let counter = match d.kind {
-            crate::registry::DeviceKind::SmokeDetector => "detectors",
-            crate::registry::DeviceKind::Camera => "cameras",
-            crate::registry::DeviceKind::WaterSensor => "water_sensors",
-            crate::registry::DeviceKind::Other => "other",
-        };
-        out[index][counter] = json!(out[index][counter].as_u64().unwrap_or(0) + 1);
-    }
-    Ok(Json(json!({ "buildings": out })))
 }
 
 async fn act(
@@ -394,7 +294,7 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let (officer, may_act) = officer(&state, &headers)?;
     if !may_act {
-        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: "read_only".into() }).inc();
+        state.metrics.refused("read_only");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "read_only",
@@ -425,7 +325,7 @@ async fn act(
 /// the case and `"durable": false` while the case store cannot write. The command took
 /// effect either way (pages, escalation, the console); a 202 tells the officer, truthfully,
 /// that a restart before the disk recovers would lose it.
-fn acted_response(acted: firegrid_cases::Acted) -> Response {
+pub fn acted_response(acted: firegrid_cases::Acted) -> Response {
     let case = serde_json::from_str::<Value>(&acted.case).unwrap_or(Value::Null);
     if acted.durable {
         (StatusCode::OK, Json(json!({ "case": case, "durable": true }))).into_response()
@@ -435,162 +335,6 @@ fn acted_response(acted: firegrid_cases::Acted) -> Response {
         (StatusCode::ACCEPTED, Json(json!({ "case": case, "durable": false, "warning": warning })))
             .into_response()
     }
-}
-
-/// Where an unplaced device is: a building of the registry, or a new one with its place.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlaceBody {
-    /// The building id.
-    building: String,
-    /// What the device is.
-    #[serde(default = "smoke_detector")]
-    kind: crate::registry::DeviceKind,
-    /// Its vendor model.
-    #[serde(default)]
-    model: String,
-    /// For a building the registry does not know yet: its address, coordinates and place.
-    address: Option<String>,
-    lat: Option<f64>,
-    lon: Option<f64>,
-    grid: Option<String>,
-    community: Option<String>,
-    street: Option<String>,
-}
-
-fn smoke_detector() -> crate::registry::DeviceKind {
-    crate::registry::DeviceKind::SmokeDetector
-}
-
-/// Places the device of an unplaced-device case: writes its row into the registry file
-/// (which the gateway reloads) and gives the case its building. Duty officers and
-/// commanders only, within their scope; audited like every action.
-async fn place(
-    State(state): State<ApiState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    use crate::registry::{DeviceRecord, Registry};
-    let entry = officer_entry(&state, &headers)?;
-    let (officer, role) = (entry.officer(), entry.role);
-    let refuse = |status, reason: &'static str, message: String| {
-        state.metrics.api_refused.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
-        ApiError::new(status, reason, message)
-    };
-    if !matches!(role, Role::DutyOfficer | Role::Commander) {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "role",
-            format!("a {role} may not write the registry; duty officers and commanders place devices"),
-        ));
-    }
-    let Json(body) = body.map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
-    let body: PlaceBody = serde_json::from_value(body).map_err(|e| {
-        refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("not a valid place: {e}"))
-    })?;
-    let Some(path) = state.registry.clone() else {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            "no_registry",
-            "no registry file is configured ([registry] csv): there is nowhere to place the device".into(),
-        ));
-    };
-    let doc = state
-        .cases
-        .get(id)
-        .await?
-        .ok_or(CaseError::Refused(Refusal::NotFound(firegrid_alerting::CaseId(id))))?;
-    let case: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
-    if !location(&case).is_some_and(|l| officer.scope.covers(&l)) {
-        return Err(forbidden(&state, &officer, &format!("case {id}")));
-    }
-    let unplaced: Option<firegrid_alerting::Unplaced> =
-        case.get("unplaced").and_then(|u| serde_json::from_value(u.clone()).ok());
-    let Some(unplaced) = unplaced.filter(|u| !u.flood) else {
-        return Err(refuse(
-            StatusCode::CONFLICT,
-            "not_unplaced",
-            format!("case {id} is not the case of one unplaced device"),
-        ));
-    };
-    let device = firegrid_protocol::DeviceId::new(&unplaced.device)
-        .map_err(|e| refuse(StatusCode::CONFLICT, "invalid", format!("device id: {e}")))?;
-    let village = firegrid_protocol::VillageId::new(&unplaced.village)
-        .map_err(|e| refuse(StatusCode::CONFLICT, "invalid", format!("village id: {e}")))?;
-
-    let _one_at_a_time = state.placing.lock().await;
-    let file = path.clone();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&file))
-        .await
-        .expect("loading does not panic")
-        .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, "registry", e.to_string()))?;
-    let known = registry.devices().iter().find(|d| *d.building.id == *body.building.trim()).cloned();
-    let record = match (&known, registry.get(&device)) {
-        (_, Some(existing)) => registry.record(existing),
-        (Some(b), None) => DeviceRecord {
-            id: device.clone(),
-            kind: body.kind,
-            model: body.model.clone(),
-            heartbeat_ms: None,
-            channels: None,
-            ..registry.record(b)
-        },
-        (None, None) => {
-            let missing = || {
-                refuse(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    format!(
-                        "building {:?} is not in the registry: give its address, lat, lon, grid, community and street",
-                        body.building
-                    ),
-                )
-            };
-            DeviceRecord {
-                id: device.clone(),
-                kind: body.kind,
-                model: body.model.clone(),
-                building: body.building.clone(),
-                address: body.address.clone().ok_or_else(missing)?,
-                lat: body.lat.ok_or_else(missing)?,
-                lon: body.lon.ok_or_else(missing)?,
-                grid: body.grid.clone().ok_or_else(missing)?,
-                community: body.community.clone().ok_or_else(missing)?,
-                street: body.street.clone().ok_or_else(missing)?,
-                village,
-                district: registry.district().map(str::to_owned),
-                heartbeat_ms: None,
-                channels: None,
-            }
-        }
-    };
-    let target = Location {
-        district: state.district.clone(),
-        street: record.street.trim().to_owned(),
-        community: record.community.trim().to_owned(),
-        grid: record.grid.trim().to_owned(),
-        building: record.building.trim().to_owned(),
-    };
-    if !officer.scope.covers(&target) {
-        return Err(forbidden(&state, &officer, &format!("building {}", target.building)));
-    }
-    if registry.get(&device).is_none() {
-        let mut records: Vec<DeviceRecord> = registry.devices().iter().map(|d| registry.record(d)).collect();
-        records.push(record);
-        let placed = Registry::from_records(records)
-            .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
-        let file = path.clone();
-        tokio::task::spawn_blocking(move || placed.save(&file))
-            .await
-            .expect("saving does not panic")
-            .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, "registry", e.to_string()))?;
-        tracing::info!(officer = %officer.id, origin = %remote.ip(), device = %device, building = %target.building, case = id, "Device placed in the registry.");
-    }
-    let audit = Audit { actor: officer.id.clone(), origin: remote.ip().to_string() };
-    let command = Command::Place { case: firegrid_alerting::CaseId(id), location: target };
-    Ok(acted_response(state.cases.act(officer.clone(), command, audit).await?))
 }
 
 async fn events(

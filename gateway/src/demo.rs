@@ -811,6 +811,7 @@ async fn progress(
     );
     if let Some(api) = &gateway.shared.api {
         let open = api
+            .api
             .cases
             .list(CaseFilter { state: CaseState::Open, limit: Some(1000), ..CaseFilter::default() })
             .await;

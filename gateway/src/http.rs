@@ -57,9 +57,10 @@ pub async fn serve(
         }
     };
     let app = match &shared.api {
-        Some(api) => {
-            app.merge(crate::api::router(api.clone())).merge(crate::console::router(shared.basemap.clone()))
-        }
+        Some(api) => app
+            .merge(crate::api::router(api.api.clone()))
+            .merge(crate::device_api::router(api.clone()))
+            .merge(crate::console::router(shared.basemap.clone())),
         None => app,
     };
     let (bound, task) = spawn(listen, app, tls, shared.metrics.clone(), shutdown).await?;

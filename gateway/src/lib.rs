@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod device_api;
 pub mod fleet;
 pub mod http;
 pub mod ingest;

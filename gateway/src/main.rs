@@ -488,8 +488,12 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let first_run = firegrid_gateway::officers::first_run::prepare(&mut cfg)
-        .with_context(|| format!("making the first-run officer directory in {}", cfg.data_dir.display()))?;
+    let api_on_loopback = cfg.http_listen.ip().is_loopback();
+    let first_run =
+        firegrid_gateway::officers::first_run::prepare(&mut cfg.alerting, &cfg.data_dir, api_on_loopback)
+            .with_context(|| {
+                format!("making the first-run officer directory in {}", cfg.data_dir.display())
+            })?;
     let alarm_loop = cfg.alerting.enabled;
     let gateway = Gateway::start(cfg, None).await?;
     eprintln!(

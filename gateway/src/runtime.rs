@@ -82,7 +82,7 @@ pub struct Shared {
     destinations: Vec<(String, Arc<DestinationStats>)>,
     modbus: Option<Arc<ModbusStats>>,
     /// The officer API, when the alarm loop runs.
-    pub api: Option<crate::api::ApiState>,
+    pub api: Option<crate::device_api::DeviceApiState>,
     /// Buildings, devices heard from and camera events.
     pub site: Arc<crate::site::Site>,
     /// The console's basemap, checked.
@@ -117,7 +117,7 @@ impl Shared {
         m.spool_bytes.set(spool.total_bytes() as i64);
         m.spool_shed.set(spool.stats().shed as i64);
         if let Some(api) = &self.api {
-            m.open_cases.set(api.cases.open_cases() as i64);
+            m.open_cases.set(api.api.cases.open_cases() as i64);
         }
         let now = now_ms();
         for (name, stats) in &self.destinations {
@@ -465,13 +465,16 @@ impl Gateway {
             spool: spool.clone(),
             destinations: destination_stats,
             modbus: modbus_stats,
-            api: alarm.as_ref().map(|a| crate::api::ApiState {
-                cases: a.cases.clone(),
-                officers: a.officers.clone(),
-                metrics: metrics.clone(),
+            api: alarm.as_ref().map(|a| crate::device_api::DeviceApiState {
+                api: crate::api::ApiState {
+                    cases: a.cases.clone(),
+                    officers: a.officers.clone(),
+                    metrics: metrics.clone(),
+                    places: site.clone(),
+                    district: cfg.alerting.district.clone(),
+                    time_zone: cfg.alerting.time_zone,
+                },
                 site: site.clone(),
-                district: cfg.alerting.district.clone(),
-                time_zone: cfg.alerting.time_zone,
                 registry: cfg.registry.csv.clone(),
                 placing: Arc::default(),
                 ingest: ingest.clone(),

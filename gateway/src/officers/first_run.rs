@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use firegrid_cases::AlertingConfig;
 
 /// The first-run officer's id.
 pub const OFFICER: &str = "local-admin";
@@ -24,16 +24,21 @@ pub struct FirstRun {
     pub scope: String,
 }
 
-/// Points `cfg` at the first-run directory (making it if missing) when the alarm loop runs
-/// without an officer directory and the API listens on loopback only; `None` otherwise.
-pub fn prepare(cfg: &mut Config) -> io::Result<Option<FirstRun>> {
-    if !cfg.alerting.enabled || cfg.alerting.officers.is_some() || !cfg.http_listen.ip().is_loopback() {
+/// Points `alerting` at the first-run directory under `data_dir` (making it if missing) when
+/// the alarm loop runs without an officer directory and the API listens on loopback only
+/// (`api_on_loopback`); `None` otherwise.
+pub fn prepare(
+    alerting: &mut AlertingConfig,
+    data_dir: &Path,
+    api_on_loopback: bool,
+) -> io::Result<Option<FirstRun>> {
+    if !alerting.enabled || alerting.officers.is_some() || !api_on_loopback {
         return Ok(None);
     }
-    let scope = format!("district:{}", cfg.alerting.district);
-    let path = cfg.data_dir.join("first-run-officers.toml");
+    let scope = format!("district:{}", alerting.district);
+    let path = data_dir.join("first-run-officers.toml");
     let token = if path.exists() { None } else { Some(write(&path, &scope)?) };
-    cfg.alerting.officers = Some(path.clone());
+    alerting.officers = Some(path.clone());
     Ok(Some(FirstRun { directory: path, token, scope }))
 }
 
