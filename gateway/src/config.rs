@@ -77,7 +77,7 @@ pub struct Config {
     pub notify: firegrid_notify::NotifyConfig,
     /// The officers' console (`[console]`): a basemap under the village map.
     #[serde(default)]
-    pub console: crate::console::ConsoleConfig,
+    pub console: firegrid_officers::console::ConsoleConfig,
 }
 
 /// The embedded MQTT broker.
@@ -489,7 +489,7 @@ impl Config {
             }
         }
         let Some(path) = &alerting.officers else { return };
-        let directory = match crate::officers::Directory::load(path) {
+        let directory = match firegrid_officers::Directory::load(path) {
             Ok(directory) => directory,
             Err(e) => return problem("[alerting] officers", e.to_string()),
         };

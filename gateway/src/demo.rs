@@ -475,7 +475,7 @@ fn officers_toml(officers: &[DemoOfficer]) -> String {
         "# Demo officers, made by `firegrid demo` with fresh tokens (only their hashes are here).\n",
     );
     for o in officers {
-        let hash = crate::officers::token_sha256_hex(&o.token);
+        let hash = firegrid_officers::token_sha256_hex(&o.token);
         let _ = write!(
             text,
             "\n[[officer]]\nid = \"{}\"\nname = \"{}\"\nrole = \"{}\"\nscope = \"{}\"\non_duty = true\ntoken_sha256 = \"{hash}\"\n",
@@ -621,19 +621,19 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
             id: "street-commander".into(),
             role: "commander",
             scope: format!("street:{street}"),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
         DemoOfficer {
             id: "fire-grid-leader".into(),
             role: "grid_leader",
             scope: format!("grid:{}", script.fire_grid),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
         DemoOfficer {
             id: "other-grid-leader".into(),
             role: "grid_leader",
             scope: format!("grid:{}", script.other_grid),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
     ];
     write(&dir.join("officers.toml"), &officers_toml(&officers))?;
@@ -903,11 +903,11 @@ mod tests {
             id: "a".into(),
             role: "commander",
             scope: "street:S".into(),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         }];
         let path = dir.path().join("officers.toml");
         std::fs::write(&path, officers_toml(&officers)).unwrap();
-        let directory = crate::officers::DirectoryWatch::open(path).unwrap().current();
+        let directory = firegrid_officers::DirectoryWatch::open(path).unwrap().current();
         assert_eq!(directory.authenticate(&officers[0].token).unwrap().officer().id, "a");
     }
 }

@@ -1,5 +1,5 @@
 //! The officer API's routes over devices, merged with the case routes of
-//! `crate::api`: `GET /api/v1/buildings` (the registered buildings in the officer's scope),
+//! `firegrid_officers::api`: `GET /api/v1/buildings` (the registered buildings in the officer's scope),
 //! `POST /api/v1/cases/{id}/place` (writing an unplaced device into the registry) and
 //! `POST /api/v1/devices/{id}/reset-window` (forgetting a device's replay window). They
 //! authenticate and answer like the case routes, whose helpers they use.
@@ -18,11 +18,11 @@ use firegrid_cases::store::Audit;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{
+use crate::metrics::{Metrics, ReasonLabel};
+use firegrid_officers::Role;
+use firegrid_officers::api::{
     ApiError, ApiMetrics, ApiState, Places, acted_response, forbidden, location, officer, officer_entry,
 };
-use crate::metrics::{Metrics, ReasonLabel};
-use crate::officers::Role;
 
 /// What the device routes need besides the case API's state.
 #[derive(Clone)]
@@ -85,7 +85,7 @@ async fn reset_window(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    use crate::officers::Role;
+    use firegrid_officers::Role;
     let entry = officer_entry(&state.api, &headers)?;
     if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
         state.api.metrics.refused("role");

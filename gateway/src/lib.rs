@@ -12,10 +12,8 @@ pub use firegrid_base::{clock, durability, glossary, retry};
 
 pub mod admission;
 pub mod alarm;
-pub mod api;
 pub mod broker;
 pub mod config;
-pub mod console;
 pub mod demo;
 pub mod device_api;
 pub mod fleet;
@@ -24,7 +22,6 @@ pub mod ingest;
 pub mod keys;
 pub mod liveness;
 pub mod metrics;
-pub mod officers;
 pub mod registry;
 pub mod runtime;
 pub mod series;

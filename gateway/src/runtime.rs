@@ -86,7 +86,7 @@ pub struct Shared {
     /// Buildings, devices heard from and camera events.
     pub site: Arc<crate::site::Site>,
     /// The console's basemap, checked.
-    pub basemap: Option<Arc<crate::console::Basemap>>,
+    pub basemap: Option<Arc<firegrid_officers::console::Basemap>>,
 }
 
 /// What `/healthz` reports.
@@ -466,7 +466,7 @@ impl Gateway {
             destinations: destination_stats,
             modbus: modbus_stats,
             api: alarm.as_ref().map(|a| crate::device_api::DeviceApiState {
-                api: crate::api::ApiState {
+                api: firegrid_officers::api::ApiState {
                     cases: a.cases.clone(),
                     officers: a.officers.clone(),
                     metrics: metrics.clone(),

@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
-use crate::officers::DirectoryWatch;
 use crate::sources::mqtt::MqttConfig;
 use firegrid_cases::service::{Cases, DeskChannels, Wiring};
 use firegrid_cases::store::CaseStore;
 use firegrid_cases::{AlertingConfig, StoreConfig, feed_deliveries};
 use firegrid_notify::{NotifyConfig, Outbox};
+use firegrid_officers::DirectoryWatch;
 
 /// The running alarm loop and its helpers.
 pub struct AlarmLoop {
@@ -50,7 +50,7 @@ pub enum LaunchError {
     Channel(#[from] firegrid_notify::ConfigError),
     /// The officer directory.
     #[error(transparent)]
-    Officers(#[from] crate::officers::DirectoryError),
+    Officers(#[from] firegrid_officers::DirectoryError),
     /// Inconsistent settings.
     #[error("{0}")]
     Invalid(String),
@@ -255,7 +255,7 @@ impl AlarmLoop {
         };
         tasks.push(tokio::spawn(feed_deliveries(reports_rx, pending, cases.clone(), count_attempt)));
         if let Some(watch) = &officers {
-            tasks.push(tokio::spawn(crate::officers::run(
+            tasks.push(tokio::spawn(firegrid_officers::run(
                 watch.clone(),
                 Duration::from_secs(5),
                 stop.clone(),

@@ -50,7 +50,7 @@ fn write(path: &Path, scope: &str) -> io::Result<String> {
     let text = format!(
         "# Made by the first `firegrid run` without an officer directory: one local commander for the\n\
          # whole district. Replace it with your officers ([alerting] officers; see\n\
-         # gateway/officers.example.toml) before anyone else can reach this machine.\n\n\
+         # alerting/officers/officers.example.toml) before anyone else can reach this machine.\n\n\
          [[officer]]\nid = \"{OFFICER}\"\nname = \"Local administrator\"\nrole = \"commander\"\n\
          scope = \"{scope}\"\non_duty = true\ntoken_sha256 = \"{hash}\"\n"
     );

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::officers::DirectoryWatch;
+use crate::DirectoryWatch;
 use firegrid_cases::store::{Audit, CaseFilter, CaseState};
 use firegrid_cases::{CaseError, Cases};
 
@@ -152,10 +152,7 @@ pub fn officer(state: &ApiState, headers: &HeaderMap) -> Result<(Officer, bool),
 }
 
 /// The authenticated officer's directory entry.
-pub fn officer_entry(
-    state: &ApiState,
-    headers: &HeaderMap,
-) -> Result<crate::officers::OfficerEntry, ApiError> {
+pub fn officer_entry(state: &ApiState, headers: &HeaderMap) -> Result<crate::OfficerEntry, ApiError> {
     let refuse = |reason: &'static str, message: String| {
         state.metrics.refused(reason);
         if let Some(suppressed) = state.metrics.may_log(reason) {
@@ -170,7 +167,7 @@ pub fn officer_entry(
         ));
     };
     let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token = crate::officers::bearer(header).map_err(|e| refuse("unauthenticated", e.to_string()))?;
+    let token = crate::bearer(header).map_err(|e| refuse("unauthenticated", e.to_string()))?;
     let directory = watch.current();
     let entry = directory.authenticate(token).map_err(|e| refuse("unauthenticated", e.to_string()))?;
     Ok(entry.clone())

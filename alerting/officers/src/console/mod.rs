@@ -12,7 +12,7 @@
 //! that repeats until the fire is acknowledged, and a flashing tab title.
 //!
 //! The field's words (stages, severities, levels ...) are in `glossary.json`, which the page
-//! loads and [`crate::glossary`] titles pages from: one word for one thing.
+//! loads and [`firegrid_base::glossary`] titles pages from: one word for one thing.
 
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(basemap: Option<Arc<Basemap>>) -
         .route("/console/app.css", get(serve("text/css; charset=utf-8", STYLE, false)))
         .route(
             "/console/glossary.json",
-            get(serve("application/json; charset=utf-8", crate::glossary::JSON, false)),
+            get(serve("application/json; charset=utf-8", firegrid_base::glossary::JSON, false)),
         )
         .route("/console/basemap.json", get(move || async move { description }))
         .route(
@@ -210,7 +210,7 @@ mod tests {
         // The field's words come from the glossary, under the prefixes the script merges them by.
         let prefixes = &SCRIPT[SCRIPT.find("const GLOSSARY_PREFIX").unwrap()
             ..SCRIPT.find("async function loadGlossary").unwrap()];
-        let glossary = crate::glossary::Glossary::get();
+        let glossary = firegrid_base::glossary::Glossary::get();
         let prefixes: Vec<(&str, &str)> = prefixes
             .split(',')
             .filter_map(|pair| {

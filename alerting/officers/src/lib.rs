@@ -1,7 +1,8 @@
-//! The duty-officer directory: who answers alarms, at which desk, how they are reached, and
-//! the bearer tokens they use on the HTTP API.
+//! The duty officers' side of the alarm loop: the officer directory (who answers alarms, at
+//! which desk, how they are reached, and the bearer tokens they use), the officer HTTP API
+//! over cases ([`api`]) and the web console ([`console`]).
 //!
-//! The directory is a TOML file of `[[officer]]` tables (`gateway/officers.example.toml`
+//! The directory is a TOML file of `[[officer]]` tables (`alerting/officers/officers.example.toml`
 //! shows every field). [`Directory::load`] reads it and reports **every** problem with its
 //! line and column, as the device registry does for CSV rows. A [`Directory`] is immutable;
 //! [`DirectoryWatch`] reloads the file when its modification time or size changes and swaps
@@ -18,6 +19,8 @@
 //! one called in mid-incident must not wait for someone to edit the file before they can
 //! acknowledge. Access is governed by [`Role`] and scope alone.
 
+pub mod api;
+pub mod console;
 pub mod first_run;
 mod token;
 mod watch;
