@@ -1,5 +1,7 @@
-//! The firegrid edge gateway: ingests device messages over MQTT (and Modbus), runs the
-//! alarm loop of `firegrid-alerting`, and writes time series to InfluxDB.
+//! The firegrid edge gateway: ingests device messages over MQTT (and Modbus), writes time
+//! series to InfluxDB, and composes the alarm loop whose crates live under `alerting/`
+//! (the engine, `firegrid-cases`, `firegrid-notify`, `firegrid-officers`): [`alarm`] starts
+//! it and feeds it device signals, [`device_api`] adds the officer API's device routes.
 //!
 //! Main types: [`runtime::Gateway`] starts and stops everything from a [`config::Config`];
 //! [`ingest::Ingest`] takes device messages from the [`sources::mqtt`] sessions through
