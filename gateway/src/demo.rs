@@ -16,12 +16,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use firegrid_cases::store::{CaseFilter, CaseState};
 use firegrid_sim::scenario::{BatteryDecay, Chatter, Cooking, Fire, FireGrowth, Outage, Removal, WaterDrop};
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams, WaterSensors};
 
 use crate::config::Config;
 use crate::runtime::Gateway;
-use firegrid_cases::store::{CaseFilter, CaseState};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]

@@ -15,14 +15,14 @@ use axum::routing::{get, post};
 use firegrid_alerting::{Command, Location, Refusal};
 use firegrid_cases::CaseError;
 use firegrid_cases::store::Audit;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-use crate::metrics::{Metrics, ReasonLabel};
 use firegrid_officers::Role;
 use firegrid_officers::api::{
     ApiError, ApiMetrics, ApiState, Places, acted_response, forbidden, location, officer, officer_entry,
 };
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::metrics::{Metrics, ReasonLabel};
 
 /// What the device routes need besides the case API's state.
 #[derive(Clone)]
@@ -85,7 +85,6 @@ async fn reset_window(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    use firegrid_officers::Role;
     let entry = officer_entry(&state.api, &headers)?;
     if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
         state.api.metrics.refused("role");

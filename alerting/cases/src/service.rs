@@ -14,11 +14,11 @@ use std::time::Duration;
 use firegrid_alerting::{
     Action, CaseId, Command, Engine, Input, Millis, Notification, Officer, Refusal, Signal,
 };
+use firegrid_base::clock::DeadlineClock;
+use firegrid_notify::{Message, Outbox};
 use tokio::sync::{broadcast, oneshot};
 
 use super::store::{Audit, CaseFilter, CaseRow, CaseStore, StoreError, StoredTransition, TransitionRow};
-use firegrid_base::clock::DeadlineClock;
-use firegrid_notify::{Message, Outbox};
 
 /// Inputs logged between two snapshots: a restart replays at most this many.
 const SNAPSHOT_EVERY: u64 = 2_000;

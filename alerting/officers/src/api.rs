@@ -14,14 +14,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use firegrid_alerting::{Command, Level, Location, Officer, Refusal};
+use firegrid_cases::store::{Audit, CaseFilter, CaseState};
+use firegrid_cases::{CaseError, Cases};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::DirectoryWatch;
-use firegrid_cases::store::{Audit, CaseFilter, CaseState};
-use firegrid_cases::{CaseError, Cases};
 
 /// What the API handlers need.
 #[derive(Clone)]

@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
+use firegrid_cases::service::{Cases, DeskChannels, Wiring};
+use firegrid_cases::store::CaseStore;
+use firegrid_cases::{AlertingConfig, StoreConfig, feed_deliveries};
+use firegrid_notify::{NotifyConfig, Outbox};
+use firegrid_officers::DirectoryWatch;
 use firegrid_protocol::{DeviceId, Downlink, DownlinkBody, Encoding, Limits};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::mpsc;
@@ -17,11 +22,6 @@ use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
 use crate::sources::mqtt::MqttConfig;
-use firegrid_cases::service::{Cases, DeskChannels, Wiring};
-use firegrid_cases::store::CaseStore;
-use firegrid_cases::{AlertingConfig, StoreConfig, feed_deliveries};
-use firegrid_notify::{NotifyConfig, Outbox};
-use firegrid_officers::DirectoryWatch;
 
 /// The running alarm loop and its helpers.
 pub struct AlarmLoop {

@@ -65,6 +65,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use firegrid_base::durability::StoreHealth;
 use tokio::sync::Notify;
 
 pub use config::DeliveryConfig;
@@ -73,7 +74,6 @@ pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, Status, Store};
 pub use worker::run;
 
 use super::Message;
-use firegrid_base::durability::StoreHealth;
 
 /// A failure of the outbox itself (not of a delivery).
 #[derive(Debug, thiserror::Error)]
