@@ -45,7 +45,7 @@ PLACE = '"street" =~ /^$street$/ AND "community" =~ /^$community$/ AND "grid" =~
 # Cases raised by devices in test mode are drills: recorded, never counted (SCHEMA.md).
 NOT_DRILL = "\"drill\" = 'false'"
 
-# Deadlines behind the thresholds, from alerting/src/config.rs (defaults) and FIELD.md.
+# Deadlines behind the thresholds, from alerting/engine/src/config.rs (defaults) and FIELD.md.
 FIRE_ACK_S = 60  # a confirmed fire, per level: a desk silent for a minute is not there
 PRE_ALARM_ACK_S = 90  # NFPA 72: an operator may verify for up to 90 s
 FIRE_HANDLE_S = 15 * 60  # acknowledged fire → disposition

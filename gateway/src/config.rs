@@ -71,13 +71,13 @@ pub struct Config {
     pub modbus: Option<crate::sources::modbus::ModbusConfig>,
     /// The alarm loop: deadlines, officers, notification routes.
     #[serde(default)]
-    pub alerting: crate::cases::AlertingConfig,
+    pub alerting: firegrid_cases::AlertingConfig,
     /// Notification channels (`[notify.channels.<name>]`) and delivery settings.
     #[serde(default)]
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: firegrid_notify::NotifyConfig,
     /// The officers' console (`[console]`): a basemap under the village map.
     #[serde(default)]
-    pub console: crate::console::ConsoleConfig,
+    pub console: firegrid_officers::console::ConsoleConfig,
 }
 
 /// The embedded MQTT broker.
@@ -474,7 +474,7 @@ impl Config {
             }
         }
         let channels: Vec<&String> = self.notify.channels.keys().collect();
-        if let Err(e) = crate::notify::build_channels(&self.notify.channels) {
+        if let Err(e) = firegrid_notify::build_channels(&self.notify.channels) {
             problem("[notify.channels]", e.to_string());
         }
         for (desk, names) in &alerting.routes {
@@ -489,7 +489,7 @@ impl Config {
             }
         }
         let Some(path) = &alerting.officers else { return };
-        let directory = match crate::officers::Directory::load(path) {
+        let directory = match firegrid_officers::Directory::load(path) {
             Ok(directory) => directory,
             Err(e) => return problem("[alerting] officers", e.to_string()),
         };
@@ -594,8 +594,8 @@ mod tests {
         assert!(cfg.mqtt.is_none(), "the example runs the embedded broker");
         // The engine settings shown are the defaults, so the example documents them.
         assert_eq!(cfg.alerting.engine, firegrid_alerting::Config::default());
-        assert_eq!(cfg.alerting.retention, crate::cases::AlertingConfig::default().retention);
-        let channels = crate::notify::build_channels(&cfg.notify.channels).unwrap();
+        assert_eq!(cfg.alerting.retention, firegrid_cases::AlertingConfig::default().retention);
+        let channels = firegrid_notify::build_channels(&cfg.notify.channels).unwrap();
         for names in cfg.alerting.routes.values() {
             assert!(
                 names.iter().all(|n| channels.contains_key(n)),
@@ -668,7 +668,7 @@ mod tests {
             let vars = [("FIREGRID_ALERTING__STORE__POSTGRES", conninfo)];
             Config::load(None, env(&vars)).unwrap()
         };
-        assert_eq!(Config::default().alerting.store, crate::cases::StoreConfig::default());
+        assert_eq!(Config::default().alerting.store, firegrid_cases::StoreConfig::default());
         let cfg = load("host=db.example user=firegrid dbname=firegrid");
         assert_eq!(
             cfg.alerting.store.postgres.as_deref(),
@@ -690,7 +690,7 @@ mod tests {
         let file = dir.path().join("password");
         std::fs::write(&file, "s3cr3t\n").unwrap();
         let from_env =
-            |name: &str| (name == crate::cases::POSTGRES_PASSWORD_ENV).then(|| "from-env".to_owned());
+            |name: &str| (name == firegrid_cases::POSTGRES_PASSWORD_ENV).then(|| "from-env".to_owned());
         let mut store = cfg.alerting.store;
         assert_eq!(store.password(from_env).unwrap().as_deref(), Some("from-env"));
         store.password_file = Some(file);

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use firegrid_cases::store::{CaseFilter, CaseState};
 use firegrid_sim::scenario::{BatteryDecay, Chatter, Cooking, Fire, FireGrowth, Outage, Removal, WaterDrop};
 use firegrid_sim::{Fleet, Mode, RunConfig, Scenario, Village, VillageParams, WaterSensors};
 
-use crate::cases::store::{CaseFilter, CaseState};
 use crate::config::Config;
 use crate::runtime::Gateway;
 
@@ -475,7 +475,7 @@ fn officers_toml(officers: &[DemoOfficer]) -> String {
         "# Demo officers, made by `firegrid demo` with fresh tokens (only their hashes are here).\n",
     );
     for o in officers {
-        let hash = crate::officers::token_sha256_hex(&o.token);
+        let hash = firegrid_officers::token_sha256_hex(&o.token);
         let _ = write!(
             text,
             "\n[[officer]]\nid = \"{}\"\nname = \"{}\"\nrole = \"{}\"\nscope = \"{}\"\non_duty = true\ntoken_sha256 = \"{hash}\"\n",
@@ -621,19 +621,19 @@ pub async fn run(opts: DemoOptions, stop: impl std::future::Future<Output = ()>)
             id: "street-commander".into(),
             role: "commander",
             scope: format!("street:{street}"),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
         DemoOfficer {
             id: "fire-grid-leader".into(),
             role: "grid_leader",
             scope: format!("grid:{}", script.fire_grid),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
         DemoOfficer {
             id: "other-grid-leader".into(),
             role: "grid_leader",
             scope: format!("grid:{}", script.other_grid),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         },
     ];
     write(&dir.join("officers.toml"), &officers_toml(&officers))?;
@@ -811,6 +811,7 @@ async fn progress(
     );
     if let Some(api) = &gateway.shared.api {
         let open = api
+            .api
             .cases
             .list(CaseFilter { state: CaseState::Open, limit: Some(1000), ..CaseFilter::default() })
             .await;
@@ -902,11 +903,11 @@ mod tests {
             id: "a".into(),
             role: "commander",
             scope: "street:S".into(),
-            token: crate::officers::new_token().0,
+            token: firegrid_officers::new_token().0,
         }];
         let path = dir.path().join("officers.toml");
         std::fs::write(&path, officers_toml(&officers)).unwrap();
-        let directory = crate::officers::DirectoryWatch::open(path).unwrap().current();
+        let directory = firegrid_officers::DirectoryWatch::open(path).unwrap().current();
         assert_eq!(directory.authenticate(&officers[0].token).unwrap().officer().id, "a");
     }
 }

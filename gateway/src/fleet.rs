@@ -126,7 +126,7 @@ pub struct FleetTask {
     /// Ingest, for storing events and swapping the directory.
     pub ingest: Arc<Ingest>,
     /// The alarm loop and the district name, when it runs.
-    pub alarms: Option<(crate::cases::Cases, String)>,
+    pub alarms: Option<(firegrid_cases::Cases, String)>,
     /// What the console shows; gets every reloaded registry.
     pub site: Arc<crate::site::Site>,
 }

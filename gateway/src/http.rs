@@ -1,5 +1,5 @@
 //! The gateway's HTTP servers. The main listener serves the duty-officer API of
-//! [`crate::api`] and the console when the alarm loop runs, and `/healthz`. The operations
+//! [`firegrid_officers::api`] and the console when the alarm loop runs, and `/healthz`. The operations
 //! endpoints — `/metrics` (Prometheus text), the detailed `/healthz` and
 //! `/api/unknown-devices` (devices that sent messages but are missing from the registry) —
 //! are served on the main listener only when it is loopback; otherwise on their own listener
@@ -57,9 +57,10 @@ pub async fn serve(
         }
     };
     let app = match &shared.api {
-        Some(api) => {
-            app.merge(crate::api::router(api.clone())).merge(crate::console::router(shared.basemap.clone()))
-        }
+        Some(api) => app
+            .merge(firegrid_officers::api::router(api.api.clone()))
+            .merge(crate::device_api::router(api.clone()))
+            .merge(firegrid_officers::console::router(shared.basemap.clone())),
         None => app,
     };
     let (bound, task) = spawn(listen, app, tls, shared.metrics.clone(), shutdown).await?;

@@ -446,7 +446,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::OfficerToken => {
-            let (token, hash) = firegrid_gateway::officers::new_token();
+            let (token, hash) = firegrid_officers::new_token();
             println!("token (give to the officer, shown once): {token}");
             println!("token_sha256 = \"{hash}\"");
             Ok(ExitCode::SUCCESS)
@@ -488,7 +488,8 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let first_run = firegrid_gateway::officers::first_run::prepare(&mut cfg)
+    let api_on_loopback = cfg.http_listen.ip().is_loopback();
+    let first_run = firegrid_officers::first_run::prepare(&mut cfg.alerting, &cfg.data_dir, api_on_loopback)
         .with_context(|| format!("making the first-run officer directory in {}", cfg.data_dir.display()))?;
     let alarm_loop = cfg.alerting.enabled;
     let gateway = Gateway::start(cfg, None).await?;
@@ -505,14 +506,14 @@ async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 Some(token) => eprintln!(
                     "No officer directory is configured, so one local commander ({}, {}) was made in {}.\n\
                      Console (this link holds the officer's token and is shown only now): {console}#token={token}",
-                    firegrid_gateway::officers::first_run::OFFICER,
+                    firegrid_officers::first_run::OFFICER,
                     first.scope,
                     first.directory.display()
                 ),
                 None => eprintln!(
                     "Console: {console} (sign in as {} with the token printed at the first run; `firegrid officer-token` \
                      makes a new one for {}).",
-                    firegrid_gateway::officers::first_run::OFFICER,
+                    firegrid_officers::first_run::OFFICER,
                     first.directory.display()
                 ),
             },

@@ -155,7 +155,7 @@ pub struct Metrics {
     pub open_cases: Gauge,
     /// Which stores cannot write and what they hold in memory meanwhile; the stores report
     /// here, [`Metrics::refresh_stores`] copies it into the two gauges below.
-    pub stores: crate::durability::StoreHealth,
+    pub stores: std::sync::Arc<crate::durability::StoreHealth>,
     /// 1 while a store cannot write (full, read-only or failing disk).
     pub store_unwritable: Family<StoreLabel, Gauge>,
     /// Records a store holds in memory because it cannot write them.
@@ -170,7 +170,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 pub struct OutboxShown {
     depth: std::collections::HashSet<ChannelSeverityLabel>,
-    stats: crate::notify::outbox::Stats,
+    stats: firegrid_notify::outbox::Stats,
 }
 
 /// Message counts since start, by kind and by rejection reason.
@@ -222,7 +222,7 @@ impl Metrics {
             api_refused: Family::default(),
             broker_refused: Family::default(),
             open_cases: Gauge::default(),
-            stores: crate::durability::StoreHealth::default(),
+            stores: Default::default(),
             store_unwritable: Family::default(),
             store_held: Family::default(),
             limiter: Mutex::new(HashMap::new()),
@@ -398,8 +398,8 @@ impl Metrics {
     /// a channel and severity that drained reads 0 rather than its last depth.
     pub fn outbox(
         &self,
-        depth: &[crate::notify::Depth],
-        stats: &crate::notify::outbox::Stats,
+        depth: &[firegrid_notify::Depth],
+        stats: &firegrid_notify::outbox::Stats,
         shown: &mut OutboxShown,
     ) {
         let mut labels = std::collections::HashSet::new();
@@ -510,7 +510,7 @@ mod tests {
 
     #[test]
     fn outbox_depth_and_counts_are_published_and_a_drained_queue_reads_zero() {
-        use crate::notify::Depth;
+        use firegrid_notify::Depth;
         let m = Metrics::new();
         let mut shown = OutboxShown::default();
         let depth = |target: &str, severity: &str, pending| Depth {
@@ -518,7 +518,7 @@ mod tests {
             severity: severity.into(),
             pending,
         };
-        let mut stats = crate::notify::outbox::Stats::default();
+        let mut stats = firegrid_notify::outbox::Stats::default();
         stats.held.insert("wecom".into(), 3);
         stats.superseded = 2;
         m.outbox(&[depth("wecom", "fault", 500), depth("wecom", "fire", 1)], &stats, &mut shown);

@@ -61,7 +61,7 @@ pub enum StartError {
     },
     /// The alarm loop did not start.
     #[error("alarm loop: {0}")]
-    Alarm(#[from] crate::cases::launch::LaunchError),
+    Alarm(#[from] crate::alarm::launch::LaunchError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Http {
@@ -82,11 +82,11 @@ pub struct Shared {
     destinations: Vec<(String, Arc<DestinationStats>)>,
     modbus: Option<Arc<ModbusStats>>,
     /// The officer API, when the alarm loop runs.
-    pub api: Option<crate::api::ApiState>,
+    pub api: Option<crate::device_api::DeviceApiState>,
     /// Buildings, devices heard from and camera events.
     pub site: Arc<crate::site::Site>,
     /// The console's basemap, checked.
-    pub basemap: Option<Arc<crate::console::Basemap>>,
+    pub basemap: Option<Arc<firegrid_officers::console::Basemap>>,
 }
 
 /// What `/healthz` reports.
@@ -117,7 +117,7 @@ impl Shared {
         m.spool_bytes.set(spool.total_bytes() as i64);
         m.spool_shed.set(spool.stats().shed as i64);
         if let Some(api) = &self.api {
-            m.open_cases.set(api.cases.open_cases() as i64);
+            m.open_cases.set(api.api.cases.open_cases() as i64);
         }
         let now = now_ms();
         for (name, stats) in &self.destinations {
@@ -251,7 +251,7 @@ pub struct Gateway {
     fleet_stop: CancellationToken,
     health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
-    alarm: Option<crate::cases::AlarmLoop>,
+    alarm: Option<crate::alarm::AlarmLoop>,
 }
 
 impl Gateway {
@@ -368,7 +368,7 @@ impl Gateway {
 
         let site = Arc::new(crate::site::Site::new());
         let alarm = if cfg.alerting.enabled {
-            let started = crate::cases::AlarmLoop::start(
+            let started = crate::alarm::AlarmLoop::start(
                 &cfg.alerting,
                 &cfg.notify,
                 &cfg.data_dir,
@@ -386,7 +386,7 @@ impl Gateway {
         let handoff = match &alarm {
             Some(alarm) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let feed = crate::cases::launch::Feed {
+                let feed = crate::alarm::launch::Feed {
                     cases: alarm.cases.clone(),
                     ingest: ingest.clone(),
                     district: cfg.alerting.district.clone(),
@@ -395,7 +395,7 @@ impl Gateway {
                     metrics: metrics.clone(),
                     linkage: alarm.linkage.clone(),
                 };
-                tokio::spawn(crate::cases::launch::feed_accepted(rx, handoff, feed));
+                tokio::spawn(crate::alarm::launch::feed_accepted(rx, handoff, feed));
                 Some(tx)
             }
             None => handoff,
@@ -465,13 +465,16 @@ impl Gateway {
             spool: spool.clone(),
             destinations: destination_stats,
             modbus: modbus_stats,
-            api: alarm.as_ref().map(|a| crate::api::ApiState {
-                cases: a.cases.clone(),
-                officers: a.officers.clone(),
-                metrics: metrics.clone(),
+            api: alarm.as_ref().map(|a| crate::device_api::DeviceApiState {
+                api: firegrid_officers::api::ApiState {
+                    cases: a.cases.clone(),
+                    officers: a.officers.clone(),
+                    metrics: metrics.clone(),
+                    places: site.clone(),
+                    district: cfg.alerting.district.clone(),
+                    time_zone: cfg.alerting.time_zone,
+                },
                 site: site.clone(),
-                district: cfg.alerting.district.clone(),
-                time_zone: cfg.alerting.time_zone,
                 registry: cfg.registry.csv.clone(),
                 placing: Arc::default(),
                 ingest: ingest.clone(),
@@ -638,7 +641,7 @@ async fn write_health(shared: Arc<Shared>, gateway: String, stop: CancellationTo
 async fn store_modbus(
     mut rx: mpsc::Receiver<ModbusEvent>,
     ingest: Arc<Ingest>,
-    alarms: Option<(crate::cases::Cases, String)>,
+    alarms: Option<(firegrid_cases::Cases, String)>,
 ) {
     use crate::series::schema::{modbus_condition_point, modbus_reading_point};
     while let Some(event) = rx.recv().await {
@@ -650,9 +653,9 @@ async fn store_modbus(
             }
             ModbusEvent::Condition(c) => {
                 if let Some((cases, district)) = &alarms
-                    && let Some(location) = crate::cases::launch::location_of(&ingest, &c.device, district)
+                    && let Some(location) = crate::alarm::launch::location_of(&ingest, &c.device, district)
                 {
-                    cases.signal(crate::cases::signals::from_modbus(c, &location));
+                    cases.signal(crate::alarm::signals::from_modbus(c, &location));
                 }
                 tracing::warn!(device = %c.device, condition = ?c.condition, active = c.active, value = c.value, "Water sensor condition changed.");
                 ingest.store_local(&c.device, firegrid_protocol::Class::Event, c.ts_ms, |place, ts| {

@@ -7,7 +7,7 @@
 //! nothing of the fire, in the browser or through the API; and the demo stops cleanly on
 //! SIGTERM. A second test keeps a console idle until a real fire: the fire takes it over
 //! (banner, siren, title), a close refused while the detectors are in alarm keeps the form,
-//! the wall mode shows the fire, and the screenshots in `gateway/src/console/screenshots/` are
+//! the wall mode shows the fire, and the screenshots in `alerting/officers/src/console/screenshots/` are
 //! taken.
 
 use std::time::{Duration, Instant};
@@ -390,7 +390,7 @@ async fn the_demo_creates_its_influxdb_database_and_writes_into_it() {
 }
 
 /// Where the screenshots of the console with a fire go: `FIREGRID_SCREENSHOTS` (the
-/// committed ones live in `gateway/src/console/screenshots/`), else the temp dir.
+/// committed ones live in `alerting/officers/src/console/screenshots/`), else the temp dir.
 fn screenshot_dir() -> std::path::PathBuf {
     std::env::var_os("FIREGRID_SCREENSHOTS").map(Into::into).unwrap_or_else(std::env::temp_dir)
 }

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use firegrid_gateway::cases::store::{CaseFilter, CaseRow, CaseStore, Step, TransitionRow};
+use firegrid_cases::store::{CaseFilter, CaseRow, CaseStore, Step, TransitionRow};
 use firegrid_protocol::{
     DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
 };
@@ -329,7 +329,7 @@ fn every_committed_case_survives_a_failover_to_the_promoted_standby() {
     let promoted: Vec<_> = (1..=40).map(|id| store.timeline(id).unwrap()).collect();
     assert_eq!(promoted, timelines);
     let after = store.stats().unwrap();
-    assert_eq!(after, firegrid_gateway::cases::store::StoreStats { file_bytes: after.file_bytes, ..stats });
+    assert_eq!(after, firegrid_cases::store::StoreStats { file_bytes: after.file_bytes, ..stats });
 
     // The promoted server takes new commits, numbered on from the primary's last.
     assert_eq!(commit_batch(&mut store, 60), 305);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// One officer of a test directory (see `gateway/officers.example.toml` for the fields).
+/// One officer of a test directory (see `alerting/officers/officers.example.toml` for the fields).
 #[derive(Debug, Clone, Copy)]
 pub struct Officer<'a> {
     /// Directory id.
@@ -21,13 +21,13 @@ pub struct Officer<'a> {
 }
 
 /// Writes a directory of `officers` (no notification channels of their own) to `path`, each
-/// with a fresh token from `firegrid_gateway::officers::new_token`, and returns the bearer
+/// with a fresh token from `firegrid_officers::new_token`, and returns the bearer
 /// tokens in the same order.
 pub fn write_directory(path: &Path, officers: &[Officer<'_>]) -> Vec<String> {
     let mut toml = String::new();
     let mut tokens = Vec::new();
     for o in officers {
-        let (token, hash) = firegrid_gateway::officers::new_token();
+        let (token, hash) = firegrid_officers::new_token();
         toml.push_str(&format!(
             "[[officer]]\nid = \"{}\"\nname = \"{}\"\nrole = \"{}\"\nscope = \"{}\"\non_duty = {}\n\
              token_sha256 = \"{hash}\"\nchannels = []\n\n",

@@ -282,3 +282,12 @@ proptest! {
         prop_assert_eq!(out, out2);
     }
 }
+
+/// The glossary (`firegrid_base::glossary`) names every device kind the registry knows.
+#[test]
+fn every_device_kind_has_a_glossary_term() {
+    let glossary = crate::glossary::Glossary::get();
+    for kind in DeviceKind::ALL {
+        assert!(glossary.term("device_kind", kind.as_str()).is_some(), "{kind:?} has no term");
+    }
+}

@@ -1312,7 +1312,7 @@ async fn alarm_notify_run(
 /// Alarm-sized steps (one input, one transition, one case upsert) committed to the SQLite
 /// case store with `synchronous = FULL`, one transaction per batch.
 fn case_store(steps: usize, backends: &[String]) {
-    use firegrid_gateway::cases::store::{CaseRow, CaseStore, Step, TransitionRow};
+    use firegrid_cases::store::{CaseRow, CaseStore, Step, TransitionRow};
     let input = r#"{"input":"signal","device":"sd-000001","active":true}"#;
     let case = r#"{"id":1,"stage":"warning","severity":"pre_alarm","location":{"building":"b1"}}"#;
     let transitions = [TransitionRow { case_id: 1, at_ms: 0, kind: "opened", json: case }];
@@ -2023,8 +2023,8 @@ async fn village_run(
 }
 
 /// A notification for the fire-first benchmark: its own case, to the grid desk.
-fn fire_first_message(id: u64, severity: &str, reason: &str) -> firegrid_gateway::notify::Message {
-    firegrid_gateway::notify::Message {
+fn fire_first_message(id: u64, severity: &str, reason: &str) -> firegrid_notify::Message {
+    firegrid_notify::Message {
         notification_id: id,
         case_id: id,
         severity: severity.to_owned(),
@@ -2048,7 +2048,7 @@ const FIRE_ID: u64 = 1_000_000;
 /// robot is busy with faults). Returns the fire's request number, its enqueue → arrival
 /// time.
 async fn fire_first_run(faults: usize, per_minute: u32, reserve: u32) -> (usize, Duration) {
-    use firegrid_gateway::notify::{DeliveryConfig, NotifyConfig, Outbox, build_channels, outbox};
+    use firegrid_notify::{DeliveryConfig, NotifyConfig, Outbox, build_channels, outbox};
     let dir = tempfile::tempdir().unwrap();
     let (hook, mut received) = webhook_receiver().await;
     let cfg: NotifyConfig = toml::from_str(&format!(
@@ -2097,9 +2097,9 @@ async fn fire_first_run(faults: usize, per_minute: u32, reserve: u32) -> (usize,
 fn fire_first_due_order(faults: usize, per_minute: u32) -> (usize, Duration) {
     use std::collections::{HashMap, HashSet};
 
-    use firegrid_gateway::notify::outbox::limit::{RateLimit, Window};
-    use firegrid_gateway::notify::outbox::schedule::plan;
-    use firegrid_gateway::notify::outbox::{DeliveryKey, Pending};
+    use firegrid_notify::outbox::limit::{RateLimit, Window};
+    use firegrid_notify::outbox::schedule::plan;
+    use firegrid_notify::outbox::{DeliveryKey, Pending};
     let limit = RateLimit { reserve: Some(0), ..RateLimit::new(per_minute, Duration::from_secs(60)) };
     let mut windows = HashMap::from([("robot".to_owned(), Window::new(limit))]);
     let ids = (1..=faults as u64).chain([FIRE_ID]);
