@@ -739,6 +739,18 @@ async fn the_map_draws_the_village_over_an_offline_basemap_served_in_ranges() {
             .then_some(())
     })
     .await;
+    // The header is read first; the tiles of the fitted view follow once the buildings have
+    // arrived and the map has fitted them, which may be after the basemap reports "loaded".
+    until(&demo, Duration::from_secs(20), "the archive's header and tiles read", || async {
+        let reads = script(
+            &browser,
+            "return performance.getEntriesByType('resource') \
+               .filter((e) => e.name.includes('/console/basemap.pmtiles')).length;",
+        )
+        .await;
+        (reads.as_u64()? >= 2).then_some(())
+    })
+    .await;
     let drawn = script(
         &browser,
         "const svg = document.querySelector('#wall-map'); \
