@@ -24,7 +24,7 @@ fn boards_dir() -> PathBuf {
 }
 
 /// Builds the image and returns its path.
-fn build_image() -> PathBuf {
+pub fn build_image() -> PathBuf {
     let dir = boards_dir();
     let target_dir = dir.join("target");
     let status = Command::new(env!("CARGO"))
@@ -100,6 +100,12 @@ fn host_log() -> Vec<String> {
         scenario::write_journal_step(&mut line, s).unwrap();
         lines.push(line);
     });
+    let flash: firegrid_detector::journal::SimulatedNor<4, 1024> = Default::default();
+    scenario::run_update(&mut scenario::fresh_device(), flash, |s| {
+        let mut line = String::new();
+        scenario::write_update_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
     lines
 }
 
@@ -167,6 +173,7 @@ fn qemu_image_decides_like_the_host_within_budget() {
         .filter(|l| {
             l.starts_with("trust ")
                 || l.starts_with("journal ")
+                || l.starts_with("update ")
                 || VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name)))
         })
         .collect();
@@ -182,6 +189,10 @@ fn qemu_image_decides_like_the_host_within_budget() {
         target.iter().filter(|l| l.starts_with("journal ")).count(),
         5,
         "the persisted-outbox scenario ran on the target; log:\n{log}"
+    );
+    assert!(
+        target.iter().any(|l| l == &"update committed swapping 1000 - restart"),
+        "the update receiver verified its image and requested the swap on the target; log:\n{log}"
     );
 }
 
