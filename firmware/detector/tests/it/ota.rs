@@ -559,3 +559,19 @@ proptest! {
         prop_assert!(settled(&mut flash, &LM3S6965));
     }
 }
+
+/// The image, public key and signature the bootloader's Cortex-M3 image verifies under QEMU
+/// (`firmware/boards/boot-lm3s6965`): the constants there must be this test key's.
+#[test]
+fn the_bootloader_image_carries_this_test_key_and_signature() {
+    let image: Vec<u8> = (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect();
+    let signed = sign(&image, "1.5.0", &vendor());
+    // The signature is written as a `concat!` of two 64-digit halves.
+    let source = include_str!("../../../boards/boot-lm3s6965/src/main.rs").replace("\",\n    \"", "");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let key = hex(&vendor().verifying_key().to_bytes());
+    let signature = hex(&signed.offer.signature.0);
+    println!("key {key}\nsignature {signature}");
+    assert!(source.contains(&key), "the bootloader image's test key is {key}");
+    assert!(source.contains(&signature), "the bootloader image's test signature is {signature}");
+}
