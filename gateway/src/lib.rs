@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod durability;
+pub mod firmware;
 pub mod fleet;
 pub mod glossary;
 pub mod http;
