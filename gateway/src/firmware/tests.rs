@@ -3,19 +3,11 @@
 //! swap and boot; a device whose transfer is corrupted ends on its old image; the rollout
 //! pauses when the failed share passes its threshold.
 
-use std::cell::RefCell;
-use std::ops::Range;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use embassy_embedded_hal::flash::partition::{BlockingPartition, Partition};
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use embassy_sync::mutex::Mutex;
-use firegrid_boot::{Layout, PAGE};
-use firegrid_detector::journal::SimulatedNor;
-use firegrid_detector::update::{Action, Updater};
-use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
-use firegrid_protocol::{Downlink, DownlinkBody, Encoding, FirmwareStatus, UplinkBody};
+use firegrid_protocol::DownlinkBody;
+use firegrid_tests::ota::{Detector, new_image, old_image, vendor};
 
 use super::rollout::{DeviceState, Failure, Plan, Rollout};
 use super::signing::{self, SignedImage};
@@ -45,158 +37,6 @@ fn keygen_writes_a_private_key_file_that_signs_verifiably() {
     assert!(!error.contains("zz") && error.contains("not a firmware signing key"), "{error}");
     assert!(signing::sign(&image, "1 5", &key).is_err());
     assert!(signing::sign(&[], "1.5", &key).is_err());
-}
-
-const MAP: Layout = Layout {
-    bootloader: 0..PAGE,
-    state: PAGE..2 * PAGE,
-    manifest: 2 * PAGE..3 * PAGE,
-    active: 3 * PAGE..7 * PAGE,
-    dfu: 7 * PAGE..12 * PAGE,
-};
-type Flash = SimulatedNor<12, 1024>;
-type Part = Partition<'static, NoopRawMutex, &'static mut Flash>;
-
-fn vendor() -> SigningKey {
-    SigningKey::from_bytes(&[0x42; 32])
-}
-
-fn old_image() -> Vec<u8> {
-    (0..3_000u32).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-fn new_image() -> Vec<u8> {
-    (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect()
-}
-
-/// One simulated detector: its flash (leaked, so the updater can borrow it for the test's
-/// length), its core and its update receiver.
-struct Detector {
-    mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
-    device: Device,
-    updater: Updater<Part, Part, Part>,
-    boot: u16,
-    seq: u32,
-    /// Flips a byte of every chunk it receives (a corrupted transfer).
-    corrupt: bool,
-}
-
-fn part(mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>, r: &Range<u32>) -> Part {
-    Partition::new(mutex, r.start, r.end - r.start)
-}
-
-impl Detector {
-    fn new(corrupt: bool) -> Self {
-        use embedded_storage::nor_flash::NorFlash;
-        let flash: &'static mut Flash = Box::leak(Box::new(Flash::new()));
-        flash.write(MAP.active.start, &old_image()).unwrap();
-        let mutex: &'static Mutex<NoopRawMutex, &'static mut Flash> = Box::leak(Box::new(Mutex::new(flash)));
-        let (device, updater) = Self::start(mutex, 1);
-        Detector { mutex, device, updater, boot: 1, seq: 0, corrupt }
-    }
-
-    fn start(
-        mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
-        boot: u16,
-    ) -> (Device, Updater<Part, Part, Part>) {
-        let id = Identity { boot, ..scenario::scenario_identity() };
-        let mut device = Device::new(Config::default(), scenario::CALIBRATION, id, 0);
-        let updater = Updater::start(
-            part(mutex, &MAP.dfu),
-            part(mutex, &MAP.state),
-            part(mutex, &MAP.manifest),
-            &mut device,
-            0,
-        );
-        (device, updater)
-    }
-
-    /// A reset: the bootloader, then the application again; a trial image runs its self-test.
-    fn reset(&mut self) {
-        {
-            let mut guard = self.mutex.try_lock().expect("nothing else holds the flash");
-            let flash: &mut Flash = &mut guard;
-            let blocking = embassy_sync::blocking_mutex::Mutex::<NoopRawMutex, _>::new(RefCell::new(flash));
-            let p = |r: &Range<u32>| BlockingPartition::new(&blocking, r.start, r.end - r.start);
-            let (mut a, mut d, mut s, mut m) = (p(&MAP.active), p(&MAP.dfu), p(&MAP.state), p(&MAP.manifest));
-            firegrid_boot::loader::prepare(
-                &mut a,
-                &mut d,
-                &mut s,
-                &mut m,
-                &vendor().verifying_key().to_bytes(),
-            )
-            .unwrap();
-        }
-        self.boot += 1;
-        let (device, updater) = Self::start(self.mutex, self.boot);
-        self.device = device;
-        self.updater = updater;
-        if self.device.take_self_test_request() {
-            self.device
-                .on_self_test(0, SelfTestResult { horn_ok: true, chamber_ok: true, battery_mv: 3_000 });
-        }
-    }
-
-    /// Receives one command (signed by the gateway for this boot) and returns the statuses it
-    /// sent back, restarting when the receiver asks.
-    fn receive(&mut self, mut body: DownlinkBody, now_ms: u64) -> Vec<FirmwareStatus> {
-        if let (true, DownlinkBody::FwChunk(chunk)) = (self.corrupt, &mut body) {
-            chunk.data.0[0] ^= 0xFF;
-        }
-        self.seq += 1;
-        let id = scenario::scenario_identity();
-        let mut cmd = Downlink::new(self.seq, 0, body);
-        cmd.sign(&id.village, &id.dev, self.boot, &scenario::SCENARIO_TEST_KEY);
-        let mut buf = [0u8; firegrid_protocol::MAX_PAYLOAD];
-        self.device.on_downlink_in(
-            now_ms,
-            cmd.encode(Encoding::Compact, &mut buf).unwrap(),
-            Encoding::Compact,
-        );
-        let mut action = Action::None;
-        if let Some(fw) = self.device.take_firmware_command() {
-            action = self.updater.apply(&mut self.device, now_ms, fw);
-        }
-        if self.updater.poll(&mut self.device, now_ms) == Action::Restart {
-            action = Action::Restart;
-        }
-        let mut out = self.drain();
-        if action == Action::Restart {
-            self.reset();
-            out.extend(self.drain());
-        }
-        out
-    }
-
-    /// What the device sent: its `fw_status` messages; everything else is acknowledged.
-    fn drain(&mut self) -> Vec<FirmwareStatus> {
-        let out = self
-            .device
-            .outbox()
-            .entries()
-            .iter()
-            .filter_map(|e| match &e.msg.body {
-                UplinkBody::FwStatus(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect();
-        while let Some(msg) = self.device.outbox().next_due(u64::MAX) {
-            let (boot, seq) = (msg.boot, msg.seq);
-            self.device.outbox_mut().mark_sent(boot, seq, 0);
-            self.device.outbox_mut().ack(boot, seq);
-        }
-        out
-    }
-
-    fn active(&mut self, len: usize) -> Vec<u8> {
-        use embedded_storage::nor_flash::ReadNorFlash;
-        let mut guard = self.mutex.try_lock().unwrap();
-        let mut out = vec![0; len.next_multiple_of(4)];
-        ReadNorFlash::read(&mut **guard, MAP.active.start, &mut out).unwrap();
-        out.truncate(len);
-        out
-    }
 }
 
 /// Runs `rollout` over `fleet` until it is done or paused and idle: every command is
