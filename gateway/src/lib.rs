@@ -18,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod device_api;
+pub mod firmware;
 pub mod fleet;
 pub mod http;
 pub mod ingest;

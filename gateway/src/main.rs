@@ -98,6 +98,34 @@ enum Command {
     /// Make a new duty-officer API token: prints the token (give it to the officer) and the
     /// `token_sha256` line for the officer directory (only the hash is stored).
     OfficerToken,
+    /// Detector firmware: the vendor's Ed25519 signing key and signed images.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
+}
+
+/// `firegrid firmware` subcommands.
+#[derive(Subcommand)]
+enum FirmwareCommand {
+    /// Make a new vendor signing key (a new file, mode 0600) and print its public key, which
+    /// the detectors' bootloader is built with. Keep the key offline: whoever holds it can
+    /// make images the fleet boots.
+    Keygen {
+        /// The key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a firmware image (raw binary, as flashed into the active slot): writes
+    /// IMAGE.fwsig.json beside it (version, size, SHA-256, Ed25519 signature of its SHA-512).
+    Sign {
+        /// The image.
+        image: PathBuf,
+        /// The signing key made by `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The image's firmware version (1 to 16 printable characters).
+        #[arg(long)]
+        version: String,
+    },
 }
 
 /// `firegrid broker` subcommands.
@@ -445,6 +473,21 @@ fn main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Firmware(FirmwareCommand::Keygen { out }) => {
+            let public = firegrid_gateway::firmware::signing::keygen(&out)?;
+            println!("signing key written to {} (mode 0600)", out.display());
+            println!("public key (build it into the bootloader): {}", hex_of(public.as_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Firmware(FirmwareCommand::Sign { image, key, version }) => {
+            use firegrid_gateway::firmware::signing;
+            let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let key = signing::load_key(&key)?;
+            let signed = signing::sign(&bytes, &version, &key)?;
+            let path = signed.save(&image)?;
+            println!("{} signed as {version} ({} bytes): {}", image.display(), signed.size, path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::OfficerToken => {
             let (token, hash) = firegrid_officers::new_token();
             println!("token (give to the officer, shown once): {token}");
@@ -540,4 +583,9 @@ async fn stop_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -38,6 +38,7 @@ pub mod influxdb;
 pub mod mosquitto;
 pub mod nginx;
 pub mod officers;
+pub mod ota;
 pub mod postgres;
 pub mod process;
 pub mod publisher;

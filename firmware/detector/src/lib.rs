@@ -30,6 +30,11 @@
 //!   optional [`firegrid_protocol::DeviceKey`]: with one, every uplink is signed when queued
 //!   and every downlink is authenticated before it is looked at; refusals are counted in
 //!   [`Refusals`] ([`trust`]).
+//! - [`update`] receives over-the-air firmware updates: [`update::Updater`] writes the
+//!   authenticated chunks into the DFU slot, resumes after a reset, checks the SHA-256 and
+//!   requests embassy-boot's swap; the bootloader ([`firegrid_boot`]) verifies the Ed25519
+//!   signature. A new image on trial marks itself good after its self-test and the gateway's
+//!   `fw_confirm`. [`link::pump_updating`] feeds it.
 //! - [`scenario`] generates the sensor traces of the detection contract from documented
 //!   physical models and runs the device over them, on the host and on the Cortex-M3 image
 //!   alike.
@@ -50,6 +55,7 @@ pub mod outbox;
 pub mod scenario;
 pub mod sound;
 pub mod trust;
+pub mod update;
 
 pub use config::{Calibration, Config};
 pub use detect::{Cause, Detector, Judgement};

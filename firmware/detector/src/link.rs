@@ -9,6 +9,7 @@ use firegrid_protocol::{Encoding, UplinkKind};
 
 use crate::device::Device;
 use crate::journal::{self, Journal};
+use crate::update::{Action, Updater};
 
 /// Largest encoded uplink the pump sends; the largest detector message (a JSON heartbeat)
 /// takes 224 bytes (protocol README size table).
@@ -65,6 +66,40 @@ pub fn pump_journaled<U: Uplink, J: Journal>(
     uplink.poll(&mut |payload| device.on_downlink_in(now_ms, payload, encoding))?;
     journal::sync(device, journal);
     send_due(device, uplink, now_ms, encoding)
+}
+
+/// [`pump_journaled`] for a device that takes firmware updates: each authenticated firmware
+/// command goes to `updater` as it arrives (so none waits behind the next), then the journal
+/// is brought up to date and the due messages go out, alarms first. Returns how many messages
+/// were sent and whether the updater asks for a restart ([`Action::Restart`]: the board
+/// restarts once this returns, after the status saying so is handed over).
+pub fn pump_updating<U: Uplink, J: Journal, D, S, M>(
+    device: &mut Device,
+    uplink: &mut U,
+    journal: &mut J,
+    updater: &mut Updater<D, S, M>,
+    now_ms: u64,
+    encoding: Encoding,
+) -> Result<(usize, Action), U::Error>
+where
+    D: embedded_storage_async::nor_flash::NorFlash,
+    S: embedded_storage_async::nor_flash::NorFlash,
+    M: embedded_storage_async::nor_flash::MultiwriteNorFlash,
+{
+    let mut action = Action::None;
+    uplink.poll(&mut |payload| {
+        device.on_downlink_in(now_ms, payload, encoding);
+        if let Some(cmd) = device.take_firmware_command()
+            && updater.apply(device, now_ms, cmd) == Action::Restart
+        {
+            action = Action::Restart;
+        }
+    })?;
+    if updater.poll(device, now_ms) == Action::Restart {
+        action = Action::Restart;
+    }
+    journal::sync(device, journal);
+    Ok((send_due(device, uplink, now_ms, encoding)?, action))
 }
 
 /// Sends every due outbox message, at most once each, while the transport is ready.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::DownlinkAuth;
+use crate::firmware::{FirmwareChunk, FirmwareOffer};
 
 /// One command from the gateway to a field device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,10 @@ pub struct Downlink {
 }
 
 /// The kind-specific part of a [`Downlink`]. Encoded like [`crate::UplinkBody`].
+///
+/// A `fw_chunk` makes it about 400 bytes: without an allocator the chunk travels inline, and
+/// a device holds one decoded command at a time.
+#[allow(clippy::large_enum_variant, reason = "no_std without alloc: nothing to box into")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DownlinkBody {
@@ -69,6 +74,19 @@ pub enum DownlinkBody {
         /// A random number the answer must echo.
         nonce: u64,
     },
+    /// Announce a firmware image ([`crate::firmware`]): the device prepares its update slot,
+    /// or resumes the transfer of the same image where its flash says it stopped.
+    FwOffer(FirmwareOffer),
+    /// Image bytes at an offset; taken only at the offset the device expects next.
+    FwChunk(FirmwareChunk),
+    /// Check the received image against the offer's SHA-256 and request the swap: the device
+    /// restarts into its bootloader, which verifies the image's Ed25519 signature first.
+    FwCommit {},
+    /// Drop the transfer in progress.
+    FwAbort {},
+    /// The gateway hears the device's new image on trial: once its self-test passed, the
+    /// image marks itself good and the bootloader stops rolling it back.
+    FwConfirm {},
 }
 
 /// The kinds of downlink, as they appear in topics and JSON.
@@ -88,11 +106,21 @@ pub enum DownlinkKind {
     Ack,
     /// [`DownlinkBody::Challenge`]
     Challenge,
+    /// [`DownlinkBody::FwOffer`]
+    FwOffer,
+    /// [`DownlinkBody::FwChunk`]
+    FwChunk,
+    /// [`DownlinkBody::FwCommit`]
+    FwCommit,
+    /// [`DownlinkBody::FwAbort`]
+    FwAbort,
+    /// [`DownlinkBody::FwConfirm`]
+    FwConfirm,
 }
 
 impl DownlinkKind {
     /// Every kind, in wire-index order.
-    pub const ALL: [DownlinkKind; 7] = [
+    pub const ALL: [DownlinkKind; 12] = [
         DownlinkKind::Sounders,
         DownlinkKind::Hush,
         DownlinkKind::SelfTest,
@@ -100,6 +128,11 @@ impl DownlinkKind {
         DownlinkKind::SetThresholds,
         DownlinkKind::Ack,
         DownlinkKind::Challenge,
+        DownlinkKind::FwOffer,
+        DownlinkKind::FwChunk,
+        DownlinkKind::FwCommit,
+        DownlinkKind::FwAbort,
+        DownlinkKind::FwConfirm,
     ];
 
     /// The kind's name in topics and JSON.
@@ -112,6 +145,11 @@ impl DownlinkKind {
             DownlinkKind::SetThresholds => "set_thresholds",
             DownlinkKind::Ack => "ack",
             DownlinkKind::Challenge => "challenge",
+            DownlinkKind::FwOffer => "fw_offer",
+            DownlinkKind::FwChunk => "fw_chunk",
+            DownlinkKind::FwCommit => "fw_commit",
+            DownlinkKind::FwAbort => "fw_abort",
+            DownlinkKind::FwConfirm => "fw_confirm",
         }
     }
 
@@ -132,6 +170,11 @@ impl DownlinkBody {
             DownlinkBody::SetThresholds { .. } => DownlinkKind::SetThresholds,
             DownlinkBody::Ack { .. } => DownlinkKind::Ack,
             DownlinkBody::Challenge { .. } => DownlinkKind::Challenge,
+            DownlinkBody::FwOffer(_) => DownlinkKind::FwOffer,
+            DownlinkBody::FwChunk(_) => DownlinkKind::FwChunk,
+            DownlinkBody::FwCommit {} => DownlinkKind::FwCommit,
+            DownlinkBody::FwAbort {} => DownlinkKind::FwAbort,
+            DownlinkBody::FwConfirm {} => DownlinkKind::FwConfirm,
         }
     }
 }

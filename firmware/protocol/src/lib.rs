@@ -11,7 +11,8 @@
 //!   change, fault, camera event, camera channel health, water reading, command
 //!   acknowledgement or connection status. [`Class`] says how urgently each kind travels.
 //! - [`Downlink`] (gateway → device) carries a [`DownlinkBody`]: sounders, hush, self-test,
-//!   heartbeat interval, thresholds, or an application-level acknowledgement of an uplink.
+//!   heartbeat interval, thresholds, an application-level acknowledgement of an uplink, or a
+//!   step of an over-the-air firmware update ([`firmware`]).
 //! - [`auth`]: every uplink and downlink carries an HMAC-SHA-256 tag under the device's own
 //!   [`DeviceKey`]; [`Uplink::verify`] and [`DownlinkGuard`] check them.
 //! - [`Encoding`] selects JSON (interoperable, what third-party devices send) or the compact
@@ -28,6 +29,7 @@ pub mod auth;
 mod codec;
 mod downlink;
 mod error;
+pub mod firmware;
 mod id;
 mod topic;
 mod uplink;
@@ -37,6 +39,7 @@ pub use auth::{AuthError, DeviceKey, DownlinkAuth, DownlinkGuard, KeyError, Tag}
 pub use codec::{Encoding, MAX_PAYLOAD};
 pub use downlink::{Downlink, DownlinkBody, DownlinkKind};
 pub use error::{EncodeError, Error, IdError, TopicError};
+pub use firmware::{FirmwareChunk, FirmwareOffer, FirmwareStatus, MAX_CHUNK, UpdateError, UpdateState};
 pub use id::{DeviceId, ID_MAX_LEN, VillageId, check_id};
 pub use topic::{Direction, MAX_TOPIC_LEN, Topic, TopicBuf, TopicKind, downlink_filter, uplink_filter};
 pub use uplink::{

@@ -77,6 +77,18 @@ fn samples() -> Vec<(&'static str, Uplink)> {
         ),
         ("status", up(8, UplinkBody::Status(Status { online: false }))),
         ("boot", up(0, UplinkBody::Boot(BootAnnouncement { nonce: 0x5eed_1e55_0dd5_f00d }))),
+        (
+            "fw_status",
+            up(
+                9,
+                UplinkBody::FwStatus(FirmwareStatus {
+                    version: text("1.5.0"),
+                    state: UpdateState::Receiving,
+                    offset: 23_040,
+                    error: Some(UpdateError::OutOfOrder),
+                }),
+            ),
+        ),
     ]
 }
 
@@ -94,7 +106,28 @@ fn downlink_samples() -> Vec<(&'static str, Downlink)> {
         ("set_thresholds", down(DownlinkBody::SetThresholds { pre_alarm_db_m: 0.08, alarm_db_m: 0.15 })),
         ("ack", down(DownlinkBody::Ack { boot: 3, seq: 2 })),
         ("challenge", down(DownlinkBody::Challenge { nonce: 0x5eed_1e55_0dd5_f00d })),
+        ("fw_offer", down(DownlinkBody::FwOffer(offer_sample()))),
+        ("fw_chunk", down(DownlinkBody::FwChunk(full_chunk(23_040)))),
+        ("fw_commit", down(DownlinkBody::FwCommit {})),
+        ("fw_abort", down(DownlinkBody::FwAbort {})),
+        ("fw_confirm", down(DownlinkBody::FwConfirm {})),
     ]
+}
+
+/// An offer for a 61,932-byte image (the size of the detector's Cortex-M3 image).
+fn offer_sample() -> FirmwareOffer {
+    FirmwareOffer {
+        version: text("1.5.0"),
+        size: 61_932,
+        sha256: firmware::FixedBytes(core::array::from_fn(|i| 0xa0 ^ i as u8)),
+        signature: firmware::FixedBytes(core::array::from_fn(|i| 0x50 ^ i as u8)),
+    }
+}
+
+/// A chunk of [`MAX_CHUNK`] bytes at `offset`: the largest a downlink carries.
+fn full_chunk(offset: u32) -> FirmwareChunk {
+    let data = heapless::Vec::from_slice(&[0xa5; MAX_CHUNK]).unwrap();
+    FirmwareChunk { offset, data: firmware::ChunkData(data) }
 }
 
 fn encoded(msg: &Uplink, enc: Encoding) -> Vec<u8> {
@@ -462,7 +495,8 @@ fn kinds_and_classes() {
         !acknowledged.contains(&UplinkKind::Heartbeat) && !acknowledged.contains(&UplinkKind::Water),
         "telemetry gets no down/ack"
     );
-    assert_eq!(acknowledged.len(), UplinkKind::ALL.len() - 2, "every alarm and event kind does");
+    assert!(!acknowledged.contains(&UplinkKind::FwStatus), "update progress is superseded, not acknowledged");
+    assert_eq!(acknowledged.len(), UplinkKind::ALL.len() - 3, "every alarm and event kind does");
     for (name, cmd) in downlink_samples() {
         assert_eq!(cmd.kind().as_str(), name);
     }
@@ -476,7 +510,7 @@ fn size_table() -> String {
         out += &format!("| uplink `{name}` | {c} | {j} |\n");
     }
     for (name, cmd) in downlink_samples() {
-        let mut buf = [0u8; 256];
+        let mut buf = [0u8; MAX_PAYLOAD];
         let c = cmd.encode(Encoding::Compact, &mut buf).unwrap().len();
         let j = cmd.encode(Encoding::Json, &mut buf).unwrap().len();
         out += &format!("| downlink `{name}` | {c} | {j} |\n");
@@ -687,4 +721,78 @@ proptest! {
         }
         never_panics_and_accepts_only_valid(&bytes)?;
     }
+}
+
+// ---- Firmware updates ----
+
+#[test]
+fn firmware_byte_strings_are_hex_in_json_and_raw_in_compact() {
+    let mut cmd = Downlink::new(
+        7,
+        0,
+        DownlinkBody::FwChunk(FirmwareChunk {
+            offset: 4,
+            data: firmware::ChunkData(heapless::Vec::from_slice(&[0x00, 0x7f, 0xff]).unwrap()),
+        }),
+    );
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let json = cmd.encode(Encoding::Json, &mut buf).unwrap();
+    assert_eq!(
+        core::str::from_utf8(json).unwrap(),
+        r#"{"v":2,"seq":7,"ts_ms":0,"body":{"fw_chunk":{"offset":4,"data":"007fff"}},"auth":null}"#
+    );
+    // Compact: kind index 8, offset 4, then the byte string as its length and the bytes.
+    let compact = cmd.encode(Encoding::Compact, &mut buf).unwrap();
+    assert_eq!(compact, [2, 7, 0, 8, 4, 3, 0x00, 0x7f, 0xff, 0]);
+    cmd.sign(&village(), &dev("862177040123456"), 3, &key());
+    assert_eq!(cmd.verify(&village(), &dev("862177040123456"), &key()), Ok(3));
+}
+
+#[test]
+fn a_full_chunk_fits_the_payload_limit_in_both_encodings_and_a_larger_one_is_refused() {
+    for enc in [Encoding::Json, Encoding::Compact] {
+        let mut cmd = Downlink::new(u32::MAX, u64::MAX, DownlinkBody::FwChunk(full_chunk(u32::MAX)));
+        cmd.sign(&village(), &dev(&"d".repeat(32)), u16::MAX, &key());
+        let mut buf = [0u8; MAX_PAYLOAD];
+        let bytes = cmd.encode(enc, &mut buf).unwrap();
+        assert_eq!(Downlink::receive(bytes, &Limits::default()), Ok(cmd.clone()), "{enc}");
+    }
+    let long = format!(
+        r#"{{"v":2,"seq":1,"ts_ms":0,"body":{{"fw_chunk":{{"offset":0,"data":"{}"}}}}}}"#,
+        "ab".repeat(MAX_CHUNK + 1)
+    );
+    let limits = Limits { max_payload: 4 * MAX_PAYLOAD, ..Limits::default() };
+    assert_eq!(
+        Downlink::receive(long.as_bytes(), &limits),
+        Err(Error::Malformed { encoding: Encoding::Json })
+    );
+    let odd = r#"{"v":2,"seq":1,"ts_ms":0,"body":{"fw_chunk":{"offset":0,"data":"abc"}}}"#;
+    assert_eq!(
+        Downlink::receive(odd.as_bytes(), &limits),
+        Err(Error::Malformed { encoding: Encoding::Json })
+    );
+    let short_digest = r#"{"v":2,"seq":1,"ts_ms":0,"body":{"fw_offer":{"version":"1","size":1,"sha256":"00","signature":"00"}}}"#;
+    assert_eq!(
+        Downlink::receive(short_digest.as_bytes(), &limits),
+        Err(Error::Malformed { encoding: Encoding::Json })
+    );
+}
+
+#[test]
+fn firmware_commands_are_validated() {
+    let mut empty = offer_sample();
+    empty.size = 0;
+    assert_eq!(
+        Downlink::new(1, 0, DownlinkBody::FwOffer(empty)).validate(),
+        Err(Error::OutOfRange { field: "size" })
+    );
+    let mut spaced = offer_sample();
+    spaced.version = text("1 5");
+    assert!(Downlink::new(1, 0, DownlinkBody::FwOffer(spaced)).validate().is_err());
+    let nothing = FirmwareChunk { offset: 0, data: firmware::ChunkData::default() };
+    assert_eq!(
+        Downlink::new(1, 0, DownlinkBody::FwChunk(nothing)).validate(),
+        Err(Error::OutOfRange { field: "data" })
+    );
+    assert_eq!(Downlink::new(1, 0, DownlinkBody::FwOffer(offer_sample())).validate(), Ok(()));
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Tag;
+use crate::firmware::FirmwareStatus;
 use crate::id::DeviceId;
 
 /// One message from a field device to the gateway.
@@ -62,6 +63,8 @@ pub enum UplinkBody {
     /// a boot counter lower than the gateway last saw is the device's live one (it was
     /// reflashed or its flash was erased), so the gateway may restart its replay window.
     Boot(BootAnnouncement),
+    /// Firmware update progress ([`crate::firmware`]).
+    FwStatus(FirmwareStatus),
 }
 
 /// The kinds of uplink, as they appear in topics and JSON.
@@ -85,11 +88,13 @@ pub enum UplinkKind {
     Status,
     /// [`UplinkBody::Boot`]
     Boot,
+    /// [`UplinkBody::FwStatus`]
+    FwStatus,
 }
 
 impl UplinkKind {
     /// Every kind, in wire-index order.
-    pub const ALL: [UplinkKind; 9] = [
+    pub const ALL: [UplinkKind; 10] = [
         UplinkKind::Heartbeat,
         UplinkKind::State,
         UplinkKind::Fault,
@@ -99,6 +104,7 @@ impl UplinkKind {
         UplinkKind::CommandAck,
         UplinkKind::Status,
         UplinkKind::Boot,
+        UplinkKind::FwStatus,
     ];
 
     /// The kind's name in topics and JSON.
@@ -113,6 +119,7 @@ impl UplinkKind {
             UplinkKind::CommandAck => "command_ack",
             UplinkKind::Status => "status",
             UplinkKind::Boot => "boot",
+            UplinkKind::FwStatus => "fw_status",
         }
     }
 
@@ -130,7 +137,7 @@ impl UplinkKind {
             | UplinkKind::CommandAck
             | UplinkKind::Status
             | UplinkKind::Boot => Class::Event,
-            UplinkKind::Heartbeat | UplinkKind::Water => Class::Telemetry,
+            UplinkKind::Heartbeat | UplinkKind::Water | UplinkKind::FwStatus => Class::Telemetry,
         }
     }
 }
@@ -181,6 +188,7 @@ impl UplinkBody {
             UplinkBody::CommandAck(_) => UplinkKind::CommandAck,
             UplinkBody::Status(_) => UplinkKind::Status,
             UplinkBody::Boot(_) => UplinkKind::Boot,
+            UplinkBody::FwStatus(_) => UplinkKind::FwStatus,
         }
     }
 }

@@ -121,6 +121,7 @@ impl Uplink {
             | UplinkBody::CommandAck(_)
             | UplinkBody::Status(_)
             | UplinkBody::Boot(_) => Ok(()),
+            UplinkBody::FwStatus(s) => check_text("version", &s.version),
             UplinkBody::CameraEvent(e) => e.validate(),
             UplinkBody::Water(w) => w.validate(),
         }
@@ -194,10 +195,10 @@ impl Downlink {
     /// Checks the command's version and argument ranges, as a device must before applying it.
     pub fn validate(&self) -> Result<(), Error> {
         check_version(self.v)?;
-        match self.body {
-            DownlinkBody::Hush { duration_s } => in_range("duration_s", duration_s, HUSH_S),
-            DownlinkBody::SetHeartbeat { interval_s } => in_range("interval_s", interval_s, HEARTBEAT_S),
-            DownlinkBody::SetThresholds { pre_alarm_db_m, alarm_db_m } => {
+        match &self.body {
+            &DownlinkBody::Hush { duration_s } => in_range("duration_s", duration_s, HUSH_S),
+            &DownlinkBody::SetHeartbeat { interval_s } => in_range("interval_s", interval_s, HEARTBEAT_S),
+            &DownlinkBody::SetThresholds { pre_alarm_db_m, alarm_db_m } => {
                 in_range("pre_alarm_db_m", pre_alarm_db_m, THRESHOLD_DB_M)?;
                 in_range("alarm_db_m", alarm_db_m, THRESHOLD_DB_M)?;
                 if pre_alarm_db_m < alarm_db_m {
@@ -209,7 +210,21 @@ impl Downlink {
             DownlinkBody::Sounders { .. }
             | DownlinkBody::SelfTest {}
             | DownlinkBody::Ack { .. }
-            | DownlinkBody::Challenge { .. } => Ok(()),
+            | DownlinkBody::Challenge { .. }
+            | DownlinkBody::FwCommit {}
+            | DownlinkBody::FwAbort {}
+            | DownlinkBody::FwConfirm {} => Ok(()),
+            DownlinkBody::FwOffer(offer) => {
+                check_text("version", &offer.version)?;
+                if offer.size == 0 { Err(Error::OutOfRange { field: "size" }) } else { Ok(()) }
+            }
+            DownlinkBody::FwChunk(chunk) => {
+                if chunk.data.0.is_empty() {
+                    Err(Error::OutOfRange { field: "data" })
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -63,6 +63,8 @@ pub mod measurement {
     pub const CASE_TRANSITION: &str = "case_transition";
     /// Alarm floods at a desk (ISA-18.2: more than 10 alarms in 10 minutes).
     pub const ALARM_FLOOD: &str = "alarm_flood";
+    /// Firmware update progress reported by a device (`fw_status`).
+    pub const FIRMWARE_UPDATE: &str = "firmware_update";
 }
 
 /// One transition of an alarm case. Durations since the case opened are what the
@@ -318,6 +320,16 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
                 .tag("source", "boot")
                 .field("online", Field::I64(1)),
         ),
+        UplinkBody::FwStatus(f) => {
+            let mut p = Point::new(measurement::FIRMWARE_UPDATE, ts_ns)
+                .tag("state", f.state.as_str())
+                .field("version", Field::Str(f.version.to_string()))
+                .field("offset", Field::I64(f.offset.into()));
+            if let Some(e) = f.error {
+                p = p.field("error", Field::Str(e.as_str().to_owned()));
+            }
+            ("fw_status", p)
+        }
         UplinkBody::CommandAck(a) => (
             "command_ack",
             Point::new(measurement::COMMAND_ACK, ts_ns)

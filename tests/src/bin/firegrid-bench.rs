@@ -82,6 +82,15 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         alarms: usize,
     },
+    /// A firmware rollout (the gateway's sans-IO `Rollout`, 5 % canaries then waves of 500)
+    /// to simulated detectors (the real detector core, update receiver and bootloader on
+    /// simulated flash), every command signed for the device and verified by it, over a
+    /// perfect in-process link: the gateway's and the devices' work, without MQTT.
+    Ota {
+        /// Detectors updated.
+        #[arg(long, default_value_t = 6_000)]
+        detectors: usize,
+    },
     /// The alarm engine alone: events per second with this many cases open.
     Engine {
         /// Cases open before the measurement.
@@ -744,6 +753,7 @@ async fn main() {
             },
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
+            Bench::Ota { detectors: 6_000 },
             Bench::CaseStore { steps: 2_000, backends: vec!["sqlite".into(), "postgres".into()] },
             Bench::Sim { devices: 20_000, speed: 10.0, minutes: 5, mode: "platform".into() },
             Bench::AlarmNotify {
@@ -783,6 +793,7 @@ async fn main() {
             Bench::IngestOnly { messages, devices } => ingest_only(messages, devices),
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
+            Bench::Ota { detectors } => ota(detectors),
             // The PostgreSQL client is synchronous and must not run on an async worker thread.
             Bench::CaseStore { steps, backends } => {
                 tokio::task::spawn_blocking(move || case_store(steps, &backends)).await.unwrap()
@@ -1027,6 +1038,44 @@ fn engine(cases: usize, events: usize) {
         "| alarm engine, {} cases open, {events} events + ticks | {:.0} events/s | {actions} actions |",
         engine.open_cases(),
         events as f64 / s
+    );
+}
+
+fn ota(detectors: usize) {
+    use firegrid_gateway::firmware::rollout::{DeviceState, Plan, Rollout};
+    use firegrid_gateway::firmware::signing;
+    use firegrid_tests::ota::{Detector, new_image, vendor};
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let ids: Vec<String> = (0..detectors).map(|i| format!("sd-{i:05}")).collect();
+    let mut fleet: Vec<Detector> = (0..detectors).map(|_| Detector::new(false)).collect();
+    let mut rollout = Rollout::new(image.clone(), &signed, ids.clone(), Plan::default()).unwrap();
+    let index: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, d)| (d.as_str(), i)).collect();
+    let started = Instant::now();
+    let (mut commands, mut chunk_bytes, mut now_ms) = (0usize, 0usize, 0u64);
+    while !rollout.is_done() {
+        now_ms += 1_000;
+        let mut queue = rollout.tick(now_ms);
+        while let Some(send) = queue.pop() {
+            commands += 1;
+            if let firegrid_protocol::DownlinkBody::FwChunk(c) = &send.body {
+                chunk_bytes += c.data.0.len();
+            }
+            let i = index[send.device.as_str()];
+            for status in fleet[i].receive(send.body, now_ms) {
+                queue.extend(rollout.on_status(&send.device, &status, now_ms));
+            }
+        }
+    }
+    let s = started.elapsed().as_secs_f64();
+    let booted = rollout.counts().get(&DeviceState::Booted).copied().unwrap_or(0);
+    assert_eq!(booted, detectors, "every detector updated");
+    println!(
+        "| firmware rollout, {detectors} detectors × {} B image, {} waves, in process | {s:.2} s ({:.0} detectors/s) | {commands} commands, {chunk_bytes} B of chunks |",
+        image.len(),
+        rollout.waves().1,
+        detectors as f64 / s
     );
 }
 

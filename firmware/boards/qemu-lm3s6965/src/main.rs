@@ -18,6 +18,12 @@
 //! QEMU's `lm3s6965evb` does not emulate the Stellaris flash controller, so the image cannot
 //! program its own flash. On silicon the partition is the MCU's flash behind its HAL's
 //! `embedded-storage-async` NOR driver, and these 4 KiB of RAM are not needed.
+//!
+//! Then [`firegrid_detector::scenario::run_update`] runs the over-the-air receiver on the same
+//! 4 KiB (erased again) as its DFU slot, state and manifest: an offer, a refused gap, a reset
+//! mid-transfer that resumes, the SHA-256 check and the swap request. The image's Ed25519
+//! check is the bootloader's (`firmware/boards/boot-lm3s6965`), so this image links no
+//! Ed25519.
 #![no_std]
 #![no_main]
 
@@ -70,7 +76,7 @@ fn main() -> ! {
     let flash: &'static mut Partition =
         cortex_m::singleton!(: Partition = Partition::new()).unwrap_or_else(|| unreachable!());
     *device = scenario::fresh_device();
-    scenario::run_journal(device, flash, 0..Partition::size(), |s| {
+    scenario::run_journal(device, &mut *flash, 0..Partition::size(), |s| {
         defmt::info!(
             "journal {=str} {=u16} {=str} {=u32} {=u32}",
             s.step,
@@ -78,6 +84,19 @@ fn main() -> ! {
             if s.alarm_pending { "pending" } else { "acknowledged" },
             s.records,
             s.sent
+        )
+    });
+    // The same 4 KiB of RAM, erased, as the update receiver's DFU slot, state and manifest.
+    *flash = Partition::new();
+    *device = scenario::fresh_device();
+    scenario::run_update(device, &mut *flash, |s| {
+        defmt::info!(
+            "update {=str} {=str} {=u32} {=str} {=str}",
+            s.step,
+            s.status.state.as_str(),
+            s.status.offset,
+            s.status.error.map_or("-", |e| e.as_str()),
+            if s.restart { "restart" } else { "-" }
         )
     });
     defmt::info!("end");

@@ -19,8 +19,8 @@
 
 use firegrid_protocol::{
     AckResult, AuthError, BootAnnouncement, CommandAck, DetectorState, DeviceId, DeviceKey, Downlink,
-    DownlinkBody, DownlinkGuard, Encoding, Fault, FaultKind, FirmwareVersion, Heartbeat, Limits, StateChange,
-    Uplink, UplinkBody, VillageId,
+    DownlinkBody, DownlinkGuard, Encoding, Fault, FaultKind, FirmwareStatus, FirmwareVersion, Heartbeat,
+    Limits, StateChange, Uplink, UplinkBody, VillageId,
 };
 
 use crate::config::{Calibration, Config};
@@ -29,6 +29,7 @@ use crate::fmt::{info, warning};
 use crate::outbox::Outbox;
 use crate::sound::Sound;
 use crate::trust::Refusals;
+use crate::update::FirmwareCommand;
 
 /// Outbox slots of a [`Device`]: each holds one decoded uplink (about 220 bytes of RAM; the
 /// whole `Device` with 16 slots is about 4 KiB, measured on the Cortex-M3 image).
@@ -167,6 +168,9 @@ pub struct Device {
     guard: DownlinkGuard,
     refusals: Refusals,
     journal_failures: u32,
+    firmware: Option<FirmwareCommand>,
+    self_test_ran: bool,
+    self_test_passed: bool,
 }
 
 impl Device {
@@ -200,6 +204,9 @@ impl Device {
             guard: DownlinkGuard::new(),
             refusals: Refusals::new(),
             journal_failures: 0,
+            firmware: None,
+            self_test_ran: false,
+            self_test_passed: false,
         }
     }
 
@@ -413,6 +420,8 @@ impl Device {
     /// the battery voltage and chamber baseline.
     pub fn on_self_test(&mut self, now_ms: u64, result: SelfTestResult) {
         let failed = !result.chamber_ok || !result.horn_ok;
+        self.self_test_ran = true;
+        self.self_test_passed = !failed && !self.chamber_fault;
         self.set_fault(now_ms, FaultKind::SensorFault, failed || self.chamber_fault);
         self.on_battery(now_ms, result.battery_mv);
         let heartbeat = self.heartbeat(now_ms);
@@ -502,8 +511,69 @@ impl Device {
                 self.cfg.alarm_db_m = alarm_db_m;
                 AckResult::Applied
             }
+            // Firmware commands go to the board's updater ([`crate::update`]), which answers
+            // each with a `fw_status`.
+            DownlinkBody::FwOffer(offer) => {
+                self.firmware = Some(FirmwareCommand::Offer(offer));
+                return;
+            }
+            DownlinkBody::FwChunk(chunk) => {
+                self.firmware = Some(FirmwareCommand::Chunk(chunk));
+                return;
+            }
+            DownlinkBody::FwCommit {} => {
+                self.firmware = Some(FirmwareCommand::Commit);
+                return;
+            }
+            DownlinkBody::FwAbort {} => {
+                self.firmware = Some(FirmwareCommand::Abort);
+                return;
+            }
+            DownlinkBody::FwConfirm {} => {
+                self.firmware = Some(FirmwareCommand::Confirm);
+                return;
+            }
         };
         self.answer(now_ms, cmd.seq, result);
+    }
+
+    /// The authenticated firmware command of the last downlink, if it was one and nobody took
+    /// it yet; reading it clears it. [`crate::update::Updater::apply`] handles it;
+    /// [`crate::link::pump_updating`] hands each one over as it arrives.
+    pub fn take_firmware_command(&mut self) -> Option<FirmwareCommand> {
+        self.firmware.take()
+    }
+
+    /// Queues a firmware update status (`fw_status`, telemetry class: it goes after every
+    /// alarm and event).
+    pub fn report_update(&mut self, now_ms: u64, status: FirmwareStatus) {
+        self.push(now_ms, UplinkBody::FwStatus(status));
+    }
+
+    /// Whether the device is busy with a fire: anything but standby, or an alarm-class
+    /// message not yet acknowledged. Firmware commands wait (no flash write, no restart)
+    /// until it is not.
+    pub fn busy_with_fire(&self) -> bool {
+        self.mode != Mode::Standby
+            || self.outbox.entries().iter().any(|e| e.msg.class() == firegrid_protocol::Class::Alarm)
+    }
+
+    /// Starts a self-test, as a short press in standby does (the updater asks for one when a
+    /// new image boots on trial). Ignored unless in standby.
+    pub fn request_self_test(&mut self, now_ms: u64) {
+        if self.mode == Mode::Standby {
+            self.start_self_test(now_ms);
+        }
+    }
+
+    /// Whether the last self-test of this boot passed (horn, chamber, no chamber fault).
+    pub fn self_test_passed(&self) -> bool {
+        self.self_test_passed
+    }
+
+    /// Whether a self-test ran this boot.
+    pub fn self_test_ran(&self) -> bool {
+        self.self_test_ran
     }
 
     /// Lets time pass: hush and drill ends, battery-hush end, heartbeats, end of life.

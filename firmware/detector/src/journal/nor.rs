@@ -8,6 +8,7 @@
 //! private `_test` feature (not covered by semver, and it turns on `std` and `futures`), and
 //! it counts erases for the whole flash rather than per page, which a wear budget needs.
 
+use embedded_storage::nor_flash as blocking;
 use embedded_storage_async::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
@@ -145,10 +146,8 @@ impl<const PAGES: usize, const PAGE: usize> ErrorType for SimulatedNor<PAGES, PA
     type Error = NorError;
 }
 
-impl<const PAGES: usize, const PAGE: usize> ReadNorFlash for SimulatedNor<PAGES, PAGE> {
-    const READ_SIZE: usize = WORD;
-
-    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorError> {
+impl<const PAGES: usize, const PAGE: usize> SimulatedNor<PAGES, PAGE> {
+    fn read_now(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorError> {
         if self.cut {
             return Err(NorError::PowerCut);
         }
@@ -160,16 +159,7 @@ impl<const PAGES: usize, const PAGE: usize> ReadNorFlash for SimulatedNor<PAGES,
         Ok(())
     }
 
-    fn capacity(&self) -> usize {
-        PAGES * PAGE
-    }
-}
-
-impl<const PAGES: usize, const PAGE: usize> NorFlash for SimulatedNor<PAGES, PAGE> {
-    const WRITE_SIZE: usize = WORD;
-    const ERASE_SIZE: usize = PAGE;
-
-    async fn erase(&mut self, from: u32, to: u32) -> Result<(), NorError> {
+    fn erase_now(&mut self, from: u32, to: u32) -> Result<(), NorError> {
         if to < from {
             return Err(NorError::OutOfBounds);
         }
@@ -192,7 +182,7 @@ impl<const PAGES: usize, const PAGE: usize> NorFlash for SimulatedNor<PAGES, PAG
         Ok(())
     }
 
-    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorError> {
+    fn write_now(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorError> {
         let start = self.check(offset, bytes.len(), WORD)?;
         for (w, word) in bytes.chunks(WORD).enumerate() {
             if self.broken {
@@ -219,6 +209,62 @@ impl<const PAGES: usize, const PAGE: usize> NorFlash for SimulatedNor<PAGES, PAG
     }
 }
 
+impl<const PAGES: usize, const PAGE: usize> ReadNorFlash for SimulatedNor<PAGES, PAGE> {
+    const READ_SIZE: usize = WORD;
+
+    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorError> {
+        self.read_now(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        PAGES * PAGE
+    }
+}
+
+impl<const PAGES: usize, const PAGE: usize> NorFlash for SimulatedNor<PAGES, PAGE> {
+    const WRITE_SIZE: usize = WORD;
+    const ERASE_SIZE: usize = PAGE;
+
+    async fn erase(&mut self, from: u32, to: u32) -> Result<(), NorError> {
+        self.erase_now(from, to)
+    }
+
+    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorError> {
+        self.write_now(offset, bytes)
+    }
+}
+
 /// Programming a word again to clear more of its bits is allowed, as NOR flash allows it;
 /// sequential-storage needs this to mark a record removed in place.
 impl<const PAGES: usize, const PAGE: usize> MultiwriteNorFlash for SimulatedNor<PAGES, PAGE> {}
+
+// The blocking NOR traits of `embedded-storage`, which embassy-boot's bootloader runs on: the
+// same part, the same steps and power cuts (`ErrorType` and `NorFlashError` are shared with
+// `embedded-storage-async`, which re-exports them).
+
+impl<const PAGES: usize, const PAGE: usize> blocking::ReadNorFlash for SimulatedNor<PAGES, PAGE> {
+    const READ_SIZE: usize = WORD;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorError> {
+        self.read_now(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        PAGES * PAGE
+    }
+}
+
+impl<const PAGES: usize, const PAGE: usize> blocking::NorFlash for SimulatedNor<PAGES, PAGE> {
+    const WRITE_SIZE: usize = WORD;
+    const ERASE_SIZE: usize = PAGE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), NorError> {
+        self.erase_now(from, to)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorError> {
+        self.write_now(offset, bytes)
+    }
+}
+
+impl<const PAGES: usize, const PAGE: usize> blocking::MultiwriteNorFlash for SimulatedNor<PAGES, PAGE> {}

@@ -1013,6 +1013,126 @@ pub fn run_journal<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
     report("removed", device, &mut journal, &air, alarm);
 }
 
+/// One step of [`run_update`], as the Cortex-M3 image logs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateStep {
+    /// What just happened.
+    pub step: &'static str,
+    /// The receiver's status after it.
+    pub status: firegrid_protocol::FirmwareStatus,
+    /// Whether the receiver asked for a restart.
+    pub restart: bool,
+}
+
+/// Bytes of [`run_update`]'s image.
+const UPDATE_IMAGE: u32 = 1_000;
+
+/// Byte `i` of [`run_update`]'s image.
+fn update_byte(i: u32) -> u8 {
+    (i.wrapping_mul(31) % 251) as u8
+}
+
+/// The over-the-air receiver on `flash` (erased, four 1 KiB pages: DFU slot 0–1, state 2,
+/// manifest 3): an offer for a 1,000-byte image, a chunk out of order (refused), the first
+/// chunk, a reset (the receiver starts again on the same flash and resumes), the rest, and
+/// the commit (SHA-256 checked, swap requested). The image's signature is not checked here;
+/// that is the bootloader's (firegrid-boot). Runs on the host and on the Cortex-M3 image.
+pub fn run_update<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
+    device: &mut Device,
+    flash: F,
+    mut on_step: impl FnMut(&UpdateStep),
+) {
+    use embassy_embedded_hal::flash::partition::Partition;
+    use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    use firegrid_protocol::firmware::{ChunkData, FixedBytes};
+    use firegrid_protocol::{FirmwareChunk, FirmwareOffer, MAX_CHUNK};
+    use sha2::Digest;
+
+    use crate::update::{Action, Updater};
+
+    let mutex = embassy_sync::mutex::Mutex::<NoopRawMutex, F>::new(flash);
+    let start = |device: &mut Device| {
+        Updater::start(
+            Partition::new(&mutex, 0, 2048),
+            Partition::new(&mutex, 2048, 1024),
+            Partition::new(&mutex, 3072, 1024),
+            device,
+            0,
+        )
+    };
+    let mut hash = sha2::Sha256::new();
+    for i in 0..UPDATE_IMAGE {
+        hash.update([update_byte(i)]);
+    }
+    let mut version = firegrid_protocol::FirmwareVersion::new();
+    let _ = version.push_str("9.9.9");
+    let offer = FirmwareOffer {
+        version,
+        size: UPDATE_IMAGE,
+        sha256: FixedBytes(hash.finalize().into()),
+        signature: FixedBytes([0; 64]),
+    };
+    let chunk = |offset: u32| {
+        let mut data = heapless::Vec::new();
+        for i in offset..(offset + MAX_CHUNK as u32).min(UPDATE_IMAGE) {
+            let _ = data.push(update_byte(i));
+        }
+        DownlinkBody::FwChunk(FirmwareChunk { offset, data: ChunkData(data) })
+    };
+    let id = scenario_identity();
+    let mut seq = 100;
+    let mut send = |device: &mut Device, up: &mut Updater<_, _, _>, body: DownlinkBody| {
+        seq += 1;
+        let mut cmd = Downlink::new(seq, 0, body);
+        if let Some(key) = &id.key {
+            cmd.sign(&id.village, &id.dev, id.boot, key);
+        }
+        let mut buf = [0u8; firegrid_protocol::MAX_PAYLOAD];
+        let mut restart = false;
+        if let Ok(bytes) = cmd.encode(Encoding::Compact, &mut buf) {
+            device.on_downlink_in(1, bytes, Encoding::Compact);
+            if let Some(fw) = device.take_firmware_command() {
+                restart = up.apply(device, 1, fw) == Action::Restart;
+            }
+        }
+        restart
+    };
+    let mut up = start(device);
+    on_step(&UpdateStep { step: "start", status: up.status(), restart: false });
+    let restart = send(device, &mut up, DownlinkBody::FwOffer(offer.clone()));
+    on_step(&UpdateStep { step: "offered", status: up.status(), restart });
+    let restart = send(device, &mut up, chunk(MAX_CHUNK as u32));
+    on_step(&UpdateStep { step: "gap", status: up.status(), restart });
+    let restart = send(device, &mut up, chunk(0));
+    on_step(&UpdateStep { step: "chunk", status: up.status(), restart });
+    let mut up = start(device);
+    on_step(&UpdateStep { step: "reset", status: up.status(), restart: false });
+    let restart = send(device, &mut up, DownlinkBody::FwOffer(offer));
+    on_step(&UpdateStep { step: "resumed", status: up.status(), restart });
+    // One round per chunk; a chunk that does not move the offset (a failing flash) ends it.
+    for _ in 0..UPDATE_IMAGE.div_ceil(MAX_CHUNK as u32) {
+        let at = up.status().offset;
+        if at >= UPDATE_IMAGE {
+            break;
+        }
+        send(device, &mut up, chunk(at));
+        if up.status().offset == at {
+            break;
+        }
+    }
+    on_step(&UpdateStep { step: "received", status: up.status(), restart: false });
+    let restart = send(device, &mut up, DownlinkBody::FwCommit {});
+    on_step(&UpdateStep { step: "committed", status: up.status(), restart });
+}
+
+/// Writes an update step as one line, `update {step} {state} {offset} {error|-}
+/// {restart|-}`, the format the Cortex-M3 image logs.
+pub fn write_update_step(out: &mut impl core::fmt::Write, s: &UpdateStep) -> core::fmt::Result {
+    let error = s.status.error.map_or("-", |e| e.as_str());
+    let restart = if s.restart { "restart" } else { "-" };
+    write!(out, "update {} {} {} {error} {restart}", s.step, s.status.state.as_str(), s.status.offset)
+}
+
 /// Writes a journal step as one line, `journal {step} {boot} {pending|acknowledged}
 /// {records} {sent}`, the format the Cortex-M3 image logs.
 pub fn write_journal_step(out: &mut impl core::fmt::Write, s: &JournalStep) -> core::fmt::Result {

@@ -3,6 +3,7 @@
 //! program fails its test with the command that installs it; nothing is skipped.
 
 mod mqtt;
+mod ota;
 mod qemu;
 
 use std::path::Path;

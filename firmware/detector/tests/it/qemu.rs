@@ -23,12 +23,17 @@ fn boards_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
 }
 
-/// Builds the image and returns its path.
-fn build_image() -> PathBuf {
+/// Builds the detector image and returns its path.
+pub fn build_image() -> PathBuf {
+    build("firegrid-qemu-lm3s6965")
+}
+
+/// Builds `package` of the boards workspace (release) and returns its image's path.
+fn build(package: &str) -> PathBuf {
     let dir = boards_dir();
     let target_dir = dir.join("target");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "--quiet", "-p", "firegrid-qemu-lm3s6965", "--target-dir"])
+        .args(["build", "--release", "--locked", "--quiet", "-p", package, "--target-dir"])
         .arg(&target_dir)
         .current_dir(&dir)
         // Flags meant for the host build must not reach the Cortex-M link (they would
@@ -43,7 +48,7 @@ fn build_image() -> PathBuf {
         status.success(),
         "building firmware/boards failed (the target installs with `rustup target add thumbv7m-none-eabi`)"
     );
-    target_dir.join("thumbv7m-none-eabi/release/firegrid-qemu-lm3s6965")
+    target_dir.join("thumbv7m-none-eabi/release").join(package)
 }
 
 /// Flash and static RAM of a 32-bit little-endian ARM ELF, from its section headers:
@@ -98,6 +103,12 @@ fn host_log() -> Vec<String> {
     scenario::run_journal(&mut scenario::fresh_device(), flash, 0..4096, |s| {
         let mut line = String::new();
         scenario::write_journal_step(&mut line, s).unwrap();
+        lines.push(line);
+    });
+    let flash: firegrid_detector::journal::SimulatedNor<4, 1024> = Default::default();
+    scenario::run_update(&mut scenario::fresh_device(), flash, |s| {
+        let mut line = String::new();
+        scenario::write_update_step(&mut line, s).unwrap();
         lines.push(line);
     });
     lines
@@ -167,6 +178,7 @@ fn qemu_image_decides_like_the_host_within_budget() {
         .filter(|l| {
             l.starts_with("trust ")
                 || l.starts_with("journal ")
+                || l.starts_with("update ")
                 || VECTORS.iter().any(|v| l.starts_with(&format!("{} ", v.name)))
         })
         .collect();
@@ -182,6 +194,40 @@ fn qemu_image_decides_like_the_host_within_budget() {
         target.iter().filter(|l| l.starts_with("journal ")).count(),
         5,
         "the persisted-outbox scenario ran on the target; log:\n{log}"
+    );
+    assert!(
+        target.iter().any(|l| l == &"update committed swapping 1000 - restart"),
+        "the update receiver verified its image and requested the swap on the target; log:\n{log}"
+    );
+}
+
+/// The bootloader's own partition in firegrid-boot's LM3S6965 map.
+const BOOTLOADER_BUDGET: u64 = 48 * 1024;
+
+/// The bootloader core on the Cortex-M3: a signed image verified (Ed25519) and swapped in on
+/// trial, the same image with one byte changed refused and the old one kept; measured
+/// against its partition.
+#[test]
+fn bootloader_image_verifies_and_refuses_under_qemu_within_its_partition() {
+    let image = build("firegrid-boot-lm3s6965");
+    let (flash, ram) = footprint(&std::fs::read(&image).unwrap());
+    // Its RAM map holds the 12 KiB simulated flash the real part does not need.
+    let simulated = 12 * 1024;
+    println!(
+        "boot-lm3s6965 image: flash {flash} B of {BOOTLOADER_BUDGET} B ({:.1} KiB), static RAM {} B besides the {simulated} B simulated flash",
+        flash as f64 / 1024.0,
+        ram - simulated
+    );
+    assert!(
+        flash <= BOOTLOADER_BUDGET,
+        "bootloader flash {flash} B is over its {BOOTLOADER_BUDGET} B partition"
+    );
+    let log = run_image(&image);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines,
+        ["begin", "boot signed trial active new", "boot altered refused bad_signature active old", "end"],
+        "log:\n{log}"
     );
 }
 

@@ -8,7 +8,10 @@ fn sessions_split_the_kinds_by_class() {
     let alarm: Vec<_> = Session::Alarm.kinds().map(|k| k.as_str()).collect();
     assert_eq!(alarm, ["state", "camera_event"]);
     let telemetry: Vec<_> = Session::Telemetry.kinds().map(|k| k.as_str()).collect();
-    assert_eq!(telemetry, ["heartbeat", "fault", "camera_health", "water", "command_ack", "status", "boot"]);
+    assert_eq!(
+        telemetry,
+        ["heartbeat", "fault", "camera_health", "water", "command_ack", "status", "boot", "fw_status"]
+    );
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The firegrid detector's A/B update contract, shared by the application that receives an
+//! image and the bootloader that decides whether it runs. `#![no_std]`, no allocator.
+//!
+//! - [`Layout`] is the flash map: bootloader, embassy-boot's state partition, the update
+//!   [`manifest`], the active slot the application runs from and the DFU slot an update is
+//!   written into (one page larger than the active slot, for embassy-boot's swap).
+//!   [`LM3S6965`] is the map of the Cortex-M3 board.
+//! - [`manifest`] is what the application writes beside the DFU slot: the offered image's
+//!   version, size, SHA-256 and Ed25519 signature, the progress of its transfer (so that a
+//!   reset resumes it) and the commit mark (SHA-256 checked, swap requested). Plain bytes in,
+//!   plain values out: both sides do their own flash I/O.
+//! - With feature `bootloader`, [`loader::prepare`] runs at reset: when a swap is requested
+//!   and not yet begun it verifies the DFU slot's Ed25519 signature against the vendor public
+//!   key compiled into the bootloader, refuses the request when it does not verify, and
+//!   otherwise lets embassy-boot's [`embassy_boot::BootLoader`] swap, or revert an image that
+//!   did not mark itself booted.
+//!
+//! The swap, its power-fail-safe progress and the rollback are embassy-boot's, unchanged;
+//! this crate adds only the signature gate in front of it and the manifest it reads.
+#![cfg_attr(not(test), no_std)]
+
+pub mod manifest;
+
+#[cfg(feature = "bootloader")]
+pub mod loader;
+
+use core::ops::Range;
+
+/// Erase page of the LM3S6965's flash (datasheet, "Flash Memory": 1 KiB pages).
+pub const PAGE: u32 = 1024;
+
+/// The flash map, as byte ranges from the start of flash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The bootloader image.
+    pub bootloader: Range<u32>,
+    /// embassy-boot's state partition: the magic word and the swap progress.
+    pub state: Range<u32>,
+    /// The update manifest ([`manifest`]).
+    pub manifest: Range<u32>,
+    /// The active slot: the image that runs.
+    pub active: Range<u32>,
+    /// The DFU slot: where an update is written, one page larger than the active slot.
+    pub dfu: Range<u32>,
+}
+
+/// The LM3S6965 (256 KiB flash, 1 KiB pages) map, mirrored by the boards' `memory.x` files:
+///
+/// | range | size | partition |
+/// |---|---:|---|
+/// | `0x00000..0x0C000` | 48 KiB | bootloader |
+/// | `0x0C000..0x0C800` | 2 KiB | state |
+/// | `0x0C800..0x0D800` | 4 KiB | manifest |
+/// | `0x0D800..0x25800` | 96 KiB | active slot |
+/// | `0x25800..0x3DC00` | 97 KiB | DFU slot |
+///
+/// The active slot holds the 64 KiB application budget with half as much again to grow;
+/// embassy-boot's state needs `2 + 4 × 96` words of 4 bytes (1,544 B), under 2 KiB.
+pub const LM3S6965: Layout = Layout {
+    bootloader: 0x0_0000..0x0_C000,
+    state: 0x0_C000..0x0_C800,
+    manifest: 0x0_C800..0x0_D800,
+    active: 0x0_D800..0x2_5800,
+    dfu: 0x2_5800..0x3_DC00,
+};
+
+impl Layout {
+    /// Whether the map is one embassy-boot and the manifest can work with: every partition
+    /// on page boundaries, in order without overlap, the DFU slot at least one page larger
+    /// than the active slot, the state partition big enough for the swap and revert
+    /// progress of every active page, and the manifest big enough for a transfer of the
+    /// whole DFU slot in chunks of `chunk` bytes.
+    pub const fn is_valid(&self, write_size: u32, chunk: u32) -> bool {
+        let parts = [&self.bootloader, &self.state, &self.manifest, &self.active, &self.dfu];
+        let mut i = 0;
+        while i < parts.len() {
+            if !parts[i].start.is_multiple_of(PAGE)
+                || !parts[i].end.is_multiple_of(PAGE)
+                || parts[i].end <= parts[i].start
+            {
+                return false;
+            }
+            if i > 0 && parts[i].start < parts[i - 1].end {
+                return false;
+            }
+            i += 1;
+        }
+        let active_pages = (self.active.end - self.active.start) / PAGE;
+        let dfu_len = self.dfu.end - self.dfu.start;
+        let state_words = (self.state.end - self.state.start) / write_size;
+        dfu_len >= self.active.end - self.active.start + PAGE
+            && state_words >= 2 + 4 * active_pages
+            && manifest::capacity(self.manifest.end - self.manifest.start, chunk)
+                >= self.active.end - self.active.start
+    }
+
+    /// The largest image the active slot takes.
+    pub const fn max_image(&self) -> u32 {
+        self.active.end - self.active.start
+    }
+}
+
+#[cfg(test)]
+mod tests;

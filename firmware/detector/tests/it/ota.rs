@@ -1,0 +1,577 @@
+//! The update chain on simulated NOR flash: the gateway's signed commands into the detector's
+//! [`Updater`], embassy-boot's swap behind the Ed25519 gate of [`firegrid_boot::loader`], the
+//! new image's trial boot, self-test and confirmation, and the rollback, with power cut at
+//! every flash step. Each test ends with the device on a good image.
+//!
+//! The payload of the full-size tests is the detector's real Cortex-M3 image (the release
+//! build of `firmware/boards/qemu-lm3s6965`, its loadable segments laid out flat, as a
+//! programmer writes them), on the LM3S6965's flash map ([`firegrid_boot::LM3S6965`]).
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use ed25519_dalek::{Signer, SigningKey};
+use embassy_embedded_hal::flash::partition::{BlockingPartition, Partition};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use firegrid_boot::loader::{self, Outcome, Refusal};
+use firegrid_boot::{LM3S6965, Layout, PAGE};
+use firegrid_detector::journal::SimulatedNor;
+use firegrid_detector::update::{Action, Updater};
+use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
+use firegrid_protocol::firmware::{ChunkData, FixedBytes};
+use firegrid_protocol::{
+    Downlink, DownlinkBody, Encoding, FirmwareChunk, FirmwareOffer, FirmwareStatus, MAX_CHUNK, UpdateError,
+    UpdateState, UplinkBody,
+};
+use proptest::prelude::*;
+use sha2::Digest;
+
+/// The whole LM3S6965 map up to the end of its DFU slot, in 1 KiB pages.
+const BOARD_PAGES: usize = 0x3_DC00 / 1024;
+
+/// A small map for the exhaustive power-cut sweep: a 4-page active slot.
+const SMALL: Layout = Layout {
+    bootloader: 0..PAGE,
+    state: PAGE..2 * PAGE,
+    manifest: 2 * PAGE..3 * PAGE,
+    active: 3 * PAGE..7 * PAGE,
+    dfu: 7 * PAGE..12 * PAGE,
+};
+
+/// The vendor's signing key of these tests (the gateway's `firegrid firmware keygen` makes
+/// real ones).
+fn vendor() -> SigningKey {
+    SigningKey::from_bytes(&[0x42; 32])
+}
+
+/// A signed image as the gateway offers it.
+#[derive(Clone)]
+struct Image {
+    bytes: Vec<u8>,
+    offer: FirmwareOffer,
+}
+
+fn sign(bytes: &[u8], version: &str, key: &SigningKey) -> Image {
+    let sha512: [u8; 64] = <ed25519_dalek::Sha512 as ed25519_dalek::Digest>::digest(bytes).into();
+    let offer = FirmwareOffer {
+        version: version.try_into().unwrap(),
+        size: bytes.len() as u32,
+        sha256: FixedBytes(sha2::Sha256::digest(bytes).into()),
+        signature: FixedBytes(key.sign(&sha512).to_bytes()),
+    };
+    Image { bytes: bytes.to_vec(), offer }
+}
+
+/// The loadable segments of a 32-bit little-endian ELF laid out flat from the lowest one
+/// (what `objcopy -O binary` writes).
+fn flat_binary(elf: &[u8]) -> Vec<u8> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    assert_eq!(&elf[..6], b"\x7fELF\x01\x01", "a 32-bit little-endian ELF");
+    let (phoff, phentsize, phnum) = (u32_at(0x1C), u16_at(0x2A), u16_at(0x2C));
+    const PT_LOAD: usize = 1;
+    let segments: Vec<(usize, usize, usize)> = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&ph| u32_at(ph) == PT_LOAD && u32_at(ph + 16) > 0)
+        .map(|ph| (u32_at(ph + 12), u32_at(ph + 4), u32_at(ph + 16)))
+        .filter(|&(paddr, _, _)| paddr < 0x2000_0000)
+        .collect();
+    let base = segments.iter().map(|s| s.0).min().unwrap();
+    let end = segments.iter().map(|s| s.0 + s.2).max().unwrap();
+    let mut out = vec![0xFF; end - base];
+    for (paddr, offset, len) in segments {
+        out[paddr - base..paddr - base + len].copy_from_slice(&elf[offset..offset + len]);
+    }
+    out
+}
+
+/// The detector's Cortex-M3 image, built once per test run.
+fn real_image() -> &'static [u8] {
+    static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| flat_binary(&std::fs::read(crate::qemu::build_image()).unwrap()))
+}
+
+/// A different, equally real image: the same build with its bytes changed where a version
+/// string would be (the bootloader and the receiver treat images as bytes).
+fn other_image(base: &[u8]) -> Vec<u8> {
+    let mut v = base.to_vec();
+    let n = v.len();
+    v[n - 8..].copy_from_slice(b"v1.5.0\0\0");
+    v
+}
+
+/// The gateway's side of the rig, and the clock.
+struct Gateway {
+    layout: Layout,
+    /// The device's boot counter (the gateway signs for it; the device starts at 1).
+    boot: u16,
+    seq: u32,
+    now_ms: u64,
+    /// The images the active slot may hold when the bootloader hands over (empty: not checked).
+    good: Vec<Vec<u8>>,
+}
+
+type Part<'a, const P: usize> = Partition<'a, NoopRawMutex, &'a mut SimulatedNor<P, 1024>>;
+type App<'a, const P: usize> = Updater<Part<'a, P>, Part<'a, P>, Part<'a, P>>;
+
+/// A reset: the bootloader runs (again, when power fails under it), then `app` runs the
+/// application: a fresh device of the next boot and the updater started on the flash.
+fn boot<const P: usize, R>(
+    flash: &mut SimulatedNor<P, 1024>,
+    gw: &mut Gateway,
+    app: impl FnOnce(&mut Gateway, &mut Device, &mut App<'_, P>) -> R,
+) -> (Outcome, R) {
+    let outcome = loop {
+        let result = {
+            let mutex =
+                embassy_sync::blocking_mutex::Mutex::<NoopRawMutex, _>::new(RefCell::new(&mut *flash));
+            let part = |r: &Range<u32>| BlockingPartition::new(&mutex, r.start, r.end - r.start);
+            let (mut active, mut dfu) = (part(&gw.layout.active), part(&gw.layout.dfu));
+            let (mut state, mut manifest) = (part(&gw.layout.state), part(&gw.layout.manifest));
+            loader::prepare(
+                &mut active,
+                &mut dfu,
+                &mut state,
+                &mut manifest,
+                &vendor().verifying_key().to_bytes(),
+            )
+        };
+        match result {
+            Ok(outcome) => break outcome,
+            Err(_) if flash.is_cut() => flash.power_on(),
+            Err(e) => panic!("bootloader failed: {e:?}"),
+        }
+    };
+    for (i, image) in gw.good.iter().enumerate() {
+        if active(flash, &gw.layout, image.len()) == *image {
+            break;
+        }
+        assert!(i + 1 < gw.good.len(), "the bootloader handed over a mix of images ({outcome:?})");
+    }
+    gw.boot = gw.boot.wrapping_add(1);
+    gw.now_ms += 60_000;
+    let id = Identity { boot: gw.boot, ..scenario::scenario_identity() };
+    let mut device = Device::new(Config::default(), scenario::CALIBRATION, id, gw.now_ms);
+    let layout = gw.layout.clone();
+    let mutex = embassy_sync::mutex::Mutex::<NoopRawMutex, _>::new(&mut *flash);
+    let part = |r: &Range<u32>| Partition::new(&mutex, r.start, r.end - r.start);
+    let mut updater = Updater::start(
+        part(&layout.dfu),
+        part(&layout.state),
+        part(&layout.manifest),
+        &mut device,
+        gw.now_ms,
+    );
+    let r = app(gw, &mut device, &mut updater);
+    (outcome, r)
+}
+
+/// The statuses the device queued, and a perfect link: everything handed over and acknowledged.
+fn statuses(device: &mut Device) -> Vec<FirmwareStatus> {
+    let out = device
+        .outbox()
+        .entries()
+        .iter()
+        .filter_map(|e| match &e.msg.body {
+            UplinkBody::FwStatus(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    while let Some(msg) = device.outbox().next_due(u64::MAX) {
+        let (boot, seq) = (msg.boot, msg.seq);
+        device.outbox_mut().mark_sent(boot, seq, 0);
+        device.outbox_mut().ack(boot, seq);
+    }
+    out
+}
+
+impl Gateway {
+    fn new(layout: Layout) -> Self {
+        Gateway { layout, boot: 0, seq: 0, now_ms: 1_000, good: Vec::new() }
+    }
+
+    /// Sends one signed command for the device's current boot; returns the updater's action
+    /// and the status it answered with.
+    fn send<const P: usize>(
+        &mut self,
+        device: &mut Device,
+        up: &mut App<'_, P>,
+        body: DownlinkBody,
+    ) -> (Action, FirmwareStatus) {
+        self.seq += 1;
+        self.now_ms += 100;
+        let id = scenario::scenario_identity();
+        let mut cmd = Downlink::new(self.seq, 0, body);
+        cmd.sign(&id.village, &id.dev, self.boot, &scenario::SCENARIO_TEST_KEY);
+        let mut buf = [0u8; firegrid_protocol::MAX_PAYLOAD];
+        let bytes = cmd.encode(Encoding::Compact, &mut buf).unwrap();
+        device.on_downlink_in(self.now_ms, bytes, Encoding::Compact);
+        let Some(fw) = device.take_firmware_command() else {
+            panic!("not a firmware command: {body_kind}", body_kind = cmd.kind().as_str())
+        };
+        let action = up.apply(device, self.now_ms, fw);
+        let status = statuses(device).pop().expect("every firmware command is answered");
+        (action, status)
+    }
+}
+
+/// How the rig's device and gateway behave.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// The new image's self-test passes.
+    self_test_ok: bool,
+    /// After a rollback the gateway offers the image again (a power cut during the trial
+    /// rolls back a good image).
+    retry_after_rollback: bool,
+}
+
+const GOOD: Plan = Plan { self_test_ok: true, retry_after_rollback: true };
+
+/// How an update ended.
+#[derive(Debug, Clone, PartialEq)]
+enum End {
+    Booted,
+    RolledBack,
+    Refused,
+    BadDigest,
+}
+
+fn chunk(image: &Image, offset: u32) -> DownlinkBody {
+    let end = (offset as usize + MAX_CHUNK).min(image.bytes.len());
+    let data = heapless::Vec::from_slice(&image.bytes[offset as usize..end]).unwrap();
+    DownlinkBody::FwChunk(FirmwareChunk { offset, data: ChunkData(data) })
+}
+
+/// What one boot of the device did under the gateway's drive.
+enum Step {
+    Reset,
+    Done(End),
+}
+
+/// One boot driven like the gateway's rollout drives a device: offer, chunks from the
+/// offset the device reports, commit; on trial, the self-test and `fw_confirm`. Power cuts
+/// (`flash` errors) end the boot.
+fn drive_boot<const P: usize>(
+    gw: &mut Gateway,
+    device: &mut Device,
+    up: &mut App<'_, P>,
+    image: &Image,
+    plan: Plan,
+    log: &mut Vec<String>,
+) -> Step {
+    let mut status = up.status();
+    for s in statuses(device) {
+        log.push(format!("boot {} {:?} {:?}", gw.boot, s.state, s.error));
+    }
+    if status.error == Some(UpdateError::Flash) {
+        return Step::Reset;
+    }
+    loop {
+        match status.state {
+            UpdateState::Trial => {
+                assert!(device.take_self_test_request(), "a trial boot runs the self-test");
+                let ok = plan.self_test_ok;
+                device.on_self_test(
+                    gw.now_ms,
+                    SelfTestResult { horn_ok: ok, chamber_ok: true, battery_mv: 3_000 },
+                );
+                // The gateway acknowledges the self-test's state changes (alarm class: while
+                // they wait, firmware commands do too).
+                statuses(device);
+                if up.poll(device, gw.now_ms) == Action::Restart {
+                    log.push(format!("boot {} self-test failed, restart", gw.boot));
+                    return Step::Reset;
+                }
+                let (_, s) = gw.send(device, up, DownlinkBody::FwConfirm {});
+                if s.error == Some(UpdateError::Flash) {
+                    return Step::Reset;
+                }
+                status = s;
+            }
+            UpdateState::Booted => return Step::Done(End::Booted),
+            UpdateState::RolledBack if !plan.retry_after_rollback => return Step::Done(End::RolledBack),
+            UpdateState::Idle if status.error == Some(UpdateError::Refused) => {
+                return Step::Done(End::Refused);
+            }
+            UpdateState::Idle if status.error == Some(UpdateError::BadDigest) => {
+                return Step::Done(End::BadDigest);
+            }
+            UpdateState::Idle | UpdateState::RolledBack => {
+                let (_, s) = gw.send(device, up, DownlinkBody::FwOffer(image.offer.clone()));
+                if s.error.is_some() {
+                    return Step::Reset;
+                }
+                status = s;
+            }
+            UpdateState::Receiving if status.version != image.offer.version => {
+                let (_, s) = gw.send(device, up, DownlinkBody::FwOffer(image.offer.clone()));
+                status = s;
+            }
+            UpdateState::Receiving if status.offset < image.offer.size => {
+                let (_, s) = gw.send(device, up, chunk(image, status.offset));
+                match s.error {
+                    None => status = s,
+                    Some(UpdateError::Flash) => return Step::Reset,
+                    Some(e) => panic!("chunk at {} refused: {e:?}", status.offset),
+                }
+            }
+            UpdateState::Receiving | UpdateState::Verified => {
+                let (action, s) = gw.send(device, up, DownlinkBody::FwCommit {});
+                if action == Action::Restart {
+                    assert_eq!(s.state, UpdateState::Swapping);
+                    return Step::Reset;
+                }
+                match s.error {
+                    Some(UpdateError::BadDigest) => return Step::Done(End::BadDigest),
+                    _ => return Step::Reset,
+                }
+            }
+            UpdateState::Swapping => return Step::Reset,
+        }
+    }
+}
+
+/// Drives the update over as many boots as it takes (at most `rounds`); returns how it
+/// ended, the bootloader's outcomes and a log.
+fn update<const P: usize>(
+    flash: &mut SimulatedNor<P, 1024>,
+    gw: &mut Gateway,
+    image: &Image,
+    plan: Plan,
+) -> (End, Vec<Outcome>, Vec<String>) {
+    let (mut outcomes, mut log) = (Vec::new(), Vec::new());
+    for _ in 0..12 {
+        let (outcome, step) =
+            boot(flash, gw, |gw, device, up| drive_boot(gw, device, up, image, plan, &mut log));
+        outcomes.push(outcome);
+        if flash.is_cut() {
+            log.push(format!("boot {} power cut", gw.boot));
+            flash.power_on();
+        }
+        if let Step::Done(end) = step {
+            return (end, outcomes, log);
+        }
+    }
+    panic!("the update did not settle; outcomes {outcomes:?}, log {log:#?}");
+}
+
+/// Flash with `image` installed in the active slot and a factory-fresh state (erased: boot).
+fn installed<const P: usize>(layout: &Layout, image: &[u8]) -> Box<SimulatedNor<P, 1024>> {
+    use embedded_storage::nor_flash::NorFlash;
+    let mut flash = Box::new(SimulatedNor::<P, 1024>::new());
+    let mut padded = image.to_vec();
+    padded.resize(image.len().next_multiple_of(4), 0xFF);
+    flash.write(layout.active.start, &padded).unwrap();
+    flash
+}
+
+/// The first `len` bytes of the active slot.
+fn active<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout, len: usize) -> Vec<u8> {
+    use embedded_storage::nor_flash::ReadNorFlash;
+    let mut out = vec![0; len.next_multiple_of(4)];
+    flash.read(layout.active.start, &mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// Whether embassy-boot's state reads as "boot": no swap, revert or DFU request (its magic
+/// word is anything but all `0xF0`, `0xC0` or `0xE0`; BOOT magic, erased, or a BOOT magic
+/// cut short by a power loss).
+fn settled<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout) -> bool {
+    use embedded_storage::nor_flash::ReadNorFlash;
+    let mut word = [0u8; 4];
+    flash.read(layout.state.start, &mut word).unwrap();
+    ![[0xF0; 4], [0xC0; 4], [0xE0; 4]].contains(&word)
+}
+
+#[test]
+fn a_signed_image_is_received_verified_swapped_and_booted() {
+    let old = real_image().to_vec();
+    let new = sign(&other_image(&old), "1.5.0", &vendor());
+    let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+    let mut gw = Gateway::new(LM3S6965.clone());
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &new, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+    assert_eq!(outcomes, [Outcome::Boot, Outcome::Trial], "one transfer boot, one trial boot");
+    assert_eq!(active(&mut flash, &LM3S6965, new.bytes.len()), new.bytes, "the new image is active");
+    assert!(settled(&mut flash, &LM3S6965), "marked booted: no rollback at the next reset");
+    // The next reset keeps the new image.
+    let (outcome, status) = boot(&mut *flash, &mut gw, |_, _, up| up.status());
+    assert_eq!(outcome, Outcome::Boot);
+    assert_eq!(status.state, UpdateState::Idle);
+    assert_eq!(active(&mut flash, &LM3S6965, new.bytes.len()), new.bytes);
+    println!("real image: {} bytes, {} chunks", new.bytes.len(), new.bytes.len().div_ceil(MAX_CHUNK));
+}
+
+#[test]
+fn an_image_signed_by_another_key_is_refused_and_the_old_one_kept() {
+    let old = real_image().to_vec();
+    let forged = sign(&other_image(&old), "6.6.6", &SigningKey::from_bytes(&[0x66; 32]));
+    let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+    let mut gw = Gateway::new(LM3S6965.clone());
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &forged, GOOD);
+    assert_eq!(end, End::Refused, "{log:#?}");
+    assert_eq!(outcomes, [Outcome::Boot, Outcome::Refused(Refusal::BadSignature)]);
+    assert_eq!(active(&mut flash, &LM3S6965, old.len()), old, "the old image stays");
+    assert!(settled(&mut flash, &LM3S6965), "the request is cleared");
+    let (outcome, status) = boot(&mut *flash, &mut gw, |_, _, up| up.status());
+    assert_eq!((outcome, status.state, status.error), (Outcome::Boot, UpdateState::Idle, None));
+}
+
+#[test]
+fn a_truncated_image_never_boots() {
+    let old = real_image().to_vec();
+    let new = other_image(&old);
+    let mut gw = Gateway::new(LM3S6965.clone());
+    // Cut short in transfer: the offer is the whole image's, a third of it never arrives
+    // (the gateway's last chunks lost, then a commit): the device's SHA-256 check refuses it.
+    let mut short = sign(&new, "1.5.0", &vendor());
+    short.bytes.truncate(new.len() / 3 * 2);
+    short.bytes.resize(new.len(), 0xFF);
+    let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &short, GOOD);
+    assert_eq!((end, outcomes), (End::BadDigest, vec![Outcome::Boot]), "{log:#?}");
+    assert_eq!(active(&mut flash, &LM3S6965, old.len()), old);
+    // Cut short before signing: size and SHA-256 describe the short bytes, the signature the
+    // whole image; the bootloader's check refuses it.
+    let mut signed_whole = sign(&new, "1.5.0", &vendor());
+    let cut = new.len() / 2;
+    signed_whole.bytes.truncate(cut);
+    signed_whole.offer.size = cut as u32;
+    signed_whole.offer.sha256 = FixedBytes(sha2::Sha256::digest(&signed_whole.bytes).into());
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &signed_whole, GOOD);
+    assert_eq!(end, End::Refused, "{log:#?}");
+    assert_eq!(outcomes.last(), Some(&Outcome::Refused(Refusal::BadSignature)));
+    assert_eq!(active(&mut flash, &LM3S6965, old.len()), old);
+    assert!(settled(&mut flash, &LM3S6965));
+}
+
+#[test]
+fn a_new_image_failing_its_self_test_is_rolled_back() {
+    let old = real_image().to_vec();
+    let new = sign(&other_image(&old), "1.5.0", &vendor());
+    let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+    let mut gw = Gateway::new(LM3S6965.clone());
+    let plan = Plan { self_test_ok: false, retry_after_rollback: false };
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &new, plan);
+    assert_eq!(end, End::RolledBack, "{log:#?}");
+    assert_eq!(outcomes, [Outcome::Boot, Outcome::Trial, Outcome::Reverted]);
+    assert!(log.iter().any(|l| l.contains("self-test failed")), "{log:#?}");
+    assert_eq!(active(&mut flash, &LM3S6965, old.len()), old, "the previous image is back");
+    assert!(settled(&mut flash, &LM3S6965));
+}
+
+#[test]
+fn a_trial_image_never_confirmed_is_rolled_back_after_its_deadline() {
+    let old = real_image().to_vec();
+    let new = sign(&other_image(&old), "1.5.0", &vendor());
+    let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+    let mut gw = Gateway::new(LM3S6965.clone());
+    let (_, log) = boot(&mut *flash, &mut gw, |gw, device, up| {
+        let mut log = Vec::new();
+        let mut status = up.status();
+        while status.offset < new.offer.size || status.state == UpdateState::Idle {
+            let body = if status.state == UpdateState::Idle {
+                DownlinkBody::FwOffer(new.offer.clone())
+            } else {
+                chunk(&new, status.offset)
+            };
+            status = gw.send(device, up, body).1;
+        }
+        log.push(gw.send(device, up, DownlinkBody::FwCommit {}).0);
+        log
+    });
+    assert_eq!(log, [Action::Restart]);
+    let (outcome, actions) = boot(&mut *flash, &mut gw, |gw, device, up| {
+        assert_eq!(up.status().state, UpdateState::Trial);
+        assert!(device.take_self_test_request());
+        device.on_self_test(gw.now_ms, SelfTestResult { horn_ok: true, chamber_ok: true, battery_mv: 3_000 });
+        statuses(device);
+        // The gateway never confirms: nothing before the deadline, a restart at it.
+        let start = gw.now_ms;
+        let before = up.poll(device, start + firegrid_detector::update::TRIAL_MS - 1);
+        let at = up.poll(device, start + firegrid_detector::update::TRIAL_MS);
+        (before, at)
+    });
+    assert_eq!((outcome, actions), (Outcome::Trial, (Action::None, Action::Restart)));
+    let (outcome, status) = boot(&mut *flash, &mut gw, |_, _, up| up.status());
+    assert_eq!((outcome, status.state), (Outcome::Reverted, UpdateState::RolledBack));
+    assert_eq!(active(&mut flash, &LM3S6965, old.len()), old);
+}
+
+/// The whole update of a small image on a small map, with the power cut once at every flash
+/// step in turn (every word programmed, every page erased: transfer, commit, swap, trial,
+/// mark booted): each run ends with the new image active and booted, and at every moment the
+/// device boots a good image (the old or the new one, never a mix).
+#[test]
+fn power_cut_at_every_step_ends_on_a_good_image() {
+    let old: Vec<u8> = (0..3_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let new = sign(&(0..3_500u32).map(|i| (i * 13 % 253) as u8).collect::<Vec<_>>(), "1.5.0", &vendor());
+    let mut reference = installed::<12>(&SMALL, &old);
+    let start = reference.steps();
+    let (end, _, _) = update(&mut reference, &mut Gateway::new(SMALL), &new, GOOD);
+    assert_eq!(end, End::Booted);
+    let total = reference.steps() - start;
+    // 875 words of transfer, 4 pages × 2 copies × (1 erase + 256 words) of swap, and the marks.
+    assert!(total > 2_900, "the sweep covers transfer and swap ({total} steps)");
+    for k in 0..total {
+        let mut flash = installed::<12>(&SMALL, &old);
+        flash.cut_after(k);
+        let mut gw = Gateway::new(SMALL);
+        gw.good = vec![old.clone(), new.bytes.clone()];
+        let (end, outcomes, log) = update(&mut flash, &mut gw, &new, GOOD);
+        assert_eq!(end, End::Booted, "cut at step {k}: {outcomes:?} {log:#?}");
+        assert!(
+            active(&mut flash, &SMALL, new.bytes.len()) == new.bytes,
+            "cut at step {k}: {outcomes:?} {log:#?}"
+        );
+        assert!(settled(&mut flash, &SMALL), "cut at step {k}");
+        for outcome in outcomes {
+            assert!(!matches!(outcome, Outcome::Refused(_)), "cut at step {k}: a good image refused");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The same on the real image and the board's map, at random steps (a full sweep of the
+    /// 62 KiB image's some 90,000 steps would take hours).
+    #[test]
+    fn power_cut_anywhere_in_a_real_update_ends_on_a_good_image(at in 0.0f64..1.0) {
+        let old = real_image().to_vec();
+        let new = sign(&other_image(&old), "1.5.0", &vendor());
+        static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let total = *TOTAL.get_or_init(|| {
+            let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+            let start = flash.steps();
+            update(&mut flash, &mut Gateway::new(LM3S6965.clone()), &new, GOOD);
+            flash.steps() - start
+        });
+        let k = (at * total as f64) as u64;
+        let mut flash = installed::<BOARD_PAGES>(&LM3S6965, &old);
+        flash.cut_after(k);
+        let mut gw = Gateway::new(LM3S6965.clone());
+        gw.good = vec![old.clone(), new.bytes.clone()];
+        let (end, outcomes, _) = update(&mut flash, &mut gw, &new, GOOD);
+        prop_assert_eq!(end, End::Booted, "cut at step {} of {}: {:?}", k, total, outcomes);
+        prop_assert_eq!(active(&mut flash, &LM3S6965, new.bytes.len()), new.bytes.clone());
+        prop_assert!(settled(&mut flash, &LM3S6965));
+    }
+}
+
+/// The image, public key and signature the bootloader's Cortex-M3 image verifies under QEMU
+/// (`firmware/boards/boot-lm3s6965`): the constants there must be this test key's.
+#[test]
+fn the_bootloader_image_carries_this_test_key_and_signature() {
+    let image: Vec<u8> = (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect();
+    let signed = sign(&image, "1.5.0", &vendor());
+    // The signature is written as a `concat!` of two 64-digit halves.
+    let source = include_str!("../../../boards/boot-lm3s6965/src/main.rs").replace("\",\n    \"", "");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let key = hex(&vendor().verifying_key().to_bytes());
+    let signature = hex(&signed.offer.signature.0);
+    println!("key {key}\nsignature {signature}");
+    assert!(source.contains(&key), "the bootloader image's test key is {key}");
+    assert!(source.contains(&signature), "the bootloader image's test signature is {signature}");
+}

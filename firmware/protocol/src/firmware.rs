@@ -1,0 +1,267 @@
+//! Over-the-air firmware updates: the messages that carry a signed image from the gateway
+//! into a device's update slot, and the status the device reports back.
+//!
+//! The transfer is four downlinks, each authenticated like every other command (HMAC-SHA-256
+//! under the device key, current boot, replay window; [`crate::auth`]):
+//!
+//! - [`FirmwareOffer`] (`fw_offer`) announces an image: its version, size, SHA-256 and the
+//!   vendor's Ed25519 signature. The device keeps the offer with the slot, so a transfer
+//!   interrupted by a reset resumes where its flash says it stopped.
+//! - [`FirmwareChunk`] (`fw_chunk`) carries at most [`MAX_CHUNK`] bytes at an offset. The
+//!   device takes only the chunk at the offset it reports next, so chunks are written in
+//!   order, once each.
+//! - `fw_commit` asks the device to check the whole slot against the offer's SHA-256 and
+//!   request the swap; the bootloader verifies the Ed25519 signature before it swaps.
+//! - `fw_abort` drops the transfer.
+//! - `fw_confirm` answers a device running a new image on trial: the gateway hears it, so
+//!   once its self-test passed the image marks itself good.
+//!
+//! The device answers every one of them with a [`FirmwareStatus`] (`fw_status`): which image
+//! it is receiving, how far it got, what it is doing, and the last error.
+//!
+//! Byte strings ([`Digest`], [`Signature`], [`ChunkData`]) are written as lowercase hex in
+//! JSON and as a varint length and raw bytes (postcard's byte-string encoding) in the compact
+//! encoding; the authentication tag covers the compact form, as for every field.
+
+use core::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::uplink::FirmwareVersion;
+
+/// Most image bytes in one [`FirmwareChunk`].
+///
+/// Sized for the JSON encoding: 384 bytes are 768 hex digits, and with the envelope and the
+/// tag a JSON chunk stays under [`crate::MAX_PAYLOAD`] (1,024 bytes; the README's size table
+/// measures it). In the compact encoding a full chunk is about 420 bytes, a whole number of
+/// the 4-byte flash words the slot is programmed in.
+pub const MAX_CHUNK: usize = 384;
+
+/// A byte string of exactly `N` bytes, hex in JSON, raw in compact.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FixedBytes<const N: usize>(pub [u8; N]);
+
+/// The SHA-256 (FIPS 180-4) of a firmware image.
+pub type Digest = FixedBytes<32>;
+
+/// An Ed25519 signature (RFC 8032 §5.1.6) of a firmware image.
+pub type Signature = FixedBytes<64>;
+
+/// Up to [`MAX_CHUNK`] bytes of an image, hex in JSON, raw in compact.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ChunkData(pub heapless::Vec<u8, MAX_CHUNK>);
+
+/// Lowercase hex of a byte string, written piece by piece (no buffer the size of the text).
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> fmt::Debug for FixedBytes<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Hex(&self.0))
+    }
+}
+
+impl fmt::Debug for ChunkData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkData({} bytes)", self.0.len())
+    }
+}
+
+fn serialize_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() { s.collect_str(&Hex(bytes)) } else { s.serialize_bytes(bytes) }
+}
+
+/// Reads a byte string of at most `N` bytes (exactly `N` when `exact`) into `out`.
+struct BytesVisitor<const N: usize> {
+    exact: bool,
+}
+
+impl<'de, const N: usize> Visitor<'de> for BytesVisitor<N> {
+    type Value = heapless::Vec<u8, N>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a byte string of {} {N} bytes", if self.exact { "exactly" } else { "at most" })
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let mut out = [0u8; N];
+        let decoded = base16ct::mixed::decode(v, &mut out).map_err(|_| E::custom("not hexadecimal"))?;
+        self.visit_bytes(decoded)
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        if (self.exact && v.len() != N) || v.len() > N {
+            return Err(E::invalid_length(v.len(), &self));
+        }
+        heapless::Vec::from_slice(v).map_err(|_| E::invalid_length(v.len(), &self))
+    }
+}
+
+fn deserialize_bytes<'de, D: Deserializer<'de>, const N: usize>(
+    d: D,
+    exact: bool,
+) -> Result<heapless::Vec<u8, N>, D::Error> {
+    if d.is_human_readable() {
+        d.deserialize_str(BytesVisitor::<N> { exact })
+    } else {
+        d.deserialize_bytes(BytesVisitor::<N> { exact })
+    }
+}
+
+impl<const N: usize> Serialize for FixedBytes<N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.0, s)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for FixedBytes<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = deserialize_bytes::<D, N>(d, true)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&v);
+        Ok(FixedBytes(out))
+    }
+}
+
+impl Serialize for ChunkData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_bytes::<D, MAX_CHUNK>(d, false).map(ChunkData)
+    }
+}
+
+/// `fw_offer`: an image the gateway is about to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareOffer {
+    /// The image's firmware version, as its heartbeats will report it.
+    pub version: FirmwareVersion,
+    /// The image's length in bytes (at least 1; at most the device's update slot).
+    pub size: u32,
+    /// SHA-256 of the whole image: the device checks the slot against it before it asks for
+    /// the swap.
+    pub sha256: Digest,
+    /// The vendor's Ed25519 signature of the image's SHA-512 (the message embassy-boot's
+    /// updater verifies): the bootloader checks it against the public key it carries before
+    /// it swaps, so neither the gateway nor the device key can install an unsigned image.
+    pub signature: Signature,
+}
+
+/// `fw_chunk`: image bytes at an offset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareChunk {
+    /// Offset of the first byte in the image.
+    pub offset: u32,
+    /// 1 to [`MAX_CHUNK`] bytes.
+    pub data: ChunkData,
+}
+
+/// What a device is doing with a firmware update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// No transfer: running its image, nothing offered.
+    Idle,
+    /// Receiving the offered image; `offset` is the next byte it expects.
+    Receiving,
+    /// The whole image is in the slot and matches the offer's SHA-256; waiting for `fw_commit`.
+    Verified,
+    /// The swap is requested: the device restarts into its bootloader, which verifies the
+    /// signature and swaps.
+    Swapping,
+    /// Running the new image on trial (`version`): it marks itself good once its self-test
+    /// passed and the gateway answered with `fw_confirm`; a reset before that swaps the
+    /// previous image back.
+    Trial,
+    /// The new image passed its self-test, reached the gateway and marked itself good.
+    /// `version` is the running image.
+    Booted,
+    /// The new image did not mark itself good (or the bootloader refused it): the device runs
+    /// its previous image again.
+    RolledBack,
+}
+
+impl UpdateState {
+    /// A short, stable label for metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Idle => "idle",
+            UpdateState::Receiving => "receiving",
+            UpdateState::Verified => "verified",
+            UpdateState::Swapping => "swapping",
+            UpdateState::Trial => "trial",
+            UpdateState::Booted => "booted",
+            UpdateState::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// Why a device refused a firmware command or failed an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateError {
+    /// A chunk, commit or abort without a transfer in progress.
+    NoOffer,
+    /// A chunk not at the offset the device expects next (a duplicate, or a gap).
+    OutOfOrder,
+    /// An offer larger than the update slot, or a chunk past the offered size.
+    Oversized,
+    /// The received image does not match the offer's SHA-256 (a truncated or altered
+    /// transfer).
+    BadDigest,
+    /// Writing the update slot failed.
+    Flash,
+    /// A commit before the whole image arrived, or a command the current state does not take
+    /// (an offer while a new image runs on trial).
+    BadState,
+    /// The bootloader refused the image: its signature does not verify under the vendor key.
+    Refused,
+    /// The device is busy with a fire (alarm, pre-alarm, hush, drill, self-test, or an alarm
+    /// message not yet acknowledged): firmware commands wait until it is back in standby.
+    Busy,
+    /// The new image failed its self-test on trial: the device restarts into the previous one.
+    SelfTestFailed,
+}
+
+impl UpdateError {
+    /// A short, stable label for metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateError::NoOffer => "no_offer",
+            UpdateError::OutOfOrder => "out_of_order",
+            UpdateError::Oversized => "oversized",
+            UpdateError::BadDigest => "bad_digest",
+            UpdateError::Flash => "flash",
+            UpdateError::BadState => "bad_state",
+            UpdateError::Refused => "refused",
+            UpdateError::Busy => "busy",
+            UpdateError::SelfTestFailed => "self_test_failed",
+        }
+    }
+}
+
+/// `fw_status` (telemetry class: the next status supersedes it): a device's update progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareStatus {
+    /// The image being received (or, once booted or rolled back, the running one).
+    pub version: FirmwareVersion,
+    /// What the device is doing.
+    pub state: UpdateState,
+    /// The next image byte it expects (the image size once all arrived).
+    pub offset: u32,
+    /// The last error, if the last firmware command failed.
+    pub error: Option<UpdateError>,
+}

@@ -1,0 +1,178 @@
+//! The vendor's Ed25519 signing key and signed images.
+//!
+//! - [`keygen`] makes a key: 32 random bytes from the operating system (the Ed25519 seed,
+//!   RFC 8032 §5.1.5), written as 64 hexadecimal digits to a new file of mode 0600. Its public
+//!   half goes into the bootloader build. The seed never appears in a log line, a metric or an
+//!   error message.
+//! - [`sign`] signs an image: the signature covers the image's SHA-512 (the message
+//!   embassy-boot's updater and firegrid-boot's bootloader verify), and the [`SignedImage`]
+//!   carries the version, size, SHA-256 (checked by the detector before it asks for the swap)
+//!   and signature, as `fw_offer` sends them. [`SignedImage::save`] writes it as JSON beside
+//!   the image (`IMAGE.fwsig.json`).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+use zeroize::Zeroize;
+
+/// What signing can fail with. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// Reading or writing a file.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The key file does not hold 64 hexadecimal digits.
+    #[error("{path}: not a firmware signing key (64 hexadecimal digits)")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The version is empty, longer than 16 bytes or has a character outside printable ASCII.
+    #[error("version {0:?}: 1 to 16 printable ASCII characters without spaces or quotes")]
+    BadVersion(String),
+    /// The image is empty or larger than a `u32` counts.
+    #[error("an image of {0} bytes cannot be offered")]
+    BadSize(usize),
+    /// A signed-image file that does not parse, or does not match its image.
+    #[error("{path}: {reason}")]
+    BadSignedImage {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SigningError + '_ {
+    move |source| SigningError::Io { path: path.to_owned(), source }
+}
+
+/// Makes a new vendor signing key in `path` (which must not exist; mode 0600) and returns its
+/// public key.
+pub fn keygen(path: &Path) -> Result<VerifyingKey, SigningError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("the operating system's random generator failed");
+    let key = SigningKey::from_bytes(&seed);
+    let mut text = hex::encode(seed);
+    seed.zeroize();
+    text.push('\n');
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+    text.zeroize();
+    written.map_err(io_error(path))?;
+    Ok(key.verifying_key())
+}
+
+/// Reads a signing key written by [`keygen`].
+pub fn load_key(path: &Path) -> Result<SigningKey, SigningError> {
+    let mut text = fs::read_to_string(path).map_err(io_error(path))?;
+    let mut seed = [0u8; 32];
+    let parsed = hex::decode_to_slice(text.trim(), &mut seed);
+    text.zeroize();
+    if parsed.is_err() {
+        seed.zeroize();
+        return Err(SigningError::BadKey { path: path.to_owned() });
+    }
+    let key = SigningKey::from_bytes(&seed);
+    seed.zeroize();
+    Ok(key)
+}
+
+/// An image's offer, as `fw_offer` carries it; the signature covers the image's SHA-512.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedImage {
+    /// Firmware version, as the new image's heartbeats report it.
+    pub version: String,
+    /// Image length in bytes.
+    pub size: u32,
+    /// SHA-256 of the image, hex.
+    pub sha256: String,
+    /// Ed25519 signature of the image's SHA-512, hex.
+    pub signature: String,
+}
+
+/// Signs `image` as `version` with `key`.
+pub fn sign(image: &[u8], version: &str, key: &SigningKey) -> Result<SignedImage, SigningError> {
+    let valid = !version.is_empty()
+        && version.len() <= 16
+        && version.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\'));
+    if !valid {
+        return Err(SigningError::BadVersion(version.to_owned()));
+    }
+    let size =
+        u32::try_from(image.len()).ok().filter(|&n| n > 0).ok_or(SigningError::BadSize(image.len()))?;
+    let signature = key.sign(&Sha512::digest(image));
+    Ok(SignedImage {
+        version: version.to_owned(),
+        size,
+        sha256: hex::encode(Sha256::digest(image)),
+        signature: hex::encode(signature.to_bytes()),
+    })
+}
+
+/// Where the signed-image file of `image` lives.
+pub fn signed_path(image: &Path) -> PathBuf {
+    let mut name = image.as_os_str().to_owned();
+    name.push(".fwsig.json");
+    PathBuf::from(name)
+}
+
+impl SignedImage {
+    /// Writes it beside `image`.
+    pub fn save(&self, image: &Path) -> Result<PathBuf, SigningError> {
+        let path = signed_path(image);
+        let text = serde_json::to_string_pretty(self).expect("a signed image serializes");
+        fs::write(&path, text + "\n").map_err(io_error(&path))?;
+        Ok(path)
+    }
+
+    /// Reads the signed-image file beside `image` and checks it against the image's bytes
+    /// (size, SHA-256) and, when given, the vendor public key.
+    pub fn load(image: &Path, bytes: &[u8], vendor: Option<&VerifyingKey>) -> Result<Self, SigningError> {
+        let path = signed_path(image);
+        let bad =
+            |reason: &str| SigningError::BadSignedImage { path: path.clone(), reason: reason.to_owned() };
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        let signed: SignedImage = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        if signed.size as usize != bytes.len() || signed.sha256 != hex::encode(Sha256::digest(bytes)) {
+            return Err(bad("does not match the image (size or SHA-256)"));
+        }
+        let signature =
+            signed.signature_bytes().ok_or_else(|| bad("the signature is not 128 hexadecimal digits"))?;
+        if let Some(vendor) = vendor {
+            let signature = ed25519_dalek::Signature::from_bytes(&signature);
+            vendor
+                .verify_strict(&Sha512::digest(bytes), &signature)
+                .map_err(|_| bad("the signature does not verify under the vendor key"))?;
+        }
+        Ok(signed)
+    }
+
+    /// The SHA-256 as bytes.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let mut out = [0; 32];
+        hex::decode_to_slice(&self.sha256, &mut out).ok().map(|()| out)
+    }
+
+    /// The signature as bytes.
+    pub fn signature_bytes(&self) -> Option<[u8; 64]> {
+        let mut out = [0; 64];
+        hex::decode_to_slice(&self.signature, &mut out).ok().map(|()| out)
+    }
+}

@@ -1,0 +1,142 @@
+//! Signing, and the rollout driving real detector cores (firmware/detector's `Device` and
+//! `Updater`, firmware/boot's bootloader) on simulated NOR flash: images arrive, verify,
+//! swap and boot; a device whose transfer is corrupted ends on its old image; the rollout
+//! pauses when the failed share passes its threshold.
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use firegrid_protocol::DownlinkBody;
+use firegrid_tests::ota::{Detector, new_image, old_image, vendor};
+
+use super::rollout::{DeviceState, Failure, Plan, Rollout};
+use super::signing::{self, SignedImage};
+
+#[test]
+fn keygen_writes_a_private_key_file_that_signs_verifiably() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendor.key");
+    let public = signing::keygen(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(signing::keygen(&path).is_err(), "an existing key is never overwritten");
+    let key = signing::load_key(&path).unwrap();
+    assert_eq!(key.verifying_key(), public);
+    let image_path = dir.path().join("fw.bin");
+    let image = vec![0xA5u8; 1_000];
+    std::fs::write(&image_path, &image).unwrap();
+    let signed = signing::sign(&image, "1.5.0", &key).unwrap();
+    signed.save(&image_path).unwrap();
+    assert_eq!(SignedImage::load(&image_path, &image, Some(&public)).unwrap(), signed);
+    let other = SigningKey::from_bytes(&[7; 32]).verifying_key();
+    assert!(SignedImage::load(&image_path, &image, Some(&other)).is_err(), "another vendor's key");
+    assert!(SignedImage::load(&image_path, &image[1..], None).is_err(), "another image");
+    // The key never shows in an error message.
+    std::fs::write(&path, "zz").unwrap();
+    let error = signing::load_key(&path).unwrap_err().to_string();
+    assert!(!error.contains("zz") && error.contains("not a firmware signing key"), "{error}");
+    assert!(signing::sign(&image, "1 5", &key).is_err());
+    assert!(signing::sign(&[], "1.5", &key).is_err());
+}
+
+/// Runs `rollout` over `fleet` until it is done or paused and idle: every command is
+/// delivered at once, every status answered (a perfect link; the resends are unit-tested).
+fn run(rollout: &mut Rollout, fleet: &mut [Detector], ids: &[String]) -> usize {
+    let mut now_ms = 0;
+    let mut delivered = 0;
+    for _ in 0..100_000 {
+        now_ms += 1_000;
+        let mut queue = rollout.tick(now_ms);
+        if queue.is_empty() && (rollout.is_done() || rollout.is_paused()) {
+            break;
+        }
+        while let Some(send) = queue.pop() {
+            delivered += 1;
+            let i = ids.iter().position(|d| *d == send.device).unwrap();
+            for status in fleet[i].receive(send.body, now_ms) {
+                queue.extend(rollout.on_status(&send.device, &status, now_ms));
+            }
+        }
+    }
+    delivered
+}
+
+fn fleet(n: usize, corrupt: &[usize]) -> (Vec<Detector>, Vec<String>) {
+    let devices = (0..n).map(|i| Detector::new(corrupt.contains(&i))).collect();
+    (devices, (0..n).map(|i| format!("sd-{i:04}")).collect())
+}
+
+#[test]
+fn a_rollout_updates_every_detector_canaries_first_then_in_waves() {
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let (mut detectors, ids) = fleet(10, &[]);
+    let plan = Plan { canary_share: 0.2, wave_size: 4, ..Plan::default() };
+    let mut rollout = Rollout::new(image.clone(), &signed, ids.clone(), plan).unwrap();
+    assert_eq!(rollout.waves(), (0, 3), "2 canaries, then 4 and 4");
+    let commands = run(&mut rollout, &mut detectors, &ids);
+    assert!(rollout.is_done() && !rollout.is_paused());
+    assert_eq!(rollout.counts().get(&DeviceState::Booted), Some(&10));
+    assert_eq!(rollout.waves(), (3, 3));
+    for d in &mut detectors {
+        assert_eq!(d.active(image.len()), image, "the new image is active");
+    }
+    // Per detector: an offer, ten chunks of 384 bytes (3,500 bytes), a commit, a confirm.
+    assert_eq!(commands, 10 * 13);
+}
+
+#[test]
+fn a_corrupted_transfer_ends_on_the_old_image_and_pauses_the_rollout() {
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    // Device 1, a canary, receives corrupted chunks.
+    let (mut detectors, ids) = fleet(10, &[1]);
+    let plan = Plan { canary_share: 0.2, wave_size: 4, max_failure_share: 0.25, ..Plan::default() };
+    let mut rollout = Rollout::new(image.clone(), &signed, ids.clone(), plan).unwrap();
+    run(&mut rollout, &mut detectors, &ids);
+    assert!(rollout.is_paused(), "one canary of two failed: 50 % is over 25 %");
+    assert_eq!(rollout.waves(), (1, 3), "no wave after the canaries");
+    let progress: Vec<_> = rollout.progress().collect();
+    assert_eq!(progress[0].state, DeviceState::Booted);
+    assert_eq!(progress[1].state, DeviceState::Failed(Failure::BadDigest));
+    assert!(progress[2..].iter().all(|p| p.state == DeviceState::Waiting));
+    assert_eq!(detectors[0].active(image.len()), image);
+    assert_eq!(detectors[1].active(3_000), old_image(), "the corrupted one keeps its old image");
+    assert_eq!(detectors[2].active(3_000), old_image());
+    // An operator resumes: the other waves go, and a failure share under the threshold lets
+    // them finish.
+    rollout.resume();
+    run(&mut rollout, &mut detectors, &ids);
+    assert!(rollout.is_done() && !rollout.is_paused());
+    assert_eq!(rollout.counts().get(&DeviceState::Booted), Some(&9));
+}
+
+#[test]
+fn an_image_signed_by_another_key_fails_at_the_bootloader() {
+    let image = new_image();
+    let forged = signing::sign(&image, "6.6.6", &SigningKey::from_bytes(&[0x66; 32])).unwrap();
+    let (mut detectors, ids) = fleet(2, &[]);
+    let plan = Plan { canary_share: 0.5, wave_size: 1, ..Plan::default() };
+    let mut rollout = Rollout::new(image, &forged, ids.clone(), plan).unwrap();
+    run(&mut rollout, &mut detectors, &ids);
+    assert!(rollout.is_paused());
+    assert_eq!(rollout.progress().next().unwrap().state, DeviceState::Failed(Failure::Refused));
+    assert_eq!(detectors[0].active(3_000), old_image());
+}
+
+#[test]
+fn a_silent_device_is_asked_again_and_then_given_up() {
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let plan =
+        Plan { canary_share: 1.0, resend_after: Duration::from_secs(60), max_attempts: 2, ..Plan::default() };
+    let mut rollout = Rollout::new(image, &signed, vec!["sd-0001".into()], plan).unwrap();
+    assert_eq!(rollout.tick(0).len(), 1, "the offer");
+    assert!(rollout.tick(59_999).is_empty(), "not before resend_after");
+    let again = rollout.tick(60_000);
+    assert!(matches!(again[..], [ref s] if matches!(s.body, DownlinkBody::FwOffer(_))), "{again:?}");
+    assert_eq!(rollout.tick(120_000).len(), 1);
+    assert!(rollout.tick(180_000).is_empty());
+    assert_eq!(rollout.progress().next().unwrap().state, DeviceState::Failed(Failure::Silent));
+    assert!(rollout.is_done());
+}
