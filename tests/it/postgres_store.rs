@@ -76,35 +76,15 @@ impl Village {
         store: &str,
         rest: &str,
     ) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static + use<> {
-        let (broker_port, hook_port) = (self.broker.port(), self.hook.port());
-        let (conninfo, password_file) = (self.conninfo.clone(), self.password_file.display().to_string());
-        let (client_id, store, rest) = (client_id.to_owned(), store.to_owned(), rest.to_owned());
-        move |dir: &Path, http_port: u16| {
-            format!(
-                r#"
-data_dir = "{data}"
-http_listen = "127.0.0.1:{http_port}"
-[mqtt]
-host = "127.0.0.1"
-port = {broker_port}
-client_id = "{client_id}"
-max_backoff = "500ms"
-[alerting]
-district = "Xishan"
-routes = {{ "*" = ["hook"] }}
-[alerting.store]
-postgres = "{conninfo}"
-password_file = "{password_file}"
-{store}
-{rest}
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook_port}/hook"
-secret = "test-secret"
-"#,
-                data = dir.join("data").display(),
-            )
-        }
+        firegrid_tests::postgres::gateway_config(
+            self.broker.port(),
+            self.hook.port(),
+            &self.conninfo,
+            &self.password_file,
+            client_id,
+            store,
+            rest,
+        )
     }
 }
 

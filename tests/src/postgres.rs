@@ -312,6 +312,49 @@ impl ServerKind for PostgresKind {
     }
 }
 
+/// A `firegrid` configuration for a village whose case store is in PostgreSQL: MQTT client
+/// id `client_id` on the broker at `broker_port`, the store at `conninfo` with its password in
+/// `password_file`, every desk paged through the webhook at `hook_port`; `store` goes into
+/// `[alerting.store]`, `rest` after it. For `Firegrid::start`.
+pub fn gateway_config(
+    broker_port: u16,
+    hook_port: u16,
+    conninfo: &str,
+    password_file: &std::path::Path,
+    client_id: &str,
+    store: &str,
+    rest: &str,
+) -> impl Fn(&std::path::Path, u16) -> String + Send + Sync + 'static + use<> {
+    let (conninfo, password_file) = (conninfo.to_owned(), password_file.display().to_string());
+    let (client_id, store, rest) = (client_id.to_owned(), store.to_owned(), rest.to_owned());
+    move |dir: &std::path::Path, http_port: u16| {
+        format!(
+            r#"
+data_dir = "{data}"
+http_listen = "127.0.0.1:{http_port}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "{client_id}"
+max_backoff = "500ms"
+[alerting]
+district = "Xishan"
+routes = {{ "*" = ["hook"] }}
+[alerting.store]
+postgres = "{conninfo}"
+password_file = "{password_file}"
+{store}
+{rest}
+[notify.channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "test-secret"
+"#,
+            data = dir.join("data").display(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

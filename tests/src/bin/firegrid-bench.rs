@@ -2204,7 +2204,7 @@ handle = { after = "10m" }
 latched = false"#;
 
 /// A `takeover` gateway's configuration: MQTT client id `gw-fuhai-1` for both gateways, the
-/// case store in `database`, every desk paged through the webhook at `hook`.
+/// case store in `conninfo`, every desk paged through the webhook at `hook`.
 fn takeover_config(
     broker: u16,
     hook: u16,
@@ -2212,33 +2212,15 @@ fn takeover_config(
     password_file: &std::path::Path,
     standby: bool,
 ) -> impl Fn(&std::path::Path, u16) -> String + Send + Sync + 'static + use<> {
-    let (conninfo, password_file) = (conninfo.to_owned(), password_file.display().to_string());
-    move |dir: &std::path::Path, http_port: u16| {
-        format!(
-            r#"
-data_dir = "{data}"
-http_listen = "127.0.0.1:{http_port}"
-[mqtt]
-host = "127.0.0.1"
-port = {broker}
-client_id = "gw-fuhai-1"
-max_backoff = "500ms"
-[alerting]
-district = "Xishan"
-routes = {{ "*" = ["hook"] }}
-[alerting.store]
-postgres = "{conninfo}"
-password_file = "{password_file}"
-standby = {standby}
-{TAKEOVER_ENGINE}
-[notify.channels.hook]
-kind = "webhook"
-url = "http://127.0.0.1:{hook}/hook"
-secret = "bench-secret"
-"#,
-            data = dir.join("data").display(),
-        )
-    }
+    firegrid_tests::postgres::gateway_config(
+        broker,
+        hook,
+        conninfo,
+        password_file,
+        "gw-fuhai-1",
+        &format!("standby = {standby}"),
+        TAKEOVER_ENGINE,
+    )
 }
 
 /// Waits for the first page at the street desk that arrived after `since`; its arrival.
