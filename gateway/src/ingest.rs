@@ -39,7 +39,7 @@ use crate::admission::{Admission, AdmissionConfig, Verdict};
 use crate::durability::Store;
 use crate::keys::{Auth, CommandCounter, KeyStore};
 use crate::metrics::Metrics;
-use crate::series::schema::{Placement, uplink_point};
+use crate::series::schema::{Placement, placement_tags, unplaced_uplink_point};
 use crate::spool::held::{Held, HeldRecord, OwedAck};
 use crate::spool::{Appended, Durability, Spool, SpoolError};
 
@@ -151,7 +151,9 @@ pub struct Ingest {
     /// What the spool could not take (locked after `spool`, never alone while writing).
     held: Mutex<Held>,
     wake_destinations: Arc<Notify>,
-    directory: RwLock<Arc<dyn Directory>>,
+    /// The directory and its generation, which starts with each [`Ingest::set_directory`]
+    /// (the head cache's placed heads are made for one generation).
+    directory: RwLock<(Arc<dyn Directory>, u64)>,
     admission: Mutex<Admission>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -231,7 +233,7 @@ impl Ingest {
             spool,
             held: Mutex::new(Held::default()),
             wake_destinations,
-            directory: RwLock::new(Arc::new(NoDirectory)),
+            directory: RwLock::new((Arc::new(NoDirectory), 0)),
             admission: Mutex::new(admission),
             limits,
             metrics,
@@ -349,12 +351,13 @@ impl Ingest {
     /// Replaces the directory (a registry reload). Batches in progress finish with the old
     /// one.
     pub fn set_directory(&self, directory: Arc<dyn Directory>) {
-        *self.directory.write().unwrap() = directory;
+        let mut current = self.directory.write().unwrap();
+        *current = (directory, current.1 + 1);
     }
 
     /// The current directory.
     pub fn directory(&self) -> Arc<dyn Directory> {
-        self.directory.read().unwrap().clone()
+        self.directory.read().unwrap().0.clone()
     }
 
     /// Stores a point the gateway produced itself for `device` (a Modbus reading, a
@@ -379,7 +382,7 @@ impl Ingest {
         now_ms: u64,
         build: impl FnOnce(&Placement<'_>, i64) -> crate::series::Point,
     ) -> crate::series::Point {
-        let directory = self.directory.read().unwrap().clone();
+        let directory = self.directory();
         let place = directory
             .placement(device)
             .unwrap_or(Placement { device_kind: "unregistered", ..Placement::default() });
@@ -503,7 +506,7 @@ impl Ingest {
     /// Processes a batch of `(topic, payload)` received at `now_ms`. On `Err` nothing of the
     /// batch may be acknowledged: the spool could not store it.
     pub fn process(&self, batch: &[(&str, &[u8])], now_ms: u64) -> Result<Processed, SpoolError> {
-        let directory = self.directory.read().unwrap().clone();
+        let (directory, generation) = self.directory.read().unwrap().clone();
         let keys = self.keys.read().unwrap().clone();
         let mut out = Processed {
             outcomes: Vec::with_capacity(batch.len()),
@@ -515,6 +518,7 @@ impl Ingest {
         let mut spool = self.spool.lock().unwrap();
         let mut held = self.held.lock().unwrap();
         let mut heads = self.heads.lock().unwrap();
+        heads.keep_generation(generation);
         self.store_held(&mut spool, &mut held, now_ms);
         for owed in held.take_released() {
             match self.owed_ack(&keys, &owed) {
@@ -645,14 +649,14 @@ impl Ingest {
             // that invented ids cannot create a database series per message.
             let unlisted = !registered && !self.note_unknown(&accepted.topic, now_ms);
             line.clear();
-            let point = if unlisted {
-                let mut shared = msg.clone();
-                shared.dev = DeviceId::new(UNLISTED).expect("a valid id");
-                uplink_point(&shared, &place, self.stamp(now_ms))
-            } else {
-                uplink_point(msg, &place, self.stamp(now_ms))
-            };
-            if let Err(error) = point.encode_cached(&mut heads, &mut line) {
+            // The head is keyed by the topic's village and the device: within this directory's
+            // generation they decide the placement tags (`placement` above).
+            let device = if unlisted { UNLISTED } else { msg.dev.as_str() };
+            let point = unplaced_uplink_point(msg, self.stamp(now_ms));
+            let source = [accepted.topic.village.as_str(), device];
+            if let Err(error) =
+                point.encode_placed(&mut heads, &source, || placement_tags(&place, device), &mut line)
+            {
                 // Cannot happen for validated messages and registry tags; counted if it does.
                 self.metrics.rejected("unencodable", topic, &error);
                 out.outcomes.push(Outcome::Dropped);
@@ -733,10 +737,15 @@ impl Ingest {
         if let Some(durability) = durability {
             match spool.commit(durability) {
                 Ok(()) => {
-                    let kinds = appended.iter().map(|(_, _, kind)| kind);
-                    kinds.chain(appended_telemetry.iter().map(|(_, kind)| kind)).for_each(|kind| {
-                        self.metrics.accepted(kind);
-                    });
+                    let kinds = appended.iter().map(|(_, _, kind)| *kind);
+                    let mut counted: Vec<(&'static str, u64)> = Vec::new();
+                    for kind in kinds.chain(appended_telemetry.iter().map(|(_, kind)| *kind)) {
+                        match counted.iter_mut().find(|(k, _)| *k == kind) {
+                            Some((_, n)) => *n += 1,
+                            None => counted.push((kind, 1)),
+                        }
+                    }
+                    counted.into_iter().for_each(|(kind, n)| self.metrics.accepted_n(kind, n));
                     unmade.into_iter().for_each(|owed| held.owe(owed));
                     self.stored(&held);
                     drop((spool, held));

@@ -433,8 +433,14 @@ impl Metrics {
 
     /// A message was accepted and stored.
     pub fn accepted(&self, kind: &'static str) {
-        self.accepted.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
-        *self.counts.lock().unwrap().accepted.entry(kind).or_default() += 1;
+        self.accepted_n(kind, 1);
+    }
+
+    /// `n` messages of `kind` accepted (a batch's, counted at once: the label lookup and the
+    /// lock are per batch, not per message).
+    pub fn accepted_n(&self, kind: &'static str, n: u64) {
+        self.accepted.get_or_create(&KindLabel { kind: kind.to_owned() }).inc_by(n);
+        *self.counts.lock().unwrap().accepted.entry(kind).or_default() += n;
     }
 
     /// A message accepted although its device clock is off by `skew`: counted by direction,

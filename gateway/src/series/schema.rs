@@ -7,6 +7,8 @@
 //! tags too, because panels group by them. Nothing unbounded (sequence numbers, free text,
 //! snapshot references) is ever a tag.
 
+use std::borrow::Cow;
+
 use firegrid_protocol::{AckResult, ChannelStatus, DetectorState, Uplink, UplinkBody};
 
 use super::{Field, Point};
@@ -164,15 +166,25 @@ pub fn communication_loss_point(
 }
 
 /// Adds the placement and device tags every point carries.
-fn placed(point: Point, place: &Placement<'_>, device: &str) -> Point {
+fn placed(mut point: Point, place: &Placement<'_>, device: &str) -> Point {
+    point.tags.extend(placement_tags(place, device));
     point
-        .tag("village", place.village)
-        .tag("street", place.street)
-        .tag("community", place.community)
-        .tag("grid", place.grid)
-        .tag("building", place.building)
-        .tag("device", device)
-        .tag("device_kind", place.device_kind)
+}
+
+/// The tags of where `device` sits, as every point from it carries them.
+pub fn placement_tags(place: &Placement<'_>, device: &str) -> Vec<(Cow<'static, str>, String)> {
+    [
+        ("village", place.village),
+        ("street", place.street),
+        ("community", place.community),
+        ("grid", place.grid),
+        ("building", place.building),
+        ("device", device),
+        ("device_kind", place.device_kind),
+    ]
+    .into_iter()
+    .map(|(k, v)| (Cow::Borrowed(k), v.to_owned()))
+    .collect()
 }
 
 /// The point for a Modbus poll: the same `water` measurement MQTT water sensors write, plus
@@ -242,19 +254,30 @@ fn wire_name<T: serde::Serialize>(value: &T) -> String {
 
 /// Widens a device's `f32` through its shortest decimal form, so 0.21 is stored as 0.21 and
 /// not as 0.20999999284744263, the exact value of the nearest `f32`.
+/// `ryu` writes the shortest digits that read back to `v`, as `f32`'s `Display` does (the
+/// test below holds it to that), without `core::fmt` and an allocation per reading.
 fn wide(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::from(v))
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    ryu::Buffer::new().format_finite(v).parse().unwrap_or(f64::from(v))
 }
 
 /// The point for one accepted uplink, stamped with the acceptance time `ts_ns`.
 pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
+    placed(unplaced_uplink_point(msg, ts_ns), place, msg.dev.as_str())
+}
+
+/// [`uplink_point`] without the tags of where the device sits ([`placement_tags`] gives
+/// them), for [`Point::encode_placed`].
+pub fn unplaced_uplink_point(msg: &Uplink, ts_ns: i64) -> Point {
     let (name, point) = match &msg.body {
         UplinkBody::Heartbeat(hb) => {
             let mut p = Point::new(measurement::HEARTBEAT, ts_ns)
                 .field("signal_dbm", Field::I64(hb.signal_dbm.into()))
                 .field("temperature_c", Field::F64(wide(hb.temperature_c)))
                 .field("uptime_s", Field::I64(hb.uptime_s.into()))
-                .field("firmware", Field::Str(hb.firmware.to_string()));
+                .field("firmware", Field::Str(hb.firmware.as_str().to_owned()));
             if let Some(mv) = hb.battery_mv {
                 p = p.field("battery_mv", Field::I64(mv.into()));
             }
@@ -286,7 +309,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
                 .field("active", Field::I64(e.active.into()))
                 .field("confidence_pct", Field::I64(e.confidence_pct.into()));
             if let Some(s) = &e.snapshot {
-                p = p.field("snapshot", Field::Str(s.to_string()));
+                p = p.field("snapshot", Field::Str(s.as_str().to_owned()));
             }
             ("camera_event", p)
         }
@@ -323,7 +346,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
         UplinkBody::FwStatus(f) => {
             let mut p = Point::new(measurement::FIRMWARE_UPDATE, ts_ns)
                 .tag("state", f.state.as_str())
-                .field("version", Field::Str(f.version.to_string()))
+                .field("version", Field::Str(f.version.as_str().to_owned()))
                 .field("offset", Field::I64(f.offset.into()));
             if let Some(e) = f.error {
                 p = p.field("error", Field::Str(e.as_str().to_owned()));
@@ -339,7 +362,7 @@ pub fn uplink_point(msg: &Uplink, place: &Placement<'_>, ts_ns: i64) -> Point {
         ),
     };
     debug_assert_eq!(name, msg.kind().as_str());
-    let mut point = placed(point, place, msg.dev.as_str())
+    let mut point = point
         .field("boot", Field::I64(msg.boot.into()))
         .field("signed", Field::I64(msg.is_signed().into()))
         .field("seq", Field::I64(msg.seq.into()));
@@ -399,6 +422,30 @@ mod tests {
         let tags =
             point.tags.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| ("tag".to_owned(), k.to_string()));
         tags.chain(point.fields.iter().map(|(k, _)| ("field".to_owned(), k.to_string()))).collect()
+    }
+
+    /// `wide` keeps what `f32`'s `Display` gave, which it replaced: the shortest decimal that
+    /// reads back to the same `f32` (where two are equally short and equally near, as for
+    /// 473.453125, `ryu` and `Display` may round the tie differently; both read back to the
+    /// reading). Over a spread of every 4,099th bit pattern of `f32` (about a million values,
+    /// every exponent and sign), plus readings as devices send them.
+    #[test]
+    fn widening_keeps_the_shortest_decimal_that_reads_back_to_the_reading() {
+        let digits = |e: String| e.split('e').next().unwrap().replace(['-', '.'], "").len();
+        let readings = [0.21f32, 0.1, 0.05, 21.5, -12.25, 0.3, 1e-7, 3.4e38, f32::MIN_POSITIVE, 0.0, -0.0];
+        let spread = (0..=u32::MAX).step_by(4_099).map(f32::from_bits).filter(|v| v.is_finite());
+        let mut checked = 0;
+        for v in readings.into_iter().chain(spread) {
+            let w = wide(v);
+            assert_eq!((w as f32).to_bits(), v.to_bits(), "{v:e} widened to {w:e} reads back otherwise");
+            assert_eq!(digits(format!("{w:e}")), digits(format!("{v:e}")), "{v:e} widened to {w:e}");
+            checked += 1;
+        }
+        assert!(checked > 1_000_000, "{checked} values checked");
+        assert_eq!(wide(0.21), 0.21);
+        assert_eq!(wide(-12.25), -12.25);
+        assert!(wide(f32::NAN).is_nan());
+        assert_eq!(wide(f32::INFINITY), f64::INFINITY);
     }
 
     #[test]

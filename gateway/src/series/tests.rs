@@ -167,4 +167,29 @@ proptest! {
         }
         prop_assert!(!cache.is_empty() || points.iter().all(|p| p.encode(&mut Vec::new()).is_err()));
     }
+
+    /// A placed head changes nothing either: each point with its source's placement tags
+    /// encodes as `encode` writes the whole point, whether its head is new or cached for the
+    /// source; a new generation forgets the heads, so a source placed anew gets its new tags.
+    #[test]
+    fn the_placed_head_encodes_byte_for_byte_as_encode(
+        points in proptest::collection::vec((point(), 0..3usize), 1..8),
+        places in proptest::collection::vec(proptest::collection::btree_map(text(), text(), 0..4), 6),
+    ) {
+        let mut cache = HeadCache::default();
+        for (generation, places) in places.chunks(3).enumerate() {
+            cache.keep_generation(generation as u64 + 1);
+            for (point, source) in points.iter().chain(&points) {
+                let tags: Vec<(Cow<'static, str>, String)> =
+                    places[*source].iter().map(|(k, v)| (k.clone().into(), v.clone())).collect();
+                let mut full = point.clone();
+                full.tags.extend(tags.iter().cloned());
+                let (mut plain, mut placed) = (b"previous\n".to_vec(), b"previous\n".to_vec());
+                let expected = full.encode(&mut plain);
+                let name = format!("source-{source}");
+                prop_assert_eq!(point.encode_placed(&mut cache, &[&name], || tags.clone(), &mut placed), expected);
+                prop_assert_eq!(&placed, &plain);
+            }
+        }
+    }
 }
