@@ -212,8 +212,8 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout() {
-    let v = village(4).await;
+async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout_across_a_restart() {
+    let mut v = village(4).await;
     let config = v.config.to_str().unwrap();
     // sd-0 is the canary, and its horn fails the new image's self-test.
     let members: Vec<Member> = v
@@ -235,6 +235,8 @@ async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout() {
         "3",
         "--max-failure-share",
         "0.1",
+        "--resend-after",
+        "2s",
     ]);
     assert!(ok, "{said}");
     wait(&v, "the canary failed and the rollout paused", |v| {
@@ -249,6 +251,18 @@ async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout() {
         status.contains(": paused, wave 1 of 2") && status.contains("sd-0 failed_rolled_back"),
         "{status}"
     );
+
+    // A gateway restart keeps the failure and the pause (the progress file), and offers
+    // nothing to anyone.
+    let offers = r#"firegrid_firmware_commands_total{kind="fw_offer"}"#;
+    assert_eq!(v.gateway.metric(offers).unwrap(), Some(1.0), "only the canary was offered the image");
+    v.gateway.restart().unwrap();
+    wait(&v, "the restarted gateway took the rollout back, paused", |v| {
+        v.gateway.metric("firegrid_firmware_rollout_paused").unwrap() == Some(1.0)
+    })
+    .await;
+    assert_eq!((state(&v, "failed_rolled_back"), state(&v, "waiting")), (1.0, 3.0));
+    assert_eq!(v.gateway.metric(offers).unwrap(), None, "no offer since the restart");
 
     // The operator resumes: the next wave goes, and finishes.
     let (ok, said) = firmware(&["resume", "--config", config]);
