@@ -249,6 +249,17 @@ fn write_progress(d: &Driver, a: &Active) {
         d.metrics.firmware_devices.get_or_create(&StateLabel { state: state.as_str().into() }).set(n as i64);
     }
     d.metrics.firmware_paused.set(i64::from(progress.paused));
+    // Telemetry class: the next write supersedes it, and the devices' own `fw_status` points
+    // carry the per-device detail.
+    let point = d
+        .ingest
+        .scope_point(progress.updated_ms, |ts| crate::series::schema::firmware_rollout_point(&progress, ts));
+    if let Err(error) =
+        d.ingest.store_points(&[point], firegrid_protocol::Class::Telemetry, progress.updated_ms)
+        && let Some(suppressed) = d.metrics.may_log("firmware_rollout_point")
+    {
+        tracing::warn!(%error, suppressed, "Cannot store the firmware rollout's progress point.");
+    }
     if let Err(error) = progress.save(&d.dir)
         && let Some(suppressed) = d.metrics.may_log("firmware_progress")
     {
