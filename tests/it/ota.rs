@@ -276,3 +276,36 @@ async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout_acro
         assert_eq!(o.active, new_image(), "{} runs the new image", o.device);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_rollout_finishes_it_after_its_restart() {
+    let mut v = village(4).await;
+    let members: Vec<Member> = v.keys.iter().map(|(id, key)| Member::new(id, key.clone())).collect();
+    let fleet = Fleet::start(VILLAGE, members, v.broker.port(), Login::PerDevice, new_image().len());
+    announced(&v, 4).await;
+    let args = ["--all", "--canary-share", "0.25", "--wave-size", "3", "--resend-after", "2s"];
+    let (ok, said) = firmware(
+        &[&["publish", v.image.to_str().unwrap(), "--config", v.config.to_str().unwrap()], &args[..]]
+            .concat(),
+    );
+    assert!(ok, "{said}");
+    // Killed once the canary's transfer is under way (wherever the rollout is by then: its
+    // progress file is up to a second old, and the devices' flash says the rest).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.commands() < 5 {
+        assert!(Instant::now() < deadline, "the rollout did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    v.gateway.kill().unwrap();
+    v.gateway.restart().unwrap();
+    wait(&v, "every detector booted after the restart", |v| state(v, "booted") == 4.0).await;
+    // The restarted gateway offered the image to the canary again (its transfer resumed at
+    // the offset its flash held) and to the three others: four offers at least (more if a
+    // status was lost across the restart and an offer went out again).
+    let offers = v.gateway.metric(r#"firegrid_firmware_commands_total{kind="fw_offer"}"#).unwrap();
+    assert!(offers.unwrap_or(0.0) >= 4.0, "{offers:?}");
+    for o in fleet.stop() {
+        assert_eq!(o.active, new_image(), "{} runs the new image", o.device);
+        assert_eq!(o.boot, 2, "{} restarted once, for the swap", o.device);
+    }
+}

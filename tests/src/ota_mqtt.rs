@@ -57,7 +57,7 @@ pub struct Outcome {
     pub boot: u16,
     /// The first bytes of its active slot (as long as the new image).
     pub active: Vec<u8>,
-    /// Commands it received.
+    /// Downlinks it received (firmware commands and `down/ack`s).
     pub commands: u32,
     /// Whether it lost power mid-transfer.
     pub power_cut: bool,
@@ -97,7 +97,7 @@ impl Fleet {
         Fleet { stop, thread: Some(thread), commands }
     }
 
-    /// Commands received so far, by all detectors.
+    /// Downlinks received so far by all detectors (firmware commands and `down/ack`s).
     pub fn commands(&self) -> u64 {
         *self.commands.lock().unwrap()
     }
