@@ -35,6 +35,8 @@ struct Village {
     keys: Vec<(String, DeviceKey)>,
     /// The new image, signed by the vendor.
     image: PathBuf,
+    /// The street desk's officer token (a duty officer).
+    desk_token: String,
 }
 
 fn registry(dir: &Path, n: usize) -> PathBuf {
@@ -83,7 +85,7 @@ async fn village(n: usize) -> Village {
         std::fs::read_to_string(broker_dir.join("gateway.password")).unwrap().trim().to_owned();
     let broker = Mosquitto::start_secured(&broker_dir.join("passwd"), &broker_dir.join("acl")).unwrap();
     let officers = dir.path().join("officers.toml");
-    write_street_desk(&officers, "Fuhai");
+    let desk_token = write_street_desk(&officers, "Fuhai");
     let vendor_public: String =
         vendor().verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let (port, hook_port) = (broker.port(), hook.port());
@@ -114,7 +116,7 @@ vendor_public_key = "{vendor_public}"
     let image = dir.path().join("detector-1.5.0.bin");
     std::fs::write(&image, new_image()).unwrap();
     signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
-    Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image }
+    Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image, desk_token }
 }
 
 /// Runs `firegrid firmware <args>`: (success, stdout and stderr).
@@ -207,6 +209,15 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
     let (_, status) = firmware(&["status", "--config", config]);
     assert!(status.contains(": done, wave 3 of 3") && status.contains("booted: 4"), "{status}");
     assert_eq!(v.gateway.metric("firegrid_firmware_rollout_paused").unwrap(), Some(0.0));
+    // Every device's state in the officer API (not in /metrics: one series per device).
+    let api = firegrid_tests::officers::OfficerApi::new(v.gateway.http_port());
+    let rollout = api.get(&v.desk_token, "/api/v1/firmware/rollout").await;
+    let states: Vec<&str> =
+        rollout["devices"].as_array().unwrap().iter().map(|d| d["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["booted"; 4], "{rollout}");
+    assert_eq!(api.call(reqwest::Method::GET, "/api/v1/firmware/rollout", None, None).await.0, 401);
+    let spec = api.call(reqwest::Method::GET, "/api/v1/openapi.json", None, None).await.1;
+    assert!(spec["paths"]["/api/v1/firmware/rollout"]["get"].is_object(), "described in the OpenAPI spec");
     let chunks = v.gateway.metric(r#"firegrid_firmware_commands_total{kind="fw_chunk"}"#).unwrap().unwrap();
     assert!(chunks >= 40.0, "ten chunks per detector at least: {chunks}");
 }
