@@ -180,7 +180,7 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
     let unsigned = v.image.with_file_name("unsigned.bin");
     std::fs::write(&unsigned, new_image()).unwrap();
     let (ok, said) = firmware(&["publish", unsigned.to_str().unwrap(), "--config", config, "--all"]);
-    assert!(!ok && said.contains("unsigned.bin.fwsig.json"), "{said}");
+    assert!(!ok && said.contains("is not signed") && said.contains("unsigned.bin.fwsig.json"), "{said}");
     let (_, status) = firmware(&["status", "--config", config]);
     assert!(status.contains("no rollout has been published"), "{status}");
 

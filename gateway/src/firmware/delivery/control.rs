@@ -280,6 +280,14 @@ pub fn publish(
     now_ms: u64,
 ) -> Result<Request, ControlError> {
     let bytes = fs::read(req.image).map_err(io_error(req.image))?;
+    let sig = crate::firmware::signing::signed_path(req.image);
+    if !sig.exists() {
+        return Err(ControlError::Refused(format!(
+            "{} is not signed: no {} beside it (sign it with `firegrid firmware sign`)",
+            req.image.display(),
+            sig.display()
+        )));
+    }
     let signed = SignedImage::load(req.image, &bytes, Some(vendor))?;
     if req.devices.is_empty() {
         return Err(ControlError::Refused("no devices to roll out to".into()));

@@ -23,7 +23,7 @@ fn publish_refuses_unsigned_foreign_and_mismatched_images() {
     let image = dir.path().join("fw.bin");
     std::fs::write(&image, new_image()).unwrap();
     let unsigned = publish(dir.path(), &image, false).unwrap_err().to_string();
-    assert!(unsigned.contains("fw.bin.fwsig.json"), "{unsigned}");
+    assert!(unsigned.contains("is not signed") && unsigned.contains("fw.bin.fwsig.json"), "{unsigned}");
     signing::sign(&new_image(), "1.5.0", &SigningKey::from_bytes(&[9; 32])).unwrap().save(&image).unwrap();
     let foreign = publish(dir.path(), &image, false).unwrap_err().to_string();
     assert!(foreign.contains("does not verify under the vendor key"), "{foreign}");
