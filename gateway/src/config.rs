@@ -78,6 +78,20 @@ pub struct Config {
     /// The officers' console (`[console]`): a basemap under the village map.
     #[serde(default)]
     pub console: firegrid_officers::console::ConsoleConfig,
+    /// Over-the-air firmware (`[firmware]`): the vendor key images must be signed with.
+    #[serde(default)]
+    pub firmware: FirmwareConfig,
+}
+
+/// Over-the-air firmware updates (`firegrid firmware publish`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareConfig {
+    /// The vendor's Ed25519 public key, 64 hexadecimal digits (printed by `firegrid firmware
+    /// keygen`, the key the detectors' bootloader is built with). Images are rolled out only
+    /// when their signature verifies under it. Absent: no rollout starts.
+    #[serde(default)]
+    pub vendor_public_key: Option<String>,
 }
 
 /// The embedded MQTT broker.
@@ -346,6 +360,12 @@ impl Config {
         let mut problem = |origin: &str, message: String| {
             out.push(ConfigError::Invalid { origin: origin.to_owned(), message });
         };
+        if let Err(e) =
+            crate::firmware::delivery::control::vendor_key(self.firmware.vendor_public_key.as_deref())
+            && self.firmware.vendor_public_key.is_some()
+        {
+            problem("[firmware] vendor_public_key", e.to_string());
+        }
         let mut names: Vec<&str> = self.influx.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

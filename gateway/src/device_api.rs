@@ -37,6 +37,8 @@ pub struct DeviceApiState {
     pub placing: Arc<tokio::sync::Mutex<()>>,
     /// Ingest, for device administration (resetting a replay window).
     pub ingest: Arc<crate::ingest::Ingest>,
+    /// The current firmware rollout's progress.
+    pub firmware: Arc<crate::firmware::delivery::driver::Board>,
 }
 
 /// The device routes, to be merged into the gateway's router with the case routes.
@@ -45,6 +47,7 @@ pub fn router(state: DeviceApiState) -> axum::Router {
         .route("/api/v1/cases/{id}/place", post(place))
         .route("/api/v1/buildings", get(buildings))
         .route("/api/v1/devices/{id}/reset-window", post(reset_window))
+        .route("/api/v1/firmware/rollout", get(firmware_rollout))
         .with_state(state)
 }
 
@@ -142,6 +145,28 @@ async fn reset_window(
         ));
     }
     Ok(Json(json!({ "device": id, "reset": true, "was_known": known })))
+}
+
+/// `GET /api/v1/firmware/rollout`: the current firmware rollout, every device's state and
+/// offset with it (the per-device view `/metrics` leaves out: one series per device would be
+/// thousands). Duty officers and commanders only; 404 without a rollout.
+async fn firmware_rollout(
+    State(state): State<DeviceApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let entry = officer_entry(&state.api, &headers)?;
+    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
+        state.api.metrics.refused("role");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role",
+            "only duty officers and commanders may follow a firmware rollout",
+        ));
+    }
+    let Some(progress) = state.firmware.progress() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no firmware rollout is running"));
+    };
+    Ok(Json(serde_json::to_value(progress).expect("progress serializes")))
 }
 
 /// `GET /api/v1/buildings`: every registered building in the officer's scope, with its

@@ -342,7 +342,8 @@ impl Ingest {
             }
             None => cmd.v = 1,
         }
-        let mut buf = [0u8; 256];
+        // Room for the largest command, a firmware chunk in JSON (`MAX_CHUNK` as hex).
+        let mut buf = [0u8; firegrid_protocol::MAX_PAYLOAD];
         let payload = cmd.encode(encoding, &mut buf).ok()?.to_vec();
         let topic = Topic::downlink(village.clone(), device.clone(), kind).to_buf().to_string();
         Some((topic, payload))

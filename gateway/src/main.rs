@@ -126,6 +126,57 @@ enum FirmwareCommand {
         #[arg(long)]
         version: String,
     },
+    /// Roll a signed image out to detectors through a running gateway: canaries first, then
+    /// waves, pausing itself when too many fail. Checks the signature under the configured
+    /// `[firmware] vendor_public_key` and writes the rollout into the gateway's data
+    /// directory, which the gateway reloads within a second (as it does the key store).
+    Publish {
+        /// The image; its IMAGE.fwsig.json (from `firegrid firmware sign`) beside it.
+        image: PathBuf,
+        /// The gateway's configuration file (its data directory, registry and vendor key).
+        #[arg(long, short, env = "FIREGRID_CONFIG")]
+        config: PathBuf,
+        /// These devices, in this order (the first ones are the canaries); comma-separated
+        /// or repeated. Each must be a smoke detector of the registry.
+        #[arg(long, value_delimiter = ',', required_unless_present = "all", conflicts_with = "all")]
+        devices: Vec<String>,
+        /// Every smoke detector of the registry, in file order.
+        #[arg(long)]
+        all: bool,
+        /// Share of the devices in the first wave, 0 to 1 (at least one device).
+        #[arg(long, default_value_t = 0.05)]
+        canary_share: f64,
+        /// Devices per wave after the canaries.
+        #[arg(long, default_value_t = 500)]
+        wave_size: usize,
+        /// Failed share of the settled devices above which the rollout pauses itself.
+        #[arg(long, default_value_t = 0.10)]
+        max_failure_share: f64,
+        /// How long to wait for a device's answer before sending the last command again.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        resend_after: std::time::Duration,
+        /// Replace a rollout that has not finished.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Where the current rollout stands: counts by state, and the devices not booted yet.
+    Status {
+        /// The gateway's configuration file.
+        #[arg(long, short, env = "FIREGRID_CONFIG")]
+        config: PathBuf,
+    },
+    /// Pause the current rollout: no new wave starts; devices already updating finish.
+    Pause {
+        /// The gateway's configuration file.
+        #[arg(long, short, env = "FIREGRID_CONFIG")]
+        config: PathBuf,
+    },
+    /// Resume the current rollout, paused by the operator or by itself.
+    Resume {
+        /// The gateway's configuration file.
+        #[arg(long, short, env = "FIREGRID_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// `firegrid broker` subcommands.
@@ -488,6 +539,91 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("{} signed as {version} ({} bytes): {}", image.display(), signed.size, path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Firmware(FirmwareCommand::Publish {
+            image,
+            config,
+            devices,
+            all,
+            canary_share,
+            wave_size,
+            max_failure_share,
+            resend_after,
+            replace,
+        }) => {
+            use firegrid_gateway::firmware::delivery::control;
+            use firegrid_gateway::firmware::rollout::Plan;
+            let cfg = Config::load(Some(&config), std::env::vars())?;
+            let vendor = control::vendor_key(cfg.firmware.vendor_public_key.as_deref())?;
+            let csv =
+                cfg.registry.csv.as_ref().context("the configuration names no registry ([registry] csv)")?;
+            let registry = firegrid_gateway::registry::Registry::load(csv)?;
+            let detector = |d: &firegrid_gateway::registry::Device| {
+                d.kind == firegrid_gateway::registry::DeviceKind::SmokeDetector
+            };
+            let targets = if all {
+                registry.devices().iter().filter(|d| detector(d)).map(|d| (**d).clone()).collect::<Vec<_>>()
+            } else {
+                let mut out = Vec::new();
+                for id in &devices {
+                    let dev = firegrid_protocol::DeviceId::new(id.trim())
+                        .map_err(|e| anyhow::anyhow!("device {id:?}: {e}"))?;
+                    let found = registry.get(&dev).filter(|d| detector(d));
+                    out.push(
+                        (**found.with_context(|| format!("{id} is not a smoke detector of the registry"))?)
+                            .clone(),
+                    );
+                }
+                out
+            };
+            let targets = targets
+                .into_iter()
+                .map(|d| control::Target {
+                    village: d.building.village.to_string(),
+                    device: d.id.to_string(),
+                })
+                .collect();
+            let plan = Plan { canary_share, wave_size, max_failure_share, resend_after, ..Plan::default() };
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+            let req = control::Publish { image: &image, devices: targets, plan, replace };
+            let request = control::publish(&cfg.data_dir, &vendor, req, now_ms)?;
+            println!(
+                "Rollout {} of {} ({} bytes) to {} device(s) written to {}; the gateway starts it within seconds.",
+                request.id,
+                request.signed.version,
+                request.signed.size,
+                request.devices.len(),
+                control::dir(&cfg.data_dir).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Firmware(FirmwareCommand::Status { config }) => {
+            use firegrid_gateway::firmware::delivery::control;
+            let cfg = Config::load(Some(&config), std::env::vars())?;
+            let dir = control::dir(&cfg.data_dir);
+            let request = control::Request::load(&dir)?.context("no rollout has been published")?;
+            let Some(progress) = control::Progress::load(&dir)?.filter(|p| p.id == request.id) else {
+                println!("Rollout {}: published, not started by the gateway yet.", request.id);
+                return Ok(ExitCode::SUCCESS);
+            };
+            let state = match (progress.done, progress.paused) {
+                (true, _) => "done",
+                (false, true) => "paused",
+                (false, false) => "running",
+            };
+            println!(
+                "Rollout {} of {}: {state}, wave {} of {}.",
+                progress.id, progress.version, progress.waves.0, progress.waves.1
+            );
+            for (state, n) in &progress.counts {
+                println!("  {state}: {n}");
+            }
+            for d in progress.devices.iter().filter(|d| d.state != "booted" && d.state != "waiting") {
+                println!("  {} {} ({} bytes)", d.device, d.state, d.offset);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Firmware(FirmwareCommand::Pause { config }) => pause_rollout(&config, true),
+        Command::Firmware(FirmwareCommand::Resume { config }) => pause_rollout(&config, false),
         Command::OfficerToken => {
             let (token, hash) = firegrid_officers::new_token();
             println!("token (give to the officer, shown once): {token}");
@@ -586,6 +722,18 @@ async fn stop_signal() {
 }
 
 /// Lowercase hex of `bytes`.
+/// `firegrid firmware pause` (`true`) and `resume`.
+fn pause_rollout(config: &std::path::Path, pause: bool) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(Some(config), std::env::vars())?;
+    let request = firegrid_gateway::firmware::delivery::control::set_paused(&cfg.data_dir, pause)?;
+    println!(
+        "Rollout {} {}; the gateway acts on it within seconds.",
+        request.id,
+        if pause { "paused" } else { "resumed" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

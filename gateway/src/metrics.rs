@@ -27,6 +27,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label set with one `state` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state.
+    pub state: String,
+}
+
 /// Label set with one `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -160,6 +167,18 @@ pub struct Metrics {
     pub store_unwritable: Family<StoreLabel, Gauge>,
     /// Records a store holds in memory because it cannot write them.
     pub store_held: Family<StoreLabel, Gauge>,
+    /// Devices of the current firmware rollout, by state (`waiting`, `transferring`,
+    /// `booted`, `failed_rolled_back`, ...). By state, not by device: a street's rollout is
+    /// thousands of devices, each a series for as long as Prometheus keeps them; the
+    /// per-device state is in `GET /api/v1/firmware/rollout` and the progress file, and each
+    /// device's own `fw_status` in InfluxDB (`firmware_update`).
+    pub firmware_devices: Family<StateLabel, Gauge>,
+    /// 1 while the current firmware rollout is paused (by itself or by the operator).
+    pub firmware_paused: Gauge,
+    /// Firmware commands published, by kind (`fw_offer`, `fw_chunk`, ...).
+    pub firmware_commands: Family<KindLabel, Counter>,
+    /// Firmware rollout requests the gateway refused, by reason (`signature`, `invalid`, ...).
+    pub firmware_refused: Family<ReasonLabel, Counter>,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
     /// The same counts as `accepted` and `rejected`, readable for the gateway's own
     /// time series (prometheus-client families cannot be iterated).
@@ -225,6 +244,10 @@ impl Metrics {
             stores: Default::default(),
             store_unwritable: Family::default(),
             store_held: Family::default(),
+            firmware_devices: Family::default(),
+            firmware_paused: Gauge::default(),
+            firmware_commands: Family::default(),
+            firmware_refused: Family::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             registry: Registry::default(),
@@ -256,6 +279,26 @@ impl Metrics {
             m.broker_refused.clone(),
         );
         registry.register("open_cases", "Open alarm cases", m.open_cases.clone());
+        registry.register(
+            "firmware_devices",
+            "Devices of the current firmware rollout, by state",
+            m.firmware_devices.clone(),
+        );
+        registry.register(
+            "firmware_rollout_paused",
+            "1 while the current firmware rollout is paused",
+            m.firmware_paused.clone(),
+        );
+        registry.register(
+            "firmware_commands",
+            "Firmware commands published to devices, by kind",
+            m.firmware_commands.clone(),
+        );
+        registry.register(
+            "firmware_requests_refused",
+            "Firmware rollout requests refused, by reason",
+            m.firmware_refused.clone(),
+        );
         registry.register(
             "store_unwritable",
             "1 while a store (spool, cases, outbox) cannot write to its disk",

@@ -249,6 +249,8 @@ pub struct Gateway {
     http_stop: CancellationToken,
     fleet: JoinHandle<()>,
     fleet_stop: CancellationToken,
+    /// The firmware delivery task and its command session.
+    firmware: [JoinHandle<()>; 2],
     health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
     alarm: Option<crate::alarm::AlarmLoop>,
@@ -426,7 +428,28 @@ impl Gateway {
             }
             None => tokio::spawn(forward(accepted_rx, handoff)),
         };
-        let handoff = accepted_tx;
+        // Firmware rollouts: `fw_status` uplinks are tapped off the accepted stream on its way
+        // to liveness and the alarm loop, and the delivery task answers them over MQTT.
+        let firmware = Arc::new(crate::firmware::delivery::driver::Board::default());
+        let (tapped_tx, tapped_rx) = mpsc::unbounded_channel();
+        let (statuses_tx, statuses) = mpsc::unbounded_channel();
+        tokio::spawn(crate::firmware::delivery::driver::tap(tapped_rx, accepted_tx, statuses_tx));
+        let (firmware_client, firmware_loop) =
+            crate::alarm::launch::command_client(&mqtt, "firmware", fleet_stop.clone());
+        let vendor = cfg.firmware.vendor_public_key.as_deref().map(|k| {
+            crate::firmware::delivery::control::vendor_key(Some(k)).expect("checked by Config::check")
+        });
+        let driver = crate::firmware::delivery::driver::Driver {
+            dir: crate::firmware::delivery::control::dir(&cfg.data_dir),
+            vendor,
+            ingest: ingest.clone(),
+            client: firmware_client,
+            statuses,
+            metrics: metrics.clone(),
+            board: firmware.clone(),
+        };
+        let firmware_task = tokio::spawn(crate::firmware::delivery::driver::run(driver, fleet_stop.clone()));
+        let handoff = tapped_tx;
         let sessions_stop = CancellationToken::new();
         let sessions = Session::ALL
             .into_iter()
@@ -478,6 +501,7 @@ impl Gateway {
                 registry: cfg.registry.csv.clone(),
                 placing: Arc::default(),
                 ingest: ingest.clone(),
+                firmware: firmware.clone(),
             }),
             site: site.clone(),
             basemap,
@@ -522,6 +546,7 @@ impl Gateway {
             http_stop,
             fleet,
             fleet_stop,
+            firmware: [firmware_task, firmware_loop],
             health_task,
             modbus,
             alarm,
@@ -568,6 +593,9 @@ impl Gateway {
         }
         self.fleet_stop.cancel();
         let _ = self.fleet.await;
+        for task in self.firmware {
+            let _ = task.await;
+        }
         tracing::info!("Gateway stopped.");
     }
 }

@@ -19,6 +19,7 @@ mod influxdb_v1;
 mod linkage;
 mod modbus;
 mod mqtt;
+mod ota;
 mod postgres_store;
 mod sick_disk;
 mod sim;

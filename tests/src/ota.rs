@@ -16,7 +16,9 @@ use firegrid_boot::{Layout, PAGE};
 use firegrid_detector::journal::SimulatedNor;
 use firegrid_detector::update::{Action, Updater};
 use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
-use firegrid_protocol::{Downlink, DownlinkBody, Encoding, FirmwareStatus, UplinkBody};
+use firegrid_protocol::{
+    DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, FirmwareStatus, Uplink, UplinkBody, VillageId,
+};
 
 /// The simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page DFU slot.
 pub const MAP: Layout = Layout {
@@ -51,10 +53,13 @@ pub struct Detector {
     mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
     device: Device,
     updater: Updater<Part, Part, Part>,
+    id: Identity,
     boot: u16,
     seq: u32,
     /// Flips a byte of every chunk it receives (a corrupted transfer).
     pub corrupt: bool,
+    /// Its self-test fails on a new image (a horn that does not sound), which rolls it back.
+    pub self_test_fails: bool,
 }
 
 fn part(mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>, r: &Range<u32>) -> Part {
@@ -62,21 +67,33 @@ fn part(mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>, r: &Range<u32>)
 }
 
 impl Detector {
-    /// A detector on the old image, at boot 1.
+    /// A detector on the old image, at boot 1, with the scenario's identity.
     pub fn new(corrupt: bool) -> Self {
+        Self::with_identity(scenario::scenario_identity(), corrupt)
+    }
+
+    /// A detector `dev` of `village` holding `key`, on the old image at boot 1.
+    pub fn keyed(village: &str, dev: &str, key: DeviceKey) -> Self {
+        let village = VillageId::new(village).expect("a valid village id");
+        let dev = DeviceId::new(dev).expect("a valid device id");
+        Self::with_identity(Identity::new(village, dev, 1).with_key(key), false)
+    }
+
+    fn with_identity(id: Identity, corrupt: bool) -> Self {
         use embedded_storage::nor_flash::NorFlash;
         let flash: &'static mut Flash = Box::leak(Box::new(Flash::new()));
         flash.write(MAP.active.start, &old_image()).unwrap();
         let mutex: &'static Mutex<NoopRawMutex, &'static mut Flash> = Box::leak(Box::new(Mutex::new(flash)));
-        let (device, updater) = Self::start(mutex, 1);
-        Detector { mutex, device, updater, boot: 1, seq: 0, corrupt }
+        let (device, updater) = Self::start(mutex, &id, 1);
+        Detector { mutex, device, updater, id, boot: 1, seq: 0, corrupt, self_test_fails: false }
     }
 
     fn start(
         mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
+        id: &Identity,
         boot: u16,
     ) -> (Device, Updater<Part, Part, Part>) {
-        let id = Identity { boot, ..scenario::scenario_identity() };
+        let id = Identity { boot, ..id.clone() };
         let mut device = Device::new(Config::default(), scenario::CALIBRATION, id, 0);
         let updater = Updater::start(
             part(mutex, &MAP.dfu),
@@ -106,13 +123,79 @@ impl Detector {
             .unwrap();
         }
         self.boot += 1;
-        let (device, updater) = Self::start(self.mutex, self.boot);
+        let (device, updater) = Self::start(self.mutex, &self.id, self.boot);
         self.device = device;
         self.updater = updater;
         if self.device.take_self_test_request() {
-            self.device
-                .on_self_test(0, SelfTestResult { horn_ok: true, chamber_ok: true, battery_mv: 3_000 });
+            let horn_ok = !self.self_test_fails;
+            self.device.on_self_test(0, SelfTestResult { horn_ok, chamber_ok: true, battery_mv: 3_000 });
         }
+    }
+
+    /// Its boot counter (one more at every restart).
+    pub fn boot(&self) -> u16 {
+        self.boot
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &DeviceId {
+        &self.id.dev
+    }
+
+    /// Reports where its receiver stands (an idle `fw_status` on a fresh detector), as a
+    /// signed uplink: how the gateway learns its boot before it offers anything.
+    pub fn announce(&mut self, now_ms: u64) -> Vec<Uplink> {
+        let status = self.updater.status();
+        self.device.report_update(now_ms, status);
+        self.drain_uplinks()
+    }
+
+    /// A power cut: the detector restarts through its bootloader, whatever it was doing, and
+    /// reports what its flash holds. Returns what it sent.
+    pub fn power_cut(&mut self) -> Vec<Uplink> {
+        let _ = self.drain_uplinks();
+        self.reset();
+        self.drain_uplinks()
+    }
+
+    /// Receives one command as it came off the broker (signed by the gateway), and returns
+    /// the signed uplinks it sent, restarting when its receiver asks (a swap, a rollback).
+    pub fn receive_payload(&mut self, payload: &[u8], now_ms: u64) -> Vec<Uplink> {
+        self.device.on_downlink_in(now_ms, payload, Encoding::detect(payload));
+        self.settle(now_ms)
+    }
+
+    /// Runs the receiver after a command: applies it, lets a trial image decide, and restarts
+    /// (as often as the receiver asks) collecting every uplink.
+    fn settle(&mut self, now_ms: u64) -> Vec<Uplink> {
+        let mut action = Action::None;
+        if let Some(fw) = self.device.take_firmware_command() {
+            action = self.updater.apply(&mut self.device, now_ms, fw);
+        }
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            if self.updater.poll(&mut self.device, now_ms) == Action::Restart {
+                action = Action::Restart;
+            }
+            out.extend(self.drain_uplinks());
+            if action != Action::Restart {
+                break;
+            }
+            self.reset();
+            action = Action::None;
+        }
+        out
+    }
+
+    /// What the device sent since the last call, signed; everything is taken as delivered.
+    fn drain_uplinks(&mut self) -> Vec<Uplink> {
+        let out: Vec<Uplink> = self.device.outbox().entries().iter().map(|e| e.msg.clone()).collect();
+        while let Some(msg) = self.device.outbox().next_due(u64::MAX) {
+            let (boot, seq) = (msg.boot, msg.seq);
+            self.device.outbox_mut().mark_sent(boot, seq, 0);
+            self.device.outbox_mut().ack(boot, seq);
+        }
+        out
     }
 
     /// Receives one command (signed by the gateway for this boot) and returns the statuses it
@@ -122,9 +205,9 @@ impl Detector {
             chunk.data.0[0] ^= 0xFF;
         }
         self.seq += 1;
-        let id = scenario::scenario_identity();
+        let id = &self.id;
         let mut cmd = Downlink::new(self.seq, 0, body);
-        cmd.sign(&id.village, &id.dev, self.boot, &scenario::SCENARIO_TEST_KEY);
+        cmd.sign(&id.village, &id.dev, self.boot, id.key.as_ref().expect("a keyed detector"));
         let mut buf = [0u8; firegrid_protocol::MAX_PAYLOAD];
         self.device.on_downlink_in(
             now_ms,

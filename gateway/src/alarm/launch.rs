@@ -153,7 +153,7 @@ impl AlarmLoop {
             names
         });
 
-        let (commands, command_loop) = command_client(mqtt, stop.clone());
+        let (commands, command_loop) = command_client(mqtt, "commands", stop.clone());
         tasks.push(command_loop);
         let linkage = Arc::new(Mutex::new(Linkage::default()));
         let sound_ingest = ingest.clone();
@@ -404,15 +404,21 @@ pub async fn feed_accepted(
     }
 }
 
-/// A client for linkage commands, with its own session so its publishes survive reconnects.
-fn command_client(mqtt: &MqttConfig, stop: CancellationToken) -> (AsyncClient, JoinHandle<()>) {
+/// A client for commands (linkage: `-commands`; firmware: `-firmware`), with its own session
+/// so its publishes survive reconnects.
+pub(crate) fn command_client(
+    mqtt: &MqttConfig,
+    suffix: &str,
+    stop: CancellationToken,
+) -> (AsyncClient, JoinHandle<()>) {
     // The TLS settings were loaded once at start (`Config::check`); a file that went bad since
     // falls back to no client at all rather than to plain text.
-    let mut opts = match mqtt.options(format!("{}-commands", mqtt.client_id)) {
+    let id = format!("{}-{suffix}", mqtt.client_id);
+    let mut opts = match mqtt.options(id.clone()) {
         Ok(opts) => opts,
         Err(error) => {
-            tracing::error!(%error, "Linkage command client cannot be configured; commands are not sent.");
-            MqttOptions::new(format!("{}-commands", mqtt.client_id), "invalid.invalid", 1)
+            tracing::error!(%error, client = %id, "Command client cannot be configured; commands are not sent.");
+            MqttOptions::new(id, "invalid.invalid", 1)
         }
     };
     opts.set_clean_session(false);

@@ -11,8 +11,10 @@
 //! [`rollout::Rollout`] is sans-IO: it takes each device's `fw_status` and the time, and
 //! answers with the commands to send (offer, the chunk at the reported offset, commit,
 //! confirm), a canary share first and then waves, and pauses itself when the share of failed
-//! devices passes a threshold.
+//! devices passes a threshold. [`delivery`] drives it inside the running gateway: the
+//! request and progress files, and the task that signs and publishes its commands over MQTT.
 
+pub mod delivery;
 pub mod rollout;
 pub mod signing;
 

@@ -115,7 +115,28 @@ impl DeviceState {
         }
     }
 
-    fn settled(self) -> bool {
+    /// Every state, in the order of the module documentation.
+    pub const ALL: [DeviceState; 11] = [
+        DeviceState::Waiting,
+        DeviceState::Offered,
+        DeviceState::Transferring,
+        DeviceState::Committed,
+        DeviceState::Trial,
+        DeviceState::Booted,
+        DeviceState::Failed(Failure::Refused),
+        DeviceState::Failed(Failure::BadDigest),
+        DeviceState::Failed(Failure::RolledBack),
+        DeviceState::Failed(Failure::Oversized),
+        DeviceState::Failed(Failure::Silent),
+    ];
+
+    /// The state of an [`DeviceState::as_str`] label.
+    pub fn parse(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == label)
+    }
+
+    /// Whether the device is done: booted on the new image or failed.
+    pub fn settled(self) -> bool {
         matches!(self, DeviceState::Booted | DeviceState::Failed(_))
     }
 }
@@ -228,12 +249,20 @@ impl Rollout {
     /// resends to devices that did not answer in time (failing those that never do).
     pub fn tick(&mut self, now_ms: u64) -> Vec<Send> {
         let mut out = Vec::new();
-        let started_end = self.started_waves.checked_sub(1).map_or(0, |w| self.waves[w]);
-        let settled = self.sessions[..started_end].iter().all(|s| s.state.settled());
-        if !self.paused && settled && self.started_waves < self.waves.len() {
+        // A wave whose devices all settled already (restored after a restart) starts and
+        // ends at once, and the next one with it.
+        loop {
+            let started_end = self.started_waves.checked_sub(1).map_or(0, |w| self.waves[w]);
+            let settled = self.sessions[..started_end].iter().all(|s| s.state.settled());
+            if self.paused || !settled || self.started_waves >= self.waves.len() {
+                break;
+            }
             let end = self.waves[self.started_waves];
             self.started_waves += 1;
             for i in started_end..end {
+                if self.sessions[i].state.settled() {
+                    continue;
+                }
                 let body = DownlinkBody::FwOffer(self.offer.clone());
                 self.sessions[i].state = DeviceState::Offered;
                 out.push(self.send(i, body, now_ms));
@@ -345,6 +374,26 @@ impl Rollout {
             tracing::warn!(failed, settled, "Firmware rollout paused: failure share over its threshold.");
             self.paused = true;
         }
+    }
+
+    /// Carries over what a rollout of the same image learnt before a restart: the devices
+    /// that settled (booted or failed) stay so and are not offered the image again, and a
+    /// pause stays. Devices that were on their way start over with the offer, which their
+    /// answer turns into the command they need next (module documentation). Unknown devices
+    /// and unsettled states are ignored.
+    pub fn restore(&mut self, settled: impl IntoIterator<Item = (String, DeviceState)>, paused: bool) {
+        for (device, state) in settled {
+            if let (Some(&i), true) = (self.index.get(&device), state.settled()) {
+                self.sessions[i].state = state;
+            }
+        }
+        self.paused = paused;
+    }
+
+    /// Pauses the rollout (an operator's decision): no new wave starts; devices already
+    /// updating finish.
+    pub fn pause(&mut self) {
+        self.paused = true;
     }
 
     /// Resumes a paused rollout (an operator's decision). The failures stay counted: the next

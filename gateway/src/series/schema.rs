@@ -67,6 +67,26 @@ pub mod measurement {
     pub const ALARM_FLOOD: &str = "alarm_flood";
     /// Firmware update progress reported by a device (`fw_status`).
     pub const FIRMWARE_UPDATE: &str = "firmware_update";
+    /// A firmware rollout's devices by state, whenever it changed (at most every second).
+    pub const FIRMWARE_ROLLOUT: &str = "firmware_rollout";
+}
+
+/// Where a firmware rollout stands: its devices by state ([`DeviceState::as_str`] labels as
+/// fields, zeros included, so a sum over time never misses a state), paused, waves started.
+///
+/// [`DeviceState::as_str`]: crate::firmware::rollout::DeviceState::as_str
+pub fn firmware_rollout_point(progress: &crate::firmware::delivery::control::Progress, ts_ns: i64) -> Point {
+    let mut p = Point::new(measurement::FIRMWARE_ROLLOUT, ts_ns)
+        .tag("rollout", &progress.id)
+        .tag("version", &progress.version)
+        .field("paused", Field::I64(i64::from(progress.paused)))
+        .field("waves_started", Field::I64(progress.waves.0 as i64))
+        .field("waves", Field::I64(progress.waves.1 as i64));
+    for state in crate::firmware::rollout::DeviceState::ALL {
+        let n = progress.counts.get(state.as_str()).copied().unwrap_or(0);
+        p = p.field(state.as_str(), Field::I64(n as i64));
+    }
+    p
 }
 
 /// One transition of an alarm case. Durations since the case opened are what the
@@ -535,6 +555,18 @@ mod tests {
         points.push(case_transition_point(&escalated, 1));
         let desk: firegrid_alerting::Scope = "grid:g".parse().unwrap();
         points.push(alarm_flood_point(&firegrid_alerting::Kpi::Flood { desk, pages: 11, at: 1 }, 1));
+        let progress = crate::firmware::delivery::control::Progress {
+            id: "r".into(),
+            version: "1.5.0".into(),
+            paused: false,
+            done: false,
+            waves: (1, 2),
+            resumes: 0,
+            counts: [("booted".to_owned(), 1)].into(),
+            devices: vec![],
+            updated_ms: 1,
+        };
+        points.push(firmware_rollout_point(&progress, 1));
         let mut seen = BTreeSet::new();
         for point in &points {
             let keys = doc
@@ -561,10 +593,11 @@ mod tests {
             measurement::GATEWAY_DESTINATION,
             measurement::CASE_TRANSITION,
             measurement::ALARM_FLOOD,
+            measurement::FIRMWARE_ROLLOUT,
         ] {
             assert!(doc.contains_key(name), "{name} has no section in SCHEMA.md");
         }
-        assert_eq!(seen.len(), 13);
+        assert_eq!(seen.len(), 14);
     }
 
     #[test]

@@ -91,6 +91,16 @@ enum Bench {
         #[arg(long, default_value_t = 6_000)]
         detectors: usize,
     },
+    /// A firmware rollout through the real gateway and Mosquitto: `firegrid firmware publish`
+    /// (5 % canaries, then waves of 500) to simulated detectors (as in `ota`), each command
+    /// signed by the running gateway, published to the detector's `down/` topic and taken off
+    /// a real subscription, each `fw_status` published back. Time from publish to every
+    /// detector booted on the new image.
+    OtaMqtt {
+        /// Detectors updated.
+        #[arg(long, default_value_t = 6_000)]
+        detectors: usize,
+    },
     /// The alarm engine alone: events per second with this many cases open.
     Engine {
         /// Cases open before the measurement.
@@ -754,6 +764,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
             Bench::Ota { detectors: 6_000 },
+            Bench::OtaMqtt { detectors: 6_000 },
             Bench::CaseStore { steps: 2_000, backends: vec!["sqlite".into(), "postgres".into()] },
             Bench::Sim { devices: 20_000, speed: 10.0, minutes: 5, mode: "platform".into() },
             Bench::AlarmNotify {
@@ -794,6 +805,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
             Bench::Ota { detectors } => ota(detectors),
+            Bench::OtaMqtt { detectors } => ota_mqtt(detectors).await,
             // The PostgreSQL client is synchronous and must not run on an async worker thread.
             Bench::CaseStore { steps, backends } => {
                 tokio::task::spawn_blocking(move || case_store(steps, &backends)).await.unwrap()
@@ -1075,6 +1087,111 @@ fn ota(detectors: usize) {
         "| firmware rollout, {detectors} detectors × {} B image, {} waves, in process | {s:.2} s ({:.0} detectors/s) | {commands} commands, {chunk_bytes} B of chunks |",
         image.len(),
         rollout.waves().1,
+        detectors as f64 / s
+    );
+}
+
+async fn ota_mqtt(detectors: usize) {
+    use firegrid_gateway::firmware::signing;
+    use firegrid_tests::ota::{new_image, vendor};
+    use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, keys, batch) =
+        (dir.path().join("devices.csv"), dir.path().join("keys.toml"), dir.path().join("batch.csv"));
+    write_registry(&csv, detectors);
+    let exe = firegrid_tests::firegrid_binary().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&exe).args(args).output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "firegrid {args:?}: {text}");
+        text
+    };
+    let (c, k, b) = (csv.to_str().unwrap(), keys.to_str().unwrap(), batch.to_str().unwrap());
+    run(&["devices", "provision", "--registry", c, "--keys", k, "--out", b]);
+    let members: Vec<Member> = std::fs::read_to_string(&batch)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<_> = line.split(',').collect();
+            Member::new(cols[1], firegrid_protocol::DeviceKey::from_hex(cols[2]).unwrap())
+        })
+        .collect();
+    assert_eq!(members.len(), detectors);
+    let vendor_public: String =
+        vendor().verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let port = broker.port();
+    let seen = Arc::new(Mutex::new(None::<std::path::PathBuf>));
+    let config_path = seen.clone();
+    let (csv_path, keys_path) = (c.to_owned(), k.to_owned());
+    let gateway = firegrid_tests::Firegrid::start(move |d, http| {
+        *config_path.lock().unwrap() = Some(d.join("firegrid.toml"));
+        format!(
+            "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[registry]\ncsv = \"{csv_path}\"\nkeys = \"{keys_path}\"\n\
+             [mqtt]\nport = {port}\nclient_id = \"ota\"\n[firmware]\nvendor_public_key = \"{vendor_public}\"\n",
+            d.join("data").display()
+        )
+    })
+    .unwrap();
+    let config = seen.lock().unwrap().clone().unwrap();
+    let image = dir.path().join("detector-1.5.0.bin");
+    std::fs::write(&image, new_image()).unwrap();
+    signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
+    let fleet = tokio::task::spawn_blocking(move || {
+        Fleet::start("fuhai-1", members, port, Login::Shared, new_image().len())
+    })
+    .await
+    .unwrap();
+    let announced = r#"firegrid_messages_accepted_total{kind="fw_status"}"#;
+    while gateway.metric(announced).unwrap().unwrap_or(0.0) < detectors as f64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    run(&["firmware", "publish", image.to_str().unwrap(), "--config", config.to_str().unwrap(), "--all"]);
+    let booted = r#"firegrid_firmware_devices{state="booted"}"#;
+    let deadline = started + Duration::from_secs(1_800);
+    let mut shown = Instant::now();
+    while gateway.metric(booted).unwrap().unwrap_or(0.0) < detectors as f64 {
+        assert!(Instant::now() < deadline, "not done in 30 minutes\n{}", gateway.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if std::env::var_os("OTA_PROGRESS").is_some() && shown.elapsed() > Duration::from_secs(3) {
+            shown = Instant::now();
+            let text = gateway.metrics().unwrap();
+            let states: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("firegrid_firmware_devices{") && !l.ends_with(" 0"))
+                .collect();
+            println!("{:>5.1} s {states:?}", started.elapsed().as_secs_f64());
+        }
+    }
+    let s = started.elapsed().as_secs_f64();
+    let downlinks = fleet.commands();
+    let metrics = gateway.metrics().unwrap();
+    let lost: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("firegrid_messages_rejected_total")
+                || l.starts_with("firegrid_messages_duplicate_total")
+        })
+        .collect();
+    println!("ota-mqtt: gateway rejections and duplicates: {lost:?}");
+    let commands: f64 = ["fw_offer", "fw_chunk", "fw_commit", "fw_confirm"]
+        .iter()
+        .map(|k| {
+            gateway
+                .metric(&format!(r#"firegrid_firmware_commands_total{{kind="{k}"}}"#))
+                .unwrap()
+                .unwrap_or(0.0)
+        })
+        .sum();
+    let outcomes = tokio::task::spawn_blocking(move || fleet.stop()).await.unwrap();
+    let updated = outcomes.iter().filter(|o| o.active == new_image() && o.boot == 2).count();
+    assert_eq!(updated, detectors, "every detector booted the new image");
+    println!(
+        "| firmware rollout, {detectors} detectors × {} B image, through firegrid and Mosquitto | {s:.1} s ({:.0} detectors/s) | {commands} firmware commands published, {downlinks} downlinks received by the detectors (with the `down/ack`s of their event-class uplinks) |",
+        new_image().len(),
         detectors as f64 / s
     );
 }

@@ -1,0 +1,83 @@
+//! The request and progress files: what `publish` refuses, pause and resume, and a restart
+//! that keeps what the devices settled.
+
+use ed25519_dalek::SigningKey;
+use firegrid_tests::ota::{new_image, vendor};
+
+use super::control::{self, ControlError, Progress, Publish, Request, Target};
+use crate::firmware::rollout::{DeviceState, Failure, Plan, Rollout};
+use crate::firmware::signing;
+
+fn targets(n: usize) -> Vec<Target> {
+    (0..n).map(|i| Target { village: "v".into(), device: format!("sd-{i}") }).collect()
+}
+
+fn publish(data: &std::path::Path, image: &std::path::Path, replace: bool) -> Result<Request, ControlError> {
+    let req = Publish { image, devices: targets(3), plan: Plan::default(), replace };
+    control::publish(data, &vendor().verifying_key(), req, 1_000)
+}
+
+#[test]
+fn publish_refuses_unsigned_foreign_and_mismatched_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fw.bin");
+    std::fs::write(&image, new_image()).unwrap();
+    let unsigned = publish(dir.path(), &image, false).unwrap_err().to_string();
+    assert!(unsigned.contains("is not signed") && unsigned.contains("fw.bin.fwsig.json"), "{unsigned}");
+    signing::sign(&new_image(), "1.5.0", &SigningKey::from_bytes(&[9; 32])).unwrap().save(&image).unwrap();
+    let foreign = publish(dir.path(), &image, false).unwrap_err().to_string();
+    assert!(foreign.contains("does not verify under the vendor key"), "{foreign}");
+    signing::sign(&new_image()[1..], "1.5.0", &vendor()).unwrap().save(&image).unwrap();
+    let other = publish(dir.path(), &image, false).unwrap_err().to_string();
+    assert!(other.contains("does not match the image"), "{other}");
+    assert!(Request::load(&control::dir(dir.path())).unwrap().is_none(), "nothing was written");
+    assert!(matches!(control::vendor_key(None), Err(ControlError::NoVendorKey)));
+    assert!(matches!(control::vendor_key(Some("12")), Err(ControlError::BadVendorKey)));
+}
+
+#[test]
+fn a_published_rollout_pauses_resumes_and_is_replaced_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fw.bin");
+    std::fs::write(&image, new_image()).unwrap();
+    signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
+    let request = publish(dir.path(), &image, false).unwrap();
+    let fw = control::dir(dir.path());
+    assert_eq!(request.image(&fw, &vendor().verifying_key()).unwrap(), new_image());
+    assert_eq!(Request::load(&fw).unwrap().as_ref(), Some(&request));
+    let paused = control::set_paused(dir.path(), true).unwrap();
+    assert!(paused.paused && paused.resumes == 0);
+    let resumed = control::set_paused(dir.path(), false).unwrap();
+    assert!(!resumed.paused && resumed.resumes == 1);
+    let busy = publish(dir.path(), &image, false).unwrap_err().to_string();
+    assert!(busy.contains("has not finished") && busy.contains("--replace"), "{busy}");
+    assert!(publish(dir.path(), &image, true).is_ok());
+}
+
+#[test]
+fn a_restored_rollout_keeps_settled_devices_and_offers_the_rest_again() {
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let ids: Vec<String> = (0..4).map(|i| format!("sd-{i}")).collect();
+    let plan = Plan { canary_share: 0.5, wave_size: 2, ..Plan::default() };
+    let mut before = Rollout::new(image.clone(), &signed, ids.clone(), plan.clone()).unwrap();
+    assert_eq!(before.tick(0).len(), 2, "the canaries' offers");
+    let progress = Progress {
+        devices: vec![
+            control::DeviceLine { device: "sd-0".into(), state: "booted".into(), offset: 3_500 },
+            control::DeviceLine { device: "sd-1".into(), state: "failed_rolled_back".into(), offset: 0 },
+            control::DeviceLine { device: "sd-2".into(), state: "transferring".into(), offset: 768 },
+        ],
+        ..Progress::of("id", "1.5.0", &before, 0, 0)
+    };
+    let mut after = Rollout::new(image, &signed, ids, Plan { max_failure_share: 0.6, ..plan }).unwrap();
+    after.restore(progress.settled(), false);
+    let sends = after.tick(0);
+    // The canaries settled before the restart: the second wave starts at once, and the
+    // device that was transferring is offered the image again (its answer says where it is).
+    let to: Vec<&str> = sends.iter().map(|s| s.device.as_str()).collect();
+    assert_eq!(to, ["sd-2", "sd-3"]);
+    let states: Vec<DeviceState> = after.progress().map(|p| p.state).collect();
+    assert_eq!(states[..2], [DeviceState::Booted, DeviceState::Failed(Failure::RolledBack)]);
+    assert_eq!(after.waves(), (2, 2));
+}
