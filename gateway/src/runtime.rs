@@ -428,6 +428,7 @@ impl Gateway {
         };
         let handoff = accepted_tx;
         let sessions_stop = CancellationToken::new();
+        let lease = alarm.as_ref().map_or_else(crate::alarm::lease::Lease::unbounded, |a| a.lease.clone());
         let sessions = Session::ALL
             .into_iter()
             .map(|session| {
@@ -437,6 +438,7 @@ impl Gateway {
                     ingest.clone(),
                     handoff.clone(),
                     metrics.clone(),
+                    lease.clone(),
                     sessions_stop.clone(),
                 ))
             })
@@ -584,6 +586,7 @@ async fn supervise_session(
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
     metrics: Arc<Metrics>,
+    lease: Arc<crate::alarm::lease::Lease>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     mqtt.filters(session)?;
@@ -594,10 +597,11 @@ async fn supervise_session(
             ingest.clone(),
             handoff.clone(),
             metrics.clone(),
+            lease.clone(),
             stop.clone(),
         )
         .await;
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || !lease.holds() {
             return ended;
         }
         if let Err(error) = ended {
