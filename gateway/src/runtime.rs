@@ -434,8 +434,9 @@ impl Gateway {
         let (tapped_tx, tapped_rx) = mpsc::unbounded_channel();
         let (statuses_tx, statuses) = mpsc::unbounded_channel();
         tokio::spawn(crate::firmware::delivery::driver::tap(tapped_rx, accepted_tx, statuses_tx));
+        let lease = alarm.as_ref().map_or_else(crate::alarm::lease::Lease::unbounded, |a| a.lease.clone());
         let (firmware_client, firmware_loop) =
-            crate::alarm::launch::command_client(&mqtt, "firmware", fleet_stop.clone());
+            crate::alarm::launch::command_client(&mqtt, "firmware", lease.clone(), fleet_stop.clone());
         let vendor = cfg.firmware.vendor_public_key.as_deref().map(|k| {
             crate::firmware::delivery::control::vendor_key(Some(k)).expect("checked by Config::check")
         });
@@ -460,6 +461,7 @@ impl Gateway {
                     ingest.clone(),
                     handoff.clone(),
                     metrics.clone(),
+                    lease.clone(),
                     sessions_stop.clone(),
                 ))
             })
@@ -612,6 +614,7 @@ async fn supervise_session(
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
     metrics: Arc<Metrics>,
+    lease: Arc<crate::alarm::lease::Lease>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     mqtt.filters(session)?;
@@ -622,10 +625,11 @@ async fn supervise_session(
             ingest.clone(),
             handoff.clone(),
             metrics.clone(),
+            lease.clone(),
             stop.clone(),
         )
         .await;
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || !lease.holds() {
             return ended;
         }
         if let Err(error) = ended {

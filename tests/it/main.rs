@@ -11,6 +11,7 @@ mod console;
 mod dashboards;
 mod demo;
 mod e2e;
+mod failover;
 mod fire_first;
 mod gateway;
 mod harness;

@@ -22,7 +22,7 @@ use firegrid_tests::{Firegrid, Mosquitto, Postgres, WebhookReceiver};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 /// An unknown detector's alarm in village `fuhai-1`.
-fn alarm(dev: &str) -> (String, Vec<u8>) {
+pub(crate) fn alarm(dev: &str) -> (String, Vec<u8>) {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let dev = DeviceId::new(dev).unwrap();
     let body = UplinkBody::State(StateChange { state: DetectorState::Alarm, obscuration_db_m: 0.4 });
@@ -33,12 +33,12 @@ fn alarm(dev: &str) -> (String, Vec<u8>) {
 }
 
 /// Rows in `table`. The synchronous client must not run on the async test's worker thread.
-fn count(server: &Postgres, table: &str) -> i64 {
+pub(crate) fn count(server: &Postgres, table: &str) -> i64 {
     count_where(server, table, "true")
 }
 
 /// Rows in `table` that match `condition`.
-fn count_where(server: &Postgres, table: &str, condition: &str) -> i64 {
+pub(crate) fn count_where(server: &Postgres, table: &str, condition: &str) -> i64 {
     tokio::task::block_in_place(|| {
         let mut client = server.connect("firegrid").unwrap();
         client.query_one(&format!("SELECT count(*) FROM {table} WHERE {condition}"), &[]).unwrap().get(0)
@@ -47,17 +47,17 @@ fn count_where(server: &Postgres, table: &str, condition: &str) -> i64 {
 
 /// What a village's gateways run against: a broker, a webhook receiver and a PostgreSQL
 /// server with the database `firegrid` for the case store (its password in a file).
-struct Village {
-    broker: Mosquitto,
-    hook: WebhookReceiver,
-    server: Postgres,
+pub(crate) struct Village {
+    pub(crate) broker: Mosquitto,
+    pub(crate) hook: WebhookReceiver,
+    pub(crate) server: Postgres,
     conninfo: String,
     password_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Village {
-    async fn start() -> Village {
+    pub(crate) async fn start() -> Village {
         let broker = Mosquitto::start().unwrap();
         let hook = WebhookReceiver::start().await;
         let server = Postgres::start().unwrap();
@@ -70,7 +70,7 @@ impl Village {
 
     /// A gateway's configuration with MQTT client id `client_id`; `store` goes into
     /// `[alerting.store]`, `rest` after it.
-    fn config(
+    pub(crate) fn config(
         &self,
         client_id: &str,
         store: &str,

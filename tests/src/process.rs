@@ -233,6 +233,50 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// Freezes the server with SIGSTOP (a hung machine, a paused VM): it keeps its sockets,
+    /// and its kernel goes on answering TCP keepalives, but it runs nothing until
+    /// [`resume`](Self::resume).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it is not running or cannot be signalled.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal(rustix::process::Signal::STOP, "pausing")
+    }
+
+    /// Lets a server frozen by [`pause`](Self::pause) run again (SIGCONT).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it is not running or cannot be signalled.
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal(rustix::process::Signal::CONT, "resuming")
+    }
+
+    fn signal(&mut self, signal: rustix::process::Signal, what: &str) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| Error::io(format!("{what} {}", self.name), io::Error::other("not running")))?;
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
+            .map_err(|e| Error::io(format!("{what} {}", self.name), e.into()))
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself; its status, or `None` if it
+    /// still runs (or was never started).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if waiting fails.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status =
+            wait_timeout(child, timeout).map_err(|e| Error::io(format!("waiting for {}", self.name), e))?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     /// Whether the server process is alive (it may have crashed since it started).
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -500,6 +544,33 @@ macro_rules! forward_lifecycle {
             /// Whether the server process is alive.
             pub fn is_running(&mut self) -> bool {
                 self.process.is_running()
+            }
+
+            /// Freezes the server (SIGSTOP) until [`resume`](Self::resume).
+            ///
+            /// # Errors
+            /// [`Error::Io`](crate::Error::Io) if it does not run.
+            pub fn pause(&mut self) -> $crate::Result<()> {
+                self.process.pause()
+            }
+
+            /// Lets a paused server run again (SIGCONT).
+            ///
+            /// # Errors
+            /// [`Error::Io`](crate::Error::Io) if it does not run.
+            pub fn resume(&mut self) -> $crate::Result<()> {
+                self.process.resume()
+            }
+
+            /// Waits up to `timeout` for the server to exit by itself; its status, or `None`.
+            ///
+            /// # Errors
+            /// [`Error::Io`](crate::Error::Io) if waiting fails.
+            pub fn wait_exit(
+                &mut self,
+                timeout: std::time::Duration,
+            ) -> $crate::Result<Option<std::process::ExitStatus>> {
+                self.process.wait_exit(timeout)
             }
 
             /// The current server process id, if it runs.

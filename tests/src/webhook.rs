@@ -16,19 +16,27 @@ pub type Received = (Instant, Value);
 pub struct WebhookReceiver {
     port: u16,
     got: Arc<Mutex<Vec<Received>>>,
+    /// The `Idempotency-Key` header of each request, in the same order (empty when absent).
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl WebhookReceiver {
     /// Starts the receiver on a free port, serving from the current tokio runtime.
     pub async fn start() -> WebhookReceiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let sink = got.clone();
+        let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (sink, key_sink) = (got.clone(), keys.clone());
         let app = axum::Router::new().route(
             "/hook",
-            post(move |body: axum::Json<Value>| {
-                let sink = sink.clone();
+            post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+                let (sink, key_sink) = (sink.clone(), key_sink.clone());
                 async move {
-                    sink.lock().unwrap().push((Instant::now(), body.0));
+                    let key =
+                        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    // One lock order, so the two lists stay aligned.
+                    let mut got = sink.lock().unwrap();
+                    key_sink.lock().unwrap().push(key.to_owned());
+                    got.push((Instant::now(), body.0));
                     "ok"
                 }
             }),
@@ -36,7 +44,14 @@ impl WebhookReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        WebhookReceiver { port, got }
+        WebhookReceiver { port, got, keys }
+    }
+
+    /// The `Idempotency-Key` header of every notification received so far, in arrival order
+    /// (empty for one without it).
+    pub fn idempotency_keys(&self) -> Vec<String> {
+        let _got = self.got.lock().unwrap();
+        self.keys.lock().unwrap().clone()
     }
 
     /// The port it listens on.

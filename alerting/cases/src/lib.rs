@@ -76,7 +76,7 @@ pub struct AlertingConfig {
 
 /// `[alerting.store]`: the case store's backend. The notification outbox stays in SQLite in
 /// the data directory either way.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// A PostgreSQL database for the case store, as a libpq connection string
@@ -92,9 +92,46 @@ pub struct StoreConfig {
     /// Stand by while another gateway holds the PostgreSQL store: wait for its writer lock as
     /// long as it takes instead of refusing to start after 30 s. The second gateway of a
     /// village connects to no broker until it holds the store, then starts as the active one
-    /// would after a restart (the engine from the store, the same MQTT sessions).
+    /// would after a restart (the engine from the store, the same MQTT sessions). Set it on
+    /// both gateways of a village: whichever holds the store holds it under a lease
+    /// (`lease`), and the other takes over when that lease runs out, also from a gateway that
+    /// froze (SIGSTOP, a paused VM) without losing its connection.
     #[serde(default)]
     pub standby: bool,
+    /// With `standby`: how long the active gateway's hold on the store lasts without a
+    /// renewal, on the database's clock. A standby takes over at most this long (plus its
+    /// start) after the active one stopped renewing, and the active one stops paging,
+    /// publishing and reconnecting, and exits, once this much less a margin has passed on its
+    /// own monotonic clock since its last renewal. Shorter is a faster takeover of a frozen
+    /// gateway; longer survives a longer database hiccup without a takeover.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// With `standby`: how often the active gateway renews its lease; at most a third of
+    /// `lease`, so that one late or lost renewal does not end it.
+    #[serde(default = "default_renew_every", with = "humantime_serde")]
+    pub renew_every: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            postgres: None,
+            password_file: None,
+            standby: false,
+            lease: default_lease(),
+            renew_every: default_renew_every(),
+        }
+    }
+}
+
+/// Three renewals a lease: a takeover of a frozen gateway within about 3 s, and one that
+/// stays active through two lost renewals (a database failover of a second or two).
+fn default_lease() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_renew_every() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// The environment variable that carries the case store's PostgreSQL password when
@@ -109,6 +146,12 @@ impl StoreConfig {
     pub fn problem(&self) -> Option<String> {
         if self.standby && self.postgres.is_none() {
             return Some("standby needs a shared store: set postgres too".to_owned());
+        }
+        if self.renew_every.is_zero() || self.renew_every.saturating_mul(3) > self.lease {
+            return Some(format!(
+                "renew_every ({:?}) must be more than zero and at most a third of lease ({:?})",
+                self.renew_every, self.lease
+            ));
         }
         let conninfo = self.postgres.as_ref()?;
         match conninfo.parse::<postgres::Config>() {

@@ -31,6 +31,8 @@ use std::time::Duration;
 mod postgres;
 mod sqlite;
 
+pub use postgres::LeaseRenewer;
+
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
@@ -120,6 +122,21 @@ pub enum StoreError {
         /// The PostgreSQL backend process of the session holding the lock, to find it in
         /// `pg_stat_activity`; 0 when it ended meanwhile.
         holder: i32,
+    },
+    /// Another gateway took this PostgreSQL store since this one opened it: the store's lease
+    /// has a newer epoch, and the write was refused in its own transaction. A gateway that
+    /// sees this has been replaced and must stop acting (a frozen one that woke up).
+    #[error(
+        "case store on PostgreSQL {database} was taken over by another gateway (epoch {current}, \
+         this gateway's was {epoch}): this gateway may no longer write it"
+    )]
+    Fenced {
+        /// Which database.
+        database: String,
+        /// The epoch this gateway wrote under.
+        epoch: u64,
+        /// The epoch stored now (0 if none).
+        current: u64,
     },
     /// A number handed to the PostgreSQL store does not fit its signed 64-bit `bigint` (SQLite
     /// refuses the same numbers with a [`StoreError::Sqlite`]).
@@ -435,7 +452,33 @@ impl CaseStore {
         password: Option<&str>,
         wait: std::time::Duration,
     ) -> Result<CaseStore, StoreError> {
-        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password, wait)?) })
+        Self::open_postgres_leased(conninfo, password, wait, None)
+    }
+
+    /// As [`open_postgres_within`](Self::open_postgres_within), taking the store's lease for
+    /// `lease` at a time (`None`: for ever). The holder must renew it
+    /// ([`lease_renewer`](Self::lease_renewer)) well within that: once it has expired on the
+    /// server's clock, a gateway waiting for the store ends this one's session and takes over.
+    /// Every store opened bumps the lease's epoch, and every write checks it
+    /// ([`StoreError::Fenced`]).
+    pub fn open_postgres_leased(
+        conninfo: &str,
+        password: Option<&str>,
+        wait: std::time::Duration,
+        lease: Option<std::time::Duration>,
+    ) -> Result<CaseStore, StoreError> {
+        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password, wait, lease)?) })
+    }
+
+    /// The lease epoch this store writes under (PostgreSQL); `None` for SQLite.
+    pub fn epoch(&self) -> Option<u64> {
+        self.backend.epoch()
+    }
+
+    /// A renewer of the store's lease, on a connection of its own; `None` for SQLite and for
+    /// a store opened without a lease length.
+    pub fn lease_renewer(&self) -> Option<LeaseRenewer> {
+        self.backend.renewer()
     }
 
     /// The file this store lives in; `None` for PostgreSQL.
@@ -618,6 +661,14 @@ trait Backend: std::fmt::Debug + Send {
     /// Deletes what [`CaseStore::prune`] says, with `cutoff_ms` worked out, in one transaction.
     fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError>;
     fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// The lease epoch the backend writes under, if it has one.
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
+    /// A renewer of the backend's lease, if it has one with a length.
+    fn renewer(&self) -> Option<LeaseRenewer> {
+        None
+    }
 
     /// Runs a query whose columns are all integers, for tests that look beneath the API.
     #[cfg(test)]

@@ -616,6 +616,84 @@ mod postgres_only {
         open(Duration::from_secs(20)).unwrap();
     }
 
+    /// The fencing inside a write: once the lease's epoch is no longer the writer's, a commit,
+    /// a snapshot and a prune are refused in their own transaction, though the writer still
+    /// holds its session and the writer lock, and nothing of them is written.
+    #[test]
+    fn a_write_under_a_replaced_epoch_is_refused() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let mut admin = server.connect("postgres").unwrap();
+        let conninfo = server.conninfo("postgres");
+        let mut store =
+            CaseStore::open_postgres_leased(&conninfo, Some(server.password()), Duration::ZERO, None)
+                .unwrap();
+        assert_eq!(store.epoch(), Some(1), "the first store takes the first epoch");
+        assert!(store.lease_renewer().is_none(), "a lease without a length is never renewed");
+        store.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
+
+        admin.batch_execute("UPDATE case_store_lease SET epoch = epoch + 1").unwrap();
+        let err = store.commit(&[input(2, "tick", "")]).unwrap_err();
+        let StoreError::Fenced { epoch, current, .. } = err else { panic!("{err:?}") };
+        assert_eq!((epoch, current), (1, 2));
+        assert!(matches!(store.save_snapshot(1, 1, "{}"), Err(StoreError::Fenced { .. })));
+        assert!(matches!(store.prune(10_000, Duration::ZERO), Err(StoreError::Fenced { .. })));
+        let logged: i64 = admin.query_one("SELECT last_seq FROM case_store", &[]).unwrap().get(0);
+        assert_eq!(logged, 1, "nothing of the refused writes");
+        let snapshots: i64 = admin.query_one("SELECT count(*) FROM snapshots", &[]).unwrap().get(0);
+        assert_eq!(snapshots, 0);
+    }
+
+    /// A frozen holder keeps its session and the writer lock; once its lease has expired on
+    /// the server's clock, a gateway standing by terminates that session, takes the store with
+    /// the next epoch, and the old holder can neither renew nor write when it wakes.
+    #[test]
+    fn a_standby_breaks_a_stale_lease_and_the_old_holder_is_fenced() {
+        let server = firegrid_tests::Postgres::start().unwrap();
+        let conninfo = server.conninfo("postgres");
+        let lease = Some(Duration::from_millis(1500));
+        let open = |wait| CaseStore::open_postgres_leased(&conninfo, Some(server.password()), wait, lease);
+        let mut first = open(Duration::ZERO).unwrap();
+        let mut renewer = first.lease_renewer().expect("a lease with a length is renewed");
+        assert_eq!((renewer.epoch(), renewer.lease()), (1, Duration::from_millis(1500)));
+        first.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
+
+        // While renewed, the lease holds: a standby waiting 3 s is refused.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let renewing = std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    renewer.renew().unwrap();
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+            let refused = open(Duration::from_secs(3));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            handle.join().unwrap();
+            refused
+        });
+        assert!(matches!(renewing, Err(StoreError::Held { .. })), "{renewing:?}");
+
+        // No renewal any more (the holder froze): a standby waiting for ever takes over.
+        let mut second = open(Duration::MAX).unwrap();
+        assert_eq!(second.epoch(), Some(2));
+        assert_eq!(second.commit(&[input(2, "acknowledge", r#"{"n":2}"#)]).unwrap(), 2);
+
+        let err = renewer.renew().unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { epoch: 1, current: 2, .. }), "{err:?}");
+        for _ in 0..2 {
+            let err = first.commit(&[input(3, "close", r#"{"n":3}"#)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Held { .. } | StoreError::Fenced { .. } | StoreError::Postgres { .. }
+                ),
+                "{err:?}"
+            );
+        }
+        let seqs: Vec<u64> = second.load().unwrap().inputs.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, [1, 2], "nothing of the frozen writer's after the takeover");
+    }
+
     #[test]
     fn a_large_number_is_refused_not_wrapped() {
         let (_fresh, mut store) = open_temp(&POSTGRES);

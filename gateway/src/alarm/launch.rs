@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Lease;
 use super::linkage::{Answer, Linkage, SounderCommand, Waiting};
 use crate::ingest::{Accepted, Ingest};
 use crate::metrics::Metrics;
@@ -31,6 +32,9 @@ pub struct AlarmLoop {
     pub officers: Option<Arc<DirectoryWatch>>,
     /// Sounder commands the devices have not answered yet.
     pub linkage: Arc<Mutex<Linkage>>,
+    /// Whether this gateway still holds the case store's lease: checked before every page,
+    /// downlink and MQTT reconnection.
+    pub lease: Arc<Lease>,
     thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
@@ -67,7 +71,8 @@ fn open_store(config: &StoreConfig, data_dir: &std::path::Path) -> Result<CaseSt
     })?;
     let store = if config.standby {
         tracing::info!("Standing by until this gateway holds the case store in PostgreSQL.");
-        CaseStore::open_postgres_within(conninfo, password.as_deref(), std::time::Duration::MAX)?
+        let lease = Some(config.lease);
+        CaseStore::open_postgres_leased(conninfo, password.as_deref(), std::time::Duration::MAX, lease)?
     } else {
         CaseStore::open_postgres(conninfo, password.as_deref())?
     };
@@ -118,11 +123,18 @@ impl AlarmLoop {
         let outbox_health = metrics.stores.clone();
         let store_config = cfg.store.clone();
         // On the blocking pool: the PostgreSQL client must not run on an async worker thread.
-        let (store, outbox) = tokio::task::spawn_blocking(move || {
-            Ok::<_, LaunchError>((
-                open_store(&store_config, &dir)?,
-                Outbox::open(&dir.join("notify-outbox.sqlite"))?.report_to(outbox_health),
-            ))
+        let renew_every = store_config.renew_every;
+        let (store, outbox, lease) = tokio::task::spawn_blocking(move || {
+            let store = open_store(&store_config, &dir)?;
+            let lease = match store.lease_renewer() {
+                Some(renewer) => Lease::hold(renewer, renew_every)?,
+                None => Lease::unbounded(),
+            };
+            let gate = lease.clone();
+            let outbox = Outbox::open(&dir.join("notify-outbox.sqlite"))?
+                .report_to(outbox_health)
+                .gated(Arc::new(move || gate.holds()));
+            Ok::<_, LaunchError>((store, outbox, lease))
         })
         .await
         .expect("opening files does not panic")?;
@@ -153,12 +165,13 @@ impl AlarmLoop {
             names
         });
 
-        let (commands, command_loop) = command_client(mqtt, "commands", stop.clone());
+        let (commands, command_loop) = command_client(mqtt, "commands", lease.clone(), stop.clone());
         tasks.push(command_loop);
         let linkage = Arc::new(Mutex::new(Linkage::default()));
         let sound_ingest = ingest.clone();
         let sound_linkage = linkage.clone();
         let sound_client = commands.clone();
+        let sound_lease = lease.clone();
         let sound = Arc::new(
             move |case,
                   location: &Location,
@@ -178,7 +191,7 @@ impl AlarmLoop {
                 for (village, device) in devices.into_iter().filter(|(_, d)| !confirmed.contains(d.as_str()))
                 {
                     if let Some(cmd) = linkage.command(now, village, device, case, on, command) {
-                        publish_sounders(&sound_client, &sound_ingest, &mut linkage, &cmd);
+                        publish_sounders(&sound_client, &sound_ingest, &sound_lease, &mut linkage, &cmd);
                     }
                 }
             },
@@ -187,6 +200,7 @@ impl AlarmLoop {
             linkage.clone(),
             commands,
             ingest.clone(),
+            lease.clone(),
             cfg.linkage_resend,
             stop.clone(),
         )));
@@ -261,7 +275,7 @@ impl AlarmLoop {
                 stop.clone(),
             )));
         }
-        Ok(AlarmLoop { cases, officers, linkage, thread: Some(thread), tasks, stop })
+        Ok(AlarmLoop { cases, officers, linkage, lease, thread: Some(thread), tasks, stop })
     }
 
     /// Stops the loop (it snapshots) and its helpers.
@@ -405,10 +419,13 @@ pub async fn feed_accepted(
 }
 
 /// A client for commands (linkage: `-commands`; firmware: `-firmware`), with its own session
-/// so its publishes survive reconnects.
+/// so its publishes survive reconnects. It reconnects only while this gateway holds the case
+/// store's lease (`lease`): a gateway that woke from a freeze must not take the session back
+/// from the standby that took over.
 pub(crate) fn command_client(
     mqtt: &MqttConfig,
     suffix: &str,
+    lease: Arc<Lease>,
     stop: CancellationToken,
 ) -> (AsyncClient, JoinHandle<()>) {
     // The TLS settings were loaded once at start (`Config::check`); a file that went bad since
@@ -437,6 +454,10 @@ pub(crate) fn command_client(
                             _ = tokio::time::sleep(wait) => {}
                             _ = stop.cancelled() => return,
                         }
+                        if !lease.holds() {
+                            tracing::warn!("Command client not reconnected: this gateway's lease on the case store ran out.");
+                            return;
+                        }
                     }
                 },
                 _ = stop.cancelled() => return,
@@ -451,6 +472,7 @@ async fn resend_sounders(
     linkage: Arc<Mutex<Linkage>>,
     client: AsyncClient,
     ingest: Arc<Ingest>,
+    lease: Arc<Lease>,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -482,15 +504,25 @@ async fn resend_sounders(
         due.extend(linkage.due(now, every.as_millis() as Millis));
         for cmd in &due {
             tracing::debug!(device = %cmd.device, on = cmd.on, generation = cmd.generation, "Sounder state sent again: not confirmed yet.");
-            publish_sounders(&client, &ingest, &mut linkage, cmd);
+            publish_sounders(&client, &ingest, &lease, &mut linkage, cmd);
         }
     }
 }
 
 /// Publishes one sounder state as a new downlink, numbered so that no number repeats and
 /// signed for a keyed detector's current boot, and records its number for the device's
-/// `command_ack`.
-fn publish_sounders(client: &AsyncClient, ingest: &Ingest, linkage: &mut Linkage, cmd: &SounderCommand) {
+/// `command_ack`. Nothing goes out once this gateway's lease ran out (`lease`).
+fn publish_sounders(
+    client: &AsyncClient,
+    ingest: &Ingest,
+    lease: &Lease,
+    linkage: &mut Linkage,
+    cmd: &SounderCommand,
+) {
+    if !lease.holds() {
+        tracing::warn!(device = %cmd.device, "Sounder command not sent: this gateway's lease on the case store ran out.");
+        return;
+    }
     let now = crate::clock::wall_ms();
     // In the device's own encoding (a compact-only board reads no JSON).
     let body = DownlinkBody::Sounders { on: cmd.on };

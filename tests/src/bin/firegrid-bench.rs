@@ -138,6 +138,11 @@ enum Bench {
         /// Kills measured, each with a database and a pair of gateways of its own.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Freeze the active one with SIGSTOP instead (it keeps its PostgreSQL session and
+        /// lock): the standby takes over once the active one's lease has expired, and the frozen
+        /// one, woken with SIGCONT after the run, must exit as its lease ran out.
+        #[arg(long)]
+        freeze: bool,
     },
     /// The case store's commit rate and latency (durable transactions) with batches of 1 and
     /// of 100, on each backend side by side: SQLite (`synchronous = FULL`) and PostgreSQL (a
@@ -773,7 +778,7 @@ async fn main() {
                 configs: vec!["plain".into(), "secure".into()],
                 stores: vec!["sqlite".into(), "postgres".into()],
             },
-            Bench::Takeover { runs: 20 },
+            Bench::Takeover { runs: 20, freeze: false },
             Bench::Spool { lines: 1_000_000 },
             Bench::Drain { lines: 500_000, batch_lines: 5_000 },
             Bench::EndToEnd { rate: 2_000, seconds: 20 },
@@ -814,7 +819,7 @@ async fn main() {
             Bench::AlarmNotify { rate, alarms, configs, stores } => {
                 alarm_notify(rate, alarms, &configs, &stores).await
             }
-            Bench::Takeover { runs } => takeover(runs).await,
+            Bench::Takeover { runs, freeze } => takeover(runs, freeze).await,
             Bench::Spool { lines } => spool_append(lines),
             Bench::Drain { lines, batch_lines } => drain(lines, batch_lines).await,
             Bench::EndToEnd { rate, seconds } => end_to_end(rate, seconds).await,
@@ -2321,13 +2326,13 @@ handle = { after = "10m" }
 latched = false"#;
 
 /// A `takeover` gateway's configuration: MQTT client id `gw-fuhai-1` for both gateways, the
-/// case store in `conninfo`, every desk paged through the webhook at `hook`.
+/// case store in `conninfo` with `standby = true` (so held under the default 3 s lease), every
+/// desk paged through the webhook at `hook`.
 fn takeover_config(
     broker: u16,
     hook: u16,
     conninfo: &str,
     password_file: &std::path::Path,
-    standby: bool,
 ) -> impl Fn(&std::path::Path, u16) -> String + Send + Sync + 'static + use<> {
     firegrid_tests::postgres::gateway_config(
         broker,
@@ -2335,7 +2340,7 @@ fn takeover_config(
         conninfo,
         password_file,
         "gw-fuhai-1",
-        &format!("standby = {standby}"),
+        "standby = true",
         TAKEOVER_ENGINE,
     )
 }
@@ -2353,7 +2358,8 @@ async fn street_page_after(hook: &firegrid_tests::webhook::WebhookReceiver, sinc
     }
 }
 
-async fn takeover(runs: usize) {
+async fn takeover(runs: usize, freeze: bool) {
+    let fault = if freeze { "SIGSTOP" } else { "SIGKILL" };
     use firegrid_tests::webhook::WebhookReceiver;
     use firegrid_tests::{Firegrid, Postgres};
     let broker = Mosquitto::start().unwrap();
@@ -2383,7 +2389,7 @@ async fn takeover(runs: usize) {
     };
     println!(
         "takeover: {runs} runs; each: an active and a standby gateway (same MQTT client ids, one PostgreSQL \
-         case store, one Mosquitto), SIGKILL of the active one, a fire alarm published at once"
+         case store with a 3 s lease, one Mosquitto), {fault} of the active one, a fire alarm published at once"
     );
     let (mut alive_ms, mut commit_ms, mut page_ms, mut ready_ms) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -2391,16 +2397,15 @@ async fn takeover(runs: usize) {
     for run in 0..runs {
         let db = format!("takeover_{run}");
         let conninfo = server.create_database(&db).unwrap();
-        let config =
-            |standby| takeover_config(broker.port(), hook.port(), &conninfo, &password_file, standby);
-        let active_config = config(false);
+        let config = || takeover_config(broker.port(), hook.port(), &conninfo, &password_file);
+        let active_config = config();
         let mut active =
             tokio::task::spawn_blocking(move || Firegrid::start(active_config).unwrap()).await.unwrap();
         // The alarm's page with the active gateway alive: the yardstick.
         let sent = Instant::now();
         publish(10_000 + 2 * run).await;
         alive_ms.push(street_page_after(&hook, sent).await.duration_since(sent).as_secs_f64() * 1e3);
-        let standby_config = config(true);
+        let standby_config = config();
         let standby = std::thread::spawn(move || (Firegrid::start(standby_config).unwrap(), Instant::now()));
         let waiting = {
             let server = server.clone();
@@ -2420,7 +2425,11 @@ async fn takeover(runs: usize) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = tokio::task::spawn_blocking(inputs(db.clone())).await.unwrap();
         let killed = Instant::now();
-        active.kill().unwrap();
+        if freeze {
+            active.pause().unwrap();
+        } else {
+            active.kill().unwrap();
+        }
         publish(10_001 + 2 * run).await;
         let count = inputs(db.clone());
         let committed = tokio::task::spawn_blocking(move || {
@@ -2437,7 +2446,21 @@ async fn takeover(runs: usize) {
         commit_ms.push(committed.duration_since(killed).as_secs_f64() * 1e3);
         page_ms.push(paged.duration_since(killed).as_secs_f64() * 1e3);
         ready_ms.push(ready.saturating_duration_since(killed).as_secs_f64() * 1e3);
-        drop((taken_over, active));
+        if freeze {
+            active.resume().unwrap();
+            let status =
+                tokio::task::spawn_blocking(move || active.wait_exit(Duration::from_secs(30)).unwrap())
+                    .await
+                    .unwrap();
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(75),
+                "the woken gateway exits as its lease ran out"
+            );
+        } else {
+            drop(active);
+        }
+        drop(taken_over);
         progress.show(|| format!("takeover: {}/{runs} runs", run + 1));
     }
     let row = |name: &str, v: &mut Vec<f64>| {
@@ -2450,11 +2473,12 @@ async fn takeover(runs: usize) {
             v.last().unwrap()
         );
     };
+    let flag = if freeze { " --freeze" } else { "" };
     println!(
-        "| `firegrid-bench takeover --runs {runs}` | min | median | p90 | max |\n|---|---:|---:|---:|---:|"
+        "| `firegrid-bench takeover --runs {runs}{flag}` | min | median | p90 | max |\n|---|---:|---:|---:|---:|"
     );
     row("alarm → page, active alive", &mut alive_ms);
-    row("SIGKILL → standby ready (subscribed)", &mut ready_ms);
-    row("SIGKILL → standby's first committed input", &mut commit_ms);
-    row("SIGKILL + alarm → page (the whole path)", &mut page_ms);
+    row(&format!("{fault} → standby ready (subscribed)"), &mut ready_ms);
+    row(&format!("{fault} → standby's first committed input"), &mut commit_ms);
+    row(&format!("{fault} + alarm → page (the whole path)"), &mut page_ms);
 }

@@ -26,6 +26,16 @@
 //!   for the kernel's default two hours. Opening waits up to [`OPEN_WAIT`] for the lock, so
 //!   that a gateway restarted at once finds the session of its previous run ended; a
 //!   reconnection while running does not wait (the alarm loop holds and retries).
+//! - The lock follows the session, and a frozen gateway (SIGSTOP, a paused VM) keeps its
+//!   session, because its kernel still answers the server's keepalives. So the store also keeps
+//!   a lease (`case_store_lease`: the holder, an epoch, the writer session's backend pid and an
+//!   expiry on the **database's** clock). Opening the store bumps the epoch, and every commit,
+//!   snapshot and prune checks it in its own transaction ([`StoreError::Fenced`] when another
+//!   gateway took the store since). With a lease length ([`CaseStore::open_postgres_leased`])
+//!   the holder renews it ([`LeaseRenewer`]); a gateway waiting for the store terminates the
+//!   writer session of a holder whose lease expired (`pg_terminate_backend`, allowed between
+//!   sessions of one role), which frees the advisory lock for it. Without a lease length the
+//!   lease never expires and nobody breaks it.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
@@ -57,6 +67,52 @@ fn schema() -> String {
     super::schema("BIGINT", "BIGINT PRIMARY KEY", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 }
 
+/// The lease: one row, replaced by every gateway that takes the store. Created before the
+/// version is read, like [`META`], and read by no older gateway.
+const LEASE: &str = "
+CREATE TABLE IF NOT EXISTS case_store_lease (
+    only_row    BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    epoch       BIGINT NOT NULL,
+    holder      TEXT NOT NULL,
+    backend_pid INTEGER NOT NULL,
+    expires_at  TIMESTAMPTZ
+);
+";
+
+/// Takes the lease for this session: the next epoch, this session's backend, and an expiry
+/// `$2` milliseconds from now on the server's clock (never, for `NULL`).
+const TAKE_LEASE: &str = "
+INSERT INTO case_store_lease (epoch, holder, backend_pid, expires_at)
+VALUES (1, $1, pg_backend_pid(), now() + $2::bigint * interval '1 millisecond')
+ON CONFLICT (only_row) DO UPDATE SET epoch = case_store_lease.epoch + 1, holder = excluded.holder,
+    backend_pid = excluded.backend_pid, expires_at = excluded.expires_at
+RETURNING epoch";
+
+/// A reconnection of the holder: the lease's session is this one now, if the epoch is still
+/// the holder's.
+const MOVE_LEASE: &str = "UPDATE case_store_lease SET backend_pid = pg_backend_pid() WHERE epoch = $1";
+
+/// A renewal: `$2` milliseconds from now, if the epoch is still the renewer's.
+const RENEW_LEASE: &str =
+    "UPDATE case_store_lease SET expires_at = now() + $2::bigint * interval '1 millisecond' WHERE epoch = $1";
+
+/// The fencing inside a write's transaction: the stored epoch, its row locked against a
+/// takeover's epoch bump until the transaction ends.
+const FENCE: &str = "SELECT epoch FROM case_store_lease FOR SHARE";
+
+/// Terminates the writer session of a holder whose lease expired on the server's clock, if
+/// that session still holds the writer lock `$1`; returns the terminated backend's pid and
+/// its holder.
+const BREAK_STALE_LEASE: &str = "
+SELECT s.backend_pid, s.holder, pg_terminate_backend(s.backend_pid)
+FROM case_store_lease s
+WHERE s.expires_at < now() AND s.backend_pid <> pg_backend_pid()
+  AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.pid = s.backend_pid AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint)";
+
+/// How often a gateway waiting for the store looks for a stale lease to break.
+const STALE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Serialises two gateways creating the schema in one database at the same time
 /// (`pg_advisory_xact_lock`; the number is arbitrary, the same in every version).
 const SCHEMA_LOCK: i64 = 0x6669_7265_6772_6964;
@@ -84,6 +140,12 @@ pub(super) struct PostgresStore {
     conn: RefCell<Option<Connection>>,
     /// The last batch whose `COMMIT` got no answer.
     in_doubt: Option<InDoubt>,
+    /// How long a renewal of the lease lasts; `None`: the lease never expires.
+    lease: Option<std::time::Duration>,
+    /// Who this gateway is, in the lease row (for the messages of the one that takes over).
+    holder: String,
+    /// The epoch this store took when it first got the writer lock; every write carries it.
+    epoch: std::cell::Cell<Option<i64>>,
 }
 
 /// A batch whose `COMMIT` was sent but never answered: it may be in the log or not.
@@ -116,6 +178,7 @@ impl PostgresStore {
         conninfo: &str,
         password: Option<&str>,
         wait: std::time::Duration,
+        lease: Option<std::time::Duration>,
     ) -> Result<PostgresStore, StoreError> {
         let mut config: Config = conninfo.parse().map_err(|source| StoreError::Postgres {
             operation: "open",
@@ -126,14 +189,24 @@ impl PostgresStore {
             config.password(password);
         }
         let database = describe(&config);
-        let store = PostgresStore { config, database, conn: RefCell::new(None), in_doubt: None };
+        let store = PostgresStore {
+            config,
+            database,
+            conn: RefCell::new(None),
+            in_doubt: None,
+            lease,
+            holder: holder_name(),
+            epoch: std::cell::Cell::new(None),
+        };
         // `Duration::MAX`: a standby's wait, for as long as it takes, in one session queued for
         // the lock (`pg_advisory_lock`), so that it takes over the moment the holder's session
         // ends, and is seen waiting in `pg_stat_activity` (`wait_event = 'advisory'`).
         let Some(deadline) = std::time::Instant::now().checked_add(wait) else {
             tracing::info!(database = %store.database, "Waiting for the case store's writer lock.");
-            let conn = store.connect("open", true)?;
-            *store.conn.borrow_mut() = Some(conn);
+            let breaker = StaleBreaker::start(store.config.clone(), store.database.clone());
+            let conn = store.connect("open", true);
+            breaker.stop();
+            *store.conn.borrow_mut() = Some(conn?);
             return Ok(store);
         };
         let mut waited = false;
@@ -145,11 +218,45 @@ impl PostgresStore {
                         tracing::warn!(database = %store.database, holder, "Another session holds the case store's writer lock; waiting for it to end.");
                         waited = true;
                     }
+                    // Best effort: a failure here is a failure of the next attempt to open.
+                    if let Ok(mut client) = store.config.connect(NoTls) {
+                        let _ = break_stale_lease(&mut client, &store.database);
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 Err(error) => return Err(error),
                 Ok(()) => return Ok(store),
             }
+        }
+    }
+
+    /// The lease's epoch this store writes under, once it has held the writer lock.
+    pub(super) fn epoch(&self) -> Option<u64> {
+        self.epoch.get().map(unsigned)
+    }
+
+    /// A renewer of this store's lease, on a connection of its own; `None` without a lease
+    /// length, or before the store held the writer lock.
+    pub(super) fn renewer(&self) -> Option<LeaseRenewer> {
+        let (lease, epoch) = (self.lease?, self.epoch.get()?);
+        let mut config = self.config.clone();
+        // A renewal that cannot connect within the lease is too late anyway.
+        config.connect_timeout(lease);
+        Some(LeaseRenewer { config, database: self.database.clone(), epoch, lease, client: None })
+    }
+
+    /// [`StoreError::Fenced`] unless the stored epoch is this store's, its row locked until
+    /// `tx` ends so that no takeover commits in between.
+    fn fence(&self, tx: &mut postgres::Transaction<'_>, operation: &'static str) -> Result<(), StoreError> {
+        let stored: Option<i64> =
+            tx.query_opt(FENCE, &[]).map_err(self.error(operation))?.map(|row| row.get(0));
+        match (stored, self.epoch.get()) {
+            (Some(stored), Some(ours)) if stored == ours => Ok(()),
+            (stored, ours) => Err(StoreError::Fenced {
+                database: self.database.clone(),
+                epoch: ours.map_or(0, unsigned),
+                current: stored.map_or(0, unsigned),
+            }),
         }
     }
 
@@ -201,6 +308,7 @@ impl PostgresStore {
         let mut tx = client.transaction().map_err(&err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&err)?;
         tx.batch_execute(META).map_err(&err)?;
+        tx.batch_execute(LEASE).map_err(&err)?;
         let found = tx.query_opt("SELECT schema_version FROM case_store", &[]).map_err(&err)?;
         let found: i64 = found.map(|row| row.try_get(0)).transpose().map_err(&err)?.unwrap_or(0);
         if found > SCHEMA_VERSION {
@@ -215,6 +323,20 @@ impl PostgresStore {
                 &[&SCHEMA_VERSION],
             )
             .map_err(&err)?;
+        }
+        match self.epoch.get() {
+            None => {
+                let lease_ms = self.lease.map(|l| signed("open", l.as_millis() as u64)).transpose()?;
+                let row = tx.query_one(TAKE_LEASE, &[&self.holder, &lease_ms]).map_err(&err)?;
+                let epoch: i64 = row.try_get(0).map_err(&err)?;
+                tracing::info!(database = %self.database, epoch, "This gateway holds the case store.");
+                self.epoch.set(Some(epoch));
+            }
+            Some(epoch) => {
+                if tx.execute(MOVE_LEASE, &[&epoch]).map_err(&err)? == 0 {
+                    self.fence(&mut tx, operation)?;
+                }
+            }
         }
         tx.commit().map_err(&err)?;
         let bump_seq = client
@@ -284,6 +406,7 @@ impl PostgresStore {
         let err = self.error("commit");
         let signed = |value| signed("commit", value);
         let mut tx = conn.client.transaction().map_err(&err)?;
+        self.fence(&mut tx, "commit")?;
         let count = signed(steps.len() as u64)?;
         let last: i64 = tx.query_one(&conn.bump_seq, &[&count]).map_err(&err)?.try_get(0).map_err(&err)?;
         let seqs: Vec<i64> = (last - count + 1..=last).collect();
@@ -369,6 +492,14 @@ impl Backend for PostgresStore {
         None
     }
 
+    fn epoch(&self) -> Option<u64> {
+        PostgresStore::epoch(self)
+    }
+
+    fn renewer(&self) -> Option<super::LeaseRenewer> {
+        PostgresStore::renewer(self)
+    }
+
     fn last_seq(&self) -> Result<u64, StoreError> {
         self.read("commit", last_seq)
     }
@@ -404,6 +535,7 @@ impl Backend for PostgresStore {
         let (upto, at) = (signed("snapshot", upto_seq)?, signed("snapshot", at_ms)?);
         let mut conn = self.connection("snapshot")?;
         let mut tx = conn.client.transaction().map_err(&err)?;
+        self.fence(&mut tx, "snapshot")?;
         // FOR UPDATE holds off a commit until the snapshot is in, as SQLite's write lock does.
         let last = tx.query_one("SELECT last_seq FROM case_store FOR UPDATE", &[]).map_err(&err)?;
         let last_seq = unsigned(last.try_get(0).map_err(&err)?);
@@ -472,18 +604,19 @@ impl Backend for PostgresStore {
 
     fn prune_before(&mut self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
         let cutoff = signed("prune", cutoff_ms)?;
-        self.read("prune", |client| {
-            let mut tx = client.transaction()?;
-            let transitions = tx.execute(super::PRUNE_TRANSITIONS, &[&cutoff])?;
-            let cases = tx.execute(super::PRUNE_CASES, &[&cutoff])?;
-            // As in SQLite: only what the oldest kept snapshot covers is no longer needed.
-            let inputs = match snapshot_seqs(&mut tx)?.last() {
-                Some(&covered) => tx.execute(super::PRUNE_INPUTS, &[&(covered as i64), &cutoff])?,
-                None => 0,
-            };
-            tx.commit()?;
-            Ok(Pruned { cases, transitions, inputs })
-        })
+        let err = self.error("prune");
+        let mut conn = self.connection("prune")?;
+        let mut tx = conn.client.transaction().map_err(&err)?;
+        self.fence(&mut tx, "prune")?;
+        let transitions = tx.execute(super::PRUNE_TRANSITIONS, &[&cutoff]).map_err(&err)?;
+        let cases = tx.execute(super::PRUNE_CASES, &[&cutoff]).map_err(&err)?;
+        // As in SQLite: only what the oldest kept snapshot covers is no longer needed.
+        let inputs = match snapshot_seqs(&mut tx).map_err(&err)?.last() {
+            Some(&covered) => tx.execute(super::PRUNE_INPUTS, &[&(covered as i64), &cutoff]).map_err(&err)?,
+            None => 0,
+        };
+        tx.commit().map_err(&err)?;
+        Ok(Pruned { cases, transitions, inputs })
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -528,6 +661,134 @@ impl Backend for PostgresStore {
         self.read("test", |client| client.execute("UPDATE case_store SET schema_version = $1", &[&version]))
             .unwrap();
     }
+}
+
+/// Renews a PostgreSQL store's lease, on a connection of its own so that a renewal never
+/// waits behind a commit: [`CaseStore::lease_renewer`](super::CaseStore::lease_renewer).
+/// Blocking, like the store; run it on a thread of its own.
+pub struct LeaseRenewer {
+    config: Config,
+    database: String,
+    epoch: i64,
+    lease: std::time::Duration,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for LeaseRenewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseRenewer")
+            .field("database", &self.database)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseRenewer {
+    /// How long one renewal lasts on the server's clock.
+    pub fn lease(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    /// The epoch renewed.
+    pub fn epoch(&self) -> u64 {
+        unsigned(self.epoch)
+    }
+
+    /// Extends the lease to [`lease`](Self::lease) from now on the server's clock. Fails with
+    /// [`StoreError::Fenced`] once another gateway took the store (its epoch replaced this
+    /// one), and with [`StoreError::Postgres`] when the server cannot be reached (the next call
+    /// connects again).
+    pub fn renew(&mut self) -> Result<(), StoreError> {
+        let err = |source| StoreError::Postgres {
+            operation: "renew lease",
+            database: self.database.clone(),
+            source,
+        };
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(self.config.connect(NoTls).map_err(err)?);
+        }
+        let client = self.client.as_mut().expect("set above");
+        let lease_ms = signed("renew lease", self.lease.as_millis() as u64)?;
+        let renewed = client.execute(RENEW_LEASE, &[&self.epoch, &lease_ms]).map_err(|source| {
+            StoreError::Postgres { operation: "renew lease", database: self.database.clone(), source }
+        })?;
+        if renewed == 0 {
+            let current = client
+                .query_opt("SELECT epoch FROM case_store_lease", &[])
+                .ok()
+                .flatten()
+                .map_or(0, |row| unsigned(row.get(0)));
+            return Err(StoreError::Fenced {
+                database: self.database.clone(),
+                epoch: unsigned(self.epoch),
+                current,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// While a gateway queues for the writer lock: a thread with a connection of its own that
+/// breaks the holder's lease once it is stale, so the queue moves.
+struct StaleBreaker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StaleBreaker {
+    fn start(config: Config, database: String) -> StaleBreaker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new().name("case-store-lease".into()).spawn(move || {
+            let mut client: Option<Client> = None;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.as_ref().is_none_or(Client::is_closed) {
+                    client = config.connect(NoTls).ok();
+                }
+                if let Some(client) = client.as_mut()
+                    && let Err(error) = break_stale_lease(client, &database)
+                {
+                    tracing::debug!(%error, "Cannot look at the case store's lease.");
+                }
+                std::thread::sleep(STALE_CHECK_EVERY);
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "Cannot start the thread that breaks a stale case-store lease.");
+        }
+        StaleBreaker { stop }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Terminates the writer session of a holder whose lease expired, if there is one.
+fn break_stale_lease(client: &mut Client, database: &str) -> Result<(), postgres::Error> {
+    // Before the first gateway created the schema there is no lease to break.
+    let exists: bool = client.query_one("SELECT to_regclass('case_store_lease') IS NOT NULL", &[])?.get(0);
+    if !exists {
+        return Ok(());
+    }
+    for row in client.query(BREAK_STALE_LEASE, &[&WRITER_LOCK])? {
+        let (pid, holder, ended): (i32, String, bool) = (row.get(0), row.get(1), row.get(2));
+        tracing::warn!(
+            database,
+            backend_pid = pid,
+            holder,
+            terminated = ended,
+            "The case store's holder let its lease expire; its session is terminated so that this gateway takes over."
+        );
+    }
+    Ok(())
+}
+
+/// This gateway in the lease row: the host and the process.
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{} pid {}", if host.is_empty() { "?" } else { host }, std::process::id())
 }
 
 /// `user@host:port/dbname`: what messages name the database by.

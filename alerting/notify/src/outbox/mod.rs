@@ -173,7 +173,22 @@ struct Inner {
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
     path: PathBuf,
+    /// Whether deliveries may be sent now ([`Outbox::gated`]); unset, always.
+    gate: OnceLock<Gate>,
 }
+
+/// The gate, shown by name only.
+struct Gate(SendGate);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+/// Whether this process may send pages now: false on a gateway that is no longer its
+/// village's active one (its lease on the case store ran out). Checked before every attempt.
+pub type SendGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How often a memory table is written back to the file.
 const BACK_TO_DISK_EVERY: Duration = Duration::from_secs(1);
@@ -258,6 +273,7 @@ impl Outbox {
                 superseded: Mutex::default(),
                 wake: Notify::new(),
                 path: path.to_owned(),
+                gate: OnceLock::new(),
             }),
         })
     }
@@ -267,6 +283,19 @@ impl Outbox {
     pub fn report_to(self, health: Arc<StoreHealth>) -> Outbox {
         let _ = self.inner.health.set(health);
         self
+    }
+
+    /// Sends nothing while `gate` says no: the worker checks it before each round and again
+    /// right before each attempt, and a delivery it holds back is no attempt (nothing is
+    /// recorded; it stays pending).
+    pub fn gated(self, gate: SendGate) -> Outbox {
+        let _ = self.inner.gate.set(Gate(gate));
+        self
+    }
+
+    /// Whether the gate ([`Outbox::gated`]) lets deliveries go now.
+    pub(crate) fn may_send(&self) -> bool {
+        self.inner.gate.get().is_none_or(|gate| (gate.0)())
     }
 
     /// The file.

@@ -29,6 +29,9 @@ const DB_ERROR_PAUSE: Duration = Duration::from_secs(5);
 /// and are sent after the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a closed gate ([`Outbox::gated`]) is looked at again.
+const GATE_RECHECK: Duration = Duration::from_millis(100);
+
 /// How often delivered and given-up deliveries past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
@@ -78,6 +81,10 @@ pub async fn run(
     );
 
     while !shutdown.is_cancelled() {
+        if !outbox.may_send() {
+            pause(&shutdown, GATE_RECHECK).await;
+            continue;
+        }
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
             prune(&job).await;
@@ -219,6 +226,10 @@ struct Job {
 /// was recorded.
 async fn deliver(job: Arc<Job>, row: Pending) -> bool {
     let Pending { key, case_id, message, attempts, enqueued_ms, .. } = row;
+    if !job.outbox.may_send() {
+        // Closed since the round began: no attempt, nothing recorded; the round's top waits.
+        return true;
+    }
     let attempt = attempts + 1;
     let sent = match (&message, job.channels.get(&key.target)) {
         (Err(e), _) => Err(SendError::Unreadable(e.clone())),

@@ -12,6 +12,20 @@ pub const TIMESTAMP_HEADER: &str = "X-Firegrid-Timestamp";
 /// Header carrying `sha256=<lowercase hex HMAC-SHA256 of "{timestamp}.{body}">`.
 pub const SIGNATURE_HEADER: &str = "X-Firegrid-Signature";
 
+/// Header carrying the delivery's idempotency key, `{case_id}-{notification_id}`: the same
+/// for every attempt at one notification, from whichever gateway of the village sends it
+/// (the engine numbers notifications deterministically, and a standby that takes over
+/// replays the same numbers). Delivery is at least once: a page sent by an active gateway
+/// that died or froze before it recorded the delivery is sent again by the standby, and a
+/// receiver that keeps the keys it has seen for a day drops the second copy (the field's name
+/// from the IETF draft "The Idempotency-Key HTTP Header Field").
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// The idempotency key of `msg`'s deliveries ([`IDEMPOTENCY_HEADER`]).
+pub fn idempotency_key(msg: &Message) -> String {
+    format!("{}-{}", msg.case_id, msg.notification_id)
+}
+
 /// The bytes that are signed.
 fn signed_payload(timestamp_s: u64, body: &[u8]) -> Vec<u8> {
     let mut payload = format!("{timestamp_s}.").into_bytes();
@@ -49,6 +63,7 @@ pub fn request(
     let mut all = vec![
         ("Content-Type".to_owned(), "application/json; charset=utf-8".to_owned()),
         (TIMESTAMP_HEADER.to_owned(), now_s.to_string()),
+        (IDEMPOTENCY_HEADER.to_owned(), idempotency_key(msg)),
     ];
     if let Some(secret) = secret {
         all.push((SIGNATURE_HEADER.to_owned(), signature(secret.expose().as_bytes(), now_s, &body)));

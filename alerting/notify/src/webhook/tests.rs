@@ -1,7 +1,7 @@
 //! The webhook's request and signature. Delivery against a real server is tested with the
 //! outbox (`outbox/tests.rs`).
 
-use super::request::{SIGNATURE_HEADER, TIMESTAMP_HEADER, request, signature, verify};
+use super::request::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, request, signature, verify};
 use super::*;
 use crate::tests::{no_env, sample};
 use crate::{ChannelConfig, Secret};
@@ -43,6 +43,9 @@ fn request_posts_the_message_as_json_with_timestamp_signature_and_extra_headers(
     assert_eq!(req.header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(req.header(TIMESTAMP_HEADER), Some("1700000123"));
     assert_eq!(req.header("X-Tenant"), Some("fuhai"));
+    assert_eq!(req.header(IDEMPOTENCY_HEADER), Some("42-7"), "case id and notification id");
+    let retried = request("http://127.0.0.1:1/hook", &extra, Some(&secret), &sample(), 1_700_000_999);
+    assert_eq!(retried.header(IDEMPOTENCY_HEADER), req.header(IDEMPOTENCY_HEADER), "stable across attempts");
     let sig = req.header(SIGNATURE_HEADER).unwrap();
     assert!(verify(b"s3cret", "1700000123", &req.body, sig), "{sig}");
     let sent: crate::Message = serde_json::from_slice(&req.body).unwrap();

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{MqttConfig, Session};
+use crate::alarm::lease::Lease;
 use crate::ingest::{Accepted, Ingest, Outcome};
 use crate::metrics::{Metrics, SessionLabel};
 
@@ -79,13 +80,16 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs one session until `shutdown` is cancelled, then stops taking messages, finishes and
 /// acknowledges what it has, and disconnects. Messages the broker sent but the gateway did
 /// not take stay unacknowledged and are redelivered to the persistent session on the next
-/// start.
+/// start. Neither the session nor its downlink connection reconnects once `lease` has run out
+/// (a gateway that woke from a freeze after a standby took its sessions over); the session then
+/// ends at once, with an error.
 pub async fn run_session(
     session: Session,
     cfg: MqttConfig,
     ingest: Arc<Ingest>,
     handoff: mpsc::UnboundedSender<Accepted>,
     metrics: Arc<Metrics>,
+    lease: Arc<Lease>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let filters = cfg.filters(session)?;
@@ -116,6 +120,7 @@ pub async fn run_session(
     let down_task = {
         let stop = down_stop.clone();
         let max = cfg.max_backoff;
+        let lease = lease.clone();
         tokio::spawn(async move {
             let mut waits = crate::retry::backoff(Duration::from_millis(100), max);
             loop {
@@ -127,6 +132,9 @@ pub async fn run_session(
                             tokio::select! {
                                 _ = tokio::time::sleep(wait) => {}
                                 _ = stop.cancelled() => return,
+                            }
+                            if !lease.holds() {
+                                return;
                             }
                         }
                     },
@@ -243,6 +251,12 @@ pub async fn run_session(
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => break,
+                }
+                if !lease.holds() {
+                    // No draining: that would poll, and polling reconnects.
+                    down_stop.cancel();
+                    pipeline.abort();
+                    return Err("this gateway's lease on the case store ran out; not reconnecting".into());
                 }
             }
         }

@@ -474,3 +474,30 @@ async fn a_reminder_waiting_for_the_limit_is_superseded_by_the_next_and_reported
     worker.stop().await;
     receiver.stop().await;
 }
+
+/// A gateway whose lease ran out sends nothing: a closed gate holds every delivery pending
+/// without an attempt, and once open (in tests only: a lost lease stays lost) it goes once.
+#[tokio::test]
+async fn a_closed_gate_sends_nothing_and_records_no_attempt() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let outbox = Outbox::open(&dir.path().join("notify.sqlite"))
+        .unwrap()
+        .gated(std::sync::Arc::new(move || gate.load(std::sync::atomic::Ordering::SeqCst)));
+    let mut worker = Worker::start(&outbox, channels(receiver.addr), quick());
+
+    outbox.enqueue(&msg(5), &targets(&["console"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.requests().is_empty(), "sent through a closed gate");
+    assert_eq!(outbox.pending_count().await.unwrap(), 1);
+    assert!(outbox.history(1005).await.unwrap().iter().all(|h| h.attempts == 0), "no attempt recorded");
+
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcomes = worker.reports_until("console", delivered).await;
+    assert_eq!(outcomes, [Outcome::Delivered { attempt: 1 }]);
+    assert_eq!(receiver.requests().len(), 1, "sent once");
+    worker.stop().await;
+    receiver.stop().await;
+}

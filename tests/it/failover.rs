@@ -1,0 +1,164 @@
+//! A village's two gateways through the loss of the active one mid-escalation, on one
+//! PostgreSQL store (with its lease: `[alerting.store] standby` on both) and one Mosquitto:
+//! killed with SIGKILL, and frozen with SIGSTOP and woken with SIGCONT after the standby took
+//! over. Either way the standby pages the fire's next level, no case is lost, no page goes
+//! twice (counted per idempotency key, that is per case and notification), and the frozen one,
+//! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out.
+
+use std::time::{Duration, Instant};
+
+use firegrid_tests::Firegrid;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+use crate::postgres_store::{Village, alarm, count, count_where};
+
+/// The lease both gateways hold the store with: the default.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// How long after the active one stopped the escalation may arrive past its deadline (the
+/// lease, then the standby's start: breaking the lease, replaying, connecting), with room for
+/// a loaded machine.
+const TAKEOVER_ALLOWANCE: Duration = Duration::from_secs(15);
+
+/// The first page's acknowledgement deadline, after which the case escalates.
+const ACK_AFTER: Duration = Duration::from_secs(10);
+
+/// The engine of both gateways: an unregistered detector's alarm (a pre-alarm) is paged at
+/// the street desk and escalates to the district 10 s later.
+const ENGINE: &str = r#"[alerting.engine.pre_alarm]
+entry = ["street"]
+ack = [{ after = "10s" }, { after = "10s" }, { after = "10s" }, { after = "10s" }]
+renotify = "10m"
+handle = { after = "10m" }
+latched = false"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Freeze,
+}
+
+/// Lines of `log` that contain `text`.
+fn lines_with(log: &std::path::Path, text: &str) -> usize {
+    std::fs::read_to_string(log).unwrap().lines().filter(|line| line.contains(text)).count()
+}
+
+async fn fire_escalates_across_a_takeover(fault: Fault) {
+    let village = Village::start().await;
+    let (hook, server) = (&village.hook, &village.server);
+    let config = || village.config("gw-fuhai-1", "standby = true", ENGINE);
+    // Both are configured alike; the first to start holds the store.
+    let mut active = Firegrid::start(config()).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+
+    let standby_config = config();
+    let standby = std::thread::spawn(move || Firegrid::start(standby_config).unwrap());
+    let queued = Instant::now();
+    while count_where(server, "pg_stat_activity", "wait_event = 'advisory'") == 0 {
+        assert!(queued.elapsed() < Duration::from_secs(15), "the standby never queued for the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first page's delivery is in the store before the active one goes.
+    let logged = Instant::now();
+    while count_where(server, "inputs", "kind = 'delivery'") == 0 {
+        assert!(logged.elapsed() < Duration::from_secs(20), "the delivery was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!standby.is_finished(), "the standby waits while the active one renews its lease");
+    let faulted = Instant::now();
+    match fault {
+        Fault::Kill => active.kill().unwrap(),
+        Fault::Freeze => active.pause().unwrap(),
+    }
+
+    let next = hook
+        .wait("the escalation after the takeover", Duration::from_secs(40), |v| {
+            v["desk"] == "district:Xishan"
+        })
+        .await;
+    let mut taken_over = tokio::task::spawn_blocking(move || standby.join().unwrap()).await.unwrap();
+    assert_eq!(next["case_id"], first["case_id"], "the same case goes on escalating");
+    let received = hook.received();
+    let at = |desk: &str| received.iter().find(|(_, v)| v["desk"] == desk).map(|(at, _)| *at).unwrap();
+    let (first_at, next_at) = (at("street:fuhai-1"), at("district:Xishan"));
+    assert!(next_at > faulted, "the escalation is the standby's, sent after the fault");
+    // Its logical deadline is 10 s after the first page was decided (before it arrived).
+    let latest = first_at + ACK_AFTER + LEASE + TAKEOVER_ALLOWANCE;
+    assert!(next_at <= latest, "the escalation came {:?} after the first page", next_at - first_at);
+    eprintln!(
+        "{fault:?}: escalation {:?} after the fault, {:?} past its deadline",
+        next_at - faulted,
+        next_at.saturating_duration_since(first_at + ACK_AFTER)
+    );
+    let standby_log = taken_over.log_path().to_owned();
+    if fault == Fault::Freeze {
+        // A frozen active keeps its session and lock: the standby had to break its lease.
+        assert_eq!(lines_with(&standby_log, "let its lease expire"), 1, "{}", taken_over.log_tail(40));
+    }
+    let (epoch, holder): (i64, String) = tokio::task::block_in_place(|| {
+        let row = server
+            .connect("firegrid")
+            .unwrap()
+            .query_one("SELECT epoch, holder FROM case_store_lease", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    });
+    assert_eq!(epoch, 2, "one takeover, one epoch more");
+    assert!(holder.ends_with(&format!("pid {}", taken_over.pid().unwrap())), "{holder}");
+
+    if fault == Fault::Freeze {
+        // The frozen one wakes up: its own clock tells it that its lease ran out, so it sends
+        // no page, takes no MQTT session back, and exits for its supervisor to restart it.
+        let broker_log = village.broker.log_path().to_owned();
+        let connects = lines_with(&broker_log, " as gw-fuhai-1");
+        let delivered = lines_with(active.log_path(), "Notification delivered.");
+        active.resume().unwrap();
+        let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(20))).unwrap();
+        let status = status.expect("the woken gateway exits");
+        assert_eq!(status.code(), Some(75), "{status:?}: {}", active.log_tail(40));
+        assert_eq!(lines_with(active.log_path(), "Exiting so that it starts again as a standby."), 1);
+        assert_eq!(
+            lines_with(active.log_path(), "Notification delivered."),
+            delivered,
+            "no page after waking"
+        );
+        assert_eq!(lines_with(&broker_log, " as gw-fuhai-1"), connects, "no MQTT connection after waking");
+        // The standby kept its sessions: nobody took them back.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(taken_over.metric("firegrid_mqtt_connected{session=\"alarm\"}").unwrap(), Some(1.0));
+        assert_eq!(
+            taken_over.metric("firegrid_mqtt_connect_failures_total{session=\"alarm\"}").unwrap(),
+            None
+        );
+    }
+
+    // No case lost or doubled, no page twice: every idempotency key (case and notification)
+    // arrived once, the first page included, though the standby replayed it.
+    assert_eq!(count(server, "cases"), 1);
+    let keys = hook.idempotency_keys();
+    assert!(keys.iter().all(|k| !k.is_empty()), "every page carries its key: {keys:?}");
+    let mut per_key = std::collections::BTreeMap::<&str, usize>::new();
+    for key in &keys {
+        *per_key.entry(key).or_default() += 1;
+    }
+    assert!(per_key.values().all(|&n| n == 1), "a page went twice: {per_key:?} ({:?})", hook.desks());
+    assert!(per_key.len() >= 2, "the first page and the escalation: {per_key:?}");
+    let first_key = format!("{}-{}", first["case_id"], first["notification_id"]);
+    assert_eq!(keys[0], first_key, "the key is the case and the notification");
+    taken_over.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_a_fire_escalating_when_the_active_gateway_is_killed() {
+    fire_escalates_across_a_takeover(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_from_a_frozen_active_gateway_which_wakes_up_fenced() {
+    fire_escalates_across_a_takeover(Fault::Freeze).await;
+}
