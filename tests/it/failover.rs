@@ -3,7 +3,8 @@
 //! killed with SIGKILL, and frozen with SIGSTOP and woken with SIGCONT after the standby took
 //! over. Either way the standby pages the fire's next level, no case is lost, no page goes
 //! twice (counted per idempotency key, that is per case and notification), and the frozen one,
-//! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out.
+//! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out. And
+//! the database going away for longer than the lease: the active one goes on paging.
 
 use std::time::{Duration, Instant};
 
@@ -161,4 +162,48 @@ async fn the_standby_takes_over_a_fire_escalating_when_the_active_gateway_is_kil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_from_a_frozen_active_gateway_which_wakes_up_fenced() {
     fire_escalates_across_a_takeover(Fault::Freeze).await;
+}
+
+/// PostgreSQL stopped for longer than the lease, under an active gateway with `standby`: nobody
+/// can take over (a standby cannot reach the database either), so the active one goes on
+/// paging (a new fire is paged during the outage), and once the database answers again it
+/// restarts as a standby (exit status 75), which settles who holds the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_gateway_goes_on_paging_while_the_database_is_away() {
+    let mut village = Village::start().await;
+    let mut active = Firegrid::start(village.config("gw-fuhai-1", "standby = true", ENGINE)).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let hook = &village.hook;
+    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+
+    tokio::task::block_in_place(|| village.server.stop()).unwrap();
+    // The lease runs out on the gateway's clock with its renewals refused.
+    let stopped = Instant::now();
+    while lines_with(active.log_path(), "The case store cannot be reached and this gateway's lease ran out")
+        == 0
+    {
+        assert!(active.is_running(), "the gateway exited: {}", active.log_tail(40));
+        assert!(stopped.elapsed() < Duration::from_secs(30), "{}", active.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (topic, payload) = alarm("x-2");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let second = hook
+        .wait("a new fire's page during the outage", Duration::from_secs(30), |v| {
+            v["desk"] == "street:fuhai-1" && v["case_id"] != first["case_id"]
+        })
+        .await;
+    assert!(active.is_running(), "{}", active.log_tail(40));
+    assert!(!second["case_id"].is_null(), "{second}");
+
+    let village_server = &mut village.server;
+    tokio::task::block_in_place(|| village_server.restart()).unwrap();
+    let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(30))).unwrap();
+    let status = status.expect("the gateway restarts once the database answers");
+    assert_eq!(status.code(), Some(75), "{status:?}: {}", active.log_tail(40));
+    assert_eq!(lines_with(active.log_path(), "Exiting so that it starts again as a standby."), 1);
 }

@@ -133,7 +133,7 @@ impl AlarmLoop {
             let gate = lease.clone();
             let outbox = Outbox::open(&dir.join("notify-outbox.sqlite"))?
                 .report_to(outbox_health)
-                .gated(Arc::new(move || gate.holds()));
+                .gated(Arc::new(move || gate.may_act()));
             Ok::<_, LaunchError>((store, outbox, lease))
         })
         .await
@@ -519,8 +519,8 @@ fn publish_sounders(
     linkage: &mut Linkage,
     cmd: &SounderCommand,
 ) {
-    if !lease.holds() {
-        tracing::warn!(device = %cmd.device, "Sounder command not sent: this gateway's lease on the case store ran out.");
+    if !lease.may_act() {
+        tracing::warn!(device = %cmd.device, "Sounder command not sent: this gateway is not the village's active one any more.");
         return;
     }
     let now = crate::clock::wall_ms();

@@ -1,6 +1,7 @@
 //! The active gateway's side of the case store's lease (`[alerting.store] standby`): a thread
 //! that renews it, the local deadline every page, downlink and MQTT reconnection checks, and
-//! the exit once that deadline has passed.
+//! the exit once that deadline has passed (or once the database, unreachable past it, answers
+//! again).
 //!
 //! The database decides who holds the store (its clock expires the lease, its epoch fences
 //! every write: `firegrid_cases::store`), but a gateway that froze (SIGSTOP, a paused VM) and
@@ -11,6 +12,14 @@
 //! the network delay was; the margin covers the time between a check and the act it guards.
 //! Linux's `CLOCK_MONOTONIC` (`Instant`) goes on counting while a process is stopped, so a
 //! gateway that wakes sees at once that its deadline has passed.
+//!
+//! Past the deadline, with renewals that could not reach the database, the gateway cannot know
+//! whether a standby took over, and a standby that cannot reach the database cannot have: it
+//! goes on paging and sending downlinks ([`Lease::may_act`]; a page twice is harmless, every
+//! page carries its idempotency key, a village gone silent is not) but reconnects no MQTT
+//! session ([`Lease::holds`]), so a standby that did take over keeps its sessions; once the
+//! database answers, it exits as below. A gateway that was stopped (its watch finds a gap of
+//! over a second between two looks) or that did not try to renew exits at once.
 //!
 //! Past the deadline the gateway exits with [`LEASE_LOST_EXIT`] and a log line saying so: its
 //! supervisor (systemd `Restart=always`) starts it again, as a standby, since its
@@ -35,16 +44,36 @@ pub struct Lease {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     /// No lease (SQLite, or a PostgreSQL store without `standby`): always held.
     Unbounded,
-    /// Held until this instant, unless renewed.
-    Until(Instant),
-    /// Another gateway took the store (the database refused a renewal), or the deadline
-    /// passed: for good.
+    /// Held until `deadline`, unless renewed. `failing_since`: when the oldest renewal began
+    /// that has not gone through (in flight or failed) since the last one that did.
+    Until { deadline: Instant, failing_since: Option<Instant> },
+    /// The deadline passed while renewals could not reach the database: nobody can know
+    /// whether a standby took over, and a standby that cannot reach it either cannot. Pages
+    /// and downlinks go on (a page twice is harmless, each carries its idempotency key; a
+    /// village gone silent is not), MQTT reconnections do not (a standby that did take over
+    /// must keep its sessions). Ends, with the exit, once the database answers.
+    Unreachable,
+    /// Another gateway took the store (the database refused a renewal), the deadline passed
+    /// without a renewal failing, this gateway was stopped past it, or the database answered
+    /// after it was unreachable: for good.
     Lost,
 }
+
+/// A look at the lease by its watch: go on until `Wait`'s instant, or exit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Look {
+    Wait(Instant),
+    Exit,
+}
+
+/// A watch that slept (it never sleeps more than 100 ms at a time) this much longer than it
+/// meant to was stopped (SIGSTOP, a paused VM), or the machine was too loaded to run it: the
+/// gateway takes it as stopped, since a standby may have taken over meanwhile.
+const STOPPED_GAP: Duration = Duration::from_secs(1);
 
 /// The part of the lease a check must leave for the act it guards (a page in flight, a
 /// publish), and for the two clocks' rates: a sixth, 500 ms of the default 3 s.
@@ -68,7 +97,9 @@ impl Lease {
         let validity = renewer.lease().saturating_sub(margin(renewer.lease()));
         let sent = Instant::now();
         renewer.renew()?;
-        let lease = Arc::new(Lease { state: Mutex::new(State::Until(sent + validity)) });
+        let lease = Arc::new(Lease {
+            state: Mutex::new(State::Until { deadline: sent + validity, failing_since: None }),
+        });
         tracing::info!(
             epoch = renewer.epoch(),
             lease_ms = renewer.lease().as_millis() as u64,
@@ -87,27 +118,48 @@ impl Lease {
         Ok(lease)
     }
 
-    /// Whether this gateway still holds the lease on its own clock.
+    /// Whether this gateway still holds the lease on its own clock: checked before every MQTT
+    /// reconnection, which would take a session from a standby that took over.
     pub fn holds(&self) -> bool {
         self.holds_at(Instant::now())
+    }
+
+    /// Whether this gateway may page and publish downlinks: while it holds the lease, and
+    /// while the database cannot be reached to say otherwise ([`State::Unreachable`]).
+    pub fn may_act(&self) -> bool {
+        *self.state.lock().unwrap() == State::Unreachable || self.holds()
     }
 
     fn holds_at(&self, now: Instant) -> bool {
         match *self.state.lock().unwrap() {
             State::Unbounded => true,
-            State::Until(deadline) => now < deadline,
-            State::Lost => false,
+            State::Until { deadline, .. } => now < deadline,
+            State::Unreachable | State::Lost => false,
         }
     }
 
+    /// A renewal begins at `at`.
+    fn attempting(&self, at: Instant) {
+        if let State::Until { failing_since, .. } = &mut *self.state.lock().unwrap() {
+            failing_since.get_or_insert(at);
+        }
+    }
+
+    /// A renewal sent at `sent` went through; it holds until `until`.
     fn renewed(&self, until: Instant) {
         let mut state = self.state.lock().unwrap();
-        // A lease that ran out stays out: the standby may have taken it meanwhile, and a
-        // renewal that went through after the deadline does not undo what the checks refused.
-        if let State::Until(deadline) = *state
-            && Instant::now() < deadline
-        {
-            *state = State::Until(until.max(deadline));
+        match *state {
+            // A lease that ran out stays out: the standby may have taken it meanwhile, and a
+            // renewal that went through after the deadline does not undo what the checks
+            // refused.
+            State::Until { deadline, .. } if Instant::now() < deadline => {
+                *state = State::Until { deadline: until.max(deadline), failing_since: None };
+            }
+            // The database answers again after the deadline: the sessions this gateway would
+            // not reconnect meanwhile, and who holds the store, are settled afresh by a
+            // restart as a standby.
+            State::Unreachable => *state = State::Lost,
+            _ => {}
         }
     }
 
@@ -115,24 +167,45 @@ impl Lease {
         *self.state.lock().unwrap() = State::Lost;
     }
 
-    /// When the lease runs out on the local clock, if it can.
-    fn deadline(&self) -> Option<Instant> {
-        match *self.state.lock().unwrap() {
+    /// The watch's look at `now`; `stopped` when it slept far longer than it meant to.
+    fn look(&self, now: Instant, stopped: bool) -> Option<Look> {
+        let mut state = self.state.lock().unwrap();
+        match *state {
             State::Unbounded => None,
-            State::Until(deadline) => Some(deadline),
-            State::Lost => Some(Instant::now()),
+            State::Lost => Some(Look::Exit),
+            State::Until { .. } | State::Unreachable if stopped => Some(Look::Exit),
+            State::Until { deadline, .. } if now < deadline => Some(Look::Wait(deadline)),
+            // Past the deadline with renewals that did not go through: the database is away.
+            State::Until { failing_since: Some(_), .. } => {
+                tracing::error!(
+                    "The case store cannot be reached and this gateway's lease ran out on its own clock. \
+                     It goes on paging and sending downlinks (a page twice is harmless, a silent village \
+                     is not), reconnects no MQTT session, and restarts as a standby once the database answers."
+                );
+                *state = State::Unreachable;
+                Some(Look::Wait(now + Duration::from_millis(100)))
+            }
+            State::Unreachable => Some(Look::Wait(now + Duration::from_millis(100))),
+            // Past the deadline and not one renewal tried since the last that went through.
+            State::Until { failing_since: None, .. } => Some(Look::Exit),
         }
     }
 }
 
-/// Renews every `every` until the lease is lost. A failed renewal is logged once until one
-/// succeeds again (the database unreachable for a moment is no news every second).
+/// Renews every `every` until the lease is lost. A renewal that fails is tried again at once
+/// (a session the database ended, as a standby does to a stale holder, reconnects), and a
+/// failure is logged once until one goes through again.
 fn renew(mut renewer: LeaseRenewer, every: Duration, validity: Duration, lease: &Lease) {
     let mut failing = false;
-    while lease.holds() {
+    while *lease.state.lock().unwrap() != State::Lost {
         std::thread::sleep(every);
         let sent = Instant::now();
-        match renewer.renew() {
+        lease.attempting(sent);
+        let result = match renewer.renew() {
+            Err(error) if !matches!(error, StoreError::Fenced { .. }) => renewer.renew(),
+            result => result,
+        };
+        match result {
             Ok(()) => {
                 if failing {
                     tracing::info!("The case store's lease is renewed again.");
@@ -146,7 +219,7 @@ fn renew(mut renewer: LeaseRenewer, every: Duration, validity: Duration, lease: 
             }
             Err(error) => {
                 if !failing {
-                    tracing::warn!(%error, "Cannot renew the case store's lease; this gateway stops acting when it runs out.");
+                    tracing::warn!(%error, "Cannot renew the case store's lease; this gateway stops reconnecting when it runs out.");
                     failing = true;
                 }
             }
@@ -154,17 +227,22 @@ fn renew(mut renewer: LeaseRenewer, every: Duration, validity: Duration, lease: 
     }
 }
 
-/// Sleeps until the lease's local deadline; once it has passed without a renewal, exits.
+/// Looks at the lease every 100 ms at most; exits once it is lost ([`Lease::look`]).
 fn watch(lease: &Lease) {
+    let mut last = Instant::now();
     loop {
-        let Some(deadline) = lease.deadline() else { return };
         let now = Instant::now();
-        if !lease.holds_at(now) {
-            break;
-        }
         // Short sleeps: a renewal moves the deadline, and a stop (SIGSTOP) between two looks
-        // is seen on the first look after it.
-        std::thread::sleep(deadline.saturating_duration_since(now).min(Duration::from_millis(100)));
+        // shows as a gap on the first look after it.
+        let stopped = now.duration_since(last) > STOPPED_GAP;
+        last = now;
+        match lease.look(now, stopped) {
+            None => return,
+            Some(Look::Wait(until)) => {
+                std::thread::sleep(until.saturating_duration_since(now).min(Duration::from_millis(100)));
+            }
+            Some(Look::Exit) => break,
+        }
     }
     tracing::error!(
         exit_status = LEASE_LOST_EXIT,
@@ -178,27 +256,76 @@ fn watch(lease: &Lease) {
 mod tests {
     use super::*;
 
+    fn until(deadline: Instant, failing_since: Option<Instant>) -> Lease {
+        Lease { state: Mutex::new(State::Until { deadline, failing_since }) }
+    }
+
     #[test]
     fn a_lease_holds_until_its_deadline_and_a_lost_one_for_good() {
         let start = Instant::now();
-        let lease = Lease { state: Mutex::new(State::Until(start + Duration::from_secs(2))) };
+        let lease = until(start + Duration::from_secs(2), None);
         assert!(lease.holds_at(start + Duration::from_millis(1999)));
         assert!(!lease.holds_at(start + Duration::from_secs(2)), "the deadline itself is too late");
         lease.renewed(start + Duration::from_secs(60));
         assert!(lease.holds_at(start + Duration::from_secs(59)));
         lease.lose();
         assert!(!lease.holds_at(start));
+        assert!(!lease.may_act());
         lease.renewed(start + Duration::from_secs(120));
         assert!(!lease.holds_at(start), "a lost lease is not renewed");
-        assert!(Lease::unbounded().holds());
+        assert!(Lease::unbounded().holds() && Lease::unbounded().may_act());
     }
 
     #[test]
     fn a_lease_that_ran_out_is_not_renewed_late() {
         let past = Instant::now() - Duration::from_millis(1);
-        let lease = Lease { state: Mutex::new(State::Until(past)) };
+        let lease = until(past, None);
         lease.renewed(Instant::now() + Duration::from_secs(60));
         assert!(!lease.holds());
+        assert!(!lease.may_act());
+    }
+
+    #[test]
+    fn past_its_deadline_a_gateway_whose_renewals_did_not_go_through_keeps_paging_but_reconnects_nothing() {
+        let start = Instant::now();
+        let lease = until(start + Duration::from_secs(2), None);
+        lease.attempting(start + Duration::from_secs(1));
+        assert_eq!(
+            lease.look(start + Duration::from_secs(1), false),
+            Some(Look::Wait(start + Duration::from_secs(2)))
+        );
+        // The deadline passes with that renewal unanswered: the database is away.
+        let past = start + Duration::from_millis(2100);
+        assert!(matches!(lease.look(past, false), Some(Look::Wait(_))));
+        assert!(lease.may_act(), "pages and downlinks go on");
+        assert!(!lease.holds(), "MQTT sessions are not taken back");
+        // Stopped meanwhile: a standby may have taken over.
+        assert_eq!(lease.look(past + Duration::from_secs(5), true), Some(Look::Exit));
+        // Or the database answers again: a restart as a standby settles who holds the store.
+        let answered = until(start + Duration::from_secs(2), Some(start));
+        answered.look(past, false);
+        answered.renewed(Instant::now() + Duration::from_secs(60));
+        assert_eq!(answered.look(past, false), Some(Look::Exit));
+        assert!(!answered.may_act());
+    }
+
+    #[test]
+    fn a_gateway_stopped_past_its_deadline_or_that_never_tried_to_renew_exits() {
+        // Deadlines in the past of the real clock, which `may_act` reads.
+        let start = Instant::now() - Duration::from_secs(10);
+        // A renewal that failed before a freeze does not keep a woken gateway paging.
+        let frozen = until(start + Duration::from_secs(2), Some(start + Duration::from_secs(1)));
+        assert_eq!(frozen.look(start + Duration::from_secs(9), true), Some(Look::Exit));
+        assert!(!frozen.may_act());
+        let silent = until(start + Duration::from_secs(2), None);
+        assert_eq!(silent.look(start + Duration::from_secs(3), false), Some(Look::Exit));
+        assert!(!silent.may_act());
+        // A renewal that went through clears the failure.
+        let renewed = until(Instant::now() + Duration::from_secs(60), Some(start));
+        renewed.renewed(Instant::now() + Duration::from_secs(90));
+        let state = *renewed.state.lock().unwrap();
+        assert!(matches!(state, State::Until { failing_since: None, .. }), "{state:?}");
+        assert_eq!(Lease::unbounded().look(start, true), None, "no lease, no watch");
     }
 
     #[test]
