@@ -125,7 +125,7 @@ impl Lease {
     }
 
     /// Whether this gateway may page and publish downlinks: while it holds the lease, and
-    /// while the database cannot be reached to say otherwise ([`State::Unreachable`]).
+    /// while the database cannot be reached to say otherwise.
     pub fn may_act(&self) -> bool {
         *self.state.lock().unwrap() == State::Unreachable || self.holds()
     }
