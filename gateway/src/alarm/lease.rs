@@ -18,8 +18,8 @@
 //! goes on paging and sending downlinks ([`Lease::may_act`]; a page twice is harmless, every
 //! page carries its idempotency key, a village gone silent is not) but reconnects no MQTT
 //! session ([`Lease::holds`]), so a standby that did take over keeps its sessions; once the
-//! database answers, it exits as below. A gateway that was stopped (its watch finds a gap of
-//! over a second between two looks) or that did not try to renew exits at once.
+//! database answers, it exits as below. A gateway that was stopped past its deadline (its
+//! watch finds a gap of over 1.5 s between two looks) or that did not try to renew exits at once.
 //!
 //! Past the deadline the gateway exits with [`LEASE_LOST_EXIT`] and a log line saying so: its
 //! supervisor (systemd `Restart=always`) starts it again, as a standby, since its
@@ -72,8 +72,10 @@ enum Look {
 
 /// A watch that slept (it never sleeps more than 100 ms at a time) this much longer than it
 /// meant to was stopped (SIGSTOP, a paused VM), or the machine was too loaded to run it: the
-/// gateway takes it as stopped, since a standby may have taken over meanwhile.
-const STOPPED_GAP: Duration = Duration::from_secs(1);
+/// gateway takes it as stopped, since a standby may have taken over meanwhile. A takeover
+/// needs the database's lease (3 s by default) to run out after the last renewal, which is at
+/// most `renew_every` (1 s) old at the stop, so a stop that let one happen lasted 2 s at least.
+const STOPPED_GAP: Duration = Duration::from_millis(1_500);
 
 /// The part of the lease a check must leave for the act it guards (a page in flight, a
 /// publish), and for the two clocks' rates: a sixth, 500 ms of the default 3 s.
@@ -173,8 +175,12 @@ impl Lease {
         match *state {
             State::Unbounded => None,
             State::Lost => Some(Look::Exit),
-            State::Until { .. } | State::Unreachable if stopped => Some(Look::Exit),
+            // Within the deadline nobody can have taken over, stopped or not: the database's
+            // lease outlasts the local deadline.
             State::Until { deadline, .. } if now < deadline => Some(Look::Wait(deadline)),
+            // Stopped past it: a standby may have taken over meanwhile, whatever the renewals
+            // did before the stop.
+            State::Until { .. } if stopped => Some(Look::Exit),
             // Past the deadline with renewals that did not go through: the database is away.
             State::Until { failing_since: Some(_), .. } => {
                 tracing::error!(
@@ -299,8 +305,9 @@ mod tests {
         assert!(matches!(lease.look(past, false), Some(Look::Wait(_))));
         assert!(lease.may_act(), "pages and downlinks go on");
         assert!(!lease.holds(), "MQTT sessions are not taken back");
-        // Stopped meanwhile: a standby may have taken over.
-        assert_eq!(lease.look(past + Duration::from_secs(5), true), Some(Look::Exit));
+        // Unreachable and then stopped: it goes on until the database answers (a page twice at
+        // most, until its next renewal is refused).
+        assert!(matches!(lease.look(past + Duration::from_secs(5), true), Some(Look::Wait(_))));
         // Or the database answers again: a restart as a standby settles who holds the store.
         let answered = until(start + Duration::from_secs(2), Some(start));
         answered.look(past, false);
@@ -317,6 +324,12 @@ mod tests {
         let frozen = until(start + Duration::from_secs(2), Some(start + Duration::from_secs(1)));
         assert_eq!(frozen.look(start + Duration::from_secs(9), true), Some(Look::Exit));
         assert!(!frozen.may_act());
+        // A gap within the deadline (a loaded machine, a short stop) changes nothing.
+        let loaded = until(start + Duration::from_secs(2), None);
+        assert_eq!(
+            loaded.look(start + Duration::from_secs(1), true),
+            Some(Look::Wait(start + Duration::from_secs(2)))
+        );
         let silent = until(start + Duration::from_secs(2), None);
         assert_eq!(silent.look(start + Duration::from_secs(3), false), Some(Look::Exit));
         assert!(!silent.may_act());
