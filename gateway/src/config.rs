@@ -482,6 +482,11 @@ impl Config {
         if let Some(message) = alerting.store.problem() {
             problem("[alerting.store]", message);
         }
+        if let Some(tls) = &alerting.store.tls
+            && let Err(e) = tls.client_config()
+        {
+            problem("[alerting.store] tls", e.to_string());
+        }
         if let Some(desk) = &alerting.unplaced_desk
             && let Err(e) = desk.parse::<firegrid_alerting::Scope>()
         {
@@ -705,8 +710,33 @@ mod tests {
             assert!(!message.contains("hunter22"), "{message}");
         }
 
-        // The password: the file's first line, else the environment.
+        // TLS and the connection string's sslmode must agree; the CA must load.
         let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let with_tls = |conninfo: &str, ca: &std::path::Path| {
+            let mut cfg = load(conninfo);
+            cfg.alerting.store.tls =
+                Some(crate::tls::ClientTls { ca: ca.to_owned(), client_cert: None, client_key: None });
+            cfg
+        };
+        crate::tls::certs::make(&crate::tls::certs::Request {
+            dir: dir.path().to_owned(),
+            hosts: vec!["db.example".into()],
+            clients: Vec::new(),
+            days: 30,
+        })
+        .unwrap();
+        with_tls("host=db.example user=firegrid dbname=firegrid", &ca).check().unwrap();
+        for (cfg, expected) in [
+            (with_tls("host=db.example sslmode=disable", &ca), "sslmode=disable contradicts tls"),
+            (load("host=db.example sslmode=require"), "sslmode=require needs tls"),
+            (with_tls("host=db.example", &dir.path().join("no-such-ca.pem")), "no-such-ca.pem"),
+        ] {
+            let message = cfg.check().unwrap_err().to_string();
+            assert!(message.contains("[alerting.store]") && message.contains(expected), "{message}");
+        }
+
+        // The password: the file's first line, else the environment.
         let file = dir.path().join("password");
         std::fs::write(&file, "s3cr3t\n").unwrap();
         let from_env =

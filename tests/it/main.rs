@@ -22,6 +22,7 @@ mod modbus;
 mod mqtt;
 mod ota;
 mod postgres_store;
+mod postgres_tls;
 mod sick_disk;
 mod sim;
 mod tls;

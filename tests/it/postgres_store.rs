@@ -18,7 +18,7 @@ use firegrid_cases::store::{CaseFilter, CaseRow, CaseStore, Step, TransitionRow}
 use firegrid_protocol::{
     DetectorState, DeviceId, Encoding, StateChange, Topic, Uplink, UplinkBody, UplinkKind, VillageId,
 };
-use firegrid_tests::{Firegrid, Mosquitto, Postgres, WebhookReceiver};
+use firegrid_tests::{Firegrid, Mosquitto, Postgres, PostgresTls, WebhookReceiver};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 /// An unknown detector's alarm in village `fuhai-1`.
@@ -46,13 +46,17 @@ pub(crate) fn count_where(server: &Postgres, table: &str, condition: &str) -> i6
 }
 
 /// What a village's gateways run against: a broker, a webhook receiver and a PostgreSQL
-/// server with the database `firegrid` for the case store (its password in a file).
+/// server with the database `firegrid` for the case store (its password in a file), which
+/// takes TCP connections only over TLS, checked against the village's CA
+/// (`[alerting.store] tls`), as a store on another machine should be reached.
 pub(crate) struct Village {
     pub(crate) broker: Mosquitto,
     pub(crate) hook: WebhookReceiver,
     pub(crate) server: Postgres,
     conninfo: String,
     password_file: std::path::PathBuf,
+    /// The CA that signed the server's certificate.
+    ca: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -60,12 +64,13 @@ impl Village {
     pub(crate) async fn start() -> Village {
         let broker = Mosquitto::start().unwrap();
         let hook = WebhookReceiver::start().await;
-        let server = Postgres::start().unwrap();
-        let conninfo = server.create_database("firegrid").unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let (server_files, ca) = PostgresTls::make(&dir.path().join("certs")).unwrap();
+        let server = Postgres::start_tls(&server_files).unwrap();
+        let conninfo = server.create_database("firegrid").unwrap();
         let password_file = dir.path().join("postgres-password");
         std::fs::write(&password_file, format!("{}\n", server.password())).unwrap();
-        Village { broker, hook, server, conninfo, password_file, _dir: dir }
+        Village { broker, hook, server, conninfo, password_file, ca, _dir: dir }
     }
 
     /// A gateway's configuration with MQTT client id `client_id`; `store` goes into
@@ -76,13 +81,14 @@ impl Village {
         store: &str,
         rest: &str,
     ) -> impl Fn(&Path, u16) -> String + Send + Sync + 'static + use<> {
+        let store = format!("tls = {{ ca = \"{}\" }}\n{store}", self.ca.display());
         firegrid_tests::postgres::gateway_config(
             self.broker.port(),
             self.hook.port(),
             &self.conninfo,
             &self.password_file,
             client_id,
-            store,
+            &store,
             rest,
         )
     }
@@ -124,6 +130,13 @@ async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
     let log = std::fs::read_to_string(gateway.log_path()).unwrap();
     assert!(log.contains("The case store is in PostgreSQL."), "{log}");
     assert!(!log.contains(server.password()), "the password is never logged");
+    assert!(!log.contains("not encrypted"), "{log}");
+    // Every session the gateway holds came over TLS.
+    let sessions = "pg_stat_ssl s JOIN pg_stat_activity a USING (pid)";
+    assert!(
+        count_where(server, sessions, "a.datname = 'firegrid' AND a.client_addr IS NOT NULL AND s.ssl") >= 1
+    );
+    assert_eq!(count_where(server, sessions, "a.client_addr IS NOT NULL AND NOT s.ssl"), 0);
 }
 
 /// Two gateways for one village on one PostgreSQL store and one broker, with the same MQTT
@@ -206,7 +219,15 @@ latched = false"#;
 }
 
 /// One batch of steps: each opens or updates a case, with one transition.
-fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
+pub(crate) fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
+    try_commit_batch(store, batch).unwrap()
+}
+
+/// As [`commit_batch`], returning the store's refusal.
+pub(crate) fn try_commit_batch(
+    store: &mut CaseStore,
+    batch: u64,
+) -> Result<u64, firegrid_cases::store::StoreError> {
     let jsons: Vec<(String, String)> = (0..5)
         .map(|i| (format!(r#"{{"batch":{batch},"step":{i}}}"#), format!(r#"{{"case":{}}}"#, batch * 5 + i)))
         .collect();
@@ -246,11 +267,11 @@ fn commit_batch(store: &mut CaseStore, batch: u64) -> u64 {
             cases,
         })
         .collect();
-    store.commit(&steps).unwrap()
+    store.commit(&steps)
 }
 
 /// Waits until the primary reports `standby` as its synchronous standby.
-fn wait_for_sync_standby(primary: &Postgres) {
+pub(crate) fn wait_for_sync_standby(primary: &Postgres) {
     let mut client = primary.connect("postgres").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -55,7 +55,7 @@ pub use faketime::FakeClock;
 pub use firegrid::{Firegrid, firegrid_binary};
 pub use influxdb::{InfluxDb1, InfluxSeries};
 pub use mosquitto::Mosquitto;
-pub use postgres::Postgres;
+pub use postgres::{Postgres, PostgresTls};
 pub use process::{Binary, ServerKind, ServerProcess, free_port, free_ports};
 pub use publisher::{Publisher, publish_all};
 pub use pymodbus::{Pymodbus, SimRegisters, SimValue};

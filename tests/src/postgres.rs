@@ -29,6 +29,35 @@ pub const USER: &str = "firegrid";
 pub struct Postgres {
     process: ServerProcess,
     password: String,
+    /// Started with [`Postgres::start_tls`] (or a standby of such a server).
+    tls: bool,
+}
+
+/// The server certificate and key a [`Postgres::start_tls`] server presents (PEM; e.g. from
+/// `firegrid certs`).
+#[derive(Debug, Clone)]
+pub struct PostgresTls {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl PostgresTls {
+    /// A new CA and a server certificate for `localhost` and `127.0.0.1` signed by it, made in
+    /// `dir` the way `firegrid certs` makes them; returns the server's files and the CA's
+    /// certificate (what a client checks the server against).
+    ///
+    /// # Errors
+    /// [`Error::Server`] when the certificates cannot be made or written.
+    pub fn make(dir: &Path) -> Result<(PostgresTls, PathBuf)> {
+        use firegrid_gateway::tls::certs;
+        let request =
+            certs::Request { dir: dir.to_owned(), hosts: Vec::new(), clients: Vec::new(), days: 30 };
+        certs::make(&request)
+            .map_err(|e| Error::Server { server: "firegrid certs".into(), message: e.to_string() })?;
+        Ok((PostgresTls { cert: dir.join("server.pem"), key: dir.join("server.key") }, dir.join("ca.pem")))
+    }
 }
 
 forward_lifecycle!(Postgres);
@@ -40,8 +69,31 @@ impl Postgres {
     /// See [`ServerProcess::start`]; a missing binary names the install command.
     pub fn start() -> Result<Self> {
         let password = random_password();
-        let kind = PostgresKind { password: password.clone(), primary_port: None };
-        Ok(Postgres { process: ServerProcess::start(kind)?, password })
+        let kind = PostgresKind {
+            password: password.clone(),
+            primary_port: None,
+            tls: None,
+            socket: OnceLock::new(),
+        };
+        Ok(Postgres { process: ServerProcess::start(kind)?, password, tls: false })
+    }
+
+    /// As [`start`](Self::start), with TLS: the server presents `tls`'s certificate
+    /// (`ssl = on`), and `pg_hba.conf` admits TCP connections only over TLS (`hostssl`; a
+    /// plain one is rejected with PostgreSQL's own "no encryption" refusal). The harness's own
+    /// connections ([`connect`](Self::connect)) go through the Unix socket.
+    ///
+    /// # Errors
+    /// As for [`Postgres::start`]; unreadable certificate files are an [`Error::Io`].
+    pub fn start_tls(tls: &PostgresTls) -> Result<Self> {
+        let password = random_password();
+        let kind = PostgresKind {
+            password: password.clone(),
+            primary_port: None,
+            tls: Some(tls.clone()),
+            socket: OnceLock::new(),
+        };
+        Ok(Postgres { process: ServerProcess::start(kind)?, password, tls: true })
     }
 
     /// Starts a streaming standby of `primary`: its cluster is a `pg_basebackup -R` of the
@@ -52,8 +104,15 @@ impl Postgres {
     /// As for [`Postgres::start`]; a failed base backup is an [`Error::Server`].
     pub fn standby_of(primary: &Postgres) -> Result<Self> {
         let password = primary.password.clone();
-        let kind = PostgresKind { password: password.clone(), primary_port: Some(primary.port()) };
-        Ok(Postgres { process: ServerProcess::start(kind)?, password })
+        // The base backup copies the primary's certificate, key and pg_hba.conf with the rest.
+        let tls = primary.tls.then(|| PostgresTls { cert: SERVER_CERT.into(), key: SERVER_KEY.into() });
+        let kind = PostgresKind {
+            password: password.clone(),
+            primary_port: Some(primary.port()),
+            tls,
+            socket: OnceLock::new(),
+        };
+        Ok(Postgres { process: ServerProcess::start(kind)?, password, tls: primary.tls })
     }
 
     /// Promotes a standby to a primary (`pg_ctl promote`), waiting until it accepts writes.
@@ -89,6 +148,12 @@ impl Postgres {
     /// # Errors
     /// [`Error::Server`] when the connection or the login fails.
     pub fn connect(&self, dbname: &str) -> Result<postgres::Client> {
+        if self.tls {
+            let socket = socket_dir(self.dir());
+            let conninfo =
+                format!("host={} port={} user={USER} dbname={dbname}", socket.display(), self.port());
+            return connect(&conninfo, &self.password);
+        }
         connect(&self.conninfo(dbname), &self.password)
     }
 
@@ -217,6 +282,43 @@ struct PostgresKind {
     password: String,
     /// Where a standby's base backup comes from.
     primary_port: Option<u16>,
+    /// The certificate and key to serve; for a standby, their names in the copied cluster.
+    tls: Option<PostgresTls>,
+    /// The Unix socket's directory, known once the server's arguments are made: a TLS
+    /// server is probed through it, since its TCP port takes no plain connections.
+    socket: OnceLock<PathBuf>,
+}
+
+/// Where a TLS server's certificate and key sit in its data directory (the names are
+/// PostgreSQL's defaults for `ssl_cert_file` and `ssl_key_file`).
+const SERVER_CERT: &str = "server.crt";
+const SERVER_KEY: &str = "server.key";
+
+/// Puts `tls`'s certificate and key into the cluster at `data`, readable by the server only
+/// (PostgreSQL refuses a key that others can read), and admits TCP clients only over TLS.
+fn install_tls(tls: &PostgresTls, data: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (from, to) in [(&tls.cert, SERVER_CERT), (&tls.key, SERVER_KEY)] {
+        let to = data.join(to);
+        std::fs::copy(from, &to).map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("restricting the server key", e))?;
+        if let Some((uid, gid)) = unprivileged() {
+            std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                .map_err(|e| Error::io("handing the certificate to the postgres user", e))?;
+        }
+    }
+    let hba = data.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).map_err(|e| Error::io("reading pg_hba.conf", e))?;
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}"),
+            None => line.to_owned(),
+        })
+        .collect();
+    lines.extend(["hostnossl all all all reject".into(), "hostnossl replication all all reject".into()]);
+    std::fs::write(&hba, lines.join("\n") + "\n").map_err(|e| Error::io("writing pg_hba.conf", e))
 }
 
 impl PostgresKind {
@@ -244,6 +346,9 @@ impl PostgresKind {
                     .arg("-D")
                     .arg(&data);
                 run(initdb, "initdb")?;
+                if let Some(tls) = &self.tls {
+                    install_tls(tls, &data)?;
+                }
                 std::fs::remove_file(&pwfile).map_err(|e| Error::io("removing the password file", e))
             }
             Some(port) => {
@@ -252,8 +357,18 @@ impl PostgresKind {
                 // standby's own postgresql.auto.conf); -X stream copies the WAL written meanwhile;
                 // -c fast checkpoints at once instead of spreading the checkpoint's writes over
                 // minutes.
+                // Over TLS, libpq looks for a client certificate in `~/.postgresql`; the tools
+                // run as `postgres` with root's HOME, where that is unreadable, so the
+                // connection (and the standby's `primary_conninfo`, written from it) names one
+                // that does not exist, which libpq skips.
+                let none = dir.join("no-client-cert");
+                let conninfo = format!(
+                    "host=127.0.0.1 port={port} user={USER} sslcert={} sslkey={}",
+                    none.join("client.crt").display(),
+                    none.join("client.key").display()
+                );
                 backup
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "-R", "-X", "stream"])
+                    .args(["-d", &conninfo, "-R", "-X", "stream"])
                     .args(["-c", "fast"])
                     .arg("-D")
                     .arg(&data)
@@ -278,6 +393,7 @@ impl ServerKind for PostgresKind {
         if let Some((uid, gid)) = unprivileged() {
             std::os::unix::fs::chown(&sockets, Some(uid), Some(gid))?;
         }
+        let _ = self.socket.set(sockets.clone());
         let mut args: Vec<OsString> = vec!["-D".into(), data_dir(dir).into(), "-k".into(), sockets.into()];
         for setting in [
             format!("port={}", ports[0]),
@@ -285,6 +401,11 @@ impl ServerKind for PostgresKind {
             "logging_collector=off".to_owned(),
         ] {
             args.extend(["-c".into(), setting.into()]);
+        }
+        if self.tls.is_some() {
+            for setting in ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"] {
+                args.extend(["-c".into(), setting.into()]);
+            }
         }
         Ok(args)
     }
@@ -298,8 +419,11 @@ impl ServerKind for PostgresKind {
     }
 
     fn is_ready(&self, ports: &[u16]) -> bool {
-        let conninfo =
-            format!("host=127.0.0.1 port={} user={USER} dbname=postgres connect_timeout=2", ports[0]);
+        let host = match (&self.tls, self.socket.get()) {
+            (Some(_), Some(socket)) => socket.display().to_string(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let conninfo = format!("host={host} port={} user={USER} dbname=postgres connect_timeout=2", ports[0]);
         let probe = off_runtime(|| {
             let mut client = connect(&conninfo, &self.password)?;
             client.simple_query("SELECT 1").map_err(server_error).map(drop)

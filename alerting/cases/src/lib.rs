@@ -110,6 +110,15 @@ pub struct StoreConfig {
     /// `lease`, so that one late or lost renewal does not end it.
     #[serde(default = "default_renew_every", with = "humantime_serde")]
     pub renew_every: Duration,
+    /// TLS to PostgreSQL: `{ ca = "/etc/firegrid/db-ca.pem" }`, and `client_cert` with
+    /// `client_key` for a server that requires client certificates (`pg_hba.conf`
+    /// `clientcert=verify-full`). Set, every connection is TLS with no fallback to plain text,
+    /// and the server's certificate must chain to `ca` and name the host of the connection
+    /// string (libpq's `verify-full`). Absent: plain TCP, and a warning at start unless every
+    /// host is a Unix socket or a loopback address. The case store's traffic carries every
+    /// alarm and the officers' actions: encrypt it whenever the database is on another machine.
+    #[serde(default)]
+    pub tls: Option<firegrid_base::tls::ClientTls>,
 }
 
 impl Default for StoreConfig {
@@ -120,6 +129,7 @@ impl Default for StoreConfig {
             standby: false,
             lease: default_lease(),
             renew_every: default_renew_every(),
+            tls: None,
         }
     }
 }
@@ -159,7 +169,16 @@ impl StoreConfig {
             Ok(config) if config.get_password().is_some() => Some(format!(
                 "postgres: put the password in password_file or {POSTGRES_PASSWORD_ENV}, not in the connection string"
             )),
-            Ok(_) => None,
+            Ok(config) => match (&self.tls, config.get_ssl_mode()) {
+                (Some(_), postgres::config::SslMode::Disable) => {
+                    Some("postgres: sslmode=disable contradicts tls; remove one".to_owned())
+                }
+                (None, postgres::config::SslMode::Require) => Some(
+                    "postgres: sslmode=require needs tls (at least its ca) to check the server against"
+                        .to_owned(),
+                ),
+                _ => None,
+            },
         }
     }
 

@@ -100,7 +100,7 @@ pub enum StoreError {
     /// connection lost, a full disk on the server. The message names the database as
     /// `user@host:port/dbname` and never carries the password, which is neither in the
     /// connection string shown nor in PostgreSQL's own messages.
-    #[error("case store {operation} on PostgreSQL {database}: {source}")]
+    #[error("case store {operation} on PostgreSQL {database}: {}", with_causes(source))]
     Postgres {
         /// What the store was doing, e.g. `"commit"`.
         operation: &'static str,
@@ -122,6 +122,14 @@ pub enum StoreError {
         /// The PostgreSQL backend process of the session holding the lock, to find it in
         /// `pg_stat_activity`; 0 when it ended meanwhile.
         holder: i32,
+    },
+    /// The TLS settings and the connection string disagree; nothing was sent.
+    #[error("case store on PostgreSQL {database}: TLS: {problem}")]
+    Tls {
+        /// Which database.
+        database: String,
+        /// What disagrees.
+        problem: &'static str,
     },
     /// Another gateway took this PostgreSQL store since this one opened it: the store's lease
     /// has a newer epoch, and the write was refused in its own transaction. A gateway that
@@ -419,6 +427,54 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
+/// The client's error with its causes: rust-postgres shows only its kind ("db error", "error
+/// performing TLS handshake"), and what an operator needs (the server's `FATAL: password
+/// authentication failed`, the certificate rustls refused) is in the causes.
+fn with_causes(error: &::postgres::Error) -> String {
+    let mut shown = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        shown.push_str(": ");
+        shown.push_str(&next.to_string());
+        cause = next.source();
+    }
+    shown
+}
+
+/// How [`CaseStore::open_postgres_with`] reaches and holds a PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// The password; it replaces one in the connection string.
+    pub password: Option<String>,
+    /// How long opening waits for the store's writer lock ([`StoreError::Held`] after that);
+    /// `Duration::MAX`: as long as it takes (a standby).
+    pub wait: std::time::Duration,
+    /// How long the store's lease lasts without a renewal; `None`: for ever.
+    pub lease: Option<std::time::Duration>,
+    /// TLS for every connection: the server's certificate checked against these roots and
+    /// the host name, no fallback to plain text. `None`: plain TCP (a warning is logged unless
+    /// every host is a Unix socket or a loopback address).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { password: None, wait: postgres::OPEN_WAIT, lease: None, tls: None }
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresOptions")
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("wait", &self.wait)
+            .field("lease", &self.lease)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 /// The durable store of the alarm cases, on SQLite or PostgreSQL. One owner drives it; see the
 /// module docs.
 #[derive(Debug)]
@@ -452,22 +508,26 @@ impl CaseStore {
         password: Option<&str>,
         wait: std::time::Duration,
     ) -> Result<CaseStore, StoreError> {
-        Self::open_postgres_leased(conninfo, password, wait, None)
+        let options =
+            PostgresOptions { password: password.map(str::to_owned), wait, ..PostgresOptions::default() };
+        Self::open_postgres_with(conninfo, &options)
     }
 
-    /// As [`open_postgres_within`](Self::open_postgres_within), taking the store's lease for
-    /// `lease` at a time (`None`: for ever). The holder must renew it
-    /// ([`lease_renewer`](Self::lease_renewer)) well within that: once it has expired on the
-    /// server's clock, a gateway waiting for the store ends this one's session and takes over.
-    /// Every store opened bumps the lease's epoch, and every write checks it
-    /// ([`StoreError::Fenced`]).
-    pub fn open_postgres_leased(
-        conninfo: &str,
-        password: Option<&str>,
-        wait: std::time::Duration,
-        lease: Option<std::time::Duration>,
-    ) -> Result<CaseStore, StoreError> {
-        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, password, wait, lease)?) })
+    /// As [`open_postgres`](Self::open_postgres), with every setting of [`PostgresOptions`]:
+    /// the wait for the writer lock, the lease, TLS.
+    ///
+    /// With a lease length, the store's lease is taken for that long at a time (`None`: for
+    /// ever). The holder must renew it ([`lease_renewer`](Self::lease_renewer)) well within
+    /// that: once it has expired on the server's clock, a gateway waiting for the store ends
+    /// this one's session and takes over. Every store opened bumps the lease's epoch, and
+    /// every write checks it ([`StoreError::Fenced`]).
+    ///
+    /// A connection string may name several servers (`host=db1,db2 port=5432,5432
+    /// target_session_attrs=read-write`): every connection, including the reconnection after a
+    /// lost one, goes to the first that accepts writes, so the store follows a standby that
+    /// was promoted, without a restart.
+    pub fn open_postgres_with(conninfo: &str, options: &PostgresOptions) -> Result<CaseStore, StoreError> {
+        Ok(CaseStore { backend: Box::new(postgres::PostgresStore::open(conninfo, options)?) })
     }
 
     /// The lease epoch this store writes under (PostgreSQL); `None` for SQLite.

@@ -625,8 +625,7 @@ mod postgres_only {
         let mut admin = server.connect("postgres").unwrap();
         let conninfo = server.conninfo("postgres");
         let mut store =
-            CaseStore::open_postgres_leased(&conninfo, Some(server.password()), Duration::ZERO, None)
-                .unwrap();
+            CaseStore::open_postgres_within(&conninfo, Some(server.password()), Duration::ZERO).unwrap();
         assert_eq!(store.epoch(), Some(1), "the first store takes the first epoch");
         assert!(store.lease_renewer().is_none(), "a lease without a length is never renewed");
         store.commit(&[input(1, "alarm", r#"{"n":1}"#)]).unwrap();
@@ -651,7 +650,10 @@ mod postgres_only {
         let server = firegrid_tests::Postgres::start().unwrap();
         let conninfo = server.conninfo("postgres");
         let lease = Some(Duration::from_millis(1500));
-        let open = |wait| CaseStore::open_postgres_leased(&conninfo, Some(server.password()), wait, lease);
+        let open = |wait| {
+            let password = Some(server.password().to_owned());
+            CaseStore::open_postgres_with(&conninfo, &PostgresOptions { password, wait, lease, tls: None })
+        };
         let mut first = open(Duration::ZERO).unwrap();
         let mut renewer = first.lease_renewer().expect("a lease with a length is renewed");
         assert_eq!((renewer.epoch(), renewer.lease()), (1, Duration::from_millis(1500)));

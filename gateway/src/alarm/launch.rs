@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use firegrid_alerting::{Location, Millis};
 use firegrid_cases::service::{Cases, DeskChannels, Wiring};
-use firegrid_cases::store::CaseStore;
+use firegrid_cases::store::{CaseStore, PostgresOptions};
 use firegrid_cases::{AlertingConfig, StoreConfig, feed_deliveries};
 use firegrid_notify::{NotifyConfig, Outbox};
 use firegrid_officers::DirectoryWatch;
@@ -69,13 +69,18 @@ fn open_store(config: &StoreConfig, data_dir: &std::path::Path) -> Result<CaseSt
         let file = config.password_file.as_deref().unwrap_or(std::path::Path::new("?"));
         LaunchError::Invalid(format!("[alerting.store] password_file {}: {e}", file.display()))
     })?;
-    let store = if config.standby {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tls.client_config())
+        .transpose()
+        .map_err(|e| LaunchError::Invalid(format!("[alerting.store] tls: {e}")))?;
+    let mut options = PostgresOptions { password, tls, ..PostgresOptions::default() };
+    if config.standby {
         tracing::info!("Standing by until this gateway holds the case store in PostgreSQL.");
-        let lease = Some(config.lease);
-        CaseStore::open_postgres_leased(conninfo, password.as_deref(), std::time::Duration::MAX, lease)?
-    } else {
-        CaseStore::open_postgres(conninfo, password.as_deref())?
-    };
+        (options.wait, options.lease) = (std::time::Duration::MAX, Some(config.lease));
+    }
+    let store = CaseStore::open_postgres_with(conninfo, &options)?;
     tracing::info!("The case store is in PostgreSQL.");
     Ok(store)
 }

@@ -31,7 +31,7 @@
 //!   a lease (`case_store_lease`: the holder, an epoch, the writer session's backend pid and an
 //!   expiry on the **database's** clock). Opening the store bumps the epoch, and every commit,
 //!   snapshot and prune checks it in its own transaction ([`StoreError::Fenced`] when another
-//!   gateway took the store since). With a lease length ([`CaseStore::open_postgres_leased`])
+//!   gateway took the store since). With a lease length ([`CaseStore::open_postgres_with`])
 //!   the holder renews it ([`LeaseRenewer`]); a gateway waiting for the store terminates the
 //!   writer session of a holder whose lease expired (`pg_terminate_backend`, allowed between
 //!   sessions of one role), which frees the advisory lock for it. Without a lease length the
@@ -41,9 +41,11 @@ use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use postgres::config::Host;
+use postgres::config::{Host, SslMode};
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
+use rustls::ClientConfig;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     AuditEntry, Backend, CASE_COLUMNS, CaseRow, Columns, FilterValue, LoggedInput, Pruned, SCHEMA_VERSION,
@@ -124,6 +126,45 @@ const WRITER_LOCK: i64 = 0x6669_7265_6772_6965;
 /// How long opening the store waits for the writer lock.
 pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long one attempt to reach a server may take, unless the connection string says
+/// (`connect_timeout`). Without a bound, a server whose machine is gone (no RST, only silence)
+/// holds a connection attempt for the kernel's SYN retries, about two minutes on Linux
+/// (`tcp_syn_retries` = 6, tcp(7)), during which the alarm loop cannot store anything; with a
+/// list of hosts, the next one would be tried only after that.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long data sent on a connection may go unacknowledged before the connection is given
+/// up, unless the connection string says (`tcp_user_timeout`). A commit sent to a server
+/// whose machine died would otherwise wait for TCP's retransmissions, about 15 minutes on
+/// Linux (`tcp_retries2` = 15, tcp(7)); the store then reconnects, to the promoted standby
+/// when the connection string lists it.
+const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How every connection of the store is made (the writer's, the lease renewer's, the stale
+/// lease breaker's): the parsed connection string and, with TLS, rustls.
+#[derive(Clone)]
+struct Dialer {
+    config: Config,
+    /// With `[alerting.store] tls`: every connection is TLS (`sslmode=require` is forced: no
+    /// fallback to plain text when a server, or something in between, declines), and the
+    /// server's certificate must chain to the configured CA and name the host, which is
+    /// what libpq calls `verify-full`.
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Dialer {
+    fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+    }
+
+    fn encrypted(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
 /// The server's probes of an idle client connection: silent for 5 s, then a probe every 2 s,
 /// and gone after 3 unanswered, so a dead gateway's lock is freed in about 11 s
 /// (PostgreSQL manual, "Connections and Authentication": `tcp_keepalives_idle`,
@@ -133,7 +174,7 @@ const KEEPALIVES: &str =
 
 /// The case store in a PostgreSQL database.
 pub(super) struct PostgresStore {
-    config: Config,
+    dialer: Dialer,
     /// `user@host:port/dbname`, for messages: never the password.
     database: String,
     /// `None` once the connection was found closed, until the next operation opens it again.
@@ -176,10 +217,10 @@ impl PostgresStore {
     /// Connects, creates or checks the schema, and prepares the commit path.
     pub(super) fn open(
         conninfo: &str,
-        password: Option<&str>,
-        wait: std::time::Duration,
-        lease: Option<std::time::Duration>,
+        options: &super::PostgresOptions,
     ) -> Result<PostgresStore, StoreError> {
+        let super::PostgresOptions { password, wait, lease, tls } = options;
+        let (wait, lease) = (*wait, *lease);
         let mut config: Config = conninfo.parse().map_err(|source| StoreError::Postgres {
             operation: "open",
             database: "(connection string)".into(),
@@ -188,9 +229,38 @@ impl PostgresStore {
         if let Some(password) = password {
             config.password(password);
         }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        let tls = match tls {
+            Some(_) if config.get_ssl_mode() == SslMode::Disable => {
+                return Err(StoreError::Tls {
+                    database: describe(&config),
+                    problem: "the connection string says sslmode=disable",
+                });
+            }
+            Some(tls) => {
+                config.ssl_mode(SslMode::Require);
+                Some(MakeRustlsConnect::new(ClientConfig::clone(tls)))
+            }
+            None if config.get_ssl_mode() == SslMode::Require => {
+                return Err(StoreError::Tls {
+                    database: describe(&config),
+                    problem: "sslmode=require needs the CA to check the server against",
+                });
+            }
+            None => None,
+        };
         let database = describe(&config);
+        let dialer = Dialer { config, tls };
+        if !dialer.encrypted() && !local_only(&dialer.config) {
+            tracing::warn!(database = %database, "The case store's connection to PostgreSQL is not encrypted: set [alerting.store] tls.");
+        }
         let store = PostgresStore {
-            config,
+            dialer,
             database,
             conn: RefCell::new(None),
             in_doubt: None,
@@ -203,7 +273,7 @@ impl PostgresStore {
         // ends, and is seen waiting in `pg_stat_activity` (`wait_event = 'advisory'`).
         let Some(deadline) = std::time::Instant::now().checked_add(wait) else {
             tracing::info!(database = %store.database, "Waiting for the case store's writer lock.");
-            let breaker = StaleBreaker::start(store.config.clone(), store.database.clone());
+            let breaker = StaleBreaker::start(store.dialer.clone(), store.database.clone());
             let conn = store.connect("open", true);
             breaker.stop();
             *store.conn.borrow_mut() = Some(conn?);
@@ -219,7 +289,7 @@ impl PostgresStore {
                         waited = true;
                     }
                     // Best effort: a failure here is a failure of the next attempt to open.
-                    if let Ok(mut client) = store.config.connect(NoTls) {
+                    if let Ok(mut client) = store.dialer.connect() {
                         let _ = break_stale_lease(&mut client, &store.database);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -239,10 +309,10 @@ impl PostgresStore {
     /// length, or before the store held the writer lock.
     pub(super) fn renewer(&self) -> Option<LeaseRenewer> {
         let (lease, epoch) = (self.lease?, self.epoch.get()?);
-        let mut config = self.config.clone();
+        let mut dialer = self.dialer.clone();
         // A renewal that cannot connect within the lease is too late anyway.
-        config.connect_timeout(lease);
-        Some(LeaseRenewer { config, database: self.database.clone(), epoch, lease, client: None })
+        dialer.config.connect_timeout(lease);
+        Some(LeaseRenewer { dialer, database: self.database.clone(), epoch, lease, client: None })
     }
 
     /// [`StoreError::Fenced`] unless the stored epoch is this store's, its row locked until
@@ -278,7 +348,7 @@ impl PostgresStore {
     /// with [`StoreError::Held`] at once.
     fn connect(&self, operation: &'static str, queue: bool) -> Result<Connection, StoreError> {
         let err = self.error(operation);
-        let mut client = self.config.connect(NoTls).map_err(&err)?;
+        let mut client = self.dialer.connect().map_err(&err)?;
         client.batch_execute(KEEPALIVES).map_err(&err)?;
         if queue {
             client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map_err(&err)?;
@@ -667,7 +737,7 @@ impl Backend for PostgresStore {
 /// waits behind a commit: [`CaseStore::lease_renewer`](super::CaseStore::lease_renewer).
 /// Blocking, like the store; run it on a thread of its own.
 pub struct LeaseRenewer {
-    config: Config,
+    dialer: Dialer,
     database: String,
     epoch: i64,
     lease: std::time::Duration,
@@ -706,7 +776,7 @@ impl LeaseRenewer {
         };
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            self.client = Some(self.config.connect(NoTls).map_err(err)?);
+            self.client = Some(self.dialer.connect().map_err(err)?);
         }
         let client = self.client.as_mut().expect("set above");
         let lease_ms = signed("renew lease", self.lease.as_millis() as u64)?;
@@ -736,14 +806,14 @@ struct StaleBreaker {
 }
 
 impl StaleBreaker {
-    fn start(config: Config, database: String) -> StaleBreaker {
+    fn start(dialer: Dialer, database: String) -> StaleBreaker {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let spawned = std::thread::Builder::new().name("case-store-lease".into()).spawn(move || {
             let mut client: Option<Client> = None;
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 if client.as_ref().is_none_or(Client::is_closed) {
-                    client = config.connect(NoTls).ok();
+                    client = dialer.connect().ok();
                 }
                 if let Some(client) = client.as_mut()
                     && let Err(error) = break_stale_lease(client, &database)
@@ -789,6 +859,17 @@ fn holder_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
     format!("{} pid {}", if host.is_empty() { "?" } else { host }, std::process::id())
+}
+
+/// Whether every host of `config` is a Unix socket or a loopback address, where traffic never
+/// leaves the machine.
+fn local_only(config: &Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    })
 }
 
 /// `user@host:port/dbname`: what messages name the database by.
