@@ -4,7 +4,8 @@
 //! over. Either way the standby pages the fire's next level, no case is lost, no page goes
 //! twice (counted per idempotency key, that is per case and notification), and the frozen one,
 //! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out. And
-//! the database going away for longer than the lease: the active one goes on paging.
+//! the database going away for longer than the lease: the active one goes on paging. And a
+//! deadline that passes while no gateway is active fires as soon as one takes over.
 
 use std::time::{Duration, Instant};
 
@@ -138,8 +139,14 @@ async fn fire_escalates_across_a_takeover(fault: Fault) {
         );
     }
 
-    // No case lost or doubled, no page twice: every idempotency key (case and notification)
-    // arrived once, the first page included, though the standby replayed it.
+    each_page_once(&village, &first);
+    taken_over.stop().unwrap();
+}
+
+/// No case lost or doubled, no page twice: every idempotency key (case and notification)
+/// arrived once, the first page included, though the standby replayed it.
+fn each_page_once(village: &Village, first: &serde_json::Value) {
+    let (hook, server) = (&village.hook, &village.server);
     assert_eq!(count(server, "cases"), 1);
     let keys = hook.idempotency_keys();
     assert!(keys.iter().all(|k| !k.is_empty()), "every page carries its key: {keys:?}");
@@ -151,6 +158,53 @@ async fn fire_escalates_across_a_takeover(fault: Fault) {
     assert!(per_key.len() >= 2, "the first page and the escalation: {per_key:?}");
     let first_key = format!("{}-{}", first["case_id"], first["notification_id"]);
     assert_eq!(keys[0], first_key, "the key is the case and the notification");
+}
+
+/// The escalation's deadline passes while no gateway is active (the active one killed, the
+/// standby not started until after it): the standby, once it holds the store, replays the
+/// case and sends the overdue escalation at once, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passed_while_no_gateway_was_active_fires_on_takeover() {
+    let village = Village::start().await;
+    let hook = &village.hook;
+    let config = || village.config("gw-fuhai-1", "standby = true", ENGINE);
+    let mut active = Firegrid::start(config()).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    let logged = Instant::now();
+    while count_where(&village.server, "inputs", "kind = 'delivery'") == 0 {
+        assert!(logged.elapsed() < Duration::from_secs(20), "the delivery was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    active.kill().unwrap();
+    let first_at = hook.received()[0].0;
+    // Nobody is active until well past the escalation's deadline.
+    let overdue = first_at + ACK_AFTER + Duration::from_secs(2);
+    tokio::time::sleep_until(overdue.into()).await;
+    assert!(hook.desks().iter().all(|desk| desk != "district:Xishan"), "nobody escalated meanwhile");
+
+    let standby_config = config();
+    let started = Instant::now();
+    let mut taken_over =
+        tokio::task::spawn_blocking(move || Firegrid::start(standby_config).unwrap()).await.unwrap();
+    let next = hook
+        .wait("the overdue escalation", Duration::from_secs(40), |v| v["desk"] == "district:Xishan")
+        .await;
+    assert_eq!(next["case_id"], first["case_id"], "the same case escalates");
+    let next_at = hook.received().iter().find(|(_, v)| v["desk"] == "district:Xishan").unwrap().0;
+    assert!(next_at > started, "sent by the gateway that took over");
+    // At once: within the takeover's own allowance of the standby's start, not another
+    // ack period later.
+    assert!(
+        next_at <= started + TAKEOVER_ALLOWANCE,
+        "the overdue escalation came {:?} after the standby started",
+        next_at - started
+    );
+    each_page_once(&village, &first);
     taken_over.stop().unwrap();
 }
 

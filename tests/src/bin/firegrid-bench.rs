@@ -125,8 +125,9 @@ enum Bench {
         /// with generated passwords and ACL, MQTT over TLS with client certificates).
         #[arg(long, value_delimiter = ',', default_value = "plain,secure")]
         configs: Vec<String>,
-        /// Case stores, each configuration measured on each: `sqlite` (the embedded default)
-        /// and `postgres` (a server the harness starts on loopback, `synchronous_commit = on`).
+        /// Case stores, each configuration measured on each: `sqlite` (the embedded default),
+        /// `postgres` (a server the harness starts on loopback, `synchronous_commit = on`) and
+        /// `postgres-tls` (the same, reached over TLS: `[alerting.store] tls`).
         #[arg(long, value_delimiter = ',', default_value = "sqlite")]
         stores: Vec<String>,
     },
@@ -151,8 +152,9 @@ enum Bench {
         /// Steps committed per batch size and backend.
         #[arg(long, default_value_t = 2_000)]
         steps: usize,
-        /// Backends, measured one after the other for each batch size: `sqlite`, `postgres`.
-        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        /// Backends, measured one after the other for each batch size: `sqlite`, `postgres`,
+        /// `postgres-tls` (the same server setup, reached over TLS).
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres,postgres-tls")]
         backends: Vec<String>,
     },
     /// The fleet simulator: devices in one process (platform mode) against Mosquitto, with
@@ -770,13 +772,16 @@ async fn main() {
             Bench::Engine { cases: 10_000, events: 500_000 },
             Bench::Ota { detectors: 6_000 },
             Bench::OtaMqtt { detectors: 6_000 },
-            Bench::CaseStore { steps: 2_000, backends: vec!["sqlite".into(), "postgres".into()] },
+            Bench::CaseStore {
+                steps: 2_000,
+                backends: vec!["sqlite".into(), "postgres".into(), "postgres-tls".into()],
+            },
             Bench::Sim { devices: 20_000, speed: 10.0, minutes: 5, mode: "platform".into() },
             Bench::AlarmNotify {
                 rate: 10_000,
                 alarms: 1_000,
                 configs: vec!["plain".into(), "secure".into()],
-                stores: vec!["sqlite".into(), "postgres".into()],
+                stores: vec!["sqlite".into(), "postgres".into(), "postgres-tls".into()],
             },
             Bench::Takeover { runs: 20, freeze: false },
             Bench::Spool { lines: 1_000_000 },
@@ -1234,10 +1239,13 @@ fn alarm_toml(hook: u16, officers: Option<&std::path::Path>) -> String {
 /// Alarm → webhook while heartbeats flow, in each configuration of `configs` one after the
 /// other, each on a broker of its own.
 async fn alarm_notify(rate: usize, alarms: usize, configs: &[String], stores: &[String]) {
-    if let Some(other) = stores.iter().find(|s| !["sqlite", "postgres"].contains(&s.as_str())) {
-        panic!("unknown case store {other:?} (sqlite, postgres)");
+    if let Some(other) = stores.iter().find(|s| !["sqlite", "postgres", "postgres-tls"].contains(&s.as_str()))
+    {
+        panic!("unknown case store {other:?} (sqlite, postgres, postgres-tls)");
     }
     let postgres = stores.iter().any(|s| s == "postgres").then(|| firegrid_tests::Postgres::start().unwrap());
+    let certs = tempfile::tempdir().unwrap();
+    let postgres_tls = stores.iter().any(|s| s == "postgres-tls").then(|| postgres_over_tls(certs.path()));
     let mut rows = Vec::new();
     let mut run = 0;
     for config in configs {
@@ -1254,7 +1262,13 @@ async fn alarm_notify(rate: usize, alarms: usize, configs: &[String], stores: &[
             let database = match store.as_str() {
                 "postgres" => {
                     let server = postgres.as_ref().expect("started above");
-                    Some((server.create_database(&format!("alarm_notify_{run}")).unwrap(), server.password()))
+                    let conninfo = server.create_database(&format!("alarm_notify_{run}")).unwrap();
+                    Some((conninfo, server.password(), None))
+                }
+                "postgres-tls" => {
+                    let (server, ca) = postgres_tls.as_ref().expect("started above");
+                    let conninfo = server.create_database(&format!("alarm_notify_{run}")).unwrap();
+                    Some((conninfo, server.password(), Some(ca.clone())))
                 }
                 _ => None,
             };
@@ -1359,7 +1373,7 @@ async fn alarm_notify_run(
     rate: usize,
     alarms: usize,
     secure: bool,
-    postgres: Option<(String, &str)>,
+    postgres: Option<(String, &str, Option<std::path::PathBuf>)>,
 ) -> (Vec<f64>, f64) {
     let dir = tempfile::tempdir().unwrap();
     let heartbeat_devices = rate.max(1);
@@ -1400,11 +1414,13 @@ async fn alarm_notify_run(
     let extra: Config = toml::from_str(&alarm_toml(hook, None)).unwrap();
     cfg.alerting = extra.alerting;
     cfg.notify = extra.notify;
-    if let Some((conninfo, password)) = postgres {
+    if let Some((conninfo, password, ca)) = postgres {
         let password_file = dir.path().join("postgres-password");
         std::fs::write(&password_file, format!("{password}\n")).unwrap();
         cfg.alerting.store.postgres = Some(conninfo);
         cfg.alerting.store.password_file = Some(password_file);
+        cfg.alerting.store.tls =
+            ca.map(|ca| firegrid_gateway::tls::ClientTls { ca, client_cert: None, client_key: None });
     }
     let gateway = Gateway::start(cfg, None).await.unwrap();
 
@@ -1502,12 +1518,31 @@ fn case_store(steps: usize, backends: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let postgres =
         backends.iter().any(|b| b == "postgres").then(|| firegrid_tests::Postgres::start().unwrap());
+    let postgres_tls = backends.iter().any(|b| b == "postgres-tls").then(|| postgres_over_tls(dir.path()));
     println!(
         "| `firegrid-bench case-store` | steps/s | commits/s | commit p50 | commit p99 |\n|---|---:|---:|---:|---:|"
     );
     for batch in [1usize, 100] {
         for backend in backends {
             let (mut store, label) = match (backend.as_str(), &postgres) {
+                ("postgres-tls", _) => {
+                    let (server, ca) = postgres_tls.as_ref().expect("started above");
+                    let conninfo = server.create_database(&format!("cases_tls_{batch}")).unwrap();
+                    let tls = firegrid_gateway::tls::ClientTls {
+                        ca: ca.clone(),
+                        client_cert: None,
+                        client_key: None,
+                    };
+                    let options = firegrid_cases::store::PostgresOptions {
+                        password: Some(server.password().to_owned()),
+                        tls: Some(tls.client_config().unwrap()),
+                        ..Default::default()
+                    };
+                    (
+                        CaseStore::open_postgres_with(&conninfo, &options).unwrap(),
+                        "PostgreSQL on loopback over TLS, synchronous_commit=on",
+                    )
+                }
                 ("sqlite", _) => (
                     CaseStore::open(dir.path().join(format!("cases-{batch}.sqlite"))).unwrap(),
                     "SQLite, synchronous=FULL",
@@ -1519,7 +1554,7 @@ fn case_store(steps: usize, backends: &[String]) {
                         "PostgreSQL on loopback, synchronous_commit=on",
                     )
                 }
-                (other, _) => panic!("unknown backend {other:?}: sqlite or postgres"),
+                (other, _) => panic!("unknown backend {other:?}: sqlite, postgres or postgres-tls"),
             };
             let step = Step {
                 at_ms: 0,
@@ -1548,6 +1583,13 @@ fn case_store(steps: usize, backends: &[String]) {
             );
         }
     }
+}
+
+/// A PostgreSQL server that takes TCP connections only over TLS, its certificates made in
+/// `dir`; returns it and the CA to check it against.
+fn postgres_over_tls(dir: &std::path::Path) -> (firegrid_tests::Postgres, std::path::PathBuf) {
+    let (files, ca) = firegrid_tests::PostgresTls::make(&dir.join("postgres-certs")).unwrap();
+    (firegrid_tests::Postgres::start_tls(&files).unwrap(), ca)
 }
 
 /// CPU seconds (user + system) this process has used.
