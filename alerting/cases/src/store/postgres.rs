@@ -168,9 +168,11 @@ impl Dialer {
 /// The server's probes of an idle client connection: silent for 5 s, then a probe every 2 s,
 /// and gone after 3 unanswered, so a dead gateway's lock is freed in about 11 s
 /// (PostgreSQL manual, "Connections and Authentication": `tcp_keepalives_idle`,
-/// `tcp_keepalives_interval`, `tcp_keepalives_count`).
-const KEEPALIVES: &str =
-    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
+/// `tcp_keepalives_interval`, `tcp_keepalives_count`). And no notices below warnings: every
+/// connection runs the schema's `CREATE TABLE IF NOT EXISTS`, whose "already exists,
+/// skipping" notices the client would log on every reconnection (`client_min_messages`).
+const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+                       SET tcp_keepalives_count = 3; SET client_min_messages = warning";
 
 /// The case store in a PostgreSQL database.
 pub(super) struct PostgresStore {
@@ -349,7 +351,7 @@ impl PostgresStore {
     fn connect(&self, operation: &'static str, queue: bool) -> Result<Connection, StoreError> {
         let err = self.error(operation);
         let mut client = self.dialer.connect().map_err(&err)?;
-        client.batch_execute(KEEPALIVES).map_err(&err)?;
+        client.batch_execute(SESSION).map_err(&err)?;
         if queue {
             client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]).map_err(&err)?;
         } else if !client
