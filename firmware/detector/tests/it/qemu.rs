@@ -105,7 +105,7 @@ fn host_log() -> Vec<String> {
         scenario::write_journal_step(&mut line, s).unwrap();
         lines.push(line);
     });
-    let flash: firegrid_detector::journal::SimulatedNor<4, 1024> = Default::default();
+    let flash: firegrid_detector::journal::SimulatedNor<6, 1024> = Default::default();
     scenario::run_update(&mut scenario::fresh_device(), flash, |s| {
         let mut line = String::new();
         scenario::write_update_step(&mut line, s).unwrap();
