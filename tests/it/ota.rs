@@ -241,7 +241,8 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
         "1",
     ]);
     assert!(ok && said.contains("security counter 1"), "{said}");
-    let (ok, said) = firmware(&["publish", older.to_str().unwrap(), "--config", config, "--all", "--replace"]);
+    let (ok, said) =
+        firmware(&["publish", older.to_str().unwrap(), "--config", config, "--all", "--replace"]);
     assert!(!ok && said.contains("1.4.9 carries security counter 1, below the 2 of 1.5.0"), "{said}");
     let (_, status) = firmware(&["status", "--config", config]);
     assert!(status.contains("of 1.5.0: done") && status.contains("booted: 4"), "{status}");

@@ -78,10 +78,7 @@ impl Scan {
     /// two pages (the move to a fresh page must never erase the floor's own), each a whole
     /// number of records.
     pub const fn fits(page: u32, len: u32) -> bool {
-        page > 0
-            && page.is_multiple_of(RECORD_LEN as u32)
-            && len.is_multiple_of(page)
-            && len / page >= 2
+        page > 0 && page.is_multiple_of(RECORD_LEN as u32) && len.is_multiple_of(page) && len / page >= 2
     }
 
     /// Takes the record at offset `at` (offsets in increasing order, one per record).
@@ -115,7 +112,9 @@ impl Scan {
         let page_range = |p: u32| p * self.page..(p + 1) * self.page;
         match self.best {
             Some((floor, _)) if floor >= to => None,
-            Some((_, page)) if self.best_end < (page + 1) * self.page => Some(Raise::Append { at: self.best_end }),
+            Some((_, page)) if self.best_end < (page + 1) * self.page => {
+                Some(Raise::Append { at: self.best_end })
+            }
             Some((_, page)) => Some(Raise::Move { erase: page_range((page + 1) % (self.len / self.page)) }),
             // Nothing valid: the first page, erased first when anything (torn) is in it.
             None if to == 0 => None,

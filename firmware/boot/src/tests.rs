@@ -35,7 +35,13 @@ fn the_board_layout_is_valid_and_fits_the_part() {
 fn sample() -> Manifest {
     let mut version = [0; 16];
     version[..5].copy_from_slice(b"1.5.0");
-    Manifest { version, size: 61_932, sha256: [0xA5; 32], signature: [0x5A; 64], security_counter: 0x0102_0304 }
+    Manifest {
+        version,
+        size: 61_932,
+        sha256: [0xA5; 32],
+        signature: [0x5A; 64],
+        security_counter: 0x0102_0304,
+    }
 }
 
 /// Layout 2 byte for byte, from the table in `manifest.rs`.

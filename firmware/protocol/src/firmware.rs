@@ -196,7 +196,11 @@ pub const SIGNED_MESSAGE_LEN: usize = 8 + 16 + 4 + 64;
 /// "Implementation of security counter"), which MCUboot implements as a protected TLV.
 /// The version is covered so that a signed image cannot be relabelled either. The size
 /// needs no field of its own: the SHA-512 is of exactly `size` bytes.
-pub fn signed_message(version: &[u8; 16], security_counter: u32, sha512: &[u8; 64]) -> [u8; SIGNED_MESSAGE_LEN] {
+pub fn signed_message(
+    version: &[u8; 16],
+    security_counter: u32,
+    sha512: &[u8; 64],
+) -> [u8; SIGNED_MESSAGE_LEN] {
     let mut out = [0u8; SIGNED_MESSAGE_LEN];
     out[..8].copy_from_slice(&SIGNED_DOMAIN);
     out[8..24].copy_from_slice(version);

@@ -123,7 +123,11 @@ pub struct SignedImage {
 
 /// The message the vendor key signs for `image` as `version` with `security_counter`.
 fn message(image: &[u8], version: &str, security_counter: u32) -> [u8; firmware::SIGNED_MESSAGE_LEN] {
-    firmware::signed_message(&firmware::version_field(version), security_counter, &Sha512::digest(image).into())
+    firmware::signed_message(
+        &firmware::version_field(version),
+        security_counter,
+        &Sha512::digest(image).into(),
+    )
 }
 
 /// Signs `image` as `version` with `key`, security counter 0 (no security fix released yet).

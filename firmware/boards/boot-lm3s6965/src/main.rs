@@ -118,7 +118,8 @@ fn install(flash: &mut Flash, flip: Option<u32>, floor: u32) {
     let mut version = [0; 16];
     version[..5].copy_from_slice(b"1.5.0");
     // The bootloader checks the signature, not the SHA-256 (the application's check).
-    let m = Manifest { version, size: NEW_LEN, sha256: [0; 32], signature: SIGNATURE, security_counter: COUNTER };
+    let m =
+        Manifest { version, size: NEW_LEN, sha256: [0; 32], signature: SIGNATURE, security_counter: COUNTER };
     let header = m.encode();
     let ok = (floor == 0 || flash.write(SECURITY.start, &firegrid_boot::floor::record(floor)).is_ok())
         && flash.write(MANIFEST.start, &header).is_ok()
