@@ -115,7 +115,8 @@ enum FirmwareCommand {
         out: PathBuf,
     },
     /// Sign a firmware image (raw binary, as flashed into the active slot): writes
-    /// IMAGE.fwsig.json beside it (version, size, SHA-256, Ed25519 signature of its SHA-512).
+    /// IMAGE.fwsig.json beside it (version, security counter, size, SHA-256, and the Ed25519
+    /// signature of the version, counter and SHA-512).
     Sign {
         /// The image.
         image: PathBuf,
@@ -125,11 +126,19 @@ enum FirmwareCommand {
         /// The image's firmware version (1 to 16 printable characters).
         #[arg(long)]
         version: String,
+        /// Anti-rollback security counter: raise it for a release that fixes a vulnerability,
+        /// and keep it (never lower it) otherwise. Devices refuse an image whose counter is
+        /// below that of the newest image they marked good; `publish` refuses one below the
+        /// last published.
+        #[arg(long, default_value_t = 0)]
+        security_counter: u32,
     },
     /// Roll a signed image out to detectors through a running gateway: canaries first, then
     /// waves, pausing itself when too many fail. Checks the signature under the configured
-    /// `[firmware] vendor_public_key` and writes the rollout into the gateway's data
-    /// directory, which the gateway reloads within a second (as it does the key store).
+    /// `[firmware] vendor_public_key`, refuses an image whose security counter is below the
+    /// last published one (the devices that installed that one would refuse it), and writes
+    /// the rollout into the gateway's data directory, which the gateway reloads within a
+    /// second (as it does the key store).
     Publish {
         /// The image; its IMAGE.fwsig.json (from `firegrid firmware sign`) beside it.
         image: PathBuf,
@@ -530,13 +539,18 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("public key (build it into the bootloader): {}", hex_of(public.as_bytes()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Firmware(FirmwareCommand::Sign { image, key, version }) => {
+        Command::Firmware(FirmwareCommand::Sign { image, key, version, security_counter }) => {
             use firegrid_gateway::firmware::signing;
             let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
             let key = signing::load_key(&key)?;
-            let signed = signing::sign(&bytes, &version, &key)?;
+            let signed = signing::sign_with_counter(&bytes, &version, security_counter, &key)?;
             let path = signed.save(&image)?;
-            println!("{} signed as {version} ({} bytes): {}", image.display(), signed.size, path.display());
+            println!(
+                "{} signed as {version}, security counter {security_counter} ({} bytes): {}",
+                image.display(),
+                signed.size,
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Firmware(FirmwareCommand::Publish {
@@ -587,9 +601,10 @@ fn main() -> anyhow::Result<ExitCode> {
             let req = control::Publish { image: &image, devices: targets, plan, replace };
             let request = control::publish(&cfg.data_dir, &vendor, req, now_ms)?;
             println!(
-                "Rollout {} of {} ({} bytes) to {} device(s) written to {}; the gateway starts it within seconds.",
+                "Rollout {} of {} (security counter {}, {} bytes) to {} device(s) written to {}; the gateway starts it within seconds.",
                 request.id,
                 request.signed.version,
+                request.signed.security_counter,
                 request.signed.size,
                 request.devices.len(),
                 control::dir(&cfg.data_dir).display()

@@ -4,7 +4,8 @@
 //! own downlinks). Simulated detectors (the real detector core, update receiver and bootloader
 //! on simulated flash) take their commands off their MQTT subscriptions and answer with
 //! signed `fw_status` uplinks. `firegrid firmware publish` starts the rollout on the running
-//! gateway; it refuses an image signed by another key.
+//! gateway; it refuses an image signed by another key, and one whose security counter is below
+//! the one it published (a downgrade the detectors would refuse).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,7 +116,8 @@ vendor_public_key = "{vendor_public}"
     let config = config_dir.lock().unwrap().clone().unwrap();
     let image = dir.path().join("detector-1.5.0.bin");
     std::fs::write(&image, new_image()).unwrap();
-    signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
+    // Security counter 2: the release fixes a vulnerability of the ones before it.
+    signing::sign_with_counter(&new_image(), "1.5.0", 2, &vendor()).unwrap().save(&image).unwrap();
     Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image, desk_token }
 }
 
@@ -220,6 +222,30 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
     assert!(spec["paths"]["/api/v1/firmware/rollout"]["get"].is_object(), "described in the OpenAPI spec");
     let chunks = v.gateway.metric(r#"firegrid_firmware_commands_total{kind="fw_chunk"}"#).unwrap().unwrap();
     assert!(chunks >= 40.0, "ten chunks per detector at least: {chunks}");
+
+    // The old image, validly signed by the vendor (`firegrid firmware sign`) with the lower
+    // security counter of a vulnerable release: refused at publish, and the rollout that
+    // booted stays the published one.
+    let key = v.image.with_file_name("vendor.key");
+    std::fs::write(&key, format!("{}\n", "42".repeat(32))).unwrap();
+    let older = v.image.with_file_name("detector-1.4.9.bin");
+    std::fs::write(&older, old_image()).unwrap();
+    let (ok, said) = firmware(&[
+        "sign",
+        older.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--version",
+        "1.4.9",
+        "--security-counter",
+        "1",
+    ]);
+    assert!(ok && said.contains("security counter 1"), "{said}");
+    let (ok, said) =
+        firmware(&["publish", older.to_str().unwrap(), "--config", config, "--all", "--replace"]);
+    assert!(!ok && said.contains("1.4.9 carries security counter 1, below the 2 of 1.5.0"), "{said}");
+    let (_, status) = firmware(&["status", "--config", config]);
+    assert!(status.contains("of 1.5.0: done") && status.contains("booted: 4"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,16 +20,18 @@ use firegrid_protocol::{
     DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, FirmwareStatus, Uplink, UplinkBody, VillageId,
 };
 
-/// The simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page DFU slot.
+/// The simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page DFU slot,
+/// a 2-page security floor.
 pub const MAP: Layout = Layout {
     bootloader: 0..PAGE,
     state: PAGE..2 * PAGE,
     manifest: 2 * PAGE..3 * PAGE,
     active: 3 * PAGE..7 * PAGE,
     dfu: 7 * PAGE..12 * PAGE,
+    security: 12 * PAGE..14 * PAGE,
 };
 /// A simulated detector's whole flash.
-pub type Flash = SimulatedNor<12, 1024>;
+pub type Flash = SimulatedNor<14, 1024>;
 type Part = Partition<'static, NoopRawMutex, &'static mut Flash>;
 
 /// The vendor key the simulated detectors' bootloader trusts (a test key).
@@ -99,6 +101,7 @@ impl Detector {
             part(mutex, &MAP.dfu),
             part(mutex, &MAP.state),
             part(mutex, &MAP.manifest),
+            part(mutex, &MAP.security),
             &mut device,
             0,
         );
@@ -118,6 +121,7 @@ impl Detector {
                 &mut d,
                 &mut s,
                 &mut m,
+                &mut p(&MAP.security),
                 &vendor().verifying_key().to_bytes(),
             )
             .unwrap();

@@ -6,19 +6,23 @@
 //!   written into (one page larger than the active slot, for embassy-boot's swap).
 //!   [`LM3S6965`] is the map of the Cortex-M3 board.
 //! - [`manifest`] is what the application writes beside the DFU slot: the offered image's
-//!   version, size, SHA-256 and Ed25519 signature, the progress of its transfer (so that a
-//!   reset resumes it) and the commit mark (SHA-256 checked, swap requested). Plain bytes in,
-//!   plain values out: both sides do their own flash I/O.
+//!   version, size, SHA-256, Ed25519 signature and security counter, the progress of its
+//!   transfer (so that a reset resumes it) and the commit mark (SHA-256 checked, swap
+//!   requested). Plain bytes in, plain values out: both sides do their own flash I/O.
+//! - [`floor`] is the anti-rollback floor in its own partition: the highest security counter
+//!   of an image the device marked good, raised by the application when it marks one good.
 //! - With feature `bootloader`, [`loader::prepare`] runs at reset: when a swap is requested
 //!   and not yet begun it verifies the DFU slot's Ed25519 signature against the vendor public
-//!   key compiled into the bootloader, refuses the request when it does not verify, and
-//!   otherwise lets embassy-boot's [`embassy_boot::BootLoader`] swap, or revert an image that
-//!   did not mark itself booted.
+//!   key compiled into the bootloader and the signed security counter against the floor,
+//!   refuses the request when either fails, and otherwise lets embassy-boot's
+//!   [`embassy_boot::BootLoader`] swap, or revert an image that did not mark itself booted.
 //!
 //! The swap, its power-fail-safe progress and the rollback are embassy-boot's, unchanged;
-//! this crate adds only the signature gate in front of it and the manifest it reads.
+//! this crate adds only the signature and floor gate in front of it, the manifest it reads
+//! and the floor.
 #![cfg_attr(not(test), no_std)]
 
+pub mod floor;
 pub mod manifest;
 
 #[cfg(feature = "bootloader")]
@@ -42,6 +46,9 @@ pub struct Layout {
     pub active: Range<u32>,
     /// The DFU slot: where an update is written, one page larger than the active slot.
     pub dfu: Range<u32>,
+    /// The security floor ([`floor`]): at least two pages, never erased by embassy-boot or
+    /// with the manifest.
+    pub security: Range<u32>,
 }
 
 /// The LM3S6965 (256 KiB flash, 1 KiB pages) map, mirrored by the boards' `memory.x` files:
@@ -53,25 +60,29 @@ pub struct Layout {
 /// | `0x0C800..0x0D800` | 4 KiB | manifest |
 /// | `0x0D800..0x25800` | 96 KiB | active slot |
 /// | `0x25800..0x3DC00` | 97 KiB | DFU slot |
+/// | `0x3DC00..0x3E400` | 2 KiB | security floor |
 ///
 /// The active slot holds the 64 KiB application budget with half as much again to grow;
-/// embassy-boot's state needs `2 + 4 × 96` words of 4 bytes (1,544 B), under 2 KiB.
+/// embassy-boot's state needs `2 + 4 × 96` words of 4 bytes (1,544 B), under 2 KiB. The floor
+/// takes two of the 9 KiB left after the DFU slot: a page of 128 records and the page it
+/// moves to when full.
 pub const LM3S6965: Layout = Layout {
     bootloader: 0x0_0000..0x0_C000,
     state: 0x0_C000..0x0_C800,
     manifest: 0x0_C800..0x0_D800,
     active: 0x0_D800..0x2_5800,
     dfu: 0x2_5800..0x3_DC00,
+    security: 0x3_DC00..0x3_E400,
 };
 
 impl Layout {
     /// Whether the map is one embassy-boot and the manifest can work with: every partition
     /// on page boundaries, in order without overlap, the DFU slot at least one page larger
     /// than the active slot, the state partition big enough for the swap and revert
-    /// progress of every active page, and the manifest big enough for a transfer of the
-    /// whole DFU slot in chunks of `chunk` bytes.
+    /// progress of every active page, the manifest big enough for a transfer of the
+    /// whole DFU slot in chunks of `chunk` bytes, and a floor of at least two pages.
     pub const fn is_valid(&self, write_size: u32, chunk: u32) -> bool {
-        let parts = [&self.bootloader, &self.state, &self.manifest, &self.active, &self.dfu];
+        let parts = [&self.bootloader, &self.state, &self.manifest, &self.active, &self.dfu, &self.security];
         let mut i = 0;
         while i < parts.len() {
             if !parts[i].start.is_multiple_of(PAGE)
@@ -92,6 +103,7 @@ impl Layout {
             && state_words >= 2 + 4 * active_pages
             && manifest::capacity(self.manifest.end - self.manifest.start, chunk)
                 >= self.active.end - self.active.start
+            && floor::Scan::fits(PAGE, self.security.end - self.security.start)
     }
 
     /// The largest image the active slot takes.

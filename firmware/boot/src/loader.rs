@@ -3,9 +3,11 @@
 //! ```text
 //!                 state magic (embassy-boot)
 //!   BOOT / REVERT ──────────────────────────────► boot the active slot       Outcome::Boot
-//!   SWAP, swap not begun ── signature good ─────► embassy-boot swaps,        Outcome::Trial
-//!                        │                        boot the new image on trial
-//!                        └─ signature bad ──────► REFUSED mark, state BOOT,  Outcome::Refused
+//!   SWAP, swap not begun ── signature good, ────► embassy-boot swaps,        Outcome::Trial
+//!                        │  counter ≥ floor       boot the new image on trial
+//!                        ├─ signature bad ──────► REFUSED mark FGRF, state BOOT,  Outcome::Refused
+//!                        │                        boot the current image
+//!                        └─ counter < floor ────► REFUSED mark FGDG, state BOOT,  Outcome::Refused
 //!                                                 boot the current image
 //!   SWAP, manifest BOOTED ─────────────────────► state BOOT (the trial image passed and lost
 //!                                                 power before it could say so)  Outcome::Boot
@@ -18,6 +20,16 @@
 //! The signature is checked only before the swap begins: once embassy-boot has moved a page,
 //! the DFU slot holds a mix of both images, and its progress words in the state partition
 //! (which only this bootloader and embassy-boot's updater write) say the check was passed.
+//!
+//! The security counter is checked after the signature (only a signed counter means
+//! anything) against the floor ([`crate::floor`]). The bootloader only reads the floor: the
+//! application raises it when it marks a trial image good, before it erases the manifest
+//! that holds the counter, so every path that ends a trial as good passes through a raise
+//! (a power cut in between leaves the BOOTED mark, and the application raises the floor at
+//! its next start). The active image needs no check of its own at boot: it is either the
+//! image the floor was last raised for, or one it replaced that ran before it, whose counter
+//! the floor never exceeds while a trial is open, since the floor rises only once the trial
+//! ended as good and nothing reverts after that.
 
 use embassy_boot::{BlockingFirmwareState, BootError, BootLoader, BootLoaderConfig, State};
 use embedded_storage::nor_flash::NorFlash;
@@ -35,7 +47,8 @@ pub enum Outcome {
     /// The trial image did not mark itself booted: the previous image is back.
     Reverted,
     /// A swap was requested for an image that is not signed by the vendor key (or whose
-    /// manifest is missing or larger than the slot): refused, the request cleared.
+    /// manifest is missing or larger than the slot, or whose security counter is below the
+    /// floor): refused, the request cleared.
     Refused(Refusal),
 }
 
@@ -48,6 +61,8 @@ pub enum Refusal {
     Oversized,
     /// The signature does not verify under the vendor key.
     BadSignature,
+    /// The image verifies, but its security counter is below the floor: a downgrade.
+    Downgrade,
 }
 
 /// Bytes read at a time while hashing the slot and copying pages: a divisor of the page.
@@ -70,10 +85,23 @@ fn sha512_of<D: NorFlash>(dfu: &mut D, len: u32) -> Result<[u8; 64], D::Error> {
     Ok(hash.finalize().into())
 }
 
-/// Checks the manifest's signature of the DFU image under `public_key`.
-fn verify<D: NorFlash, M: NorFlash>(
+/// The floor in `security` ([`crate::floor`]).
+pub fn floor<F: NorFlash>(security: &mut F) -> Result<u32, BootError> {
+    let mut scan = crate::floor::Scan::new(F::ERASE_SIZE as u32, security.capacity() as u32);
+    let mut record = [0u8; crate::floor::RECORD_LEN];
+    for at in (0..security.capacity() as u32).step_by(crate::floor::RECORD_LEN) {
+        security.read(at, &mut record).map_err(flash)?;
+        scan.feed(at, &record);
+    }
+    Ok(scan.floor())
+}
+
+/// Checks the manifest's signature of the DFU image under `public_key`, then its security
+/// counter against the floor in `security`.
+fn verify<D: NorFlash, M: NorFlash, F: NorFlash>(
     dfu: &mut D,
     manifest: &mut M,
+    security: &mut F,
     active_len: u32,
     public_key: &[u8; 32],
 ) -> Result<Result<(), Refusal>, BootError> {
@@ -86,10 +114,14 @@ fn verify<D: NorFlash, M: NorFlash>(
         return Ok(Err(Refusal::Oversized));
     }
     let digest = sha512_of(dfu, m.size).map_err(flash)?;
+    let message = firegrid_protocol::firmware::signed_message(&m.version, m.security_counter, &digest);
     let good = ed25519_dalek::VerifyingKey::from_bytes(public_key)
-        .and_then(|key| key.verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(&m.signature)))
+        .and_then(|key| key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&m.signature)))
         .is_ok();
-    Ok(if good { Ok(()) } else { Err(Refusal::BadSignature) })
+    if !good {
+        return Ok(Err(Refusal::BadSignature));
+    }
+    Ok(if m.security_counter < floor(security)? { Err(Refusal::Downgrade) } else { Ok(()) })
 }
 
 fn flash<E: embedded_storage::nor_flash::NorFlashError>(e: E) -> BootError {
@@ -120,15 +152,17 @@ fn confirmed<M: NorFlash>(manifest: &mut M) -> Result<bool, BootError> {
 
 /// Runs at every reset, before the application: see the module documentation.
 ///
-/// `public_key` is the vendor's Ed25519 public key, compiled into the bootloader image. Every
-/// flash step is power-fail-safe: a reset at any point runs this again and ends on a good
-/// image (embassy-boot resumes an interrupted swap or revert from its progress words; an
+/// `public_key` is the vendor's Ed25519 public key, compiled into the bootloader image;
+/// `security` the floor's partition, which this only reads. Every flash step is
+/// power-fail-safe: a reset at any point runs this again and ends on a good image
+/// (embassy-boot resumes an interrupted swap or revert from its progress words; an
 /// interrupted refusal is simply refused again).
-pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash>(
+pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash, F: NorFlash>(
     active: &mut A,
     dfu: &mut D,
     state: &mut S,
     manifest: &mut M,
+    security: &mut F,
     public_key: &[u8; 32],
 ) -> Result<Outcome, BootError> {
     let mut aligned = [0u8; 16];
@@ -146,15 +180,17 @@ pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash>(
     }
     if requested == State::Swap
         && !swap_begun(state)?
-        && let Err(refusal) = verify(dfu, manifest, active.capacity() as u32, public_key)?
+        && let Err(refusal) = verify(dfu, manifest, security, active.capacity() as u32, public_key)?
     {
         {
             // Mark the refusal for the application to report, then clear the request.
             // The marks are single 4-byte words (the LM3S6965 programs one word at a time).
+            let mark =
+                if refusal == Refusal::Downgrade { manifest::DOWNGRADE_MARK } else { manifest::REFUSED_MARK };
             let mut current = [0u8; 4];
             manifest.read(manifest::REFUSED_AT, &mut current).map_err(flash)?;
-            if current != manifest::REFUSED_MARK {
-                manifest.write(manifest::REFUSED_AT, &manifest::REFUSED_MARK).map_err(flash)?;
+            if current != mark {
+                manifest.write(manifest::REFUSED_AT, &mark).map_err(flash)?;
             }
             let mut aligned = [0u8; 16];
             BlockingFirmwareState::new(&mut *state, &mut aligned[..S::WRITE_SIZE])

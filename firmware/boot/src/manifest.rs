@@ -1,20 +1,27 @@
 //! The update manifest: what the application writes beside the DFU slot while it receives an
 //! image, and what the bootloader reads before it swaps.
 //!
+//! Layout 2 (layout 1 had no security counter, its marks four bytes earlier and the HEADER
+//! mark `FGHD`; a manifest of one layout reads as absent in the other, so a mismatched
+//! bootloader refuses the swap rather than misread it):
+//!
 //! ```text
 //! offset   bytes  field
 //!      0     16   version (ASCII, 0-padded)
 //!     16      4   size, little-endian
 //!     20     32   SHA-256 of the image
-//!     52     64   Ed25519 signature of the image's SHA-512
-//!    116      4   REFUSED mark, written by the bootloader when the signature does not verify
-//!    120      4   HEADER mark, written after the fields above: a header cut short by a
-//!                 power loss has no mark and counts as absent
-//!    124      4   COMMIT mark: the application checked the SHA-256 and requested the swap
-//!    128      4   BOOTED mark: the new image passed its trial; written before embassy-boot's
-//!                 BOOT magic, so a power cut between the two never rolls a confirmed image
-//!                 back (the bootloader finishes the marking instead)
-//!    132      4   unused
+//!     52     64   Ed25519 signature of firegrid_protocol::firmware::signed_message:
+//!                 the version, the security counter and the image's SHA-512
+//!    116      4   security counter, little-endian (anti-rollback; covered by the signature)
+//!    120      4   REFUSED mark, written by the bootloader when it refuses the image: FGRF
+//!                 (signature, size or manifest), FGDG (security counter below the floor)
+//!    124      4   HEADER mark (FGH2, which also names the layout), written after the fields
+//!                 above: a header cut short by a power loss has no mark and counts as absent
+//!    128      4   COMMIT mark: the application checked the SHA-256 and requested the swap
+//!    132      4   BOOTED mark: the new image passed its trial; written before the floor is
+//!                 raised and before embassy-boot's BOOT magic, so a power cut between them
+//!                 never rolls a confirmed image back (the bootloader finishes the marking
+//!                 instead, and the application raises the floor before it erases this)
 //!    136    8 n   progress entries: the end offset of each chunk written, little-endian,
 //!                 then its bitwise complement (a word cut short by a power loss fails the
 //!                 pair and is skipped; the chunk after it is simply written again)
@@ -25,27 +32,31 @@
 
 /// Bytes of the header before the progress entries.
 pub const HEADER_LEN: usize = 136;
+/// Offset of the security counter.
+pub const SECURITY_COUNTER_AT: u32 = 116;
 /// Offset of the bootloader's REFUSED mark.
-pub const REFUSED_AT: u32 = 116;
+pub const REFUSED_AT: u32 = 120;
 /// Offset of the HEADER mark.
-pub const HEADER_MARK_AT: u32 = 120;
+pub const HEADER_MARK_AT: u32 = 124;
 /// Offset of the COMMIT mark.
-pub const COMMIT_AT: u32 = 124;
+pub const COMMIT_AT: u32 = 128;
 /// Offset of the BOOTED mark.
-pub const BOOTED_AT: u32 = 128;
+pub const BOOTED_AT: u32 = 132;
 /// Offset of the first progress entry.
 pub const PROGRESS_AT: u32 = HEADER_LEN as u32;
 /// Bytes of one progress entry.
 pub const ENTRY_LEN: usize = 8;
 
-/// The HEADER mark ("FGHD").
-pub const HEADER_MARK: [u8; 4] = *b"FGHD";
+/// The HEADER mark of layout 2 ("FGH2").
+pub const HEADER_MARK: [u8; 4] = *b"FGH2";
 /// The COMMIT mark ("FGCM").
 pub const COMMIT_MARK: [u8; 4] = *b"FGCM";
 /// The BOOTED mark ("FGBT").
 pub const BOOTED_MARK: [u8; 4] = *b"FGBT";
-/// The REFUSED mark ("FGRF").
+/// The REFUSED mark of an image that does not verify ("FGRF").
 pub const REFUSED_MARK: [u8; 4] = *b"FGRF";
+/// The REFUSED mark of a verified image whose security counter is below the floor ("FGDG").
+pub const DOWNGRADE_MARK: [u8; 4] = *b"FGDG";
 
 /// How many image bytes a manifest partition of `len` bytes can record the transfer of, in
 /// chunks of `chunk` bytes.
@@ -62,8 +73,19 @@ pub struct Manifest {
     pub size: u32,
     /// SHA-256 of the image.
     pub sha256: [u8; 32],
-    /// Ed25519 signature of the image's SHA-512.
+    /// Ed25519 signature of `firegrid_protocol::firmware::signed_message`.
     pub signature: [u8; 64],
+    /// Anti-rollback security counter (covered by the signature).
+    pub security_counter: u32,
+}
+
+/// Why the bootloader refused an image, as its REFUSED mark says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The signature does not verify, or the manifest is missing or oversized (FGRF).
+    Unverified,
+    /// The image verifies, but its security counter is below the floor (FGDG).
+    Downgrade,
 }
 
 /// A manifest read back from flash.
@@ -73,8 +95,8 @@ pub struct Header {
     pub manifest: Manifest,
     /// The application requested the swap.
     pub committed: bool,
-    /// The bootloader refused the image.
-    pub refused: bool,
+    /// The bootloader refused the image, and why.
+    pub refused: Option<Refused>,
     /// The new image passed its trial.
     pub booted: bool,
 }
@@ -88,6 +110,7 @@ impl Manifest {
         out[16..20].copy_from_slice(&self.size.to_le_bytes());
         out[20..52].copy_from_slice(&self.sha256);
         out[52..116].copy_from_slice(&self.signature);
+        out[116..120].copy_from_slice(&self.security_counter.to_le_bytes());
         out
     }
 
@@ -105,15 +128,22 @@ impl Header {
         if mark(HEADER_MARK_AT) != Some(HEADER_MARK) {
             return None;
         }
-        let mut manifest = Manifest { version: [0; 16], size: 0, sha256: [0; 32], signature: [0; 64] };
+        let mut manifest =
+            Manifest { version: [0; 16], size: 0, sha256: [0; 32], signature: [0; 64], security_counter: 0 };
         manifest.version.copy_from_slice(&bytes[..16]);
         manifest.size = u32::from_le_bytes(bytes[16..20].try_into().ok()?);
         manifest.sha256.copy_from_slice(&bytes[20..52]);
         manifest.signature.copy_from_slice(&bytes[52..116]);
+        manifest.security_counter = u32::from_le_bytes(bytes[116..120].try_into().ok()?);
+        let refused = match mark(REFUSED_AT) {
+            Some(REFUSED_MARK) => Some(Refused::Unverified),
+            Some(DOWNGRADE_MARK) => Some(Refused::Downgrade),
+            _ => None,
+        };
         Some(Header {
             manifest,
             committed: mark(COMMIT_AT) == Some(COMMIT_MARK),
-            refused: mark(REFUSED_AT) == Some(REFUSED_MARK),
+            refused,
             booted: mark(BOOTED_AT) == Some(BOOTED_MARK),
         })
     }

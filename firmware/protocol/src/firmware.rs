@@ -4,9 +4,10 @@
 //! The transfer is four downlinks, each authenticated like every other command (HMAC-SHA-256
 //! under the device key, current boot, replay window; [`crate::auth`]):
 //!
-//! - [`FirmwareOffer`] (`fw_offer`) announces an image: its version, size, SHA-256 and the
-//!   vendor's Ed25519 signature. The device keeps the offer with the slot, so a transfer
-//!   interrupted by a reset resumes where its flash says it stopped.
+//! - [`FirmwareOffer`] (`fw_offer`) announces an image: its version, size, SHA-256, the
+//!   vendor's Ed25519 signature and the security counter it covers. The device keeps the offer
+//!   with the slot, so a transfer interrupted by a reset resumes where its flash says it
+//!   stopped, and refuses at once an offer whose security counter is below its floor.
 //! - [`FirmwareChunk`] (`fw_chunk`) carries at most [`MAX_CHUNK`] bytes at an offset. The
 //!   device takes only the chunk at the offset it reports next, so chunks are written in
 //!   order, once each.
@@ -154,10 +155,67 @@ pub struct FirmwareOffer {
     /// SHA-256 of the whole image: the device checks the slot against it before it asks for
     /// the swap.
     pub sha256: Digest,
-    /// The vendor's Ed25519 signature of the image's SHA-512 (the message embassy-boot's
-    /// updater verifies): the bootloader checks it against the public key it carries before
-    /// it swaps, so neither the gateway nor the device key can install an unsigned image.
+    /// The vendor's Ed25519 signature of [`signed_message`] (the version, the security
+    /// counter and the image's SHA-512): the bootloader checks it against the public key it
+    /// carries before it swaps, so neither the gateway nor the device key can install an
+    /// unsigned image, nor relabel a signed one.
     pub signature: Signature,
+    /// The image's security counter (anti-rollback): raised by the vendor for a release that
+    /// fixes a vulnerability, and covered by the signature. A device refuses an image whose
+    /// counter is below the highest it has marked good (`downgrade`); equal counters are
+    /// accepted, so a release without a security fix can still be rolled back to.
+    ///
+    /// Added with manifest layout 2, in which the signature covers it. In the compact
+    /// encoding it sits before the envelope's `auth`, so firmware older than layout 2 (whose
+    /// bootloader verifies only layout-1 signatures and could not install such an image
+    /// anyway) fails the offer's authentication and refuses it.
+    pub security_counter: u32,
+}
+
+/// The domain of an image signature, and the manifest layout it belongs to: ASCII
+/// `FGFWSIG2`. Layout 1 signed the bare SHA-512 of the image, which covered no version and
+/// no security counter; a layout-1 signature does not verify as a layout-2 one.
+pub const SIGNED_DOMAIN: [u8; 8] = *b"FGFWSIG2";
+
+/// Bytes of [`signed_message`].
+pub const SIGNED_MESSAGE_LEN: usize = 8 + 16 + 4 + 64;
+
+/// The message the vendor's Ed25519 key signs for an image (manifest layout 2):
+///
+/// ```text
+/// offset  bytes  field
+///      0      8  SIGNED_DOMAIN, "FGFWSIG2"
+///      8     16  version (ASCII, 0-padded: version_field)
+///     24      4  security counter, little-endian
+///     28     64  SHA-512 (FIPS 180-4) of the image
+/// ```
+///
+/// The security counter must be covered by the signature, or anyone who can deliver an
+/// image could lower it and reinstall an old one: Trusted Firmware-M, "Rollback protection
+/// in TF-M secure boot" (`docs/design_docs/booting/secure_boot_rollback_protection.rst`,
+/// "Implementation of security counter"), which MCUboot implements as a protected TLV.
+/// The version is covered so that a signed image cannot be relabelled either. The size
+/// needs no field of its own: the SHA-512 is of exactly `size` bytes.
+pub fn signed_message(
+    version: &[u8; 16],
+    security_counter: u32,
+    sha512: &[u8; 64],
+) -> [u8; SIGNED_MESSAGE_LEN] {
+    let mut out = [0u8; SIGNED_MESSAGE_LEN];
+    out[..8].copy_from_slice(&SIGNED_DOMAIN);
+    out[8..24].copy_from_slice(version);
+    out[24..28].copy_from_slice(&security_counter.to_le_bytes());
+    out[28..].copy_from_slice(sha512);
+    out
+}
+
+/// A firmware version as the manifest and [`signed_message`] hold it: its first 16 bytes,
+/// 0-padded.
+pub fn version_field(version: &str) -> [u8; 16] {
+    let mut out = [0; 16];
+    let n = version.len().min(16);
+    out[..n].copy_from_slice(&version.as_bytes()[..n]);
+    out
 }
 
 /// `fw_chunk`: image bytes at an offset.
@@ -189,8 +247,7 @@ pub enum UpdateState {
     /// The new image passed its self-test, reached the gateway and marked itself good.
     /// `version` is the running image.
     Booted,
-    /// The new image did not mark itself good (or the bootloader refused it): the device runs
-    /// its previous image again.
+    /// The new image did not mark itself good: the device runs its previous image again.
     RolledBack,
 }
 
@@ -234,6 +291,11 @@ pub enum UpdateError {
     Busy,
     /// The new image failed its self-test on trial: the device restarts into the previous one.
     SelfTestFailed,
+    /// The image's security counter is below the device's floor (the highest counter of an
+    /// image it marked good): a downgrade to a release with a known vulnerability. Refused at
+    /// the offer by the application, and at the swap by the bootloader, which checks the
+    /// signed counter.
+    Downgrade,
 }
 
 impl UpdateError {
@@ -249,6 +311,7 @@ impl UpdateError {
             UpdateError::Refused => "refused",
             UpdateError::Busy => "busy",
             UpdateError::SelfTestFailed => "self_test_failed",
+            UpdateError::Downgrade => "downgrade",
         }
     }
 }

@@ -121,7 +121,23 @@ fn offer_sample() -> FirmwareOffer {
         size: 61_932,
         sha256: firmware::FixedBytes(core::array::from_fn(|i| 0xa0 ^ i as u8)),
         signature: firmware::FixedBytes(core::array::from_fn(|i| 0x50 ^ i as u8)),
+        security_counter: 3,
     }
+}
+
+/// The signed message of manifest layout 2, byte for byte from its documented layout: the
+/// bootloader and the gateway's signing tool both build it with this function.
+#[test]
+fn the_signed_message_is_domain_version_counter_and_sha512() {
+    let sha512: [u8; 64] = core::array::from_fn(|i| i as u8);
+    let msg = firmware::signed_message(&firmware::version_field("1.5.0"), 0x0102_0304, &sha512);
+    let mut expected = Vec::new();
+    expected.extend_from_slice(b"FGFWSIG2");
+    expected.extend_from_slice(b"1.5.0\0\0\0\0\0\0\0\0\0\0\0");
+    expected.extend_from_slice(&[0x04, 0x03, 0x02, 0x01]);
+    expected.extend_from_slice(&sha512);
+    assert_eq!(msg.to_vec(), expected);
+    assert_eq!(firmware::version_field("a-version-of-17-b"), *b"a-version-of-17-", "cut at 16 bytes");
 }
 
 /// A chunk of [`MAX_CHUNK`] bytes at `offset`: the largest a downlink carries.

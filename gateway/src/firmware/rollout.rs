@@ -9,7 +9,7 @@
 //!   Waiting ─ wave starts ─► Offered ─ receiving ─► Transferring ─ offset = size ─► Committed
 //!                              ▲   (fw_chunk at the reported offset)  (fw_commit)     │ device
 //!                              └── no answer: resend the last command ◄──────────────┤ restarts
-//!   Failed ◄── refused / bad_digest / rolled_back / no answer after max_attempts     ▼
+//!   Failed ◄── refused / downgrade / bad_digest / rolled_back / no answer after max_attempts ▼
 //!   Booted ◄──────────────── booted ◄──────── (fw_confirm) ◄─────────────────────── Trial
 //! ```
 //!
@@ -87,6 +87,9 @@ pub enum DeviceState {
 pub enum Failure {
     /// Its bootloader refused the image's signature.
     Refused,
+    /// The image's security counter is below the device's floor (anti-rollback): refused at
+    /// the offer, or by the bootloader.
+    Downgrade,
     /// The received image did not match the offer's SHA-256 (a corrupted transfer).
     BadDigest,
     /// The new image did not mark itself good (failed self-test, or no confirmation).
@@ -112,11 +115,12 @@ impl DeviceState {
             DeviceState::Failed(Failure::RolledBack) => "failed_rolled_back",
             DeviceState::Failed(Failure::Oversized) => "failed_oversized",
             DeviceState::Failed(Failure::Silent) => "failed_silent",
+            DeviceState::Failed(Failure::Downgrade) => "failed_downgrade",
         }
     }
 
     /// Every state, in the order of the module documentation.
-    pub const ALL: [DeviceState; 11] = [
+    pub const ALL: [DeviceState; 12] = [
         DeviceState::Waiting,
         DeviceState::Offered,
         DeviceState::Transferring,
@@ -128,6 +132,7 @@ impl DeviceState {
         DeviceState::Failed(Failure::RolledBack),
         DeviceState::Failed(Failure::Oversized),
         DeviceState::Failed(Failure::Silent),
+        DeviceState::Failed(Failure::Downgrade),
     ];
 
     /// The state of an [`DeviceState::as_str`] label.
@@ -214,6 +219,7 @@ impl Rollout {
             size: signed.size,
             sha256: FixedBytes(signed.sha256_bytes().ok_or(RolloutError::Mismatch)?),
             signature: FixedBytes(signed.signature_bytes().ok_or(RolloutError::Mismatch)?),
+            security_counter: signed.security_counter,
         };
         if image.len() != signed.size as usize {
             return Err(RolloutError::Mismatch);
@@ -311,6 +317,7 @@ impl Rollout {
         let ours = status.version == self.offer.version;
         let next = match (status.state, status.error) {
             (_, Some(UpdateError::Refused)) => Err(Failure::Refused),
+            (_, Some(UpdateError::Downgrade)) => Err(Failure::Downgrade),
             (_, Some(UpdateError::BadDigest)) => Err(Failure::BadDigest),
             (_, Some(UpdateError::Oversized)) if status.state != UpdateState::Receiving => {
                 Err(Failure::Oversized)

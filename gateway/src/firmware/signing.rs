@@ -4,11 +4,19 @@
 //!   RFC 8032 §5.1.5), written as 64 hexadecimal digits to a new file of mode 0600. Its public
 //!   half goes into the bootloader build. The seed never appears in a log line, a metric or an
 //!   error message.
-//! - [`sign`] signs an image: the signature covers the image's SHA-512 (the message
-//!   embassy-boot's updater and firegrid-boot's bootloader verify), and the [`SignedImage`]
-//!   carries the version, size, SHA-256 (checked by the detector before it asks for the swap)
-//!   and signature, as `fw_offer` sends them. [`SignedImage::save`] writes it as JSON beside
-//!   the image (`IMAGE.fwsig.json`).
+//! - [`sign_with_counter`] signs an image: the signature covers firegrid-protocol's
+//!   `firmware::signed_message` (manifest layout 2: the version, the security counter and the
+//!   image's SHA-512, what firegrid-boot's bootloader verifies), and the [`SignedImage`]
+//!   carries the version, security counter, size, SHA-256 (checked by the detector before it
+//!   asks for the swap) and signature, as `fw_offer` sends them. [`SignedImage::save`] writes
+//!   it as JSON beside the image (`IMAGE.fwsig.json`).
+//!
+//! The **security counter** is the anti-rollback counter (Trusted Firmware-M, "Rollback
+//! protection in TF-M secure boot", `docs/design_docs/booting/secure_boot_rollback_protection.rst`:
+//! independent of the version, raised only by a release that fixes a vulnerability). A device
+//! refuses an image whose counter is below the highest it has marked good, so the default, 0,
+//! suits every release until the first security fix; from then on each release carries at
+//! least the counter of the last one.
 
 use std::fs;
 use std::io::{self, Write};
@@ -16,6 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use firegrid_protocol::firmware;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroize;
@@ -93,22 +102,46 @@ pub fn load_key(path: &Path) -> Result<SigningKey, SigningError> {
     Ok(key)
 }
 
-/// An image's offer, as `fw_offer` carries it; the signature covers the image's SHA-512.
+/// An image's offer, as `fw_offer` carries it; the signature covers the version, the security
+/// counter and the image's SHA-512.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedImage {
     /// Firmware version, as the new image's heartbeats report it.
     pub version: String,
+    /// Anti-rollback security counter, covered by the signature. Absent in files written
+    /// before manifest layout 2, which read as 0 (and whose signatures no longer verify).
+    #[serde(default)]
+    pub security_counter: u32,
     /// Image length in bytes.
     pub size: u32,
     /// SHA-256 of the image, hex.
     pub sha256: String,
-    /// Ed25519 signature of the image's SHA-512, hex.
+    /// Ed25519 signature of the signed message, hex.
     pub signature: String,
 }
 
-/// Signs `image` as `version` with `key`.
+/// The message the vendor key signs for `image` as `version` with `security_counter`.
+fn message(image: &[u8], version: &str, security_counter: u32) -> [u8; firmware::SIGNED_MESSAGE_LEN] {
+    firmware::signed_message(
+        &firmware::version_field(version),
+        security_counter,
+        &Sha512::digest(image).into(),
+    )
+}
+
+/// Signs `image` as `version` with `key`, security counter 0 (no security fix released yet).
 pub fn sign(image: &[u8], version: &str, key: &SigningKey) -> Result<SignedImage, SigningError> {
+    sign_with_counter(image, version, 0, key)
+}
+
+/// Signs `image` as `version` with anti-rollback `security_counter` and `key`.
+pub fn sign_with_counter(
+    image: &[u8],
+    version: &str,
+    security_counter: u32,
+    key: &SigningKey,
+) -> Result<SignedImage, SigningError> {
     let valid = !version.is_empty()
         && version.len() <= 16
         && version.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\'));
@@ -117,9 +150,10 @@ pub fn sign(image: &[u8], version: &str, key: &SigningKey) -> Result<SignedImage
     }
     let size =
         u32::try_from(image.len()).ok().filter(|&n| n > 0).ok_or(SigningError::BadSize(image.len()))?;
-    let signature = key.sign(&Sha512::digest(image));
+    let signature = key.sign(&message(image, version, security_counter));
     Ok(SignedImage {
         version: version.to_owned(),
+        security_counter,
         size,
         sha256: hex::encode(Sha256::digest(image)),
         signature: hex::encode(signature.to_bytes()),
@@ -158,7 +192,7 @@ impl SignedImage {
         if let Some(vendor) = vendor {
             let signature = ed25519_dalek::Signature::from_bytes(&signature);
             vendor
-                .verify_strict(&Sha512::digest(bytes), &signature)
+                .verify_strict(&message(bytes, &signed.version, signed.security_counter), &signature)
                 .map_err(|_| bad("the signature does not verify under the vendor key"))?;
         }
         Ok(signed)

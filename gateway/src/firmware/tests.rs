@@ -39,6 +39,72 @@ fn keygen_writes_a_private_key_file_that_signs_verifiably() {
     assert!(signing::sign(&[], "1.5", &key).is_err());
 }
 
+/// The signature covers the security counter and the version: a signed-image file edited to
+/// carry another counter or version no longer verifies, and the signature is the one of
+/// firegrid-protocol's signed message (what the bootloader verifies).
+#[test]
+fn the_signature_covers_the_security_counter_and_the_version() {
+    use ed25519_dalek::Verifier;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let image_path = dir.path().join("fw.bin");
+    let image = new_image();
+    std::fs::write(&image_path, &image).unwrap();
+    let signed = signing::sign_with_counter(&image, "1.5.0", 7, &vendor()).unwrap();
+    assert_eq!(signed.security_counter, 7);
+    let message = firegrid_protocol::firmware::signed_message(
+        &firegrid_protocol::firmware::version_field("1.5.0"),
+        7,
+        &sha2::Sha512::digest(&image).into(),
+    );
+    let signature = ed25519_dalek::Signature::from_bytes(&signed.signature_bytes().unwrap());
+    assert!(vendor().verifying_key().verify(&message, &signature).is_ok());
+    let public = vendor().verifying_key();
+    signed.save(&image_path).unwrap();
+    assert!(SignedImage::load(&image_path, &image, Some(&public)).is_ok());
+    for edited in [
+        SignedImage { security_counter: 9, ..signed.clone() },
+        SignedImage { security_counter: 6, ..signed.clone() },
+        SignedImage { version: "1.5.1".into(), ..signed.clone() },
+    ] {
+        edited.save(&image_path).unwrap();
+        let error = SignedImage::load(&image_path, &image, Some(&public)).unwrap_err().to_string();
+        assert!(error.contains("does not verify under the vendor key"), "{edited:?}: {error}");
+    }
+    // A file written before the counter existed reads as counter 0.
+    let old = r#"{"version":"1.5.0","size":1,"sha256":"00","signature":"00"}"#;
+    assert_eq!(serde_json::from_str::<SignedImage>(old).unwrap().security_counter, 0);
+}
+
+/// `firegrid firmware publish` refuses an image whose security counter is below the last one
+/// published, with a message naming both; equal and higher counters are published.
+#[test]
+fn publish_refuses_a_counter_below_the_last_published() {
+    use super::delivery::control::{self, ControlError, Publish, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let publish = |name: &str, version: &str, counter: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, new_image()).unwrap();
+        signing::sign_with_counter(&new_image(), version, counter, &vendor()).unwrap().save(&path).unwrap();
+        let devices = vec![Target { village: "v".into(), device: "sd-1".into() }];
+        let req = Publish { image: &path, devices, plan: Plan::default(), replace: true };
+        control::publish(dir.path(), &vendor().verifying_key(), req, 1_000)
+    };
+    assert!(publish("a.bin", "1.5.0", 3).is_ok());
+    assert!(publish("b.bin", "1.5.1", 3).is_ok(), "equal");
+    let refused = publish("c.bin", "1.4.9", 2).unwrap_err();
+    assert!(matches!(refused, ControlError::Downgrade { counter: 2, published: 3, .. }), "{refused:?}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("1.4.9 carries security counter 2, below the 3 of 1.5.1")
+            && said.contains("--security-counter 3"),
+        "{said}"
+    );
+    let request = control::Request::load(&control::dir(dir.path())).unwrap().unwrap();
+    assert_eq!(request.signed.version, "1.5.1", "the refused image replaced nothing");
+    assert!(publish("d.bin", "1.6.0", 4).is_ok(), "higher");
+}
+
 /// Runs `rollout` over `fleet` until it is done or paused and idle: every command is
 /// delivered at once, every status answered (a perfect link; the resends are unit-tested).
 fn run(rollout: &mut Rollout, fleet: &mut [Detector], ids: &[String]) -> usize {
@@ -122,6 +188,31 @@ fn an_image_signed_by_another_key_fails_at_the_bootloader() {
     assert!(rollout.is_paused());
     assert_eq!(rollout.progress().next().unwrap().state, DeviceState::Failed(Failure::Refused));
     assert_eq!(detectors[0].active(3_000), old_image());
+}
+
+/// A fleet whose floor is above the image's counter refuses it at the offer: every device
+/// fails `downgrade` (a cause of its own in the counts), none receives a chunk, all keep
+/// their image.
+#[test]
+fn a_downgrade_fails_every_device_at_the_offer_with_its_own_cause() {
+    let image = new_image();
+    let (mut detectors, ids) = fleet(3, &[]);
+    let plan = Plan { canary_share: 1.0, ..Plan::default() };
+    let fixed = signing::sign_with_counter(&image, "1.6.0", 4, &vendor()).unwrap();
+    let mut rollout = Rollout::new(image.clone(), &fixed, ids.clone(), plan.clone()).unwrap();
+    run(&mut rollout, &mut detectors, &ids);
+    assert_eq!(rollout.counts().get(&DeviceState::Booted), Some(&3), "floor 4 on every detector");
+    let older = old_image();
+    let vulnerable = signing::sign_with_counter(&older, "1.5.0", 3, &vendor()).unwrap();
+    let mut rollout = Rollout::new(older, &vulnerable, ids.clone(), plan).unwrap();
+    let commands = run(&mut rollout, &mut detectors, &ids);
+    assert_eq!(commands, 3, "one offer each, refused");
+    assert!(rollout.is_done());
+    assert_eq!(rollout.counts().get(&DeviceState::Failed(Failure::Downgrade)), Some(&3));
+    assert_eq!(DeviceState::Failed(Failure::Downgrade).as_str(), "failed_downgrade");
+    for d in &mut detectors {
+        assert_eq!(d.active(image.len()), image, "the counter-4 image keeps running");
+    }
 }
 
 #[test]

@@ -1,15 +1,17 @@
 //! The firegrid detector's bootloader core on a Cortex-M3: the QEMU `lm3s6965evb` image.
 //!
 //! [`main`] runs [`firegrid_boot::loader::prepare`], the very code a reset runs on the
-//! detector, over a small flash map in RAM ([`SimulatedNor`], twelve 1 KiB pages: QEMU's
+//! detector, over a small flash map in RAM ([`SimulatedNor`], fourteen 1 KiB pages: QEMU's
 //! `lm3s6965evb` does not emulate the Stellaris flash controller, so the image cannot program
-//! its own flash): an old image in the active slot, a new one in the DFU slot with its
-//! manifest and embassy-boot's swap request. Twice: with the image as signed, which must be
-//! verified (Ed25519, ed25519-dalek on the 32-bit backend) and swapped in on trial, and with
-//! one byte of it changed, which must be refused with the old image kept. It logs each
-//! outcome through defmt over semihosting; `firmware/detector/tests/it/qemu.rs` checks the
-//! log and measures the image, whose flash figure is the bootloader's (the RAM map adds
-//! 12 KiB for the simulated flash that the real part does not need).
+//! its own flash): an old image in the active slot, a new one (security counter 1) in the DFU
+//! slot with its manifest and embassy-boot's swap request. Three times: with the image as
+//! signed, which must be verified (Ed25519, ed25519-dalek on the 32-bit backend) and swapped
+//! in on trial; with one byte of it changed, which must be refused with the old image kept;
+//! and as signed on a device whose security floor is 2, which must be refused as a
+//! downgrade. It logs each outcome through defmt over semihosting;
+//! `firmware/detector/tests/it/qemu.rs` checks the log and measures the image, whose flash
+//! figure is the bootloader's (the RAM map adds 14 KiB for the simulated flash that the real
+//! part does not need).
 //!
 //! [`VENDOR_KEY`] is the public half of the tests' vendor key (`[0x42; 32]` as an Ed25519
 //! seed); a production bootloader is built with the vendor's own public key in its place
@@ -35,23 +37,29 @@ use firegrid_detector::journal::SimulatedNor;
 /// The tests' vendor public key (hex `2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12`).
 const VENDOR_KEY: [u8; 32] = hex32("2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12");
 
-/// The test key's signature of [`new_byte`]'s 3,500-byte image (of its SHA-512, as
-/// embassy-boot's updater signs).
+/// The test key's signature of [`new_byte`]'s 3,500-byte image as version `1.5.0` with
+/// security counter [`COUNTER`] (of firegrid-protocol's `signed_message`: domain, version,
+/// counter and the image's SHA-512).
 const SIGNATURE: [u8; 64] = hex64(concat!(
-    "b846a97744f4b1b6501dc448e91022d599150e24ac73e82ad76f65fbdd1c386c",
-    "af6c26d9124d384209c921b9682aafef5e93b73691f228292706476198217f08"
+    "bc0085cb14a759b9978d64148112b57ac2f3c1ab028ac4c495832e7ed8a2520b",
+    "f5a1a9d9b36831c46a7455322fbacb14524ac498e47e35a83105f97bd6d68703"
 ));
+
+/// The new image's security counter.
+const COUNTER: u32 = 1;
 
 const OLD_LEN: u32 = 3_000;
 const NEW_LEN: u32 = 3_500;
 
-/// The small map (1 KiB pages): state, manifest, a 4-page active slot, a 5-page DFU slot.
+/// The small map (1 KiB pages): state, manifest, a 4-page active slot, a 5-page DFU slot, a
+/// 2-page security floor.
 const STATE: Range<u32> = 1024..2048;
 const MANIFEST: Range<u32> = 2048..3072;
 const ACTIVE: Range<u32> = 3072..7168;
 const DFU: Range<u32> = 7168..12288;
+const SECURITY: Range<u32> = 12288..14336;
 
-type Flash = SimulatedNor<12, 1024>;
+type Flash = SimulatedNor<14, 1024>;
 
 const fn nibble(c: u8) -> u8 {
     match c {
@@ -101,17 +109,20 @@ fn program(flash: &mut Flash, at: u32, len: u32, byte: impl Fn(u32) -> u8) {
 }
 
 /// Erased flash with the old image active, the new one (with byte `flip` inverted, if any)
-/// in the DFU slot, its committed manifest, and embassy-boot's SWAP magic.
-fn install(flash: &mut Flash, flip: Option<u32>) {
+/// in the DFU slot, its committed manifest, embassy-boot's SWAP magic, and the security
+/// floor at `floor` (erased for 0).
+fn install(flash: &mut Flash, flip: Option<u32>, floor: u32) {
     *flash = Flash::new();
     program(flash, ACTIVE.start, OLD_LEN, old_byte);
     program(flash, DFU.start, NEW_LEN, |i| if Some(i) == flip { !new_byte(i) } else { new_byte(i) });
     let mut version = [0; 16];
     version[..5].copy_from_slice(b"1.5.0");
     // The bootloader checks the signature, not the SHA-256 (the application's check).
-    let m = Manifest { version, size: NEW_LEN, sha256: [0; 32], signature: SIGNATURE };
+    let m =
+        Manifest { version, size: NEW_LEN, sha256: [0; 32], signature: SIGNATURE, security_counter: COUNTER };
     let header = m.encode();
-    let ok = flash.write(MANIFEST.start, &header).is_ok()
+    let ok = (floor == 0 || flash.write(SECURITY.start, &firegrid_boot::floor::record(floor)).is_ok())
+        && flash.write(MANIFEST.start, &header).is_ok()
         && flash.write(MANIFEST.start + manifest::HEADER_MARK_AT, &manifest::HEADER_MARK).is_ok()
         && flash.write(MANIFEST.start + manifest::COMMIT_AT, &manifest::COMMIT_MARK).is_ok()
         // embassy-boot's SWAP_MAGIC (0xF0) in every byte of the state's first word.
@@ -127,7 +138,8 @@ fn prepare(flash: &mut Flash) -> Option<Outcome> {
     let part = |r: Range<u32>| BlockingPartition::new(&mutex, r.start, r.end - r.start);
     let (mut active, mut dfu, mut state, mut manifest) =
         (part(ACTIVE), part(DFU), part(STATE), part(MANIFEST));
-    loader::prepare(&mut active, &mut dfu, &mut state, &mut manifest, &VENDOR_KEY).ok()
+    let mut security = part(SECURITY);
+    loader::prepare(&mut active, &mut dfu, &mut state, &mut manifest, &mut security, &VENDOR_KEY).ok()
 }
 
 /// Whether the active slot holds `len` bytes of `byte`.
@@ -147,24 +159,29 @@ fn outcome_name(o: Option<Outcome>) -> &'static str {
         Some(Outcome::Refused(Refusal::BadSignature)) => "refused bad_signature",
         Some(Outcome::Refused(Refusal::NoManifest)) => "refused no_manifest",
         Some(Outcome::Refused(Refusal::Oversized)) => "refused oversized",
+        Some(Outcome::Refused(Refusal::Downgrade)) => "refused downgrade",
         None => "flash error",
     }
 }
 
-/// Runs both cases, logs, and ends QEMU with the semihosting exit call.
+/// Runs the three cases, logs, and ends QEMU with the semihosting exit call.
 #[entry]
 fn main() -> ! {
     let flash: &'static mut Flash =
         cortex_m::singleton!(: Flash = Flash::new()).unwrap_or_else(|| unreachable!());
     defmt::info!("begin");
-    install(flash, None);
+    install(flash, None, 0);
     let outcome = prepare(flash);
     let active = if active_is(flash, NEW_LEN, new_byte) { "new" } else { "old" };
     defmt::info!("boot signed {=str} active {=str}", outcome_name(outcome), active);
-    install(flash, Some(1_234));
+    install(flash, Some(1_234), 0);
     let outcome = prepare(flash);
     let active = if active_is(flash, OLD_LEN, old_byte) { "old" } else { "new" };
     defmt::info!("boot altered {=str} active {=str}", outcome_name(outcome), active);
+    install(flash, None, COUNTER + 1);
+    let outcome = prepare(flash);
+    let active = if active_is(flash, OLD_LEN, old_byte) { "old" } else { "new" };
+    defmt::info!("boot downgrade {=str} active {=str}", outcome_name(outcome), active);
     defmt::info!("end");
     debug::exit(debug::EXIT_SUCCESS);
     loop {

@@ -1,9 +1,10 @@
 //! The over-the-air update receiver: authenticated firmware commands in, the DFU slot, the
 //! update manifest and embassy-boot's state written, `fw_status` reports out.
 //!
-//! [`Updater`] owns three NOR flash partitions (`embedded-storage-async` traits, driven by
+//! [`Updater`] owns four NOR flash partitions (`embedded-storage-async` traits, driven by
 //! [`embassy_futures::block_on`] like [`crate::journal`]): the DFU slot, embassy-boot's state
-//! partition and the manifest ([`firegrid_boot::manifest`]). It never verifies the image's
+//! partition, the manifest ([`firegrid_boot::manifest`]) and the security floor
+//! ([`firegrid_boot::floor`]). It never verifies the image's
 //! Ed25519 signature: that is the bootloader's job ([`firegrid_boot::loader`]), which keeps
 //! Ed25519 out of the application's 64 KiB. It checks what is cheap and already linked: each
 //! command's HMAC and replay window (done by [`crate::Device`] before the command gets here),
@@ -15,11 +16,18 @@
 //!    ▲  ◄── fw_abort ──┘  ▲  │ chunk at offset: erase fresh pages, write, progress entry   │ restart
 //!    │                    └──┘                                                              ▼
 //!    │ REVERT: rolled_back     bootloader: signature bad ─► Idle (error refused)   bootloader swaps
+//!    │                         counter below the floor ───► Idle (error downgrade)      │
 //!    └──────────────────────── reset before marked good ◄─── Trial ◄────────────────────────┘
 //!                                                              │ self-test passed + fw_confirm
 //!                                                              ▼
-//!                                                            Booted (embassy-boot BOOT magic)
+//!                              Booted (BOOTED mark, floor raised, embassy-boot BOOT magic)
 //! ```
+//!
+//! **Anti-rollback.** An offer whose security counter is below the floor is refused
+//! `downgrade` before anything is erased or transferred: the bootloader would refuse it
+//! anyway (it checks the signed counter), so this only spares the transfer and says why at
+//! once. The floor rises when a trial image is marked good, after its BOOTED mark and before
+//! the manifest holding its counter is erased; a trial that rolls back leaves it where it was.
 //!
 //! **Resumable.** Every chunk is followed by a progress entry in the manifest; after a reset
 //! [`Updater::start`] reads the last complete entry and reports that offset, and the gateway
@@ -34,7 +42,8 @@
 
 use embassy_boot::{FirmwareState, State};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
-use firegrid_boot::manifest::{self, Entry, Header, Manifest};
+use firegrid_boot::floor;
+use firegrid_boot::manifest::{self, Entry, Header, Manifest, Refused};
 use firegrid_protocol::{
     FirmwareChunk, FirmwareOffer, FirmwareStatus, FirmwareVersion, UpdateError, UpdateState,
 };
@@ -89,6 +98,7 @@ impl UpdateErrors {
             UpdateError::Refused => 6,
             UpdateError::Busy => 7,
             UpdateError::SelfTestFailed => 8,
+            UpdateError::Downgrade => 9,
         }
     }
 
@@ -139,10 +149,11 @@ enum Phase {
 }
 
 /// The update receiver. See the module documentation.
-pub struct Updater<D, S, M> {
+pub struct Updater<D, S, M, F = M> {
     dfu: D,
     state: S,
     manifest: M,
+    security: F,
     phase: Phase,
     last_error: Option<UpdateError>,
     errors: UpdateErrors,
@@ -150,22 +161,19 @@ pub struct Updater<D, S, M> {
 
 type Flash<T> = Result<T, UpdateError>;
 
-fn to_version(v: &str) -> [u8; 16] {
-    let mut out = [0; 16];
-    let n = v.len().min(16);
-    out[..n].copy_from_slice(&v.as_bytes()[..n]);
-    out
-}
+use firegrid_protocol::firmware::version_field as to_version;
 
-impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
+impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S, M, F> {
     /// The receiver at boot: reads where a transfer or a swap stands, and reports it when
     /// there is anything to say (a transfer to resume, a new image on trial, a rollback, a
-    /// refused image). On trial it asks the device for a self-test.
-    pub fn start(dfu: D, state: S, manifest: M, device: &mut Device, now_ms: u64) -> Self {
+    /// refused image). On trial it asks the device for a self-test. `security` is the floor's
+    /// partition ([`firegrid_boot::floor`]).
+    pub fn start(dfu: D, state: S, manifest: M, security: F, device: &mut Device, now_ms: u64) -> Self {
         let mut up = Updater {
             dfu,
             state,
             manifest,
+            security,
             phase: Phase::Idle,
             last_error: None,
             errors: UpdateErrors::default(),
@@ -189,8 +197,10 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
         match self.embassy_state()? {
             // Marked good, and the power went before embassy-boot's state said so.
             State::Swap if header.as_ref().is_some_and(|h| h.booted) => {
-                let version = header.map_or([0; 16], |h| h.manifest.version);
+                let (version, counter) =
+                    header.map_or(([0; 16], 0), |h| (h.manifest.version, h.manifest.security_counter));
                 self.phase = Phase::Booted { version };
+                self.raise_floor(counter)?;
                 self.set_booted()?;
                 self.erase_manifest()?;
             }
@@ -207,14 +217,20 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
             }
             State::Boot | State::DfuDetach => match header {
                 None => {}
-                Some(h) if h.refused => {
-                    warning!("Bootloader refused the firmware image.");
+                Some(Header { refused: Some(why), .. }) => {
+                    let reason = match why {
+                        Refused::Unverified => UpdateError::Refused,
+                        Refused::Downgrade => UpdateError::Downgrade,
+                    };
+                    warning!("Bootloader refused the firmware image: {}.", reason.as_str());
                     self.erase_manifest()?;
-                    self.last_error = Some(UpdateError::Refused);
-                    self.errors.count(UpdateError::Refused);
+                    self.fail(reason);
                 }
-                // A finished update whose manifest was not erased yet.
+                // A finished update whose manifest was not erased yet (the bootloader
+                // finished its marking, or the power went before the erase): the floor is
+                // raised first, since the manifest is the only record of the counter.
                 Some(h) if h.booted => {
+                    self.raise_floor(h.manifest.security_counter)?;
                     self.erase_manifest()?;
                     self.phase = Phase::Booted { version: h.manifest.version };
                 }
@@ -305,6 +321,7 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
             size: offer.size,
             sha256: offer.sha256.0,
             signature: offer.signature.0,
+            security_counter: offer.security_counter,
         };
         match &self.phase {
             Phase::Swapping { .. } | Phase::Trial { .. } => return Err(UpdateError::BadState),
@@ -318,6 +335,10 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
         let log = manifest::capacity(self.manifest.capacity() as u32, firegrid_protocol::MAX_CHUNK as u32);
         if offer.size > slot || offer.size > log {
             return Err(UpdateError::Oversized);
+        }
+        // Before anything is erased: a transfer in progress stays resumable.
+        if offer.security_counter < self.floor()? {
+            return Err(UpdateError::Downgrade);
         }
         self.erase_manifest()?;
         self.phase = Phase::Idle;
@@ -401,11 +422,14 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
     }
 
     /// Marks the trial image good: the manifest's BOOTED mark first (which the bootloader
-    /// honours), then embassy-boot's BOOT magic, then the manifest is erased.
+    /// honours), then the floor raised to its security counter, then embassy-boot's BOOT
+    /// magic, then the manifest is erased. A power cut anywhere leaves the BOOTED mark with
+    /// the manifest, and [`Updater::start`] raises the floor before it erases them.
     fn mark_booted(&mut self) -> Flash<()> {
         let Phase::Trial { manifest, .. } = &self.phase else { return Err(UpdateError::BadState) };
-        let version = manifest.version;
+        let (version, counter) = (manifest.version, manifest.security_counter);
         self.write_manifest(manifest::BOOTED_AT, &manifest::BOOTED_MARK)?;
+        self.raise_floor(counter)?;
         self.set_booted()?;
         info!("New firmware marked good.");
         self.phase = Phase::Booted { version };
@@ -454,9 +478,15 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
         &self.errors
     }
 
-    /// The partitions back (DFU, state, manifest).
-    pub fn into_parts(self) -> (D, S, M) {
-        (self.dfu, self.state, self.manifest)
+    /// The partitions back (DFU, state, manifest, floor).
+    pub fn into_parts(self) -> (D, S, M, F) {
+        (self.dfu, self.state, self.manifest, self.security)
+    }
+
+    /// The security floor: the highest security counter of an image this device marked good
+    /// (`0` on a factory-fresh partition).
+    pub fn floor(&mut self) -> Flash<u32> {
+        Ok(self.scan_floor()?.floor())
     }
 
     // ---- Flash --------------------------------------------------------------------------
@@ -487,6 +517,33 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash> Updater<D, S, M> {
             at += manifest::ENTRY_LEN as u32;
         }
         Ok((offset, at))
+    }
+
+    fn scan_floor(&mut self) -> Flash<floor::Scan> {
+        let len = self.security.capacity() as u32;
+        let mut scan = floor::Scan::new(F::ERASE_SIZE as u32, len);
+        let mut record = [0u8; floor::RECORD_LEN];
+        for at in (0..len).step_by(floor::RECORD_LEN) {
+            block(self.security.read(at, &mut record))?;
+            scan.feed(at, &record);
+        }
+        Ok(scan)
+    }
+
+    /// Raises the floor to `counter` (nothing when it is there already): one record
+    /// appended, or a fresh page erased and the record written at its start.
+    fn raise_floor(&mut self, counter: u32) -> Flash<()> {
+        let at = match self.scan_floor()?.raise(counter) {
+            None => return Ok(()),
+            Some(floor::Raise::Append { at }) => at,
+            Some(floor::Raise::Move { erase }) => {
+                block(self.security.erase(erase.start, erase.end))?;
+                erase.start
+            }
+        };
+        block(self.security.write(at, &floor::record(counter)))?;
+        info!("Security floor raised to {}.", counter);
+        Ok(())
     }
 
     fn write_manifest(&mut self, at: u32, bytes: &[u8]) -> Flash<()> {

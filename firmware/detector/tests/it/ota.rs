@@ -1,7 +1,9 @@
 //! The update chain on simulated NOR flash: the gateway's signed commands into the detector's
 //! [`Updater`], embassy-boot's swap behind the Ed25519 gate of [`firegrid_boot::loader`], the
 //! new image's trial boot, self-test and confirmation, and the rollback, with power cut at
-//! every flash step. Each test ends with the device on a good image.
+//! every flash step; and the anti-rollback floor: an image whose signed security counter is
+//! below it refused, equal and higher ones taken, the floor raised only when an image is
+//! marked good. Each test ends with the device on a good image.
 //!
 //! The payload of the full-size tests is the detector's real Cortex-M3 image (the release
 //! build of `firmware/boards/qemu-lm3s6965`, its loadable segments laid out flat, as a
@@ -18,7 +20,7 @@ use firegrid_boot::{LM3S6965, Layout, PAGE};
 use firegrid_detector::journal::SimulatedNor;
 use firegrid_detector::update::{Action, Updater};
 use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
-use firegrid_protocol::firmware::{ChunkData, FixedBytes};
+use firegrid_protocol::firmware::{ChunkData, FixedBytes, signed_message, version_field};
 use firegrid_protocol::{
     Downlink, DownlinkBody, Encoding, FirmwareChunk, FirmwareOffer, FirmwareStatus, MAX_CHUNK, UpdateError,
     UpdateState, UplinkBody,
@@ -26,8 +28,8 @@ use firegrid_protocol::{
 use proptest::prelude::*;
 use sha2::Digest;
 
-/// The whole LM3S6965 map up to the end of its DFU slot, in 1 KiB pages.
-const BOARD_PAGES: usize = 0x3_DC00 / 1024;
+/// The whole LM3S6965 map up to the end of its security floor, in 1 KiB pages.
+const BOARD_PAGES: usize = 0x3_E400 / 1024;
 
 /// A small map for the exhaustive power-cut sweep: a 4-page active slot.
 const SMALL: Layout = Layout {
@@ -36,7 +38,11 @@ const SMALL: Layout = Layout {
     manifest: 2 * PAGE..3 * PAGE,
     active: 3 * PAGE..7 * PAGE,
     dfu: 7 * PAGE..12 * PAGE,
+    security: 12 * PAGE..14 * PAGE,
 };
+
+/// The small map's pages.
+const SMALL_PAGES: usize = 14;
 
 /// The vendor's signing key of these tests (the gateway's `firegrid firmware keygen` makes
 /// real ones).
@@ -52,12 +58,20 @@ struct Image {
 }
 
 fn sign(bytes: &[u8], version: &str, key: &SigningKey) -> Image {
+    sign_counted(bytes, version, 0, key)
+}
+
+/// Signs as the gateway's `firegrid firmware sign --security-counter` does: the layout-2
+/// message (domain, version, counter, SHA-512 of the image).
+fn sign_counted(bytes: &[u8], version: &str, security_counter: u32, key: &SigningKey) -> Image {
     let sha512: [u8; 64] = <ed25519_dalek::Sha512 as ed25519_dalek::Digest>::digest(bytes).into();
+    let message = signed_message(&version_field(version), security_counter, &sha512);
     let offer = FirmwareOffer {
         version: version.try_into().unwrap(),
         size: bytes.len() as u32,
         sha256: FixedBytes(sha2::Sha256::digest(bytes).into()),
-        signature: FixedBytes(key.sign(&sha512).to_bytes()),
+        signature: FixedBytes(key.sign(&message).to_bytes()),
+        security_counter,
     };
     Image { bytes: bytes.to_vec(), offer }
 }
@@ -109,6 +123,8 @@ struct Gateway {
     now_ms: u64,
     /// The images the active slot may hold when the bootloader hands over (empty: not checked).
     good: Vec<Vec<u8>>,
+    /// The floor as each boot's application found it, in order.
+    floors: Vec<u32>,
 }
 
 type Part<'a, const P: usize> = Partition<'a, NoopRawMutex, &'a mut SimulatedNor<P, 1024>>;
@@ -128,11 +144,13 @@ fn boot<const P: usize, R>(
             let part = |r: &Range<u32>| BlockingPartition::new(&mutex, r.start, r.end - r.start);
             let (mut active, mut dfu) = (part(&gw.layout.active), part(&gw.layout.dfu));
             let (mut state, mut manifest) = (part(&gw.layout.state), part(&gw.layout.manifest));
+            let mut security = part(&gw.layout.security);
             loader::prepare(
                 &mut active,
                 &mut dfu,
                 &mut state,
                 &mut manifest,
+                &mut security,
                 &vendor().verifying_key().to_bytes(),
             )
         };
@@ -159,9 +177,13 @@ fn boot<const P: usize, R>(
         part(&layout.dfu),
         part(&layout.state),
         part(&layout.manifest),
+        part(&layout.security),
         &mut device,
         gw.now_ms,
     );
+    if let Ok(floor) = updater.floor() {
+        gw.floors.push(floor);
+    }
     let r = app(gw, &mut device, &mut updater);
     (outcome, r)
 }
@@ -187,7 +209,7 @@ fn statuses(device: &mut Device) -> Vec<FirmwareStatus> {
 
 impl Gateway {
     fn new(layout: Layout) -> Self {
-        Gateway { layout, boot: 0, seq: 0, now_ms: 1_000, good: Vec::new() }
+        Gateway { layout, boot: 0, seq: 0, now_ms: 1_000, good: Vec::new(), floors: Vec::new() }
     }
 
     /// Sends one signed command for the device's current boot; returns the updater's action
@@ -234,6 +256,8 @@ enum End {
     RolledBack,
     Refused,
     BadDigest,
+    /// Refused as a downgrade, by the application at the offer or by the bootloader.
+    Downgrade,
 }
 
 fn chunk(image: &Image, offset: u32) -> DownlinkBody {
@@ -296,12 +320,16 @@ fn drive_boot<const P: usize>(
             UpdateState::Idle if status.error == Some(UpdateError::BadDigest) => {
                 return Step::Done(End::BadDigest);
             }
+            UpdateState::Idle if status.error == Some(UpdateError::Downgrade) => {
+                return Step::Done(End::Downgrade);
+            }
             UpdateState::Idle | UpdateState::RolledBack => {
                 let (_, s) = gw.send(device, up, DownlinkBody::FwOffer(image.offer.clone()));
-                if s.error.is_some() {
-                    return Step::Reset;
+                match s.error {
+                    None => status = s,
+                    Some(UpdateError::Downgrade) => return Step::Done(End::Downgrade),
+                    Some(_) => return Step::Reset,
                 }
-                status = s;
             }
             UpdateState::Receiving if status.version != image.offer.version => {
                 let (_, s) = gw.send(device, up, DownlinkBody::FwOffer(image.offer.clone()));
@@ -499,23 +527,58 @@ fn a_trial_image_never_confirmed_is_rolled_back_after_its_deadline() {
     assert_eq!(active(&mut flash, &LM3S6965, old.len()), old);
 }
 
+/// The small map's old image (3,000 bytes) and new one (3,500 bytes, 10 chunks).
+fn small_images() -> (Vec<u8>, Vec<u8>) {
+    let old = (0..3_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let new = (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect();
+    (old, new)
+}
+
+/// Writes floor records `values` into the floor partition, in order, as a device that marked
+/// images of those counters good has them (or as the factory provisions the first).
+fn provision_floor<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout, values: &[u32]) {
+    use embedded_storage::nor_flash::NorFlash;
+    for (i, &v) in values.iter().enumerate() {
+        let at = layout.security.start + (i * firegrid_boot::floor::RECORD_LEN) as u32;
+        flash.write(at, &firegrid_boot::floor::record(v)).unwrap();
+    }
+}
+
+/// The floor as the bootloader reads it.
+fn floor_of<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout) -> u32 {
+    let mutex = embassy_sync::blocking_mutex::Mutex::<NoopRawMutex, _>::new(RefCell::new(&mut *flash));
+    let mut security =
+        BlockingPartition::new(&mutex, layout.security.start, layout.security.end - layout.security.start);
+    loader::floor(&mut security).unwrap()
+}
+
 /// The whole update of a small image on a small map, with the power cut once at every flash
 /// step in turn (every word programmed, every page erased: transfer, commit, swap, trial,
-/// mark booted): each run ends with the new image active and booted, and at every moment the
-/// device boots a good image (the old or the new one, never a mix).
-#[test]
-fn power_cut_at_every_step_ends_on_a_good_image() {
-    let old: Vec<u8> = (0..3_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let new = sign(&(0..3_500u32).map(|i| (i * 13 % 253) as u8).collect::<Vec<_>>(), "1.5.0", &vendor());
-    let mut reference = installed::<12>(&SMALL, &old);
+/// mark booted, the floor raised): each run ends with the new image active and booted and the
+/// floor at its counter, at every moment the device boots a good image (the old or the new
+/// one, never a mix), and no boot ever finds the floor lower than before or anywhere but at
+/// the old counter or the new one.
+///
+/// The floor starts at `floor` records `1..=floor`; with 128 records, the first page (1 KiB,
+/// 8-byte records) is full, so raising it erases the second page and writes there; with 1, it
+/// appends a record.
+fn sweep_power_cuts(floor: u32) {
+    let (old, new) = small_images();
+    let new = sign_counted(&new, "1.5.0", floor + 1, &vendor());
+    let floors: Vec<u32> = (1..=floor).collect();
+    let mut reference = installed::<SMALL_PAGES>(&SMALL, &old);
+    provision_floor(&mut reference, &SMALL, &floors);
     let start = reference.steps();
     let (end, _, _) = update(&mut reference, &mut Gateway::new(SMALL), &new, GOOD);
     assert_eq!(end, End::Booted);
+    assert_eq!(floor_of(&mut reference, &SMALL), floor + 1);
     let total = reference.steps() - start;
-    // 875 words of transfer, 4 pages × 2 copies × (1 erase + 256 words) of swap, and the marks.
+    // 875 words of transfer, 4 pages × 2 copies × (1 erase + 256 words) of swap, the marks
+    // and the floor's record (and, moving, its page erase).
     assert!(total > 2_900, "the sweep covers transfer and swap ({total} steps)");
     for k in 0..total {
-        let mut flash = installed::<12>(&SMALL, &old);
+        let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+        provision_floor(&mut flash, &SMALL, &floors);
         flash.cut_after(k);
         let mut gw = Gateway::new(SMALL);
         gw.good = vec![old.clone(), new.bytes.clone()];
@@ -529,7 +592,123 @@ fn power_cut_at_every_step_ends_on_a_good_image() {
         for outcome in outcomes {
             assert!(!matches!(outcome, Outcome::Refused(_)), "cut at step {k}: a good image refused");
         }
+        assert_eq!(floor_of(&mut flash, &SMALL), floor + 1, "cut at step {k}: the floor raised");
+        assert!(gw.floors.iter().all(|f| *f == floor || *f == floor + 1), "cut at step {k}: {:?}", gw.floors);
+        assert!(gw.floors.is_sorted(), "cut at step {k}: the floor went down: {:?}", gw.floors);
     }
+}
+
+#[test]
+fn power_cut_at_every_step_ends_on_a_good_image() {
+    sweep_power_cuts(1);
+}
+
+#[test]
+fn power_cut_at_every_step_while_the_floor_moves_to_its_next_page_ends_on_a_good_image() {
+    sweep_power_cuts(128);
+}
+
+#[test]
+fn an_image_below_the_floor_is_refused_at_the_offer_and_the_device_keeps_its_image() {
+    let (old, new) = small_images();
+    let older = sign_counted(&new, "1.4.9", 4, &vendor());
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    provision_floor(&mut *flash, &SMALL, &[5]);
+    let mut gw = Gateway::new(SMALL);
+    let start = flash.steps();
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &older, GOOD);
+    assert_eq!((end, outcomes), (End::Downgrade, vec![Outcome::Boot]), "{log:#?}");
+    assert_eq!(flash.steps(), start, "refused before anything was erased or written");
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old);
+    assert_eq!(floor_of(&mut flash, &SMALL), 5);
+    let (outcome, status) = boot(&mut *flash, &mut gw, |_, _, up| up.status());
+    assert_eq!((outcome, status.state, status.error), (Outcome::Boot, UpdateState::Idle, None));
+}
+
+/// The bootloader's own gate, behind the application's: an image transferred and committed
+/// while the floor was lower (here the floor is written between the commit and the reset)
+/// is refused at the swap, reported `downgrade`, and the current image boots.
+#[test]
+fn the_bootloader_refuses_a_committed_image_below_the_floor() {
+    let (old, new) = small_images();
+    let older = sign_counted(&new, "1.4.9", 4, &vendor());
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    let mut gw = Gateway::new(SMALL);
+    let (_, step) = boot(&mut *flash, &mut gw, |gw, device, up| {
+        drive_boot(gw, device, up, &older, GOOD, &mut Vec::new())
+    });
+    assert!(matches!(step, Step::Reset), "committed, swap requested");
+    provision_floor(&mut *flash, &SMALL, &[5]);
+    let (outcome, (status, count)) =
+        boot(&mut *flash, &mut gw, |_, _, up| (up.status(), up.errors().of(UpdateError::Downgrade)));
+    assert_eq!(outcome, Outcome::Refused(Refusal::Downgrade));
+    assert_eq!((status.state, status.error, count), (UpdateState::Idle, Some(UpdateError::Downgrade), 1));
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the current image stays");
+    assert!(settled(&mut flash, &SMALL), "the request is cleared");
+    // The same image, signed with the counter raised, is taken: the refusal was the counter's.
+    let fixed = sign_counted(&new, "1.5.0", 5, &vendor());
+    let (end, _, log) = update(&mut flash, &mut gw, &fixed, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+}
+
+/// A counter forged upwards in the offer (a gateway or a device key cannot re-sign) fails the
+/// signature: the counter is part of the signed message.
+#[test]
+fn a_counter_changed_after_signing_fails_the_signature() {
+    let (old, new) = small_images();
+    let mut raised = sign_counted(&new, "1.5.0", 4, &vendor());
+    raised.offer.security_counter = 9;
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    provision_floor(&mut *flash, &SMALL, &[5]);
+    let (end, outcomes, log) = update(&mut flash, &mut Gateway::new(SMALL), &raised, GOOD);
+    assert_eq!(end, End::Refused, "{log:#?}");
+    assert_eq!(outcomes.last(), Some(&Outcome::Refused(Refusal::BadSignature)));
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old);
+    assert_eq!(floor_of(&mut flash, &SMALL), 5);
+}
+
+#[test]
+fn equal_and_higher_counters_are_taken_and_the_floor_rises_only_once_marked_good() {
+    let (old, new) = small_images();
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    provision_floor(&mut *flash, &SMALL, &[5]);
+    let mut gw = Gateway::new(SMALL);
+    // Equal: taken, the floor stays.
+    let equal = sign_counted(&new, "1.5.0", 5, &vendor());
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &equal, GOOD);
+    assert_eq!((end, outcomes), (End::Booted, vec![Outcome::Boot, Outcome::Trial]), "{log:#?}");
+    assert_eq!(floor_of(&mut flash, &SMALL), 5);
+    // Higher: the trial boot still finds the old floor; marked good, the new one.
+    let higher = sign_counted(&old, "1.6.0", 6, &vendor());
+    gw.floors.clear();
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &higher, GOOD);
+    assert_eq!((end, outcomes), (End::Booted, vec![Outcome::Boot, Outcome::Trial]), "{log:#?}");
+    assert_eq!(gw.floors, [5, 5], "the transfer boot and the trial boot start on floor 5");
+    assert_eq!(floor_of(&mut flash, &SMALL), 6, "raised once marked good");
+    // The image of counter 5 is now a downgrade.
+    let (end, _, log) = update(&mut flash, &mut gw, &equal, GOOD);
+    assert_eq!(end, End::Downgrade, "{log:#?}");
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the counter-6 image runs");
+}
+
+#[test]
+fn a_trial_that_rolls_back_leaves_the_floor_where_it_was() {
+    let (old, new) = small_images();
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    provision_floor(&mut *flash, &SMALL, &[5]);
+    let mut gw = Gateway::new(SMALL);
+    let failing = sign_counted(&new, "1.7.0", 7, &vendor());
+    let plan = Plan { self_test_ok: false, retry_after_rollback: false };
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &failing, plan);
+    assert_eq!(end, End::RolledBack, "{log:#?}");
+    assert_eq!(outcomes, [Outcome::Boot, Outcome::Trial, Outcome::Reverted]);
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the previous image is back");
+    assert_eq!(floor_of(&mut flash, &SMALL), 5, "the floor did not follow the failed trial");
+    // The device is not locked out of counter 5: an image of that counter still installs.
+    let five = sign_counted(&new, "1.5.1", 5, &vendor());
+    let (end, _, log) = update(&mut flash, &mut gw, &five, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+    assert_eq!(floor_of(&mut flash, &SMALL), 5);
 }
 
 proptest! {
@@ -565,7 +744,8 @@ proptest! {
 #[test]
 fn the_bootloader_image_carries_this_test_key_and_signature() {
     let image: Vec<u8> = (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect();
-    let signed = sign(&image, "1.5.0", &vendor());
+    // Security counter 1: the image's `COUNTER`.
+    let signed = sign_counted(&image, "1.5.0", 1, &vendor());
     // The signature is written as a `concat!` of two 64-digit halves.
     let source = include_str!("../../../boards/boot-lm3s6965/src/main.rs").replace("\",\n    \"", "");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();

@@ -65,6 +65,21 @@ pub enum ControlError {
     /// The request cannot be carried out as given.
     #[error("{0}")]
     Refused(String),
+    /// The image's security counter is below the one last published: every device that
+    /// installed that release refuses this one (anti-rollback), so it is refused here first.
+    #[error(
+        "{version} carries security counter {counter}, below the {published} of {published_version}, already published to the fleet: devices that installed it refuse this image as a downgrade; sign the release again with --security-counter {published} or higher"
+    )]
+    Downgrade {
+        /// The image's version.
+        version: String,
+        /// Its security counter.
+        counter: u32,
+        /// The version last published.
+        published_version: String,
+        /// Its security counter.
+        published: u32,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
@@ -271,7 +286,8 @@ pub struct Publish<'a> {
 }
 
 /// Starts a rollout: checks the image's signature under `vendor` (refusing an unsigned image,
-/// one signed by another key, or one whose signed-image file does not match it), copies the
+/// one signed by another key, or one whose signed-image file does not match it) and its
+/// security counter against the last published one (refusing a downgrade), copies the
 /// image into the firmware directory of `data_dir` and writes the request the gateway reloads.
 pub fn publish(
     data_dir: &Path,
@@ -305,7 +321,17 @@ pub fn publish(
     .map_err(|e| ControlError::Refused(e.to_string()))?;
     let dir = dir(data_dir);
     fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-    if let (Some(old), false) = (Request::load(&dir)?, req.replace) {
+    // The last request holds the highest counter published: each publish refuses a lower one.
+    let last = Request::load(&dir)?;
+    if let Some(old) = last.as_ref().filter(|old| signed.security_counter < old.signed.security_counter) {
+        return Err(ControlError::Downgrade {
+            version: signed.version,
+            counter: signed.security_counter,
+            published_version: old.signed.version.clone(),
+            published: old.signed.security_counter,
+        });
+    }
+    if let (Some(old), false) = (last, req.replace) {
         let finished = Progress::load(&dir)?.is_some_and(|p| p.id == old.id && p.done);
         if !finished {
             return Err(ControlError::Refused(format!(
