@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
-use firegrid_protocol::{DeviceId, FirmwareStatus, UplinkBody, VillageId};
+use firegrid_protocol::{DeviceId, DownlinkKind, FirmwareStatus, UplinkBody, VillageId};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -180,6 +180,15 @@ fn reload(d: &Driver, active: &mut Option<Active>) {
     }
     match start(d, request) {
         Ok(a) => {
+            // Shown at zero from the start, so "no resend" reads as a sample, not an absence.
+            for kind in [
+                DownlinkKind::FwOffer,
+                DownlinkKind::FwChunk,
+                DownlinkKind::FwCommit,
+                DownlinkKind::FwConfirm,
+            ] {
+                d.metrics.firmware_resends.get_or_create(&KindLabel { kind: kind.as_str().into() }).inc_by(0);
+            }
             tracing::info!(
                 rollout = %a.request.id,
                 version = %a.request.signed.version,
