@@ -22,13 +22,17 @@
 //! The rate limit is a token bucket per device and class. Alarm-class messages get their own,
 //! larger bucket so that a device flooding heartbeats can never use up the budget its fire
 //! alarm needs, and a chattering detector (≥ 3 alarm cycles a minute, ISA-18.2) still stays
-//! far inside it. The bucket is a few lines next to the replay window, sharing its per-device
-//! entry; a keyed limiter crate would keep a second map of the same devices and read the clock
-//! itself.
+//! far inside it. Firmware-transfer statuses (`fw_status`) get a third bucket of their own
+//! ([`Budget::Firmware`]): a transfer answers every chunk with one, so a 62 KB image is some
+//! 160 statuses in a minute, and sharing the telemetry bucket would both stall the transfer
+//! (statuses refused after the burst, each refusal a `resend_after` wait) and spend the
+//! device's heartbeat budget. The bucket is a few lines next to the replay window, sharing its
+//! per-device entry; a keyed limiter crate would keep a second map of the same devices and
+//! read the clock itself.
 
 use std::collections::{HashMap, VecDeque};
 
-use firegrid_protocol::{Class, DeviceId};
+use firegrid_protocol::{Class, DeviceId, UplinkKind};
 
 /// Sequence numbers remembered below the highest one seen. Devices interleave at most a few
 /// retransmissions; 128 covers an outbox of that many messages sent out of order.
@@ -39,6 +43,31 @@ const RECENT_UNAUTHENTICATED: usize = 64;
 
 /// How long a challenge stays open, and how often one is sent to a device at most.
 const CHALLENGE_MS: u64 = 60_000;
+
+/// Which of a device's rate buckets a message spends. Admission's own grouping of the uplink
+/// kinds: the delivery [`Class`] decides queueing, shedding and acknowledgement, and a
+/// firmware status is telemetry there (a newer one supersedes it) but needs a budget of its
+/// own here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Budget {
+    /// Alarm-class messages ([`Class::Alarm`]).
+    Alarm,
+    /// Firmware-transfer statuses (`fw_status`): one per chunk while a transfer runs.
+    Firmware,
+    /// Everything else: events and telemetry.
+    Other,
+}
+
+impl Budget {
+    /// The budget messages of `kind` spend.
+    pub const fn of(kind: UplinkKind) -> Budget {
+        match (kind, kind.class()) {
+            (UplinkKind::FwStatus, _) => Budget::Firmware,
+            (_, Class::Alarm) => Budget::Alarm,
+            (_, Class::Event | Class::Telemetry) => Budget::Other,
+        }
+    }
+}
 
 /// Limits of the admission checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +80,10 @@ pub struct AdmissionConfig {
     pub alarm_rate_per_s: f64,
     /// Alarm-class burst size.
     pub alarm_burst: f64,
+    /// Sustained firmware-transfer statuses (`fw_status`) per second per device.
+    pub firmware_rate_per_s: f64,
+    /// Firmware-status burst size.
+    pub firmware_burst: f64,
     /// Devices tracked at most. Beyond it the least recently heard are forgotten, those
     /// without an authenticated window first (ids anyone can invent), so a flood of invented
     /// ids cannot exhaust memory nor push out a keyed device's window.
@@ -63,11 +96,25 @@ impl Default for AdmissionConfig {
         // incident; a camera a few events a minute. 1/s sustained with bursts of 30 is two
         // orders of magnitude above normal and still stops a flooding device within seconds.
         // 100,000 devices is five times the largest street fitted so far (18,064 detectors).
+        //
+        // Firmware: a transfer is stop-and-wait, one `fw_status` per chunk received, so the
+        // status rate is the chunk rate. At 5/s a 62 KB image (162 chunks of 384 B) takes
+        // about 40 s per device with the rollout's 25 % margin (a chunk every 250 ms), which
+        // a powered detector's round trip (tens of ms on the LAN) never limits and which an
+        // NB-IoT one (a round trip of 1-2 s) never reaches. The burst of 20 absorbs statuses
+        // bunched by the network and the few a device sends at once around its restart
+        // (swapping, trial, booted). What a device holding its key gains from it: five more
+        // small messages a second into the spool (about 1 KB/s), answered by a chunk only
+        // while its own transfer runs; 18,064 such devices are 90,000 messages/s, under the
+        // 123-192k msg/s the gateway drained verifying every tag (BENCHMARKS.md, "Ingest:
+        // measured 2026-12-07"), and none of it comes out of the alarm budget.
         AdmissionConfig {
             rate_per_s: 1.0,
             burst: 30.0,
             alarm_rate_per_s: 2.0,
             alarm_burst: 60.0,
+            firmware_rate_per_s: 5.0,
+            firmware_burst: 20.0,
             max_devices: 100_000,
         }
     }
@@ -135,8 +182,7 @@ struct DeviceState {
     max_seq: u32,
     /// Bit `i` set: `max_seq - i` was seen.
     seen: u128,
-    alarm: Bucket,
-    other: Bucket,
+    buckets: Buckets,
     /// State for messages accepted without proof, created on the first of them.
     unauthenticated: Option<Box<Unauthenticated>>,
     /// The open challenge: `(nonce, boot it was issued for, issued at)`.
@@ -151,8 +197,39 @@ struct DeviceState {
 #[derive(Debug, Clone)]
 struct Unauthenticated {
     recent: VecDeque<(u16, u32)>,
+    buckets: Buckets,
+}
+
+/// One bucket per [`Budget`].
+#[derive(Debug, Clone)]
+struct Buckets {
     alarm: Bucket,
+    firmware: Bucket,
     other: Bucket,
+}
+
+impl Buckets {
+    fn full(cfg: &AdmissionConfig, now_ms: u64) -> Self {
+        Buckets {
+            alarm: Bucket::full(cfg.alarm_burst, now_ms),
+            firmware: Bucket::full(cfg.firmware_burst, now_ms),
+            other: Bucket::full(cfg.burst, now_ms),
+        }
+    }
+
+    /// Takes one token from the bucket of `budget`; `false` when it is empty.
+    fn take(&mut self, cfg: &AdmissionConfig, budget: Budget, now_ms: u64) -> bool {
+        match budget {
+            Budget::Alarm => self.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
+            Budget::Firmware => self.firmware.take(cfg.firmware_rate_per_s, cfg.firmware_burst, now_ms),
+            Budget::Other => self.other.take(cfg.rate_per_s, cfg.burst, now_ms),
+        }
+    }
+
+    /// The latest refill of any of them.
+    fn last_ms(&self) -> u64 {
+        self.alarm.at_ms.max(self.firmware.at_ms).max(self.other.at_ms)
+    }
 }
 
 /// `a` is after `b` in serial-number arithmetic (RFC 1982), so the boot counter may wrap.
@@ -190,7 +267,7 @@ impl Admission {
     }
 
     /// Judges a message from `dev` and, when fresh, remembers it.
-    pub fn check(&mut self, dev: &DeviceId, boot: u16, seq: u32, class: Class, now_ms: u64) -> Verdict {
+    pub fn check(&mut self, dev: &DeviceId, boot: u16, seq: u32, budget: Budget, now_ms: u64) -> Verdict {
         self.make_room(dev);
         let cfg = &self.cfg;
         let state =
@@ -199,7 +276,7 @@ impl Admission {
         if verdict != Verdict::Fresh {
             return verdict;
         }
-        if !state.take_token(cfg, class, now_ms) {
+        if !state.buckets.take(cfg, budget, now_ms) {
             // Not remembered: the device may retransmit it later, within its budget.
             return Verdict::RateLimited;
         }
@@ -215,7 +292,7 @@ impl Admission {
         dev: &DeviceId,
         boot: u16,
         seq: u32,
-        class: Class,
+        budget: Budget,
         now_ms: u64,
     ) -> Verdict {
         let cfg = self.cfg.clone();
@@ -223,11 +300,7 @@ impl Admission {
         if u.recent.contains(&(boot, seq)) {
             return Verdict::Duplicate;
         }
-        let ok = match class {
-            Class::Alarm => u.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
-            Class::Event | Class::Telemetry => u.other.take(cfg.rate_per_s, cfg.burst, now_ms),
-        };
-        if !ok {
+        if !u.buckets.take(&cfg, budget, now_ms) {
             return Verdict::RateLimited;
         }
         u.remember(boot, seq);
@@ -319,14 +392,14 @@ impl Admission {
         dev: &DeviceId,
         boot: u16,
         seq: u32,
-        class: Class,
+        budget: Budget,
         now_ms: u64,
     ) -> Verdict {
         self.make_room(dev);
         let cfg = &self.cfg;
         let state =
             self.devices.entry(dev.clone()).or_insert_with(|| DeviceState::new(cfg, boot, seq, now_ms));
-        if state.take_token(cfg, class, now_ms) { Verdict::Fresh } else { Verdict::RateLimited }
+        if state.buckets.take(cfg, budget, now_ms) { Verdict::Fresh } else { Verdict::RateLimited }
     }
 
     /// Remembers a message accepted before a restart (read back from the spool), so that its
@@ -359,8 +432,7 @@ impl DeviceState {
             boot,
             max_seq: seq,
             seen: 0,
-            alarm: Bucket::full(cfg.alarm_burst, now_ms),
-            other: Bucket::full(cfg.burst, now_ms),
+            buckets: Buckets::full(cfg, now_ms),
             unauthenticated: None,
             challenge: None,
             compact: false,
@@ -369,22 +441,14 @@ impl DeviceState {
 
     /// When the device was last heard (its buckets' latest refill).
     fn last_ms(&self) -> u64 {
-        let u = self.unauthenticated.as_ref().map_or(0, |u| u.alarm.at_ms.max(u.other.at_ms));
-        self.alarm.at_ms.max(self.other.at_ms).max(u)
+        let u = self.unauthenticated.as_ref().map_or(0, |u| u.buckets.last_ms());
+        self.buckets.last_ms().max(u)
     }
 
     /// A device first heard without proof: no authenticated window yet (`seen` empty, so
     /// its first signed message starts one at whatever boot it carries).
     fn untrusted(cfg: &AdmissionConfig, now_ms: u64) -> Self {
         DeviceState::new(cfg, 0, 0, now_ms)
-    }
-
-    /// Takes one token from the bucket of `class`; `false` when it is empty.
-    fn take_token(&mut self, cfg: &AdmissionConfig, class: Class, now_ms: u64) -> bool {
-        match class {
-            Class::Alarm => self.alarm.take(cfg.alarm_rate_per_s, cfg.alarm_burst, now_ms),
-            Class::Event | Class::Telemetry => self.other.take(cfg.rate_per_s, cfg.burst, now_ms),
-        }
     }
 
     fn window_verdict(&self, boot: u16, seq: u32) -> Verdict {
@@ -427,8 +491,7 @@ impl Unauthenticated {
     fn new(cfg: &AdmissionConfig, now_ms: u64) -> Self {
         Unauthenticated {
             recent: VecDeque::with_capacity(RECENT_UNAUTHENTICATED),
-            alarm: Bucket::full(cfg.alarm_burst, now_ms),
-            other: Bucket::full(cfg.burst, now_ms),
+            buckets: Buckets::full(cfg, now_ms),
         }
     }
 
@@ -446,8 +509,8 @@ mod tests {
 
     const T0: u64 = 1_763_860_000_000;
 
-    /// Runs `(boot, seq, class, at_ms)` messages from one device and compares the verdicts.
-    fn check(messages: &[(u16, u32, Class, u64)], expected: &[Verdict]) {
+    /// Runs `(boot, seq, budget, at_ms)` messages from one device and compares the verdicts.
+    fn check(messages: &[(u16, u32, Budget, u64)], expected: &[Verdict]) {
         let mut admission = Admission::new(AdmissionConfig::default());
         let dev = DeviceId::new("sd-1").unwrap();
         let got: Vec<_> =
@@ -455,7 +518,7 @@ mod tests {
         assert_eq!(got, expected, "{messages:?}");
     }
 
-    use Class::{Alarm, Telemetry};
+    use Budget::{Alarm, Firmware, Other as Telemetry};
     use Verdict::{Duplicate, EarlierBoot, Fresh, RateLimited, Replayed};
 
     #[test]
@@ -522,20 +585,51 @@ mod tests {
         check(&msgs, &want);
     }
 
+    /// A transfer's statuses spend their own budget: a device sending a status per chunk
+    /// for longer than its telemetry burst still gets its heartbeats in, and a heartbeat
+    /// flood does not stop its transfer.
+    #[test]
+    fn firmware_statuses_and_telemetry_do_not_share_a_budget() {
+        let cfg = AdmissionConfig::default();
+        assert_eq!(Budget::of(UplinkKind::FwStatus), Firmware);
+        assert_eq!(Budget::of(UplinkKind::Heartbeat), Telemetry);
+        assert_eq!(Budget::of(UplinkKind::State), Alarm);
+        assert_eq!(Budget::of(UplinkKind::Fault), Telemetry);
+        // 200 statuses at the configured firmware rate (one every 1/rate s), beyond any burst.
+        let gap_ms = (1_000.0 / cfg.firmware_rate_per_s) as u64;
+        let mut msgs: Vec<_> = (0..200).map(|s| (1, s, Firmware, s as u64 * gap_ms)).collect();
+        let mut want = vec![Fresh; 200];
+        // The whole telemetry burst right after: untouched by the transfer.
+        let after = 200 * gap_ms;
+        msgs.extend((0..cfg.burst as u32).map(|s| (1, 200 + s, Telemetry, after)));
+        want.extend(vec![Fresh; cfg.burst as usize]);
+        msgs.push((1, 500, Telemetry, after));
+        want.push(RateLimited);
+        // The telemetry bucket is empty; the firmware one is not.
+        msgs.push((1, 501, Firmware, after));
+        want.push(Fresh);
+        // Statuses faster than the rate run out after the firmware burst.
+        let burst = cfg.firmware_burst as u32;
+        msgs.extend((0..burst).map(|s| (1, 600 + s, Firmware, after)));
+        want.extend(vec![Fresh; burst as usize - 1]);
+        want.push(RateLimited);
+        check(&msgs, &want);
+    }
+
     #[test]
     fn exempt_messages_are_rate_limited_only() {
         let mut admission = Admission::new(AdmissionConfig::default());
         let dev = DeviceId::new("cam-1").unwrap();
-        assert_eq!(admission.check(&dev, 4, 500, Class::Event, T0), Fresh);
+        assert_eq!(admission.check(&dev, 4, 500, Budget::Other, T0), Fresh);
         // A last will composed at connect time, long before seq 500: accepted, twice.
-        assert_eq!(admission.check_rate_only(&dev, 4, 2, Class::Event, T0), Fresh);
-        assert_eq!(admission.check_rate_only(&dev, 4, 2, Class::Event, T0), Fresh);
+        assert_eq!(admission.check_rate_only(&dev, 4, 2, Budget::Other, T0), Fresh);
+        assert_eq!(admission.check_rate_only(&dev, 4, 2, Budget::Other, T0), Fresh);
         // And it did not disturb the window.
-        assert_eq!(admission.check(&dev, 4, 500, Class::Event, T0), Duplicate);
-        assert_eq!(admission.check(&dev, 4, 501, Class::Event, T0), Fresh);
+        assert_eq!(admission.check(&dev, 4, 500, Budget::Other, T0), Duplicate);
+        assert_eq!(admission.check(&dev, 4, 501, Budget::Other, T0), Fresh);
         let burst = AdmissionConfig::default().burst as u32;
         let verdicts: Vec<_> =
-            (0..burst).map(|_| admission.check_rate_only(&dev, 4, 2, Class::Event, T0)).collect();
+            (0..burst).map(|_| admission.check_rate_only(&dev, 4, 2, Budget::Other, T0)).collect();
         assert_eq!(verdicts.last(), Some(&RateLimited));
     }
 

@@ -171,6 +171,14 @@ pub struct AdmissionSettings {
     /// Alarm-class burst per device.
     #[serde(default = "default_alarm_burst")]
     pub alarm_burst: f64,
+    /// Sustained firmware-transfer statuses (`fw_status`) per second per device: a budget of
+    /// their own, so a transfer neither spends the device's telemetry budget nor is refused
+    /// by it. A rollout paces its chunks to each device under this rate (with a 25 % margin).
+    #[serde(default = "default_firmware_rate")]
+    pub firmware_rate_per_s: f64,
+    /// Firmware-status burst per device.
+    #[serde(default = "default_firmware_burst")]
+    pub firmware_burst: f64,
 }
 
 /// Message checks.
@@ -227,6 +235,12 @@ fn default_alarm_rate() -> f64 {
 }
 fn default_alarm_burst() -> f64 {
     AdmissionConfig::default().alarm_burst
+}
+fn default_firmware_rate() -> f64 {
+    AdmissionConfig::default().firmware_rate_per_s
+}
+fn default_firmware_burst() -> f64 {
+    AdmissionConfig::default().firmware_burst
 }
 fn default_max_payload() -> usize {
     firegrid_protocol::MAX_PAYLOAD
@@ -329,8 +343,19 @@ impl Config {
             burst: self.admission.burst,
             alarm_rate_per_s: self.admission.alarm_rate_per_s,
             alarm_burst: self.admission.alarm_burst,
+            firmware_rate_per_s: self.admission.firmware_rate_per_s,
+            firmware_burst: self.admission.firmware_burst,
             ..AdmissionConfig::default()
         }
+    }
+
+    /// The shortest time between two firmware commands to one device: each is answered by one
+    /// `fw_status`, and these must stay within `[admission] firmware_rate_per_s`. A quarter
+    /// more than the rate's interval, so statuses the network bunched (or a gateway clock a
+    /// little fast against the bucket's) are absorbed by the burst instead of refused.
+    pub fn firmware_command_gap(&self) -> Duration {
+        // `check` refuses a rate that is not positive; the minimum keeps this total.
+        Duration::from_secs_f64(1.25 / self.admission.firmware_rate_per_s.max(0.01))
     }
 
     /// The message limits as the protocol takes them.
@@ -365,6 +390,14 @@ impl Config {
             && self.firmware.vendor_public_key.is_some()
         {
             problem("[firmware] vendor_public_key", e.to_string());
+        }
+        // Zero would refuse every status of a transfer, so no image could ever arrive.
+        let firmware_rate = self.admission.firmware_rate_per_s;
+        if !(firmware_rate > 0.0 && firmware_rate.is_finite()) || self.admission.firmware_burst < 1.0 {
+            problem(
+                "[admission] firmware_rate_per_s",
+                "firmware_rate_per_s must be a positive number and firmware_burst at least 1".into(),
+            );
         }
         let mut names: Vec<&str> = self.influx.iter().map(|d| d.name.as_str()).collect();
         names.sort_unstable();
@@ -614,6 +647,8 @@ mod tests {
         cfg.check().unwrap();
         assert_eq!(cfg.spool, SpoolSettings::default());
         assert_eq!(cfg.admission, AdmissionSettings::default());
+        // 5 statuses/s with a quarter's margin: a command every 250 ms per device.
+        assert_eq!(cfg.firmware_command_gap(), Duration::from_millis(250));
         assert_eq!(cfg.limits, LimitSettings::default());
         assert_eq!(cfg.influx.len(), 2);
         assert!(cfg.mqtt.is_none(), "the example runs the embedded broker");
@@ -626,6 +661,22 @@ mod tests {
                 names.iter().all(|n| channels.contains_key(n)),
                 "routes name configured channels: {names:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_firmware_budget_that_refuses_every_status_is_refused() {
+        for (rate, burst) in [("0.0", "20.0"), ("-1.0", "20.0"), ("5.0", "0.5")] {
+            let cfg = Config::load(
+                None,
+                env(&[
+                    ("FIREGRID_ADMISSION__FIRMWARE_RATE_PER_S", rate),
+                    ("FIREGRID_ADMISSION__FIRMWARE_BURST", burst),
+                ]),
+            )
+            .unwrap();
+            let problems = cfg.problems().iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+            assert!(problems.contains("[admission] firmware_rate_per_s"), "{rate}, {burst}: {problems}");
         }
     }
 

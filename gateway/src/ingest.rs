@@ -35,7 +35,7 @@ use firegrid_protocol::{
 use influxdb_line_protocol::{FieldValue, parse_lines};
 use tokio::sync::Notify;
 
-use crate::admission::{Admission, AdmissionConfig, Verdict};
+use crate::admission::{Admission, AdmissionConfig, Budget, Verdict};
 use crate::durability::Store;
 use crate::keys::{Auth, CommandCounter, KeyStore};
 use crate::metrics::Metrics;
@@ -559,13 +559,14 @@ impl Ingest {
                 }
             };
             let verdict = {
+                let budget = Budget::of(msg.kind());
                 let mut admission = self.admission.lock().unwrap();
                 let verdict = if msg.kind() == firegrid_protocol::UplinkKind::Status {
-                    admission.check_rate_only(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                    admission.check_rate_only(&msg.dev, msg.boot, msg.seq, budget, now_ms)
                 } else if verified {
-                    admission.check(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                    admission.check(&msg.dev, msg.boot, msg.seq, budget, now_ms)
                 } else {
-                    admission.check_unauthenticated(&msg.dev, msg.boot, msg.seq, class, now_ms)
+                    admission.check_unauthenticated(&msg.dev, msg.boot, msg.seq, budget, now_ms)
                 };
                 let verdict = match (&msg.body, verdict) {
                     // The signed answer to a challenge restarts the window at its boot.

@@ -177,6 +177,10 @@ pub struct Metrics {
     pub firmware_paused: Gauge,
     /// Firmware commands published, by kind (`fw_offer`, `fw_chunk`, ...).
     pub firmware_commands: Family<KindLabel, Counter>,
+    /// Of those, the ones sent again because the device did not answer within the rollout's
+    /// `resend_after`, by kind: each cost the device that wait (a lost command or status,
+    /// or one refused by admission).
+    pub firmware_resends: Family<KindLabel, Counter>,
     /// Firmware rollout requests the gateway refused, by reason (`signature`, `invalid`, ...).
     pub firmware_refused: Family<ReasonLabel, Counter>,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
@@ -247,6 +251,7 @@ impl Metrics {
             firmware_devices: Family::default(),
             firmware_paused: Gauge::default(),
             firmware_commands: Family::default(),
+            firmware_resends: Family::default(),
             firmware_refused: Family::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
@@ -293,6 +298,11 @@ impl Metrics {
             "firmware_commands",
             "Firmware commands published to devices, by kind",
             m.firmware_commands.clone(),
+        );
+        registry.register(
+            "firmware_resends",
+            "Firmware commands sent again for want of an answer within resend_after, by kind",
+            m.firmware_resends.clone(),
         );
         registry.register(
             "firmware_requests_refused",

@@ -448,6 +448,7 @@ impl Gateway {
             statuses,
             metrics: metrics.clone(),
             board: firmware.clone(),
+            min_gap: cfg.firmware_command_gap(),
         };
         let firmware_task = tokio::spawn(crate::firmware::delivery::driver::run(driver, fleet_stop.clone()));
         let handoff = tapped_tx;

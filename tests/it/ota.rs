@@ -5,7 +5,9 @@
 //! on simulated flash) take their commands off their MQTT subscriptions and answer with
 //! signed `fw_status` uplinks. `firegrid firmware publish` starts the rollout on the running
 //! gateway; it refuses an image signed by another key, and one whose security counter is below
-//! the one it published (a downgrade the detectors would refuse).
+//! the one it published (a downgrade the detectors would refuse). A real-size image (64 KiB,
+//! 171 chunks) arrives paced under the devices' firmware admission budget: not one status
+//! refused, not one command sent again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use firegrid_gateway::firmware::signing;
 use firegrid_protocol::DeviceKey;
 use firegrid_tests::firegrid::alarm_loop_section;
 use firegrid_tests::officers::write_street_desk;
-use firegrid_tests::ota::{new_image, old_image, vendor};
+use firegrid_tests::ota::{large_image, new_image, old_image, vendor};
 use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
 use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, firegrid_binary};
 
@@ -34,7 +36,7 @@ struct Village {
     config: PathBuf,
     /// Each detector's id and key.
     keys: Vec<(String, DeviceKey)>,
-    /// The new image, signed by the vendor.
+    /// The new image ([`new_image`] unless told otherwise), signed by the vendor.
     image: PathBuf,
     /// The street desk's officer token (a duty officer).
     desk_token: String,
@@ -55,6 +57,11 @@ fn registry(dir: &Path, n: usize) -> PathBuf {
 }
 
 async fn village(n: usize) -> Village {
+    village_with(n, &new_image()).await
+}
+
+/// [`village`], with `new` as the image to roll out.
+async fn village_with(n: usize, new: &[u8]) -> Village {
     let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let registry = registry(dir.path(), n);
@@ -115,9 +122,9 @@ vendor_public_key = "{vendor_public}"
     .unwrap();
     let config = config_dir.lock().unwrap().clone().unwrap();
     let image = dir.path().join("detector-1.5.0.bin");
-    std::fs::write(&image, new_image()).unwrap();
+    std::fs::write(&image, new).unwrap();
     // Security counter 2: the release fixes a vulnerability of the ones before it.
-    signing::sign_with_counter(&new_image(), "1.5.0", 2, &vendor()).unwrap().save(&image).unwrap();
+    signing::sign_with_counter(new, "1.5.0", 2, &vendor()).unwrap().save(&image).unwrap();
     Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image, desk_token }
 }
 
@@ -136,7 +143,12 @@ fn state(v: &Village, state: &str) -> f64 {
 
 /// Waits until `done` holds of the gateway's `/metrics`, for at most a minute.
 async fn wait(v: &Village, what: &str, done: impl Fn(&Village) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for(v, what, Duration::from_secs(60), done).await
+}
+
+/// Waits until `done` holds of the gateway's `/metrics`, for at most `limit`.
+async fn wait_for(v: &Village, what: &str, limit: Duration, done: impl Fn(&Village) -> bool) {
+    let deadline = Instant::now() + limit;
     while !done(v) {
         assert!(
             Instant::now() < deadline,
@@ -345,4 +357,70 @@ async fn a_gateway_killed_mid_rollout_finishes_it_after_its_restart() {
         assert_eq!(o.active, new_image(), "{} runs the new image", o.device);
         assert_eq!(o.boot, 2, "{} restarted once, for the swap", o.device);
     }
+}
+
+/// The samples of the gateway's `/metrics` whose name is `family`, with their labels.
+fn samples(v: &Village, family: &str) -> Vec<(String, f64)> {
+    v.gateway
+        .metrics()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_size_image_arrives_paced_with_no_resend_and_no_refused_status() {
+    let image = large_image();
+    let chunks = image.len().div_ceil(firegrid_protocol::MAX_CHUNK) as f64;
+    assert!(chunks >= 160.0, "{chunks} chunks: beyond any admission burst");
+    let v = village_with(2, &image).await;
+    let config = v.config.to_str().unwrap();
+    let members: Vec<Member> = v.keys.iter().map(|(id, key)| Member::new(id, key.clone())).collect();
+    let fleet = Fleet::start(VILLAGE, members, v.broker.port(), Login::PerDevice, image.len());
+    announced(&v, 2).await;
+    // Both at once, and a resend_after short enough that an unpaced transfer (statuses refused
+    // after the burst) would still finish, and fail the counts below rather than time out.
+    let (ok, said) = firmware(&[
+        "publish",
+        v.image.to_str().unwrap(),
+        "--config",
+        config,
+        "--all",
+        "--canary-share",
+        "1.0",
+        "--resend-after",
+        "5s",
+    ]);
+    assert!(ok && said.contains("to 2 device(s)"), "{said}");
+    // 171 chunks at a 250 ms gap are some 43 s of logical time; the limit only keeps a broken
+    // run from hanging (the machine is shared).
+    wait_for(&v, "both detectors booted", Duration::from_secs(600), |v| state(v, "booted") == 2.0).await;
+    let outcomes = fleet.stop();
+    for o in &outcomes {
+        assert!(o.active == image, "{} runs the new image", o.device);
+        assert_eq!(o.boot, 2, "{o:?}");
+    }
+    // Every command once: an offer, each chunk, a commit and a confirm per detector.
+    let commands = |kind: &str| {
+        v.gateway.metric(&format!(r#"firegrid_firmware_commands_total{{kind="{kind}"}}"#)).unwrap()
+    };
+    assert_eq!(
+        [commands("fw_offer"), commands("fw_chunk"), commands("fw_commit"), commands("fw_confirm")],
+        [Some(2.0), Some(2.0 * chunks), Some(2.0), Some(2.0)]
+    );
+    // Shown at zero for every firmware command kind from the rollout's start.
+    let resends = samples(&v, "firegrid_firmware_resends_total");
+    assert!(resends.len() == 4 && resends.iter().all(|(_, n)| *n == 0.0), "{resends:?}");
+    let rejected = samples(&v, "firegrid_messages_rejected_total");
+    assert!(!rejected.iter().any(|(name, n)| name.contains("rate_limited") && *n > 0.0), "{rejected:?}");
+    // Every status reached the gateway: the announcements, and per detector at least one for
+    // the offer and one per chunk.
+    let statuses =
+        v.gateway.metric(r#"firegrid_messages_accepted_total{kind="fw_status"}"#).unwrap().unwrap();
+    assert!(statuses >= 2.0 + 2.0 * (1.0 + chunks), "{statuses}");
 }

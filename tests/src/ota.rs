@@ -4,6 +4,11 @@
 //! detector's current boot, as the gateway's MQTT adapter does) and answers with the
 //! `fw_status` messages it sent, restarting through its bootloader when it asks to. Used by
 //! the gateway's rollout tests and by `firegrid-bench ota`.
+//!
+//! Two flash sizes: [`Detector`] (12 pages, for the 3.5 KB test image) and
+//! [`LargeDetector`] (134 pages, slots of 64 KiB, for a real-size image such as
+//! [`large_image`]). The small one keeps the many-detector tests cheap: the bootloader swaps
+//! the whole slot, whatever the image's size.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -20,19 +25,39 @@ use firegrid_protocol::{
     DeviceId, DeviceKey, Downlink, DownlinkBody, Encoding, FirmwareStatus, Uplink, UplinkBody, VillageId,
 };
 
-/// The simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page DFU slot,
-/// a 2-page security floor.
-pub const MAP: Layout = Layout {
-    bootloader: 0..PAGE,
-    state: PAGE..2 * PAGE,
-    manifest: 2 * PAGE..3 * PAGE,
-    active: 3 * PAGE..7 * PAGE,
-    dfu: 7 * PAGE..12 * PAGE,
-    security: 12 * PAGE..14 * PAGE,
-};
+/// Pages of the small simulated detector's flash.
+pub const SMALL: usize = 14;
+/// Pages of the large one: 64 KiB slots, as a detector for a real image needs.
+pub const LARGE: usize = 136;
+
+/// The flash map of a simulated detector with `pages` pages of 1 KiB: the bootloader, the
+/// state and the manifest, then the active slot and the DFU slot one page larger, as large
+/// as the rest allows, and the two pages of the security floor last. Slots larger than the
+/// small map's get two pages of state (embassy-boot logs a swap in 4 words per slot page: one
+/// page of 4-byte words covers 63 slot pages) and two of manifest (one page logs the progress
+/// of 46 KiB).
+pub const fn layout(pages: usize) -> Layout {
+    let (state, manifest) = if pages > SMALL { (2, 2) } else { (1, 1) };
+    let slot = (pages as u32 - 4 - state - manifest) / 2;
+    let active = (1 + state + manifest) * PAGE;
+    let dfu_end = active + (2 * slot + 1) * PAGE;
+    Layout {
+        bootloader: 0..PAGE,
+        state: PAGE..(1 + state) * PAGE,
+        manifest: (1 + state) * PAGE..active,
+        active: active..active + slot * PAGE,
+        dfu: active + slot * PAGE..dfu_end,
+        security: dfu_end..dfu_end + 2 * PAGE,
+    }
+}
+
+/// The small simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page
+/// DFU slot, a 2-page security floor.
+pub const MAP: Layout = layout(SMALL);
 /// A simulated detector's whole flash.
-pub type Flash = SimulatedNor<14, 1024>;
-type Part = Partition<'static, NoopRawMutex, &'static mut Flash>;
+pub type Flash<const PAGES: usize = SMALL> = SimulatedNor<PAGES, 1024>;
+type Part<const PAGES: usize> = Partition<'static, NoopRawMutex, &'static mut Flash<PAGES>>;
+type Shared<const PAGES: usize> = &'static Mutex<NoopRawMutex, &'static mut Flash<PAGES>>;
 
 /// The vendor key the simulated detectors' bootloader trusts (a test key).
 pub fn vendor() -> SigningKey {
@@ -46,15 +71,29 @@ pub fn old_image() -> Vec<u8> {
 
 /// An image to roll out (3,500 bytes, 10 chunks).
 pub fn new_image() -> Vec<u8> {
-    (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect()
+    image(3_500)
 }
 
-/// One simulated detector: its flash (leaked, so the updater can borrow it for the test's
-/// length), its core and its update receiver.
-pub struct Detector {
-    mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
+/// A real-size image for [`LargeDetector`]s: 64 KiB, 171 chunks (a detector application
+/// with its firmware receiver is about 59 KB, BENCHMARKS.md "Over-the-air update").
+pub fn large_image() -> Vec<u8> {
+    image(64 * 1024)
+}
+
+/// An image of `len` bytes to roll out (the pattern of [`new_image`]).
+pub fn image(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i * 13 % 253) as u8).collect()
+}
+
+/// A simulated detector with the large flash ([`LARGE`] pages).
+pub type LargeDetector = Detector<LARGE>;
+
+/// One simulated detector: its flash of `PAGES` pages (leaked, so the updater can borrow it
+/// for the test's length), its core and its update receiver.
+pub struct Detector<const PAGES: usize = SMALL> {
+    mutex: Shared<PAGES>,
     device: Device,
-    updater: Updater<Part, Part, Part>,
+    updater: Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>>,
     id: Identity,
     boot: u16,
     seq: u32,
@@ -64,11 +103,20 @@ pub struct Detector {
     pub self_test_fails: bool,
 }
 
-fn part(mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>, r: &Range<u32>) -> Part {
+fn part<const PAGES: usize>(mutex: Shared<PAGES>, r: &Range<u32>) -> Part<PAGES> {
     Partition::new(mutex, r.start, r.end - r.start)
 }
 
-impl Detector {
+impl<const PAGES: usize> Detector<PAGES> {
+    /// Its flash map.
+    pub const MAP: Layout = layout(PAGES);
+
+    /// The largest image it holds.
+    pub const fn capacity() -> usize {
+        let map = layout(PAGES);
+        (map.active.end - map.active.start) as usize
+    }
+
     /// A detector on the old image, at boot 1, with the scenario's identity.
     pub fn new(corrupt: bool) -> Self {
         Self::with_identity(scenario::scenario_identity(), corrupt)
@@ -83,25 +131,26 @@ impl Detector {
 
     fn with_identity(id: Identity, corrupt: bool) -> Self {
         use embedded_storage::nor_flash::NorFlash;
-        let flash: &'static mut Flash = Box::leak(Box::new(Flash::new()));
-        flash.write(MAP.active.start, &old_image()).unwrap();
-        let mutex: &'static Mutex<NoopRawMutex, &'static mut Flash> = Box::leak(Box::new(Mutex::new(flash)));
+        let flash: &'static mut Flash<PAGES> = Box::leak(Box::new(Flash::new()));
+        flash.write(Self::MAP.active.start, &old_image()).unwrap();
+        let mutex: Shared<PAGES> = Box::leak(Box::new(Mutex::new(flash)));
         let (device, updater) = Self::start(mutex, &id, 1);
         Detector { mutex, device, updater, id, boot: 1, seq: 0, corrupt, self_test_fails: false }
     }
 
     fn start(
-        mutex: &'static Mutex<NoopRawMutex, &'static mut Flash>,
+        mutex: Shared<PAGES>,
         id: &Identity,
         boot: u16,
-    ) -> (Device, Updater<Part, Part, Part>) {
+    ) -> (Device, Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>>) {
         let id = Identity { boot, ..id.clone() };
         let mut device = Device::new(Config::default(), scenario::CALIBRATION, id, 0);
+        let map = Self::MAP;
         let updater = Updater::start(
-            part(mutex, &MAP.dfu),
-            part(mutex, &MAP.state),
-            part(mutex, &MAP.manifest),
-            part(mutex, &MAP.security),
+            part(mutex, &map.dfu),
+            part(mutex, &map.state),
+            part(mutex, &map.manifest),
+            part(mutex, &map.security),
             &mut device,
             0,
         );
@@ -112,16 +161,17 @@ impl Detector {
     fn reset(&mut self) {
         {
             let mut guard = self.mutex.try_lock().expect("nothing else holds the flash");
-            let flash: &mut Flash = &mut guard;
+            let flash: &mut Flash<PAGES> = &mut guard;
             let blocking = embassy_sync::blocking_mutex::Mutex::<NoopRawMutex, _>::new(RefCell::new(flash));
             let p = |r: &Range<u32>| BlockingPartition::new(&blocking, r.start, r.end - r.start);
-            let (mut a, mut d, mut s, mut m) = (p(&MAP.active), p(&MAP.dfu), p(&MAP.state), p(&MAP.manifest));
+            let map = Self::MAP;
+            let (mut a, mut d, mut s, mut m) = (p(&map.active), p(&map.dfu), p(&map.state), p(&map.manifest));
             firegrid_boot::loader::prepare(
                 &mut a,
                 &mut d,
                 &mut s,
                 &mut m,
-                &mut p(&MAP.security),
+                &mut p(&map.security),
                 &vendor().verifying_key().to_bytes(),
             )
             .unwrap();
@@ -258,8 +308,36 @@ impl Detector {
         use embedded_storage::nor_flash::ReadNorFlash;
         let mut guard = self.mutex.try_lock().unwrap();
         let mut out = vec![0; len.next_multiple_of(4)];
-        ReadNorFlash::read(&mut **guard, MAP.active.start, &mut out).unwrap();
+        ReadNorFlash::read(&mut **guard, Self::MAP.active.start, &mut out).unwrap();
         out.truncate(len);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_small_map_is_the_one_the_tests_always_used_and_the_large_one_holds_64_kib() {
+        assert_eq!(
+            layout(SMALL),
+            Layout {
+                bootloader: 0..PAGE,
+                state: PAGE..2 * PAGE,
+                manifest: 2 * PAGE..3 * PAGE,
+                active: 3 * PAGE..7 * PAGE,
+                dfu: 7 * PAGE..12 * PAGE,
+                security: 12 * PAGE..14 * PAGE,
+            }
+        );
+        let large = layout(LARGE);
+        assert_eq!(large.active.end - large.active.start, 64 * 1024);
+        assert_eq!(large.dfu.end - large.dfu.start, 65 * 1024);
+        assert_eq!(large.security.end - large.security.start, 2 * PAGE, "the floor's two pages");
+        assert_eq!(large.security.end, LARGE as u32 * PAGE, "the whole flash, nothing past it");
+        assert!(
+            firegrid_boot::manifest::capacity(2 * PAGE, firegrid_protocol::MAX_CHUNK as u32) >= 64 * 1024
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use firegrid_protocol::{DeviceKey, Encoding, Topic, Uplink, VillageId};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-use crate::ota::Detector;
+use crate::ota::{Detector, LARGE, SMALL};
 
 /// How the detectors log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,8 @@ fn uplink_topic(village: &VillageId, msg: &Uplink) -> String {
 impl Fleet {
     /// Starts `members` of `village` on the broker at `port`; returns once every detector is
     /// subscribed and has announced itself (an idle `fw_status`, so the gateway knows its boot).
+    /// The detectors' flash is the small one when an image of `image_len` fits it, the
+    /// large one otherwise.
     pub fn start(village: &str, members: Vec<Member>, port: u16, login: Login, image_len: usize) -> Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let commands = Arc::new(Mutex::new(0));
@@ -90,7 +92,15 @@ impl Fleet {
         let thread = {
             let (stop, commands) = (stop.clone(), commands.clone());
             std::thread::spawn(move || {
-                run(village, members, port, login, image_len, stop, commands, ready_tx)
+                if image_len <= Detector::<SMALL>::capacity() {
+                    run::<SMALL>(village, members, port, login, image_len, stop, commands, ready_tx)
+                } else {
+                    assert!(
+                        image_len <= Detector::<LARGE>::capacity(),
+                        "an image of {image_len} B fits no detector"
+                    );
+                    run::<LARGE>(village, members, port, login, image_len, stop, commands, ready_tx)
+                }
             })
         };
         ready_rx.recv_timeout(Duration::from_secs(120)).expect("the fleet subscribed and announced itself");
@@ -152,7 +162,7 @@ fn connect(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(
+fn run<const PAGES: usize>(
     village: VillageId,
     members: Vec<Member>,
     port: u16,
@@ -163,7 +173,7 @@ fn run(
     ready: mpsc::Sender<()>,
 ) -> Vec<Outcome> {
     let (tx, rx) = mpsc::channel();
-    let mut detectors: Vec<Detector> = Vec::with_capacity(members.len());
+    let mut detectors: Vec<Detector<PAGES>> = Vec::with_capacity(members.len());
     let mut clients: Vec<Client> = Vec::new();
     let index: HashMap<String, usize> =
         members.iter().enumerate().map(|(i, m)| (m.device.clone(), i)).collect();

@@ -17,13 +17,23 @@
 //! mid-transfer all end in a status whose offset says what to send next, so the rollout keeps
 //! no transfer state of its own beyond the last command (for the resend).
 //!
+//! **Pacing.** Every command is answered by one `fw_status`, and the gateway's admission
+//! gives a device's statuses a budget ([`Plan::min_gap`] is derived from it by the
+//! composer, with a margin). So two commands to one device are never sent closer than
+//! `min_gap`: a status that comes back sooner (a powered device answers in milliseconds) has
+//! its answer held, and [`Rollout::paced`] (or [`Rollout::tick`]) sends it when its time
+//! comes; [`Rollout::next_due`] says when that is, so the driver can wake for it. A transfer
+//! of N chunks then takes about N × `min_gap` and is never refused, where an unpaced one
+//! ran out of budget after its burst and waited a `resend_after` for every refused status.
+//!
 //! Waves: the first holds `canary_share` of the devices (at least one); each later one
 //! `wave_size`. A wave starts once every device of the waves before it has settled (booted or
 //! failed). When the failed share of the settled devices passes `max_failure_share`, the
 //! rollout pauses: no new wave starts (devices already updating finish) until
 //! [`Rollout::resume`].
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use firegrid_protocol::firmware::{ChunkData, FixedBytes};
@@ -46,12 +56,17 @@ pub struct Plan {
     pub resend_after: Duration,
     /// Sends of one command without an answer before the device counts as failed.
     pub max_attempts: u32,
+    /// The shortest time between two commands to one device, so that the statuses they
+    /// draw stay within the device's firmware budget at the gateway's admission. Not part of
+    /// the request file: the running gateway derives it from its `[admission]` settings.
+    pub min_gap: Duration,
 }
 
 impl Default for Plan {
     /// 5 % canaries, waves of 500, pause above 10 % failed, resend after 60 s, give up after
     /// 5 tries (an NB-IoT device in power saving may answer only every few minutes; a powered
-    /// one answers in well under a second).
+    /// one answers in well under a second). A command every 250 ms at most: the default
+    /// firmware budget of 5 statuses/s with a 25 % margin.
     fn default() -> Self {
         Plan {
             canary_share: 0.05,
@@ -59,6 +74,7 @@ impl Default for Plan {
             max_failure_share: 0.10,
             resend_after: Duration::from_secs(60),
             max_attempts: 5,
+            min_gap: Duration::from_millis(250),
         }
     }
 }
@@ -153,6 +169,8 @@ pub struct Send {
     pub device: String,
     /// The command.
     pub body: DownlinkBody,
+    /// Whether it is sent again because the device did not answer within `resend_after`.
+    pub resend: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -162,8 +180,13 @@ struct Session {
     /// The image offset the device reported last.
     offset: u32,
     last: Option<DownlinkBody>,
+    /// When the resend clock started: the last command, or the last answer needing none.
     sent_ms: u64,
     attempts: u32,
+    /// When the last command went out: the next waits until `min_gap` after it.
+    last_sent_ms: Option<u64>,
+    /// The command answering the latest status, held until `min_gap` has passed.
+    held: Option<DownlinkBody>,
 }
 
 /// Per-device progress, for `/metrics` and InfluxDB.
@@ -189,6 +212,9 @@ pub struct Rollout {
     waves: Vec<usize>,
     started_waves: usize,
     paused: bool,
+    /// `(due, session)` of every held command (and stale entries for ones sent or dropped
+    /// since, skipped when they come up).
+    held: BinaryHeap<Reverse<(u64, usize)>>,
 }
 
 /// Why a rollout cannot start.
@@ -241,9 +267,21 @@ impl Rollout {
                 last: None,
                 sent_ms: 0,
                 attempts: 0,
+                last_sent_ms: None,
+                held: None,
             })
             .collect();
-        Ok(Rollout { image, offer, plan, sessions, index, waves, started_waves: 0, paused: false })
+        Ok(Rollout {
+            image,
+            offer,
+            plan,
+            sessions,
+            index,
+            waves,
+            started_waves: 0,
+            paused: false,
+            held: BinaryHeap::new(),
+        })
     }
 
     /// The offer every device gets.
@@ -251,10 +289,11 @@ impl Rollout {
         &self.offer
     }
 
-    /// Lets time pass: starts the next wave when the last one settled (unless paused), and
-    /// resends to devices that did not answer in time (failing those that never do).
+    /// Lets time pass: sends the held commands whose time has come ([`Rollout::paced`]),
+    /// starts the next wave when the last one settled (unless paused), and resends to devices
+    /// that did not answer in time (failing those that never do).
     pub fn tick(&mut self, now_ms: u64) -> Vec<Send> {
-        let mut out = Vec::new();
+        let mut out = self.paced(now_ms);
         // A wave whose devices all settled already (restored after a restart) starts and
         // ends at once, and the next one with it.
         loop {
@@ -271,12 +310,17 @@ impl Rollout {
                 }
                 let body = DownlinkBody::FwOffer(self.offer.clone());
                 self.sessions[i].state = DeviceState::Offered;
-                out.push(self.send(i, body, now_ms));
+                out.extend(self.pace(i, body, now_ms));
             }
         }
-        let resend = self.plan.resend_after.as_millis() as u64;
+        // Never sooner than `min_gap`: a resend draws a status like any command.
+        let resend = self.plan.resend_after.max(self.plan.min_gap).as_millis() as u64;
         for i in 0..self.sessions.len() {
             let s = &self.sessions[i];
+            if s.held.is_some() {
+                // An answer is on its way, sooner than any resend.
+                continue;
+            }
             let waiting = matches!(
                 s.state,
                 DeviceState::Offered
@@ -300,10 +344,62 @@ impl Rollout {
             };
             self.sessions[i].attempts += 1;
             let attempts = self.sessions[i].attempts;
-            out.push(self.send(i, body, now_ms));
+            let mut send = self.send(i, body, now_ms);
+            send.resend = true;
+            out.push(send);
             self.sessions[i].attempts = attempts;
         }
         out
+    }
+
+    /// Sends the held commands whose time has come (`min_gap` after the device's previous
+    /// command). Cheap: only the held ones are looked at, so a driver may call it at every
+    /// [`Rollout::next_due`].
+    pub fn paced(&mut self, now_ms: u64) -> Vec<Send> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((due, i))) = self.held.peek() {
+            if due > now_ms {
+                break;
+            }
+            self.held.pop();
+            let allowed = self.next_allowed(i);
+            if allowed > now_ms {
+                // Only a stale entry can be early; keep the held command's own time.
+                if self.sessions[i].held.is_some() {
+                    self.held.push(Reverse((allowed, i)));
+                }
+                continue;
+            }
+            // `None`: a stale entry, its command sent or dropped since.
+            let Some(body) = self.sessions[i].held.take() else { continue };
+            out.push(self.send(i, body, now_ms));
+        }
+        out
+    }
+
+    /// When the earliest held command is due (Unix ms), if any is held.
+    pub fn next_due(&self) -> Option<u64> {
+        self.held.peek().map(|&Reverse((due, _))| due)
+    }
+
+    /// The earliest time session `i` may be sent its next command.
+    fn next_allowed(&self, i: usize) -> u64 {
+        let gap = self.plan.min_gap.as_millis() as u64;
+        self.sessions[i].last_sent_ms.map_or(0, |at| at.saturating_add(gap))
+    }
+
+    /// Sends `body` to session `i` now, or holds it until `min_gap` after its last command
+    /// (replacing a command already held: the latest status is the truth).
+    fn pace(&mut self, i: usize, body: DownlinkBody, now_ms: u64) -> Option<Send> {
+        let due = self.next_allowed(i);
+        if due <= now_ms {
+            self.sessions[i].held = None;
+            return Some(self.send(i, body, now_ms));
+        }
+        if self.sessions[i].held.replace(body).is_none() {
+            self.held.push(Reverse((due, i)));
+        }
+        None
     }
 
     /// A device's `fw_status`; returns the command it needs next, if any.
@@ -314,6 +410,8 @@ impl Rollout {
             return None;
         }
         s.offset = status.offset;
+        // Whatever it answers now replaces a command held for an earlier status.
+        s.held = None;
         let ours = status.version == self.offer.version;
         let next = match (status.state, status.error) {
             (_, Some(UpdateError::Refused)) => Err(Failure::Refused),
@@ -360,7 +458,7 @@ impl Rollout {
                 s.attempts = 0;
                 None
             }
-            Ok(Some(body)) => Some(self.send(i, body, now_ms)),
+            Ok(Some(body)) => self.pace(i, body, now_ms),
         }
     }
 
@@ -368,8 +466,9 @@ impl Rollout {
         let s = &mut self.sessions[i];
         s.last = Some(body.clone());
         s.sent_ms = now_ms;
+        s.last_sent_ms = Some(now_ms);
         s.attempts = 0;
-        Send { device: s.device.clone(), body }
+        Send { device: s.device.clone(), body, resend: false }
     }
 
     /// Called at each failure: pauses when the failed share of the settled devices is over

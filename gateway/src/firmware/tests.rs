@@ -231,3 +231,174 @@ fn a_silent_device_is_asked_again_and_then_given_up() {
     assert_eq!(rollout.progress().next().unwrap().state, DeviceState::Failed(Failure::Silent));
     assert!(rollout.is_done());
 }
+
+/// A 64 KiB image (171 chunks) to one detector that answers every command at once, on a
+/// logical clock that jumps to each moment the rollout has something to send. Every status
+/// the detector sends goes through the gateway's admission under its default budgets.
+/// Returns (commands, statuses refused by admission, resends, when it booted).
+fn transfer(min_gap: Duration) -> (usize, usize, usize, u64) {
+    use crate::admission::{Admission, AdmissionConfig, Budget, Verdict};
+    use firegrid_protocol::DeviceId;
+    use firegrid_tests::ota::{LargeDetector, large_image};
+    let image = large_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let plan = Plan { canary_share: 1.0, min_gap, ..Plan::default() };
+    let mut rollout = Rollout::new(image.clone(), &signed, vec!["sd-0".into()], plan).unwrap();
+    let mut detector = LargeDetector::new(false);
+    let mut admission = Admission::new(AdmissionConfig::default());
+    let dev = DeviceId::new("sd-0").unwrap();
+    let (mut commands, mut refused, mut resends, mut sent_at) = (0, 0, 0, Vec::new());
+    let mut now_ms = 1_000;
+    while !rollout.is_done() {
+        assert!(now_ms < 3_600_000, "not done within an hour: {:?}", rollout.progress().next());
+        let mut queue = rollout.tick(now_ms);
+        while let Some(send) = queue.pop() {
+            commands += 1;
+            resends += usize::from(send.resend);
+            sent_at.push(now_ms);
+            for status in detector.receive(send.body, now_ms) {
+                // A status refused by admission never reaches the rollout.
+                if admission.check_rate_only(&dev, 1, 0, Budget::Firmware, now_ms) != Verdict::Fresh {
+                    refused += 1;
+                    continue;
+                }
+                queue.extend(rollout.on_status("sd-0", &status, now_ms));
+            }
+        }
+        // The driver wakes at the next held command, or at its next tick.
+        now_ms = rollout.next_due().unwrap_or(now_ms + 250).min(now_ms + 250).max(now_ms + 1);
+    }
+    let state = rollout.progress().next().unwrap().state;
+    assert!(state == DeviceState::Booted && detector.active(image.len()) == image, "{min_gap:?}: {state:?}");
+    let gap = min_gap.as_millis() as u64;
+    assert!(sent_at.windows(2).all(|w| w[1] - w[0] >= gap), "commands at least {gap} ms apart");
+    (commands, refused, resends, now_ms)
+}
+
+#[test]
+fn a_real_size_image_is_paced_under_the_firmware_budget_and_never_resent() {
+    let chunks = (64 * 1024usize).div_ceil(firegrid_protocol::MAX_CHUNK);
+    assert_eq!(chunks, 171);
+    let gap = Plan::default().min_gap;
+    let (commands, refused, resends, done_ms) = transfer(gap);
+    // An offer, every chunk once, a commit, a confirm: nothing refused, nothing sent again.
+    assert_eq!((commands, refused, resends), (1 + chunks + 2, 0, 0));
+    // One gap per command after the first, and at most one tick before the first.
+    let bound = 1_000 + 250 + (commands as u64) * gap.as_millis() as u64;
+    assert!(done_ms <= bound, "done at {done_ms} ms, bound {bound} ms");
+    // Unpaced, the same transfer outruns the firmware burst and waits for resends.
+    let (_, refused, resends, _) = transfer(Duration::ZERO);
+    assert!(refused > 0 && resends > 0, "unpaced: {refused} refused, {resends} resends");
+}
+
+mod paced {
+    //! Model test: whatever the statuses and their timing, two commands to one device are
+    //! never closer than `min_gap`, and the answer to a device's latest status is sent by its
+    //! due time.
+    use firegrid_protocol::{FirmwareStatus, FirmwareVersion, UpdateError, UpdateState};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::firmware::rollout::{Send, chunk};
+
+    const GAP_MS: u64 = 250;
+    const DEVICES: usize = 3;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A status from a device after `wait_ms`.
+        Status { device: usize, wait_ms: u64, status: u8, chunk: u32 },
+        /// A tick after `wait_ms`.
+        Tick { wait_ms: u64 },
+        /// A wake-up at the rollout's next due time, if any.
+        Due,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..DEVICES, 0..400u64, 0..6u8, 0..10u32)
+                .prop_map(|(device, wait_ms, status, chunk)| Op::Status { device, wait_ms, status, chunk }),
+            2 => (0..400u64).prop_map(|wait_ms| Op::Tick { wait_ms }),
+            2 => Just(Op::Due),
+        ]
+    }
+
+    fn status(kind: u8, chunk: u32, size: u32) -> FirmwareStatus {
+        let ours: FirmwareVersion = "1.5.0".try_into().unwrap();
+        let (state, offset, error) = match kind {
+            0..=2 => (UpdateState::Receiving, (chunk * 384).min(size), None),
+            3 => (UpdateState::Idle, 0, None),
+            4 => (UpdateState::Receiving, chunk * 384, Some(UpdateError::Busy)),
+            _ => (UpdateState::Verified, size, None),
+        };
+        FirmwareStatus { version: ours, state, offset, error }
+    }
+
+    proptest! {
+        #[test]
+        fn commands_to_a_device_keep_their_gap(ops in proptest::collection::vec(op(), 1..200)) {
+            let image = new_image();
+            let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+            let size = image.len() as u32;
+            let ids: Vec<String> = (0..DEVICES).map(|i| format!("sd-{i}")).collect();
+            let plan = Plan {
+                canary_share: 1.0,
+                min_gap: Duration::from_millis(GAP_MS),
+                resend_after: Duration::from_secs(2),
+                max_attempts: 1_000,
+                ..Plan::default()
+            };
+            let mut rollout = Rollout::new(image.clone(), &signed, ids.clone(), plan).unwrap();
+            let mut now_ms = 10_000;
+            let mut sent: Vec<(u64, Send)> = rollout.tick(now_ms).into_iter().map(|s| (now_ms, s)).collect();
+            // Each device's latest status: where `sent` stood then, and the answer it needs.
+            let mut latest: Vec<Option<(usize, Option<DownlinkBody>)>> = vec![None; DEVICES];
+            for op in ops {
+                match op {
+                    Op::Status { device, wait_ms, status: kind, chunk: k } => {
+                        now_ms += wait_ms;
+                        let status = status(kind, k, size);
+                        let expected = match (status.state, status.error) {
+                            (_, Some(_)) => None,
+                            (UpdateState::Idle, _) => Some(DownlinkBody::FwOffer(rollout.offer().clone())),
+                            (UpdateState::Receiving, _) if status.offset < size => Some(chunk(&image, status.offset)),
+                            _ => Some(DownlinkBody::FwCommit {}),
+                        };
+                        latest[device] = Some((sent.len(), expected));
+                        let answer = rollout.on_status(&ids[device], &status, now_ms);
+                        sent.extend(answer.map(|s| (now_ms, s)));
+                    }
+                    Op::Tick { wait_ms } => {
+                        now_ms += wait_ms;
+                        sent.extend(rollout.tick(now_ms).into_iter().map(|s| (now_ms, s)));
+                    }
+                    Op::Due => {
+                        if let Some(due) = rollout.next_due() {
+                            now_ms = now_ms.max(due);
+                            sent.extend(rollout.paced(now_ms).into_iter().map(|s| (now_ms, s)));
+                        }
+                    }
+                }
+            }
+            // Nothing is held longer than a gap.
+            while let Some(due) = rollout.next_due() {
+                prop_assert!(due <= now_ms + GAP_MS, "held until {due}, now {now_ms}");
+                now_ms = now_ms.max(due);
+                sent.extend(rollout.paced(now_ms).into_iter().map(|s| (now_ms, s)));
+            }
+            // The first command to a device after its latest status is that status's answer
+            // (a status held back is answered, not lost, and not answered with an older one).
+            for (device, latest) in latest.iter().enumerate() {
+                let Some((at, Some(expected))) = latest else { continue };
+                let next = sent[*at..].iter().find(|(_, s)| s.device == ids[device]).map(|(_, s)| &s.body);
+                prop_assert_eq!(next, Some(expected), "{}", ids[device]);
+            }
+            for id in &ids {
+                let times: Vec<u64> = sent.iter().filter(|(_, s)| &s.device == id).map(|&(t, _)| t).collect();
+                for w in times.windows(2) {
+                    prop_assert!(w[1] - w[0] >= GAP_MS, "{id}: commands at {} and {} ms", w[0], w[1]);
+                }
+            }
+        }
+    }
+}

@@ -100,6 +100,10 @@ enum Bench {
         /// Detectors updated.
         #[arg(long, default_value_t = 6_000)]
         detectors: usize,
+        /// Image size in bytes: 3,500 (10 chunks) is the test image, 62,000 (162 chunks) a
+        /// real detector application; at most 65,536 (the large simulated flash's slot).
+        #[arg(long, default_value_t = 3_500)]
+        image_bytes: usize,
     },
     /// The alarm engine alone: events per second with this many cases open.
     Engine {
@@ -409,6 +413,8 @@ fn gateway_config(dir: &std::path::Path, broker: u16, influx: Vec<DestinationCon
         burst: 1e9,
         alarm_rate_per_s: 1e9,
         alarm_burst: 1e9,
+        firmware_rate_per_s: 1e9,
+        firmware_burst: 1e9,
     };
     Config {
         admission: unlimited,
@@ -771,7 +777,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats: 20_000, alarms: 20 },
             Bench::Engine { cases: 10_000, events: 500_000 },
             Bench::Ota { detectors: 6_000 },
-            Bench::OtaMqtt { detectors: 6_000 },
+            Bench::OtaMqtt { detectors: 6_000, image_bytes: 3_500 },
             Bench::CaseStore {
                 steps: 2_000,
                 backends: vec!["sqlite".into(), "postgres".into(), "postgres-tls".into()],
@@ -815,7 +821,7 @@ async fn main() {
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
             Bench::Ota { detectors } => ota(detectors),
-            Bench::OtaMqtt { detectors } => ota_mqtt(detectors).await,
+            Bench::OtaMqtt { detectors, image_bytes } => ota_mqtt(detectors, image_bytes).await,
             // The PostgreSQL client is synchronous and must not run on an async worker thread.
             Bench::CaseStore { steps, backends } => {
                 tokio::task::spawn_blocking(move || case_store(steps, &backends)).await.unwrap()
@@ -1101,9 +1107,10 @@ fn ota(detectors: usize) {
     );
 }
 
-async fn ota_mqtt(detectors: usize) {
+async fn ota_mqtt(detectors: usize, image_bytes: usize) {
     use firegrid_gateway::firmware::signing;
-    use firegrid_tests::ota::{new_image, vendor};
+    use firegrid_tests::ota::vendor;
+    let new_image = move || firegrid_tests::ota::image(image_bytes);
     use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1187,22 +1194,23 @@ async fn ota_mqtt(detectors: usize) {
         })
         .collect();
     println!("ota-mqtt: gateway rejections and duplicates: {lost:?}");
-    let commands: f64 = ["fw_offer", "fw_chunk", "fw_commit", "fw_confirm"]
-        .iter()
-        .map(|k| {
-            gateway
-                .metric(&format!(r#"firegrid_firmware_commands_total{{kind="{k}"}}"#))
-                .unwrap()
-                .unwrap_or(0.0)
-        })
-        .sum();
+    let count = |family: &str| -> f64 {
+        ["fw_offer", "fw_chunk", "fw_commit", "fw_confirm"]
+            .iter()
+            .map(|k| gateway.metric(&format!(r#"{family}{{kind="{k}"}}"#)).unwrap().unwrap_or(0.0))
+            .sum()
+    };
+    let commands = count("firegrid_firmware_commands_total");
+    let resends = count("firegrid_firmware_resends_total");
+    let chunks = image_bytes.div_ceil(firegrid_protocol::MAX_CHUNK);
     let outcomes = tokio::task::spawn_blocking(move || fleet.stop()).await.unwrap();
     let updated = outcomes.iter().filter(|o| o.active == new_image() && o.boot == 2).count();
     assert_eq!(updated, detectors, "every detector booted the new image");
     println!(
-        "| firmware rollout, {detectors} detectors × {} B image, through firegrid and Mosquitto | {s:.1} s ({:.0} detectors/s) | {commands} firmware commands published, {downlinks} downlinks received by the detectors (with the `down/ack`s of their event-class uplinks) |",
-        new_image().len(),
-        detectors as f64 / s
+        "| firmware rollout, {detectors} detectors × {} B image ({chunks} chunks), through firegrid and Mosquitto | {s:.1} s ({:.0} detectors/s) | {commands} firmware commands published (minimum {}), {resends} resends, {downlinks} downlinks received by the detectors (with the `down/ack`s of their event-class uplinks) |",
+        image_bytes,
+        detectors as f64 / s,
+        detectors * (chunks + 3)
     );
 }
 

@@ -128,6 +128,8 @@ impl From<&PlanFile> for Plan {
             max_failure_share: p.max_failure_share,
             resend_after: std::time::Duration::from_millis(p.resend_after_ms),
             max_attempts: p.max_attempts,
+            // The running gateway sets it from its own admission settings.
+            min_gap: Plan::default().min_gap,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
-use firegrid_protocol::{DeviceId, FirmwareStatus, UplinkBody, VillageId};
+use firegrid_protocol::{DeviceId, DownlinkKind, FirmwareStatus, UplinkBody, VillageId};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,9 @@ use crate::ingest::{Accepted, Ingest};
 use crate::metrics::{KindLabel, Metrics, ReasonLabel, StateLabel};
 
 /// How often the rollout is ticked (waves, resends): well under the shortest sensible
-/// `resend_after`, and cheap (a pass over the devices).
+/// `resend_after`, and cheap (a pass over the devices). Paced chunks do not wait for it: the
+/// driver also wakes at [`Rollout::next_due`], so a held command leaves on time, not up to a
+/// tick late (a tick late per chunk would double a 162-chunk transfer at a 250 ms gap).
 const TICK: Duration = Duration::from_millis(250);
 /// How often the request file is looked at, and the progress file written when it changed.
 const RELOAD: Duration = Duration::from_secs(1);
@@ -72,6 +74,9 @@ pub struct Driver {
     pub metrics: Arc<Metrics>,
     /// Progress for the API.
     pub board: Arc<Board>,
+    /// The shortest time between two commands to one device ([`Plan::min_gap`]), from the
+    /// admission's firmware budget (`Config::firmware_command_gap`).
+    pub min_gap: Duration,
 }
 
 struct Active {
@@ -93,8 +98,19 @@ pub async fn run(mut d: Driver, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(TICK);
     let mut reloads = tokio::time::interval(RELOAD);
     loop {
+        // The earliest held command, as a wait from now (the rollout's times are wall ms).
+        let due = active
+            .as_ref()
+            .and_then(|a| a.rollout.next_due())
+            .map(|due| Duration::from_millis(due.saturating_sub(crate::clock::wall_ms())));
         tokio::select! {
             _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(due.unwrap_or(TICK)), if due.is_some() => {
+                if let Some(a) = active.as_mut() {
+                    let sends = a.rollout.paced(crate::clock::wall_ms());
+                    publish(&d, a, sends).await;
+                }
+            }
             _ = reloads.tick() => {
                 let now = modified(&request_path);
                 if now != seen {
@@ -164,6 +180,15 @@ fn reload(d: &Driver, active: &mut Option<Active>) {
     }
     match start(d, request) {
         Ok(a) => {
+            // Shown at zero from the start, so "no resend" reads as a sample, not an absence.
+            for kind in [
+                DownlinkKind::FwOffer,
+                DownlinkKind::FwChunk,
+                DownlinkKind::FwCommit,
+                DownlinkKind::FwConfirm,
+            ] {
+                d.metrics.firmware_resends.get_or_create(&KindLabel { kind: kind.as_str().into() }).inc_by(0);
+            }
             tracing::info!(
                 rollout = %a.request.id,
                 version = %a.request.signed.version,
@@ -193,7 +218,8 @@ fn start(d: &Driver, request: Request) -> Result<Active, (&'static str, ControlE
         villages.insert(t.device.clone(), village);
     }
     let devices = request.devices.iter().map(|t| t.device.clone()).collect();
-    let mut rollout = Rollout::new(image, &request.signed, devices, Plan::from(&request.plan))
+    let plan = Plan { min_gap: d.min_gap, ..Plan::from(&request.plan) };
+    let mut rollout = Rollout::new(image, &request.signed, devices, plan)
         .map_err(|e| ("invalid", ControlError::Refused(e.to_string())))?;
     let mut resumes = request.resumes;
     // After a restart: what the devices already settled stays settled, a pause stays paused
@@ -216,7 +242,7 @@ fn start(d: &Driver, request: Request) -> Result<Active, (&'static str, ControlE
 /// durable downlink counter, as every other downlink) and publishes it on `down/{kind}`.
 async fn publish(d: &Driver, a: &mut Active, sends: Vec<Send>) {
     let now = crate::clock::wall_ms();
-    for Send { device, body } in sends {
+    for Send { device, body, resend } in sends {
         let Some(village) = a.villages.get(&device) else { continue };
         let Ok(id) = DeviceId::new(&device) else { continue };
         let kind = body.kind().as_str();
@@ -233,6 +259,9 @@ async fn publish(d: &Driver, a: &mut Active, sends: Vec<Send>) {
             return;
         }
         d.metrics.firmware_commands.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        if resend {
+            d.metrics.firmware_resends.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        }
     }
 }
 

@@ -10,7 +10,10 @@
 //!   answers: each command numbered by the durable downlink counter, signed with the device's
 //!   key for the boot the gateway last authenticated, and encoded as the device last spoke,
 //!   exactly as `down/ack` and `down/sounders` are ([`crate::ingest::Ingest::command_for`]),
-//!   on the device's `down/{kind}` topic through the gateway's command session.
+//!   on the device's `down/{kind}` topic through the gateway's command session. It wakes at
+//!   the rollout's next due time as well as at its tick, so a command held back to keep the
+//!   device's statuses within their admission budget ([`crate::firmware::rollout`],
+//!   "Pacing") leaves on time.
 //!
 //! **A restart bricks nothing.** The gateway keeps no transfer state: on start it reloads the
 //! request and the progress file, keeps the devices that settled (booted or failed) as they
