@@ -45,18 +45,24 @@ fn lines_with(log: &std::path::Path, text: &str) -> usize {
     std::fs::read_to_string(log).unwrap().lines().filter(|line| line.contains(text)).count()
 }
 
+/// Publishes an unregistered detector's fire alarm in the village and returns its first page
+/// (the street desk's).
+async fn first_page(village: &Village) -> serde_json::Value {
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    village.hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await
+}
+
 async fn fire_escalates_across_a_takeover(fault: Fault) {
     let village = Village::start().await;
     let (hook, server) = (&village.hook, &village.server);
     let config = || village.config("gw-fuhai-1", "standby = true", ENGINE);
     // Both are configured alike; the first to start holds the store.
     let mut active = Firegrid::start(config()).unwrap();
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let (topic, payload) = alarm("x-1");
-    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    let first = first_page(&village).await;
 
     let standby_config = config();
     let standby = std::thread::spawn(move || Firegrid::start(standby_config).unwrap());
@@ -169,12 +175,7 @@ async fn a_deadline_that_passed_while_no_gateway_was_active_fires_on_takeover() 
     let hook = &village.hook;
     let config = || village.config("gw-fuhai-1", "standby = true", ENGINE);
     let mut active = Firegrid::start(config()).unwrap();
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let (topic, payload) = alarm("x-1");
-    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    let first = hook.wait("the first page", Duration::from_secs(20), |v| v["desk"] == "street:fuhai-1").await;
+    let first = first_page(&village).await;
     let logged = Instant::now();
     while count_where(&village.server, "inputs", "kind = 'delivery'") == 0 {
         assert!(logged.elapsed() < Duration::from_secs(20), "the delivery was never logged");

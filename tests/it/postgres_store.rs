@@ -270,8 +270,18 @@ pub(crate) fn try_commit_batch(
     store.commit(&steps)
 }
 
+/// Makes every standby of `primary` synchronous (`synchronous_standby_names = '*'`), so that
+/// a commit returns only once a standby has it, and waits until one is.
+pub(crate) fn make_synchronous(primary: &Postgres) {
+    let mut admin = primary.connect("postgres").unwrap();
+    admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    drop(admin);
+    wait_for_sync_standby(primary);
+}
+
 /// Waits until the primary reports `standby` as its synchronous standby.
-pub(crate) fn wait_for_sync_standby(primary: &Postgres) {
+fn wait_for_sync_standby(primary: &Postgres) {
     let mut client = primary.connect("postgres").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -295,11 +305,7 @@ fn every_committed_case_survives_a_failover_to_the_promoted_standby() {
         commit_batch(&mut store, batch);
     }
     let standby = Postgres::standby_of(&primary).unwrap();
-    let mut admin = primary.connect("postgres").unwrap();
-    admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'").unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    drop(admin);
-    wait_for_sync_standby(&primary);
+    make_synchronous(&primary);
     let mut last = 0;
     for batch in 10..60 {
         last = commit_batch(&mut store, batch);

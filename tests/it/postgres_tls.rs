@@ -16,9 +16,7 @@ use firegrid_tests::{Firegrid, Mosquitto, Postgres, PostgresTls, WebhookReceiver
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio_rustls::rustls;
 
-use crate::postgres_store::{
-    alarm, commit_batch, count, count_where, try_commit_batch, wait_for_sync_standby,
-};
+use crate::postgres_store::{alarm, commit_batch, count, count_where, make_synchronous, try_commit_batch};
 
 /// The rustls configuration a gateway builds from `[alerting.store] tls = { ca = ... }`.
 fn trusting(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
@@ -110,11 +108,7 @@ fn the_store_follows_its_database_to_the_promoted_standby_without_being_reopened
     let mut primary = Postgres::start_tls(&server_files).unwrap();
     primary.create_database("firegrid").unwrap();
     let standby = Postgres::standby_of(&primary).unwrap();
-    let mut admin = primary.connect("postgres").unwrap();
-    admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'").unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    drop(admin);
-    wait_for_sync_standby(&primary);
+    make_synchronous(&primary);
 
     // Both servers in one connection string, the writable one wanted.
     let conninfo = format!(
@@ -184,10 +178,7 @@ async fn the_gateway_carries_on_with_the_promoted_standby_without_a_restart() {
         let primary = Postgres::start_tls(&server_files).unwrap();
         primary.create_database("firegrid").unwrap();
         let standby = Postgres::standby_of(&primary).unwrap();
-        let mut admin = primary.connect("postgres").unwrap();
-        admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'").unwrap();
-        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-        wait_for_sync_standby(&primary);
+        make_synchronous(&primary);
         (primary, standby)
     });
     let broker = Mosquitto::start().unwrap();
