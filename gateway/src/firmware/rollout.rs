@@ -357,12 +357,23 @@ impl Rollout {
     /// [`Rollout::next_due`].
     pub fn paced(&mut self, now_ms: u64) -> Vec<Send> {
         let mut out = Vec::new();
+        let gap = self.plan.min_gap.as_millis() as u64;
+        if self.held.peek().is_some_and(|&Reverse((due, _))| due > now_ms.saturating_add(gap)) {
+            // Every entry is more than a gap ahead: the wall clock stepped back. Counting the
+            // gaps from now keeps them, where waiting for the clock to pass the old times
+            // would stall these transfers for as long as the step (resends skip them too).
+            let entries = std::mem::take(&mut self.held);
+            for Reverse((_, i)) in entries {
+                let due = self.next_allowed(i, now_ms);
+                self.held.push(Reverse((due, i)));
+            }
+        }
         while let Some(&Reverse((due, i))) = self.held.peek() {
             if due > now_ms {
                 break;
             }
             self.held.pop();
-            let allowed = self.next_allowed(i);
+            let allowed = self.next_allowed(i, now_ms);
             if allowed > now_ms {
                 // Only a stale entry can be early; keep the held command's own time.
                 if self.sessions[i].held.is_some() {
@@ -382,16 +393,22 @@ impl Rollout {
         self.held.peek().map(|&Reverse((due, _))| due)
     }
 
-    /// The earliest time session `i` may be sent its next command.
-    fn next_allowed(&self, i: usize) -> u64 {
+    /// The earliest time session `i` may be sent its next command: `min_gap` after its last
+    /// one. A last command later than `now_ms` (the wall clock stepped back since) counts as
+    /// sent now, so the gap is kept in the new time instead of waiting out the step.
+    fn next_allowed(&mut self, i: usize, now_ms: u64) -> u64 {
         let gap = self.plan.min_gap.as_millis() as u64;
-        self.sessions[i].last_sent_ms.map_or(0, |at| at.saturating_add(gap))
+        let last = &mut self.sessions[i].last_sent_ms;
+        if last.is_some_and(|at| at > now_ms) {
+            *last = Some(now_ms);
+        }
+        last.map_or(0, |at| at.saturating_add(gap))
     }
 
     /// Sends `body` to session `i` now, or holds it until `min_gap` after its last command
     /// (replacing a command already held: the latest status is the truth).
     fn pace(&mut self, i: usize, body: DownlinkBody, now_ms: u64) -> Option<Send> {
-        let due = self.next_allowed(i);
+        let due = self.next_allowed(i, now_ms);
         if due <= now_ms {
             self.sessions[i].held = None;
             return Some(self.send(i, body, now_ms));

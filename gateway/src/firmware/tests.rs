@@ -291,6 +291,38 @@ fn a_real_size_image_is_paced_under_the_firmware_budget_and_never_resent() {
     assert!(refused > 0 && resends > 0, "unpaced: {refused} refused, {resends} resends");
 }
 
+#[test]
+fn a_held_command_waits_one_gap_at_most_when_the_clock_steps_back() {
+    use firegrid_protocol::{FirmwareStatus, UpdateState};
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let plan = Plan { canary_share: 1.0, min_gap: Duration::from_millis(250), ..Plan::default() };
+    let mut rollout = Rollout::new(image, &signed, vec!["sd-0".into()], plan).unwrap();
+    let t = 1_800_000_000_000;
+    assert_eq!(rollout.tick(t).len(), 1, "the offer");
+    let receiving = |offset| FirmwareStatus {
+        version: "1.5.0".try_into().unwrap(),
+        state: UpdateState::Receiving,
+        offset,
+        error: None,
+    };
+    assert_eq!(rollout.on_status("sd-0", &receiving(0), t + 10), None, "held: 10 ms after the offer");
+    assert_eq!(rollout.next_due(), Some(t + 250));
+    assert!(rollout.paced(t + 249).is_empty());
+    // The wall clock is corrected an hour back: the chunk goes a gap from now, not in an hour.
+    let back = t - 3_600_000;
+    assert!(rollout.paced(back).is_empty());
+    assert_eq!(rollout.next_due(), Some(back + 250));
+    let sent = rollout.tick(back + 250);
+    assert!(
+        matches!(sent[..], [ref s] if matches!(s.body, DownlinkBody::FwChunk(_)) && !s.resend),
+        "{sent:?}"
+    );
+    // And the next one keeps its gap in the new time.
+    assert_eq!(rollout.on_status("sd-0", &receiving(384), back + 260), None);
+    assert_eq!(rollout.next_due(), Some(back + 500));
+}
+
 mod paced {
     //! Model test: whatever the statuses and their timing, two commands to one device are
     //! never closer than `min_gap`, and the answer to a device's latest status is sent by its

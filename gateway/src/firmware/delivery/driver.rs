@@ -19,7 +19,8 @@ use crate::metrics::{KindLabel, Metrics, ReasonLabel, StateLabel};
 /// How often the rollout is ticked (waves, resends): well under the shortest sensible
 /// `resend_after`, and cheap (a pass over the devices). Paced chunks do not wait for it: the
 /// driver also wakes at [`Rollout::next_due`], so a held command leaves on time, not up to a
-/// tick late (a tick late per chunk would double a 162-chunk transfer at a 250 ms gap).
+/// tick late (up to a tick per chunk would make a transfer at a 250 ms gap take up to twice
+/// as long).
 const TICK: Duration = Duration::from_millis(250);
 /// How often the request file is looked at, and the progress file written when it changed.
 const RELOAD: Duration = Duration::from_secs(1);
@@ -108,6 +109,9 @@ pub async fn run(mut d: Driver, stop: CancellationToken) {
             _ = tokio::time::sleep(due.unwrap_or(TICK)), if due.is_some() => {
                 if let Some(a) = active.as_mut() {
                     let sends = a.rollout.paced(crate::clock::wall_ms());
+                    if !sends.is_empty() {
+                        a.dirty = true;
+                    }
                     publish(&d, a, sends).await;
                 }
             }
