@@ -5,7 +5,9 @@
 //! twice (counted per idempotency key, that is per case and notification), and the frozen one,
 //! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out. And
 //! the database going away for longer than the lease: the active one goes on paging. And a
-//! deadline that passes while no gateway is active fires as soon as one takes over.
+//! deadline that passes while no gateway is active fires as soon as one takes over. And the
+//! outbox, shared in the store: a page the dead active could not deliver is delivered by the
+//! standby, and once only, though the first gateway comes back and takes over again.
 
 use std::time::{Duration, Instant};
 
@@ -261,4 +263,126 @@ async fn the_active_gateway_goes_on_paging_while_the_database_is_away() {
     let status = status.expect("the gateway restarts once the database answers");
     assert_eq!(status.code(), Some(75), "{status:?}: {}", active.log_tail(40));
     assert_eq!(lines_with(active.log_path(), "Exiting so that it starts again as a standby."), 1);
+}
+
+/// Retries a second apart at most, so that a receiver that comes back is paged within a
+/// second or two.
+const QUICK_RETRIES: &str = r#"
+[notify.delivery]
+min_backoff = "200ms"
+max_backoff = "1s""#;
+
+/// Waits until a gateway queues for the store's writer lock (a standby starting).
+async fn until_queued(server: &firegrid_tests::Postgres, what: &str) {
+    let queued = Instant::now();
+    while count_where(server, "pg_stat_activity", "wait_event = 'advisory'") == 0 {
+        assert!(queued.elapsed() < Duration::from_secs(20), "{what} never queued for the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The outbox follows the store. The receiver is down when the fire is paged, so the active
+/// gateway's deliveries are pending, retried, when it is killed. The standby carries them on
+/// from the shared outbox and delivers them once the receiver is back. Then the first gateway
+/// returns (same data directory) as the standby, the second is killed, and the first takes
+/// over again: it sends none of those pages again (with an outbox of its own on its disk, its
+/// stale pending rows went out a second time), and a new fire is paged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_pending_at_a_takeover_are_delivered_once_though_the_old_active_returns() {
+    let village = Village::start().await;
+    let (hook, server) = (&village.hook, &village.server);
+    // No escalation by time during the test (only by failed deliveries), so that every page
+    // is settled before the second gateway goes: one in flight at a kill may go twice, by
+    // design (ARCHITECTURE.md), and is not what this test is about.
+    let engine = ENGINE.replace(r#"after = "10s""#, r#"after = "10m""#);
+    let rest = format!("{engine}\n{QUICK_RETRIES}");
+    let config = || village.config("gw-fuhai-1", "standby = true", &rest);
+    hook.refuse(true);
+    let mut first = Firegrid::start(config()).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("detectors", "127.0.0.1", village.broker.port()), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (topic, payload) = alarm("x-1");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    let tried = Instant::now();
+    while hook.refused() < 2 {
+        assert!(tried.elapsed() < Duration::from_secs(30), "the first page was never tried twice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second_config = config();
+    let second = std::thread::spawn(move || Firegrid::start(second_config).unwrap());
+    until_queued(server, "the second gateway").await;
+    first.kill().unwrap();
+    let mut second = tokio::task::spawn_blocking(move || second.join().unwrap()).await.unwrap();
+    // The second one holds the store and retries the pending page against the refusing
+    // receiver; then the receiver is back.
+    let refused = hook.refused();
+    let retried = Instant::now();
+    while hook.refused() == refused {
+        assert!(retried.elapsed() < Duration::from_secs(30), "the standby never retried the page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hook.refuse(false);
+    let page = hook
+        .wait("the page, by the standby", Duration::from_secs(30), |v| v["desk"] == "street:fuhai-1")
+        .await;
+    // Every page is delivered and its delivery logged before the first gateway comes back.
+    let settled = Instant::now();
+    loop {
+        let received = hook.idempotency_keys().into_iter().collect::<std::collections::BTreeSet<_>>().len();
+        let logged = count_where(server, "inputs", r#"kind = 'delivery' AND json LIKE '%"delivered":true%'"#);
+        let pending = count_where(server, "notify_outbox", "status = 'pending'");
+        if logged as usize == received && pending == 0 {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(30),
+            "never settled: {received} received, {logged} logged, {pending} pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let returned = std::thread::spawn(move || {
+        first.restart().unwrap();
+        first
+    });
+    until_queued(server, "the returning gateway").await;
+    second.kill().unwrap();
+    let mut first = tokio::task::spawn_blocking(move || returned.join().unwrap()).await.unwrap();
+    let (topic, payload) = alarm("x-2");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    // The outbox sends the oldest of equal severity first: a stale copy of the first page
+    // would have come before this one.
+    let next = hook
+        .wait("a new fire's page after the second takeover", Duration::from_secs(40), |v| {
+            v["desk"] == "street:fuhai-1" && v["case_id"] != page["case_id"]
+        })
+        .await;
+    let keys = hook.idempotency_keys();
+    let mut per_key = std::collections::BTreeMap::<&str, usize>::new();
+    for key in &keys {
+        *per_key.entry(key).or_default() += 1;
+    }
+    assert!(per_key.values().all(|&n| n == 1), "a page went twice: {per_key:?} ({:?})", hook.desks());
+    let first_key = format!("{}-{}", page["case_id"], page["notification_id"]);
+    let next_key = format!("{}-{}", next["case_id"], next["notification_id"]);
+    assert_eq!(per_key.get(first_key.as_str()), Some(&1), "{per_key:?}");
+    assert_eq!(per_key.get(next_key.as_str()), Some(&1), "{per_key:?}");
+    assert!(
+        lines_with(first.log_path(), "The local notification outbox file is not used") <= 1,
+        "{}",
+        first.log_tail(40)
+    );
+    assert_eq!(count(server, "cases"), 2, "no case lost or doubled");
+    let epoch: i64 = tokio::task::block_in_place(|| {
+        server
+            .connect("firegrid")
+            .unwrap()
+            .query_one("SELECT epoch FROM case_store_lease", &[])
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(epoch, 3, "two takeovers");
+    first.stop().unwrap();
 }

@@ -118,7 +118,13 @@ async fn the_gateway_keeps_its_cases_in_postgresql_across_a_kill_9() {
     assert!(count(server, "inputs") >= 1 && count(server, "transitions") >= 1);
     let data = gateway.dir().join("data");
     assert!(!data.join("cases.sqlite").exists(), "no SQLite case store beside PostgreSQL");
-    assert!(data.join("notify-outbox.sqlite").exists(), "the outbox stays in SQLite");
+    assert!(!data.join("notify-outbox.sqlite").exists(), "no outbox file beside PostgreSQL");
+    // The page's delivery is recorded in the shared outbox (right after the receiver answered).
+    let recorded = Instant::now();
+    while count_where(server, "notify_outbox", "status = 'delivered'") != 1 {
+        assert!(recorded.elapsed() < Duration::from_secs(20), "the delivery is not in the shared outbox");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // After kill -9 the gateway replays from PostgreSQL: the case is there, not paged anew.
     let inputs = count(server, "inputs");

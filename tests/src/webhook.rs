@@ -1,6 +1,7 @@
 //! [`WebhookReceiver`]: the far end of the gateway's `webhook` notification channel, an axum
 //! server on a free loopback port that records every notification with the time it arrived.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,10 @@ pub struct WebhookReceiver {
     got: Arc<Mutex<Vec<Received>>>,
     /// The `Idempotency-Key` header of each request, in the same order (empty when absent).
     keys: Arc<Mutex<Vec<String>>>,
+    /// While set, every request is answered 503 and not recorded ([`refuse`](Self::refuse)).
+    refusing: Arc<AtomicBool>,
+    /// Requests answered 503.
+    refused: Arc<AtomicUsize>,
 }
 
 impl WebhookReceiver {
@@ -25,26 +30,44 @@ impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (refusing, refused) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
         let (sink, key_sink) = (got.clone(), keys.clone());
+        let (refuse, count) = (refusing.clone(), refused.clone());
         let app = axum::Router::new().route(
             "/hook",
             post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
                 let (sink, key_sink) = (sink.clone(), key_sink.clone());
+                let (refuse, count) = (refuse.clone(), count.clone());
                 async move {
+                    if refuse.load(Ordering::SeqCst) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "refused");
+                    }
                     let key =
                         headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
                     // One lock order, so the two lists stay aligned.
                     let mut got = sink.lock().unwrap();
                     key_sink.lock().unwrap().push(key.to_owned());
                     got.push((Instant::now(), body.0));
-                    "ok"
+                    (axum::http::StatusCode::OK, "ok")
                 }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        WebhookReceiver { port, got, keys }
+        WebhookReceiver { port, got, keys, refusing, refused }
+    }
+
+    /// While `on`, answers every request with 503 (a receiver that is down: the gateway
+    /// retries) and records none of them.
+    pub fn refuse(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
+    }
+
+    /// How many requests were answered 503 so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// The `Idempotency-Key` header of every notification received so far, in arrival order

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod postgres;
+mod shared_outbox;
 mod sqlite;
 
 pub use postgres::LeaseRenewer;
@@ -541,6 +542,15 @@ impl CaseStore {
         self.backend.renewer()
     }
 
+    /// The notification outbox's table in this store's database, written under this store's
+    /// epoch (fenced like every write of the case store), for
+    /// [`Outbox::open_shared`](firegrid_notify::Outbox::open_shared): on PostgreSQL, so that
+    /// whoever holds the case store holds the outbox. `None` for SQLite, whose outbox is a file
+    /// of its own beside it, and before the store first held its writer lock.
+    pub fn shared_outbox(&self) -> Option<Box<dyn firegrid_notify::outbox::SharedTable>> {
+        self.backend.shared_outbox()
+    }
+
     /// The file this store lives in; `None` for PostgreSQL.
     pub fn path(&self) -> Option<&Path> {
         self.backend.path()
@@ -727,6 +737,10 @@ trait Backend: std::fmt::Debug + Send {
     }
     /// A renewer of the backend's lease, if it has one with a length.
     fn renewer(&self) -> Option<LeaseRenewer> {
+        None
+    }
+    /// The notification outbox's table in the same database, written under the same epoch.
+    fn shared_outbox(&self) -> Option<Box<dyn firegrid_notify::outbox::SharedTable>> {
         None
     }
 

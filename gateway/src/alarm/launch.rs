@@ -136,7 +136,22 @@ impl AlarmLoop {
                 None => Lease::unbounded(),
             };
             let gate = lease.clone();
-            let outbox = Outbox::open(&dir.join("notify-outbox.sqlite"))?
+            // With the case store in PostgreSQL the outbox is there too, under the same
+            // epoch: whoever holds the store holds the outbox (ARCHITECTURE.md).
+            let local = dir.join("notify-outbox.sqlite");
+            let outbox = match store.shared_outbox() {
+                Some(table) => {
+                    if local.exists() {
+                        tracing::warn!(
+                            path = %local.display(),
+                            "The local notification outbox file is not used: the outbox is in the case store's database. Deliveries still pending in it are not sent; the alarm loop's replay queues again what it has not seen delivered."
+                        );
+                    }
+                    Outbox::open_shared(table)?
+                }
+                None => Outbox::open(&local)?,
+            };
+            let outbox = outbox
                 .report_to(outbox_health)
                 .gated(Arc::new(move || gate.may_act()));
             Ok::<_, LaunchError>((store, outbox, lease))

@@ -100,7 +100,7 @@ const RENEW_LEASE: &str =
 
 /// The fencing inside a write's transaction: the stored epoch, its row locked against a
 /// takeover's epoch bump until the transaction ends.
-const FENCE: &str = "SELECT epoch FROM case_store_lease FOR SHARE";
+pub(super) const FENCE: &str = "SELECT epoch FROM case_store_lease FOR SHARE";
 
 /// Terminates the writer session of a holder whose lease expired on the server's clock, if
 /// that session still holds the writer lock `$1`; returns the terminated backend's pid and
@@ -143,7 +143,7 @@ const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// How every connection of the store is made (the writer's, the lease renewer's, the stale
 /// lease breaker's): the parsed connection string and, with TLS, rustls.
 #[derive(Clone)]
-struct Dialer {
+pub(super) struct Dialer {
     config: Config,
     /// With `[alerting.store] tls`: every connection is TLS (`sslmode=require` is forced: no
     /// fallback to plain text when a server, or something in between, declines), and the
@@ -153,7 +153,7 @@ struct Dialer {
 }
 
 impl Dialer {
-    fn connect(&self) -> Result<Client, postgres::Error> {
+    pub(super) fn connect(&self) -> Result<Client, postgres::Error> {
         match &self.tls {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
@@ -171,7 +171,7 @@ impl Dialer {
 /// `tcp_keepalives_interval`, `tcp_keepalives_count`). And no notices below warnings: every
 /// connection runs the schema's `CREATE TABLE IF NOT EXISTS`, whose "already exists,
 /// skipping" notices the client would log on every reconnection (`client_min_messages`).
-const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+pub(super) const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
                        SET tcp_keepalives_count = 3; SET client_min_messages = warning";
 
 /// The case store in a PostgreSQL database.
@@ -381,6 +381,7 @@ impl PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&err)?;
         tx.batch_execute(META).map_err(&err)?;
         tx.batch_execute(LEASE).map_err(&err)?;
+        tx.batch_execute(super::shared_outbox::TABLE).map_err(&err)?;
         let found = tx.query_opt("SELECT schema_version FROM case_store", &[]).map_err(&err)?;
         let found: i64 = found.map(|row| row.try_get(0)).transpose().map_err(&err)?.unwrap_or(0);
         if found > SCHEMA_VERSION {
@@ -570,6 +571,15 @@ impl Backend for PostgresStore {
 
     fn renewer(&self) -> Option<super::LeaseRenewer> {
         PostgresStore::renewer(self)
+    }
+
+    fn shared_outbox(&self) -> Option<Box<dyn firegrid_notify::outbox::SharedTable>> {
+        let epoch = self.epoch.get()?;
+        Some(Box::new(super::shared_outbox::SharedOutbox::new(
+            self.dialer.clone(),
+            self.database.clone(),
+            epoch,
+        )))
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {

@@ -70,7 +70,7 @@ use tokio::sync::Notify;
 
 pub use config::DeliveryConfig;
 pub use limit::RateLimit;
-pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, Status, Store};
+pub use store::{DeliveryKey, Depth, HistoryEntry, Pending, SharedTable, Status, Store};
 pub use worker::run;
 
 use super::Message;
@@ -93,6 +93,28 @@ pub enum OutboxError {
     /// The blocking task running a database call failed (panicked or was cancelled).
     #[error("outbox database task failed: {0}")]
     Task(String),
+    /// The shared table ([`store::SharedTable`]) cannot be reached or refused a write: the
+    /// outbox goes on in memory, as on a full disk, and writes its rows back once it answers.
+    #[error("shared outbox {database}: {message}")]
+    Unavailable {
+        /// Where (never a password).
+        database: String,
+        /// What failed, with its causes.
+        message: String,
+    },
+    /// Another gateway holds the case store, and with it the shared outbox: this one's epoch
+    /// is past, and it must not write.
+    #[error(
+        "shared outbox {database}: another gateway holds the case store (epoch {current}, this gateway's {epoch})"
+    )]
+    Fenced {
+        /// Where.
+        database: String,
+        /// This gateway's epoch.
+        epoch: u64,
+        /// The stored one.
+        current: u64,
+    },
 }
 
 /// What happened to one attempt of one delivery; sent for every attempt, and once for a
@@ -172,7 +194,8 @@ struct Inner {
     /// Signalled by [`Outbox::enqueue`] so the worker starts delivering at once instead of at
     /// its next timer: alarm latency is the point of the outbox.
     wake: Notify,
-    path: PathBuf,
+    /// The file, or the shared table's database.
+    location: String,
     /// Whether deliveries may be sent now ([`Outbox::gated`]); unset, always.
     gate: OnceLock<Gate>,
 }
@@ -203,12 +226,14 @@ struct Stores {
 
 /// Whether `error` says that the disk cannot take writes now (rather than a bug or a
 /// corrupt file): full, read-only, an I/O error, or a file it cannot open.
+/// A shared table that cannot be reached counts as such a disk.
 fn is_disk_error(error: &OutboxError) -> bool {
     use rusqlite::ErrorCode::*;
     match error {
         OutboxError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
             matches!(e.code, DiskFull | ReadOnly | SystemIoFailure | CannotOpen)
         }
+        OutboxError::Unavailable { .. } => true,
         _ => false,
     }
 }
@@ -227,7 +252,7 @@ impl Stores {
         {
             *tried = Instant::now();
             if memory.export_rows().and_then(|rows| self.disk.import_rows(&rows)).is_ok() {
-                tracing::warn!("Notification outbox rows held in memory are written to its file again.");
+                tracing::warn!("Notification outbox rows held in memory are written to its table again.");
                 self.memory = None;
                 if let Some(h) = health {
                     h.recovered(Which::Outbox);
@@ -265,17 +290,28 @@ impl Outbox {
     /// it at start, or through `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         let store = Store::open(path)?;
-        Ok(Outbox {
+        Ok(Outbox::with(store, path.display().to_string()))
+    }
+
+    /// Opens the outbox on a table shared with the village's other gateway (the case store's
+    /// PostgreSQL database, see [`store::SharedTable`]), loading it into memory. Blocking.
+    pub fn open_shared(table: Box<dyn store::SharedTable>) -> Result<Outbox, OutboxError> {
+        let location = table.describe();
+        Ok(Outbox::with(Store::open_shared(table)?, location))
+    }
+
+    fn with(store: Store, location: String) -> Outbox {
+        Outbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(Stores { disk: store, memory: None }),
                 health: OnceLock::new(),
                 stats: Mutex::default(),
                 superseded: Mutex::default(),
                 wake: Notify::new(),
-                path: path.to_owned(),
+                location,
                 gate: OnceLock::new(),
             }),
-        })
+        }
     }
 
     /// Reports a file that cannot be written to `health`, the stores' write health that
@@ -298,9 +334,9 @@ impl Outbox {
         self.inner.gate.get().is_none_or(|gate| (gate.0)())
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Where the table is: the file, or the shared table's database.
+    pub fn location(&self) -> &str {
+        &self.inner.location
     }
 
     /// Queues `msg` for each of `targets` (channel names) and wakes the worker; returns how

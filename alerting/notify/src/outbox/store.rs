@@ -203,11 +203,72 @@ pub struct HistoryEntry {
     pub superseded_by: Option<u64>,
 }
 
-/// The outbox table behind one connection.
+/// The outbox table behind one connection: a file, memory, or a mirror in memory of a table
+/// shared with the village's other gateway ([`Store::open_shared`]).
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// For a mirror: where every write goes first.
+    shared: Option<Shared>,
 }
+
+/// The outbox's table where both gateways of a village reach it (the case store's
+/// PostgreSQL database), behind [`Store::open_shared`]: a standby that takes over carries on
+/// with the old active's deliveries (pending ones are sent, delivered ones are not sent
+/// again, the rate-limit windows count what it sent), and a gateway that returns finds no
+/// stale rows of its own to send.
+///
+/// The store keeps a mirror of it in memory and reads only from there: one gateway writes
+/// the table at a time (the writer of the case store, whose epoch every write carries), so
+/// the mirror is the table. A write changes the mirror inside a transaction, hands the rows
+/// it touched to [`SharedTable::upsert`], and commits the mirror only when that succeeded.
+pub trait SharedTable: Send {
+    /// Every row, with the columns of [`COLUMNS`].
+    fn load(&mut self) -> Result<Rows, OutboxError>;
+    /// Inserts `rows` or replaces those with the same key, in one transaction; refused with
+    /// [`OutboxError::Fenced`] once another gateway holds the case store.
+    fn upsert(&mut self, rows: &Rows) -> Result<(), OutboxError>;
+    /// Deletes delivered, given-up and superseded rows finished before `older_than_ms`.
+    fn prune(&mut self, older_than_ms: u64) -> Result<usize, OutboxError>;
+    /// Where, for messages: never a password.
+    fn describe(&self) -> String;
+}
+
+/// A [`SharedTable`], shown by where it is.
+struct Shared(Box<dyn SharedTable>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.describe())
+    }
+}
+
+/// A column's type, for a [`SharedTable`] that is not SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A 64-bit integer (ids, counts, Unix ms), maybe `NULL`.
+    Integer,
+    /// Text, maybe `NULL`.
+    Text,
+}
+
+/// The table's columns, in the order of [`SCHEMA`]: what a [`SharedTable`] stores.
+pub const COLUMNS: &[(&str, Kind)] = &[
+    ("notification_id", Kind::Integer),
+    ("target", Kind::Text),
+    ("case_id", Kind::Integer),
+    ("message", Kind::Text),
+    ("status", Kind::Text),
+    ("attempts", Kind::Integer),
+    ("enqueued_ms", Kind::Integer),
+    ("next_attempt_ms", Kind::Integer),
+    ("last_error", Kind::Text),
+    ("finished_ms", Kind::Integer),
+    ("priority", Kind::Integer),
+    ("severity", Kind::Text),
+    ("reminder_desk", Kind::Text),
+    ("superseded_by", Kind::Integer),
+];
 
 impl Store {
     /// Opens or creates the outbox at `path` (and its directory).
@@ -234,7 +295,49 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Store { conn })
+        Ok(Store { conn, shared: None })
+    }
+
+    /// A mirror in memory of `shared`, loaded from it: every write goes to `shared` first
+    /// ([`SharedTable`]). Blocking.
+    pub fn open_shared(mut table: Box<dyn SharedTable>) -> Result<Store, OutboxError> {
+        let rows = table.load()?;
+        let mut store = Store::open_memory()?;
+        store.import_rows(&rows)?;
+        store.shared = Some(Shared(table));
+        Ok(store)
+    }
+
+    /// Where the table is, for messages.
+    pub fn describe(&self) -> Option<String> {
+        self.shared.as_ref().map(|s| s.0.describe())
+    }
+
+    /// Runs `op` on the table; for a mirror, in a transaction whose rows `touched` names are
+    /// written to the shared table before it commits (and rolled back when that fails).
+    fn write<T>(
+        &mut self,
+        op: impl FnOnce(&mut Connection) -> Result<T, OutboxError>,
+        touched: impl FnOnce(&T) -> Vec<DeliveryKey>,
+    ) -> Result<T, OutboxError> {
+        let Some(shared) = &mut self.shared else { return op(&mut self.conn) };
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = op(&mut self.conn).and_then(|value| {
+            let rows = rows_of(&self.conn, &touched(&value))?;
+            shared.0.upsert(&rows)?;
+            Ok(value)
+        });
+        match done {
+            Ok(value) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(value)
+            }
+            Err(error) => {
+                // Nothing was written to the shared table, or its transaction rolled back.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
     }
 
     /// An outbox in memory, with the same table: where deliveries go while the file cannot
@@ -242,7 +345,7 @@ impl Store {
     pub fn open_memory() -> Result<Store, OutboxError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store { conn, shared: None })
     }
 
     /// Every row with every column, and the columns' names: for moving the table between the
@@ -257,19 +360,17 @@ impl Store {
 
     /// Writes `rows` (from [`Store::export_rows`]), replacing rows with the same key, in one
     /// transaction.
+    /// A mirror writes them to its shared table too.
     pub fn import_rows(&mut self, rows: &Rows) -> Result<(), OutboxError> {
-        let tx = self.conn.transaction()?;
-        if !rows.rows.is_empty() {
-            let marks = vec!["?"; rows.columns.len()].join(", ");
-            let names = rows.columns.join(", ");
-            let mut insert =
-                tx.prepare(&format!("INSERT OR REPLACE INTO delivery ({names}) VALUES ({marks})"))?;
-            for row in &rows.rows {
-                insert.execute(rusqlite::params_from_iter(row))?;
+        let Some(shared) = &mut self.shared else { return import(&mut self.conn, rows) };
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match import(&mut self.conn, rows).and_then(|()| shared.0.upsert(rows)) {
+            Ok(()) => Ok(self.conn.execute_batch("COMMIT")?),
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(error)
             }
         }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Adds one pending delivery of `msg` per target, in one transaction; a (notification,
@@ -284,51 +385,103 @@ impl Store {
     ) -> Result<Enqueued, OutboxError> {
         let json = serde_json::to_string(msg).map_err(OutboxError::Encode)?;
         let reminder_desk = msg.is_reminder().then_some(msg.desk.as_str());
-        let tx = self.conn.transaction()?;
-        let mut done = Enqueued::default();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO delivery
+        let keys = |done: &Enqueued| {
+            let new = targets
+                .iter()
+                .map(|target| DeliveryKey { notification_id: msg.notification_id, target: target.clone() });
+            new.chain(done.superseded.iter().cloned()).collect()
+        };
+        self.write(|conn| enqueue(conn, msg, &json, reminder_desk, targets, now_ms), keys)
+    }
+}
+
+/// [`Store::enqueue`] on `conn`.
+fn enqueue(
+    conn: &mut Connection,
+    msg: &Message,
+    json: &str,
+    reminder_desk: Option<&str>,
+    targets: &[String],
+    now_ms: u64,
+) -> Result<Enqueued, OutboxError> {
+    let tx = conn.savepoint()?;
+    let mut done = Enqueued::default();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO delivery
                  (notification_id, target, case_id, message, status, enqueued_ms, next_attempt_ms,
                   priority, severity, reminder_desk)
                  VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8)",
-            )?;
-            let mut supersede = tx.prepare_cached(
-                "UPDATE delivery SET status = 'superseded', finished_ms = ?5, superseded_by = ?3
+        )?;
+        let mut supersede = tx.prepare_cached(
+            "UPDATE delivery SET status = 'superseded', finished_ms = ?5, superseded_by = ?3
                  WHERE case_id = ?1 AND target = ?2 AND reminder_desk = ?4 AND status = 'pending'
                    AND notification_id != ?3
                  RETURNING notification_id",
-            )?;
-            for target in targets {
-                let new = insert.execute(params![
-                    msg.notification_id as i64,
-                    target,
-                    msg.case_id as i64,
-                    json,
-                    now_ms as i64,
-                    priority(&msg.severity),
-                    msg.severity,
-                    reminder_desk,
-                ])?;
-                done.inserted += new;
-                // Only a reminder inserted now supersedes: a replayed one (already present)
-                // must not supersede the newer reminders queued after it.
-                if let (1, Some(desk)) = (new, reminder_desk) {
-                    let ids = supersede.query_map(
-                        params![msg.case_id as i64, target, msg.notification_id as i64, desk, now_ms as i64],
-                        |r| r.get::<_, i64>(0),
-                    )?;
-                    for id in ids {
-                        done.superseded
-                            .push(DeliveryKey { notification_id: id? as u64, target: target.clone() });
-                    }
+        )?;
+        for target in targets {
+            let new = insert.execute(params![
+                msg.notification_id as i64,
+                target,
+                msg.case_id as i64,
+                json,
+                now_ms as i64,
+                priority(&msg.severity),
+                msg.severity,
+                reminder_desk,
+            ])?;
+            done.inserted += new;
+            // Only a reminder inserted now supersedes: a replayed one (already present)
+            // must not supersede the newer reminders queued after it.
+            if let (1, Some(desk)) = (new, reminder_desk) {
+                let ids = supersede.query_map(
+                    params![msg.case_id as i64, target, msg.notification_id as i64, desk, now_ms as i64],
+                    |r| r.get::<_, i64>(0),
+                )?;
+                for id in ids {
+                    done.superseded.push(DeliveryKey { notification_id: id? as u64, target: target.clone() });
                 }
             }
         }
-        tx.commit()?;
-        Ok(done)
     }
+    tx.commit()?;
+    Ok(done)
+}
 
+/// [`Store::import_rows`] on `conn`.
+fn import(conn: &mut Connection, rows: &Rows) -> Result<(), OutboxError> {
+    let tx = conn.savepoint()?;
+    if !rows.rows.is_empty() {
+        let marks = vec!["?"; rows.columns.len()].join(", ");
+        let names = rows.columns.join(", ");
+        let mut insert =
+            tx.prepare(&format!("INSERT OR REPLACE INTO delivery ({names}) VALUES ({marks})"))?;
+        for row in &rows.rows {
+            insert.execute(rusqlite::params_from_iter(row))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The rows of `keys` (those present), every column.
+fn rows_of(conn: &Connection, keys: &[DeliveryKey]) -> Result<Rows, OutboxError> {
+    let mut select =
+        conn.prepare_cached("SELECT * FROM delivery WHERE notification_id = ?1 AND target = ?2")?;
+    let columns: Vec<String> = select.column_names().into_iter().map(str::to_owned).collect();
+    let mut rows = Vec::with_capacity(keys.len());
+    for key in keys {
+        let found = select
+            .query_row(params![key.notification_id as i64, key.target], |r| {
+                (0..columns.len()).map(|i| r.get(i)).collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .optional()?;
+        rows.extend(found);
+    }
+    Ok(Rows { columns, rows })
+}
+
+impl Store {
     /// The deliveries due at `now_ms`, at most `per_target` per channel, each channel's most
     /// urgent first and then oldest, and when the next not yet due falls. Due as
     /// the worker's `is_due` says: a due time further ahead than `max_backoff` was set
@@ -394,13 +547,22 @@ impl Store {
     /// Records that attempt `attempts` delivered `key` at `now_ms`. A reminder superseded while
     /// it was being sent is recorded as delivered too (it was), keeping `superseded_by`.
     pub fn delivered(&mut self, key: &DeliveryKey, attempts: u32, now_ms: u64) -> Result<(), OutboxError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE delivery SET status = 'delivered', attempts = ?3, finished_ms = ?4
+        self.write(
+            |conn| {
+                conn.prepare_cached(
+                    "UPDATE delivery SET status = 'delivered', attempts = ?3, finished_ms = ?4
                  WHERE notification_id = ?1 AND target = ?2 AND status IN ('pending', 'superseded')",
-            )?
-            .execute(params![key.notification_id as i64, key.target, attempts, now_ms as i64])?;
-        Ok(())
+                )?
+                .execute(params![
+                    key.notification_id as i64,
+                    key.target,
+                    attempts,
+                    now_ms as i64
+                ])?;
+                Ok(())
+            },
+            |()| vec![key.clone()],
+        )
     }
 
     /// Records that attempt `attempts` failed with `error` and gave the delivery up.
@@ -411,13 +573,23 @@ impl Store {
         error: &str,
         now_ms: u64,
     ) -> Result<(), OutboxError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE delivery SET status = 'dead', attempts = ?3, last_error = ?4, finished_ms = ?5
+        self.write(
+            |conn| {
+                conn.prepare_cached(
+                    "UPDATE delivery SET status = 'dead', attempts = ?3, last_error = ?4, finished_ms = ?5
                  WHERE notification_id = ?1 AND target = ?2 AND status = 'pending'",
-            )?
-            .execute(params![key.notification_id as i64, key.target, attempts, error, now_ms as i64])?;
-        Ok(())
+                )?
+                .execute(params![
+                    key.notification_id as i64,
+                    key.target,
+                    attempts,
+                    error,
+                    now_ms as i64
+                ])?;
+                Ok(())
+            },
+            |()| vec![key.clone()],
+        )
     }
 
     /// Records that attempt `attempts` failed with `error`; the next is due at `next_ms`.
@@ -428,13 +600,23 @@ impl Store {
         next_ms: u64,
         error: &str,
     ) -> Result<(), OutboxError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE delivery SET attempts = ?3, next_attempt_ms = ?4, last_error = ?5
+        self.write(
+            |conn| {
+                conn.prepare_cached(
+                    "UPDATE delivery SET attempts = ?3, next_attempt_ms = ?4, last_error = ?5
                  WHERE notification_id = ?1 AND target = ?2 AND status = 'pending'",
-            )?
-            .execute(params![key.notification_id as i64, key.target, attempts, next_ms as i64, error])?;
-        Ok(())
+                )?
+                .execute(params![
+                    key.notification_id as i64,
+                    key.target,
+                    attempts,
+                    next_ms as i64,
+                    error
+                ])?;
+                Ok(())
+            },
+            |()| vec![key.clone()],
+        )
     }
 
     /// Deliveries not yet delivered nor given up.
@@ -502,6 +684,9 @@ impl Store {
     /// Deletes delivered and given-up deliveries finished before `older_than_ms`; pending ones
     /// are never deleted. Returns how many went.
     pub fn prune(&mut self, older_than_ms: u64) -> Result<usize, OutboxError> {
+        if let Some(shared) = &mut self.shared {
+            shared.0.prune(older_than_ms)?;
+        }
         Ok(self.conn.execute(
             "DELETE FROM delivery WHERE status != 'pending' AND finished_ms < ?1",
             [older_than_ms as i64],

@@ -76,7 +76,7 @@ pub async fn run(
     restore_windows(&outbox, &mut windows).await;
     tracing::info!(
         channels = job.channels.len(),
-        path = %outbox.path().display(),
+        location = %outbox.location(),
         "Notification delivery started."
     );
 
