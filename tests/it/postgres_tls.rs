@@ -81,6 +81,62 @@ fn the_store_talks_to_postgresql_only_over_tls_to_the_server_its_ca_vouches_for(
     assert_eq!(tcp_sessions(&server), [(true, 1)], "no refused attempt left a session behind");
 }
 
+/// A server that also asks for the client's certificate (`clientcert=verify-full`: signed by
+/// its CA, common name the role): the store's `client_cert` and `client_key` log in, the
+/// shared outbox's connection too; no certificate, or one made out to another name, is
+/// refused.
+#[test]
+fn a_server_that_requires_a_client_certificate_admits_the_store_with_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let (server_files, ca) =
+        PostgresTls::make_requiring_clients(&site, &[firegrid_tests::postgres::USER, "intruder"]).unwrap();
+    let server = Postgres::start_tls(&server_files).unwrap();
+    let conninfo = server.create_database("firegrid").unwrap();
+    let with_cert = |name: &str| {
+        let tls = ClientTls {
+            ca: ca.clone(),
+            client_cert: Some(site.join(format!("client-{name}.pem"))),
+            client_key: Some(site.join(format!("client-{name}.key"))),
+        };
+        CaseStore::open_postgres_with(&conninfo, &options(&server, Some(tls.client_config().unwrap())))
+    };
+
+    let mut store = with_cert(firegrid_tests::postgres::USER).unwrap();
+    assert_eq!(commit_batch(&mut store, 1), 5);
+    let mut outbox = firegrid_notify::outbox::Store::open_shared(store.shared_outbox().unwrap()).unwrap();
+    assert!(outbox.prune(0).is_ok(), "the shared outbox's own connection logs in with the certificate");
+    let mut admin = server.connect("postgres").unwrap();
+    let names: Vec<String> = admin
+        .query(
+            "SELECT s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = 'firegrid' AND a.client_addr IS NOT NULL ORDER BY s.client_dn",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names.len(), 2, "the writer and the outbox: {names:?}");
+    assert!(names.iter().all(|dn| dn.contains("CN=firegrid")), "{names:?}");
+    drop(outbox);
+    drop(store);
+
+    // The client may hear only the login method's failure ("password authentication failed");
+    // the server's log says why.
+    let none = CaseStore::open_postgres_with(&conninfo, &options(&server, Some(trusting(&ca)))).unwrap_err();
+    assert!(matches!(none, StoreError::Postgres { operation: "open", .. }), "{none:?}");
+    let other = with_cert("intruder").unwrap_err();
+    assert!(matches!(other, StoreError::Postgres { operation: "open", .. }), "{other:?}");
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert_eq!(log.matches("connection requires a valid client certificate").count(), 1, "{log}");
+    assert_eq!(log.matches("certificate validation (clientcert=verify-full) failed").count(), 1, "{log}");
+    assert!(log.contains("CN mismatch"), "{log}");
+    for err in [&none, &other] {
+        assert!(!err.to_string().contains(server.password()), "{err}");
+    }
+}
+
 #[test]
 fn with_tls_set_a_server_that_declines_it_is_not_spoken_to_in_plain_text() {
     let dir = tempfile::tempdir().unwrap();

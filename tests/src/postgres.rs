@@ -41,6 +41,9 @@ pub struct PostgresTls {
     pub cert: PathBuf,
     /// Its private key.
     pub key: PathBuf,
+    /// When set, the server asks every TCP client for a certificate signed by this CA whose
+    /// common name is the role it logs in as (`clientcert=verify-full`), beside the password.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl PostgresTls {
@@ -51,12 +54,29 @@ impl PostgresTls {
     /// # Errors
     /// [`Error::Server`] when the certificates cannot be made or written.
     pub fn make(dir: &Path) -> Result<(PostgresTls, PathBuf)> {
+        Self::made(dir, Vec::new())
+    }
+
+    /// As [`make`](Self::make), and client certificates for each of `clients` (common names;
+    /// `client-{name}.pem` and `client-{name}.key` in `dir`), and a server that requires one
+    /// ([`PostgresTls::client_ca`]) for the role it logs in as. The role the harness creates
+    /// is [`USER`].
+    ///
+    /// # Errors
+    /// As for [`make`](Self::make).
+    pub fn make_requiring_clients(dir: &Path, clients: &[&str]) -> Result<(PostgresTls, PathBuf)> {
+        let (mut tls, ca) = Self::made(dir, clients.iter().map(|c| (*c).to_owned()).collect())?;
+        tls.client_ca = Some(ca.clone());
+        Ok((tls, ca))
+    }
+
+    fn made(dir: &Path, clients: Vec<String>) -> Result<(PostgresTls, PathBuf)> {
         use firegrid_gateway::tls::certs;
-        let request =
-            certs::Request { dir: dir.to_owned(), hosts: Vec::new(), clients: Vec::new(), days: 30 };
+        let request = certs::Request { dir: dir.to_owned(), hosts: Vec::new(), clients, days: 30 };
         certs::make(&request)
             .map_err(|e| Error::Server { server: "firegrid certs".into(), message: e.to_string() })?;
-        Ok((PostgresTls { cert: dir.join("server.pem"), key: dir.join("server.key") }, dir.join("ca.pem")))
+        let tls = PostgresTls { cert: dir.join("server.pem"), key: dir.join("server.key"), client_ca: None };
+        Ok((tls, dir.join("ca.pem")))
     }
 }
 
@@ -105,7 +125,11 @@ impl Postgres {
     pub fn standby_of(primary: &Postgres) -> Result<Self> {
         let password = primary.password.clone();
         // The base backup copies the primary's certificate, key and pg_hba.conf with the rest.
-        let tls = primary.tls.then(|| PostgresTls { cert: SERVER_CERT.into(), key: SERVER_KEY.into() });
+        let tls = primary.tls.then(|| PostgresTls {
+            cert: SERVER_CERT.into(),
+            key: SERVER_KEY.into(),
+            client_ca: None,
+        });
         let kind = PostgresKind {
             password: password.clone(),
             primary_port: Some(primary.port()),
@@ -293,12 +317,15 @@ struct PostgresKind {
 /// PostgreSQL's defaults for `ssl_cert_file` and `ssl_key_file`).
 const SERVER_CERT: &str = "server.crt";
 const SERVER_KEY: &str = "server.key";
+/// The CA a server that requires client certificates checks them against (`ssl_ca_file`).
+const CLIENT_CA: &str = "root.crt";
 
 /// Puts `tls`'s certificate and key into the cluster at `data`, readable by the server only
 /// (PostgreSQL refuses a key that others can read), and admits TCP clients only over TLS.
 fn install_tls(tls: &PostgresTls, data: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    for (from, to) in [(&tls.cert, SERVER_CERT), (&tls.key, SERVER_KEY)] {
+    let client_ca = tls.client_ca.as_ref().map(|ca| (ca, CLIENT_CA));
+    for (from, to) in [(&tls.cert, SERVER_CERT), (&tls.key, SERVER_KEY)].into_iter().chain(client_ca) {
         let to = data.join(to);
         std::fs::copy(from, &to).map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
@@ -313,6 +340,7 @@ fn install_tls(tls: &PostgresTls, data: &Path) -> Result<()> {
     let mut lines: Vec<String> = text
         .lines()
         .map(|line| match line.strip_prefix("host ") {
+            Some(rest) if tls.client_ca.is_some() => format!("hostssl {rest} clientcert=verify-full"),
             Some(rest) => format!("hostssl {rest}"),
             None => line.to_owned(),
         })
@@ -402,9 +430,12 @@ impl ServerKind for PostgresKind {
         ] {
             args.extend(["-c".into(), setting.into()]);
         }
-        if self.tls.is_some() {
+        if let Some(tls) = &self.tls {
             for setting in ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"] {
                 args.extend(["-c".into(), setting.into()]);
+            }
+            if tls.client_ca.is_some() {
+                args.extend(["-c".into(), format!("ssl_ca_file={CLIENT_CA}").into()]);
             }
         }
         Ok(args)
