@@ -4,7 +4,8 @@
 //! over. Either way the standby pages the fire's next level, no case is lost, no page goes
 //! twice (counted per idempotency key, that is per case and notification), and the frozen one,
 //! once awake, pages nothing, takes no MQTT session back and exits as its lease ran out. And
-//! the database going away for longer than the lease: the active one goes on paging. And a
+//! the database going away for longer than the lease: the active one goes on paging, and
+//! carries on, with nothing lost, once the database answers. And a
 //! deadline that passes while no gateway is active fires as soon as one takes over. And the
 //! outbox, shared in the store: a page the dead active could not deliver is delivered by the
 //! standby, and once only, though the first gateway comes back and takes over again.
@@ -223,8 +224,9 @@ async fn the_standby_takes_over_from_a_frozen_active_gateway_which_wakes_up_fenc
 
 /// PostgreSQL stopped for longer than the lease, under an active gateway with `standby`: nobody
 /// can take over (a standby cannot reach the database either), so the active one goes on
-/// paging (a new fire is paged during the outage), and once the database answers again it
-/// restarts as a standby (exit status 75), which settles who holds the store.
+/// paging (a new fire is paged during the outage), and once the database answers again and
+/// renews its epoch it goes on as the active one: the outage's fire reaches the case store,
+/// its page is not sent again, and a later fire is paged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_active_gateway_goes_on_paging_while_the_database_is_away() {
     let mut village = Village::start().await;
@@ -259,10 +261,40 @@ async fn the_active_gateway_goes_on_paging_while_the_database_is_away() {
 
     let village_server = &mut village.server;
     tokio::task::block_in_place(|| village_server.restart()).unwrap();
-    let status = tokio::task::block_in_place(|| active.wait_exit(Duration::from_secs(30))).unwrap();
-    let status = status.expect("the gateway restarts once the database answers");
-    assert_eq!(status.code(), Some(75), "{status:?}: {}", active.log_tail(40));
-    assert_eq!(lines_with(active.log_path(), "Exiting so that it starts again as a standby."), 1);
+    // The database answers and renews this gateway's epoch: nobody took over, so it goes on
+    // as the active one and writes what it held through the outage. Exiting there (as it
+    // once did, to restart as a standby) lost the outage's fire from the case store.
+    let pid = active.pid();
+    let settled = Instant::now();
+    while count(&village.server, "cases") < 2 {
+        assert!(active.is_running(), "the gateway exited: {}", active.log_tail(40));
+        assert!(
+            settled.elapsed() < Duration::from_secs(30),
+            "the outage's fire was lost: {}",
+            active.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&village.server, "cases"), 2, "no case lost or doubled");
+    // And, a renewal later, holds its lease again.
+    while lines_with(active.log_path(), "this gateway's lease is still its own") == 0 {
+        assert!(active.is_running(), "the gateway exited: {}", active.log_tail(40));
+        assert!(settled.elapsed() < Duration::from_secs(30), "{}", active.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (topic, payload) = alarm("x-3");
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    hook.wait("a third fire's page after the outage", Duration::from_secs(30), |v| {
+        v["desk"] == "street:fuhai-1" && v["case_id"] != first["case_id"] && v["case_id"] != second["case_id"]
+    })
+    .await;
+    assert_eq!(count(&village.server, "cases"), 3);
+    assert_eq!(active.pid(), pid, "the same process carried on");
+    assert_eq!(lines_with(active.log_path(), "Exiting so that it starts again as a standby."), 0);
+    let keys = hook.idempotency_keys();
+    let second_key = format!("{}-{}", second["case_id"], second["notification_id"]);
+    assert_eq!(keys.iter().filter(|k| **k == second_key).count(), 1, "paged once: {keys:?}");
+    active.stop().unwrap();
 }
 
 /// Retries a second apart at most, so that a receiver that comes back is paged within a

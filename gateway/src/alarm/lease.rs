@@ -17,8 +17,12 @@
 //! whether a standby took over, and a standby that cannot reach the database cannot have: it
 //! goes on paging and sending downlinks ([`Lease::may_act`]; a page twice is harmless, every
 //! page carries its idempotency key, a village gone silent is not) but reconnects no MQTT
-//! session ([`Lease::holds`]), so a standby that did take over keeps its sessions; once the
-//! database answers, it exits as below. A gateway that was stopped past its deadline (its
+//! session ([`Lease::holds`]), so a standby that did take over keeps its sessions. Once the
+//! database answers: if it refuses the renewal (another gateway took the store), the gateway
+//! exits as below; if it renews this gateway's epoch [`RESUME_AFTER`] times in a row, nobody
+//! took over, and it carries on as the active one. Exiting there would lose what it held in
+//! memory through the outage: the inputs the case store could not write (a fire that arrived
+//! meanwhile, whose MQTT message was acknowledged long ago) and the outbox's rows. A gateway that was stopped past its deadline (its
 //! watch finds a gap of over 1.5 s between two looks) or that did not try to renew exits at once.
 //!
 //! Past the deadline the gateway exits with [`LEASE_LOST_EXIT`] and a log line saying so: its
@@ -55,8 +59,9 @@ enum State {
     /// whether a standby took over, and a standby that cannot reach it either cannot. Pages
     /// and downlinks go on (a page twice is harmless, each carries its idempotency key; a
     /// village gone silent is not), MQTT reconnections do not (a standby that did take over
-    /// must keep its sessions). Ends, with the exit, once the database answers.
-    Unreachable,
+    /// must keep its sessions). Ends once the database answers: refused, with the exit;
+    /// renewed `renewed` times in a row, up to [`RESUME_AFTER`], held again.
+    Unreachable { renewed: u32 },
     /// Another gateway took the store (the database refused a renewal), the deadline passed
     /// without a renewal failing, this gateway was stopped past it, or the database answered
     /// after it was unreachable: for good.
@@ -79,6 +84,13 @@ const STOPPED_GAP: Duration = Duration::from_millis(1_500);
 
 /// The part of the lease a check must leave for the act it guards (a page in flight, a
 /// publish), and for the two clocks' rates: a sixth, 500 ms of the default 3 s.
+///
+/// Renewals that must go through in a row before a gateway whose lease ran out while the
+/// database was away holds it again. One is not enough: a standby that looked at the lease
+/// just before this gateway's first renewal saw it expired, and may be ending this one's
+/// session and taking the store; that takes it milliseconds, so the next renewal, `every`
+/// (1 s) later, is refused if it did. Meanwhile this gateway still reconnects no MQTT session.
+pub const RESUME_AFTER: u32 = 2;
 fn margin(lease: Duration) -> Duration {
     lease / 6
 }
@@ -129,14 +141,14 @@ impl Lease {
     /// Whether this gateway may page and publish downlinks: while it holds the lease, and
     /// while the database cannot be reached to say otherwise.
     pub fn may_act(&self) -> bool {
-        *self.state.lock().unwrap() == State::Unreachable || self.holds()
+        matches!(*self.state.lock().unwrap(), State::Unreachable { .. }) || self.holds()
     }
 
     fn holds_at(&self, now: Instant) -> bool {
         match *self.state.lock().unwrap() {
             State::Unbounded => true,
             State::Until { deadline, .. } => now < deadline,
-            State::Unreachable | State::Lost => false,
+            State::Unreachable { .. } | State::Lost => false,
         }
     }
 
@@ -157,11 +169,26 @@ impl Lease {
             State::Until { deadline, .. } if Instant::now() < deadline => {
                 *state = State::Until { deadline: until.max(deadline), failing_since: None };
             }
-            // The database answers again after the deadline: the sessions this gateway would
-            // not reconnect meanwhile, and who holds the store, are settled afresh by a
-            // restart as a standby.
-            State::Unreachable => *state = State::Lost,
+            // The database answers again after the deadline and renews this gateway's epoch:
+            // nobody took over. Held again after [`RESUME_AFTER`] renewals in a row.
+            State::Unreachable { renewed } if renewed + 1 < RESUME_AFTER => {
+                *state = State::Unreachable { renewed: renewed + 1 };
+            }
+            State::Unreachable { .. } => {
+                tracing::warn!(
+                    "The case store answers again and this gateway's lease is still its own: it goes on as the \
+                     village's active gateway, writes what it held in memory and reconnects its sessions."
+                );
+                *state = State::Until { deadline: until, failing_since: None };
+            }
             _ => {}
+        }
+    }
+
+    /// A renewal failed (not refused): renewals in a row start again from none.
+    fn failed(&self) {
+        if let State::Unreachable { renewed } = &mut *self.state.lock().unwrap() {
+            *renewed = 0;
         }
     }
 
@@ -186,12 +213,13 @@ impl Lease {
                 tracing::error!(
                     "The case store cannot be reached and this gateway's lease ran out on its own clock. \
                      It goes on paging and sending downlinks (a page twice is harmless, a silent village \
-                     is not), reconnects no MQTT session, and restarts as a standby once the database answers."
+                     is not), and reconnects no MQTT session until the database renews its lease again \
+                     (it restarts as a standby if the database says another gateway took the store)."
                 );
-                *state = State::Unreachable;
+                *state = State::Unreachable { renewed: 0 };
                 Some(Look::Wait(now + Duration::from_millis(100)))
             }
-            State::Unreachable => Some(Look::Wait(now + Duration::from_millis(100))),
+            State::Unreachable { .. } => Some(Look::Wait(now + Duration::from_millis(100))),
             // Past the deadline and not one renewal tried since the last that went through.
             State::Until { failing_since: None, .. } => Some(Look::Exit),
         }
@@ -224,6 +252,7 @@ fn renew(mut renewer: LeaseRenewer, every: Duration, validity: Duration, lease: 
                 lease.lose();
             }
             Err(error) => {
+                lease.failed();
                 if !failing {
                     tracing::warn!(%error, "Cannot renew the case store's lease; this gateway stops reconnecting when it runs out.");
                     failing = true;
@@ -308,12 +337,26 @@ mod tests {
         // Unreachable and then stopped: it goes on until the database answers (a page twice at
         // most, until its next renewal is refused).
         assert!(matches!(lease.look(past + Duration::from_secs(5), true), Some(Look::Wait(_))));
-        // Or the database answers again: a restart as a standby settles who holds the store.
+        // Or the database answers again and renews this gateway's epoch: after RESUME_AFTER
+        // renewals in a row (a failure between them starts the count again) it holds the
+        // lease again, and reconnects.
         let answered = until(start + Duration::from_secs(2), Some(start));
         answered.look(past, false);
-        answered.renewed(Instant::now() + Duration::from_secs(60));
-        assert_eq!(answered.look(past, false), Some(Look::Exit));
-        assert!(!answered.may_act());
+        let later = Instant::now() + Duration::from_secs(60);
+        answered.renewed(later);
+        assert!(!answered.holds() && answered.may_act(), "one renewal is not enough");
+        answered.failed();
+        answered.renewed(later);
+        assert!(!answered.holds(), "the count started again after the failure");
+        answered.renewed(later);
+        assert!(answered.holds(), "held again after {RESUME_AFTER} renewals in a row");
+        assert_eq!(answered.look(past, false), Some(Look::Wait(later)));
+        // Or it refuses the renewal (another gateway took the store): the exit.
+        let taken = until(start + Duration::from_secs(2), Some(start));
+        taken.look(past, false);
+        taken.lose();
+        assert_eq!(taken.look(past, false), Some(Look::Exit));
+        assert!(!taken.may_act());
     }
 
     #[test]
