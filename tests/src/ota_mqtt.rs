@@ -70,6 +70,8 @@ pub struct Outcome {
     pub commands: u32,
     /// Whether it lost power mid-transfer.
     pub power_cut: bool,
+    /// Its key floor (the highest vendor key slot of an image it marked good).
+    pub key_floor: u32,
 }
 
 /// The running fleet.
@@ -259,6 +261,7 @@ fn run<const PAGES: usize>(
             active: d.active(image_len),
             commands: received[i],
             power_cut: cut[i],
+            key_floor: d.key_floor(),
         })
         .collect()
 }
