@@ -87,11 +87,29 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareConfig {
-    /// The vendor's Ed25519 public key, 64 hexadecimal digits (printed by `firegrid firmware
-    /// keygen`, the key the detectors' bootloader is built with). Images are rolled out only
-    /// when their signature verifies under it. Absent: no rollout starts.
+    /// The vendor's Ed25519 public keys by key slot, slot 0 first: 64 hexadecimal digits each
+    /// (printed by `firegrid firmware keygen`), the keys the detectors' bootloader is built
+    /// with (up to 3: the key in use and its offline spares). An image is rolled out only
+    /// when its signature verifies under the key of the slot it names (`firegrid firmware
+    /// sign --key-slot`). Absent, and `vendor_public_key` absent too: no rollout starts.
+    #[serde(default)]
+    pub vendor_public_keys: Option<Vec<String>>,
+    /// The older one-key form: the key of slot 0 alone. Setting it together with
+    /// `vendor_public_keys` is a configuration error.
     #[serde(default)]
     pub vendor_public_key: Option<String>,
+}
+
+impl FirmwareConfig {
+    /// The configured vendor keys by slot ([`crate::firmware::delivery::control::vendor_keys`]).
+    pub fn vendor_keys(
+        &self,
+    ) -> Result<crate::firmware::signing::VendorKeys, crate::firmware::delivery::control::ControlError> {
+        crate::firmware::delivery::control::vendor_keys(
+            self.vendor_public_key.as_deref(),
+            self.vendor_public_keys.as_deref(),
+        )
+    }
 }
 
 /// The embedded MQTT broker.
@@ -385,11 +403,16 @@ impl Config {
         let mut problem = |origin: &str, message: String| {
             out.push(ConfigError::Invalid { origin: origin.to_owned(), message });
         };
-        if let Err(e) =
-            crate::firmware::delivery::control::vendor_key(self.firmware.vendor_public_key.as_deref())
-            && self.firmware.vendor_public_key.is_some()
+        let firmware = &self.firmware;
+        if let Err(e) = firmware.vendor_keys()
+            && (firmware.vendor_public_key.is_some() || firmware.vendor_public_keys.is_some())
         {
-            problem("[firmware] vendor_public_key", e.to_string());
+            let origin = if firmware.vendor_public_keys.is_some() {
+                "[firmware] vendor_public_keys"
+            } else {
+                "[firmware] vendor_public_key"
+            };
+            problem(origin, e.to_string());
         }
         // Zero would refuse every status of a transfer, so no image could ever arrive.
         let firmware_rate = self.admission.firmware_rate_per_s;
@@ -678,6 +701,33 @@ mod tests {
             let problems = cfg.problems().iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
             assert!(problems.contains("[admission] firmware_rate_per_s"), "{rate}, {burst}: {problems}");
         }
+    }
+
+    #[test]
+    fn vendor_keys_by_slot_or_the_single_key_but_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k0, k1) = (
+            "2152f8d19b791d24453242e15f2eab6cb7cffa7b6a5ed30097960e069881db12",
+            "22fc297792f0b6ffc0bfcfdb7edb0c0aa14e025a365ec0e342e86e3829cb74b6",
+        );
+        let problems = |firmware: &str| {
+            let path = dir.path().join("firmware.toml");
+            std::fs::write(&path, format!("[firmware]\n{firmware}\n")).unwrap();
+            let cfg = Config::load(Some(&path), env(&[])).unwrap();
+            let vendor = cfg.firmware.vendor_keys().map(|k| k.len()).ok();
+            let problems: Vec<String> =
+                cfg.problems().iter().map(|p| p.to_string()).filter(|p| p.contains("[firmware]")).collect();
+            (vendor, problems.join("\n"))
+        };
+        assert_eq!(problems(&format!("vendor_public_key = \"{k0}\"")), (Some(1), String::new()));
+        assert_eq!(problems(&format!("vendor_public_keys = [\"{k0}\", \"{k1}\"]")), (Some(2), String::new()));
+        let (vendor, both) =
+            problems(&format!("vendor_public_key = \"{k0}\"\nvendor_public_keys = [\"{k0}\", \"{k1}\"]"));
+        assert_eq!(vendor, None);
+        assert!(both.contains("sets both vendor_public_key and vendor_public_keys"), "{both}");
+        let (_, bad) = problems(&format!("vendor_public_keys = [\"{k0}\", \"12\"]"));
+        assert!(bad.contains("vendor_public_keys") && bad.contains("slot 1"), "{bad}");
+        assert_eq!(problems(""), (None, String::new()), "none configured: no rollout, no problem");
     }
 
     #[test]

@@ -115,8 +115,8 @@ enum FirmwareCommand {
         out: PathBuf,
     },
     /// Sign a firmware image (raw binary, as flashed into the active slot): writes
-    /// IMAGE.fwsig.json beside it (version, security counter, size, SHA-256, and the Ed25519
-    /// signature of the version, counter and SHA-512).
+    /// IMAGE.fwsig.json beside it (version, security counter, key slot, size, SHA-256, and the
+    /// Ed25519 signature of the version, counter, key slot and SHA-512).
     Sign {
         /// The image.
         image: PathBuf,
@@ -132,11 +132,18 @@ enum FirmwareCommand {
         /// last published.
         #[arg(long, default_value_t = 0)]
         security_counter: u32,
+        /// The bootloader's key slot of `--key` (0 to 2). Signing with a higher slot than
+        /// the fleet's last release rotates the vendor key: every device that marks the image
+        /// good refuses images of the lower slots from then on (firmware/boot README, "Key
+        /// rotation").
+        #[arg(long, default_value_t = 0)]
+        key_slot: u8,
     },
     /// Roll a signed image out to detectors through a running gateway: canaries first, then
     /// waves, pausing itself when too many fail. Checks the signature under the configured
-    /// `[firmware] vendor_public_key`, refuses an image whose security counter is below the
-    /// last published one (the devices that installed that one would refuse it), and writes
+    /// `[firmware] vendor_public_keys` key of the slot the image names, refuses an image whose
+    /// key slot or security counter is below the last published one (the devices that
+    /// installed that one would refuse it), and writes
     /// the rollout into the gateway's data directory, which the gateway reloads within a
     /// second (as it does the key store).
     Publish {
@@ -539,14 +546,14 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("public key (build it into the bootloader): {}", hex_of(public.as_bytes()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Firmware(FirmwareCommand::Sign { image, key, version, security_counter }) => {
+        Command::Firmware(FirmwareCommand::Sign { image, key, version, security_counter, key_slot }) => {
             use firegrid_gateway::firmware::signing;
             let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
             let key = signing::load_key(&key)?;
-            let signed = signing::sign_with_counter(&bytes, &version, security_counter, &key)?;
+            let signed = signing::sign_in_slot(&bytes, &version, security_counter, key_slot, &key)?;
             let path = signed.save(&image)?;
             println!(
-                "{} signed as {version}, security counter {security_counter} ({} bytes): {}",
+                "{} signed as {version}, security counter {security_counter}, key slot {key_slot} ({} bytes): {}",
                 image.display(),
                 signed.size,
                 path.display()
@@ -567,7 +574,7 @@ fn main() -> anyhow::Result<ExitCode> {
             use firegrid_gateway::firmware::delivery::control;
             use firegrid_gateway::firmware::rollout::Plan;
             let cfg = Config::load(Some(&config), std::env::vars())?;
-            let vendor = control::vendor_key(cfg.firmware.vendor_public_key.as_deref())?;
+            let vendor = cfg.firmware.vendor_keys()?;
             let csv =
                 cfg.registry.csv.as_ref().context("the configuration names no registry ([registry] csv)")?;
             let registry = firegrid_gateway::registry::Registry::load(csv)?;
@@ -601,10 +608,11 @@ fn main() -> anyhow::Result<ExitCode> {
             let req = control::Publish { image: &image, devices: targets, plan, replace };
             let request = control::publish(&cfg.data_dir, &vendor, req, now_ms)?;
             println!(
-                "Rollout {} of {} (security counter {}, {} bytes) to {} device(s) written to {}; the gateway starts it within seconds.",
+                "Rollout {} of {} (security counter {}, key slot {}, {} bytes) to {} device(s) written to {}; the gateway starts it within seconds.",
                 request.id,
                 request.signed.version,
                 request.signed.security_counter,
+                request.signed.key_slot,
                 request.signed.size,
                 request.devices.len(),
                 control::dir(&cfg.data_dir).display()

@@ -437,9 +437,8 @@ impl Gateway {
         let lease = alarm.as_ref().map_or_else(crate::alarm::lease::Lease::unbounded, |a| a.lease.clone());
         let (firmware_client, firmware_loop) =
             crate::alarm::launch::command_client(&mqtt, "firmware", lease.clone(), fleet_stop.clone());
-        let vendor = cfg.firmware.vendor_public_key.as_deref().map(|k| {
-            crate::firmware::delivery::control::vendor_key(Some(k)).expect("checked by Config::check")
-        });
+        let vendor = (cfg.firmware.vendor_public_key.is_some() || cfg.firmware.vendor_public_keys.is_some())
+            .then(|| cfg.firmware.vendor_keys().expect("checked by Config::check"));
         let driver = crate::firmware::delivery::driver::Driver {
             dir: crate::firmware::delivery::control::dir(&cfg.data_dir),
             vendor,

@@ -5,7 +5,10 @@
 //! on simulated flash) take their commands off their MQTT subscriptions and answer with
 //! signed `fw_status` uplinks. `firegrid firmware publish` starts the rollout on the running
 //! gateway; it refuses an image signed by another key, and one whose security counter is below
-//! the one it published (a downgrade the detectors would refuse). A real-size image (64 KiB,
+//! the one it published (a downgrade the detectors would refuse). A vendor key rotation: a
+//! detector that retired key 0 refuses its image (`failed_revoked_key`), the release signed
+//! with key slot 1 boots everywhere and retires key 0 on every detector, and key 0's images
+//! are refused at publish from then on. A real-size image (64 KiB,
 //! 171 chunks) arrives paced under the devices' firmware admission budget: not one status
 //! refused, not one command sent again.
 
@@ -18,7 +21,7 @@ use firegrid_gateway::firmware::signing;
 use firegrid_protocol::DeviceKey;
 use firegrid_tests::firegrid::alarm_loop_section;
 use firegrid_tests::officers::write_street_desk;
-use firegrid_tests::ota::{large_image, new_image, old_image, vendor};
+use firegrid_tests::ota::{large_image, new_image, old_image, vendor, vendor_slot};
 use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
 use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, firegrid_binary};
 
@@ -62,6 +65,12 @@ async fn village(n: usize) -> Village {
 
 /// [`village`], with `new` as the image to roll out.
 async fn village_with(n: usize, new: &[u8]) -> Village {
+    village_keyed(n, new, false).await
+}
+
+/// [`village_with`]; with `by_slot`, the gateway is configured with the bootloader's three
+/// keys by slot (`vendor_public_keys`) instead of slot 0's alone (`vendor_public_key`).
+async fn village_keyed(n: usize, new: &[u8], by_slot: bool) -> Village {
     let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let registry = registry(dir.path(), n);
@@ -94,8 +103,15 @@ async fn village_with(n: usize, new: &[u8]) -> Village {
     let broker = Mosquitto::start_secured(&broker_dir.join("passwd"), &broker_dir.join("acl")).unwrap();
     let officers = dir.path().join("officers.toml");
     let desk_token = write_street_desk(&officers, "Fuhai");
-    let vendor_public: String =
-        vendor().verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = |k: &SigningKey| -> String {
+        k.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let vendor_keys = if by_slot {
+        let slots: Vec<String> = (0..3).map(|slot| format!("\"{}\"", hex(&vendor_slot(slot)))).collect();
+        format!("vendor_public_keys = [{}]", slots.join(", "))
+    } else {
+        format!("vendor_public_key = \"{}\"", hex(&vendor()))
+    };
     let (port, hook_port) = (broker.port(), hook.port());
     let config_dir = Arc::new(Mutex::new(None::<PathBuf>));
     let seen = config_dir.clone();
@@ -113,7 +129,7 @@ username = "firegrid-gateway"
 password = "{gateway_password}"
 max_backoff = "500ms"
 [firmware]
-vendor_public_key = "{vendor_public}"
+{vendor_keys}
 {tail}"#,
             data = d.join("data").display(),
             tail = alarm_loop_section(&registry, &keys, &officers, hook_port),
@@ -258,6 +274,91 @@ async fn an_image_travels_through_the_broker_and_boots_on_every_detector() {
     assert!(!ok && said.contains("1.4.9 carries security counter 1, below the 2 of 1.5.0"), "{said}");
     let (_, status) = firmware(&["status", "--config", config]);
     assert!(status.contains("of 1.5.0: done") && status.contains("booted: 4"), "{status}");
+}
+
+/// Key 0 leaked: the vendor rotates to key slot 1. `sd-1` already retired key 0 (its key floor
+/// is 1, as on a detector that installed a slot-1 release elsewhere): it refuses the slot-0
+/// release, the gateway counts it `failed_revoked_key`, and it keeps its image. The release
+/// signed with `--key-slot 1` boots on both and raises `sd-0`'s key floor to 1; after it, the
+/// gateway refuses key 0's images at publish, even with a higher version and counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_through_the_broker_retires_key_0_on_every_detector() {
+    let v = village_keyed(2, &new_image(), true).await;
+    let config = v.config.to_str().unwrap();
+    let members: Vec<Member> = v
+        .keys
+        .iter()
+        .map(|(id, key)| Member { key_floor: u32::from(id == "sd-1"), ..Member::new(id, key.clone()) })
+        .collect();
+    let fleet = Fleet::start(VILLAGE, members, v.broker.port(), Login::PerDevice, new_image().len());
+    announced(&v, 2).await;
+
+    // The release as signed by key 0 (the village's image, slot 0).
+    let (ok, said) = firmware(&["publish", v.image.to_str().unwrap(), "--config", config, "--all"]);
+    assert!(ok && said.contains("key slot 0"), "{said}");
+    wait(&v, "sd-0 booted, sd-1 refused the revoked key", |v| {
+        state(v, "booted") == 1.0 && state(v, "failed_revoked_key") == 1.0
+    })
+    .await;
+    let (_, status) = firmware(&["status", "--config", config]);
+    assert!(status.contains("failed_revoked_key: 1"), "{status}");
+
+    // The rotation: the next release signed with key slot 1 (`firegrid firmware sign`).
+    let rotated_bytes: Vec<u8> = new_image().iter().rev().copied().collect();
+    let key_1 = v.image.with_file_name("vendor-1.key");
+    std::fs::write(&key_1, format!("{}\n", "43".repeat(32))).unwrap();
+    let rotated = v.image.with_file_name("detector-2.0.0.bin");
+    std::fs::write(&rotated, &rotated_bytes).unwrap();
+    let (ok, said) = firmware(&[
+        "sign",
+        rotated.to_str().unwrap(),
+        "--key",
+        key_1.to_str().unwrap(),
+        "--version",
+        "2.0.0",
+        "--security-counter",
+        "2",
+        "--key-slot",
+        "1",
+    ]);
+    assert!(ok && said.contains("key slot 1"), "{said}");
+    // Signed by key 1 but labelled slot 0 in the file: refused before anything is sent.
+    let signed_path = signing::signed_path(&rotated);
+    let text = std::fs::read_to_string(&signed_path).unwrap();
+    std::fs::write(&signed_path, text.replace("\"key_slot\": 1", "\"key_slot\": 0")).unwrap();
+    let (ok, said) =
+        firmware(&["publish", rotated.to_str().unwrap(), "--config", config, "--all", "--replace"]);
+    assert!(!ok && said.contains("does not verify under the vendor key of slot 0"), "{said}");
+    std::fs::write(&signed_path, text).unwrap();
+    let (ok, said) =
+        firmware(&["publish", rotated.to_str().unwrap(), "--config", config, "--all", "--replace"]);
+    assert!(ok && said.contains("key slot 1"), "{said}");
+    wait(&v, "both detectors booted the slot-1 release", |v| state(v, "booted") == 2.0).await;
+
+    // Key 0's image with a higher version and counter: the gateway refuses it at publish.
+    let key_0 = v.image.with_file_name("vendor-0.key");
+    std::fs::write(&key_0, format!("{}\n", "42".repeat(32))).unwrap();
+    let leaked = v.image.with_file_name("detector-9.9.9.bin");
+    std::fs::write(&leaked, old_image()).unwrap();
+    let (ok, said) = firmware(&[
+        "sign",
+        leaked.to_str().unwrap(),
+        "--key",
+        key_0.to_str().unwrap(),
+        "--version",
+        "9.9.9",
+        "--security-counter",
+        "9",
+    ]);
+    assert!(ok, "{said}");
+    let (ok, said) =
+        firmware(&["publish", leaked.to_str().unwrap(), "--config", config, "--all", "--replace"]);
+    assert!(!ok && said.contains("9.9.9 is signed by key slot 0, below the slot 1 of 2.0.0"), "{said}");
+    let outcomes = fleet.stop();
+    for o in &outcomes {
+        assert_eq!(o.active, rotated_bytes, "{} runs the slot-1 release", o.device);
+        assert_eq!(o.key_floor, 1, "{} retired key 0", o.device);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
 //! `fw_status` messages it sent, restarting through its bootloader when it asks to. Used by
 //! the gateway's rollout tests and by `firegrid-bench ota`.
 //!
-//! Two flash sizes: [`Detector`] (12 pages, for the 3.5 KB test image) and
-//! [`LargeDetector`] (134 pages, slots of 64 KiB, for a real-size image such as
+//! Two flash sizes: [`Detector`] (16 pages, for the 3.5 KB test image) and
+//! [`LargeDetector`] (138 pages, slots of 64 KiB, for a real-size image such as
 //! [`large_image`]). The small one keeps the many-detector tests cheap: the bootloader swaps
 //! the whole slot, whatever the image's size.
 
@@ -17,7 +17,7 @@ use ed25519_dalek::SigningKey;
 use embassy_embedded_hal::flash::partition::{BlockingPartition, Partition};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::mutex::Mutex;
-use firegrid_boot::{Layout, PAGE};
+use firegrid_boot::{Layout, PAGE, VendorKeys};
 use firegrid_detector::journal::SimulatedNor;
 use firegrid_detector::update::{Action, Updater};
 use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
@@ -26,19 +26,20 @@ use firegrid_protocol::{
 };
 
 /// Pages of the small simulated detector's flash.
-pub const SMALL: usize = 14;
+pub const SMALL: usize = 16;
 /// Pages of the large one: 64 KiB slots, as a detector for a real image needs.
-pub const LARGE: usize = 136;
+pub const LARGE: usize = 138;
 
 /// The flash map of a simulated detector with `pages` pages of 1 KiB: the bootloader, the
 /// state and the manifest, then the active slot and the DFU slot one page larger, as large
-/// as the rest allows, and the two pages of the security floor last. Slots larger than the
+/// as the rest allows, and the two pages each of the security floor and the key floor last.
+/// Slots larger than the
 /// small map's get two pages of state (embassy-boot logs a swap in 4 words per slot page: one
 /// page of 4-byte words covers 63 slot pages) and two of manifest (one page logs the progress
 /// of 46 KiB).
 pub const fn layout(pages: usize) -> Layout {
     let (state, manifest) = if pages > SMALL { (2, 2) } else { (1, 1) };
-    let slot = (pages as u32 - 4 - state - manifest) / 2;
+    let slot = (pages as u32 - 6 - state - manifest) / 2;
     let active = (1 + state + manifest) * PAGE;
     let dfu_end = active + (2 * slot + 1) * PAGE;
     Layout {
@@ -48,20 +49,32 @@ pub const fn layout(pages: usize) -> Layout {
         active: active..active + slot * PAGE,
         dfu: active + slot * PAGE..dfu_end,
         security: dfu_end..dfu_end + 2 * PAGE,
+        key_floor: dfu_end + 2 * PAGE..dfu_end + 4 * PAGE,
     }
 }
 
 /// The small simulated detectors' flash map (1 KiB pages): a 4-page active slot, a 5-page
-/// DFU slot, a 2-page security floor.
+/// DFU slot, a 2-page security floor, a 2-page key floor.
 pub const MAP: Layout = layout(SMALL);
 /// A simulated detector's whole flash.
 pub type Flash<const PAGES: usize = SMALL> = SimulatedNor<PAGES, 1024>;
 type Part<const PAGES: usize> = Partition<'static, NoopRawMutex, &'static mut Flash<PAGES>>;
 type Shared<const PAGES: usize> = &'static Mutex<NoopRawMutex, &'static mut Flash<PAGES>>;
 
-/// The vendor key the simulated detectors' bootloader trusts (a test key).
+/// The vendor key of slot 0 the simulated detectors' bootloader trusts (a test key).
 pub fn vendor() -> SigningKey {
-    SigningKey::from_bytes(&[0x42; 32])
+    vendor_slot(0)
+}
+
+/// The test vendor key of `slot` (seeds `[0x42; 32]`, `[0x43; 32]`, `[0x44; 32]`, as the
+/// bootloader image's `VENDOR_KEYS`).
+pub fn vendor_slot(slot: u8) -> SigningKey {
+    SigningKey::from_bytes(&[0x42 + slot; 32])
+}
+
+/// The public keys of the simulated detectors' bootloader, by slot.
+pub fn vendor_keys() -> VendorKeys {
+    core::array::from_fn(|slot| vendor_slot(slot as u8).verifying_key().to_bytes())
 }
 
 /// The image every simulated detector starts on (3,000 bytes).
@@ -93,7 +106,7 @@ pub type LargeDetector = Detector<LARGE>;
 pub struct Detector<const PAGES: usize = SMALL> {
     mutex: Shared<PAGES>,
     device: Device,
-    updater: Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>>,
+    updater: Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>, Part<PAGES>, Part<PAGES>>,
     id: Identity,
     boot: u16,
     seq: u32,
@@ -142,7 +155,7 @@ impl<const PAGES: usize> Detector<PAGES> {
         mutex: Shared<PAGES>,
         id: &Identity,
         boot: u16,
-    ) -> (Device, Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>>) {
+    ) -> (Device, Updater<Part<PAGES>, Part<PAGES>, Part<PAGES>, Part<PAGES>, Part<PAGES>>) {
         let id = Identity { boot, ..id.clone() };
         let mut device = Device::new(Config::default(), scenario::CALIBRATION, id, 0);
         let map = Self::MAP;
@@ -151,6 +164,7 @@ impl<const PAGES: usize> Detector<PAGES> {
             part(mutex, &map.state),
             part(mutex, &map.manifest),
             part(mutex, &map.security),
+            part(mutex, &map.key_floor),
             &mut device,
             0,
         );
@@ -172,7 +186,8 @@ impl<const PAGES: usize> Detector<PAGES> {
                 &mut s,
                 &mut m,
                 &mut p(&map.security),
-                &vendor().verifying_key().to_bytes(),
+                &mut p(&map.key_floor),
+                &vendor_keys(),
             )
             .unwrap();
         }
@@ -184,6 +199,21 @@ impl<const PAGES: usize> Detector<PAGES> {
             let horn_ok = !self.self_test_fails;
             self.device.on_self_test(0, SelfTestResult { horn_ok, chamber_ok: true, battery_mv: 3_000 });
         }
+    }
+
+    /// Writes key floor `slot` into its key floor partition, as on a detector that marked an
+    /// image of that key slot good before (or whose factory provisioned it so): images of
+    /// lower slots are refused.
+    pub fn provision_key_floor(&mut self, slot: u32) {
+        use embedded_storage::nor_flash::NorFlash;
+        let mut guard = self.mutex.try_lock().expect("nothing else holds the flash");
+        NorFlash::write(&mut **guard, Self::MAP.key_floor.start, &firegrid_boot::floor::record(slot))
+            .unwrap();
+    }
+
+    /// Its key floor, as its bootloader reads it.
+    pub fn key_floor(&mut self) -> u32 {
+        self.updater.key_floor().unwrap()
     }
 
     /// Its boot counter (one more at every restart).
@@ -329,13 +359,15 @@ mod tests {
                 active: 3 * PAGE..7 * PAGE,
                 dfu: 7 * PAGE..12 * PAGE,
                 security: 12 * PAGE..14 * PAGE,
+                key_floor: 14 * PAGE..16 * PAGE,
             }
         );
         let large = layout(LARGE);
         assert_eq!(large.active.end - large.active.start, 64 * 1024);
         assert_eq!(large.dfu.end - large.dfu.start, 65 * 1024);
         assert_eq!(large.security.end - large.security.start, 2 * PAGE, "the floor's two pages");
-        assert_eq!(large.security.end, LARGE as u32 * PAGE, "the whole flash, nothing past it");
+        assert_eq!(large.key_floor.end - large.key_floor.start, 2 * PAGE, "the key floor's two pages");
+        assert_eq!(large.key_floor.end, LARGE as u32 * PAGE, "the whole flash, nothing past it");
         assert!(
             firegrid_boot::manifest::capacity(2 * PAGE, firegrid_protocol::MAX_CHUNK as u32) >= 64 * 1024
         );

@@ -39,12 +39,21 @@ pub struct Member {
     pub self_test_fails: bool,
     /// Loses power after this many firmware chunks (once).
     pub power_cut_after_chunks: Option<u32>,
+    /// Its key floor at the start (0: factory-fresh): images of lower vendor key slots are
+    /// refused.
+    pub key_floor: u32,
 }
 
 impl Member {
     /// A detector that behaves.
     pub fn new(device: &str, key: DeviceKey) -> Self {
-        Member { device: device.to_owned(), key, self_test_fails: false, power_cut_after_chunks: None }
+        Member {
+            device: device.to_owned(),
+            key,
+            self_test_fails: false,
+            power_cut_after_chunks: None,
+            key_floor: 0,
+        }
     }
 }
 
@@ -61,6 +70,8 @@ pub struct Outcome {
     pub commands: u32,
     /// Whether it lost power mid-transfer.
     pub power_cut: bool,
+    /// Its key floor (the highest vendor key slot of an image it marked good).
+    pub key_floor: u32,
 }
 
 /// The running fleet.
@@ -180,6 +191,9 @@ fn run<const PAGES: usize>(
     for m in &members {
         let mut d = Detector::keyed(village.as_str(), &m.device, m.key.clone());
         d.self_test_fails = m.self_test_fails;
+        if m.key_floor > 0 {
+            d.provision_key_floor(m.key_floor);
+        }
         detectors.push(d);
         if login == Login::PerDevice {
             let filter = format!("fg/v1/{village}/{}/down/+", m.device);
@@ -247,6 +261,7 @@ fn run<const PAGES: usize>(
             active: d.active(image_len),
             commands: received[i],
             power_cut: cut[i],
+            key_floor: d.key_floor(),
         })
         .collect()
 }

@@ -24,6 +24,14 @@
 //! the ones before it, and the floor's page is the newest), so a power cut at any step leaves
 //! the old floor or the new one, never a lower one.
 //!
+//! **The key floor** is the same log in a partition of its own ([`crate::Layout::key_floor`]):
+//! the highest vendor key slot ([`crate::VendorKeys`]) of an image the device marked good.
+//! The bootloader refuses an image signed by a slot below it, and it rises, like this floor,
+//! only when an image is marked good, so a trial image of a new key that fails its self-test
+//! leaves the old key in force and the previous image bootable. The two floors are raised one
+//! after the other; each is the old value or the new one after a power cut, and the
+//! application raises both again from the manifest's BOOTED mark at its next start.
+//!
 //! Plain bytes in, plain decisions out ([`Scan`]): the bootloader and the application do
 //! their own flash I/O, blocking and async.
 

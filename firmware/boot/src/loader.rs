@@ -4,8 +4,11 @@
 //!                 state magic (embassy-boot)
 //!   BOOT / REVERT ──────────────────────────────► boot the active slot       Outcome::Boot
 //!   SWAP, swap not begun ── signature good, ────► embassy-boot swaps,        Outcome::Trial
-//!                        │  counter ≥ floor       boot the new image on trial
-//!                        ├─ signature bad ──────► REFUSED mark FGRF, state BOOT,  Outcome::Refused
+//!                        │  slot ≥ key floor,     boot the new image on trial
+//!                        │  counter ≥ floor
+//!                        ├─ signature bad, ─────► REFUSED mark FGRF, state BOOT,  Outcome::Refused
+//!                        │  unknown key slot      boot the current image
+//!                        ├─ slot < key floor ───► REFUSED mark FGKR, state BOOT,  Outcome::Refused
 //!                        │                        boot the current image
 //!                        └─ counter < floor ────► REFUSED mark FGDG, state BOOT,  Outcome::Refused
 //!                                                 boot the current image
@@ -21,8 +24,11 @@
 //! the DFU slot holds a mix of both images, and its progress words in the state partition
 //! (which only this bootloader and embassy-boot's updater write) say the check was passed.
 //!
-//! The security counter is checked after the signature (only a signed counter means
-//! anything) against the floor ([`crate::floor`]). The bootloader only reads the floor: the
+//! The signature is verified under the key of the slot the manifest names, and only that one
+//! (trying every key would let a revoked key's signature pass as the slot of another). The
+//! key slot and the security counter are checked after the signature (only a signed slot and
+//! a signed counter mean anything): the slot against the key floor, the counter against the
+//! floor ([`crate::floor`]). The bootloader only reads the floor: the
 //! application raises it when it marks a trial image good, before it erases the manifest
 //! that holds the counter, so every path that ends a trial as good passes through a raise
 //! (a power cut in between leaves the BOOTED mark, and the application raises the floor at
@@ -34,6 +40,7 @@
 use embassy_boot::{BlockingFirmwareState, BootError, BootLoader, BootLoaderConfig, State};
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::VendorKeys;
 use crate::manifest::{self, Header};
 
 /// What the bootloader did.
@@ -46,9 +53,10 @@ pub enum Outcome {
     Trial,
     /// The trial image did not mark itself booted: the previous image is back.
     Reverted,
-    /// A swap was requested for an image that is not signed by the vendor key (or whose
-    /// manifest is missing or larger than the slot, or whose security counter is below the
-    /// floor): refused, the request cleared.
+    /// A swap was requested for an image that is not signed by the vendor key of its slot
+    /// (or whose manifest is missing or larger than the slot, or whose key slot is unknown or
+    /// below the key floor, or whose security counter is below the floor): refused, the
+    /// request cleared.
     Refused(Refusal),
 }
 
@@ -59,10 +67,27 @@ pub enum Refusal {
     NoManifest,
     /// The manifest's size is zero or larger than the active slot.
     Oversized,
-    /// The signature does not verify under the vendor key.
+    /// The manifest names a key slot the bootloader has no key for.
+    UnknownKey,
+    /// The signature does not verify under the vendor key of the slot it names.
     BadSignature,
+    /// The image verifies, but its key slot is below the key floor: a revoked key.
+    RevokedKey,
     /// The image verifies, but its security counter is below the floor: a downgrade.
     Downgrade,
+}
+
+impl Refusal {
+    /// The REFUSED mark the bootloader writes for it, which the application reports.
+    pub const fn mark(self) -> [u8; 4] {
+        match self {
+            Refusal::NoManifest | Refusal::Oversized | Refusal::UnknownKey | Refusal::BadSignature => {
+                manifest::REFUSED_MARK
+            }
+            Refusal::RevokedKey => manifest::REVOKED_KEY_MARK,
+            Refusal::Downgrade => manifest::DOWNGRADE_MARK,
+        }
+    }
 }
 
 /// Bytes read at a time while hashing the slot and copying pages: a divisor of the page.
@@ -85,7 +110,8 @@ fn sha512_of<D: NorFlash>(dfu: &mut D, len: u32) -> Result<[u8; 64], D::Error> {
     Ok(hash.finalize().into())
 }
 
-/// The floor in `security` ([`crate::floor`]).
+/// The floor kept in `security` ([`crate::floor`]): the security floor, or the key floor in
+/// its own partition.
 pub fn floor<F: NorFlash>(security: &mut F) -> Result<u32, BootError> {
     let mut scan = crate::floor::Scan::new(F::ERASE_SIZE as u32, security.capacity() as u32);
     let mut record = [0u8; crate::floor::RECORD_LEN];
@@ -96,14 +122,16 @@ pub fn floor<F: NorFlash>(security: &mut F) -> Result<u32, BootError> {
     Ok(scan.floor())
 }
 
-/// Checks the manifest's signature of the DFU image under `public_key`, then its security
-/// counter against the floor in `security`.
-fn verify<D: NorFlash, M: NorFlash, F: NorFlash>(
+/// Checks the manifest's signature of the DFU image under the key of the slot it names, then
+/// its key slot against the key floor in `key_floor` and its security counter against the
+/// floor in `security`.
+fn verify<D: NorFlash, M: NorFlash, F: NorFlash, K: NorFlash>(
     dfu: &mut D,
     manifest: &mut M,
     security: &mut F,
+    key_floor: &mut K,
     active_len: u32,
-    public_key: &[u8; 32],
+    keys: &VendorKeys,
 ) -> Result<Result<(), Refusal>, BootError> {
     let mut bytes = [0u8; manifest::HEADER_LEN];
     manifest.read(0, &mut bytes).map_err(flash)?;
@@ -113,13 +141,20 @@ fn verify<D: NorFlash, M: NorFlash, F: NorFlash>(
     if m.size == 0 || m.size > active_len {
         return Ok(Err(Refusal::Oversized));
     }
+    let Some(public_key) = keys.get(usize::from(m.key_slot)) else {
+        return Ok(Err(Refusal::UnknownKey));
+    };
     let digest = sha512_of(dfu, m.size).map_err(flash)?;
-    let message = firegrid_protocol::firmware::signed_message(&m.version, m.security_counter, &digest);
+    let message =
+        firegrid_protocol::firmware::signed_message(&m.version, m.security_counter, m.key_slot, &digest);
     let good = ed25519_dalek::VerifyingKey::from_bytes(public_key)
         .and_then(|key| key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&m.signature)))
         .is_ok();
     if !good {
         return Ok(Err(Refusal::BadSignature));
+    }
+    if u32::from(m.key_slot) < floor(key_floor)? {
+        return Ok(Err(Refusal::RevokedKey));
     }
     Ok(if m.security_counter < floor(security)? { Err(Refusal::Downgrade) } else { Ok(()) })
 }
@@ -152,18 +187,20 @@ fn confirmed<M: NorFlash>(manifest: &mut M) -> Result<bool, BootError> {
 
 /// Runs at every reset, before the application: see the module documentation.
 ///
-/// `public_key` is the vendor's Ed25519 public key, compiled into the bootloader image;
-/// `security` the floor's partition, which this only reads. Every flash step is
+/// `keys` are the vendor's Ed25519 public keys by slot, compiled into the bootloader image;
+/// `security` the floor's partition and `key_floor` the key floor's, which this only reads.
+/// Every flash step is
 /// power-fail-safe: a reset at any point runs this again and ends on a good image
 /// (embassy-boot resumes an interrupted swap or revert from its progress words; an
 /// interrupted refusal is simply refused again).
-pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash, F: NorFlash>(
+pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash, F: NorFlash, K: NorFlash>(
     active: &mut A,
     dfu: &mut D,
     state: &mut S,
     manifest: &mut M,
     security: &mut F,
-    public_key: &[u8; 32],
+    key_floor: &mut K,
+    keys: &VendorKeys,
 ) -> Result<Outcome, BootError> {
     let mut aligned = [0u8; 16];
     let aligned = &mut aligned[..S::WRITE_SIZE];
@@ -180,13 +217,12 @@ pub fn prepare<A: NorFlash, D: NorFlash, S: NorFlash, M: NorFlash, F: NorFlash>(
     }
     if requested == State::Swap
         && !swap_begun(state)?
-        && let Err(refusal) = verify(dfu, manifest, security, active.capacity() as u32, public_key)?
+        && let Err(refusal) = verify(dfu, manifest, security, key_floor, active.capacity() as u32, keys)?
     {
         {
             // Mark the refusal for the application to report, then clear the request.
             // The marks are single 4-byte words (the LM3S6965 programs one word at a time).
-            let mark =
-                if refusal == Refusal::Downgrade { manifest::DOWNGRADE_MARK } else { manifest::REFUSED_MARK };
+            let mark = refusal.mark();
             let mut current = [0u8; 4];
             manifest.read(manifest::REFUSED_AT, &mut current).map_err(flash)?;
             if current != mark {

@@ -1,9 +1,10 @@
 //! The update manifest: what the application writes beside the DFU slot while it receives an
 //! image, and what the bootloader reads before it swaps.
 //!
-//! Layout 2 (layout 1 had no security counter, its marks four bytes earlier and the HEADER
-//! mark `FGHD`; a manifest of one layout reads as absent in the other, so a mismatched
-//! bootloader refuses the swap rather than misread it):
+//! Layout 3 (layout 2 had no key slot, its marks four bytes earlier and the HEADER mark
+//! `FGH2`; layout 1 no security counter either and the mark `FGHD`. A manifest of one layout
+//! reads as absent in another, so a mismatched bootloader refuses the swap, `no manifest`,
+//! rather than misread it):
 //!
 //! ```text
 //! offset   bytes  field
@@ -11,18 +12,20 @@
 //!     16      4   size, little-endian
 //!     20     32   SHA-256 of the image
 //!     52     64   Ed25519 signature of firegrid_protocol::firmware::signed_message:
-//!                 the version, the security counter and the image's SHA-512
+//!                 the version, the security counter, the key slot and the image's SHA-512
 //!    116      4   security counter, little-endian (anti-rollback; covered by the signature)
-//!    120      4   REFUSED mark, written by the bootloader when it refuses the image: FGRF
-//!                 (signature, size or manifest), FGDG (security counter below the floor)
-//!    124      4   HEADER mark (FGH2, which also names the layout), written after the fields
+//!    120      4   vendor key slot, little-endian (0 to KEY_SLOTS - 1; covered by the signature)
+//!    124      4   REFUSED mark, written by the bootloader when it refuses the image: FGRF
+//!                 (signature, size, manifest or unknown key slot), FGDG (security counter
+//!                 below the floor), FGKR (key slot below the key floor: a revoked key)
+//!    128      4   HEADER mark (FGH3, which also names the layout), written after the fields
 //!                 above: a header cut short by a power loss has no mark and counts as absent
-//!    128      4   COMMIT mark: the application checked the SHA-256 and requested the swap
-//!    132      4   BOOTED mark: the new image passed its trial; written before the floor is
+//!    132      4   COMMIT mark: the application checked the SHA-256 and requested the swap
+//!    136      4   BOOTED mark: the new image passed its trial; written before the floors are
 //!                 raised and before embassy-boot's BOOT magic, so a power cut between them
 //!                 never rolls a confirmed image back (the bootloader finishes the marking
-//!                 instead, and the application raises the floor before it erases this)
-//!    136    8 n   progress entries: the end offset of each chunk written, little-endian,
+//!                 instead, and the application raises the floors before it erases this)
+//!    140    8 n   progress entries: the end offset of each chunk written, little-endian,
 //!                 then its bitwise complement (a word cut short by a power loss fails the
 //!                 pair and is skipped; the chunk after it is simply written again)
 //! ```
@@ -31,24 +34,26 @@
 //! and the manifest is erased as a whole when a new image is offered.
 
 /// Bytes of the header before the progress entries.
-pub const HEADER_LEN: usize = 136;
+pub const HEADER_LEN: usize = 140;
 /// Offset of the security counter.
 pub const SECURITY_COUNTER_AT: u32 = 116;
+/// Offset of the vendor key slot.
+pub const KEY_SLOT_AT: u32 = 120;
 /// Offset of the bootloader's REFUSED mark.
-pub const REFUSED_AT: u32 = 120;
+pub const REFUSED_AT: u32 = 124;
 /// Offset of the HEADER mark.
-pub const HEADER_MARK_AT: u32 = 124;
+pub const HEADER_MARK_AT: u32 = 128;
 /// Offset of the COMMIT mark.
-pub const COMMIT_AT: u32 = 128;
+pub const COMMIT_AT: u32 = 132;
 /// Offset of the BOOTED mark.
-pub const BOOTED_AT: u32 = 132;
+pub const BOOTED_AT: u32 = 136;
 /// Offset of the first progress entry.
 pub const PROGRESS_AT: u32 = HEADER_LEN as u32;
 /// Bytes of one progress entry.
 pub const ENTRY_LEN: usize = 8;
 
-/// The HEADER mark of layout 2 ("FGH2").
-pub const HEADER_MARK: [u8; 4] = *b"FGH2";
+/// The HEADER mark of layout 3 ("FGH3").
+pub const HEADER_MARK: [u8; 4] = *b"FGH3";
 /// The COMMIT mark ("FGCM").
 pub const COMMIT_MARK: [u8; 4] = *b"FGCM";
 /// The BOOTED mark ("FGBT").
@@ -57,6 +62,8 @@ pub const BOOTED_MARK: [u8; 4] = *b"FGBT";
 pub const REFUSED_MARK: [u8; 4] = *b"FGRF";
 /// The REFUSED mark of a verified image whose security counter is below the floor ("FGDG").
 pub const DOWNGRADE_MARK: [u8; 4] = *b"FGDG";
+/// The REFUSED mark of a verified image whose key slot is below the key floor ("FGKR").
+pub const REVOKED_KEY_MARK: [u8; 4] = *b"FGKR";
 
 /// How many image bytes a manifest partition of `len` bytes can record the transfer of, in
 /// chunks of `chunk` bytes.
@@ -77,6 +84,8 @@ pub struct Manifest {
     pub signature: [u8; 64],
     /// Anti-rollback security counter (covered by the signature).
     pub security_counter: u32,
+    /// The slot of the vendor key that signed it (covered by the signature).
+    pub key_slot: u8,
 }
 
 /// Why the bootloader refused an image, as its REFUSED mark says.
@@ -86,6 +95,8 @@ pub enum Refused {
     Unverified,
     /// The image verifies, but its security counter is below the floor (FGDG).
     Downgrade,
+    /// The image verifies, but its key slot is below the key floor: a revoked key (FGKR).
+    RevokedKey,
 }
 
 /// A manifest read back from flash.
@@ -111,6 +122,7 @@ impl Manifest {
         out[20..52].copy_from_slice(&self.sha256);
         out[52..116].copy_from_slice(&self.signature);
         out[116..120].copy_from_slice(&self.security_counter.to_le_bytes());
+        out[120..124].copy_from_slice(&u32::from(self.key_slot).to_le_bytes());
         out
     }
 
@@ -128,16 +140,27 @@ impl Header {
         if mark(HEADER_MARK_AT) != Some(HEADER_MARK) {
             return None;
         }
-        let mut manifest =
-            Manifest { version: [0; 16], size: 0, sha256: [0; 32], signature: [0; 64], security_counter: 0 };
+        let mut manifest = Manifest {
+            version: [0; 16],
+            size: 0,
+            sha256: [0; 32],
+            signature: [0; 64],
+            security_counter: 0,
+            key_slot: 0,
+        };
         manifest.version.copy_from_slice(&bytes[..16]);
         manifest.size = u32::from_le_bytes(bytes[16..20].try_into().ok()?);
         manifest.sha256.copy_from_slice(&bytes[20..52]);
         manifest.signature.copy_from_slice(&bytes[52..116]);
         manifest.security_counter = u32::from_le_bytes(bytes[116..120].try_into().ok()?);
+        // The application writes a slot of one byte; a word beyond it (damaged flash) reads
+        // as the last slot number, which no bootloader has a key for.
+        let slot = u32::from_le_bytes(bytes[120..124].try_into().ok()?);
+        manifest.key_slot = u8::try_from(slot).unwrap_or(u8::MAX);
         let refused = match mark(REFUSED_AT) {
             Some(REFUSED_MARK) => Some(Refused::Unverified),
             Some(DOWNGRADE_MARK) => Some(Refused::Downgrade),
+            Some(REVOKED_KEY_MARK) => Some(Refused::RevokedKey),
             _ => None,
         };
         Some(Header {

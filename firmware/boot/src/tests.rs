@@ -30,6 +30,11 @@ fn the_board_layout_is_valid_and_fits_the_part() {
     assert!(!one_page_floor.is_valid(4, CHUNK), "the floor moves to a second page when full");
     let floor_in_dfu = Layout { security: 0x3_D800..0x3_E000, ..LM3S6965.clone() };
     assert!(!floor_in_dfu.is_valid(4, CHUNK));
+    let one_page_key_floor = Layout { key_floor: 0x3_E400..0x3_E800, ..LM3S6965.clone() };
+    assert!(!one_page_key_floor.is_valid(4, CHUNK), "the key floor moves to a second page too");
+    let key_floor_on_floor = Layout { key_floor: 0x3_E000..0x3_E800, ..LM3S6965.clone() };
+    assert!(!key_floor_on_floor.is_valid(4, CHUNK), "the two floors never share a page");
+    const { assert!(LM3S6965.key_floor.end <= 256 * 1024) };
 }
 
 fn sample() -> Manifest {
@@ -41,31 +46,51 @@ fn sample() -> Manifest {
         sha256: [0xA5; 32],
         signature: [0x5A; 64],
         security_counter: 0x0102_0304,
+        key_slot: 2,
     }
 }
 
-/// Layout 2 byte for byte, from the table in `manifest.rs`.
+/// Layout 3 byte for byte, from the table in `manifest.rs`.
 #[test]
 fn the_header_is_laid_out_as_documented() {
     let bytes = sample().encode();
-    assert_eq!(bytes.len(), 124, "the fields end where the HEADER mark begins");
+    assert_eq!(bytes.len(), 128, "the fields end where the HEADER mark begins");
     assert_eq!(&bytes[..6], b"1.5.0\0");
     assert_eq!(bytes[16..20], 61_932u32.to_le_bytes());
     assert_eq!(bytes[20..52], [0xA5; 32]);
     assert_eq!(bytes[52..116], [0x5A; 64]);
     assert_eq!(bytes[116..120], [0x04, 0x03, 0x02, 0x01], "the security counter, little-endian");
-    assert_eq!(bytes[120..124], [0xFF; 4], "the REFUSED mark stays erased");
+    assert_eq!(bytes[120..124], [2, 0, 0, 0], "the key slot, little-endian");
+    assert_eq!(bytes[124..128], [0xFF; 4], "the REFUSED mark stays erased");
     assert_eq!(
-        (manifest::REFUSED_AT, manifest::HEADER_MARK_AT, manifest::COMMIT_AT, manifest::BOOTED_AT),
-        (120, 124, 128, 132)
+        (
+            manifest::KEY_SLOT_AT,
+            manifest::REFUSED_AT,
+            manifest::HEADER_MARK_AT,
+            manifest::COMMIT_AT,
+            manifest::BOOTED_AT,
+            manifest::PROGRESS_AT
+        ),
+        (120, 124, 128, 132, 136, 140)
     );
-    assert_eq!(manifest::HEADER_MARK, *b"FGH2");
+    assert_eq!(manifest::HEADER_MARK, *b"FGH3");
+    assert_eq!(manifest::REVOKED_KEY_MARK, *b"FGKR");
+    // A layout-2 header (mark FGH2 at 124, no key slot) reads as absent, committed or not.
+    let mut layout2 = [0xFF; manifest::HEADER_LEN];
+    layout2[..120].copy_from_slice(&bytes[..120]);
+    layout2[124..128].copy_from_slice(b"FGH2");
+    layout2[128..132].copy_from_slice(b"FGCM");
+    assert_eq!(Header::decode(&layout2), None);
     // A layout-1 header (mark FGHD at 120, no counter) reads as absent.
     let mut layout1 = [0xFF; manifest::HEADER_LEN];
     layout1[..116].copy_from_slice(&bytes[..116]);
     layout1[120..124].copy_from_slice(b"FGHD");
     layout1[124..128].copy_from_slice(b"FGCM");
     assert_eq!(Header::decode(&layout1), None);
+    // A key slot word beyond one byte (damaged flash) reads as a slot no bootloader has.
+    let mut wide = written(&sample(), &[(manifest::HEADER_MARK_AT, manifest::HEADER_MARK)]);
+    wide[120..124].copy_from_slice(&0x0100u32.to_le_bytes());
+    assert_eq!(Header::decode(&wide).unwrap().manifest.key_slot, u8::MAX);
 }
 
 fn written(m: &Manifest, marks: &[(u32, [u8; 4])]) -> [u8; manifest::HEADER_LEN] {
@@ -111,6 +136,16 @@ fn a_header_counts_only_with_its_mark() {
     .unwrap();
     assert_eq!(downgrade.refused, Some(Refused::Downgrade));
     assert_eq!(downgrade.manifest.security_counter, 0x0102_0304);
+    let revoked = Header::decode(&written(
+        &m,
+        &[
+            (manifest::HEADER_MARK_AT, manifest::HEADER_MARK),
+            (manifest::COMMIT_AT, manifest::COMMIT_MARK),
+            (manifest::REFUSED_AT, manifest::REVOKED_KEY_MARK),
+        ],
+    ))
+    .unwrap();
+    assert_eq!((revoked.refused, revoked.manifest.key_slot), (Some(Refused::RevokedKey), 2));
     let booted = Header::decode(&written(
         &m,
         &[
@@ -135,7 +170,7 @@ fn progress_entries_detect_a_torn_word() {
     let mut half = manifest::entry(768);
     half[4..].fill(0xFF);
     assert_eq!(manifest::read_entry(&half), Entry::Torn, "the complement missing");
-    assert_eq!(manifest::capacity(4 * PAGE, CHUNK), 495 * CHUNK);
+    assert_eq!(manifest::capacity(4 * PAGE, CHUNK), 494 * CHUNK);
 }
 
 /// A floor partition of `pages` pages of 64 bytes (8 records each) in RAM, with NOR's rule
@@ -240,4 +275,25 @@ fn a_torn_or_half_erased_floor_record_is_the_old_floor_or_the_new_one() {
     assert_eq!(f.scan().floor(), 0);
     assert_eq!(f.raise(1), Some(Raise::Move { erase: 0..64 }));
     assert_eq!(f.scan().floor(), 1);
+}
+
+/// The key floor is the same log over its own pages: raised to a slot torn at every byte of
+/// its record, it reads as the old slot or the new one, and the next raise lands.
+#[test]
+fn a_torn_key_floor_record_is_the_old_slot_or_the_new_one() {
+    for (from, to) in [(0, 1), (1, 2)] {
+        for cut in 0..floor::RECORD_LEN {
+            let mut f = Floor::new(2);
+            f.raise(from);
+            let at = match f.scan().raise(to) {
+                Some(Raise::Append { at }) => at,
+                other => panic!("{other:?}"),
+            };
+            f.program(at, &floor::record(to)[..cut]);
+            let got = f.scan().floor();
+            assert!(got == from || got == to, "{from} → {to} cut after {cut} bytes: {got}");
+            f.raise(to);
+            assert_eq!(f.scan().floor(), to);
+        }
+    }
 }

@@ -5,9 +5,10 @@
 //! under the device key, current boot, replay window; [`crate::auth`]):
 //!
 //! - [`FirmwareOffer`] (`fw_offer`) announces an image: its version, size, SHA-256, the
-//!   vendor's Ed25519 signature and the security counter it covers. The device keeps the offer
-//!   with the slot, so a transfer interrupted by a reset resumes where its flash says it
-//!   stopped, and refuses at once an offer whose security counter is below its floor.
+//!   vendor's Ed25519 signature and the security counter and vendor key slot it covers. The
+//!   device keeps the offer with the slot, so a transfer interrupted by a reset resumes where
+//!   its flash says it stopped, and refuses at once an offer whose security counter is below
+//!   its floor, or whose key slot is below its key floor (a revoked key).
 //! - [`FirmwareChunk`] (`fw_chunk`) carries at most [`MAX_CHUNK`] bytes at an offset. The
 //!   device takes only the chunk at the offset it reports next, so chunks are written in
 //!   order, once each.
@@ -170,42 +171,65 @@ pub struct FirmwareOffer {
     /// bootloader verifies only layout-1 signatures and could not install such an image
     /// anyway) fails the offer's authentication and refuses it.
     pub security_counter: u32,
+    /// The slot of the vendor key that signed the image, among the few the bootloader was
+    /// built with ([`KEY_SLOTS`]): the bootloader verifies under that slot's
+    /// key only. Covered by the signature. A device refuses an image whose slot is below its
+    /// key floor (the highest slot of an image it marked good: `revoked_key`), and one whose
+    /// slot it has no key for (`refused`).
+    ///
+    /// Added with manifest layout 3. Like the security counter it sits before the envelope's
+    /// `auth` in the compact encoding, so layout-2 firmware (whose bootloader verifies only
+    /// `FGFWSIG2` signatures) fails the offer's authentication and refuses it.
+    pub key_slot: u8,
 }
 
+/// Vendor key slots a detector's bootloader holds: an offer's `key_slot` is below this.
+/// `firegrid_boot::KEY_SLOTS` is this number, and says why three.
+pub const KEY_SLOTS: usize = 3;
+
 /// The domain of an image signature, and the manifest layout it belongs to: ASCII
-/// `FGFWSIG2`. Layout 1 signed the bare SHA-512 of the image, which covered no version and
-/// no security counter; a layout-1 signature does not verify as a layout-2 one.
-pub const SIGNED_DOMAIN: [u8; 8] = *b"FGFWSIG2";
+/// `FGFWSIG3`. Layout 1 signed the bare SHA-512 of the image, which covered no version and
+/// no security counter; layout 2 (`FGFWSIG2`) covered the version and the security counter
+/// but no key slot. A signature of either does not verify as a layout-3 one.
+pub const SIGNED_DOMAIN: [u8; 8] = *b"FGFWSIG3";
 
 /// Bytes of [`signed_message`].
-pub const SIGNED_MESSAGE_LEN: usize = 8 + 16 + 4 + 64;
+pub const SIGNED_MESSAGE_LEN: usize = 8 + 16 + 4 + 1 + 64;
 
-/// The message the vendor's Ed25519 key signs for an image (manifest layout 2):
+/// The message the vendor's Ed25519 key signs for an image (manifest layout 3):
 ///
 /// ```text
 /// offset  bytes  field
-///      0      8  SIGNED_DOMAIN, "FGFWSIG2"
+///      0      8  SIGNED_DOMAIN, "FGFWSIG3"
 ///      8     16  version (ASCII, 0-padded: version_field)
 ///     24      4  security counter, little-endian
-///     28     64  SHA-512 (FIPS 180-4) of the image
+///     28      1  vendor key slot
+///     29     64  SHA-512 (FIPS 180-4) of the image
 /// ```
 ///
 /// The security counter must be covered by the signature, or anyone who can deliver an
 /// image could lower it and reinstall an old one: Trusted Firmware-M, "Rollback protection
 /// in TF-M secure boot" (`docs/design_docs/booting/secure_boot_rollback_protection.rst`,
 /// "Implementation of security counter"), which MCUboot implements as a protected TLV.
-/// The version is covered so that a signed image cannot be relabelled either. The size
+/// The version is covered so that a signed image cannot be relabelled either. The key slot
+/// is covered so that the holder of a revoked key cannot relabel an image as signed by a
+/// higher slot (it would not verify under that slot's key anyway), and so that no one can
+/// relabel a good image as signed by a lower, revoked slot: the bootloader raises its key
+/// floor to the slot of an image it marked good, and that slot must be the signer's own
+/// (MCUboot names the key in the manifest too, by its hash in a protected TLV). The size
 /// needs no field of its own: the SHA-512 is of exactly `size` bytes.
 pub fn signed_message(
     version: &[u8; 16],
     security_counter: u32,
+    key_slot: u8,
     sha512: &[u8; 64],
 ) -> [u8; SIGNED_MESSAGE_LEN] {
     let mut out = [0u8; SIGNED_MESSAGE_LEN];
     out[..8].copy_from_slice(&SIGNED_DOMAIN);
     out[8..24].copy_from_slice(version);
     out[24..28].copy_from_slice(&security_counter.to_le_bytes());
-    out[28..].copy_from_slice(sha512);
+    out[28] = key_slot;
+    out[29..].copy_from_slice(sha512);
     out
 }
 
@@ -284,7 +308,8 @@ pub enum UpdateError {
     /// A commit before the whole image arrived, or a command the current state does not take
     /// (an offer while a new image runs on trial).
     BadState,
-    /// The bootloader refused the image: its signature does not verify under the vendor key.
+    /// The bootloader refused the image: its signature does not verify under the vendor key
+    /// of the slot it names, or it names a slot the bootloader has no key for.
     Refused,
     /// The device is busy with a fire (alarm, pre-alarm, hush, drill, self-test, or an alarm
     /// message not yet acknowledged): firmware commands wait until it is back in standby.
@@ -296,6 +321,10 @@ pub enum UpdateError {
     /// the offer by the application, and at the swap by the bootloader, which checks the
     /// signed counter.
     Downgrade,
+    /// The image is signed by a vendor key slot below the device's key floor (the highest
+    /// slot of an image it marked good): the key was retired, presumably because it leaked.
+    /// Refused at the offer by the application, and at the swap by the bootloader.
+    RevokedKey,
 }
 
 impl UpdateError {
@@ -312,6 +341,7 @@ impl UpdateError {
             UpdateError::Busy => "busy",
             UpdateError::SelfTestFailed => "self_test_failed",
             UpdateError::Downgrade => "downgrade",
+            UpdateError::RevokedKey => "revoked_key",
         }
     }
 }

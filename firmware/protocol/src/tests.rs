@@ -122,20 +122,23 @@ fn offer_sample() -> FirmwareOffer {
         sha256: firmware::FixedBytes(core::array::from_fn(|i| 0xa0 ^ i as u8)),
         signature: firmware::FixedBytes(core::array::from_fn(|i| 0x50 ^ i as u8)),
         security_counter: 3,
+        key_slot: 1,
     }
 }
 
-/// The signed message of manifest layout 2, byte for byte from its documented layout: the
+/// The signed message of manifest layout 3, byte for byte from its documented layout: the
 /// bootloader and the gateway's signing tool both build it with this function.
 #[test]
-fn the_signed_message_is_domain_version_counter_and_sha512() {
+fn the_signed_message_is_domain_version_counter_key_slot_and_sha512() {
     let sha512: [u8; 64] = core::array::from_fn(|i| i as u8);
-    let msg = firmware::signed_message(&firmware::version_field("1.5.0"), 0x0102_0304, &sha512);
+    let msg = firmware::signed_message(&firmware::version_field("1.5.0"), 0x0102_0304, 2, &sha512);
     let mut expected = Vec::new();
-    expected.extend_from_slice(b"FGFWSIG2");
+    expected.extend_from_slice(b"FGFWSIG3");
     expected.extend_from_slice(b"1.5.0\0\0\0\0\0\0\0\0\0\0\0");
     expected.extend_from_slice(&[0x04, 0x03, 0x02, 0x01]);
+    expected.push(2);
     expected.extend_from_slice(&sha512);
+    assert_eq!(msg.len(), 93);
     assert_eq!(msg.to_vec(), expected);
     assert_eq!(firmware::version_field("a-version-of-17-b"), *b"a-version-of-17-", "cut at 16 bytes");
 }

@@ -9,7 +9,7 @@
 //!   Waiting ─ wave starts ─► Offered ─ receiving ─► Transferring ─ offset = size ─► Committed
 //!                              ▲   (fw_chunk at the reported offset)  (fw_commit)     │ device
 //!                              └── no answer: resend the last command ◄──────────────┤ restarts
-//!   Failed ◄── refused / downgrade / bad_digest / rolled_back / no answer after max_attempts ▼
+//!   Failed ◄── refused / downgrade / revoked_key / bad_digest / rolled_back / no answer after max_attempts ▼
 //!   Booted ◄──────────────── booted ◄──────── (fw_confirm) ◄─────────────────────── Trial
 //! ```
 //!
@@ -106,6 +106,9 @@ pub enum Failure {
     /// The image's security counter is below the device's floor (anti-rollback): refused at
     /// the offer, or by the bootloader.
     Downgrade,
+    /// The image's vendor key slot is below the device's key floor (a retired key): refused
+    /// at the offer, or by the bootloader.
+    RevokedKey,
     /// The received image did not match the offer's SHA-256 (a corrupted transfer).
     BadDigest,
     /// The new image did not mark itself good (failed self-test, or no confirmation).
@@ -132,11 +135,12 @@ impl DeviceState {
             DeviceState::Failed(Failure::Oversized) => "failed_oversized",
             DeviceState::Failed(Failure::Silent) => "failed_silent",
             DeviceState::Failed(Failure::Downgrade) => "failed_downgrade",
+            DeviceState::Failed(Failure::RevokedKey) => "failed_revoked_key",
         }
     }
 
     /// Every state, in the order of the module documentation.
-    pub const ALL: [DeviceState; 12] = [
+    pub const ALL: [DeviceState; 13] = [
         DeviceState::Waiting,
         DeviceState::Offered,
         DeviceState::Transferring,
@@ -149,6 +153,7 @@ impl DeviceState {
         DeviceState::Failed(Failure::Oversized),
         DeviceState::Failed(Failure::Silent),
         DeviceState::Failed(Failure::Downgrade),
+        DeviceState::Failed(Failure::RevokedKey),
     ];
 
     /// The state of an [`DeviceState::as_str`] label.
@@ -246,6 +251,7 @@ impl Rollout {
             sha256: FixedBytes(signed.sha256_bytes().ok_or(RolloutError::Mismatch)?),
             signature: FixedBytes(signed.signature_bytes().ok_or(RolloutError::Mismatch)?),
             security_counter: signed.security_counter,
+            key_slot: signed.key_slot,
         };
         if image.len() != signed.size as usize {
             return Err(RolloutError::Mismatch);
@@ -433,6 +439,7 @@ impl Rollout {
         let next = match (status.state, status.error) {
             (_, Some(UpdateError::Refused)) => Err(Failure::Refused),
             (_, Some(UpdateError::Downgrade)) => Err(Failure::Downgrade),
+            (_, Some(UpdateError::RevokedKey)) => Err(Failure::RevokedKey),
             (_, Some(UpdateError::BadDigest)) => Err(Failure::BadDigest),
             (_, Some(UpdateError::Oversized)) if status.state != UpdateState::Receiving => {
                 Err(Failure::Oversized)

@@ -4,12 +4,14 @@
 //!   RFC 8032 §5.1.5), written as 64 hexadecimal digits to a new file of mode 0600. Its public
 //!   half goes into the bootloader build. The seed never appears in a log line, a metric or an
 //!   error message.
-//! - [`sign_with_counter`] signs an image: the signature covers firegrid-protocol's
-//!   `firmware::signed_message` (manifest layout 2: the version, the security counter and the
-//!   image's SHA-512, what firegrid-boot's bootloader verifies), and the [`SignedImage`]
-//!   carries the version, security counter, size, SHA-256 (checked by the detector before it
-//!   asks for the swap) and signature, as `fw_offer` sends them. [`SignedImage::save`] writes
-//!   it as JSON beside the image (`IMAGE.fwsig.json`).
+//! - [`sign_in_slot`] signs an image: the signature covers firegrid-protocol's
+//!   `firmware::signed_message` (manifest layout 3: the version, the security counter, the
+//!   vendor key slot and the image's SHA-512, what firegrid-boot's bootloader verifies), and
+//!   the [`SignedImage`] carries the version, security counter, key slot, size, SHA-256
+//!   (checked by the detector before it asks for the swap) and signature, as `fw_offer` sends
+//!   them. [`SignedImage::save`] writes it as JSON beside the image (`IMAGE.fwsig.json`).
+//! - [`VendorKeys`] are the public keys the bootloaders hold, by slot (`[firmware]
+//!   vendor_public_keys`): a signed image is checked under the key of the slot it names.
 //!
 //! The **security counter** is the anti-rollback counter (Trusted Firmware-M, "Rollback
 //! protection in TF-M secure boot", `docs/design_docs/booting/secure_boot_rollback_protection.rst`:
@@ -17,6 +19,11 @@
 //! refuses an image whose counter is below the highest it has marked good, so the default, 0,
 //! suits every release until the first security fix; from then on each release carries at
 //! least the counter of the last one.
+//!
+//! The **key slot** names which of the bootloader's vendor keys signed the image
+//! (`firmware::KEY_SLOTS` of them: the key in use and spares kept offline). A device that
+//! marked an image of slot `n` good refuses every image of a lower slot, so signing with the
+//! next slot retires the keys below it (firmware/boot README, "Key rotation").
 
 use std::fs;
 use std::io::{self, Write};
@@ -53,6 +60,9 @@ pub enum SigningError {
     /// The image is empty or larger than a `u32` counts.
     #[error("an image of {0} bytes cannot be offered")]
     BadSize(usize),
+    /// A key slot no bootloader holds.
+    #[error("key slot {0}: the bootloader holds slots 0 to {max}", max = firmware::KEY_SLOTS - 1)]
+    BadKeySlot(u8),
     /// A signed-image file that does not parse, or does not match its image.
     #[error("{path}: {reason}")]
     BadSignedImage {
@@ -102,8 +112,36 @@ pub fn load_key(path: &Path) -> Result<SigningKey, SigningError> {
     Ok(key)
 }
 
+/// The vendor's Ed25519 public keys, by slot, as the detectors' bootloader is built with them
+/// (at least one, at most `firmware::KEY_SLOTS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorKeys(Vec<VerifyingKey>);
+
+impl VendorKeys {
+    /// The keys of slots `0..keys.len()`; `None` when there are none or more than the
+    /// bootloader holds.
+    pub fn new(keys: Vec<VerifyingKey>) -> Option<Self> {
+        (!keys.is_empty() && keys.len() <= firmware::KEY_SLOTS).then_some(VendorKeys(keys))
+    }
+
+    /// The key of `slot`, if configured.
+    pub fn get(&self, slot: u8) -> Option<&VerifyingKey> {
+        self.0.get(usize::from(slot))
+    }
+
+    /// How many slots are configured.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: there is at least one key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// An image's offer, as `fw_offer` carries it; the signature covers the version, the security
-/// counter and the image's SHA-512.
+/// counter, the key slot and the image's SHA-512.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedImage {
@@ -113,6 +151,11 @@ pub struct SignedImage {
     /// before manifest layout 2, which read as 0 (and whose signatures no longer verify).
     #[serde(default)]
     pub security_counter: u32,
+    /// The slot of the vendor key that signed it, covered by the signature. Absent in files
+    /// written before manifest layout 3, which read as 0 (and whose signatures no longer
+    /// verify).
+    #[serde(default)]
+    pub key_slot: u8,
     /// Image length in bytes.
     pub size: u32,
     /// SHA-256 of the image, hex.
@@ -121,11 +164,18 @@ pub struct SignedImage {
     pub signature: String,
 }
 
-/// The message the vendor key signs for `image` as `version` with `security_counter`.
-fn message(image: &[u8], version: &str, security_counter: u32) -> [u8; firmware::SIGNED_MESSAGE_LEN] {
+/// The message the vendor key of `key_slot` signs for `image` as `version` with
+/// `security_counter`.
+fn message(
+    image: &[u8],
+    version: &str,
+    security_counter: u32,
+    key_slot: u8,
+) -> [u8; firmware::SIGNED_MESSAGE_LEN] {
     firmware::signed_message(
         &firmware::version_field(version),
         security_counter,
+        key_slot,
         &Sha512::digest(image).into(),
     )
 }
@@ -135,13 +185,29 @@ pub fn sign(image: &[u8], version: &str, key: &SigningKey) -> Result<SignedImage
     sign_with_counter(image, version, 0, key)
 }
 
-/// Signs `image` as `version` with anti-rollback `security_counter` and `key`.
+/// Signs `image` as `version` with anti-rollback `security_counter` and `key`, the key of
+/// slot 0.
 pub fn sign_with_counter(
     image: &[u8],
     version: &str,
     security_counter: u32,
     key: &SigningKey,
 ) -> Result<SignedImage, SigningError> {
+    sign_in_slot(image, version, security_counter, 0, key)
+}
+
+/// Signs `image` as `version` with anti-rollback `security_counter` and `key`, the vendor key
+/// of `key_slot`.
+pub fn sign_in_slot(
+    image: &[u8],
+    version: &str,
+    security_counter: u32,
+    key_slot: u8,
+    key: &SigningKey,
+) -> Result<SignedImage, SigningError> {
+    if usize::from(key_slot) >= firmware::KEY_SLOTS {
+        return Err(SigningError::BadKeySlot(key_slot));
+    }
     let valid = !version.is_empty()
         && version.len() <= 16
         && version.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\'));
@@ -150,10 +216,11 @@ pub fn sign_with_counter(
     }
     let size =
         u32::try_from(image.len()).ok().filter(|&n| n > 0).ok_or(SigningError::BadSize(image.len()))?;
-    let signature = key.sign(&message(image, version, security_counter));
+    let signature = key.sign(&message(image, version, security_counter, key_slot));
     Ok(SignedImage {
         version: version.to_owned(),
         security_counter,
+        key_slot,
         size,
         sha256: hex::encode(Sha256::digest(image)),
         signature: hex::encode(signature.to_bytes()),
@@ -177,8 +244,8 @@ impl SignedImage {
     }
 
     /// Reads the signed-image file beside `image` and checks it against the image's bytes
-    /// (size, SHA-256) and, when given, the vendor public key.
-    pub fn load(image: &Path, bytes: &[u8], vendor: Option<&VerifyingKey>) -> Result<Self, SigningError> {
+    /// (size, SHA-256) and, when given, the vendor public key of the slot it names.
+    pub fn load(image: &Path, bytes: &[u8], vendor: Option<&VendorKeys>) -> Result<Self, SigningError> {
         let path = signed_path(image);
         let bad =
             |reason: &str| SigningError::BadSignedImage { path: path.clone(), reason: reason.to_owned() };
@@ -190,10 +257,18 @@ impl SignedImage {
         let signature =
             signed.signature_bytes().ok_or_else(|| bad("the signature is not 128 hexadecimal digits"))?;
         if let Some(vendor) = vendor {
+            let slot = signed.key_slot;
+            let key = vendor.get(slot).ok_or_else(|| {
+                bad(&format!(
+                    "signed by key slot {slot}, and [firmware] vendor_public_keys configures slots 0 to {}",
+                    vendor.len() - 1
+                ))
+            })?;
             let signature = ed25519_dalek::Signature::from_bytes(&signature);
-            vendor
-                .verify_strict(&message(bytes, &signed.version, signed.security_counter), &signature)
-                .map_err(|_| bad("the signature does not verify under the vendor key"))?;
+            key.verify_strict(&message(bytes, &signed.version, signed.security_counter, slot), &signature)
+                .map_err(|_| {
+                    bad(&format!("the signature does not verify under the vendor key of slot {slot}"))
+                })?;
         }
         Ok(signed)
     }

@@ -7,10 +7,20 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use firegrid_protocol::DownlinkBody;
-use firegrid_tests::ota::{Detector, new_image, old_image, vendor};
+use firegrid_tests::ota::{Detector, new_image, old_image, vendor, vendor_slot};
 
 use super::rollout::{DeviceState, Failure, Plan, Rollout};
-use super::signing::{self, SignedImage};
+use super::signing::{self, SignedImage, VendorKeys};
+
+/// The public keys of `slots`, slot 0 first.
+fn keys(slots: &[&SigningKey]) -> VendorKeys {
+    VendorKeys::new(slots.iter().map(|k| k.verifying_key()).collect()).unwrap()
+}
+
+/// The tests' bootloader keys: slots 0 to 2.
+fn all_keys() -> VendorKeys {
+    keys(&[&vendor_slot(0), &vendor_slot(1), &vendor_slot(2)])
+}
 
 #[test]
 fn keygen_writes_a_private_key_file_that_signs_verifiably() {
@@ -27,8 +37,9 @@ fn keygen_writes_a_private_key_file_that_signs_verifiably() {
     std::fs::write(&image_path, &image).unwrap();
     let signed = signing::sign(&image, "1.5.0", &key).unwrap();
     signed.save(&image_path).unwrap();
+    let public = VendorKeys::new(vec![public]).unwrap();
     assert_eq!(SignedImage::load(&image_path, &image, Some(&public)).unwrap(), signed);
-    let other = SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let other = keys(&[&SigningKey::from_bytes(&[7; 32])]);
     assert!(SignedImage::load(&image_path, &image, Some(&other)).is_err(), "another vendor's key");
     assert!(SignedImage::load(&image_path, &image[1..], None).is_err(), "another image");
     // The key never shows in an error message.
@@ -55,11 +66,12 @@ fn the_signature_covers_the_security_counter_and_the_version() {
     let message = firegrid_protocol::firmware::signed_message(
         &firegrid_protocol::firmware::version_field("1.5.0"),
         7,
+        0,
         &sha2::Sha512::digest(&image).into(),
     );
     let signature = ed25519_dalek::Signature::from_bytes(&signed.signature_bytes().unwrap());
     assert!(vendor().verifying_key().verify(&message, &signature).is_ok());
-    let public = vendor().verifying_key();
+    let public = keys(&[&vendor()]);
     signed.save(&image_path).unwrap();
     assert!(SignedImage::load(&image_path, &image, Some(&public)).is_ok());
     for edited in [
@@ -76,6 +88,91 @@ fn the_signature_covers_the_security_counter_and_the_version() {
     assert_eq!(serde_json::from_str::<SignedImage>(old).unwrap().security_counter, 0);
 }
 
+/// The key slot is signed and names the key that verifies: an image of slot 1 verifies under
+/// slot 1's key only, a file edited to name another slot fails, a slot the configuration has
+/// no key for is refused with both named, and no one signs for a slot the bootloader lacks.
+#[test]
+fn the_signature_covers_the_key_slot_and_is_checked_under_that_slot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_path = dir.path().join("fw.bin");
+    let image = new_image();
+    std::fs::write(&image_path, &image).unwrap();
+    let signed = signing::sign_in_slot(&image, "2.0.0", 1, 1, &vendor_slot(1)).unwrap();
+    assert_eq!(signed.key_slot, 1);
+    signed.save(&image_path).unwrap();
+    assert_eq!(SignedImage::load(&image_path, &image, Some(&all_keys())).unwrap(), signed);
+    let only_slot_0 = keys(&[&vendor_slot(0)]);
+    let error = SignedImage::load(&image_path, &image, Some(&only_slot_0)).unwrap_err().to_string();
+    assert!(error.contains("signed by key slot 1") && error.contains("slots 0 to 0"), "{error}");
+    for slot in [0, 2] {
+        SignedImage { key_slot: slot, ..signed.clone() }.save(&image_path).unwrap();
+        let error = SignedImage::load(&image_path, &image, Some(&all_keys())).unwrap_err().to_string();
+        assert!(error.contains(&format!("does not verify under the vendor key of slot {slot}")), "{error}");
+    }
+    // Key 0's signature is not key 1's: slot 1 with key 0 fails.
+    signing::sign_in_slot(&image, "2.0.0", 1, 1, &vendor_slot(0)).unwrap().save(&image_path).unwrap();
+    assert!(SignedImage::load(&image_path, &image, Some(&all_keys())).is_err());
+    let error = signing::sign_in_slot(&image, "2.0.0", 1, 3, &vendor_slot(1)).unwrap_err().to_string();
+    assert!(error.contains("key slot 3: the bootloader holds slots 0 to 2"), "{error}");
+    // A file written before the key slot existed reads as slot 0.
+    let old = r#"{"version":"1.5.0","security_counter":2,"size":1,"sha256":"00","signature":"00"}"#;
+    assert_eq!(serde_json::from_str::<SignedImage>(old).unwrap().key_slot, 0);
+}
+
+/// `firegrid firmware publish` refuses an image signed by a key slot below the last one
+/// published (the fleet's key floor as far as the gateway knows it), whatever its counter;
+/// the same and higher slots are published.
+#[test]
+fn publish_refuses_a_key_slot_below_the_last_published() {
+    use super::delivery::control::{self, ControlError, Publish, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let publish = |name: &str, version: &str, counter: u32, slot: u8| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, new_image()).unwrap();
+        signing::sign_in_slot(&new_image(), version, counter, slot, &vendor_slot(slot))
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let devices = vec![Target { village: "v".into(), device: "sd-1".into() }];
+        let req = Publish { image: &path, devices, plan: Plan::default(), replace: true };
+        control::publish(dir.path(), &all_keys(), req, 1_000)
+    };
+    assert!(publish("a.bin", "1.5.0", 1, 0).is_ok());
+    assert!(publish("b.bin", "2.0.0", 1, 1).is_ok(), "the rotation");
+    assert!(publish("c.bin", "2.0.1", 1, 1).is_ok(), "the same slot");
+    let refused = publish("d.bin", "9.9.9", 9, 0).unwrap_err();
+    assert!(matches!(refused, ControlError::RevokedKey { slot: 0, published: 1, .. }), "{refused:?}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("9.9.9 is signed by key slot 0, below the slot 1 of 2.0.1")
+            && said.contains("--key-slot 1"),
+        "{said}"
+    );
+    assert!(publish("e.bin", "2.1.0", 1, 2).is_ok(), "the next rotation");
+}
+
+/// A detector whose key floor is 1 refuses a slot-0 image (`revoked_key`); the rollout counts
+/// it as `failed_revoked_key` and the device keeps its image. A slot-1 image boots on it.
+#[test]
+fn a_device_that_retired_key_0_fails_the_rollout_as_revoked_key() {
+    let image = new_image();
+    let ids = vec!["sd-0001".to_owned()];
+    let mut fleet = vec![Detector::new(false)];
+    fleet[0].provision_key_floor(1);
+    let slot_0 = signing::sign_in_slot(&image, "1.5.0", 0, 0, &vendor_slot(0)).unwrap();
+    let mut rollout = Rollout::new(image.clone(), &slot_0, ids.clone(), Plan::default()).unwrap();
+    run(&mut rollout, &mut fleet, &ids);
+    assert_eq!(rollout.counts().get(&DeviceState::Failed(Failure::RevokedKey)), Some(&1));
+    assert_eq!(DeviceState::Failed(Failure::RevokedKey).as_str(), "failed_revoked_key");
+    assert_eq!(fleet[0].active(old_image().len()), old_image(), "the device keeps its image");
+    let slot_1 = signing::sign_in_slot(&image, "1.5.0", 0, 1, &vendor_slot(1)).unwrap();
+    let mut rollout = Rollout::new(image.clone(), &slot_1, ids.clone(), Plan::default()).unwrap();
+    run(&mut rollout, &mut fleet, &ids);
+    assert_eq!(rollout.counts().get(&DeviceState::Booted), Some(&1));
+    assert_eq!(fleet[0].active(image.len()), image);
+    assert_eq!(fleet[0].key_floor(), 1);
+}
+
 /// `firegrid firmware publish` refuses an image whose security counter is below the last one
 /// published, with a message naming both; equal and higher counters are published.
 #[test]
@@ -88,7 +185,7 @@ fn publish_refuses_a_counter_below_the_last_published() {
         signing::sign_with_counter(&new_image(), version, counter, &vendor()).unwrap().save(&path).unwrap();
         let devices = vec![Target { village: "v".into(), device: "sd-1".into() }];
         let req = Publish { image: &path, devices, plan: Plan::default(), replace: true };
-        control::publish(dir.path(), &vendor().verifying_key(), req, 1_000)
+        control::publish(dir.path(), &keys(&[&vendor()]), req, 1_000)
     };
     assert!(publish("a.bin", "1.5.0", 3).is_ok());
     assert!(publish("b.bin", "1.5.1", 3).is_ok(), "equal");

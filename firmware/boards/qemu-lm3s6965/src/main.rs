@@ -14,14 +14,14 @@
 //! commands to it and logs what it did with each. Last,
 //! [`firegrid_detector::scenario::run_journal`] persists the device's alarm in a flash
 //! journal, resets the device, reloads and resends it, and drops it on its ack. The journal
-//! partition is the first four pages of a [`SimulatedNor`] in RAM (six 1 KiB pages, the
+//! partition is the first four pages of a [`SimulatedNor`] in RAM (eight 1 KiB pages, the
 //! LM3S6965's erase page): QEMU's `lm3s6965evb` does not emulate the Stellaris flash
 //! controller, so the image cannot program its own flash. On silicon the partitions are the
-//! MCU's flash behind its HAL's `embedded-storage-async` NOR driver, and these 6 KiB of RAM
+//! MCU's flash behind its HAL's `embedded-storage-async` NOR driver, and these 8 KiB of RAM
 //! are not needed.
 //!
 //! Then [`firegrid_detector::scenario::run_update`] runs the over-the-air receiver on the same
-//! 6 KiB (erased again) as its DFU slot, state, manifest and security floor: an offer, a refused gap, a reset
+//! 8 KiB (erased again) as its DFU slot, state, manifest, security floor and key floor: an offer, a refused gap, a reset
 //! mid-transfer that resumes, the SHA-256 check and the swap request. The image's Ed25519
 //! check is the bootloader's (`firmware/boards/boot-lm3s6965`), so this image links no
 //! Ed25519.
@@ -73,9 +73,9 @@ fn main() -> ! {
             s.refused
         )
     });
-    // Six pages: the journal takes the first four, the update receiver all six (its DFU slot,
-    // state, manifest and the two pages of the security floor).
-    type Partition = SimulatedNor<6, 1024>;
+    // Eight pages: the journal takes the first four, the update receiver all eight (its DFU
+    // slot, state, manifest and the two pages each of the security floor and the key floor).
+    type Partition = SimulatedNor<8, 1024>;
     let flash: &'static mut Partition =
         cortex_m::singleton!(: Partition = Partition::new()).unwrap_or_else(|| unreachable!());
     *device = scenario::fresh_device();
@@ -89,7 +89,7 @@ fn main() -> ! {
             s.sent
         )
     });
-    // The same RAM, erased, as the update receiver's DFU slot, state, manifest and floor.
+    // The same RAM, erased, as the update receiver's DFU slot, state, manifest and floors.
     *flash = Partition::new();
     *device = scenario::fresh_device();
     scenario::run_update(device, &mut *flash, |s| {

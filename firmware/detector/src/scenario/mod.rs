@@ -1032,8 +1032,8 @@ fn update_byte(i: u32) -> u8 {
     (i.wrapping_mul(31) % 251) as u8
 }
 
-/// The over-the-air receiver on `flash` (erased, six 1 KiB pages: DFU slot 0–1, state 2,
-/// manifest 3, security floor 4–5): an offer for a 1,000-byte image, a chunk out of order (refused), the first
+/// The over-the-air receiver on `flash` (erased, eight 1 KiB pages: DFU slot 0–1, state 2,
+/// manifest 3, security floor 4–5, key floor 6–7): an offer for a 1,000-byte image, a chunk out of order (refused), the first
 /// chunk, a reset (the receiver starts again on the same flash and resumes), the rest, and
 /// the commit (SHA-256 checked, swap requested). The image's signature is not checked here;
 /// that is the bootloader's (firegrid-boot). Runs on the host and on the Cortex-M3 image.
@@ -1057,6 +1057,7 @@ pub fn run_update<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
             Partition::new(&mutex, 2048, 1024),
             Partition::new(&mutex, 3072, 1024),
             Partition::new(&mutex, 4096, 2048),
+            Partition::new(&mutex, 6144, 2048),
             device,
             0,
         )
@@ -1073,6 +1074,7 @@ pub fn run_update<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
         sha256: FixedBytes(hash.finalize().into()),
         signature: FixedBytes([0; 64]),
         security_counter: 1,
+        key_slot: 0,
     };
     let chunk = |offset: u32| {
         let mut data = heapless::Vec::new();
@@ -1083,7 +1085,7 @@ pub fn run_update<F: embedded_storage_async::nor_flash::MultiwriteNorFlash>(
     };
     let id = scenario_identity();
     let mut seq = 100;
-    let mut send = |device: &mut Device, up: &mut Updater<_, _, _, _>, body: DownlinkBody| {
+    let mut send = |device: &mut Device, up: &mut Updater<_, _, _, _, _>, body: DownlinkBody| {
         seq += 1;
         let mut cmd = Downlink::new(seq, 0, body);
         if let Some(key) = &id.key {

@@ -1,10 +1,10 @@
 //! The over-the-air update receiver: authenticated firmware commands in, the DFU slot, the
 //! update manifest and embassy-boot's state written, `fw_status` reports out.
 //!
-//! [`Updater`] owns four NOR flash partitions (`embedded-storage-async` traits, driven by
+//! [`Updater`] owns five NOR flash partitions (`embedded-storage-async` traits, driven by
 //! [`embassy_futures::block_on`] like [`crate::journal`]): the DFU slot, embassy-boot's state
-//! partition, the manifest ([`firegrid_boot::manifest`]) and the security floor
-//! ([`firegrid_boot::floor`]). It never verifies the image's
+//! partition, the manifest ([`firegrid_boot::manifest`]), the security floor and the key
+//! floor ([`firegrid_boot::floor`]). It never verifies the image's
 //! Ed25519 signature: that is the bootloader's job ([`firegrid_boot::loader`]), which keeps
 //! Ed25519 out of the application's 64 KiB. It checks what is cheap and already linked: each
 //! command's HMAC and replay window (done by [`crate::Device`] before the command gets here),
@@ -16,11 +16,12 @@
 //!    ▲  ◄── fw_abort ──┘  ▲  │ chunk at offset: erase fresh pages, write, progress entry   │ restart
 //!    │                    └──┘                                                              ▼
 //!    │ REVERT: rolled_back     bootloader: signature bad ─► Idle (error refused)   bootloader swaps
+//!    │                         key slot below key floor ──► Idle (error revoked_key)    │
 //!    │                         counter below the floor ───► Idle (error downgrade)      │
 //!    └──────────────────────── reset before marked good ◄─── Trial ◄────────────────────────┘
 //!                                                              │ self-test passed + fw_confirm
 //!                                                              ▼
-//!                              Booted (BOOTED mark, floor raised, embassy-boot BOOT magic)
+//!                   Booted (BOOTED mark, floor and key floor raised, embassy-boot BOOT magic)
 //! ```
 //!
 //! **Anti-rollback.** An offer whose security counter is below the floor is refused
@@ -28,6 +29,12 @@
 //! anyway (it checks the signed counter), so this only spares the transfer and says why at
 //! once. The floor rises when a trial image is marked good, after its BOOTED mark and before
 //! the manifest holding its counter is erased; a trial that rolls back leaves it where it was.
+//!
+//! **Key rotation.** The same for the vendor key slot the offer names: an offer of a slot
+//! below the key floor is refused `revoked_key`, one of a slot beyond
+//! [`firegrid_boot::KEY_SLOTS`] `refused` (the bootloader has no key to verify it with), both
+//! before anything is erased. The key floor rises to the slot of an image marked good, right
+//! after the security floor and from the same manifest.
 //!
 //! **Resumable.** Every chunk is followed by a progress entry in the manifest; after a reset
 //! [`Updater::start`] reads the last complete entry and reports that offset, and the gateway
@@ -84,7 +91,7 @@ pub enum Action {
 
 /// Refused firmware commands and failed updates by reason, since boot. Counters saturate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpdateErrors([u32; 10]);
+pub struct UpdateErrors([u32; 11]);
 
 impl UpdateErrors {
     fn index(e: UpdateError) -> usize {
@@ -99,6 +106,7 @@ impl UpdateErrors {
             UpdateError::Busy => 7,
             UpdateError::SelfTestFailed => 8,
             UpdateError::Downgrade => 9,
+            UpdateError::RevokedKey => 10,
         }
     }
 
@@ -149,11 +157,12 @@ enum Phase {
 }
 
 /// The update receiver. See the module documentation.
-pub struct Updater<D, S, M, F = M> {
+pub struct Updater<D, S, M, F = M, K = F> {
     dfu: D,
     state: S,
     manifest: M,
     security: F,
+    key_floor: K,
     phase: Phase,
     last_error: Option<UpdateError>,
     errors: UpdateErrors,
@@ -163,17 +172,26 @@ type Flash<T> = Result<T, UpdateError>;
 
 use firegrid_protocol::firmware::version_field as to_version;
 
-impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S, M, F> {
+impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash, K: NorFlash> Updater<D, S, M, F, K> {
     /// The receiver at boot: reads where a transfer or a swap stands, and reports it when
     /// there is anything to say (a transfer to resume, a new image on trial, a rollback, a
     /// refused image). On trial it asks the device for a self-test. `security` is the floor's
-    /// partition ([`firegrid_boot::floor`]).
-    pub fn start(dfu: D, state: S, manifest: M, security: F, device: &mut Device, now_ms: u64) -> Self {
+    /// partition, `key_floor` the key floor's ([`firegrid_boot::floor`]).
+    pub fn start(
+        dfu: D,
+        state: S,
+        manifest: M,
+        security: F,
+        key_floor: K,
+        device: &mut Device,
+        now_ms: u64,
+    ) -> Self {
         let mut up = Updater {
             dfu,
             state,
             manifest,
             security,
+            key_floor,
             phase: Phase::Idle,
             last_error: None,
             errors: UpdateErrors::default(),
@@ -197,10 +215,11 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
         match self.embassy_state()? {
             // Marked good, and the power went before embassy-boot's state said so.
             State::Swap if header.as_ref().is_some_and(|h| h.booted) => {
-                let (version, counter) =
-                    header.map_or(([0; 16], 0), |h| (h.manifest.version, h.manifest.security_counter));
+                let (version, counter, slot) = header.map_or(([0; 16], 0, 0), |h| {
+                    (h.manifest.version, h.manifest.security_counter, h.manifest.key_slot)
+                });
                 self.phase = Phase::Booted { version };
-                self.raise_floor(counter)?;
+                self.raise_floors(counter, slot)?;
                 self.set_booted()?;
                 self.erase_manifest()?;
             }
@@ -221,16 +240,17 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
                     let reason = match why {
                         Refused::Unverified => UpdateError::Refused,
                         Refused::Downgrade => UpdateError::Downgrade,
+                        Refused::RevokedKey => UpdateError::RevokedKey,
                     };
                     warning!("Bootloader refused the firmware image: {}.", reason.as_str());
                     self.erase_manifest()?;
                     self.fail(reason);
                 }
                 // A finished update whose manifest was not erased yet (the bootloader
-                // finished its marking, or the power went before the erase): the floor is
-                // raised first, since the manifest is the only record of the counter.
+                // finished its marking, or the power went before the erase): the floors are
+                // raised first, since the manifest is the only record of the counter and slot.
                 Some(h) if h.booted => {
-                    self.raise_floor(h.manifest.security_counter)?;
+                    self.raise_floors(h.manifest.security_counter, h.manifest.key_slot)?;
                     self.erase_manifest()?;
                     self.phase = Phase::Booted { version: h.manifest.version };
                 }
@@ -322,6 +342,7 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
             sha256: offer.sha256.0,
             signature: offer.signature.0,
             security_counter: offer.security_counter,
+            key_slot: offer.key_slot,
         };
         match &self.phase {
             Phase::Swapping { .. } | Phase::Trial { .. } => return Err(UpdateError::BadState),
@@ -336,7 +357,14 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
         if offer.size > slot || offer.size > log {
             return Err(UpdateError::Oversized);
         }
-        // Before anything is erased: a transfer in progress stays resumable.
+        // Before anything is erased: a transfer in progress stays resumable. A slot the
+        // bootloader has no key for could never verify; a slot below the key floor is revoked.
+        if usize::from(offer.key_slot) >= firegrid_boot::KEY_SLOTS {
+            return Err(UpdateError::Refused);
+        }
+        if u32::from(offer.key_slot) < self.key_floor()? {
+            return Err(UpdateError::RevokedKey);
+        }
         if offer.security_counter < self.floor()? {
             return Err(UpdateError::Downgrade);
         }
@@ -422,14 +450,15 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
     }
 
     /// Marks the trial image good: the manifest's BOOTED mark first (which the bootloader
-    /// honours), then the floor raised to its security counter, then embassy-boot's BOOT
-    /// magic, then the manifest is erased. A power cut anywhere leaves the BOOTED mark with
-    /// the manifest, and [`Updater::start`] raises the floor before it erases them.
+    /// honours), then the floor raised to its security counter and the key floor to its key
+    /// slot, then embassy-boot's BOOT magic, then the manifest is erased. A power cut anywhere
+    /// leaves the BOOTED mark with the manifest, and [`Updater::start`] raises the floors
+    /// before it erases them.
     fn mark_booted(&mut self) -> Flash<()> {
         let Phase::Trial { manifest, .. } = &self.phase else { return Err(UpdateError::BadState) };
-        let (version, counter) = (manifest.version, manifest.security_counter);
+        let (version, counter, slot) = (manifest.version, manifest.security_counter, manifest.key_slot);
         self.write_manifest(manifest::BOOTED_AT, &manifest::BOOTED_MARK)?;
-        self.raise_floor(counter)?;
+        self.raise_floors(counter, slot)?;
         self.set_booted()?;
         info!("New firmware marked good.");
         self.phase = Phase::Booted { version };
@@ -478,15 +507,21 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
         &self.errors
     }
 
-    /// The partitions back (DFU, state, manifest, floor).
-    pub fn into_parts(self) -> (D, S, M, F) {
-        (self.dfu, self.state, self.manifest, self.security)
+    /// The partitions back (DFU, state, manifest, floor, key floor).
+    pub fn into_parts(self) -> (D, S, M, F, K) {
+        (self.dfu, self.state, self.manifest, self.security, self.key_floor)
     }
 
     /// The security floor: the highest security counter of an image this device marked good
     /// (`0` on a factory-fresh partition).
     pub fn floor(&mut self) -> Flash<u32> {
-        Ok(self.scan_floor()?.floor())
+        Ok(scan(&mut self.security)?.floor())
+    }
+
+    /// The key floor: the highest vendor key slot of an image this device marked good (`0`
+    /// on a factory-fresh partition); images of the slots below it are refused.
+    pub fn key_floor(&mut self) -> Flash<u32> {
+        Ok(scan(&mut self.key_floor)?.floor())
     }
 
     // ---- Flash --------------------------------------------------------------------------
@@ -519,30 +554,16 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
         Ok((offset, at))
     }
 
-    fn scan_floor(&mut self) -> Flash<floor::Scan> {
-        let len = self.security.capacity() as u32;
-        let mut scan = floor::Scan::new(F::ERASE_SIZE as u32, len);
-        let mut record = [0u8; floor::RECORD_LEN];
-        for at in (0..len).step_by(floor::RECORD_LEN) {
-            block(self.security.read(at, &mut record))?;
-            scan.feed(at, &record);
+    /// Raises the security floor to `counter`, then the key floor to `slot`. Each is the old
+    /// value or the new one after a power cut; both are raised again from the manifest at the
+    /// next start.
+    fn raise_floors(&mut self, counter: u32, slot: u8) -> Flash<()> {
+        if raise(&mut self.security, counter)? {
+            info!("Security floor raised to {}.", counter);
         }
-        Ok(scan)
-    }
-
-    /// Raises the floor to `counter` (nothing when it is there already): one record
-    /// appended, or a fresh page erased and the record written at its start.
-    fn raise_floor(&mut self, counter: u32) -> Flash<()> {
-        let at = match self.scan_floor()?.raise(counter) {
-            None => return Ok(()),
-            Some(floor::Raise::Append { at }) => at,
-            Some(floor::Raise::Move { erase }) => {
-                block(self.security.erase(erase.start, erase.end))?;
-                erase.start
-            }
-        };
-        block(self.security.write(at, &floor::record(counter)))?;
-        info!("Security floor raised to {}.", counter);
+        if raise(&mut self.key_floor, u32::from(slot))? {
+            info!("Key floor raised to slot {}: images of lower key slots are refused.", slot);
+        }
         Ok(())
     }
 
@@ -568,6 +589,33 @@ impl<D: NorFlash, S: NorFlash, M: MultiwriteNorFlash, F: NorFlash> Updater<D, S,
         }
         Ok(hash.finalize().into())
     }
+}
+
+/// Reads a floor's partition ([`firegrid_boot::floor`]).
+fn scan<F: NorFlash>(part: &mut F) -> Flash<floor::Scan> {
+    let len = part.capacity() as u32;
+    let mut scan = floor::Scan::new(F::ERASE_SIZE as u32, len);
+    let mut record = [0u8; floor::RECORD_LEN];
+    for at in (0..len).step_by(floor::RECORD_LEN) {
+        block(part.read(at, &mut record))?;
+        scan.feed(at, &record);
+    }
+    Ok(scan)
+}
+
+/// Raises the floor in `part` to `to` (nothing when it is there already): one record
+/// appended, or a fresh page erased and the record written at its start. Whether it rose.
+fn raise<F: NorFlash>(part: &mut F, to: u32) -> Flash<bool> {
+    let at = match scan(part)?.raise(to) {
+        None => return Ok(false),
+        Some(floor::Raise::Append { at }) => at,
+        Some(floor::Raise::Move { erase }) => {
+            block(part.erase(erase.start, erase.end))?;
+            erase.start
+        }
+    };
+    block(part.write(at, &floor::record(to)))?;
+    Ok(true)
 }
 
 /// Runs a flash operation to completion; any error is a flash failure.

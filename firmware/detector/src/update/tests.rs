@@ -7,7 +7,7 @@ use super::*;
 use crate::journal::SimulatedNor;
 use crate::scenario::{self, UpdateStep};
 
-fn lines(flash: SimulatedNor<6, 1024>) -> Vec<String> {
+fn lines(flash: SimulatedNor<8, 1024>) -> Vec<String> {
     let mut out = Vec::new();
     scenario::run_update(&mut scenario::fresh_device(), flash, |s: &UpdateStep| {
         let mut line = String::new();
@@ -36,7 +36,7 @@ fn the_update_scenario_refuses_a_gap_resumes_after_a_reset_and_requests_the_swap
 
 #[test]
 fn a_broken_flash_is_reported_and_nothing_is_requested() {
-    let mut flash = SimulatedNor::<6, 1024>::new();
+    let mut flash = SimulatedNor::<8, 1024>::new();
     flash.set_broken(true);
     let got = lines(flash);
     assert_eq!(got[1], "update offered idle 0 flash -");
@@ -54,12 +54,19 @@ fn firmware_commands_wait_while_the_device_has_a_fire() {
             obscuration_db_m: 0.3,
         }),
     );
-    let mut flash = SimulatedNor::<6, 1024>::new();
+    let mut flash = SimulatedNor::<8, 1024>::new();
     let mutex =
         embassy_sync::mutex::Mutex::<embassy_sync::blocking_mutex::raw::NoopRawMutex, _>::new(&mut flash);
     let part = |at, len| embassy_embedded_hal::flash::partition::Partition::new(&mutex, at, len);
-    let mut up =
-        Updater::start(part(0, 2048), part(2048, 1024), part(3072, 1024), part(4096, 2048), &mut device, 0);
+    let mut up = Updater::start(
+        part(0, 2048),
+        part(2048, 1024),
+        part(3072, 1024),
+        part(4096, 2048),
+        part(6144, 2048),
+        &mut device,
+        0,
+    );
     let id = scenario::scenario_identity();
     let mut cmd = Downlink::new(
         1,
@@ -70,6 +77,7 @@ fn firmware_commands_wait_while_the_device_has_a_fire() {
             sha256: firegrid_protocol::firmware::FixedBytes([0; 32]),
             signature: firegrid_protocol::firmware::FixedBytes([0; 64]),
             security_counter: 0,
+            key_slot: 0,
         }),
     );
     cmd.sign(&id.village, &id.dev, id.boot, id.key.as_ref().unwrap());

@@ -1,9 +1,12 @@
 //! The update chain on simulated NOR flash: the gateway's signed commands into the detector's
 //! [`Updater`], embassy-boot's swap behind the Ed25519 gate of [`firegrid_boot::loader`], the
 //! new image's trial boot, self-test and confirmation, and the rollback, with power cut at
-//! every flash step; and the anti-rollback floor: an image whose signed security counter is
+//! every flash step; the anti-rollback floor: an image whose signed security counter is
 //! below it refused, equal and higher ones taken, the floor raised only when an image is
-//! marked good. Each test ends with the device on a good image.
+//! marked good; and key rotation: an image signed by a higher vendor key slot raising the key
+//! floor once marked good, images of the slots below it refused afterwards whatever their
+//! version and counter, an unknown slot refused, with power cut at every step of a rotation.
+//! Each test ends with the device on a good image.
 //!
 //! The payload of the full-size tests is the detector's real Cortex-M3 image (the release
 //! build of `firmware/boards/qemu-lm3s6965`, its loadable segments laid out flat, as a
@@ -16,7 +19,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use embassy_embedded_hal::flash::partition::{BlockingPartition, Partition};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use firegrid_boot::loader::{self, Outcome, Refusal};
-use firegrid_boot::{LM3S6965, Layout, PAGE};
+use firegrid_boot::{KEY_SLOTS, LM3S6965, Layout, PAGE, VendorKeys};
 use firegrid_detector::journal::SimulatedNor;
 use firegrid_detector::update::{Action, Updater};
 use firegrid_detector::{Config, Device, Identity, SelfTestResult, scenario};
@@ -28,8 +31,8 @@ use firegrid_protocol::{
 use proptest::prelude::*;
 use sha2::Digest;
 
-/// The whole LM3S6965 map up to the end of its security floor, in 1 KiB pages.
-const BOARD_PAGES: usize = 0x3_E400 / 1024;
+/// The whole LM3S6965 map up to the end of its key floor, in 1 KiB pages.
+const BOARD_PAGES: usize = 0x3_EC00 / 1024;
 
 /// A small map for the exhaustive power-cut sweep: a 4-page active slot.
 const SMALL: Layout = Layout {
@@ -39,15 +42,26 @@ const SMALL: Layout = Layout {
     active: 3 * PAGE..7 * PAGE,
     dfu: 7 * PAGE..12 * PAGE,
     security: 12 * PAGE..14 * PAGE,
+    key_floor: 14 * PAGE..16 * PAGE,
 };
 
 /// The small map's pages.
-const SMALL_PAGES: usize = 14;
+const SMALL_PAGES: usize = 16;
 
-/// The vendor's signing key of these tests (the gateway's `firegrid firmware keygen` makes
-/// real ones).
+/// The vendor's signing key of these tests in slot 0 (the gateway's `firegrid firmware
+/// keygen` makes real ones).
 fn vendor() -> SigningKey {
-    SigningKey::from_bytes(&[0x42; 32])
+    vendor_slot(0)
+}
+
+/// The tests' vendor key of `slot`: seeds `[0x42; 32]`, `[0x43; 32]`, `[0x44; 32]`.
+fn vendor_slot(slot: u8) -> SigningKey {
+    SigningKey::from_bytes(&[0x42 + slot; 32])
+}
+
+/// The public keys the tests' bootloader is built with, by slot.
+fn vendor_keys() -> VendorKeys {
+    core::array::from_fn(|slot| vendor_slot(slot as u8).verifying_key().to_bytes())
 }
 
 /// A signed image as the gateway offers it.
@@ -61,17 +75,23 @@ fn sign(bytes: &[u8], version: &str, key: &SigningKey) -> Image {
     sign_counted(bytes, version, 0, key)
 }
 
-/// Signs as the gateway's `firegrid firmware sign --security-counter` does: the layout-2
-/// message (domain, version, counter, SHA-512 of the image).
+/// Signs as the gateway's `firegrid firmware sign --security-counter` does, by key slot 0.
 fn sign_counted(bytes: &[u8], version: &str, security_counter: u32, key: &SigningKey) -> Image {
+    sign_slot(bytes, version, security_counter, 0, key)
+}
+
+/// Signs as `firegrid firmware sign --security-counter N --key-slot S` does: the layout-3
+/// message (domain, version, counter, key slot, SHA-512 of the image), with `key`.
+fn sign_slot(bytes: &[u8], version: &str, security_counter: u32, key_slot: u8, key: &SigningKey) -> Image {
     let sha512: [u8; 64] = <ed25519_dalek::Sha512 as ed25519_dalek::Digest>::digest(bytes).into();
-    let message = signed_message(&version_field(version), security_counter, &sha512);
+    let message = signed_message(&version_field(version), security_counter, key_slot, &sha512);
     let offer = FirmwareOffer {
         version: version.try_into().unwrap(),
         size: bytes.len() as u32,
         sha256: FixedBytes(sha2::Sha256::digest(bytes).into()),
         signature: FixedBytes(key.sign(&message).to_bytes()),
         security_counter,
+        key_slot,
     };
     Image { bytes: bytes.to_vec(), offer }
 }
@@ -125,6 +145,8 @@ struct Gateway {
     good: Vec<Vec<u8>>,
     /// The floor as each boot's application found it, in order.
     floors: Vec<u32>,
+    /// The key floor as each boot's application found it, in order.
+    key_floors: Vec<u32>,
 }
 
 type Part<'a, const P: usize> = Partition<'a, NoopRawMutex, &'a mut SimulatedNor<P, 1024>>;
@@ -144,14 +166,15 @@ fn boot<const P: usize, R>(
             let part = |r: &Range<u32>| BlockingPartition::new(&mutex, r.start, r.end - r.start);
             let (mut active, mut dfu) = (part(&gw.layout.active), part(&gw.layout.dfu));
             let (mut state, mut manifest) = (part(&gw.layout.state), part(&gw.layout.manifest));
-            let mut security = part(&gw.layout.security);
+            let (mut security, mut key_floor) = (part(&gw.layout.security), part(&gw.layout.key_floor));
             loader::prepare(
                 &mut active,
                 &mut dfu,
                 &mut state,
                 &mut manifest,
                 &mut security,
-                &vendor().verifying_key().to_bytes(),
+                &mut key_floor,
+                &vendor_keys(),
             )
         };
         match result {
@@ -178,11 +201,15 @@ fn boot<const P: usize, R>(
         part(&layout.state),
         part(&layout.manifest),
         part(&layout.security),
+        part(&layout.key_floor),
         &mut device,
         gw.now_ms,
     );
     if let Ok(floor) = updater.floor() {
         gw.floors.push(floor);
+    }
+    if let Ok(floor) = updater.key_floor() {
+        gw.key_floors.push(floor);
     }
     let r = app(gw, &mut device, &mut updater);
     (outcome, r)
@@ -209,7 +236,15 @@ fn statuses(device: &mut Device) -> Vec<FirmwareStatus> {
 
 impl Gateway {
     fn new(layout: Layout) -> Self {
-        Gateway { layout, boot: 0, seq: 0, now_ms: 1_000, good: Vec::new(), floors: Vec::new() }
+        Gateway {
+            layout,
+            boot: 0,
+            seq: 0,
+            now_ms: 1_000,
+            good: Vec::new(),
+            floors: Vec::new(),
+            key_floors: Vec::new(),
+        }
     }
 
     /// Sends one signed command for the device's current boot; returns the updater's action
@@ -258,6 +293,11 @@ enum End {
     BadDigest,
     /// Refused as a downgrade, by the application at the offer or by the bootloader.
     Downgrade,
+    /// Refused as signed by a revoked key, by the application at the offer or by the
+    /// bootloader.
+    RevokedKey,
+    /// Refused at the offer for a key slot the bootloader has no key for.
+    RefusedAtOffer,
 }
 
 fn chunk(image: &Image, offset: u32) -> DownlinkBody {
@@ -323,11 +363,16 @@ fn drive_boot<const P: usize>(
             UpdateState::Idle if status.error == Some(UpdateError::Downgrade) => {
                 return Step::Done(End::Downgrade);
             }
+            UpdateState::Idle if status.error == Some(UpdateError::RevokedKey) => {
+                return Step::Done(End::RevokedKey);
+            }
             UpdateState::Idle | UpdateState::RolledBack => {
                 let (_, s) = gw.send(device, up, DownlinkBody::FwOffer(image.offer.clone()));
                 match s.error {
                     None => status = s,
                     Some(UpdateError::Downgrade) => return Step::Done(End::Downgrade),
+                    Some(UpdateError::RevokedKey) => return Step::Done(End::RevokedKey),
+                    Some(UpdateError::Refused) => return Step::Done(End::RefusedAtOffer),
                     Some(_) => return Step::Reset,
                 }
             }
@@ -537,19 +582,36 @@ fn small_images() -> (Vec<u8>, Vec<u8>) {
 /// Writes floor records `values` into the floor partition, in order, as a device that marked
 /// images of those counters good has them (or as the factory provisions the first).
 fn provision_floor<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout, values: &[u32]) {
+    provision(flash, &layout.security, values);
+}
+
+/// Writes key floor records `values` (key slots), as [`provision_floor`] does the floor's.
+fn provision_key_floor<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout, values: &[u32]) {
+    provision(flash, &layout.key_floor, values);
+}
+
+fn provision<const P: usize>(flash: &mut SimulatedNor<P, 1024>, part: &Range<u32>, values: &[u32]) {
     use embedded_storage::nor_flash::NorFlash;
     for (i, &v) in values.iter().enumerate() {
-        let at = layout.security.start + (i * firegrid_boot::floor::RECORD_LEN) as u32;
+        let at = part.start + (i * firegrid_boot::floor::RECORD_LEN) as u32;
         flash.write(at, &firegrid_boot::floor::record(v)).unwrap();
     }
 }
 
 /// The floor as the bootloader reads it.
 fn floor_of<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout) -> u32 {
+    read_floor(flash, &layout.security)
+}
+
+/// The key floor as the bootloader reads it.
+fn key_floor_of<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout) -> u32 {
+    read_floor(flash, &layout.key_floor)
+}
+
+fn read_floor<const P: usize>(flash: &mut SimulatedNor<P, 1024>, part: &Range<u32>) -> u32 {
     let mutex = embassy_sync::blocking_mutex::Mutex::<NoopRawMutex, _>::new(RefCell::new(&mut *flash));
-    let mut security =
-        BlockingPartition::new(&mutex, layout.security.start, layout.security.end - layout.security.start);
-    loader::floor(&mut security).unwrap()
+    let mut partition = BlockingPartition::new(&mutex, part.start, part.end - part.start);
+    loader::floor(&mut partition).unwrap()
 }
 
 /// The whole update of a small image on a small map, with the power cut once at every flash
@@ -561,10 +623,13 @@ fn floor_of<const P: usize>(flash: &mut SimulatedNor<P, 1024>, layout: &Layout) 
 ///
 /// The floor starts at `floor` records `1..=floor`; with 128 records, the first page (1 KiB,
 /// 8-byte records) is full, so raising it erases the second page and writes there; with 1, it
-/// appends a record.
-fn sweep_power_cuts(floor: u32) {
+/// appends a record. The new image is signed by key slot `slot`: with 1, the key floor (erased:
+/// slot 0) is raised too, right after the floor, and every boot must find it at 0 or 1, never
+/// lower than before, and at 1 in the end.
+fn sweep_power_cuts(floor: u32, slot: u8) {
     let (old, new) = small_images();
-    let new = sign_counted(&new, "1.5.0", floor + 1, &vendor());
+    let new = sign_slot(&new, "1.5.0", floor + 1, slot, &vendor_slot(slot));
+    let slot = u32::from(slot);
     let floors: Vec<u32> = (1..=floor).collect();
     let mut reference = installed::<SMALL_PAGES>(&SMALL, &old);
     provision_floor(&mut reference, &SMALL, &floors);
@@ -572,6 +637,7 @@ fn sweep_power_cuts(floor: u32) {
     let (end, _, _) = update(&mut reference, &mut Gateway::new(SMALL), &new, GOOD);
     assert_eq!(end, End::Booted);
     assert_eq!(floor_of(&mut reference, &SMALL), floor + 1);
+    assert_eq!(key_floor_of(&mut reference, &SMALL), slot);
     let total = reference.steps() - start;
     // 875 words of transfer, 4 pages × 2 copies × (1 erase + 256 words) of swap, the marks
     // and the floor's record (and, moving, its page erase).
@@ -595,17 +661,28 @@ fn sweep_power_cuts(floor: u32) {
         assert_eq!(floor_of(&mut flash, &SMALL), floor + 1, "cut at step {k}: the floor raised");
         assert!(gw.floors.iter().all(|f| *f == floor || *f == floor + 1), "cut at step {k}: {:?}", gw.floors);
         assert!(gw.floors.is_sorted(), "cut at step {k}: the floor went down: {:?}", gw.floors);
+        assert_eq!(key_floor_of(&mut flash, &SMALL), slot, "cut at step {k}: the key floor raised");
+        assert!(gw.key_floors.iter().all(|f| *f == 0 || *f == slot), "cut at step {k}: {:?}", gw.key_floors);
+        assert!(gw.key_floors.is_sorted(), "cut at step {k}: the key floor went down: {:?}", gw.key_floors);
     }
 }
 
 #[test]
 fn power_cut_at_every_step_ends_on_a_good_image() {
-    sweep_power_cuts(1);
+    sweep_power_cuts(1, 0);
 }
 
 #[test]
 fn power_cut_at_every_step_while_the_floor_moves_to_its_next_page_ends_on_a_good_image() {
-    sweep_power_cuts(128);
+    sweep_power_cuts(128, 0);
+}
+
+/// A key rotation (the new image signed by slot 1) with the power cut at every step: the key
+/// floor, written right after the security floor, is the old slot or the new one at every
+/// boot and the new one in the end.
+#[test]
+fn power_cut_at_every_step_of_a_key_rotation_ends_on_a_good_image_and_a_consistent_key_floor() {
+    sweep_power_cuts(1, 1);
 }
 
 #[test]
@@ -711,6 +788,154 @@ fn a_trial_that_rolls_back_leaves_the_floor_where_it_was() {
     assert_eq!(floor_of(&mut flash, &SMALL), 5);
 }
 
+/// Key rotation: key 0 leaked, the vendor signs the next release with key 1. Accepted on a
+/// device whose key floor is 0; the trial boot still finds key floor 0; marked good, the key
+/// floor is 1. Afterwards an image signed by key 0 is refused `revoked_key` at the offer, with
+/// a higher version and security counter than the running one, before anything is written;
+/// the device keeps the slot-1 image, and slot 2 (the next spare) is still taken.
+#[test]
+fn an_image_of_key_slot_1_raises_the_key_floor_once_marked_good_and_key_0_is_refused_after() {
+    let (old, new) = small_images();
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    let mut gw = Gateway::new(SMALL);
+    let rotated = sign_slot(&new, "2.0.0", 1, 1, &vendor_slot(1));
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &rotated, GOOD);
+    assert_eq!((end, outcomes), (End::Booted, vec![Outcome::Boot, Outcome::Trial]), "{log:#?}");
+    assert_eq!(gw.key_floors, [0, 0], "the transfer boot and the trial boot start on key floor 0");
+    assert_eq!(key_floor_of(&mut flash, &SMALL), 1, "raised once marked good");
+    assert_eq!(floor_of(&mut flash, &SMALL), 1);
+    // The leaked key's image: higher version, higher counter, still refused.
+    let leaked = sign_slot(&old, "9.9.9", 9, 0, &vendor_slot(0));
+    let start = flash.steps();
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &leaked, GOOD);
+    assert_eq!((end, outcomes), (End::RevokedKey, vec![Outcome::Boot]), "{log:#?}");
+    assert_eq!(flash.steps(), start, "refused before anything was erased or written");
+    assert_eq!(active(&mut flash, &SMALL, new.len()), new, "the slot-1 image runs");
+    assert!(settled(&mut flash, &SMALL));
+    assert_eq!((key_floor_of(&mut flash, &SMALL), floor_of(&mut flash, &SMALL)), (1, 1));
+    let (outcome, (status, count)) =
+        boot(&mut *flash, &mut gw, |_, _, up| (up.status(), up.errors().of(UpdateError::RevokedKey)));
+    assert_eq!((outcome, status.state, status.error, count), (Outcome::Boot, UpdateState::Idle, None, 0));
+    // The next rotation: slot 2 is taken and raises the key floor to 2; slot 1 is revoked then.
+    let next = sign_slot(&old, "2.1.0", 1, 2, &vendor_slot(2));
+    let (end, _, log) = update(&mut flash, &mut gw, &next, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+    assert_eq!(key_floor_of(&mut flash, &SMALL), 2);
+    let (end, _, log) = update(&mut flash, &mut gw, &rotated, GOOD);
+    assert_eq!(end, End::RevokedKey, "{log:#?}");
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the slot-2 image runs");
+}
+
+/// The bootloader's own gate, behind the application's: a slot-0 image transferred and
+/// committed while the key floor was 0 (here the key floor is written between the commit and
+/// the reset, as if a rotation had been confirmed meanwhile) is refused at the swap with the
+/// REFUSED mark FGKR, reported `revoked_key` and counted, and the current image boots.
+#[test]
+fn the_bootloader_refuses_a_committed_image_of_a_revoked_key() {
+    let (old, new) = small_images();
+    let leaked = sign_slot(&new, "9.9.9", 9, 0, &vendor_slot(0));
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    let mut gw = Gateway::new(SMALL);
+    let (_, step) = boot(&mut *flash, &mut gw, |gw, device, up| {
+        drive_boot(gw, device, up, &leaked, GOOD, &mut Vec::new())
+    });
+    assert!(matches!(step, Step::Reset), "committed, swap requested");
+    provision_key_floor(&mut *flash, &SMALL, &[1]);
+    let (outcome, (status, count)) =
+        boot(&mut *flash, &mut gw, |_, _, up| (up.status(), up.errors().of(UpdateError::RevokedKey)));
+    assert_eq!(outcome, Outcome::Refused(Refusal::RevokedKey));
+    assert_eq!((status.state, status.error, count), (UpdateState::Idle, Some(UpdateError::RevokedKey), 1));
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the current image stays");
+    assert!(settled(&mut flash, &SMALL), "the request is cleared");
+    // The same image signed by slot 1 is taken: the refusal was the key's.
+    let rotated = sign_slot(&new, "9.9.9", 9, 1, &vendor_slot(1));
+    let (end, _, log) = update(&mut flash, &mut gw, &rotated, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+}
+
+/// Writes a committed manifest for `image` (already in the DFU slot or not) and embassy-boot's
+/// SWAP magic, as an application of another build might: the bootloader's checks alone.
+fn commit_directly<const P: usize>(
+    flash: &mut SimulatedNor<P, 1024>,
+    layout: &Layout,
+    image: &Image,
+    key_slot: u8,
+) {
+    use embedded_storage::nor_flash::NorFlash;
+    use firegrid_boot::manifest::{self, Manifest};
+    let mut padded = image.bytes.clone();
+    padded.resize(padded.len().next_multiple_of(4), 0xFF);
+    flash.write(layout.dfu.start, &padded).unwrap();
+    let m = Manifest {
+        version: version_field(&image.offer.version),
+        size: image.offer.size,
+        sha256: image.offer.sha256.0,
+        signature: image.offer.signature.0,
+        security_counter: image.offer.security_counter,
+        key_slot,
+    };
+    flash.write(layout.manifest.start, &m.encode()).unwrap();
+    flash.write(layout.manifest.start + manifest::HEADER_MARK_AT, &manifest::HEADER_MARK).unwrap();
+    flash.write(layout.manifest.start + manifest::COMMIT_AT, &manifest::COMMIT_MARK).unwrap();
+    flash.write(layout.state.start, &[0xF0; 4]).unwrap();
+}
+
+/// A key slot the bootloader holds no key for is refused at the offer (`refused`, nothing
+/// written) and, should a manifest name one anyway, at the swap (FGRF). A signature relabelled
+/// to another slot fails: the slot is part of the signed message.
+#[test]
+fn an_unknown_or_relabelled_key_slot_is_refused() {
+    let (old, new) = small_images();
+    let unknown = sign_slot(&new, "1.5.0", 0, KEY_SLOTS as u8, &vendor_slot(KEY_SLOTS as u8));
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    let mut gw = Gateway::new(SMALL);
+    let start = flash.steps();
+    let (end, _, log) = update(&mut flash, &mut gw, &unknown, GOOD);
+    assert_eq!(end, End::RefusedAtOffer, "{log:#?}");
+    assert_eq!(flash.steps(), start, "refused before anything was erased or written");
+    commit_directly(&mut *flash, &SMALL, &unknown, KEY_SLOTS as u8);
+    let (outcome, status) = boot(&mut *flash, &mut gw, |_, _, up| up.status());
+    assert_eq!(outcome, Outcome::Refused(Refusal::UnknownKey));
+    assert_eq!((status.state, status.error), (UpdateState::Idle, Some(UpdateError::Refused)));
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old);
+    assert!(settled(&mut flash, &SMALL));
+    // Key 0's signature presented as slot 1's: verified under key 1, it fails.
+    let mut relabelled = sign_slot(&new, "1.5.0", 0, 0, &vendor_slot(0));
+    relabelled.offer.key_slot = 1;
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &relabelled, GOOD);
+    assert_eq!(end, End::Refused, "{log:#?}");
+    assert_eq!(outcomes.last(), Some(&Outcome::Refused(Refusal::BadSignature)));
+    // Key 1's signature of slot 1 presented as slot 0 (under a key floor of 0): it fails too,
+    // so no one can relabel a good image into a revoked slot or out of one.
+    let mut lowered = sign_slot(&new, "1.5.0", 0, 1, &vendor_slot(1));
+    lowered.offer.key_slot = 0;
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &lowered, GOOD);
+    assert_eq!(end, End::Refused, "{log:#?}");
+    assert_eq!(outcomes.last(), Some(&Outcome::Refused(Refusal::BadSignature)));
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old);
+    assert_eq!(key_floor_of(&mut flash, &SMALL), 0);
+}
+
+/// A trial of the first slot-1 image that fails its self-test is rolled back and leaves the
+/// key floor at 0: key 0's images still install (the rotation has not happened).
+#[test]
+fn a_rotation_whose_trial_rolls_back_leaves_the_key_floor_where_it_was() {
+    let (old, new) = small_images();
+    let mut flash = installed::<SMALL_PAGES>(&SMALL, &old);
+    let mut gw = Gateway::new(SMALL);
+    let failing = sign_slot(&new, "2.0.0", 0, 1, &vendor_slot(1));
+    let plan = Plan { self_test_ok: false, retry_after_rollback: false };
+    let (end, outcomes, log) = update(&mut flash, &mut gw, &failing, plan);
+    assert_eq!(end, End::RolledBack, "{log:#?}");
+    assert_eq!(outcomes, [Outcome::Boot, Outcome::Trial, Outcome::Reverted]);
+    assert_eq!(active(&mut flash, &SMALL, old.len()), old, "the previous image is back");
+    assert_eq!(key_floor_of(&mut flash, &SMALL), 0, "the key floor did not follow the failed trial");
+    let zero = sign_slot(&new, "1.5.1", 0, 0, &vendor_slot(0));
+    let (end, _, log) = update(&mut flash, &mut gw, &zero, GOOD);
+    assert_eq!(end, End::Booted, "{log:#?}");
+    assert_eq!(key_floor_of(&mut flash, &SMALL), 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -739,19 +964,25 @@ proptest! {
     }
 }
 
-/// The image, public key and signature the bootloader's Cortex-M3 image verifies under QEMU
-/// (`firmware/boards/boot-lm3s6965`): the constants there must be this test key's.
+/// The image, public keys and signatures the bootloader's Cortex-M3 image verifies under QEMU
+/// (`firmware/boards/boot-lm3s6965`): the constants there must be these test keys'.
 #[test]
-fn the_bootloader_image_carries_this_test_key_and_signature() {
+fn the_bootloader_image_carries_these_test_keys_and_signatures() {
     let image: Vec<u8> = (0..3_500u32).map(|i| (i * 13 % 253) as u8).collect();
-    // Security counter 1: the image's `COUNTER`.
-    let signed = sign_counted(&image, "1.5.0", 1, &vendor());
     // The signature is written as a `concat!` of two 64-digit halves.
     let source = include_str!("../../../boards/boot-lm3s6965/src/main.rs").replace("\",\n    \"", "");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let key = hex(&vendor().verifying_key().to_bytes());
-    let signature = hex(&signed.offer.signature.0);
-    println!("key {key}\nsignature {signature}");
-    assert!(source.contains(&key), "the bootloader image's test key is {key}");
-    assert!(source.contains(&signature), "the bootloader image's test signature is {signature}");
+    let keys: Vec<String> = vendor_keys().iter().map(|k| hex(k)).collect();
+    // Security counter 1: the image's `COUNTER`; signed by slot 0 and by slot 1.
+    let signatures: Vec<String> = [0, 1]
+        .into_iter()
+        .map(|slot| hex(&sign_slot(&image, "1.5.0", 1, slot, &vendor_slot(slot)).offer.signature.0))
+        .collect();
+    println!("keys {keys:#?}\nsignatures {signatures:#?}");
+    for (slot, key) in keys.iter().enumerate() {
+        assert!(source.contains(key), "the bootloader image's test key {slot} is {key}");
+    }
+    for (slot, signature) in signatures.iter().enumerate() {
+        assert!(source.contains(signature), "the bootloader image's slot-{slot} signature is {signature}");
+    }
 }

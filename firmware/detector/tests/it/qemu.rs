@@ -105,7 +105,7 @@ fn host_log() -> Vec<String> {
         scenario::write_journal_step(&mut line, s).unwrap();
         lines.push(line);
     });
-    let flash: firegrid_detector::journal::SimulatedNor<6, 1024> = Default::default();
+    let flash: firegrid_detector::journal::SimulatedNor<8, 1024> = Default::default();
     scenario::run_update(&mut scenario::fresh_device(), flash, |s| {
         let mut line = String::new();
         scenario::write_update_step(&mut line, s).unwrap();
@@ -206,13 +206,15 @@ const BOOTLOADER_BUDGET: u64 = 48 * 1024;
 
 /// The bootloader core on the Cortex-M3: a signed image verified (Ed25519) and swapped in on
 /// trial, the same image with one byte changed refused and the old one kept, the signed image
-/// below the security floor refused as a downgrade; measured against its partition.
+/// below the security floor refused as a downgrade, the slot-0 image on a device whose key
+/// floor is 1 refused as a revoked key, and the slot-1 image verified under the slot-1 key and
+/// swapped in there; measured against its partition.
 #[test]
 fn bootloader_image_verifies_and_refuses_under_qemu_within_its_partition() {
     let image = build("firegrid-boot-lm3s6965");
     let (flash, ram) = footprint(&std::fs::read(&image).unwrap());
-    // Its RAM map holds the 14 KiB simulated flash the real part does not need.
-    let simulated = 14 * 1024;
+    // Its RAM map holds the 16 KiB simulated flash the real part does not need.
+    let simulated = 16 * 1024;
     println!(
         "boot-lm3s6965 image: flash {flash} B of {BOOTLOADER_BUDGET} B ({:.1} KiB), static RAM {} B besides the {simulated} B simulated flash",
         flash as f64 / 1024.0,
@@ -231,6 +233,8 @@ fn bootloader_image_verifies_and_refuses_under_qemu_within_its_partition() {
             "boot signed trial active new",
             "boot altered refused bad_signature active old",
             "boot downgrade refused downgrade active old",
+            "boot revoked refused revoked_key active old",
+            "boot rotated trial active new",
             "end"
         ],
         "log:\n{log}"

@@ -18,7 +18,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::firmware::rollout::{DeviceProgress, DeviceState, Plan, Rollout};
-use crate::firmware::signing::{SignedImage, SigningError};
+use crate::firmware::signing::{SignedImage, SigningError, VendorKeys};
 
 /// The request file's name in the firmware directory.
 pub const REQUEST: &str = "rollout.json";
@@ -48,12 +48,23 @@ pub enum ControlError {
     Signing(#[from] SigningError),
     /// No vendor public key is configured, so no signature can be checked.
     #[error(
-        "no vendor public key is configured ([firmware] vendor_public_key): refusing to roll out an image whose signature cannot be checked"
+        "no vendor public key is configured ([firmware] vendor_public_keys, or vendor_public_key for slot 0 alone): refusing to roll out an image whose signature cannot be checked"
     )]
     NoVendorKey,
-    /// The configured vendor key is not 64 hexadecimal digits of an Ed25519 public key.
-    #[error("[firmware] vendor_public_key is not an Ed25519 public key (64 hexadecimal digits)")]
-    BadVendorKey,
+    /// A configured vendor key is not 64 hexadecimal digits of an Ed25519 public key.
+    #[error("the vendor public key of slot {slot} is not an Ed25519 public key (64 hexadecimal digits)")]
+    BadVendorKey {
+        /// Its slot.
+        slot: usize,
+    },
+    /// Both the one-key and the by-slot forms are configured: which is slot 0 would be a guess.
+    #[error(
+        "[firmware] sets both vendor_public_key and vendor_public_keys: keep vendor_public_keys (slot 0 first) and remove vendor_public_key"
+    )]
+    BothVendorKeyForms,
+    /// More keys than a bootloader holds.
+    #[error("[firmware] vendor_public_keys lists {0} keys; the detectors' bootloader holds {max}", max = firegrid_protocol::firmware::KEY_SLOTS)]
+    TooManyVendorKeys(usize),
     /// A file that does not parse.
     #[error("{path}: {reason}")]
     Invalid {
@@ -80,18 +91,47 @@ pub enum ControlError {
         /// Its security counter.
         published: u32,
     },
+    /// The image is signed by a key slot below the one last published: every device that
+    /// installed that release raised its key floor and refuses this one (revoked key).
+    #[error(
+        "{version} is signed by key slot {slot}, below the slot {published} of {published_version}, already published to the fleet: devices that installed it have retired the keys below slot {published} and refuse this image (revoked_key); sign the release with --key-slot {published} or higher"
+    )]
+    RevokedKey {
+        /// The image's version.
+        version: String,
+        /// Its key slot.
+        slot: u8,
+        /// The version last published.
+        published_version: String,
+        /// Its key slot.
+        published: u8,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
     move |source| ControlError::Io { path: path.to_owned(), source }
 }
 
-/// Parses the configured vendor public key (hex).
-pub fn vendor_key(hex_key: Option<&str>) -> Result<VerifyingKey, ControlError> {
-    let text = hex_key.ok_or(ControlError::NoVendorKey)?;
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| ControlError::BadVendorKey)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| ControlError::BadVendorKey)
+/// Parses the configured vendor public keys (hex), by slot: `by_slot` (`[firmware]
+/// vendor_public_keys`), or `one` (`vendor_public_key`, the older form) as slot 0 alone.
+/// Both at once are refused: a reader could not tell which is slot 0.
+pub fn vendor_keys(one: Option<&str>, by_slot: Option<&[String]>) -> Result<VendorKeys, ControlError> {
+    let texts: Vec<&str> = match (one, by_slot) {
+        (Some(_), Some(_)) => return Err(ControlError::BothVendorKeyForms),
+        (Some(one), None) => vec![one],
+        (None, Some(list)) => list.iter().map(String::as_str).collect(),
+        (None, None) => return Err(ControlError::NoVendorKey),
+    };
+    if texts.len() > firegrid_protocol::firmware::KEY_SLOTS {
+        return Err(ControlError::TooManyVendorKeys(texts.len()));
+    }
+    let mut keys = Vec::with_capacity(texts.len());
+    for (slot, text) in texts.into_iter().enumerate() {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| ControlError::BadVendorKey { slot })?;
+        keys.push(VerifyingKey::from_bytes(&bytes).map_err(|_| ControlError::BadVendorKey { slot })?);
+    }
+    VendorKeys::new(keys).ok_or(ControlError::NoVendorKey)
 }
 
 /// A device a rollout goes to, with the village its topics are in.
@@ -180,7 +220,7 @@ impl Request {
     }
 
     /// Reads the image it names, and checks it against the signature and `vendor`.
-    pub fn image(&self, dir: &Path, vendor: &VerifyingKey) -> Result<Vec<u8>, ControlError> {
+    pub fn image(&self, dir: &Path, vendor: &VendorKeys) -> Result<Vec<u8>, ControlError> {
         let path = dir.join(&self.image);
         let bytes = fs::read(&path).map_err(io_error(&path))?;
         let checked = SignedImage::load(&path, &bytes, Some(vendor))?;
@@ -287,13 +327,16 @@ pub struct Publish<'a> {
     pub replace: bool,
 }
 
-/// Starts a rollout: checks the image's signature under `vendor` (refusing an unsigned image,
-/// one signed by another key, or one whose signed-image file does not match it) and its
-/// security counter against the last published one (refusing a downgrade), copies the
-/// image into the firmware directory of `data_dir` and writes the request the gateway reloads.
+/// Starts a rollout: checks the image's signature under the key of the slot it names in
+/// `vendor` (refusing an unsigned image, one signed by another key or an unconfigured slot,
+/// or one whose signed-image file does not match it), its key slot against the last
+/// published one (refusing a revoked key: the fleet's key floor, as far as this gateway
+/// knows it) and its security counter against the last published one (refusing a
+/// downgrade), copies the image into the firmware directory of `data_dir` and writes the
+/// request the gateway reloads.
 pub fn publish(
     data_dir: &Path,
-    vendor: &VerifyingKey,
+    vendor: &VendorKeys,
     req: Publish<'_>,
     now_ms: u64,
 ) -> Result<Request, ControlError> {
@@ -323,8 +366,17 @@ pub fn publish(
     .map_err(|e| ControlError::Refused(e.to_string()))?;
     let dir = dir(data_dir);
     fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-    // The last request holds the highest counter published: each publish refuses a lower one.
+    // The last request holds the highest key slot and counter published: each publish refuses
+    // a lower one. The slot first: a release of a retired key is refused whatever its counter.
     let last = Request::load(&dir)?;
+    if let Some(old) = last.as_ref().filter(|old| signed.key_slot < old.signed.key_slot) {
+        return Err(ControlError::RevokedKey {
+            version: signed.version,
+            slot: signed.key_slot,
+            published_version: old.signed.version.clone(),
+            published: old.signed.key_slot,
+        });
+    }
     if let Some(old) = last.as_ref().filter(|old| signed.security_counter < old.signed.security_counter) {
         return Err(ControlError::Downgrade {
             version: signed.version,

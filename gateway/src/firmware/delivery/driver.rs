@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
 use firegrid_protocol::{DeviceId, DownlinkKind, FirmwareStatus, UplinkBody, VillageId};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
@@ -63,8 +62,8 @@ pub async fn tap(
 pub struct Driver {
     /// `{data_dir}/firmware`.
     pub dir: PathBuf,
-    /// The configured vendor key; without one every request is refused.
-    pub vendor: Option<VerifyingKey>,
+    /// The configured vendor keys, by slot; without them every request is refused.
+    pub vendor: Option<crate::firmware::signing::VendorKeys>,
     /// Numbers, signs and encodes each command for its device.
     pub ingest: Arc<Ingest>,
     /// The gateway's command session.

@@ -6,7 +6,11 @@ use firegrid_tests::ota::{new_image, vendor};
 
 use super::control::{self, ControlError, Progress, Publish, Request, Target};
 use crate::firmware::rollout::{DeviceState, Failure, Plan, Rollout};
-use crate::firmware::signing;
+use crate::firmware::signing::{self, VendorKeys};
+
+fn keys() -> VendorKeys {
+    VendorKeys::new(vec![vendor().verifying_key()]).unwrap()
+}
 
 fn targets(n: usize) -> Vec<Target> {
     (0..n).map(|i| Target { village: "v".into(), device: format!("sd-{i}") }).collect()
@@ -14,7 +18,7 @@ fn targets(n: usize) -> Vec<Target> {
 
 fn publish(data: &std::path::Path, image: &std::path::Path, replace: bool) -> Result<Request, ControlError> {
     let req = Publish { image, devices: targets(3), plan: Plan::default(), replace };
-    control::publish(data, &vendor().verifying_key(), req, 1_000)
+    control::publish(data, &keys(), req, 1_000)
 }
 
 #[test]
@@ -31,8 +35,8 @@ fn publish_refuses_unsigned_foreign_and_mismatched_images() {
     let other = publish(dir.path(), &image, false).unwrap_err().to_string();
     assert!(other.contains("does not match the image"), "{other}");
     assert!(Request::load(&control::dir(dir.path())).unwrap().is_none(), "nothing was written");
-    assert!(matches!(control::vendor_key(None), Err(ControlError::NoVendorKey)));
-    assert!(matches!(control::vendor_key(Some("12")), Err(ControlError::BadVendorKey)));
+    assert!(matches!(control::vendor_keys(None, None), Err(ControlError::NoVendorKey)));
+    assert!(matches!(control::vendor_keys(Some("12"), None), Err(ControlError::BadVendorKey { slot: 0 })));
 }
 
 #[test]
@@ -43,7 +47,7 @@ fn a_published_rollout_pauses_resumes_and_is_replaced_only_when_asked() {
     signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
     let request = publish(dir.path(), &image, false).unwrap();
     let fw = control::dir(dir.path());
-    assert_eq!(request.image(&fw, &vendor().verifying_key()).unwrap(), new_image());
+    assert_eq!(request.image(&fw, &keys()).unwrap(), new_image());
     assert_eq!(Request::load(&fw).unwrap().as_ref(), Some(&request));
     let paused = control::set_paused(dir.path(), true).unwrap();
     assert!(paused.paused && paused.resumes == 0);
@@ -80,4 +84,26 @@ fn a_restored_rollout_keeps_settled_devices_and_offers_the_rest_again() {
     let states: Vec<DeviceState> = after.progress().map(|p| p.state).collect();
     assert_eq!(states[..2], [DeviceState::Booted, DeviceState::Failed(Failure::RolledBack)]);
     assert_eq!(after.waves(), (2, 2));
+}
+
+/// `[firmware] vendor_public_keys` by slot; `vendor_public_key` alone is slot 0; both at once,
+/// an empty list, too many keys or a bad one are refused, naming the slot.
+#[test]
+fn vendor_keys_are_read_by_slot_and_the_two_forms_never_together() {
+    let hex = |k: &SigningKey| hex::encode(k.verifying_key().as_bytes());
+    let (k0, k1) = (SigningKey::from_bytes(&[0x42; 32]), SigningKey::from_bytes(&[0x43; 32]));
+    let one = control::vendor_keys(Some(&hex(&k0)), None).unwrap();
+    assert_eq!((one.len(), one.get(0)), (1, Some(&k0.verifying_key())));
+    let list = vec![hex(&k0), hex(&k1)];
+    let two = control::vendor_keys(None, Some(&list)).unwrap();
+    assert_eq!((two.len(), two.get(1), two.get(2)), (2, Some(&k1.verifying_key()), None));
+    let both = control::vendor_keys(Some(&hex(&k0)), Some(&list)).unwrap_err();
+    assert!(matches!(both, ControlError::BothVendorKeyForms), "{both:?}");
+    assert!(both.to_string().contains("both vendor_public_key and vendor_public_keys"), "{both}");
+    assert!(matches!(control::vendor_keys(None, Some(&[])), Err(ControlError::NoVendorKey)));
+    let four = vec![hex(&k0); 4];
+    assert!(matches!(control::vendor_keys(None, Some(&four)), Err(ControlError::TooManyVendorKeys(4))));
+    let bad = vec![hex(&k0), "12".into()];
+    let error = control::vendor_keys(None, Some(&bad)).unwrap_err();
+    assert!(matches!(error, ControlError::BadVendorKey { slot: 1 }), "{error:?}");
 }
