@@ -74,6 +74,14 @@ impl Role {
         !matches!(self, Role::Viewer)
     }
 
+    /// Whether this role may administer the devices the gateway serves the officer API
+    /// for: place an unplaced device in the registry, reset a device's replay window, and
+    /// follow a firmware rollout. Duty officers and commanders: the desks that answer for a
+    /// community or street and its equipment, where a grid's officers answer for its cases.
+    pub const fn may_administer_devices(self) -> bool {
+        matches!(self, Role::DutyOfficer | Role::Commander)
+    }
+
     /// The name used in the directory file.
     pub const fn as_str(self) -> &'static str {
         match self {
