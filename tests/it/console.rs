@@ -994,6 +994,7 @@ async fn the_firmware_view_follows_a_real_rollout() {
         [("sd-0", "failed_rolled_back"), ("sd-1", "waiting"), ("sd-2", "waiting"), ("sd-3", "waiting")],
         "failed first"
     );
+    screenshot(&browser, "console-firmware-paused").await;
     // Failed only.
     browser.find(Locator::Css("#fw-filter")).await.unwrap().select_by_value("failed").await.unwrap();
     until(gateway, Duration::from_secs(10), "the failed devices only", || async {
@@ -1001,7 +1002,6 @@ async fn the_firmware_view_follows_a_real_rollout() {
         (rows.len() == 1 && rows[0][0] == "sd-0").then_some(())
     })
     .await;
-    screenshot(&browser, "console-firmware-paused").await;
     browser.find(Locator::Css("#fw-filter")).await.unwrap().select_by_value("all").await.unwrap();
 
     // The operator resumes: the view follows the other three to done.
@@ -1035,12 +1035,13 @@ async fn the_firmware_view_follows_a_real_rollout() {
          }};"
     );
     script(&browser, &rewrite).await;
-    let rows = until(gateway, Duration::from_secs(30), "the rewritten rollout in the view", || async {
-        let rows = view_rows(&browser).await;
-        (rows.first().is_some_and(|r| r[2] == hostile)).then_some(rows)
+    until(gateway, Duration::from_secs(30), "the rewritten rollout in the view", || async {
+        (view_counts(&browser).await["waiting"] == 6000).then_some(())
     })
     .await;
+    let rows = view_rows(&browser).await;
     assert_eq!(rows[0][1], "failed_rolled_back", "the failed device first, before 6,000 waiting");
+    assert_eq!(rows[0][2], hostile, "the hostile id shows as text, exactly");
     assert_eq!(rows.len(), 200, "at most 200 rows at a time");
     assert!(rows[1..].iter().all(|r| r[1] == "waiting"), "then the waiting ones");
     let page = script(
@@ -1052,7 +1053,6 @@ async fn the_firmware_view_follows_a_real_rollout() {
     )
     .await;
     assert_eq!(page, serde_json::json!({ "images": 0, "pwned": null, "rest": 6004 - 200, "more": true }));
-    assert_eq!(view_counts(&browser).await["waiting"], 6000);
     click(gateway, &browser, "#fw-show-more").await;
     until(gateway, Duration::from_secs(10), "200 more rows", || async {
         (view_rows(&browser).await.len() == 400).then_some(())
