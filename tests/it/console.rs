@@ -1007,15 +1007,28 @@ async fn the_firmware_view_follows_a_real_rollout() {
     // The operator resumes: the view follows the other three to done.
     let (ok, said) = firmware(&["resume", "--config", config]);
     assert!(ok && said.contains("resumed"), "{said}");
+    // Every reading the view shows on its way: the updated count never falls (each answer is
+    // read after the one before it), and the last is all three.
+    let seen = std::sync::Mutex::new(Vec::<u64>::new());
     until(gateway, Duration::from_secs(240), "the view showing the rollout done", || async {
+        let booted = view_counts(&browser).await["booted"].as_u64().unwrap_or(0);
+        seen.lock().unwrap().push(booted);
         (view_state(&browser).await.as_deref() == Some("done")).then_some(())
     })
     .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the view went backwards: {seen:?}");
+    assert_eq!(seen.last(), Some(&3), "{seen:?}");
     let rollout = api.get(&v.desk_token, "/api/v1/firmware/rollout").await;
     assert_eq!(rollout["counts"], serde_json::json!({ "booted": 3, "failed_rolled_back": 1 }), "{rollout}");
     assert_eq!(view_counts(&browser).await, rollout["counts"], "the view's counts are the API's");
     assert!(text(&browser, "#fw-state").await.starts_with("已完成"));
     assert_eq!(text(&browser, "#fw-waves").await, "已开始批次 2 / 2");
+    // In English at a click, without waiting for the next reading.
+    click(gateway, &browser, "#lang").await;
+    assert_eq!(text(&browser, "#fw-state").await, "Done");
+    assert_eq!(text(&browser, "#fw-failures").await, "Failure share 25 % (pause threshold 10 %)");
+    click(gateway, &browser, "#lang").await;
     let outcomes = fleet.stop();
     assert_eq!(outcomes.iter().filter(|o| o.device != "sd-0" && o.boot == 2).count(), 3, "{outcomes:?}");
 
