@@ -74,10 +74,11 @@ impl Role {
         !matches!(self, Role::Viewer)
     }
 
-    /// Whether this role may administer the devices the gateway serves the officer API
-    /// for: place an unplaced device in the registry, reset a device's replay window, and
-    /// follow a firmware rollout. Duty officers and commanders: the desks that answer for a
-    /// community or street and its equipment, where a grid's officers answer for its cases.
+    /// Whether this role may use the officer API's device routes, which the gateway adds:
+    /// place an unplaced device in the registry, reset a device's replay window, follow a
+    /// firmware rollout. Duty officers and commanders may; grid officers and viewers may not.
+    /// The routes refuse by it, and `/api/v1/me` tells the console, which shows the views
+    /// of those routes only to the roles they answer.
     pub const fn may_administer_devices(self) -> bool {
         matches!(self, Role::DutyOfficer | Role::Commander)
     }
