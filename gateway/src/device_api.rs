@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use firegrid_alerting::{Command, Location, Refusal};
 use firegrid_cases::CaseError;
 use firegrid_cases::store::Audit;
-use firegrid_officers::Role;
 use firegrid_officers::api::{
     ApiError, ApiMetrics, ApiState, Places, acted_response, forbidden, location, officer, officer_entry,
 };
@@ -89,7 +88,7 @@ async fn reset_window(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let entry = officer_entry(&state.api, &headers)?;
-    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
+    if !entry.role.may_administer_devices() {
         state.api.metrics.refused("role");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -155,7 +154,7 @@ async fn firmware_rollout(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let entry = officer_entry(&state.api, &headers)?;
-    if !matches!(entry.role, Role::DutyOfficer | Role::Commander) {
+    if !entry.role.may_administer_devices() {
         state.api.metrics.refused("role");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -251,7 +250,7 @@ async fn place(
         state.api.metrics.refused(reason);
         ApiError::new(status, reason, message)
     };
-    if !matches!(role, Role::DutyOfficer | Role::Commander) {
+    if !role.may_administer_devices() {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "role",

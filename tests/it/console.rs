@@ -8,18 +8,37 @@
 //! SIGTERM. A second test keeps a console idle until a real fire: the fire takes it over
 //! (banner, siren, title), a close refused while the detectors are in alarm keeps the form,
 //! the wall mode shows the fire, and the screenshots in `alerting/officers/src/console/screenshots/` are
-//! taken.
+//! taken. A third follows a real firmware rollout through the `firegrid` binary and
+//! Mosquitto in the firmware view (`the_firmware_view_follows_a_real_rollout`).
 
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
-use firegrid_tests::WebhookReceiver;
 use firegrid_tests::browser::{ChromeDriver, Demo, DemoArgs};
 use firegrid_tests::officers::OfficerApi;
+use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
+use firegrid_tests::{Firegrid, WebhookReceiver};
 
-/// Polls `check` every 250 ms until it returns `Some`, or fails with `what` and the demo's
+/// What a failed wait prints: the output of the server under test.
+trait Printed {
+    fn printed(&self) -> String;
+}
+
+impl Printed for Demo {
+    fn printed(&self) -> String {
+        self.output()
+    }
+}
+
+impl Printed for Firegrid {
+    fn printed(&self) -> String {
+        self.log_tail(60)
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails with `what` and the server's
 /// output after `limit`.
-async fn until<T, F>(demo: &Demo, limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T
+async fn until<T, F>(server: &impl Printed, limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T
 where
     F: std::future::Future<Output = Option<T>>,
 {
@@ -30,8 +49,8 @@ where
         }
         assert!(
             started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}; the demo printed:\n{}",
-            demo.output()
+            "timed out after {limit:?} waiting for {what}; the server printed:\n{}",
+            server.printed()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -50,7 +69,7 @@ async fn first_fire_case(demo: &Demo, api: &OfficerApi, token: &str) -> serde_js
 
 /// Clicks `css` once it can: the live feed re-renders the case list and the banner, which may
 /// replace the element between finding and clicking it (a stale element reference).
-async fn click(demo: &Demo, client: &Client, css: &str) {
+async fn click(demo: &impl Printed, client: &Client, css: &str) {
     until(demo, Duration::from_secs(10), &format!("a click on {css}"), || async {
         client.find(Locator::Css(css)).await.ok()?.click().await.ok()
     })
@@ -830,5 +849,227 @@ async fn the_map_draws_the_village_over_an_offline_basemap_served_in_ranges() {
     .await;
     let width = script(&browser, "return document.querySelector('#map-frame .basemap canvas').width;").await;
     assert!(width.as_f64().unwrap() > 300.0, "the map view's basemap has a size: {width}");
+    browser.close().await.unwrap();
+}
+
+/// The states and counts the firmware view shows (`#fw-counts`), as the API writes them.
+async fn view_counts(client: &Client) -> serde_json::Value {
+    script(
+        client,
+        "return Object.fromEntries([...document.querySelectorAll('#fw-counts li[data-state]')] \
+           .map((li) => [li.dataset.state, Number(li.dataset.count)]));",
+    )
+    .await
+}
+
+/// The rows of the firmware view's device table: `[device, state, text of the device cell]`.
+async fn view_rows(client: &Client) -> Vec<serde_json::Value> {
+    let rows = script(
+        client,
+        "return [...document.querySelectorAll('#fw-devices tbody tr')] \
+           .map((tr) => [tr.dataset.device, tr.dataset.state, tr.querySelector('.fw-device').textContent]);",
+    )
+    .await;
+    rows.as_array().cloned().unwrap_or_default()
+}
+
+async fn view_state(client: &Client) -> Option<String> {
+    attr(client, "#firmware-view", "data-state").await
+}
+
+/// The firmware view against a real rollout: the `firegrid` binary, a Mosquitto that makes
+/// every detector log in as itself, and four simulated detectors (the real detector core,
+/// update receiver and bootloader on simulated flash) taking the image through it, as in
+/// `ota.rs`. A grid leader has no firmware tab (and the API refuses them); the street desk
+/// sees "no rollout" until one is published; the canary fails its self-test, and the view
+/// shows the rollout paused by its failure share over the threshold, with the API's counts,
+/// the failed device first; the operator resumes, and the view follows the rest to done with
+/// the API's counts again. Then the page is fed the real answer with one device id made
+/// hostile and 6,000 more devices: the id shows as text, and the table stays bounded with
+/// the failed device first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firmware_view_follows_a_real_rollout() {
+    use crate::ota::{VILLAGE, announced, firmware, village};
+    let v = village(4).await;
+    let config = v.config.to_str().unwrap();
+    let gateway = &v.gateway;
+    // sd-0 is the canary, and its horn fails the new image's self-test.
+    let members: Vec<Member> = v
+        .keys
+        .iter()
+        .map(|(id, key)| Member { self_test_fails: id == "sd-0", ..Member::new(id, key.clone()) })
+        .collect();
+    let fleet = Fleet::start(VILLAGE, members, v.broker.port(), Login::PerDevice, 3_500);
+    announced(&v, 4).await;
+    let api = OfficerApi::new(gateway.http_port());
+    let base = format!("http://127.0.0.1:{}", gateway.http_port());
+    let driver = ChromeDriver::start().expect("ChromeDriver starts");
+
+    // A grid leader: the API refuses them the rollout, and their console has no tab for it.
+    let (status, refused) =
+        api.call(reqwest::Method::GET, "/api/v1/firmware/rollout", Some(&v.grid_token), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("role")), "{refused}");
+    let leader = driver.session("grid-leader").await.expect("a Chromium session");
+    sign_in(&leader, &base, &v.grid_token).await;
+    until(gateway, Duration::from_secs(20), "the grid leader signed in", || async {
+        text(&leader, "#who").await.contains("grid-leader").then_some(())
+    })
+    .await;
+    let tab =
+        leader.find(Locator::Css("nav button[data-view=firmware]")).await.expect("the tab is in the page");
+    assert!(!tab.is_displayed().await.unwrap(), "a grid leader sees no firmware tab");
+    leader.close().await.unwrap();
+
+    // The street desk (a duty officer), before anything is published: no rollout.
+    let browser = driver.session("desk").await.expect("a Chromium session");
+    sign_in(&browser, &base, &v.desk_token).await;
+    until(gateway, Duration::from_secs(20), "the desk signed in", || async {
+        text(&browser, "#who").await.contains("street-desk").then_some(())
+    })
+    .await;
+    let (status, _) =
+        api.call(reqwest::Method::GET, "/api/v1/firmware/rollout", Some(&v.desk_token), None).await;
+    assert_eq!(status, 404, "no rollout yet");
+    click(gateway, &browser, "nav button[data-view=firmware]").await;
+    until(gateway, Duration::from_secs(20), "the no-rollout message", || async {
+        (view_state(&browser).await.as_deref() == Some("none")).then_some(())
+    })
+    .await;
+    let none = browser.find(Locator::Css("#fw-none")).await.unwrap();
+    assert!(none.is_displayed().await.unwrap(), "the no-rollout message shows");
+    assert_eq!(none.text().await.unwrap(), "当前没有固件升级。");
+    assert!(!browser.find(Locator::Css("#fw-rollout")).await.unwrap().is_displayed().await.unwrap());
+
+    // A device id that is markup never reaches a rollout: the gateway's ids are
+    // `A-Z a-z 0-9 . _ -` (firegrid-protocol `check_id`), so publishing to one is refused.
+    let hostile = r#"<img src=x onerror="window.pwned=1">"#;
+    let (ok, said) =
+        firmware(&["publish", v.image.to_str().unwrap(), "--config", config, "--devices", hostile]);
+    assert!(!ok, "{said}");
+
+    let (ok, said) = firmware(&[
+        "publish",
+        v.image.to_str().unwrap(),
+        "--config",
+        config,
+        "--all",
+        "--canary-share",
+        "0.25",
+        "--wave-size",
+        "3",
+        "--max-failure-share",
+        "0.1",
+        "--resend-after",
+        "2s",
+    ]);
+    assert!(ok, "{said}");
+    // The canary takes the image, fails its self-test and rolls back; the rollout pauses
+    // itself. The view gets there by its own reading, at its own pace.
+    until(gateway, Duration::from_secs(180), "the view showing the rollout paused", || async {
+        (view_state(&browser).await.as_deref() == Some("paused")).then_some(())
+    })
+    .await;
+    // Paused: nothing moves any more, so the view and the API must agree exactly.
+    let rollout = api.get(&v.desk_token, "/api/v1/firmware/rollout").await;
+    assert_eq!(rollout["paused_by"], "failures", "{rollout}");
+    assert_eq!(rollout["counts"], serde_json::json!({ "failed_rolled_back": 1, "waiting": 3 }), "{rollout}");
+    assert_eq!(view_counts(&browser).await, rollout["counts"], "the view's counts are the API's");
+    assert_eq!(text(&browser, "#fw-title").await, "固件升级 1.5.0");
+    let said = text(&browser, "#fw-state").await;
+    assert!(said.starts_with("已暂停") && said.contains("失败比例超过暂停阈值"), "{said}");
+    assert_eq!(text(&browser, "#fw-waves").await, "已开始批次 1 / 2");
+    assert_eq!(text(&browser, "#fw-failures").await, "失败比例 100 %（暂停阈值 10 %）");
+    assert!(attr(&browser, "#fw-failures", "class").await.unwrap_or_default().contains("over"));
+    let bar = script(
+        &browser,
+        "return [...document.querySelectorAll('#fw-bar .seg')].map((s) => [s.dataset.group, Number(s.dataset.count)]);",
+    )
+    .await;
+    assert_eq!(bar, serde_json::json!([["failed", 1], ["waiting", 3]]), "the bar by group");
+    let rows = view_rows(&browser).await;
+    let listed: Vec<(&str, &str)> =
+        rows.iter().map(|r| (r[0].as_str().unwrap(), r[1].as_str().unwrap())).collect();
+    assert_eq!(
+        listed,
+        [("sd-0", "failed_rolled_back"), ("sd-1", "waiting"), ("sd-2", "waiting"), ("sd-3", "waiting")],
+        "failed first"
+    );
+    screenshot(&browser, "console-firmware-paused").await;
+    // Failed only.
+    browser.find(Locator::Css("#fw-filter")).await.unwrap().select_by_value("failed").await.unwrap();
+    until(gateway, Duration::from_secs(10), "the failed devices only", || async {
+        let rows = view_rows(&browser).await;
+        (rows.len() == 1 && rows[0][0] == "sd-0").then_some(())
+    })
+    .await;
+    browser.find(Locator::Css("#fw-filter")).await.unwrap().select_by_value("all").await.unwrap();
+
+    // The operator resumes: the view follows the other three to done.
+    let (ok, said) = firmware(&["resume", "--config", config]);
+    assert!(ok && said.contains("resumed"), "{said}");
+    // Every reading the view shows on its way: the updated count never falls (each answer is
+    // read after the one before it), and the last is all three.
+    let seen = std::sync::Mutex::new(Vec::<u64>::new());
+    until(gateway, Duration::from_secs(240), "the view showing the rollout done", || async {
+        let booted = view_counts(&browser).await["booted"].as_u64().unwrap_or(0);
+        seen.lock().unwrap().push(booted);
+        (view_state(&browser).await.as_deref() == Some("done")).then_some(())
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the view went backwards: {seen:?}");
+    assert_eq!(seen.last(), Some(&3), "{seen:?}");
+    let rollout = api.get(&v.desk_token, "/api/v1/firmware/rollout").await;
+    assert_eq!(rollout["counts"], serde_json::json!({ "booted": 3, "failed_rolled_back": 1 }), "{rollout}");
+    assert_eq!(view_counts(&browser).await, rollout["counts"], "the view's counts are the API's");
+    assert!(text(&browser, "#fw-state").await.starts_with("已完成"));
+    assert_eq!(text(&browser, "#fw-waves").await, "已开始批次 2 / 2");
+    // In English at a click, without waiting for the next reading.
+    click(gateway, &browser, "#lang").await;
+    assert_eq!(text(&browser, "#fw-state").await, "Done");
+    assert_eq!(text(&browser, "#fw-failures").await, "Failure share 25 % (pause threshold 10 %)");
+    click(gateway, &browser, "#lang").await;
+    let outcomes = fleet.stop();
+    assert_eq!(outcomes.iter().filter(|o| o.device != "sd-0" && o.boot == 2).count(), 3, "{outcomes:?}");
+
+    // The real answer, with sd-0's id made markup and 6,000 waiting devices put before the
+    // real ones, as the page reads it (the gateway itself refuses such ids, above).
+    let rewrite = format!(
+        "const hostile = {hostile:?}; \
+         const real = window.fetch.bind(window); \
+         window.fetch = async (url, options) => {{ \
+           const res = await real(url, options); \
+           if (!String(url).endsWith('/api/v1/firmware/rollout') || !res.ok) return res; \
+           const body = await res.json(); \
+           const more = Array.from({{ length: 6000 }}, (_, i) => ({{ device: `x-${{i}}`, state: 'waiting', offset: 0 }})); \
+           body.devices = [...more, ...body.devices.map((d) => d.device === 'sd-0' ? {{ ...d, device: hostile }} : d)]; \
+           body.counts.waiting = (body.counts.waiting || 0) + 6000; \
+           return new Response(JSON.stringify(body), {{ status: 200, headers: {{ 'Content-Type': 'application/json' }} }}); \
+         }};"
+    );
+    script(&browser, &rewrite).await;
+    until(gateway, Duration::from_secs(30), "the rewritten rollout in the view", || async {
+        (view_counts(&browser).await["waiting"] == 6000).then_some(())
+    })
+    .await;
+    let rows = view_rows(&browser).await;
+    assert_eq!(rows[0][1], "failed_rolled_back", "the failed device first, before 6,000 waiting");
+    assert_eq!(rows[0][2], hostile, "the hostile id shows as text, exactly");
+    assert_eq!(rows.len(), 200, "at most 200 rows at a time");
+    assert!(rows[1..].iter().all(|r| r[1] == "waiting"), "then the waiting ones");
+    let page = script(
+        &browser,
+        "return { images: document.querySelectorAll('#firmware-view img').length, \
+           pwned: window.pwned === undefined ? null : window.pwned, \
+           rest: Number(document.querySelector('#fw-more').dataset.rest), \
+           more: !document.querySelector('#fw-more').hidden };",
+    )
+    .await;
+    assert_eq!(page, serde_json::json!({ "images": 0, "pwned": null, "rest": 6004 - 200, "more": true }));
+    click(gateway, &browser, "#fw-show-more").await;
+    until(gateway, Duration::from_secs(10), "200 more rows", || async {
+        (view_rows(&browser).await.len() == 400).then_some(())
+    })
+    .await;
     browser.close().await.unwrap();
 }

@@ -20,29 +20,32 @@ use ed25519_dalek::SigningKey;
 use firegrid_gateway::firmware::signing;
 use firegrid_protocol::DeviceKey;
 use firegrid_tests::firegrid::alarm_loop_section;
-use firegrid_tests::officers::write_street_desk;
+use firegrid_tests::officers::{Officer, write_directory};
 use firegrid_tests::ota::{large_image, new_image, old_image, vendor, vendor_slot};
 use firegrid_tests::ota_mqtt::{Fleet, Login, Member};
 use firegrid_tests::{Firegrid, Mosquitto, WebhookReceiver, firegrid_binary};
 
 use crate::trust::{devices, firegrid};
 
-const VILLAGE: &str = "fuhai-1";
+pub(crate) const VILLAGE: &str = "fuhai-1";
 
-/// A village of `n` keyed detectors behind a running gateway and an authenticating broker.
-struct Village {
+/// A village of `n` keyed detectors behind a running gateway and an authenticating broker
+/// (the console's firmware test uses it too).
+pub(crate) struct Village {
     _dir: tempfile::TempDir,
     _hook: WebhookReceiver,
-    broker: Mosquitto,
-    gateway: Firegrid,
+    pub(crate) broker: Mosquitto,
+    pub(crate) gateway: Firegrid,
     /// The gateway's configuration file.
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Each detector's id and key.
-    keys: Vec<(String, DeviceKey)>,
+    pub(crate) keys: Vec<(String, DeviceKey)>,
     /// The new image ([`new_image`] unless told otherwise), signed by the vendor.
-    image: PathBuf,
+    pub(crate) image: PathBuf,
     /// The street desk's officer token (a duty officer).
-    desk_token: String,
+    pub(crate) desk_token: String,
+    /// The token of the leader of the village's grid (a role the device routes refuse).
+    pub(crate) grid_token: String,
 }
 
 fn registry(dir: &Path, n: usize) -> PathBuf {
@@ -59,7 +62,7 @@ fn registry(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-async fn village(n: usize) -> Village {
+pub(crate) async fn village(n: usize) -> Village {
     village_with(n, &new_image()).await
 }
 
@@ -102,7 +105,16 @@ async fn village_keyed(n: usize, new: &[u8], by_slot: bool) -> Village {
         std::fs::read_to_string(broker_dir.join("gateway.password")).unwrap().trim().to_owned();
     let broker = Mosquitto::start_secured(&broker_dir.join("passwd"), &broker_dir.join("acl")).unwrap();
     let officers = dir.path().join("officers.toml");
-    let desk_token = write_street_desk(&officers, "Fuhai");
+    let officer = |id, role, scope| Officer { id, name: id, role, scope, on_duty: true };
+    let [desk_token, grid_token]: [String; 2] = write_directory(
+        &officers,
+        &[
+            officer("street-desk", "duty_officer", "street:Fuhai"),
+            officer("grid-leader", "grid_leader", "grid:G1"),
+        ],
+    )
+    .try_into()
+    .unwrap();
     let hex = |k: &SigningKey| -> String {
         k.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
     };
@@ -141,11 +153,11 @@ max_backoff = "500ms"
     std::fs::write(&image, new).unwrap();
     // Security counter 2: the release fixes a vulnerability of the ones before it.
     signing::sign_with_counter(new, "1.5.0", 2, &vendor()).unwrap().save(&image).unwrap();
-    Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image, desk_token }
+    Village { _dir: dir, _hook: hook, broker, gateway, config, keys: issued, image, desk_token, grid_token }
 }
 
 /// Runs `firegrid firmware <args>`: (success, stdout and stderr).
-fn firmware(args: &[&str]) -> (bool, String) {
+pub(crate) fn firmware(args: &[&str]) -> (bool, String) {
     let out =
         std::process::Command::new(firegrid_binary().unwrap()).arg("firmware").args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -177,7 +189,7 @@ async fn wait_for(v: &Village, what: &str, limit: Duration, done: impl Fn(&Villa
 }
 
 /// Waits until the gateway has accepted `n` `fw_status` uplinks (the detectors' announcements).
-async fn announced(v: &Village, n: usize) {
+pub(crate) async fn announced(v: &Village, n: usize) {
     crate::trust::wait_metric(&v.gateway, r#"firegrid_messages_accepted_total{kind="fw_status"}"#, n as f64)
         .await;
 }

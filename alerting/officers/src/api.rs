@@ -190,12 +190,16 @@ pub fn location(case: &Value) -> Option<Location> {
 }
 
 async fn me(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let (officer, may_act) = officer(&state, &headers)?;
+    let entry = officer_entry(&state, &headers)?;
     Ok(Json(json!({
-        "id": officer.id,
-        "scope": officer.scope.to_string(),
-        "may_act": may_act,
+        "id": entry.id,
+        "scope": entry.scope.to_string(),
+        "may_act": entry.may_act(),
         "time_zone": state.time_zone.name(),
+        // What the console shows beside the cases: the device routes' views (the firmware
+        // rollout) only to the roles those routes answer.
+        "role": entry.role.as_str(),
+        "may_administer_devices": entry.role.may_administer_devices(),
     })))
 }
 
@@ -388,7 +392,7 @@ pub fn spec() -> Value {
         },
         "security": bearer,
         "paths": {
-            "/api/v1/me": { "get": { "summary": "Who the token belongs to", "responses": { "200": { "description": "id, scope, may_act, time_zone (IANA, the console's clock)" }, "401": errors["401"] } } },
+            "/api/v1/me": { "get": { "summary": "Who the token belongs to", "responses": { "200": { "description": "id, scope, may_act, time_zone (IANA, the console's clock), role, may_administer_devices (whether the device routes answer: placing a device, resetting a replay window, the firmware rollout)" }, "401": errors["401"] } } },
             "/api/v1/cases": { "get": { "summary": "Cases within your scope, newest first",
                 "parameters": [
                     { "name": "state", "in": "query", "schema": { "enum": ["open", "closed", "any"] } },
@@ -419,7 +423,7 @@ pub fn spec() -> Value {
             "/api/v1/events": { "get": { "summary": "Server-sent events: every transition within your scope, live", "responses": { "200": { "description": "text/event-stream, event `transition`" }, "401": errors["401"] } } },
             "/api/v1/buildings": { "get": { "summary": "Every registered building within your scope, with coordinates and device counts", "responses": { "200": { "description": "{\"buildings\": [{id, address, lat, lon, grid, community, street, detectors, cameras, water_sensors, other}]}" }, "401": errors["401"] } } },
             "/api/v1/devices/{id}/reset-window": { "post": { "summary": "Forget a device's authenticated replay window (a detector reflashed with a lower boot counter); duty officers and commanders, devices of their scope; audited as a device_admin event", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{\"device\", \"reset\": true, \"was_known\"}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } },
-            "/api/v1/firmware/rollout": { "get": { "summary": "The current firmware rollout (firegrid firmware publish): counts by state, paused, waves, and every device's state and offset; duty officers and commanders", "responses": { "200": { "description": "{id, version, paused, done, waves, resumes, counts, devices: [{device, state, offset}], updated_ms}" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } }
+            "/api/v1/firmware/rollout": { "get": { "summary": "The current firmware rollout (firegrid firmware publish): counts by state, paused, waves, and every device's state and offset; duty officers and commanders", "responses": { "200": { "description": "{id, version, paused, done, waves: [started, total], resumes, counts: {state: devices}, devices: [{device, state, offset}], updated_ms, image_bytes (offset of image_bytes is a transfer's progress), max_failure_share (the pause threshold), failure_share (failed of settled now), paused_by: null | \"operator\" | \"failures\"}; states: waiting, offered, transferring, committed, trial, booted, failed_refused, failed_bad_digest, failed_rolled_back, failed_oversized, failed_silent, failed_downgrade" }, "401": errors["401"], "403": errors["403"], "404": errors["404"] } } }
         }
     })
 }

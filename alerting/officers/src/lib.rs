@@ -74,6 +74,15 @@ impl Role {
         !matches!(self, Role::Viewer)
     }
 
+    /// Whether this role may use the officer API's device routes, which the gateway adds:
+    /// place an unplaced device in the registry, reset a device's replay window, follow a
+    /// firmware rollout. Duty officers and commanders may; grid officers and viewers may not.
+    /// The routes refuse by it, and `/api/v1/me` tells the console, which shows the views
+    /// of those routes only to the roles they answer.
+    pub const fn may_administer_devices(self) -> bool {
+        matches!(self, Role::DutyOfficer | Role::Commander)
+    }
+
     /// The name used in the directory file.
     pub const fn as_str(self) -> &'static str {
         match self {

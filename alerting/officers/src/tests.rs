@@ -87,6 +87,9 @@ fn fields_are_typed() {
 fn roles() {
     let acting: Vec<_> = Role::ALL.into_iter().filter(|r| r.may_act()).map(Role::as_str).collect();
     assert_eq!(acting, ["grid_leader", "grid_worker", "duty_officer", "commander"]);
+    let administering: Vec<_> =
+        Role::ALL.into_iter().filter(|r| r.may_administer_devices()).map(Role::as_str).collect();
+    assert_eq!(administering, ["duty_officer", "commander"]);
     // Every role's name is what the file accepts.
     for role in Role::ALL {
         let text = officer("a", "grid:G1", "").replace("grid_leader", role.as_str());

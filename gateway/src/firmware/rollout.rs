@@ -495,11 +495,31 @@ impl Rollout {
         Send { device: s.device.clone(), body, resend: false }
     }
 
+    /// Devices failed, and devices settled (booted or failed).
+    fn failed_of_settled(&self) -> (usize, usize) {
+        let settled = self.sessions.iter().filter(|s| s.state.settled()).count();
+        let failed = self.sessions.iter().filter(|s| matches!(s.state, DeviceState::Failed(_))).count();
+        (failed, settled)
+    }
+
+    /// The failed share of the settled devices, which the rollout pauses itself above
+    /// [`Plan::max_failure_share`]; 0 while none settled.
+    pub fn failure_share(&self) -> f64 {
+        match self.failed_of_settled() {
+            (_, 0) => 0.0,
+            (failed, settled) => failed as f64 / settled as f64,
+        }
+    }
+
+    /// How it proceeds.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// Called at each failure: pauses when the failed share of the settled devices is over
     /// the threshold.
     fn check_failures(&mut self) {
-        let settled = self.sessions.iter().filter(|s| s.state.settled()).count();
-        let failed = self.sessions.iter().filter(|s| matches!(s.state, DeviceState::Failed(_))).count();
+        let (failed, settled) = self.failed_of_settled();
         if settled > 0 && failed as f64 / settled as f64 > self.plan.max_failure_share && !self.paused {
             tracing::warn!(failed, settled, "Firmware rollout paused: failure share over its threshold.");
             self.paused = true;

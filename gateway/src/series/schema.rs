@@ -565,6 +565,10 @@ mod tests {
             counts: [("booted".to_owned(), 1)].into(),
             devices: vec![],
             updated_ms: 1,
+            image_bytes: 3_500,
+            max_failure_share: 0.1,
+            failure_share: 0.0,
+            paused_by: None,
         };
         points.push(firmware_rollout_point(&progress, 1));
         let mut seen = BTreeSet::new();

@@ -44,6 +44,20 @@ const TEXT = {
     err_not_unplaced: '此案件不是单个未登记设备的案件', err_no_registry: '网关未配置设备登记表，无法登记位置',
     err_registry: '设备登记表读写失败，请稍后重试', err_store: '案件存储暂不可用，请稍后重试',
     err_stopped: '告警服务已停止', err_network: '无法连接网关，请检查网络', err_unknown: '操作失败（{status}）',
+    tab_firmware: '固件升级', fw_none: '当前没有固件升级。', fw_rollout: '固件升级',
+    fw_forbidden: '只有值班员和指挥员可以查看固件升级',
+    fw_running: '进行中', fw_paused: '已暂停', fw_done: '已完成',
+    fw_paused_failures: '失败比例超过暂停阈值，正在升级的设备继续完成，不再开始新批次',
+    fw_paused_operator: '运维人员已暂停（firegrid firmware resume 恢复）',
+    fw_waves: '已开始批次', fw_failure_share: '失败比例', fw_threshold: '暂停阈值', fw_updated: '更新于',
+    fw_id: '编号', fw_total: '共', fw_filter: '显示', fw_all: '全部', fw_device: '设备', fw_progress: '进度',
+    fw_g_failed: '失败', fw_g_active: '升级中', fw_g_waiting: '等待', fw_g_booted: '已升级',
+    fw_more: '另有 {n} 台未显示', fw_show_more: '再显示 {n} 台', fw_no_match: '没有处于此状态的设备。',
+    fw_st_waiting: '等待批次', fw_st_offered: '已下发，待应答', fw_st_transferring: '传输中',
+    fw_st_committed: '已提交，重启切换中', fw_st_trial: '试运行，待确认', fw_st_booted: '已升级',
+    fw_st_failed_refused: '失败：签名被拒', fw_st_failed_bad_digest: '失败：镜像校验不符',
+    fw_st_failed_rolled_back: '失败：自检未通过，已回滚', fw_st_failed_oversized: '失败：镜像过大',
+    fw_st_failed_silent: '失败：无应答', fw_st_failed_downgrade: '失败：安全版本低于设备下限',
   },
   en: {
     title: 'firegrid duty console', token: 'Officer token', login: 'Sign in', logout: 'Sign out',
@@ -89,6 +103,20 @@ const TEXT = {
     err_not_unplaced: 'Not the case of one unplaced device', err_no_registry: 'The gateway has no registry file',
     err_registry: 'Cannot read or write the registry; try again', err_store: 'The case store is unavailable; try again',
     err_stopped: 'The alarm loop has stopped', err_network: 'Cannot reach the gateway', err_unknown: 'Failed ({status})',
+    tab_firmware: 'Firmware', fw_none: 'No firmware rollout.', fw_rollout: 'Firmware rollout',
+    fw_forbidden: 'Only duty officers and commanders may follow a firmware rollout',
+    fw_running: 'Running', fw_paused: 'Paused', fw_done: 'Done',
+    fw_paused_failures: 'the failure share passed its threshold; devices already updating finish, no new wave starts',
+    fw_paused_operator: 'paused by the operator (firegrid firmware resume)',
+    fw_waves: 'Waves started', fw_failure_share: 'Failure share', fw_threshold: 'pause threshold', fw_updated: 'Updated',
+    fw_id: 'id', fw_total: 'Total', fw_filter: 'Show', fw_all: 'All', fw_device: 'Device', fw_progress: 'Progress',
+    fw_g_failed: 'Failed', fw_g_active: 'In progress', fw_g_waiting: 'Waiting', fw_g_booted: 'Updated',
+    fw_more: '{n} more not shown', fw_show_more: 'Show {n} more', fw_no_match: 'No device in this state.',
+    fw_st_waiting: 'Waiting for its wave', fw_st_offered: 'Offered, no answer yet', fw_st_transferring: 'Receiving',
+    fw_st_committed: 'Committed, restarting to swap', fw_st_trial: 'On trial, being confirmed', fw_st_booted: 'Updated',
+    fw_st_failed_refused: 'Failed: signature refused', fw_st_failed_bad_digest: 'Failed: image digest mismatch',
+    fw_st_failed_rolled_back: 'Failed: self-test, rolled back', fw_st_failed_oversized: 'Failed: image too large',
+    fw_st_failed_silent: 'Failed: no answer', fw_st_failed_downgrade: 'Failed: below the device\'s security floor',
   },
 };
 
@@ -133,6 +161,15 @@ const state = {
   // Fire cases whose siren this officer silenced here (the banner stays until the case closes).
   silenced: new Set(),
   sirens: 0,
+  // The firmware rollout as last read (null: none), whether one answer came yet, the last
+  // refusal, the filter and how many rows are shown.
+  fw: null,
+  fwLoaded: false,
+  fwError: null,
+  fwFilter: 'all',
+  fwShown: 0,
+  fwTimer: null,
+  fwLoading: false,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -222,6 +259,8 @@ async function signIn(token) {
   $('#live').hidden = false;
   showWho();
   $('#actions').hidden = !state.me.may_act;
+  // The rollout answers duty officers and commanders only; other roles have no tab for it.
+  $('nav button[data-view=firmware]').hidden = !state.me.may_administer_devices;
   await Promise.all([loadCases(), loadBuildings()]);
   renderBanner();
   if (state.wall) {
@@ -1059,6 +1098,175 @@ async function follow() {
   }
 }
 
+// ---- firmware rollout ----
+
+// A device's state in a rollout (gateway/src/firmware/rollout.rs, `DeviceState::as_str`), as
+// the bar and the filter group them; a state this console does not know counts as in progress.
+const FW_GROUP = { waiting: 'waiting', offered: 'active', transferring: 'active', committed: 'active', trial: 'active', booted: 'booted' };
+const fwGroup = (s) => FW_GROUP[s] || (String(s).startsWith('failed') ? 'failed' : 'active');
+// Rows in this order: the failed first (someone has to go), then the ones on their way, then
+// the waiting, then the updated; the bar reads left to right from done to not begun.
+const FW_ROW_ORDER = ['failed', 'active', 'waiting', 'booted'];
+const FW_BAR_ORDER = ['booted', 'failed', 'active', 'waiting'];
+// Every state in the order a device passes them, for the counts.
+const FW_STATES = ['waiting', 'offered', 'transferring', 'committed', 'trial', 'booted', 'failed_refused',
+  'failed_bad_digest', 'failed_rolled_back', 'failed_oversized', 'failed_silent', 'failed_downgrade'];
+// Rows drawn at a time: a rollout is up to thousands of devices, and a table of all of them,
+// redrawn at every reading, would be thousands of rows nobody reads, on a phone too; the
+// failed come first, the rest are counted and a button shows more.
+const FW_PAGE = 200;
+// How often the view reads the rollout while it is on screen. No event stream carries
+// rollout progress, and the gateway writes it at most once a second (the driver's reload
+// tick); one read of a 6,000-device rollout is some 350 KB (about 59 bytes of JSON a device
+// mid-transfer), so a reading every 5 s is some 70 KB/s while the view is open, and a
+// device's transfer (about 43 s for a real image, ARCHITECTURE.md) still shows moving.
+const FW_POLL_MS = 5000;
+
+function fwStateName(s) {
+  return TEXT[state.lang][`fw_st_${s}`] ?? s;
+}
+
+function bytes(n) {
+  return Number(n).toLocaleString(state.lang === 'zh' ? 'zh-CN' : 'en-GB');
+}
+
+function percent(share) {
+  return `${(share * 100).toFixed(share > 0 && share < 0.1 ? 1 : 0)} %`;
+}
+
+async function loadRollout() {
+  if (state.fwLoading) return;
+  state.fwLoading = true;
+  try {
+    state.fw = await api('/api/v1/firmware/rollout');
+    state.fwError = null;
+    state.fwLoaded = true;
+  } catch (error) {
+    if (error.status === 404) {
+      // 404: no rollout has been published, or the gateway has none running.
+      state.fw = null;
+      state.fwError = null;
+      state.fwLoaded = true;
+    } else {
+      // A refusal or a lost connection: say so; the last rollout read stays on screen.
+      state.fwError = error;
+    }
+  } finally {
+    state.fwLoading = false;
+  }
+  renderRollout();
+}
+
+// Reads the rollout now and every FW_POLL_MS while the view is shown (not while the tab is in
+// the background); stops when another view is chosen.
+function followRollout(on) {
+  clearInterval(state.fwTimer);
+  state.fwTimer = null;
+  if (!on) return;
+  loadRollout();
+  state.fwTimer = setInterval(() => { if (!document.hidden) loadRollout(); }, FW_POLL_MS);
+}
+
+function renderRollout() {
+  const view = $('#firmware-view');
+  const r = state.fw;
+  const error = state.fwError;
+  const forbidden = error?.status === 403;
+  $('#fw-error').textContent = forbidden ? t('fw_forbidden') : error ? errorText(error) : '';
+  $('#fw-none').hidden = forbidden || !state.fwLoaded || !!r;
+  $('#fw-rollout').hidden = forbidden || !r;
+  if (forbidden) view.dataset.state = 'forbidden';
+  else if (!state.fwLoaded) view.dataset.state = 'loading';
+  else if (!r) view.dataset.state = 'none';
+  else view.dataset.state = r.done ? 'done' : r.paused ? 'paused' : 'running';
+  if (forbidden || !r) return;
+  view.dataset.rollout = r.id;
+  view.dataset.updated = r.updated_ms;
+
+  $('#fw-title').textContent = `${t('fw_rollout')} ${r.version}`;
+  $('#fw-id').textContent = `${t('fw_id')} ${r.id}`;
+  const why = r.paused && !r.done && r.paused_by ? `${t('p_colon')}${TEXT[state.lang][`fw_paused_${r.paused_by}`] ?? r.paused_by}` : '';
+  $('#fw-state').textContent = `${t(r.done ? 'fw_done' : r.paused ? 'fw_paused' : 'fw_running')}${why}`;
+  $('#fw-state').className = `fw-${view.dataset.state}`;
+  const [started, waves] = r.waves;
+  $('#fw-waves').textContent = `${t('fw_waves')} ${started} / ${waves}`;
+  const failures = $('#fw-failures');
+  if (typeof r.max_failure_share === 'number' && typeof r.failure_share === 'number') {
+    failures.textContent = `${t('fw_failure_share')} ${percent(r.failure_share)}${t('p_open')}${t('fw_threshold')} ${percent(r.max_failure_share)}${t('p_close')}`;
+    failures.classList.toggle('over', r.failure_share > r.max_failure_share);
+  } else {
+    failures.textContent = '';
+  }
+  $('#fw-updated').textContent = `${t('fw_updated')} ${fmtTime(r.updated_ms)}`;
+
+  // Counts by state, the API's own; the bar and the filter by group.
+  const counts = r.counts || {};
+  const total = Object.values(counts).reduce((a, n) => a + n, 0);
+  const groups = { booted: 0, failed: 0, active: 0, waiting: 0 };
+  for (const [s, n] of Object.entries(counts)) groups[fwGroup(s)] += n;
+  $('#fw-bar').replaceChildren(...FW_BAR_ORDER.filter((g) => groups[g] > 0).map((g) => {
+    const seg = el('div', { className: `seg fw-${g}`, title: `${t(`fw_g_${g}`)} ${groups[g]}` });
+    seg.style.width = `${(groups[g] / total) * 100}%`;
+    seg.dataset.group = g;
+    seg.dataset.count = groups[g];
+    return seg;
+  }));
+  const known = FW_STATES.filter((s) => counts[s] > 0);
+  const other = Object.keys(counts).filter((s) => !FW_STATES.includes(s) && counts[s] > 0);
+  $('#fw-counts').replaceChildren(...[...known, ...other].map((s) => {
+    const item = el('li', { className: `fw-${fwGroup(s)}` }, el('span', {}, fwStateName(s)), ' ', el('strong', {}, String(counts[s])));
+    item.dataset.state = s;
+    item.dataset.count = counts[s];
+    // A count is also the way to see its devices.
+    item.addEventListener('click', () => { state.fwFilter = s; state.fwShown = FW_PAGE; renderRollout(); });
+    return item;
+  }), el('li', { className: 'fw-total' }, `${t('fw_total')} ${total}`));
+
+  const choices = [['all', t('fw_all'), total], ...FW_ROW_ORDER.map((g) => [g, t(`fw_g_${g}`), groups[g]]),
+    ...[...known, ...other].filter((s) => fwGroup(s) === 'failed').map((s) => [s, `· ${fwStateName(s)}`, counts[s]])];
+  if (!choices.some(([value]) => value === state.fwFilter)) choices.push([state.fwFilter, fwStateName(state.fwFilter), 0]);
+  const select = $('#fw-filter');
+  const key = JSON.stringify([state.lang, choices]);
+  // Rebuilt only when the choices changed, so that a refresh does not close an open list.
+  if (select.dataset.key !== key) {
+    select.dataset.key = key;
+    select.replaceChildren(...choices.map(([value, label, n]) => el('option', { value }, `${label} (${n})`)));
+  }
+  select.value = state.fwFilter;
+
+  const filter = state.fwFilter;
+  const rank = (d) => FW_ROW_ORDER.indexOf(fwGroup(d.state));
+  // Array.prototype.sort is stable: within a group the rollout's own order (canaries first).
+  const rows = (r.devices || []).filter((d) => filter === 'all' || d.state === filter || fwGroup(d.state) === filter)
+    .sort((a, b) => rank(a) - rank(b));
+  const shown = rows.slice(0, state.fwShown || FW_PAGE);
+  $('#fw-devices tbody').replaceChildren(...shown.map((d) => fwRow(d, r.image_bytes)));
+  $('#fw-no-match').hidden = rows.length > 0;
+  const rest = rows.length - shown.length;
+  $('#fw-more').hidden = rest <= 0;
+  $('#fw-more').dataset.rest = rest;
+  $('#fw-more span').textContent = t('fw_more').replace('{n}', rest);
+  $('#fw-show-more').textContent = t('fw_show_more').replace('{n}', Math.min(rest, FW_PAGE));
+}
+
+// One device's row. Its id is whatever the gateway was given: text only, never markup.
+function fwRow(d, imageBytes) {
+  const progress = el('td', { className: 'fw-offset' });
+  if (d.state === 'waiting' || d.state === 'booted') {
+    progress.textContent = '—';
+  } else if (imageBytes > 0) {
+    const bar = el('progress', { max: imageBytes, value: Math.min(d.offset, imageBytes) });
+    progress.append(bar, ` ${percent(Math.min(d.offset / imageBytes, 1))} · ${bytes(d.offset)} / ${bytes(imageBytes)} B`);
+  } else {
+    progress.textContent = `${bytes(d.offset)} B`;
+  }
+  const row = el('tr', { className: `fw-${fwGroup(d.state)}` },
+    el('td', { className: 'fw-device' }, String(d.device)), el('td', {}, fwStateName(d.state)), progress);
+  row.dataset.device = d.device;
+  row.dataset.state = d.state;
+  return row;
+}
+
 // ---- views ----
 
 // ---- wall mode: the command centre's big screen ----
@@ -1122,6 +1330,8 @@ function showView(view) {
   if (view === 'map') $('#map').basemap?.resize();
   $('#detail').hidden = view !== 'detail';
   if (view !== 'detail') state.detail = null;
+  $('#firmware-view').hidden = view !== 'firmware';
+  if ((view === 'firmware') !== !!state.fwTimer) followRollout(view === 'firmware');
   document.querySelectorAll('nav button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
 }
 
@@ -1140,6 +1350,7 @@ async function start() {
     renderMap();
     if (state.detail) renderDetail();
     renderBanner();
+    if (state.fwLoaded || state.fwError) renderRollout();
   });
   $('#sound').addEventListener('click', () => { state.sound = !state.sound; translate(); });
   $('#logout').addEventListener('click', signOut);
@@ -1151,6 +1362,8 @@ async function start() {
     signIn($('#token').value.trim());
   });
   wireActions();
+  $('#fw-filter').addEventListener('change', (event) => { state.fwFilter = event.target.value; state.fwShown = FW_PAGE; renderRollout(); });
+  $('#fw-show-more').addEventListener('click', () => { state.fwShown = (state.fwShown || FW_PAGE) + FW_PAGE; renderRollout(); });
   setInterval(tick, 1000);
   setInterval(sirenLoop, 2000);
   // Browsers start sound only after a gesture: any click on the page lets the siren play.

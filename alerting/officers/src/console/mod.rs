@@ -6,8 +6,9 @@
 //! never reaches the server), lists the open cases of the officer's scope most severe and
 //! newest first with a countdown to each escalation deadline, follows `/api/v1/events` live
 //! with a sound and a flash for new and escalated cases, shows a case's timeline, devices,
-//! building, nearest camera and escalation path, carries out every officer action, and draws
-//! the village's buildings coloured by their open cases. A confirmed fire takes the console
+//! building, nearest camera and escalation path, carries out every officer action, draws
+//! the village's buildings coloured by their open cases, and shows duty officers and
+//! commanders the current firmware rollout (read-only). A confirmed fire takes the console
 //! over: a full-width banner on top of every view, a siren synthesised with the Web Audio API
 //! that repeats until the fire is acknowledged, and a flashing tab title.
 //!

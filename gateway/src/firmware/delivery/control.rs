@@ -268,11 +268,43 @@ pub struct Progress {
     pub devices: Vec<DeviceLine>,
     /// When it was written, Unix ms.
     pub updated_ms: u64,
+    /// The image's size in bytes: a device's `offset` of it is how far its transfer got.
+    /// (This and the fields below default for a progress file written before they existed.)
+    #[serde(default)]
+    pub image_bytes: u32,
+    /// Failed share of the settled devices above which the rollout pauses itself (the plan's).
+    #[serde(default)]
+    pub max_failure_share: f64,
+    /// Failed share of the settled devices now; 0 while none settled.
+    #[serde(default)]
+    pub failure_share: f64,
+    /// Why it is paused; `None` while it is not.
+    #[serde(default)]
+    pub paused_by: Option<PausedBy>,
+}
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PausedBy {
+    /// The operator (`firegrid firmware pause`).
+    Operator,
+    /// The rollout itself: the failed share of the settled devices passed
+    /// `max_failure_share`.
+    Failures,
 }
 
 impl Progress {
-    /// Where `rollout` (of request `id`) stands at `now_ms`.
-    pub fn of(id: &str, version: &str, rollout: &Rollout, resumes: u32, now_ms: u64) -> Progress {
+    /// Where `rollout` (of request `id`) stands at `now_ms`; `operator_paused`: the request
+    /// holds it paused (otherwise a pause is the rollout's own, over its failure share).
+    pub fn of(
+        id: &str,
+        version: &str,
+        rollout: &Rollout,
+        resumes: u32,
+        operator_paused: bool,
+        now_ms: u64,
+    ) -> Progress {
         let counts = rollout.counts().into_iter().map(|(state, n)| (state.as_str().to_owned(), n)).collect();
         let devices = rollout
             .progress()
@@ -292,6 +324,14 @@ impl Progress {
             counts,
             devices,
             updated_ms: now_ms,
+            image_bytes: rollout.offer().size,
+            max_failure_share: rollout.plan().max_failure_share,
+            failure_share: rollout.failure_share(),
+            paused_by: match (rollout.is_paused(), operator_paused) {
+                (false, _) => None,
+                (true, true) => Some(PausedBy::Operator),
+                (true, false) => Some(PausedBy::Failures),
+            },
         }
     }
 

@@ -274,6 +274,7 @@ fn write_progress(d: &Driver, a: &Active) {
         &a.request.signed.version,
         &a.rollout,
         a.resumes,
+        a.request.paused,
         crate::clock::wall_ms(),
     );
     for state in DeviceState::ALL {

@@ -72,7 +72,7 @@ fn a_restored_rollout_keeps_settled_devices_and_offers_the_rest_again() {
             control::DeviceLine { device: "sd-1".into(), state: "failed_rolled_back".into(), offset: 0 },
             control::DeviceLine { device: "sd-2".into(), state: "transferring".into(), offset: 768 },
         ],
-        ..Progress::of("id", "1.5.0", &before, 0, 0)
+        ..Progress::of("id", "1.5.0", &before, 0, false, 0)
     };
     let mut after = Rollout::new(image, &signed, ids, Plan { max_failure_share: 0.6, ..plan }).unwrap();
     after.restore(progress.settled(), false);
@@ -106,4 +106,48 @@ fn vendor_keys_are_read_by_slot_and_the_two_forms_never_together() {
     let bad = vec![hex(&k0), "12".into()];
     let error = control::vendor_keys(None, Some(&bad)).unwrap_err();
     assert!(matches!(error, ControlError::BadVendorKey { slot: 1 }), "{error:?}");
+}
+
+/// What the console reads beside the counts: the image's size, the failure share against its
+/// threshold, and whose pause it is; and a progress file written before these existed loads.
+#[test]
+fn the_progress_says_the_image_size_the_failure_share_and_who_paused() {
+    use firegrid_protocol::{FirmwareStatus, UpdateError, UpdateState};
+    let image = new_image();
+    let signed = signing::sign(&image, "1.5.0", &vendor()).unwrap();
+    let ids: Vec<String> = (0..4).map(|i| format!("sd-{i}")).collect();
+    let plan = Plan { canary_share: 0.25, wave_size: 3, max_failure_share: 0.1, ..Plan::default() };
+    let mut rollout = Rollout::new(image, &signed, ids, plan).unwrap();
+    assert_eq!(rollout.tick(0).len(), 1, "the canary's offer");
+    let running = Progress::of("id", "1.5.0", &rollout, 0, false, 0);
+    assert_eq!((running.image_bytes, running.max_failure_share), (3_500, 0.1));
+    assert_eq!((running.failure_share, running.paused_by), (0.0, None));
+    let receiving = |offset| FirmwareStatus {
+        version: "1.5.0".try_into().unwrap(),
+        state: UpdateState::Receiving,
+        offset,
+        error: None,
+    };
+    rollout.on_status("sd-0", &receiving(768), 1_000);
+    let transferring = Progress::of("id", "1.5.0", &rollout, 0, false, 1_000);
+    assert_eq!(transferring.devices[0].offset, 768);
+    let failed = FirmwareStatus { error: Some(UpdateError::SelfTestFailed), ..receiving(0) };
+    rollout.on_status("sd-0", &failed, 2_000);
+    assert!(rollout.is_paused());
+    let by_itself = Progress::of("id", "1.5.0", &rollout, 0, false, 2_000);
+    assert_eq!((by_itself.failure_share, by_itself.paused_by), (1.0, Some(control::PausedBy::Failures)));
+    let by_operator = Progress::of("id", "1.5.0", &rollout, 0, true, 2_000);
+    assert_eq!(by_operator.paused_by, Some(control::PausedBy::Operator));
+    let json = serde_json::to_value(&by_itself).unwrap();
+    assert_eq!(
+        (&json["paused_by"], &json["image_bytes"]),
+        (&serde_json::json!("failures"), &serde_json::json!(3_500))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = r#"{"id": "id", "version": "1.5.0", "paused": false, "done": false, "waves": [1, 2],
+        "resumes": 0, "counts": {"waiting": 1}, "devices": [], "updated_ms": 5}"#;
+    std::fs::write(dir.path().join(control::PROGRESS), old).unwrap();
+    let loaded = Progress::load(dir.path()).unwrap().unwrap();
+    assert_eq!((loaded.updated_ms, loaded.image_bytes, loaded.paused_by), (5, 0, None));
 }
