@@ -252,7 +252,7 @@ pub enum Kind {
     Text,
 }
 
-/// The table's columns, in the order of [`SCHEMA`]: what a [`SharedTable`] stores.
+/// The table's columns, in the order of its schema: what a [`SharedTable`] stores.
 pub const COLUMNS: &[(&str, Kind)] = &[
     ("notification_id", Kind::Integer),
     ("target", Kind::Text),
