@@ -66,6 +66,9 @@ pub struct Config {
     /// Databases to write to (`[[influx]]`, any number). None: the spool is the local archive.
     #[serde(default)]
     pub influx: Vec<DestinationConfig>,
+    /// The CoAP endpoint for NB-IoT detectors' firmware transfers (`[coap]`). Absent: none.
+    #[serde(default)]
+    pub coap: Option<crate::sources::coap::CoapConfig>,
     /// Modbus water-pressure and tank-level sensors to poll (`[[modbus.devices]]`).
     #[serde(default)]
     pub modbus: Option<crate::sources::modbus::ModbusConfig>,

@@ -637,6 +637,22 @@ fn main() -> anyhow::Result<ExitCode> {
                 "Rollout {} of {}: {state}, wave {} of {}.",
                 progress.id, progress.version, progress.waves.0, progress.waves.1
             );
+            let share = |x: f64| format!("{:.0} %", x * 100.0);
+            match (progress.done, progress.paused_by) {
+                (false, Some(control::PausedBy::Failures)) => println!(
+                    "  Paused by itself: {} of the settled devices failed, above its threshold of {}. Look at the failed devices below; `firegrid firmware resume` goes on with the next wave.",
+                    share(progress.failure_share),
+                    share(progress.max_failure_share)
+                ),
+                (false, Some(control::PausedBy::Operator)) => {
+                    println!("  Paused by the operator; `firegrid firmware resume` goes on.")
+                }
+                _ => println!(
+                    "  Failed: {} of the settled devices (it pauses itself above {}).",
+                    share(progress.failure_share),
+                    share(progress.max_failure_share)
+                ),
+            }
             for (state, n) in &progress.counts {
                 println!("  {state}: {n}");
             }

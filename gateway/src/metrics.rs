@@ -41,6 +41,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label set with one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// What became of it.
+    pub outcome: String,
+}
+
 /// Label set with one `destination` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationLabel {
@@ -183,6 +190,13 @@ pub struct Metrics {
     pub firmware_resends: Family<KindLabel, Counter>,
     /// Firmware rollout requests the gateway refused, by reason (`signature`, `invalid`, ...).
     pub firmware_refused: Family<ReasonLabel, Counter>,
+    /// CoAP requests answered by the NB-IoT endpoint (`[coap]`), by what the answer carried:
+    /// `command` (the device's next firmware command) or `nothing`. Refused requests are
+    /// counted in `rejected` by reason (`coap_malformed`, `coap_path`, ...).
+    pub coap_answers: Family<OutcomeLabel, Counter>,
+    /// Retransmitted CoAP requests answered from the exchange table (or dropped while their
+    /// answer was still on its way) instead of being ingested again.
+    pub coap_retransmissions: Counter,
     limiter: Mutex<HashMap<&'static str, (Instant, u64)>>,
     /// The same counts as `accepted` and `rejected`, readable for the gateway's own
     /// time series (prometheus-client families cannot be iterated).
@@ -253,6 +267,8 @@ impl Metrics {
             firmware_commands: Family::default(),
             firmware_resends: Family::default(),
             firmware_refused: Family::default(),
+            coap_answers: Family::default(),
+            coap_retransmissions: Counter::default(),
             limiter: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             registry: Registry::default(),
@@ -308,6 +324,16 @@ impl Metrics {
             "firmware_requests_refused",
             "Firmware rollout requests refused, by reason",
             m.firmware_refused.clone(),
+        );
+        registry.register(
+            "coap_answers",
+            "CoAP requests of NB-IoT devices answered, by what the answer carried",
+            m.coap_answers.clone(),
+        );
+        registry.register(
+            "coap_retransmissions",
+            "Retransmitted CoAP requests answered again without being ingested twice",
+            m.coap_retransmissions.clone(),
         );
         registry.register(
             "store_unwritable",

@@ -70,6 +70,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The CoAP endpoint could not bind its UDP port.
+    #[error("CoAP endpoint ([coap] listen): {0}")]
+    Coap(std::io::Error),
 }
 
 /// State the HTTP handlers read.
@@ -253,6 +256,7 @@ pub struct Gateway {
     firmware: [JoinHandle<()>; 2],
     health_task: JoinHandle<()>,
     modbus: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    coap: Option<JoinHandle<()>>,
     alarm: Option<crate::alarm::AlarmLoop>,
 }
 
@@ -318,6 +322,11 @@ impl Gateway {
             .with_command_counter(open_counter(&cfg.data_dir)?)
             .with_backlog(backlog),
         );
+        // Bound before anything starts, so a taken port fails the start with its address.
+        let coap_socket = match &cfg.coap {
+            Some(config) => Some(crate::sources::coap::server::bind(config).map_err(StartError::Coap)?),
+            None => None,
+        };
         if let Some(path) = &cfg.registry.keys {
             let keys = crate::keys::KeyStore::load(path)?;
             tracing::info!(devices = keys.len(), file = %path.display(), "Device keys loaded.");
@@ -439,11 +448,13 @@ impl Gateway {
             crate::alarm::launch::command_client(&mqtt, "firmware", lease.clone(), fleet_stop.clone());
         let vendor = (cfg.firmware.vendor_public_key.is_some() || cfg.firmware.vendor_public_keys.is_some())
             .then(|| cfg.firmware.vendor_keys().expect("checked by Config::check"));
+        let coap_routes = Arc::new(crate::sources::coap::routes::Routes::default());
         let driver = crate::firmware::delivery::driver::Driver {
             dir: crate::firmware::delivery::control::dir(&cfg.data_dir),
             vendor,
             ingest: ingest.clone(),
             client: firmware_client,
+            coap: coap_routes.clone(),
             statuses,
             metrics: metrics.clone(),
             board: firmware.clone(),
@@ -452,6 +463,20 @@ impl Gateway {
         let firmware_task = tokio::spawn(crate::firmware::delivery::driver::run(driver, fleet_stop.clone()));
         let handoff = tapped_tx;
         let sessions_stop = CancellationToken::new();
+        let coap = match (&cfg.coap, coap_socket) {
+            (Some(config), Some(socket)) => {
+                let server = crate::sources::coap::server::Server {
+                    config: config.clone(),
+                    ingest: ingest.clone(),
+                    handoff: handoff.clone(),
+                    routes: coap_routes,
+                    metrics: metrics.clone(),
+                    lease: lease.clone(),
+                };
+                Some(tokio::spawn(crate::sources::coap::server::run(server, socket, sessions_stop.clone())))
+            }
+            _ => None,
+        };
         let sessions = Session::ALL
             .into_iter()
             .map(|session| {
@@ -551,6 +576,7 @@ impl Gateway {
             firmware: [firmware_task, firmware_loop],
             health_task,
             modbus,
+            coap,
             alarm,
         })
     }
@@ -568,6 +594,9 @@ impl Gateway {
             }
         }
         let _ = self.health_task.await;
+        if let Some(coap) = self.coap {
+            let _ = coap.await;
+        }
         if let Some((pollers, store)) = self.modbus {
             let _ = pollers.await;
             let _ = store.await;

@@ -20,6 +20,7 @@ mod influxdb_v1;
 mod linkage;
 mod modbus;
 mod mqtt;
+mod nbiot;
 mod ota;
 mod postgres_store;
 mod postgres_tls;

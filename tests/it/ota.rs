@@ -74,6 +74,11 @@ async fn village_with(n: usize, new: &[u8]) -> Village {
 /// [`village_with`]; with `by_slot`, the gateway is configured with the bootloader's three
 /// keys by slot (`vendor_public_keys`) instead of slot 0's alone (`vendor_public_key`).
 async fn village_keyed(n: usize, new: &[u8], by_slot: bool) -> Village {
+    village_configured(n, new, by_slot, String::new()).await
+}
+
+/// [`village_keyed`], with `extra` in the gateway's configuration (top-level tables).
+pub(crate) async fn village_configured(n: usize, new: &[u8], by_slot: bool, extra: String) -> Village {
     let hook = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let registry = registry(dir.path(), n);
@@ -140,6 +145,7 @@ client_id = "gw-ota"
 username = "firegrid-gateway"
 password = "{gateway_password}"
 max_backoff = "500ms"
+{extra}
 [firmware]
 {vendor_keys}
 {tail}"#,
@@ -164,13 +170,13 @@ pub(crate) fn firmware(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn state(v: &Village, state: &str) -> f64 {
+pub(crate) fn state(v: &Village, state: &str) -> f64 {
     let sample = format!(r#"firegrid_firmware_devices{{state="{state}"}}"#);
     v.gateway.metric(&sample).unwrap().unwrap_or(0.0)
 }
 
 /// Waits until `done` holds of the gateway's `/metrics`, for at most a minute.
-async fn wait(v: &Village, what: &str, done: impl Fn(&Village) -> bool) {
+pub(crate) async fn wait(v: &Village, what: &str, done: impl Fn(&Village) -> bool) {
     wait_for(v, what, Duration::from_secs(60), done).await
 }
 
@@ -413,6 +419,11 @@ async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout_acro
         status.contains(": paused, wave 1 of 2") && status.contains("sd-0 failed_rolled_back"),
         "{status}"
     );
+    // Why it paused, in numbers: the one settled device failed, over the 10 % threshold.
+    assert!(
+        status.contains("Paused by itself: 100 % of the settled devices failed, above its threshold of 10 %"),
+        "{status}"
+    );
 
     // A gateway restart keeps the failure and the pause (the progress file), and offers
     // nothing to anyone.
@@ -425,6 +436,19 @@ async fn a_detector_failing_its_self_test_rolls_back_and_pauses_the_rollout_acro
     .await;
     assert_eq!((state(&v, "failed_rolled_back"), state(&v, "waiting")), (1.0, 3.0));
     assert_eq!(v.gateway.metric(offers).unwrap(), None, "no offer since the restart");
+
+    // The operator pauses it too: the status says who holds it now.
+    let (ok, said) = firmware(&["pause", "--config", config]);
+    assert!(ok, "{said}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = firmware(&["status", "--config", config]);
+        if status.contains("Paused by the operator; `firegrid firmware resume` goes on.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The operator resumes: the next wave goes, and finishes.
     let (ok, said) = firmware(&["resume", "--config", config]);

@@ -39,6 +39,7 @@ pub mod mosquitto;
 pub mod nginx;
 pub mod officers;
 pub mod ota;
+pub mod ota_coap;
 pub mod ota_mqtt;
 pub mod postgres;
 pub mod process;

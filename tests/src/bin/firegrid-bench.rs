@@ -105,6 +105,25 @@ enum Bench {
         #[arg(long, default_value_t = 3_500)]
         image_bytes: usize,
     },
+    /// The same rollout to NB-IoT detectors over the gateway's CoAP endpoint: each posts its
+    /// `fw_status` as a confirmable request (RFC 7252 retransmission, 2 s ACK_TIMEOUT) and
+    /// takes its next command from the answer; idle, it asks every `poll_s` seconds (its
+    /// wake-up). With `--loss-every N`, a relay loses every N-th datagram of each detector in
+    /// each direction.
+    OtaCoap {
+        /// Detectors updated.
+        #[arg(long, default_value_t = 6_000)]
+        detectors: usize,
+        /// Image size in bytes (as for `ota-mqtt`).
+        #[arg(long, default_value_t = 3_500)]
+        image_bytes: usize,
+        /// Lose every N-th datagram each way (0: none).
+        #[arg(long, default_value_t = 0)]
+        loss_every: u64,
+        /// An idle detector's wake-up interval, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        poll_s: f64,
+    },
     /// The alarm engine alone: events per second with this many cases open.
     Engine {
         /// Cases open before the measurement.
@@ -835,7 +854,10 @@ async fn main() {
             Bench::AlarmLatency { heartbeats, alarms } => alarm_latency(heartbeats, alarms).await,
             Bench::Engine { cases, events } => engine(cases, events),
             Bench::Ota { detectors } => ota(detectors),
-            Bench::OtaMqtt { detectors, image_bytes } => ota_mqtt(detectors, image_bytes).await,
+            Bench::OtaMqtt { detectors, image_bytes } => ota_mqtt(detectors, image_bytes, None).await,
+            Bench::OtaCoap { detectors, image_bytes, loss_every, poll_s } => {
+                ota_mqtt(detectors, image_bytes, Some((loss_every, Duration::from_secs_f64(poll_s)))).await
+            }
             // The PostgreSQL client is synchronous and must not run on an async worker thread.
             Bench::Outbox { pages, backlog } => {
                 tokio::task::spawn_blocking(move || outbox_store(pages, backlog)).await.unwrap()
@@ -1124,7 +1146,9 @@ fn ota(detectors: usize) {
     );
 }
 
-async fn ota_mqtt(detectors: usize, image_bytes: usize) {
+/// A rollout through the real gateway: over MQTT, or with `coap` (loss pattern, wake-up
+/// interval) over its CoAP endpoint.
+async fn ota_mqtt(detectors: usize, image_bytes: usize, coap: Option<(u64, Duration)>) {
     use firegrid_gateway::firmware::signing;
     use firegrid_tests::ota::vendor;
     let new_image = move || firegrid_tests::ota::image(image_bytes);
@@ -1160,11 +1184,16 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
     let seen = Arc::new(Mutex::new(None::<std::path::PathBuf>));
     let config_path = seen.clone();
     let (csv_path, keys_path) = (c.to_owned(), k.to_owned());
+    let coap_port = firegrid_tests::ota_coap::free_udp_port();
+    let coap_section = match coap {
+        Some(_) => format!("[coap]\nlisten = \"127.0.0.1:{coap_port}\"\n"),
+        None => String::new(),
+    };
     let gateway = firegrid_tests::Firegrid::start(move |d, http| {
         *config_path.lock().unwrap() = Some(d.join("firegrid.toml"));
         format!(
             "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[registry]\ncsv = \"{csv_path}\"\nkeys = \"{keys_path}\"\n\
-             [mqtt]\nport = {port}\nclient_id = \"ota\"\n[firmware]\nvendor_public_key = \"{vendor_public}\"\n",
+             [mqtt]\nport = {port}\nclient_id = \"ota\"\n{coap_section}[firmware]\nvendor_public_key = \"{vendor_public}\"\n",
             d.join("data").display()
         )
     })
@@ -1173,8 +1202,16 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
     let image = dir.path().join("detector-1.5.0.bin");
     std::fs::write(&image, new_image()).unwrap();
     signing::sign(&new_image(), "1.5.0", &vendor()).unwrap().save(&image).unwrap();
-    let fleet = tokio::task::spawn_blocking(move || {
-        Fleet::start("fuhai-1", members, port, Login::Shared, new_image().len())
+    // Over CoAP: straight to the gateway, or through a relay that loses datagrams.
+    let coap_addr = std::net::SocketAddr::from(([127, 0, 0, 1], coap_port));
+    let link = coap.filter(|(every, _)| *every > 0).map(|(every, _)| LossyLink::start(coap_addr, every));
+    let target = link.as_ref().map_or(coap_addr, LossyLink::addr);
+    let fleet = tokio::task::spawn_blocking(move || match coap {
+        None => Either::Mqtt(Fleet::start("fuhai-1", members, port, Login::Shared, new_image().len())),
+        Some((_, poll)) => {
+            let timing = CoapTiming { ack_timeout: Duration::from_secs(2), poll };
+            Either::Coap(CoapFleet::start("fuhai-1", members, target, timing, new_image().len()))
+        }
     })
     .await
     .unwrap();
@@ -1182,6 +1219,7 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
     while gateway.metric(announced).unwrap().unwrap_or(0.0) < detectors as f64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let overflows_before = udp_receive_buffer_errors();
     let started = Instant::now();
     run(&["firmware", "publish", image.to_str().unwrap(), "--config", config.to_str().unwrap(), "--all"]);
     let booted = r#"firegrid_firmware_devices{state="booted"}"#;
@@ -1201,7 +1239,10 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
         }
     }
     let s = started.elapsed().as_secs_f64();
-    let downlinks = fleet.commands();
+    let downlinks = match &fleet {
+        Either::Mqtt(f) => f.commands(),
+        Either::Coap(f) => f.counts.commands.load(std::sync::atomic::Ordering::Relaxed),
+    };
     let metrics = gateway.metrics().unwrap();
     let lost: Vec<&str> = metrics
         .lines()
@@ -1210,7 +1251,7 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
                 || l.starts_with("firegrid_messages_duplicate_total")
         })
         .collect();
-    println!("ota-mqtt: gateway rejections and duplicates: {lost:?}");
+    println!("ota: gateway rejections and duplicates: {lost:?}");
     let count = |family: &str| -> f64 {
         ["fw_offer", "fw_chunk", "fw_commit", "fw_confirm"]
             .iter()
@@ -1220,16 +1261,65 @@ async fn ota_mqtt(detectors: usize, image_bytes: usize) {
     let commands = count("firegrid_firmware_commands_total");
     let resends = count("firegrid_firmware_resends_total");
     let chunks = image_bytes.div_ceil(firegrid_protocol::MAX_CHUNK);
-    let outcomes = tokio::task::spawn_blocking(move || fleet.stop()).await.unwrap();
+    let coap_line = match &fleet {
+        Either::Mqtt(_) => String::new(),
+        Either::Coap(f) => {
+            let c = &f.counts;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            format!(
+                ", {} CoAP requests ({} retransmitted, {} refused, {} given up), {} datagrams lost by the relay, {} retransmissions answered from the exchange table, {} datagrams the kernel dropped for a full receive buffer (all sockets)",
+                load(&c.sent),
+                load(&c.retransmitted),
+                load(&c.refused),
+                load(&c.abandoned),
+                link.as_ref().map_or(0, |l| l.dropped.load(std::sync::atomic::Ordering::Relaxed)),
+                gateway.metric("firegrid_coap_retransmissions_total").unwrap().unwrap_or(0.0),
+                udp_receive_buffer_errors().saturating_sub(overflows_before),
+            )
+        }
+    };
+    let outcomes = tokio::task::spawn_blocking(move || match fleet {
+        Either::Mqtt(f) => f.stop(),
+        Either::Coap(f) => f.stop(),
+    })
+    .await
+    .unwrap();
     let updated = outcomes.iter().filter(|o| o.active == new_image() && o.boot == 2).count();
     assert_eq!(updated, detectors, "every detector booted the new image");
+    let path = match coap {
+        None => "through firegrid and Mosquitto".to_owned(),
+        Some((0, _)) => "over CoAP to firegrid".to_owned(),
+        Some((every, _)) => format!("over CoAP to firegrid, every {every}th datagram lost each way"),
+    };
     println!(
-        "| firmware rollout, {detectors} detectors × {} B image ({chunks} chunks), through firegrid and Mosquitto | {s:.1} s ({:.0} detectors/s) | {commands} firmware commands published (minimum {}), {resends} resends, {downlinks} downlinks received by the detectors (with the `down/ack`s of their event-class uplinks) |",
+        "| firmware rollout, {detectors} detectors × {} B image ({chunks} chunks), {path} | {s:.1} s ({:.0} detectors/s) | {commands} firmware commands (minimum {}), {resends} resends, {downlinks} commands received by the detectors{coap_line} |",
         image_bytes,
         detectors as f64 / s,
         detectors * (chunks + 3)
     );
 }
+
+/// The kernel's count of UDP datagrams dropped because a socket's receive buffer was full
+/// (`Udp: RcvbufErrors` in `/proc/net/snmp`, all sockets of the machine); 0 where unreadable.
+fn udp_receive_buffer_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The fleet of one transport or the other.
+enum Either {
+    Mqtt(firegrid_tests::ota_mqtt::Fleet),
+    Coap(CoapFleet),
+}
+
+use firegrid_tests::ota_coap::{Fleet as CoapFleet, LossyLink, Timing as CoapTiming};
 
 /// A webhook receiver on loopback (axum): every POST to `/hook` is passed on with the time it
 /// arrived. Returns the port and the stream of (arrival, JSON body).

@@ -68,6 +68,9 @@ pub struct Driver {
     pub ingest: Arc<Ingest>,
     /// The gateway's command session.
     pub client: AsyncClient,
+    /// The devices reached over CoAP (NB-IoT): their commands wait there for the device's
+    /// next request instead of being published ([`crate::sources::coap`]).
+    pub coap: Arc<crate::sources::coap::routes::Routes>,
     /// `fw_status` uplinks from [`tap`].
     pub statuses: mpsc::UnboundedReceiver<Status>,
     /// Counts and pauses.
@@ -255,11 +258,14 @@ async fn publish(d: &Driver, a: &mut Active, sends: Vec<Send>) {
             }
             continue;
         };
-        // Awaited: a full client queue slows the rollout down instead of dropping chunks
-        // (a dropped one would cost a `resend_after` wait).
-        if let Err(error) = d.client.publish(topic, QoS::AtLeastOnce, false, payload).await {
-            tracing::error!(%error, "Cannot queue a firmware command.");
-            return;
+        // An NB-IoT device's command waits for its next request; the others are published.
+        if let Err(payload) = d.coap.post(&device, payload) {
+            // Awaited: a full client queue slows the rollout down instead of dropping chunks
+            // (a dropped one would cost a `resend_after` wait).
+            if let Err(error) = d.client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                tracing::error!(%error, "Cannot queue a firmware command.");
+                return;
+            }
         }
         d.metrics.firmware_commands.get_or_create(&KindLabel { kind: kind.into() }).inc();
         if resend {
