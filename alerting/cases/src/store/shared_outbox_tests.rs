@@ -106,8 +106,8 @@ fn the_next_holder_carries_on_with_the_outbox_and_the_old_one_is_fenced() {
     assert_eq!(rows(&mut admin)[2], (2, "webhook".into(), "delivered".into(), 1, 2));
     // Retention deletes finished rows in PostgreSQL too, never a pending one.
     assert_eq!(new.prune(8_000).unwrap(), 2);
-    // (Written again by the second holder's replayed enqueue, unchanged.)
-    assert_eq!(rows(&mut admin), [(1, "sms".into(), "pending".into(), 1, 2)]);
+    // The second holder's replayed enqueue left it alone: still the first holder's write.
+    assert_eq!(rows(&mut admin), [(1, "sms".into(), "pending".into(), 1, 1)]);
 }
 
 /// The server stops: the outbox goes on in memory (a page is queued and can be delivered),

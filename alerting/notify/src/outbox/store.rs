@@ -152,6 +152,8 @@ pub const URGENT: i64 = firegrid_alerting::Severity::ALL.len() as i64 - 1;
 pub struct Enqueued {
     /// Deliveries added.
     pub inserted: usize,
+    /// Their keys (a replayed enqueue adds none, and writes nothing to a shared table).
+    pub added: Vec<DeliveryKey>,
     /// The older pending reminders this one superseded.
     pub superseded: Vec<DeliveryKey>,
 }
@@ -323,8 +325,11 @@ impl Store {
         let Some(shared) = &mut self.shared else { return op(&mut self.conn) };
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let done = op(&mut self.conn).and_then(|value| {
-            let rows = rows_of(&self.conn, &touched(&value))?;
-            shared.0.upsert(&rows)?;
+            let keys = touched(&value);
+            // Nothing changed (a replayed enqueue): no round trip to the shared table.
+            if !keys.is_empty() {
+                shared.0.upsert(&rows_of(&self.conn, &keys)?)?;
+            }
             Ok(value)
         });
         match done {
@@ -385,12 +390,8 @@ impl Store {
     ) -> Result<Enqueued, OutboxError> {
         let json = serde_json::to_string(msg).map_err(OutboxError::Encode)?;
         let reminder_desk = msg.is_reminder().then_some(msg.desk.as_str());
-        let keys = |done: &Enqueued| {
-            let new = targets
-                .iter()
-                .map(|target| DeliveryKey { notification_id: msg.notification_id, target: target.clone() });
-            new.chain(done.superseded.iter().cloned()).collect()
-        };
+        // Only the rows this enqueue changed: a replay after a takeover changes none.
+        let keys = |done: &Enqueued| done.added.iter().chain(&done.superseded).cloned().collect();
         self.write(|conn| enqueue(conn, msg, &json, reminder_desk, targets, now_ms), keys)
     }
 }
@@ -431,6 +432,9 @@ fn enqueue(
                 reminder_desk,
             ])?;
             done.inserted += new;
+            if new == 1 {
+                done.added.push(DeliveryKey { notification_id: msg.notification_id, target: target.clone() });
+            }
             // Only a reminder inserted now supersedes: a replayed one (already present)
             // must not supersede the newer reminders queued after it.
             if let (1, Some(desk)) = (new, reminder_desk) {

@@ -306,7 +306,10 @@ fn a_newer_reminder_supersedes_only_older_pending_reminders_of_its_case_desk_and
     enqueue(&mut store, &page(5, 9, "fault", "reminder", "community:C1"), &["a"], 50);
     // The grid's next reminder, on channel a only: it supersedes #3 on a, not on b.
     let done = enqueue(&mut store, &page(6, 9, "fault", "reminder", "grid:G1"), &["a"], 60);
-    assert_eq!(done, store::Enqueued { inserted: 1, superseded: vec![key(3, "a")] });
+    assert_eq!(
+        done,
+        store::Enqueued { inserted: 1, added: vec![key(6, "a")], superseded: vec![key(3, "a")] }
+    );
     // A replay of #3 (already present) supersedes nothing.
     assert_eq!(
         enqueue(&mut store, &page(3, 9, "fault", "reminder", "grid:G1"), &["a", "b"], 70),
