@@ -490,7 +490,9 @@ impl DeviceState {
 impl Unauthenticated {
     fn new(cfg: &AdmissionConfig, now_ms: u64) -> Self {
         Unauthenticated {
-            recent: VecDeque::with_capacity(RECENT_UNAUTHENTICATED),
+            // Grown as messages come, to at most RECENT_UNAUTHENTICATED: a device heard once
+            // holds a few entries, not 64 (512 B) from its first message.
+            recent: VecDeque::new(),
             buckets: Buckets::full(cfg, now_ms),
         }
     }

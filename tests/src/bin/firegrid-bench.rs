@@ -1010,24 +1010,41 @@ fn write_registry(path: &std::path::Path, n: usize) {
 }
 
 async fn memory(sizes: &[usize]) {
-    println!("memory: firegrid (release) RSS after every registered device sent one heartbeat");
+    for keyed in [false, true] {
+        memory_of(sizes, keyed).await;
+    }
+}
+
+/// [`memory`] without a key store (every heartbeat accepted unsigned) or, `keyed`, with one
+/// holding every device's key and signed heartbeats (the real configuration).
+async fn memory_of(sizes: &[usize], keyed: bool) {
+    let what = if keyed { "signed heartbeat (key store)" } else { "unsigned heartbeat (no key store)" };
+    println!("memory: firegrid (release) RSS after every registered device sent one {what}");
     let mut results = Vec::new();
     for &n in sizes {
         let broker = Mosquitto::start().unwrap();
         let registry_dir = tempfile::tempdir().unwrap();
         let csv = registry_dir.path().join("devices.csv");
         write_registry(&csv, n);
+        let keys = if keyed {
+            format!("keys = \"{}\"\n", bench_keys(registry_dir.path(), n).display())
+        } else {
+            String::new()
+        };
         let port = broker.port();
         let csv_path = csv.display().to_string();
         let gateway = firegrid_tests::Firegrid::start(move |dir, http| {
             format!(
-                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[registry]\ncsv = \"{csv_path}\"\n[mqtt]\nport = {port}\nclient_id = \"mem\"\n",
+                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n[registry]\ncsv = \"{csv_path}\"\n{keys}[mqtt]\nport = {port}\nclient_id = \"mem\"\n",
                 dir.join("data").display()
             )
         })
         .unwrap();
         let pid = gateway.pid().unwrap();
-        let stream: Vec<_> = (0..n).map(|i| heartbeat(&device(i), 0)).collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let loaded = rss(pid);
+        let stream: Vec<_> =
+            (0..n).map(|i| if keyed { signed_heartbeat(i, 0) } else { heartbeat(&device(i), 0) }).collect();
         publish_all(port, "fleet", &stream).await;
         let sample = r#"firegrid_messages_accepted_total{kind="heartbeat"}"#;
         while gateway.metric(sample).unwrap().unwrap_or(0.0) < n as f64 {
@@ -1036,14 +1053,21 @@ async fn memory(sizes: &[usize]) {
         // Let liveness tick and the allocator settle.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let bytes = rss(pid);
-        println!("| {n} devices | RSS {:.1} MiB |", bytes as f64 / 1048576.0);
-        results.push((n, bytes));
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "| {n} devices | RSS {:.1} MiB (started, registry loaded: {:.1} MiB) |",
+            mib(bytes),
+            mib(loaded)
+        );
+        results.push((n, bytes, loaded));
     }
     for w in results.windows(2) {
-        let ((n0, r0), (n1, r1)) = (w[0], w[1]);
+        let ((n0, r0, l0), (n1, r1, l1)) = (w[0], w[1]);
+        let per = |a: u64, b: u64| (b as f64 - a as f64) / (n1 - n0) as f64;
         println!(
-            "| {n0} → {n1} devices | **{:.0} B per device** |",
-            (r1 as f64 - r0 as f64) / (n1 - n0) as f64
+            "| {n0} → {n1} devices | **{:.0} B per device** ({:.0} B of it before any message) |",
+            per(r0, r1),
+            per(l0, l1)
         );
     }
 }
