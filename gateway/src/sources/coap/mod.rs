@@ -27,10 +27,11 @@
 //! - [`server`]: the socket and the wait for each answer.
 //!
 //! Hostile datagrams are refused and counted in `rejected` by reason (`coap_malformed`,
-//! `coap_method`, `coap_option`, `coap_path`, `coap_kind`, `oversized`, and ingest's own
-//! reasons for a bad tag or a replay), logged rate-limited. A refusal is never larger than
-//! the request (no payload, or a reset of four bytes), so the endpoint cannot amplify a
-//! spoofed flood; only an authenticated, fresh status earns a command.
+//! `coap_method`, `coap_option`, `coap_path`, `coap_kind`, `oversized`, `coap_busy` past 8,192
+//! requests in flight, and ingest's own reasons for a bad tag or a replay), logged
+//! rate-limited. A refusal is never larger than the request (no payload, or a reset of four
+//! bytes), so the endpoint cannot amplify a spoofed flood; only an authenticated, fresh
+//! status earns a command.
 
 pub mod exchange;
 pub mod routes;

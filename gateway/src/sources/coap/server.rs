@@ -14,6 +14,12 @@ use super::routes::Routes;
 use crate::ingest::{Accepted, Ingest, Outcome};
 use crate::metrics::Metrics;
 
+/// Requests judged or waiting for their answer at once, at most. A request holds its place
+/// for up to `answer_wait`, so a village's 6,000 detectors all asking at once fit; a flood of
+/// requests beyond it is dropped (counted `coap_busy`; a real device retransmits) instead of
+/// queueing without bound for ingest's threads.
+const IN_FLIGHT: usize = 8_192;
+
 /// Exchanges remembered for retransmissions: a village's 6,000 detectors with a few
 /// requests each remembered, at most some 450 bytes an answer (about 15 MB at most).
 const EXCHANGES: usize = 32_768;
@@ -73,6 +79,7 @@ pub async fn run(server: Server, socket: UdpSocket, stop: CancellationToken) {
     let server = Arc::new(server);
     let socket = Arc::new(socket);
     let exchanges = Arc::new(Mutex::new(Exchanges::new(EXCHANGES)));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut own_id: u16 = fastrand::u16(..);
     // A message, a token, the Uri-Path and a header: under 1,500 bytes.
     let mut buf = vec![0u8; firegrid_protocol::MAX_PAYLOAD + 476];
@@ -110,6 +117,10 @@ pub async fn run(server: Server, socket: UdpSocket, stop: CancellationToken) {
                 let _ = socket.send_to(&reply, peer).await;
             }
             Parsed::Uplink { topic, payload, reply } => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    refused(&server.metrics, "coap_busy", peer);
+                    continue;
+                };
                 let id = exchange::message_id(datagram).expect("parsed, so it has a header");
                 match exchanges.lock().unwrap().check(peer, id, now) {
                     Seen::New => {}
@@ -127,6 +138,7 @@ pub async fn run(server: Server, socket: UdpSocket, stop: CancellationToken) {
                 let (server, socket, exchanges) = (server.clone(), socket.clone(), exchanges.clone());
                 tokio::spawn(async move {
                     let answer = handle(&server, topic, payload, &reply, own_id).await;
+                    drop(permit);
                     exchanges.lock().unwrap().answered(peer, id, &answer);
                     let _ = socket.send_to(&answer, peer).await;
                 });
