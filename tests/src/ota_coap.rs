@@ -20,7 +20,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, Resp
 use firegrid_protocol::{Encoding, Topic, Uplink, VillageId};
 
 use crate::ota::{Detector, LARGE, SMALL};
-use crate::ota_mqtt::{Member, Outcome};
+use crate::ota_mqtt::{Member, Outcome, Tally};
 
 /// The client's timing (RFC 7252 §4.8: ACK_TIMEOUT is 2 s by default; a test shortens it,
 /// keeping it above the gateway's `answer_wait`).
@@ -155,9 +155,7 @@ fn run<const PAGES: usize>(
         nodes.push(Node { socket, queue, pending: None, last: Instant::now(), answered: false });
     }
     let mut next_id: u16 = 1;
-    let mut received = vec![0u32; members.len()];
-    let mut chunks = vec![0u32; members.len()];
-    let mut cut = vec![false; members.len()];
+    let mut tally = Tally::new(members.len());
     let mut ready = Some(ready);
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
@@ -186,18 +184,10 @@ fn run<const PAGES: usize>(
                     continue;
                 }
                 counts.commands.fetch_add(1, Ordering::Relaxed);
-                received[i] += 1;
-                let mut sent = detectors[i].receive_payload(&p.payload, now_ms());
-                if firegrid_protocol::Downlink::decode(&p.payload, Encoding::Compact, &Default::default())
-                    .is_ok_and(|d| d.body.kind().as_str() == "fw_chunk")
-                {
-                    chunks[i] += 1;
-                    if !cut[i] && members[i].power_cut_after_chunks.is_some_and(|n| chunks[i] >= n) {
-                        // The power goes before anything it just sent leaves the radio.
-                        cut[i] = true;
-                        sent = detectors[i].power_cut();
-                    }
-                }
+                let is_chunk =
+                    firegrid_protocol::Downlink::decode(&p.payload, Encoding::Compact, &Default::default())
+                        .is_ok_and(|d| d.body.kind().as_str() == "fw_chunk");
+                let sent = tally.command(i, &members[i], &mut detectors[i], &p.payload, is_chunk, now_ms());
                 node.queue.extend(sent);
             }
             // A retransmission due?
@@ -247,18 +237,7 @@ fn run<const PAGES: usize>(
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    detectors
-        .iter_mut()
-        .enumerate()
-        .map(|(i, d)| Outcome {
-            device: members[i].device.clone(),
-            boot: d.boot(),
-            active: d.active(image_len),
-            commands: received[i],
-            power_cut: cut[i],
-            key_floor: d.key_floor(),
-        })
-        .collect()
+    tally.outcomes(&mut detectors, &members, image_len)
 }
 
 /// A UDP relay on loopback that drops datagrams on a fixed pattern: every `every`-th

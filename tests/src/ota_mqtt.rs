@@ -231,37 +231,76 @@ fn run<const PAGES: usize>(
         publish(&clients, i, sent);
     }
     let _ = ready.send(());
-    let mut received = vec![0u32; members.len()];
-    let mut chunks = vec![0u32; members.len()];
-    let mut cut = vec![false; members.len()];
+    let mut tally = Tally::new(members.len());
     while !stop.load(Ordering::Relaxed) {
         let Ok(incoming) = rx.recv_timeout(Duration::from_millis(50)) else { continue };
         let Incoming::Publish(topic, payload) = incoming else { continue };
         let Ok(topic) = Topic::parse(&topic) else { continue };
         let Some(&i) = index.get(topic.device.as_str()) else { continue };
-        received[i] += 1;
         *commands.lock().unwrap() += 1;
-        let mut sent = detectors[i].receive_payload(&payload, now_ms());
-        if topic.kind.as_str() == "fw_chunk" {
-            chunks[i] += 1;
-            if !cut[i] && members[i].power_cut_after_chunks.is_some_and(|n| chunks[i] >= n) {
-                // The power goes before anything it just sent leaves the radio.
-                cut[i] = true;
-                sent = detectors[i].power_cut();
-            }
-        }
+        let is_chunk = topic.kind.as_str() == "fw_chunk";
+        let sent = tally.command(i, &members[i], &mut detectors[i], &payload, is_chunk, now_ms());
         publish(&clients, i, sent);
     }
-    detectors
-        .iter_mut()
-        .enumerate()
-        .map(|(i, d)| Outcome {
-            device: members[i].device.clone(),
-            boot: d.boot(),
-            active: d.active(image_len),
-            commands: received[i],
-            power_cut: cut[i],
-            key_floor: d.key_floor(),
-        })
-        .collect()
+    tally.outcomes(&mut detectors, &members, image_len)
+}
+
+/// What a fleet counts per detector, whatever carries its commands: commands received, chunks
+/// among them, and whether its power cut happened.
+pub(crate) struct Tally {
+    received: Vec<u32>,
+    chunks: Vec<u32>,
+    cut: Vec<bool>,
+}
+
+impl Tally {
+    /// For `n` detectors.
+    pub(crate) fn new(n: usize) -> Self {
+        Tally { received: vec![0; n], chunks: vec![0; n], cut: vec![false; n] }
+    }
+
+    /// Detector `i` (`member`) receives `payload` (`is_chunk`: an `fw_chunk`); returns what it
+    /// sent, which after its power cut is what it sends on its restart.
+    pub(crate) fn command<const PAGES: usize>(
+        &mut self,
+        i: usize,
+        member: &Member,
+        detector: &mut Detector<PAGES>,
+        payload: &[u8],
+        is_chunk: bool,
+        now_ms: u64,
+    ) -> Vec<Uplink> {
+        self.received[i] += 1;
+        let mut sent = detector.receive_payload(payload, now_ms);
+        if is_chunk {
+            self.chunks[i] += 1;
+            if !self.cut[i] && member.power_cut_after_chunks.is_some_and(|n| self.chunks[i] >= n) {
+                // The power goes before anything it just sent leaves the radio.
+                self.cut[i] = true;
+                sent = detector.power_cut();
+            }
+        }
+        sent
+    }
+
+    /// Where each detector ended.
+    pub(crate) fn outcomes<const PAGES: usize>(
+        &self,
+        detectors: &mut [Detector<PAGES>],
+        members: &[Member],
+        image_len: usize,
+    ) -> Vec<Outcome> {
+        detectors
+            .iter_mut()
+            .enumerate()
+            .map(|(i, d)| Outcome {
+                device: members[i].device.clone(),
+                boot: d.boot(),
+                active: d.active(image_len),
+                commands: self.received[i],
+                power_cut: self.cut[i],
+                key_floor: d.key_floor(),
+            })
+            .collect()
+    }
 }
