@@ -20,7 +20,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, Resp
 use firegrid_protocol::{Encoding, Topic, Uplink, VillageId};
 
 use crate::ota::{Detector, LARGE, SMALL};
-use crate::ota_mqtt::{Member, Outcome, Tally};
+use crate::ota_mqtt::{FleetThread, Member, Outcome, Tally};
 
 /// The client's timing (RFC 7252 §4.8: ACK_TIMEOUT is 2 s by default; a test shortens it,
 /// keeping it above the gateway's `answer_wait`).
@@ -49,8 +49,7 @@ pub struct Counts {
 
 /// The running fleet.
 pub struct Fleet {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Outcome>>>,
+    thread: FleetThread,
     /// What it counted.
     pub counts: Arc<Counts>,
 }
@@ -65,13 +64,12 @@ impl Fleet {
         timing: Timing,
         image_len: usize,
     ) -> Fleet {
-        let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
         let (ready_tx, ready_rx) = mpsc::channel();
         let village = VillageId::new(village).expect("a valid village");
         let thread = {
-            let (stop, counts) = (stop.clone(), counts.clone());
-            std::thread::spawn(move || {
+            let counts = counts.clone();
+            FleetThread::spawn(move |stop| {
                 if image_len <= Detector::<SMALL>::capacity() {
                     run::<SMALL>(village, members, gateway, timing, image_len, stop, counts, ready_tx)
                 } else {
@@ -80,19 +78,12 @@ impl Fleet {
             })
         };
         ready_rx.recv_timeout(Duration::from_secs(60)).expect("every detector's first status was answered");
-        Fleet { stop, thread: Some(thread), counts }
+        Fleet { thread, counts }
     }
 
     /// Stops the fleet and says where each detector ended.
-    pub fn stop(mut self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().expect("stopped once").join().expect("the fleet thread does not panic")
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) -> Vec<Outcome> {
+        self.thread.stop()
     }
 }
 

@@ -76,9 +76,35 @@ pub struct Outcome {
 
 /// The running fleet.
 pub struct Fleet {
+    thread: FleetThread,
+    commands: Arc<Mutex<u64>>,
+}
+
+/// The thread that owns a fleet's detectors (MQTT or CoAP), told to stop by a flag.
+pub(crate) struct FleetThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Vec<Outcome>>>,
-    commands: Arc<Mutex<u64>>,
+}
+
+impl FleetThread {
+    /// Runs `run` with the stop flag on a thread of its own.
+    pub(crate) fn spawn(run: impl FnOnce(Arc<AtomicBool>) -> Vec<Outcome> + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        FleetThread { stop, thread: Some(std::thread::spawn(move || run(flag))) }
+    }
+
+    /// Stops the fleet and says where each detector ended.
+    pub(crate) fn stop(mut self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().expect("stopped once").join().expect("the fleet thread does not panic")
+    }
+}
+
+impl Drop for FleetThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 enum Incoming {
@@ -96,13 +122,12 @@ impl Fleet {
     /// The detectors' flash is the small one when an image of `image_len` fits it, the
     /// large one otherwise.
     pub fn start(village: &str, members: Vec<Member>, port: u16, login: Login, image_len: usize) -> Fleet {
-        let stop = Arc::new(AtomicBool::new(false));
         let commands = Arc::new(Mutex::new(0));
         let (ready_tx, ready_rx) = mpsc::channel();
         let village = VillageId::new(village).expect("a valid village");
         let thread = {
-            let (stop, commands) = (stop.clone(), commands.clone());
-            std::thread::spawn(move || {
+            let commands = commands.clone();
+            FleetThread::spawn(move |stop| {
                 if image_len <= Detector::<SMALL>::capacity() {
                     run::<SMALL>(village, members, port, login, image_len, stop, commands, ready_tx)
                 } else {
@@ -115,7 +140,7 @@ impl Fleet {
             })
         };
         ready_rx.recv_timeout(Duration::from_secs(120)).expect("the fleet subscribed and announced itself");
-        Fleet { stop, thread: Some(thread), commands }
+        Fleet { thread, commands }
     }
 
     /// Downlinks received so far by all detectors (firmware commands and `down/ack`s).
@@ -124,15 +149,8 @@ impl Fleet {
     }
 
     /// Stops the fleet and says where each detector ended.
-    pub fn stop(mut self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().expect("stopped once").join().expect("the fleet thread does not panic")
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(self) -> Vec<Outcome> {
+        self.thread.stop()
     }
 }
 

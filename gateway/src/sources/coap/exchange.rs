@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use firegrid_protocol::{Direction, Topic, TopicKind, UplinkKind};
+use firegrid_protocol::{Topic, TopicKind, UplinkKind};
 
 /// The uplink kinds a device may post over CoAP. Only the firmware transfer's status today:
 /// its answer is the device's next firmware command, which the response carries. An alarm
@@ -37,6 +37,8 @@ pub enum Parsed {
     Uplink {
         /// The topic its Uri-Path names (`fg/v1/{village}/{device}/up/{kind}`).
         topic: String,
+        /// The device that topic names.
+        device: String,
         /// The message.
         payload: Vec<u8>,
         /// Builds the answer.
@@ -133,18 +135,15 @@ pub fn parse(datagram: &[u8]) -> Parsed {
         .map(|segments| segments.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default();
     let topic = path.join("/");
-    let served = match Topic::parse(&topic) {
-        Ok(Topic { kind: TopicKind::Up(kind), .. }) => SERVED.contains(&kind),
-        Ok(t) if t.kind.direction() == Direction::Down => false,
-        _ => return refuse(ResponseType::NotFound, "coap_path"),
+    let device = match Topic::parse(&topic) {
+        Ok(Topic { kind: TopicKind::Up(kind), device, .. }) if SERVED.contains(&kind) => device,
+        Ok(_) => return refuse(ResponseType::NotFound, "coap_kind"),
+        Err(_) => return refuse(ResponseType::NotFound, "coap_path"),
     };
-    if !served {
-        return refuse(ResponseType::NotFound, "coap_kind");
-    }
     if packet.payload.len() > firegrid_protocol::MAX_PAYLOAD {
         return refuse(ResponseType::RequestEntityTooLarge, "oversized");
     }
-    Parsed::Uplink { topic, payload: packet.payload, reply }
+    Parsed::Uplink { topic, device: device.as_str().to_owned(), payload: packet.payload, reply }
 }
 
 /// An empty reset for message `id`.

@@ -21,7 +21,8 @@ use crate::metrics::Metrics;
 const IN_FLIGHT: usize = 8_192;
 
 /// Exchanges remembered for retransmissions: a village's 6,000 detectors with a few
-/// requests each remembered, at most some 450 bytes an answer (about 15 MB at most).
+/// requests each remembered, at most some 450 bytes an answer (about 15 MB at most,
+/// computed, not measured).
 const EXCHANGES: usize = 32_768;
 
 /// What the server needs.
@@ -116,7 +117,7 @@ pub async fn run(server: Server, socket: UdpSocket, stop: CancellationToken) {
                 }
                 let _ = socket.send_to(&reply, peer).await;
             }
-            Parsed::Uplink { topic, payload, reply } => {
+            Parsed::Uplink { topic, device, payload, reply } => {
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                     refused(&server.metrics, "coap_busy", peer);
                     continue;
@@ -137,7 +138,7 @@ pub async fn run(server: Server, socket: UdpSocket, stop: CancellationToken) {
                 }
                 let (server, socket, exchanges) = (server.clone(), socket.clone(), exchanges.clone());
                 tokio::spawn(async move {
-                    let answer = handle(&server, topic, payload, &reply, own_id).await;
+                    let answer = handle(&server, topic, &device, payload, &reply, own_id).await;
                     drop(permit);
                     exchanges.lock().unwrap().answered(peer, id, &answer);
                     let _ = socket.send_to(&answer, peer).await;
@@ -153,11 +154,17 @@ fn refused(metrics: &Metrics, reason: &'static str, peer: SocketAddr) {
 }
 
 /// Ingests one uplink and waits for the device's next command.
-async fn handle(server: &Server, topic: String, payload: Vec<u8>, reply: &Reply, own_id: u16) -> Vec<u8> {
+async fn handle(
+    server: &Server,
+    topic: String,
+    device: &str,
+    payload: Vec<u8>,
+    reply: &Reply,
+    own_id: u16,
+) -> Vec<u8> {
     let ingest = server.ingest.clone();
-    let (topic, processed) = tokio::task::spawn_blocking(move || {
-        let processed = ingest.process(&[(topic.as_str(), &payload[..])], crate::clock::wall_ms());
-        (topic, processed)
+    let processed = tokio::task::spawn_blocking(move || {
+        ingest.process(&[(topic.as_str(), &payload[..])], crate::clock::wall_ms())
     })
     .await
     .expect("ingest does not panic");
@@ -180,10 +187,7 @@ async fn handle(server: &Server, topic: String, payload: Vec<u8>, reply: &Reply,
         // Refused and counted by reason in ingest; the answer says no more than that.
         Some(Outcome::Dropped) | None => return reply.build(ResponseType::BadRequest, &[], own_id),
     }
-    let Ok(parsed) = firegrid_protocol::Topic::parse(&topic) else {
-        return reply.build(ResponseType::BadRequest, &[], own_id);
-    };
-    let ticket = server.routes.open(parsed.device.as_str());
+    let ticket = server.routes.open(device);
     for accepted in processed.accepted {
         let _ = server.handoff.send(accepted);
     }

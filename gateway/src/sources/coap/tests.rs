@@ -52,8 +52,9 @@ fn refusal(d: &[u8]) -> (Vec<u8>, Option<&'static str>) {
 #[test]
 fn a_confirmable_post_of_a_status_is_an_uplink_answered_in_a_piggybacked_acknowledgement() {
     let d = request(CON, POST, &path(STATUS), b"\x01\x02\x03");
-    let Parsed::Uplink { topic, payload, reply } = parse(&d) else { panic!("an uplink") };
+    let Parsed::Uplink { topic, device, payload, reply } = parse(&d) else { panic!("an uplink") };
     assert_eq!(topic, "fg/v1/fuhai-1/sd-0/up/fw_status");
+    assert_eq!(device, "sd-0");
     assert_eq!(payload, b"\x01\x02\x03");
     assert!(reply.confirmable());
     // ACK (type 2), same token, 2.04 Changed (0x44), the request's message ID.
