@@ -234,11 +234,15 @@ async fn an_officer_handles_a_fire_in_the_browser_and_another_grid_sees_none_of_
             attr(&desk, "#cases li.unplaced", "data-case").await
         })
         .await;
-    let shown = text(&desk, &format!("#cases li[data-case='{unplaced}'] .where")).await;
-    assert!(
-        shown.contains("sd-stranger") && (shown.contains("unverified") || shown.contains("未核实")),
-        "{shown}"
-    );
+    // The list is redrawn as cases change: the item's text is read until it is there (a read
+    // between a redraw's removal and insertion finds no item and reads "").
+    let where_ = format!("#cases li[data-case='{unplaced}'] .where");
+    until(&demo, Duration::from_secs(10), "the unplaced case marked unverified in the list", || async {
+        let shown = text(&desk, &where_).await;
+        (shown.contains("sd-stranger") && (shown.contains("unverified") || shown.contains("未核实")))
+            .then_some(())
+    })
+    .await;
     click(&demo, &desk, &format!("#cases li[data-case='{unplaced}']")).await;
     until(&demo, Duration::from_secs(10), "the unplaced case's detail with the place form", || async {
         let form = desk.find(Locator::Css("#act-place")).await.ok()?;
